@@ -1,0 +1,110 @@
+/**
+ * The trace file's schema: the one place where tables are declared. Every column has a doc line.
+ * Raw frames are the ground truth; `requests` is derived from them (the ledger) and can be rebuilt.
+ *
+ * Times: frame timestamps are CLOCK_MONOTONIC nanoseconds as taken by the native pump.
+ * Ledger times (`start_ns`, `fwd_ns`, `reply_ns`) are relative to the session's `started_mono_ns`.
+ * 64-bit FUSE values (unique, nodeid, fh, flags) are stored as SQLite INTEGER (signed 64-bit);
+ * read them with better-sqlite3's `safeIntegers()` where they may exceed 2^53.
+ *
+ * `unique` is an SQL keyword, so the column is `unique_id` everywhere in SQL; the CLI, filter
+ * language and JSON output call it `unique`.
+ */
+
+/** `PRAGMA application_id` of a fusetrace file: ASCII "FTRC". Any other non-zero id is a foreign file. */
+export const APPLICATION_ID = 0x46545243;
+
+/** `PRAGMA user_version`: bump on every schema change and add a line to FORMAT_CHANGELOG. */
+export const FORMAT_VERSION = 1;
+
+/** What each format version changed; the reader and writer live together with it. */
+export const FORMAT_CHANGELOG: Record<number, string> = {
+  1: 'first format: sessions, frames, procs, requests',
+};
+
+/** Frame direction: read from /dev/fuse (a request, or INTERRUPT/FORGET) = 0; written to /dev/fuse (reply or notify) = 1. */
+export const DIR_KERNEL_TO_SERVER = 0;
+export const DIR_SERVER_TO_KERNEL = 1;
+
+export const SCHEMA_SQL = `
+CREATE TABLE sessions (
+  id               INTEGER PRIMARY KEY,  -- session id, 1, 2, ... within the file
+  name             TEXT,                 -- --name given to record, or NULL
+  started_wall_ns  INTEGER NOT NULL,     -- wall clock (ns since the Unix epoch) when recording started
+  started_mono_ns  INTEGER NOT NULL,     -- CLOCK_MONOTONIC (ns) when recording started; frame times are on this clock
+  ended_mono_ns    INTEGER,              -- CLOCK_MONOTONIC (ns) when the session ended; NULL while recording or if fusetrace was killed
+  command          TEXT NOT NULL,        -- JSON array: the server's argv as the user gave it
+  mountpoint       TEXT,                 -- absolute mountpoint
+  kernel_major     INTEGER,              -- protocol version offered in the kernel's INIT request
+  kernel_minor     INTEGER,
+  server_major     INTEGER,              -- protocol version of the server's INIT reply
+  server_minor     INTEGER,
+  init_flags       INTEGER,              -- negotiated INIT flags as the kernel saw them: flags | flags2 << 32
+  max_write        INTEGER,              -- max_write as forwarded to the kernel
+  init_changes     TEXT,                 -- JSON: what the proxy changed in INIT (masked bits, clamped max_write/max_pages, originals)
+  snaplen          INTEGER,              -- bytes kept per frame, NULL for full frames
+  end_reason       TEXT,                 -- unmount | signal | server-exit | server-crash | error; NULL while recording or after SIGKILL
+  server_exit_code INTEGER,              -- the server's exit code, if it exited
+  server_signal    TEXT,                 -- the signal that killed the server, if any (e.g. SIGSEGV)
+  exit_status      INTEGER,              -- fusetrace's own exit status
+  frames           INTEGER NOT NULL DEFAULT 0,  -- frames recorded
+  bytes            INTEGER NOT NULL DEFAULT 0,  -- frame bytes seen (full lengths, before snaplen)
+  dropped          INTEGER NOT NULL DEFAULT 0,  -- frames passed through but not recorded (queue full); never silent
+  meta             TEXT                  -- JSON: anything else (fusetrace version, uid, kernel release, ...)
+);
+
+CREATE TABLE frames (
+  session     INTEGER NOT NULL,          -- sessions.id
+  seq         INTEGER NOT NULL,          -- 0, 1, 2, ... in the order the pump saw the frames
+  ts_ns       INTEGER NOT NULL,          -- CLOCK_MONOTONIC right after the read() that got the frame
+  fwd_ns      INTEGER,                   -- CLOCK_MONOTONIC right after the forwarding write() returned
+  dir         INTEGER NOT NULL,          -- 0 kernel->server, 1 server->kernel
+  unique_id   INTEGER NOT NULL,          -- fuse_in_header.unique / fuse_out_header.unique
+  opcode      INTEGER,                   -- fuse_in_header.opcode (dir 0)
+  error       INTEGER,                   -- fuse_out_header.error (dir 1): 0, a negative errno, or the notify code when unique is 0
+  len         INTEGER NOT NULL,          -- the frame's full length in bytes
+  cap_len     INTEGER NOT NULL,          -- bytes kept in data (less than len when cut by --snaplen)
+  data        BLOB NOT NULL,             -- the frame as it crossed the proxy, headers included
+  write_errno INTEGER NOT NULL DEFAULT 0, -- errno of the forwarding write() (ENOENT: the kernel no longer knew the unique)
+  PRIMARY KEY (session, seq)
+) WITHOUT ROWID;
+CREATE INDEX frames_unique ON frames(session, unique_id);
+
+CREATE TABLE procs (
+  session  INTEGER NOT NULL,             -- sessions.id
+  pid      INTEGER NOT NULL,             -- fuse_in_header.pid
+  comm     TEXT,                         -- /proc/PID/comm when the pump first saw the pid
+  PRIMARY KEY (session, pid)
+) WITHOUT ROWID;
+
+CREATE TABLE requests (
+  session     INTEGER NOT NULL,          -- sessions.id
+  seq         INTEGER NOT NULL,          -- frames.seq of the request frame
+  unique_id   INTEGER NOT NULL,          -- the request's unique
+  opcode      INTEGER NOT NULL,          -- fuse opcode
+  nodeid      INTEGER,                   -- fuse_in_header.nodeid
+  fh          INTEGER,                   -- file handle the request names, if any
+  path        TEXT,                      -- path of nodeid (and name) as of the request's time, if known
+  pid         INTEGER,                   -- requesting pid (0 for kernel-internal requests)
+  comm        TEXT,                      -- process name of pid
+  uid         INTEGER,
+  gid         INTEGER,
+  start_ns    INTEGER NOT NULL,          -- read by the proxy, ns since session start
+  fwd_ns      INTEGER,                   -- forwarded to the server, ns since session start
+  reply_ns    INTEGER,                   -- reply read by the proxy, ns since session start
+  dur_ns      INTEGER,                   -- reply_ns - start_ns
+  errno       INTEGER,                   -- positive errno of the reply, 0 for success, NULL without a reply
+  len         INTEGER NOT NULL,          -- request length
+  reply_len   INTEGER,                   -- reply length
+  state       TEXT NOT NULL,             -- ok | error | interrupted | late | unanswered | aborted | noreply | notify | unknown
+  outcome     TEXT,                      -- sub-state: for interrupted eintr | answered | eagain; for late the reason
+  background  INTEGER NOT NULL DEFAULT 0, -- 1 when no process waits on it (RELEASE, writeback, readahead, INIT)
+  reply_seq   INTEGER,                   -- frames.seq of the reply
+  interrupt_seq INTEGER,                 -- frames.seq of the FUSE_INTERRUPT naming this request
+  PRIMARY KEY (session, seq)
+) WITHOUT ROWID;
+CREATE INDEX requests_unique ON requests(session, unique_id);
+CREATE INDEX requests_start ON requests(session, start_ns);
+CREATE INDEX requests_dur ON requests(session, dur_ns);
+CREATE INDEX requests_state ON requests(session, state);
+`;
