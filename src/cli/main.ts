@@ -7,6 +7,7 @@ import { registerStats } from './stats.js';
 import { registerExport } from './export.js';
 import { registerReplay } from './replay.js';
 import { registerTui } from './tui.js';
+import { registerDoctor } from './doctor.js';
 
 /** Builds the command tree; exported so tests can drive it without a child process. */
 export function buildProgram(): Command {
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerExport(program);
   registerReplay(program);
   registerTui(program);
+  registerDoctor(program);
   return program;
 }
 
