@@ -3,12 +3,21 @@
     {
       "target_name": "fusetrace",
       "sources": [
-        "native/binding.cc"
+        "native/binding.cc",
+        "native/pump.cc",
+        "native/mount_util.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],
       "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-      "cflags_cc!": ["-fno-exceptions"]
+      "cflags_cc!": ["-fno-exceptions"],
+      "ldflags": ["-pthread"]
+    },
+    {
+      "target_name": "fusetrace-exec",
+      "type": "executable",
+      "sources": ["native/exec_helper.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
     }
   ]
 }

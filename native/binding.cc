@@ -1,14 +1,253 @@
 // JS entry points of the fusetrace addon. This file only converts JS values;
-// the logic lives in the small C++ classes beside it.
+// the logic lives in the small C++ classes beside it (pump.h, mount_util.h).
+// Every function here runs on the JS thread.
 #include <napi.h>
+#include <string.h>
+#include <time.h>
 
-static Napi::Value Version(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), 1);
+#include <memory>
+
+#include "mount_util.h"
+#include "pump.h"
+
+namespace {
+
+using fusetrace::Pump;
+using fusetrace::PumpOptions;
+
+// Throws an Error carrying `code` (e.g. "EBUSY") and `errno`, like node's fs errors.
+void ThrowErrno(Napi::Env env, const char* what, int err) {
+  const char* name = strerrorname_np(err);
+  std::string msg = std::string(what) + ": " + (name ? name : "E?") + " (" + strerror(err) + ")";
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("code", Napi::String::New(env, name ? name : "EUNKNOWN"));
+  e.Set("errno", Napi::Number::New(env, err));
+  e.ThrowAsJavaScriptException();
 }
 
-static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+bool CheckArgs(const Napi::CallbackInfo& info, size_t n, const char* usage) {
+  if (info.Length() < n) {
+    Napi::TypeError::New(info.Env(), usage).ThrowAsJavaScriptException();
+    return false;
+  }
+  return true;
+}
+
+Napi::Value MountFuse(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgs(info, 5, "mountFuse(source, target, fstype, flags, data)")) return env.Undefined();
+  int r = fusetrace::MountFuse(info[0].As<Napi::String>(), info[1].As<Napi::String>(),
+                               info[2].As<Napi::String>(),
+                               (unsigned long)info[3].As<Napi::Number>().Int64Value(),
+                               info[4].As<Napi::String>());
+  if (r < 0) ThrowErrno(env, "mount", -r);
+  return env.Undefined();
+}
+
+Napi::Value Unmount(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgs(info, 2, "umount(target, flags)")) return env.Undefined();
+  int r = fusetrace::Unmount(info[0].As<Napi::String>(), info[1].As<Napi::Number>().Int32Value());
+  if (r < 0) ThrowErrno(env, "umount", -r);
+  return env.Undefined();
+}
+
+Napi::Value SeqpacketPair(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgs(info, 1, "seqpacketPair(sndbuf)")) return env.Undefined();
+  int fds[2];
+  int got = 0;
+  bool forced = false;
+  int r = fusetrace::SeqpacketPair(info[0].As<Napi::Number>().Int32Value(), fds, &got, &forced);
+  if (r < 0) {
+    ThrowErrno(env, "socketpair", -r);
+    return env.Undefined();
+  }
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Array a = Napi::Array::New(env, 2);
+  a.Set(uint32_t(0), Napi::Number::New(env, fds[0]));
+  a.Set(uint32_t(1), Napi::Number::New(env, fds[1]));
+  o.Set("fds", a);
+  o.Set("sndbuf", Napi::Number::New(env, got));
+  o.Set("forced", Napi::Boolean::New(env, forced));
+  return o;
+}
+
+Napi::Value RecvFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgs(info, 1, "recvFd(sock)")) return env.Undefined();
+  int r = fusetrace::RecvFd(info[0].As<Napi::Number>().Int32Value());
+  if (r < 0) {
+    ThrowErrno(env, "recvmsg", -r);
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, r);
+}
+
+Napi::Value SetCloexec(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgs(info, 2, "setCloexec(fd, on)")) return env.Undefined();
+  int r = fusetrace::SetCloexec(info[0].As<Napi::Number>().Int32Value(), info[1].ToBoolean());
+  if (r < 0) ThrowErrno(env, "fcntl", -r);
+  return env.Undefined();
+}
+
+Napi::Value MonotonicNs(const Napi::CallbackInfo& info) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return Napi::BigInt::New(info.Env(), static_cast<uint64_t>(uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec)));
+}
+
+// new Pump(options, onWake): see src/proxy/native.ts for the option names.
+class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Pump",
+                       {InstanceMethod("start", &PumpWrap::Start), InstanceMethod("stop", &PumpWrap::Stop),
+                        InstanceMethod("drain", &PumpWrap::Drain), InstanceMethod("status", &PumpWrap::Status)});
+  }
+
+  explicit PumpWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PumpWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
+      Napi::TypeError::New(env, "new Pump(options, onWake)").ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    PumpOptions opts;
+    auto num = [&](const char* k, double dflt) {
+      Napi::Value v = o.Get(k);
+      return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : dflt;
+    };
+    opts.dev_fd = int(num("devFd", -1));
+    opts.sock_fd = int(num("sockFd", -1));
+    opts.max_frame = size_t(num("maxFrame", double(opts.max_frame)));
+    opts.snaplen = uint32_t(num("snaplen", 0));
+    opts.queue_bytes = size_t(num("queueBytes", double(opts.queue_bytes)));
+    opts.queue_frames = size_t(num("queueFrames", double(opts.queue_frames)));
+    opts.max_write_limit = uint32_t(num("maxWriteLimit", 0));
+    opts.max_pages_limit = uint32_t(num("maxPagesLimit", 0));
+    Napi::Value gate = o.Get("gate");
+    opts.gate = gate.IsBoolean() ? gate.As<Napi::Boolean>().Value() : true;
+    Napi::Value mask = o.Get("initMask");
+    if (mask.IsBigInt()) {
+      bool lossless;
+      opts.init_mask = mask.As<Napi::BigInt>().Uint64Value(&lossless);
+    }
+    if (opts.dev_fd < 0 || opts.sock_fd < 0 || opts.max_frame < 8192) {
+      Napi::RangeError::New(env, "Pump: devFd and sockFd must be open fds and maxFrame >= 8192")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "fusetrace-pump", 0, 1);
+    Napi::ThreadSafeFunction tsfn = tsfn_;
+    pump_ = std::make_unique<Pump>(opts, [tsfn]() mutable { tsfn.NonBlockingCall(); });
+  }
+
+  ~PumpWrap() override {
+    if (pump_) pump_->Stop();
+  }
+
+ private:
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    pump_->Start();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    if (pump_ && !stopped_) {
+      stopped_ = true;
+      pump_->Stop();
+      tsfn_.Release();
+    }
+    return info.Env().Undefined();
+  }
+
+  // Returns { frames: Buffer, count, procs: [[pid, comm], ...], recorded, bytes, dropped, droppedBytes }.
+  // The Buffer owns the packed frames without a copy.
+  Napi::Value Drain(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto* frames = new std::vector<uint8_t>();
+    size_t count = 0;
+    std::vector<std::pair<uint32_t, std::string>> procs;
+    fusetrace::QueueCounters c;
+    pump_->Drain(frames, &count, &procs, &c);
+    Napi::Object o = Napi::Object::New(env);
+    if (frames->empty()) {
+      delete frames;
+      o.Set("frames", Napi::Buffer<uint8_t>::New(env, 0));
+    } else {
+      o.Set("frames", Napi::Buffer<uint8_t>::New(env, frames->data(), frames->size(),
+                                                 [](Napi::Env, uint8_t*, std::vector<uint8_t>* v) { delete v; },
+                                                 frames));
+    }
+    o.Set("count", Napi::Number::New(env, double(count)));
+    Napi::Array pa = Napi::Array::New(env, procs.size());
+    for (size_t i = 0; i < procs.size(); i++) {
+      Napi::Array pair = Napi::Array::New(env, 2);
+      pair.Set(uint32_t(0), Napi::Number::New(env, procs[i].first));
+      pair.Set(uint32_t(1), Napi::String::New(env, procs[i].second));
+      pa.Set(uint32_t(i), pair);
+    }
+    o.Set("procs", pa);
+    o.Set("recorded", Napi::Number::New(env, double(c.frames)));
+    o.Set("bytes", Napi::Number::New(env, double(c.bytes)));
+    o.Set("dropped", Napi::Number::New(env, double(c.dropped)));
+    o.Set("droppedBytes", Napi::Number::New(env, double(c.dropped_bytes)));
+    return o;
+  }
+
+  Napi::Value Status(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    fusetrace::PumpStatus s = pump_->Status();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("readerEnd", Napi::String::New(env, s.reader_end));
+    o.Set("writerEnd", Napi::String::New(env, s.writer_end));
+    o.Set("partial", Napi::Number::New(env, double(s.partial)));
+    o.Set("emsgsize", Napi::Number::New(env, double(s.emsgsize)));
+    o.Set("gateWaits", Napi::Number::New(env, double(s.gate_waits)));
+    o.Set("notifyBlockedNs", Napi::BigInt::New(env, static_cast<uint64_t>(s.notify_blocked_ns)));
+    const fusetrace::InitInfo& ii = s.init;
+    Napi::Object init = Napi::Object::New(env);
+    init.Set("requestSeen", Napi::Boolean::New(env, ii.request_seen));
+    init.Set("replySeen", Napi::Boolean::New(env, ii.reply_seen));
+    init.Set("unique", Napi::BigInt::New(env, static_cast<uint64_t>(ii.unique)));
+    init.Set("kernelMajor", Napi::Number::New(env, ii.kernel_major));
+    init.Set("kernelMinor", Napi::Number::New(env, ii.kernel_minor));
+    init.Set("kernelFlags", Napi::BigInt::New(env, static_cast<uint64_t>(ii.kernel_flags)));
+    init.Set("kernelFlagsForwarded", Napi::BigInt::New(env, static_cast<uint64_t>(ii.kernel_flags_fwd)));
+    init.Set("replyError", Napi::Number::New(env, ii.reply_error));
+    init.Set("serverMajor", Napi::Number::New(env, ii.server_major));
+    init.Set("serverMinor", Napi::Number::New(env, ii.server_minor));
+    init.Set("serverFlags", Napi::BigInt::New(env, static_cast<uint64_t>(ii.server_flags)));
+    init.Set("maxWrite", Napi::Number::New(env, ii.max_write));
+    init.Set("maxWriteForwarded", Napi::Number::New(env, ii.max_write_fwd));
+    init.Set("hasMaxPages", Napi::Boolean::New(env, ii.has_max_pages));
+    init.Set("maxPages", Napi::Number::New(env, ii.max_pages));
+    init.Set("maxPagesForwarded", Napi::Number::New(env, ii.max_pages_fwd));
+    o.Set("init", init);
+    return o;
+  }
+
+  std::unique_ptr<Pump> pump_;
+  Napi::ThreadSafeFunction tsfn_;
+  bool stopped_ = false;
+};
+
+Napi::Value Version(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), 1); }
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("version", Napi::Function::New(env, Version));
+  exports.Set("mountFuse", Napi::Function::New(env, MountFuse));
+  exports.Set("umount", Napi::Function::New(env, Unmount));
+  exports.Set("seqpacketPair", Napi::Function::New(env, SeqpacketPair));
+  exports.Set("recvFd", Napi::Function::New(env, RecvFd));
+  exports.Set("setCloexec", Napi::Function::New(env, SetCloexec));
+  exports.Set("monotonicNs", Napi::Function::New(env, MonotonicNs));
+  exports.Set("Pump", PumpWrap::Define(env));
   return exports;
 }
+
+}  // namespace
 
 NODE_API_MODULE(fusetrace, Init)

@@ -1,0 +1,123 @@
+// Bounded queue of recorded frames between the pump threads and JavaScript.
+//
+// The pump threads append frames packed back to back into one byte vector
+// (a FrameHeader, then cap_len bytes of the frame, padded to 8 bytes); JS takes
+// the whole vector in one drain() and slices it without a copy per frame.
+// The queue never blocks a pump thread: when it is full (bytes or frames), the
+// frame still passes through the proxy but is counted as dropped here.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace fusetrace {
+
+// Layout shared with src/proxy/frames.ts (FRAME_HEADER_BYTES and the offsets there).
+struct FrameHeader {
+  uint64_t seq;       // order in which the pump saw the frame (taken before forwarding)
+  uint64_t ts_ns;     // CLOCK_MONOTONIC right after the read()/recv() that got the frame
+  uint64_t fwd_ns;    // CLOCK_MONOTONIC right after the forwarding write()/send(); 0 = not forwarded
+  uint64_t unique;    // fuse_in_header.unique / fuse_out_header.unique
+  uint32_t len;       // the frame's full length (bytes received)
+  uint32_t cap_len;   // bytes kept (snaplen)
+  int32_t code;       // opcode (dir 0) or fuse_out_header.error (dir 1)
+  int32_t write_errno;  // errno of the forwarding write, 0 on success
+  uint8_t dir;        // 0 kernel->server, 1 server->kernel
+  uint8_t flags;      // FRAME_FLAG_* below
+  uint8_t pad[6];
+};
+static_assert(sizeof(FrameHeader) == 56, "FrameHeader layout is shared with JS");
+
+// The frame's header length disagreed with the bytes received (a split or
+// truncated message); it was not forwarded.
+constexpr uint8_t FRAME_FLAG_PARTIAL = 1;
+
+struct QueueCounters {
+  uint64_t frames = 0;         // frames handed to JS
+  uint64_t bytes = 0;          // full frame bytes seen (before snaplen)
+  uint64_t dropped = 0;        // frames forwarded but not recorded (queue full)
+  uint64_t dropped_bytes = 0;
+};
+
+class FrameQueue {
+ public:
+  FrameQueue(size_t max_bytes, size_t max_frames, uint32_t snaplen)
+      : max_bytes_(max_bytes), max_frames_(max_frames), snaplen_(snaplen) {}
+
+  // Any pump thread. Copies min(len, snaplen) bytes of data. Returns true when
+  // the caller should wake JS (the queue went from empty to non-empty since the
+  // last drain), so wake-ups are coalesced.
+  bool Push(FrameHeader hdr, const uint8_t* data) {
+    uint32_t cap = hdr.len;
+    if (snaplen_ != 0 && cap > snaplen_) cap = snaplen_;
+    hdr.cap_len = cap;
+    size_t need = sizeof(FrameHeader) + ((cap + 7u) & ~size_t(7));
+    std::lock_guard<std::mutex> lock(mu_);
+    counters_.bytes += hdr.len;
+    if (buf_.size() + need > max_bytes_ || count_ >= max_frames_) {
+      counters_.dropped++;
+      counters_.dropped_bytes += hdr.len;
+      return false;
+    }
+    size_t at = buf_.size();
+    buf_.resize(at + need);
+    std::memcpy(buf_.data() + at, &hdr, sizeof hdr);
+    if (cap) std::memcpy(buf_.data() + at + sizeof hdr, data, cap);
+    count_++;
+    counters_.frames++;
+    bool wake = !wake_pending_;
+    wake_pending_ = true;
+    return wake;
+  }
+
+  // Reader thread, once per new pid. Returns true when JS should be woken.
+  bool PushProc(uint32_t pid, std::string comm) {
+    std::lock_guard<std::mutex> lock(mu_);
+    procs_.emplace_back(pid, std::move(comm));
+    bool wake = !wake_pending_;
+    wake_pending_ = true;
+    return wake;
+  }
+
+  // Any pump thread: something other than a frame changed (a thread ended, INIT
+  // seen). Returns true when JS should be woken.
+  bool MarkChanged() {
+    std::lock_guard<std::mutex> lock(mu_);
+    bool wake = !wake_pending_;
+    wake_pending_ = true;
+    return wake;
+  }
+
+  // JS thread. Takes everything queued so far.
+  void Drain(std::vector<uint8_t>* frames, size_t* count,
+             std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters) {
+    std::lock_guard<std::mutex> lock(mu_);
+    frames->swap(buf_);
+    buf_.clear();
+    buf_.reserve(frames->size() < (1u << 20) ? (1u << 20) : frames->size());
+    *count = count_;
+    count_ = 0;
+    procs->swap(procs_);
+    procs_.clear();
+    *counters = counters_;
+    wake_pending_ = false;
+  }
+
+ private:
+  const size_t max_bytes_;
+  const size_t max_frames_;
+  const uint32_t snaplen_;
+  std::mutex mu_;
+  std::vector<uint8_t> buf_;
+  size_t count_ = 0;
+  std::vector<std::pair<uint32_t, std::string>> procs_;
+  QueueCounters counters_;
+  bool wake_pending_ = false;
+};
+
+}  // namespace fusetrace

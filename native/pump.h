@@ -1,0 +1,157 @@
+// The FUSE pump: moves frames between a mounted /dev/fuse fd and the proxy end
+// of an AF_UNIX SOCK_SEQPACKET socketpair whose other end the FUSE server holds
+// as /dev/fd/N, and records every frame into a FrameQueue for JavaScript.
+//
+// Design (why it looks like this):
+// - Three threads. The reader thread does read(/dev/fuse) -> send(socket); the
+//   writer thread does recv(socket) -> write(/dev/fuse) for replies; the notify
+//   thread writes unique==0 frames (notifications). A NOTIFY_INVAL_* write can
+//   block in the kernel until a request queued behind it is answered (inode
+//   locks, page writeback), so notifies never share a thread with replies, and
+//   a blocked write never stalls the kernel->server direction.
+// - Timestamps are CLOCK_MONOTONIC taken right after each read/recv and right
+//   after each forwarding write/send. Every write to /dev/fuse keeps its errno:
+//   ENOENT means the kernel no longer waits for that unique (fs/fuse/dev.c
+//   fuse_dev_do_write: request_find() failed), it is normal and never fatal.
+// - Sequence numbers are taken before forwarding, so a reply always has a
+//   larger seq than its request even though the two threads push concurrently.
+// - Frames are checked: a message whose header length disagrees with the bytes
+//   received (a splice split above ~61 KiB, see exec_helper.c) is never
+//   forwarded; it is recorded with FRAME_FLAG_PARTIAL and the kernel gets an
+//   EIO reply for that unique so the requester does not hang.
+// - Killability: a request read from /dev/fuse is "sent" for the kernel
+//   (FR_SENT), after which a SIGKILLed requester waits for the reply. Natively
+//   it waits only for requests a server thread actually took. So the reader
+//   does not read the next request while the previous one still sits unread in
+//   the socket (SIOCOUTQ on AF_UNIX = bytes not yet consumed by the peer): at
+//   most one request is "sent but unread" at any time.
+// - The fds are O_NONBLOCK and every wait is a poll() that also watches an
+//   eventfd, so Stop() ends all loops without signals.
+// - The pump never waits for JavaScript: the FrameQueue is bounded and counts
+//   what it could not keep.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "frame_queue.h"
+
+namespace fusetrace {
+
+struct PumpOptions {
+  int dev_fd = -1;              // mounted /dev/fuse fd; the pump owns it from Start()
+  int sock_fd = -1;             // proxy end of the socketpair; the pump owns it from Start()
+  size_t max_frame = 1 << 20;   // largest frame the socket can carry (and the read buffer size)
+  uint32_t snaplen = 0;         // bytes kept per frame, 0 = all
+  size_t queue_bytes = 256u << 20;
+  size_t queue_frames = 1u << 20;
+  uint64_t init_mask = 0;       // INIT flags (flags | flags2 << 32) cleared in the kernel's INIT request
+  uint32_t max_write_limit = 0; // clamp for fuse_init_out.max_write, 0 = none
+  uint32_t max_pages_limit = 0; // clamp for fuse_init_out.max_pages, 0 = none
+  bool gate = true;             // at most one request unread in the socket (killability)
+};
+
+// What the pump saw and changed in the INIT exchange.
+struct InitInfo {
+  bool request_seen = false;
+  bool reply_seen = false;
+  uint64_t unique = 0;
+  uint32_t kernel_major = 0, kernel_minor = 0;
+  uint64_t kernel_flags = 0;      // as offered by the kernel
+  uint64_t kernel_flags_fwd = 0;  // as forwarded to the server
+  int32_t reply_error = 0;
+  uint32_t server_major = 0, server_minor = 0;
+  uint64_t server_flags = 0;      // flags | flags2 << 32 of the reply
+  uint32_t max_write = 0, max_write_fwd = 0;
+  uint32_t max_pages = 0, max_pages_fwd = 0;
+  bool has_max_pages = false;
+};
+
+struct PumpStatus {
+  std::string reader_end;   // "" while running; "unmount" (ENODEV), "server-gone", "stopped", "error: ..."
+  std::string writer_end;   // "" while running; "eof" (server closed its end), "stopped", "error: ..."
+  uint64_t partial = 0;     // frames not forwarded because their length disagreed with their header
+  uint64_t emsgsize = 0;    // requests the socket refused (EMSGSIZE), answered with EIO
+  uint64_t gate_waits = 0;  // times the reader waited for the server to take the previous request
+  uint64_t notify_blocked_ns = 0;  // total time notify writes spent in write()
+  InitInfo init;
+};
+
+class Pump {
+ public:
+  // JS thread. `wake` is called from pump threads (coalesced) when JS should drain.
+  Pump(const PumpOptions& opts, std::function<void()> wake);
+  // JS thread. Joins the threads if Stop() was not called.
+  ~Pump();
+
+  // JS thread. Starts the reader, writer and notify threads.
+  void Start();
+  // JS thread. Ends all threads, closes the socket and /dev/fuse fds (closing
+  // the last /dev/fuse fd aborts a still-mounted connection: fuse_dev_release).
+  void Stop();
+  // JS thread.
+  void Drain(std::vector<uint8_t>* frames, size_t* count,
+             std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters) {
+    queue_.Drain(frames, count, procs, counters);
+  }
+  // JS thread.
+  PumpStatus Status();
+
+ private:
+  void ReaderLoop();   // reader thread
+  void WriterLoop();   // writer thread
+  void NotifyLoop();   // notify thread
+
+  // reader thread: clears init_mask in a FUSE_INIT request in place.
+  void MaskInitRequest(uint8_t* buf, size_t n);
+  // writer thread: clamps max_write/max_pages in the INIT reply in place.
+  void ClampInitReply(uint8_t* buf, size_t n);
+  // reader thread: records the comm of a pid seen for the first time.
+  void NotePid(uint32_t pid);
+  // reader or writer thread: answers `unique` with -EIO on /dev/fuse because
+  // its frame could not be forwarded; records the synthesized reply.
+  void ReplyError(uint64_t unique, int err);
+  // any pump thread
+  void Record(FrameHeader hdr, const uint8_t* data);
+  // any pump thread: wait for `events` on fd or for Stop(); false when stopping.
+  bool WaitFor(int fd, short events);
+  // reader thread: blocks while the server has not taken the previous request.
+  bool GateOnSocket();
+  void EndReader(const std::string& why);
+  void EndWriter(const std::string& why);
+
+  PumpOptions opts_;
+  std::function<void()> wake_;
+  FrameQueue queue_;
+  int stop_fd_ = -1;  // eventfd: readable once Stop() was called
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> seq_{0};
+  std::atomic<uint64_t> init_unique_{~0ull};
+  std::thread reader_, writer_, notify_;
+  bool started_ = false, stopped_ = false;
+
+  std::mutex status_mu_;
+  PumpStatus status_;
+
+  std::unordered_set<uint32_t> pids_;  // reader thread only
+
+  struct PendingNotify {
+    uint64_t seq;
+    uint64_t ts_ns;
+    std::vector<uint8_t> data;
+  };
+  std::mutex notify_mu_;
+  std::condition_variable notify_cv_;
+  std::deque<PendingNotify> notify_q_;
+  std::atomic<bool> notify_in_write_{false};
+};
+
+}  // namespace fusetrace
