@@ -1,0 +1,180 @@
+/**
+ * Mounting and unmounting the /dev/fuse connection the proxy owns.
+ *
+ * As root: open /dev/fuse and mount(2) with fd=,rootmode=,user_id=,group_id= (fs/fuse/inode.c),
+ * like libfuse's lib/mount.c fuse_mount_sys. As an ordinary user: fusermount3 does the mount and
+ * passes the fd back over the _FUSE_COMMFD socket with SCM_RIGHTS (lib/mount.c
+ * fuse_mount_fusermount, util/fusermount.c send_fd).
+ *
+ * Nothing here touches the mountpoint after the mount: a stat/realpath of our own mount before
+ * the server has answered INIT blocks this process on itself. Mount state comes from
+ * /proc/self/mountinfo.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import type { MountOptions } from './args.js';
+import { native } from './native.js';
+
+/** One line of /proc/self/mountinfo (proc(5)). */
+export interface MountEntry {
+  mountId: number;
+  /** st_dev "major:minor"; for FUSE the minor is the fusectl connection number. */
+  device: string;
+  mountPoint: string;
+  fsType: string;
+  source: string;
+}
+
+function unescapeMountPath(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+}
+
+/** Parses /proc/self/mountinfo. */
+export function readMountInfo(): MountEntry[] {
+  const out: MountEntry[] = [];
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const f = line.split(' ');
+    const sep = f.indexOf('-', 6);
+    if (sep < 0) continue;
+    out.push({
+      mountId: Number(f[0]),
+      device: f[2],
+      mountPoint: unescapeMountPath(f[4]),
+      fsType: f[sep + 1],
+      source: unescapeMountPath(f[sep + 2] ?? ''),
+    });
+  }
+  return out;
+}
+
+/** Absolute path of `dir` resolving only its parent (never stats a possibly-FUSE `dir` itself). */
+export function canonicalMountPath(dir: string): string {
+  let parent = dirname(dir);
+  try {
+    parent = realpathSync(parent);
+  } catch {
+    /* keep as given */
+  }
+  return join(parent, basename(dir));
+}
+
+/** The topmost mount on `path` (canonical), or undefined. */
+export function mountAt(path: string): MountEntry | undefined {
+  const all = readMountInfo().filter((m) => m.mountPoint === path);
+  return all[all.length - 1];
+}
+
+/** How the connection was mounted, and how to undo it. */
+export interface FuseMount {
+  /** The /dev/fuse fd the proxy pumps. */
+  devFd: number;
+  mountpoint: string;
+  /** 'mount' (root, mount(2)) or 'fusermount3'. */
+  via: 'mount' | 'fusermount3';
+  /** The mount(2) data string or fusermount3 -o string, for the session meta. */
+  options: string;
+}
+
+/** Builds the comma-separated option string; commas inside values are escaped as libfuse does. */
+function joinOptions(opts: string[]): string {
+  return opts.join(',');
+}
+
+/** Mounts /dev/fuse on `mountpoint` with mount(2) (needs CAP_SYS_ADMIN). */
+export function mountAsRoot(mountpoint: string, mo: MountOptions, progName: string): FuseMount {
+  const st = statSync(mountpoint); // before the mount: still the directory underneath
+  const devFd = openSync('/dev/fuse', 'r+');
+  // fs/fuse/inode.c: rootmode is the root inode's file type in octal, user_id/group_id the owner
+  // whose requests pass without allow_other.
+  const data = [
+    `fd=${devFd}`,
+    `rootmode=${(st.mode & 0o170000).toString(8)}`,
+    `user_id=${process.getuid!()}`,
+    `group_id=${process.getgid!()}`,
+    ...mo.kernel,
+  ];
+  const fstype = `fuse.${mo.subtype ?? progName}`;
+  const source = mo.fsname ?? progName;
+  try {
+    native().mountFuse(source, mountpoint, fstype, mo.flags, joinOptions(data));
+  } catch (err) {
+    closeSync(devFd);
+    throw err;
+  }
+  return { devFd, mountpoint, via: 'mount', options: joinOptions(data) };
+}
+
+/** Result of a short child process. */
+interface ChildResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stderr: string;
+}
+
+function waitChild(child: ReturnType<typeof spawn>): Promise<ChildResult> {
+  return new Promise((resolve) => {
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', (err) => resolve({ code: null, signal: null, stderr: String(err) }));
+    child.on('close', (code, signal) => resolve({ code, signal, stderr }));
+  });
+}
+
+/**
+ * Mounts through fusermount3 (setuid root): it mounts, then sends the /dev/fuse fd over the
+ * socket named by _FUSE_COMMFD and exits.
+ */
+export async function mountWithFusermount(mountpoint: string, mo: MountOptions, progName: string): Promise<FuseMount> {
+  const opts = [...mo.all];
+  if (!mo.fsname) opts.push(`fsname=${progName}`);
+  if (!mo.subtype) opts.push(`subtype=${progName}`);
+  const optString = joinOptions(opts);
+  // Small buffers suffice: one message with one fd.
+  const pair = native().seqpacketPair(65536);
+  const [ours, theirs] = pair.fds;
+  const child = spawn('fusermount3', ['-o', optString, '--', mountpoint], {
+    stdio: ['ignore', 'inherit', 'pipe', theirs],
+    env: { ...process.env, _FUSE_COMMFD: '3' },
+  });
+  closeSync(theirs); // else recvmsg never sees end-of-file when fusermount3 fails
+  const done = waitChild(child);
+  let devFd: number;
+  try {
+    devFd = await new Promise<number>((resolve, reject) => {
+      // recvFd blocks this thread until fusermount3 sends or exits; it runs in its own process.
+      setImmediate(() => {
+        try {
+          resolve(native().recvFd(ours));
+        } catch (err) {
+          reject(err);
+        }
+      });
+    });
+  } catch {
+    const r = await done;
+    closeSync(ours);
+    throw new Error(`fusermount3 failed${r.code !== null ? ` (exit ${r.code})` : ''}: ${r.stderr.trim() || 'no fd received'}`);
+  }
+  closeSync(ours);
+  const r = await done;
+  if (r.code !== 0) {
+    closeSync(devFd);
+    throw new Error(`fusermount3 failed (exit ${r.code}): ${r.stderr.trim()}`);
+  }
+  return { devFd, mountpoint, via: 'fusermount3', options: optString };
+}
+
+/**
+ * Unmounts without MNT_DETACH (a lazy unmount would hide a busy mount and expose the directory
+ * underneath). Throws with the reason (EBUSY ...) when it cannot.
+ */
+export async function unmountFuse(m: Pick<FuseMount, 'mountpoint' | 'via'>): Promise<void> {
+  if (m.via === 'mount') {
+    native().umount(m.mountpoint, 0);
+    return;
+  }
+  const child = spawn('fusermount3', ['-u', '--', m.mountpoint], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const r = await waitChild(child);
+  if (r.code !== 0) throw new Error(`fusermount3 -u: ${r.stderr.trim() || `exit ${r.code}`}`);
+}

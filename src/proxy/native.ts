@@ -1,0 +1,123 @@
+/**
+ * The fusetrace addon (native/, built by node-gyp into build/Release) as typed functions.
+ * Every function throws an Error with `code` (errno name) and `errno` on failure.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Options of `new Pump()`, see native/pump.h PumpOptions. */
+export interface PumpOptions {
+  /** Mounted /dev/fuse fd; the pump owns (and closes) it from start(). */
+  devFd: number;
+  /** Proxy end of the socketpair; the pump owns (and closes) it from start(). */
+  sockFd: number;
+  /** Largest frame the socket carries; also the read buffer size. */
+  maxFrame: number;
+  /** Bytes kept per frame, 0 = whole frames. */
+  snaplen?: number;
+  /** Bound of the queue to JS: frames beyond it pass but are counted as dropped. */
+  queueBytes?: number;
+  queueFrames?: number;
+  /** INIT flag bits (flags | flags2 << 32) cleared in the kernel's INIT request. */
+  initMask?: bigint;
+  /** Clamp of fuse_init_out.max_write / max_pages in the server's INIT reply, 0 = none. */
+  maxWriteLimit?: number;
+  maxPagesLimit?: number;
+  /** Keep at most one request unread in the socket (killability, see native/pump.h). */
+  gate?: boolean;
+}
+
+/** What drain() hands over. `frames` packs `count` frames, see frames.ts. */
+export interface PumpDrain {
+  frames: Buffer;
+  count: number;
+  procs: Array<[number, string]>;
+  /** Totals since start: frames recorded, frame bytes seen, frames/bytes dropped (queue full). */
+  recorded: number;
+  bytes: number;
+  dropped: number;
+  droppedBytes: number;
+}
+
+/** The INIT exchange as the pump saw and changed it. */
+export interface PumpInitInfo {
+  requestSeen: boolean;
+  replySeen: boolean;
+  unique: bigint;
+  kernelMajor: number;
+  kernelMinor: number;
+  kernelFlags: bigint;
+  kernelFlagsForwarded: bigint;
+  replyError: number;
+  serverMajor: number;
+  serverMinor: number;
+  serverFlags: bigint;
+  maxWrite: number;
+  maxWriteForwarded: number;
+  hasMaxPages: boolean;
+  maxPages: number;
+  maxPagesForwarded: number;
+}
+
+export interface PumpStatus {
+  /** '' while running; 'unmount' (read gave ENODEV), 'server-gone', 'stopped' or 'error: ...'. */
+  readerEnd: string;
+  /** '' while running; 'eof' (the server closed its end), 'stopped' or 'error: ...'. */
+  writerEnd: string;
+  /** Frames not forwarded because their header length disagreed with the bytes received. */
+  partial: number;
+  /** Requests larger than the socket could carry, answered with EIO. */
+  emsgsize: number;
+  /** Times the reader waited for the server to take the previous request. */
+  gateWaits: number;
+  notifyBlockedNs: bigint;
+  init: PumpInitInfo;
+}
+
+export interface Pump {
+  start(): void;
+  /** Ends the threads and closes both fds (the last /dev/fuse fd closing aborts the connection). */
+  stop(): void;
+  drain(): PumpDrain;
+  status(): PumpStatus;
+}
+
+interface Addon {
+  version(): number;
+  mountFuse(source: string, target: string, fstype: string, flags: number, data: string): void;
+  umount(target: string, flags: number): void;
+  seqpacketPair(sndbuf: number): { fds: [number, number]; sndbuf: number; forced: boolean };
+  recvFd(sock: number): number;
+  setCloexec(fd: number, on: boolean): void;
+  monotonicNs(): bigint;
+  Pump: new (opts: PumpOptions, onWake: () => void) => Pump;
+}
+
+function buildDir(): string {
+  // src/proxy (tsx/vitest) or dist/src/proxy (compiled): walk up to the directory with binding.gyp.
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'binding.gyp'))) return join(dir, 'build', 'Release');
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('fusetrace: cannot find binding.gyp above ' + fileURLToPath(import.meta.url));
+    dir = parent;
+  }
+}
+
+let addon: Addon | undefined;
+
+/** The loaded addon. */
+export function native(): Addon {
+  if (!addon) {
+    const require = createRequire(import.meta.url);
+    addon = require(join(buildDir(), 'fusetrace.node')) as Addon;
+  }
+  return addon;
+}
+
+/** Path of the exec helper that installs the splice seccomp filter (native/exec_helper.c). */
+export function execHelperPath(): string {
+  return join(buildDir(), 'fusetrace-exec');
+}

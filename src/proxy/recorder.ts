@@ -1,0 +1,546 @@
+/**
+ * `fusetrace record`: mounts /dev/fuse, starts the unmodified FUSE server on /dev/fd/3 (one end of
+ * a SOCK_SEQPACKET socketpair), runs the native pump between the two and commits every frame to
+ * the trace file, then ends the session the way the user or the server asked.
+ *
+ * Session ends (DESIGN.md):
+ *  - the user unmounts: the pump's read() gets ENODEV, the server gets end-of-file and exits
+ *    (libfuse: "short read on fuse device", status 1); the session ended by `unmount`, exit 0;
+ *  - SIGINT/SIGTERM: we unmount (never lazily), then as above; `signal`, exit 0;
+ *  - the server exits by itself: we unmount as libfuse's fuse_session_unmount would have;
+ *    `server-exit`, fusetrace exits with the server's status;
+ *  - the server dies of a signal: like a native crash, closing the last /dev/fuse fd aborts the
+ *    connection and the mount is left disconnected (ENOTCONN), not lazily unmounted;
+ *    `server-crash`, exit 128 + signal;
+ *  - fusetrace is SIGKILLed: the kernel closes our /dev/fuse fd (connection aborted) and the
+ *    server reads end-of-file; frames are committed every FLUSH_MS so the trace stays readable.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, closeSync, constants, existsSync, readFileSync, statSync } from 'node:fs';
+import { constants as osConstants, release } from 'node:os';
+import { basename, delimiter, join, resolve } from 'node:path';
+import { UserError } from '../cli/errors.js';
+import { openTraceDb } from '../store/db.js';
+import { TraceWriter } from '../store/writer.js';
+import { classifyMountOptions, collectDashO, findMountpoint, splitOptions, type MountOptions } from './args.js';
+import { unpackFrames, type PumpFrame } from './frames.js';
+import { frameLimits, initChanges, initMask } from './init.js';
+import { canonicalMountPath, mountAsRoot, mountAt, mountWithFusermount, unmountFuse, type FuseMount } from './mount.js';
+import { execHelperPath, native, type Pump, type PumpStatus } from './native.js';
+
+/** What `record` was asked to do. */
+export interface RecordOptions {
+  /** Trace file (created if missing). */
+  dbPath: string;
+  name?: string;
+  /** --mountpoint: which server argument is the mountpoint. */
+  mountpoint?: string;
+  /** -o given to fusetrace: extra mount options. */
+  mountOptions?: string;
+  /** --snaplen: bytes kept per frame; undefined = whole frames. */
+  snaplen?: number;
+  /** The server's argv as the user gave it. */
+  command: string[];
+  /** Where the live line and the summary go (default process.stderr). */
+  log?: NodeJS.WriteStream;
+  /** Keep at most one request unread in the socket (default true; see native/pump.h). */
+  gate?: boolean;
+}
+
+export type EndReason = 'unmount' | 'signal' | 'server-exit' | 'server-crash' | 'error';
+
+/** How the recording ended. */
+export interface RecordResult {
+  session: number;
+  endReason: EndReason;
+  exitStatus: number;
+  serverExitCode: number | null;
+  serverSignal: string | null;
+  frames: number;
+  dropped: number;
+  partial: number;
+}
+
+/** Commit period: a SIGKILLed fusetrace loses at most this much of the trace. */
+const FLUSH_MS = 100;
+/** How long the server gets to exit after the connection ended, before SIGTERM (then SIGKILL). */
+const SERVER_GRACE_MS = 5_000;
+/** fuse_in_header.opcode of requests that never get a reply (FORGET, BATCH_FORGET) or only sometimes (INTERRUPT). */
+const NO_REPLY_OPCODES = new Set([2, 36, 42]);
+
+/** Resolves a command like execvp() would; undefined when not found or not executable. */
+export function resolveExecutable(cmd: string): string | undefined {
+  const ok = (p: string) => {
+    try {
+      accessSync(p, constants.X_OK);
+      return statSync(p).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (cmd.includes('/')) return ok(cmd) ? resolve(cmd) : undefined;
+  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(delimiter)) {
+    const p = join(dir || '.', cmd);
+    if (ok(p)) return p;
+  }
+  return undefined;
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** Largest frame the proxy must carry: fuse_max_pages_limit pages (fs/fuse/sysctl.c, default 256) + a page of headers. */
+function largestFrame(): number {
+  let pages = 256;
+  try {
+    const v = Number(readFileSync('/proc/sys/fs/fuse/max_pages_limit', 'utf8').trim());
+    if (Number.isInteger(v) && v > 0) pages = v;
+  } catch {
+    /* older kernels: FUSE_MAX_MAX_PAGES = 256 */
+  }
+  return pages * 4096 + 4096;
+}
+
+/** Validated, resolved inputs of a recording; every failure is a one-line UserError. */
+interface Plan {
+  server: string;
+  argv: string[];
+  mountIndex: number;
+  mountpoint: string;
+  mountOptions: MountOptions;
+  asRoot: boolean;
+}
+
+function plan(opts: RecordOptions): Plan {
+  const argv = opts.command;
+  if (argv.length === 0) throw new UserError('record needs the server command: fusetrace record [options] -- SERVER [ARGS...] MOUNTPOINT');
+  const server = resolveExecutable(argv[0]);
+  if (!server) throw new UserError(`server not found or not executable: ${argv[0]}`);
+  if (!existsSync('/dev/fuse')) throw new UserError('/dev/fuse does not exist (load the fuse module, or give the container the device)');
+  let found = findMountpoint(argv, isDirectory, opts.mountpoint);
+  if (!found && opts.mountpoint !== undefined) {
+    // --mountpoint may name the argument differently (relative vs absolute).
+    const want = resolve(opts.mountpoint);
+    const i = argv.findIndex((a, k) => k > 0 && resolve(a) === want);
+    if (i > 0) found = { mountIndex: i, mountpoint: argv[i] };
+    else throw new UserError(`--mountpoint ${opts.mountpoint} is not one of the server's arguments`);
+  }
+  if (!found) throw new UserError('no mountpoint among the server arguments (an existing directory); name it with --mountpoint');
+  if (!isDirectory(found.mountpoint)) throw new UserError(`mountpoint is not a directory: ${found.mountpoint}`);
+  const mountpoint = canonicalMountPath(resolve(found.mountpoint));
+  const busy = mountAt(mountpoint);
+  if (busy) throw new UserError(`mountpoint ${mountpoint} is busy: already a ${busy.fsType} mount (unmount it first)`);
+  const extra = opts.mountOptions ? splitOptions(opts.mountOptions) : [];
+  const mountOptions = classifyMountOptions([...collectDashO(argv), ...extra]);
+  return { server, argv, mountIndex: found.mountIndex, mountpoint, mountOptions, asRoot: process.geteuid?.() === 0 };
+}
+
+/** Runs one recording to its end; resolves with how it ended (never rejects after the mount). */
+export async function record(opts: RecordOptions): Promise<RecordResult> {
+  const p = plan(opts);
+  const log = opts.log ?? process.stderr;
+  const progName = basename(p.server);
+
+  // The socket first: its buffer size decides the largest frame and thus the INIT clamp.
+  const want = largestFrame();
+  const pair = native().seqpacketPair(want + 65536);
+  // A SEQPACKET message must fit sk_sndbuf - 32 (net/unix/af_unix.c unix_dgram_sendmsg); keep a margin.
+  const maxFrame = Math.min(want, pair.sndbuf - 32 - 512);
+  const limits = frameLimits(maxFrame);
+  const [proxySock, serverSock] = pair.fds;
+
+  let mount: FuseMount;
+  try {
+    mount = p.asRoot ? mountAsRoot(p.mountpoint, p.mountOptions, progName) : await mountWithFusermount(p.mountpoint, p.mountOptions, progName);
+  } catch (err) {
+    closeSync(proxySock);
+    closeSync(serverSock);
+    const e = err as NodeJS.ErrnoException;
+    throw new UserError(`cannot mount ${p.mountpoint}: ${e.message}`);
+  }
+
+  const startedMonoNs = native().monotonicNs();
+  const startedWallNs = BigInt(Date.now()) * 1_000_000n;
+  const db = openTraceDb(opts.dbPath, { create: true });
+  const writer = new TraceWriter(db);
+  const session = writer.beginSession({
+    name: opts.name,
+    command: opts.command,
+    mountpoint: p.mountpoint,
+    snaplen: opts.snaplen,
+    startedWallNs,
+    startedMonoNs,
+    meta: {
+      uid: process.getuid?.(),
+      kernel: release(),
+      mountedVia: mount.via,
+      mountOptions: mount.options,
+      ignoredOptions: p.mountOptions.ignored,
+      sndbuf: pair.sndbuf,
+      sndbufForced: pair.forced,
+      maxFrame,
+      gate: opts.gate !== false,
+    },
+  });
+
+  const pump: Pump = new (native().Pump)(
+    {
+      devFd: mount.devFd,
+      sockFd: proxySock,
+      maxFrame,
+      snaplen: opts.snaplen ?? 0,
+      initMask: initMask(),
+      maxWriteLimit: limits.maxWrite,
+      maxPagesLimit: limits.maxPages,
+      gate: opts.gate !== false,
+    },
+    () => onWake(),
+  );
+  pump.start();
+
+  const serverArgv = [...p.argv];
+  serverArgv[p.mountIndex] = '/dev/fd/3';
+  // Own process group: a terminal's Ctrl-C reaches fusetrace only, which then ends the session
+  // in order (unmount first, then the server sees end-of-file).
+  let child: ChildProcess;
+  try {
+    child = spawn(execHelperPath(), ['3', p.server, ...serverArgv.slice(1)], {
+      stdio: ['inherit', 'inherit', 'inherit', serverSock],
+      detached: true,
+      argv0: p.argv[0],
+    });
+  } finally {
+    closeSync(serverSock);
+  }
+
+  // ---- live state ----
+  let recorded = 0;
+  let bytes = 0;
+  let dropped = 0;
+  let errors = 0;
+  const inFlight = new Set<bigint>();
+  let initRecorded = false;
+  let initAnswered = false;
+  let lastStatus: PumpStatus | undefined;
+  let lastDroppedWritten = 0;
+
+  let phase: 'running' | 'unmounting' | 'ending' | 'done' = 'running';
+  let endReason: EndReason | undefined;
+  let serverExit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  let unmountBusy = false;
+  let connectionEnded = false; // the pump read ENODEV
+  let aborted = false;
+  let daemonized = false;
+  let finishResolve!: (r: RecordResult) => void;
+  const finished = new Promise<RecordResult>((r) => (finishResolve = r));
+  const timers: NodeJS.Timeout[] = [];
+  let graceTimer: NodeJS.Timeout | undefined;
+  const notes: string[] = [];
+
+  const observe = (frames: PumpFrame[]) => {
+    for (const f of frames) {
+      if (f.dir === 0) {
+        if (f.opcode !== null && !NO_REPLY_OPCODES.has(f.opcode) && f.writeErrno === 0) inFlight.add(f.unique);
+        if (f.writeErrno !== 0) errors++;
+      } else {
+        if (f.unique !== 0n) inFlight.delete(f.unique);
+        if ((f.error ?? 0) < 0 && f.unique !== 0n) errors++;
+        else if (f.writeErrno !== 0) errors++;
+      }
+    }
+  };
+
+  function drainOnce(): void {
+    const d = pump.drain();
+    for (const [pid, comm] of d.procs) writer.addProc(pid, comm);
+    if (d.count > 0) {
+      const frames = unpackFrames(d.frames, d.count);
+      observe(frames);
+      writer.addFrames(frames);
+    }
+    recorded = d.recorded;
+    bytes = d.bytes;
+    dropped = d.dropped;
+    const st = pump.status();
+    lastStatus = st;
+    if (st.init.replySeen && !initRecorded) {
+      initRecorded = true;
+      initAnswered = st.init.replyError === 0;
+      writer.updateSession({
+        kernelMajor: st.init.kernelMajor,
+        kernelMinor: st.init.kernelMinor,
+        serverMajor: st.init.serverMajor,
+        serverMinor: st.init.serverMinor,
+        initFlags: st.init.serverFlags,
+        maxWrite: st.init.maxWriteForwarded,
+        initChanges: initChanges(st.init, maxFrame),
+      });
+    }
+    if (daemonized && st.writerEnd !== '' && !serverExit && phase === 'running') {
+      // The background server closed its fuse fd: its status is unknown.
+      serverExit = { code: null, signal: null };
+      void onServerExit();
+    }
+    if (st.readerEnd && !connectionEnded) {
+      connectionEnded = true;
+      onConnectionEnded(st.readerEnd);
+    }
+  }
+
+  function onWake(): void {
+    if (phase === 'done') return;
+    try {
+      drainOnce();
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  function commitTick(): void {
+    if (phase === 'done') return;
+    try {
+      drainOnce();
+      writer.flush();
+      if (dropped !== lastDroppedWritten) {
+        lastDroppedWritten = dropped;
+        writer.updateSession({ dropped });
+      }
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  const live = log.isTTY === true;
+  const liveLine = () =>
+    `fusetrace: ${recorded} frames, ${inFlight.size} in flight, ${errors} errors` +
+    (dropped ? `, ${dropped} dropped` : '') +
+    (lastStatus?.partial ? `, ${lastStatus.partial} partial` : '');
+  timers.push(setInterval(commitTick, FLUSH_MS));
+  if (live) {
+    timers.push(
+      setInterval(() => {
+        if (phase !== 'done') log.write(`\r\x1b[K${liveLine()}`);
+      }, 500),
+    );
+  }
+
+  function startGrace(): void {
+    if (graceTimer || serverExit) return;
+    graceTimer = setTimeout(() => {
+      if (serverExit) return;
+      notes.push(`server did not exit ${SERVER_GRACE_MS / 1000}s after the connection ended: sent SIGTERM`);
+      child.kill('SIGTERM');
+      graceTimer = setTimeout(() => {
+        if (!serverExit) {
+          notes.push('server ignored SIGTERM: sent SIGKILL');
+          child.kill('SIGKILL');
+        }
+      }, 3_000);
+    }, SERVER_GRACE_MS);
+  }
+
+  function onConnectionEnded(how: string): void {
+    if (how === 'unmount') {
+      if (phase === 'running') {
+        endReason = 'unmount';
+        phase = 'ending';
+      }
+    } else if (how !== 'stopped' && how !== 'server-gone' && phase === 'running') {
+      endReason = 'error';
+      notes.push(`pump: ${how}`);
+      phase = 'ending';
+    }
+    if (serverExit || daemonized) void finish();
+    else startGrace();
+  }
+
+  async function unmountNow(): Promise<boolean> {
+    try {
+      await unmountFuse(mount);
+      return true;
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      log.write(
+        `${live ? '\n' : ''}fusetrace: cannot unmount ${p.mountpoint}: ${e.message}` +
+          (e.code === 'EBUSY' || /busy/i.test(e.message) ? ' (files are open there; close them, or signal again to abort the connection)' : '') +
+          '\n',
+      );
+      return false;
+    }
+  }
+
+  function abortConnection(): void {
+    if (aborted) return;
+    aborted = true;
+    pump.stop(); // closes the only /dev/fuse fd: fuse_dev_release -> fuse_abort_conn
+  }
+
+  async function onSignal(sig: NodeJS.Signals): Promise<void> {
+    if (phase === 'done') return;
+    if (phase === 'running') {
+      phase = 'unmounting';
+      endReason = 'signal';
+      notes.push(`${sig} received`);
+      if (await unmountNow()) {
+        phase = 'ending';
+        return;
+      }
+      unmountBusy = true;
+      return;
+    }
+    if (unmountBusy && phase === 'unmounting') {
+      // Second signal while the mount is busy: abort, as `echo 1 > .../abort` would.
+      notes.push(`${sig} again: connection aborted`);
+      phase = 'ending';
+      abortConnection();
+      // The mount is disconnected now; a plain unmount succeeds unless files are still open.
+      if (!(await unmountNow())) notes.push(`${p.mountpoint} is left disconnected: unmount it with umount/fusermount3 -u`);
+      startGrace();
+    }
+  }
+  const sigint = () => void onSignal('SIGINT');
+  const sigterm = () => void onSignal('SIGTERM');
+  process.on('SIGINT', sigint);
+  process.on('SIGTERM', sigterm);
+
+  child.on('error', (err) => {
+    notes.push(`cannot start the server: ${err.message}`);
+    serverExit = { code: 127, signal: null };
+    void onServerExit();
+  });
+  child.on('exit', (code, signal) => {
+    if (serverExit) return;
+    void (async () => {
+      if (code === 0 && phase === 'running') {
+        // A server that daemonizes (libfuse without -f) exits 0 in the parent while its child keeps
+        // the socket open. The process's fds close before it is reaped, so give the writer thread
+        // a moment to see end-of-file before concluding that the server went to the background.
+        for (let i = 0; i < 20 && pump.status().writerEnd === '' && phase === 'running'; i++) {
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        if (pump.status().writerEnd === '' && phase === 'running') {
+          daemonized = true;
+          log.write('fusetrace: the server went to the background (it forked); recording continues until unmount or until it closes its fuse fd\n');
+          return;
+        }
+      }
+      serverExit = { code, signal };
+      void onServerExit();
+    })();
+  });
+
+  async function onServerExit(): Promise<void> {
+    if (phase === 'done') return;
+    if (graceTimer) clearTimeout(graceTimer);
+    if (phase !== 'running') {
+      // We (or the user) ended the connection; the server's status after end-of-file is expected.
+      await finish();
+      return;
+    }
+    phase = 'ending';
+    const sx = serverExit!;
+    if (!initAnswered) {
+      notes.push(
+        'the server exited before answering FUSE_INIT: it may not accept a mounted fd as /dev/fd/N ' +
+          '(libfuse >= 3.3, pyfuse3 and go-fuse >= 2.2 do; libfuse 2 and fuser mount by themselves)',
+      );
+    }
+    if (sx.signal) {
+      endReason = 'server-crash';
+      // Native behaviour of a crashed server: the connection aborts, the mount stays (ENOTCONN).
+      abortConnection();
+      notes.push(`${p.mountpoint} is left disconnected like after a native crash: unmount it with umount/fusermount3 -u`);
+    } else {
+      endReason = 'server-exit';
+      if (!(await unmountNow())) {
+        abortConnection();
+        notes.push(`${p.mountpoint} is left disconnected: unmount it with umount/fusermount3 -u`);
+      }
+    }
+    await finish();
+  }
+
+  function fail(err: unknown): void {
+    if (phase === 'done') return;
+    notes.push(`internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    endReason = 'error';
+    phase = 'ending';
+    void (async () => {
+      if (!(await unmountNow())) abortConnection();
+      startGrace();
+    })();
+  }
+
+  let finishing = false;
+  async function finish(): Promise<void> {
+    if (finishing) return;
+    finishing = true;
+    // Wait for the server process to be reaped before the final commit (it may still be writing
+    // replies that the pump records until the socket reaches end-of-file).
+    if (!serverExit && !daemonized) {
+      startGrace();
+      await new Promise<void>((r) => child.once('exit', () => r()));
+    }
+    if (graceTimer) clearTimeout(graceTimer);
+    pump.stop();
+    for (const t of timers) clearInterval(t);
+    process.off('SIGINT', sigint);
+    process.off('SIGTERM', sigterm);
+    let st: PumpStatus | undefined;
+    try {
+      drainOnce();
+      st = lastStatus;
+    } catch (err) {
+      notes.push(`final drain failed: ${String(err)}`);
+    }
+    phase = 'done';
+    const sx = serverExit ?? { code: null, signal: null };
+    const reason: EndReason = endReason ?? (sx.signal ? 'server-crash' : 'server-exit');
+    let exitStatus = 0;
+    if (reason === 'server-exit') exitStatus = sx.code ?? 0;
+    else if (reason === 'server-crash') exitStatus = 128 + (sx.signal ? (osConstants.signals[sx.signal] ?? 0) : 0);
+    else if (reason === 'error') exitStatus = 1;
+    if (reason === 'server-exit' && !initAnswered && exitStatus === 0) exitStatus = 1;
+    try {
+      writer.updateSession({
+        endedMonoNs: native().monotonicNs(),
+        endReason: reason,
+        serverExitCode: sx.code,
+        serverSignal: sx.signal,
+        exitStatus,
+        dropped,
+      });
+      writer.close();
+      db.close();
+    } catch (err) {
+      notes.push(`cannot commit the trace: ${String(err)}`);
+      exitStatus = exitStatus || 1;
+    }
+    if (live) log.write('\r\x1b[K');
+    const server = sx.signal ? `server killed by ${sx.signal}` : `server exited ${sx.code}`;
+    const afterEof = (reason === 'unmount' || reason === 'signal') && sx.code !== 0 && !sx.signal ? ' (end-of-file on its fuse fd after the unmount: expected)' : '';
+    for (const n of notes) log.write(`fusetrace: ${n}\n`);
+    log.write(
+      `fusetrace: session ${session} in ${opts.dbPath}: ${recorded} frames (${bytes} bytes), ` +
+        `${errors} errors, ${dropped} dropped${st?.partial ? `, ${st.partial} partial (not forwarded)` : ''}; ` +
+        `ended by ${reason}; ${server}${afterEof}\n`,
+    );
+    finishResolve({
+      session,
+      endReason: reason,
+      exitStatus,
+      serverExitCode: sx.code,
+      serverSignal: sx.signal,
+      frames: recorded,
+      dropped,
+      partial: st?.partial ?? 0,
+    });
+  }
+
+  return finished;
+}
