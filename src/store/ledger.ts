@@ -1,0 +1,852 @@
+/**
+ * The request ledger: one `requests` row (schema.ts) per request, derived from the raw frames as
+ * they are recorded (Ledger.add from TraceWriter.onFrames) and rebuildable from them alone
+ * (rebuildLedger), with the same rows either way.
+ *
+ * Lifecycle states, named after what the kernel does in fs/fuse/dev.c:
+ *
+ *   ok / error   an accepted reply (fuse_dev_do_write returned the length), errno 0 or not.
+ *   interrupted  a FUSE_INTERRUPT named it (request_wait_answer queued one because the waiter got
+ *                a signal after the server had read the request) and it was then answered.
+ *                outcome: `eagain`   the server answered the INTERRUPT with EAGAIN and the kernel
+ *                                    accepted it (queue_interrupt: the INTERRUPT is sent again);
+ *                         `eintr`    the request was answered EINTR;
+ *                         `answered` it was answered normally anyway.
+ *   late         a write for it was refused with ENOENT (request_find found no such unique).
+ *                outcome: `not-waited`             its own reply: the kernel no longer waited
+ *                                                  (connection aborted, or dropped after a signal);
+ *                         `duplicate`              a second reply to an already answered unique;
+ *                         `interrupt-after-finish` the answer to its INTERRUPT (libfuse: EAGAIN)
+ *                                                  came after the request had been answered;
+ *                         `interrupt-not-waited`   the answer to its INTERRUPT came when the kernel
+ *                                                  no longer knew the request at all.
+ *                On this kernel a request the server has read is waited for until it is answered
+ *                (request_wait_answer ends in an uninterruptible wait), so `not-waited` on a live
+ *                connection points at a server bug; `interrupt-after-finish` is a benign race.
+ *   aborted      still outstanding when the session ended: fuse_abort_conn (unmount, fusectl abort,
+ *                the server closing /dev/fuse by exiting or crashing, fusetrace ending on a signal
+ *                or error) ended it with ECONNABORTED/ENOTCONN. outcome: the session's end_reason.
+ *   unanswered   no reply in the trace and no recorded end: the session is still being recorded,
+ *                or the recorder died before it could record the end.
+ *   noreply      FORGET and BATCH_FORGET, which the server never answers.
+ *   notify       a notification from the server (unique 0; opcode 0, outcome = the notify code
+ *                name, errno = the errno of its write to /dev/fuse), and NOTIFY_REPLY (the
+ *                kernel's answer to a NOTIFY_RETRIEVE; outcome `retrieve_reply`).
+ *   unknown      anything else; outcome says what: `no-request` (a reply whose request is not in
+ *                the trace; opcode 0), `interrupt-target-unknown` (an INTERRUPT for a unique
+ *                not in the trace), `unique-reused`, `duplicate-reply`, `reply-write-errno-<n>`
+ *                (the kernel refused the reply for another reason), `reply-not-forwarded`.
+ *
+ * INTERRUPT frames are not rows of their own: they attach to their target (interrupt_seq = the
+ * first INTERRUPT frame naming it; the kernel may send more after an EAGAIN answer). The TUI finds
+ * all of them, and the server's answers to them, as the frames whose unique_id is the target's
+ * unique | FUSE_INT_REQ_BIT (kernel >= 5.0), or the unique of the frame at interrupt_seq.
+ *
+ * An error reply the kernel found the request for but whose layout it refused (write EINVAL) ends
+ * the request with EIO (fuse_dev_do_write: `req->out.h.error = -EIO`): state `error`, errno EIO,
+ * outcome `reply-rejected`.
+ *
+ * `background` = 1 when no process waits on the request: INIT, RELEASE, RELEASEDIR (sent with
+ * fuse_simple_background), WRITEs carrying FUSE_WRITE_CACHE (writeback), and READs issued by a
+ * kernel thread (pid 0 or a `kworker` comm). Readahead cannot be told apart from a read a process
+ * waits for on the wire (both come through fuse_readahead, usually in the reader's own context),
+ * so this is a heuristic: only READs from kernel threads count as readahead.
+ */
+import type { Database, Statement } from 'better-sqlite3';
+import type { FrameRecord } from './writer.js';
+import { PathResolver } from './paths.js';
+import {
+  EAGAIN,
+  EINTR,
+  EINVAL,
+  EIO,
+  ENOENT,
+  FUSE_INT_REQ_BIT,
+  FUSE_WRITE_CACHE,
+  IN_HEADER_SIZE,
+  NOTIFY_DELETE,
+  NOTIFY_INVAL_ENTRY,
+  NOTIFY_INVAL_INODE,
+  NOTIFY_NAMES,
+  NOTIFY_RETRIEVE,
+  NOTIFY_STORE,
+  OP,
+  OUT_HEADER_SIZE,
+  argsEnd,
+  cstr,
+  entryOutSize,
+  nameArgOffset,
+  requestFhOffset,
+  u32,
+  u64,
+} from './ledger-wire.js';
+
+/** Why a session ended (sessions.end_reason); outstanding requests become `aborted` with it as outcome. */
+export type EndReason = 'unmount' | 'signal' | 'server-exit' | 'server-crash' | 'error';
+
+/** The state values of `requests.state`. */
+export type LedgerState = 'ok' | 'error' | 'interrupted' | 'late' | 'unanswered' | 'aborted' | 'noreply' | 'notify' | 'unknown';
+
+/** Finished requests kept in memory for late replies and INTERRUPTs; older ones are read back from the table. */
+const RECENT_MAX = 65536;
+/** Rows per multi-row INSERT (23 columns: 736 parameters). */
+const INSERT_CHUNK = 32;
+
+/** What an accepted reply does to the path resolver (and fh/minor bookkeeping). */
+type Effect =
+  | { kind: 'entry'; parent: bigint; name: string }
+  | { kind: 'create'; parent: bigint; name: string }
+  | { kind: 'tmpfile'; parent: bigint }
+  | { kind: 'remove'; parent: bigint; name: string }
+  | { kind: 'rename'; olddir: bigint; oldname: string; newdir: bigint; newname: string; flags: number }
+  | { kind: 'readdirplus'; parent: bigint }
+  | { kind: 'open' }
+  | { kind: 'init' };
+
+/** A requests row in the making, plus what its state is computed from. */
+interface Req {
+  seq: number;
+  unique: bigint;
+  opcode: number;
+  nodeid: bigint | null;
+  fh: bigint | null;
+  path: string | null;
+  pid: number | null;
+  comm: string | null;
+  uid: number | null;
+  gid: number | null;
+  startNs: number;
+  fwdNs: number | null;
+  replyNs: number | null;
+  errno: number | null;
+  len: number;
+  replyLen: number | null;
+  background: 0 | 1;
+  replySeq: number | null;
+  interruptSeq: number | null;
+  /** `request` expects a reply; the others are fixed states with `note` as outcome. */
+  kind: 'request' | 'noreply' | 'notify' | 'unknown';
+  note: string | null;
+  /** An accepted reply ended it. */
+  answered: boolean;
+  /** An EAGAIN answer to its INTERRUPT was accepted. */
+  eagain: boolean;
+  late: string | null;
+  /** Set for a request the classifier could not place (state unknown, outcome this). */
+  odd: string | null;
+  /** Forced state/outcome (reply-rejected). */
+  forced: { state: LedgerState; outcome: string } | null;
+  /** The session's end reason when it ended outstanding. */
+  ended: string | null;
+  effect: Effect | null;
+  inserted: boolean;
+  dirty: boolean;
+}
+
+/** State and outcome of a row, from its facts. */
+function classify(r: Req): [LedgerState, string | null] {
+  switch (r.kind) {
+    case 'noreply':
+      return ['noreply', null];
+    case 'notify':
+      return ['notify', r.note];
+    case 'unknown':
+      return ['unknown', r.note];
+  }
+  if (r.odd !== null) return ['unknown', r.odd];
+  if (r.late !== null) return ['late', r.late];
+  if (r.forced !== null) return [r.forced.state, r.forced.outcome];
+  if (r.answered) {
+    if (r.interruptSeq !== null) return ['interrupted', r.eagain ? 'eagain' : r.errno === EINTR ? 'eintr' : 'answered'];
+    return [r.errno === 0 ? 'ok' : 'error', null];
+  }
+  if (r.ended !== null) return ['aborted', r.ended];
+  return ['unanswered', r.eagain ? 'eagain' : null];
+}
+
+/** Options of a Ledger. */
+export interface LedgerOptions {
+  /** Protocol minor to assume for struct sizes until the INIT reply says (default: 45). */
+  minor?: number;
+  /** Finished requests kept in memory (default 65536); tests lower it to exercise the read-back path. */
+  recentMax?: number;
+}
+
+/**
+ * Derives the `requests` rows of one session from its frames, incrementally. Not thread-safe
+ * (neither is the recorder's JS side). All writes of one add() go to the database before it returns,
+ * so calling it inside TraceWriter.onFrames commits the rows with their frames.
+ */
+export class Ledger {
+  readonly session: number;
+  private readonly db: Database;
+  private readonly startMono: bigint;
+  private readonly paths = new PathResolver();
+  private minor: number;
+  private readonly recentMax: number;
+  /** Requests waiting for their reply, by unique. */
+  private readonly pending = new Map<bigint, Req>();
+  /** Recently finished requests, by unique, oldest first. */
+  private readonly recent = new Map<bigint, Req>();
+  /** INTERRUPT unique -> its target (kernels before 5.0 gave INTERRUPT a unique of its own). */
+  private readonly interrupts = new Map<bigint, Req>();
+  private readonly comms = new Map<number, string | null>();
+  private newRows: Req[] = [];
+  private dirtyRows: Req[] = [];
+  private finished = false;
+  private readonly insertChunk: Statement;
+  private readonly insertOne: Statement;
+  private readonly update: Statement;
+  private readonly selectComm: Statement;
+  private readonly selectByUnique: Statement;
+
+  constructor(db: Database, session: number, opts: LedgerOptions = {}) {
+    this.db = db;
+    this.session = session;
+    const start = db.prepare('SELECT started_mono_ns FROM sessions WHERE id = ?').safeIntegers(true).pluck().get(session) as
+      | bigint
+      | undefined;
+    if (start === undefined) throw new Error(`Ledger: no session ${session}`);
+    this.startMono = start;
+    this.minor = opts.minor ?? 45;
+    this.recentMax = opts.recentMax ?? RECENT_MAX;
+    const cols =
+      'session, seq, unique_id, opcode, nodeid, fh, path, pid, comm, uid, gid, start_ns, fwd_ns, reply_ns, dur_ns, errno, len, reply_len, state, outcome, background, reply_seq, interrupt_seq';
+    const one = `(${Array(23).fill('?').join(',')})`;
+    this.insertChunk = db.prepare(`INSERT INTO requests (${cols}) VALUES ${Array(INSERT_CHUNK).fill(one).join(',')}`);
+    this.insertOne = db.prepare(`INSERT INTO requests (${cols}) VALUES ${one}`);
+    this.update = db.prepare(
+      `UPDATE requests SET fh = ?, reply_ns = ?, dur_ns = ?, errno = ?, reply_len = ?, state = ?, outcome = ?,
+       reply_seq = ?, interrupt_seq = ? WHERE session = ? AND seq = ?`,
+    );
+    this.selectComm = db.prepare('SELECT comm FROM procs WHERE session = ? AND pid = ?').pluck();
+    this.selectByUnique = db
+      .prepare(
+        `SELECT seq, opcode, nodeid, fh, path, pid, comm, uid, gid, start_ns, fwd_ns, reply_ns, errno, len, reply_len,
+                state, outcome, background, reply_seq, interrupt_seq
+         FROM requests WHERE session = ? AND unique_id = ? AND seq < ? ORDER BY seq DESC LIMIT 1`,
+      )
+      .safeIntegers(true);
+  }
+
+  /** Requests still waiting for a reply (for tests and the live TUI). */
+  get outstanding(): number {
+    return this.pending.size;
+  }
+
+  /** Feeds frames in seq order (one flushed batch); writes new rows and updates changed ones. */
+  add(frames: readonly FrameRecord[]): void {
+    if (this.finished) throw new Error('Ledger: add() after finish()');
+    for (const f of frames) {
+      if (f.dir === 0) this.request(f);
+      else this.reply(f);
+    }
+    this.write();
+  }
+
+  /**
+   * The session ended: requests still outstanding become `aborted` (outcome: endReason). Without
+   * an endReason (the end is unknown) they stay `unanswered`. No add() after this.
+   */
+  finish(opts: { endReason?: EndReason | string | null } = {}): void {
+    if (this.finished) return;
+    this.finished = true;
+    const reason = opts.endReason ?? null;
+    if (reason !== null) {
+      for (const r of this.pending.values()) {
+        r.ended = reason;
+        this.touch(r);
+      }
+    }
+    this.write();
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Kernel -> server frames
+  // ------------------------------------------------------------------------------------------
+
+  private request(f: FrameRecord): void {
+    const b = f.data;
+    const opcode = f.opcode ?? u32(b, 4) ?? 0;
+    const nodeid = u64(b, 16);
+    const r = this.newReq(f, opcode, nodeid);
+    r.uid = u32(b, 24);
+    r.gid = u32(b, 28);
+    r.pid = u32(b, 32);
+    if (r.pid !== null) r.comm = this.comm(r.pid);
+    r.fwdNs = f.fwdNs === null ? null : Number(f.fwdNs - this.startMono);
+
+    switch (opcode) {
+      case OP.INTERRUPT:
+        this.interrupt(f, r);
+        return;
+      case OP.FORGET: {
+        r.kind = 'noreply';
+        r.path = nodeid === null ? null : this.paths.path(nodeid);
+        const n = u64(b, IN_HEADER_SIZE);
+        if (nodeid !== null && n !== null) this.paths.forget(nodeid, n);
+        this.newRows.push(r);
+        return;
+      }
+      case OP.BATCH_FORGET: {
+        r.kind = 'noreply';
+        const count = u32(b, IN_HEADER_SIZE) ?? 0;
+        // fuse_batch_forget_in { count, dummy }, then count * fuse_forget_one { nodeid, nlookup }.
+        for (let i = 0, off = IN_HEADER_SIZE + 8; i < count; i++, off += 16) {
+          const id = u64(b, off);
+          const n = u64(b, off + 8);
+          if (id === null || n === null) break;
+          this.paths.forget(id, n);
+        }
+        this.newRows.push(r);
+        return;
+      }
+      case OP.NOTIFY_REPLY:
+        // The kernel's answer to a NOTIFY_RETRIEVE (unique = its notify_unique); never answered.
+        r.kind = 'notify';
+        r.note = 'retrieve_reply';
+        r.path = nodeid === null ? null : this.paths.path(nodeid);
+        this.newRows.push(r);
+        return;
+    }
+
+    this.describe(r, b, opcode, nodeid);
+    const prev = this.pending.get(f.unique);
+    if (prev) {
+      // Linux never reuses a unique within a connection (fuse_get_unique counts up by 2).
+      prev.odd = 'unique-reused';
+      this.done(prev);
+    }
+    this.pending.set(f.unique, r);
+    this.newRows.push(r);
+  }
+
+  /** Path, fh, background and the reply's path effect of an ordinary request. */
+  private describe(r: Req, b: Buffer, opcode: number, nodeid: bigint | null): void {
+    const fhOff = requestFhOffset(opcode, b);
+    if (fhOff >= 0) r.fh = u64(b, fhOff);
+    const nameOff = nameArgOffset(opcode, this.minor);
+    if (nameOff >= 0 && nodeid !== null) {
+      const end = argsEnd(b);
+      const first = cstr(b, IN_HEADER_SIZE + nameOff, end);
+      if (first) {
+        r.path = this.paths.childPath(nodeid, first.name);
+        switch (opcode) {
+          case OP.LOOKUP:
+          case OP.MKNOD:
+          case OP.MKDIR:
+          case OP.SYMLINK:
+          case OP.LINK:
+            r.effect = { kind: 'entry', parent: nodeid, name: first.name };
+            break;
+          case OP.CREATE:
+            r.effect = { kind: 'create', parent: nodeid, name: first.name };
+            break;
+          case OP.TMPFILE:
+            r.path = this.paths.path(nodeid);
+            r.effect = { kind: 'tmpfile', parent: nodeid };
+            break;
+          case OP.UNLINK:
+          case OP.RMDIR:
+            r.effect = { kind: 'remove', parent: nodeid, name: first.name };
+            break;
+          case OP.RENAME:
+          case OP.RENAME2: {
+            const newdir = u64(b, IN_HEADER_SIZE);
+            const flags = opcode === OP.RENAME2 ? (u32(b, IN_HEADER_SIZE + 8) ?? 0) : 0;
+            const second = cstr(b, first.next, end);
+            if (newdir !== null && second) {
+              r.effect = { kind: 'rename', olddir: nodeid, oldname: first.name, newdir, newname: second.name, flags };
+            }
+            break;
+          }
+        }
+      } else if (nodeid !== null) {
+        r.path = this.paths.path(nodeid); // the name was cut by snaplen: at least the directory
+      }
+    } else if (nodeid !== null) {
+      r.path = this.paths.path(nodeid);
+    }
+    switch (opcode) {
+      case OP.READDIRPLUS:
+        if (nodeid !== null) r.effect = { kind: 'readdirplus', parent: nodeid };
+        break;
+      case OP.OPEN:
+      case OP.OPENDIR:
+        r.effect = { kind: 'open' };
+        break;
+      case OP.INIT:
+        r.effect = { kind: 'init' };
+        r.background = 1;
+        break;
+      case OP.RELEASE:
+      case OP.RELEASEDIR:
+        r.background = 1;
+        break;
+      case OP.WRITE: {
+        // fuse_write_in { fh, offset, size, write_flags, ... }
+        const wf = u32(b, IN_HEADER_SIZE + 20);
+        if (wf !== null && (wf & FUSE_WRITE_CACHE) !== 0) r.background = 1;
+        break;
+      }
+      case OP.READ:
+        if (r.pid === 0 || (r.comm !== null && r.comm.startsWith('kworker'))) r.background = 1;
+        break;
+    }
+  }
+
+  private interrupt(f: FrameRecord, r: Req): void {
+    // fuse_interrupt_in { unique }: the target. Fall back on the unique's FUSE_INT_REQ_BIT form.
+    const target = u64(f.data, IN_HEADER_SIZE) ?? f.unique & ~FUSE_INT_REQ_BIT;
+    const t = this.find(target, f.seq);
+    if (!t) {
+      r.kind = 'unknown';
+      r.note = 'interrupt-target-unknown';
+      r.path = r.nodeid === null ? null : this.paths.path(r.nodeid);
+      this.newRows.push(r);
+      return;
+    }
+    if (t.interruptSeq === null) {
+      t.interruptSeq = f.seq;
+      this.touch(t);
+    }
+    this.interrupts.set(f.unique, t);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Server -> kernel frames
+  // ------------------------------------------------------------------------------------------
+
+  private reply(f: FrameRecord): void {
+    const b = f.data;
+    const error = f.error ?? (b.length >= 8 ? b.readInt32LE(4) : 0);
+    if (f.unique === 0n) {
+      this.notify(f, error);
+      return;
+    }
+    // An answer to an INTERRUPT: its unique (modern kernels: target | FUSE_INT_REQ_BIT).
+    const intrTarget =
+      this.interrupts.get(f.unique) ?? ((f.unique & FUSE_INT_REQ_BIT) !== 0n ? this.find(f.unique & ~FUSE_INT_REQ_BIT, f.seq) : undefined);
+    if (intrTarget) {
+      const t = intrTarget;
+      if (f.writeErrno === 0 && f.fwdNs !== null) {
+        if (error === -EAGAIN && !t.eagain) {
+          t.eagain = true;
+          this.touch(t);
+        }
+      } else if (f.writeErrno === ENOENT) {
+        if (t.late === null) {
+          t.late = t.answered ? 'interrupt-after-finish' : 'interrupt-not-waited';
+          this.touch(t);
+        }
+      }
+      // Any other refusal (EINVAL: an INTERRUPT answer must be a bare header) changes nothing for the target.
+      return;
+    }
+
+    const r = this.pending.get(f.unique);
+    if (!r) {
+      const old = this.find(f.unique, f.seq);
+      if (old) {
+        if (f.writeErrno === ENOENT) {
+          if (old.late === null) old.late = 'duplicate';
+        } else if (old.odd === null) {
+          old.odd = 'duplicate-reply';
+        }
+        this.touch(old);
+        return;
+      }
+      this.orphan(f, error);
+      return;
+    }
+
+    r.replyNs = Number(f.tsNs - this.startMono);
+    r.replySeq = f.seq;
+    r.replyLen = f.len;
+    r.errno = error <= 0 ? -error : error;
+    if (f.writeErrno === 0 && f.fwdNs !== null) {
+      r.answered = true;
+      if (error === 0) this.applyEffect(r, b);
+    } else if (f.writeErrno === ENOENT) {
+      r.late = 'not-waited';
+    } else if (f.writeErrno === EINVAL && this.kernelFoundRequest(f, error)) {
+      // The kernel took the reply for this request but refused its layout: it ended it with EIO.
+      r.errno = EIO;
+      r.forced = { state: 'error', outcome: 'reply-rejected' };
+    } else if (f.writeErrno !== 0) {
+      r.odd = `reply-write-errno-${f.writeErrno}`;
+    } else {
+      r.odd = 'reply-not-forwarded';
+    }
+    this.done(r);
+  }
+
+  /**
+   * fuse_dev_do_write checks the header before looking the unique up: len must match the write
+   * size and error must be a plausible -errno (> -512 on older kernels, > -1000 on newer ones).
+   * Past those checks an EINVAL means the request was found and ended with EIO.
+   */
+  private kernelFoundRequest(f: FrameRecord, error: number): boolean {
+    const hlen = u32(f.data, 0);
+    return hlen === f.len && error <= 0 && error > -512;
+  }
+
+  private notify(f: FrameRecord, code: number): void {
+    const b = f.data;
+    const r = this.newReq(f, 0, null);
+    r.kind = 'notify';
+    r.note = NOTIFY_NAMES[code] ?? `notify-${code}`;
+    r.errno = f.writeErrno;
+    const body = OUT_HEADER_SIZE;
+    switch (code) {
+      case NOTIFY_INVAL_INODE: // fuse_notify_inval_inode_out { ino, off, len }
+      case NOTIFY_STORE: // fuse_notify_store_out { nodeid, offset, size, padding }
+        r.nodeid = u64(b, body);
+        break;
+      case NOTIFY_RETRIEVE: // fuse_notify_retrieve_out { notify_unique, nodeid, offset, size, padding }
+        r.nodeid = u64(b, body + 8);
+        break;
+      case NOTIFY_INVAL_ENTRY: // fuse_notify_inval_entry_out { parent, namelen, flags }, name
+      case NOTIFY_DELETE: {
+        // fuse_notify_delete_out { parent, child, namelen, padding }, name
+        const parent = u64(b, body);
+        const nameOff = body + (code === NOTIFY_DELETE ? 24 : 16);
+        const nameLen = u32(b, code === NOTIFY_DELETE ? body + 16 : body + 8);
+        r.nodeid = code === NOTIFY_DELETE ? u64(b, body + 8) : parent;
+        if (parent !== null && nameLen !== null && nameOff + nameLen <= b.length) {
+          const name = b.toString('utf8', nameOff, nameOff + nameLen);
+          r.path = this.paths.childPath(parent, name);
+          if (code === NOTIFY_DELETE && f.writeErrno === 0) this.paths.remove(parent, name);
+        }
+        break;
+      }
+    }
+    if (r.path === null && r.nodeid !== null) r.path = this.paths.path(r.nodeid);
+    this.newRows.push(r);
+  }
+
+  /** A reply whose request is not in the trace (dropped frames, or a server answering a unique it made up). */
+  private orphan(f: FrameRecord, error: number): void {
+    const r = this.newReq(f, 0, null);
+    r.kind = 'unknown';
+    r.note = 'no-request';
+    r.replyNs = r.startNs;
+    r.replySeq = f.seq;
+    r.replyLen = f.len;
+    r.errno = -error;
+    this.newRows.push(r);
+  }
+
+  /** What an accepted successful reply teaches the resolver. */
+  private applyEffect(r: Req, b: Buffer): void {
+    const e = r.effect;
+    if (!e) return;
+    const body = OUT_HEADER_SIZE;
+    switch (e.kind) {
+      case 'entry': {
+        const id = u64(b, body); // fuse_entry_out.nodeid
+        if (id !== null) this.paths.entry(e.parent, e.name, id);
+        break;
+      }
+      case 'create': {
+        const id = u64(b, body);
+        if (id !== null) this.paths.entry(e.parent, e.name, id);
+        r.fh = u64(b, body + entryOutSize(this.minor)) ?? r.fh; // fuse_open_out.fh after the entry
+        break;
+      }
+      case 'tmpfile': {
+        const id = u64(b, body);
+        if (id !== null) this.paths.tmpfile(e.parent, id);
+        r.fh = u64(b, body + entryOutSize(this.minor)) ?? r.fh;
+        break;
+      }
+      case 'remove':
+        this.paths.remove(e.parent, e.name);
+        break;
+      case 'rename':
+        this.paths.rename(e.olddir, e.oldname, e.newdir, e.newname, e.flags);
+        break;
+      case 'readdirplus':
+        this.readdirplus(e.parent, b);
+        break;
+      case 'open':
+        r.fh = u64(b, body) ?? r.fh; // fuse_open_out.fh
+        break;
+      case 'init': {
+        const minor = u32(b, body + 4); // fuse_init_out { major, minor, ... }
+        if (minor !== null) this.minor = minor;
+        break;
+      }
+    }
+  }
+
+  /**
+   * READDIRPLUS reply: fuse_direntplus { fuse_entry_out, fuse_dirent { ino, off, namelen, type,
+   * name } } each padded to 8 bytes (FUSE_DIRENTPLUS_SIZE). Each entry with a nodeid is a lookup
+   * the kernel counts (fuse_direntplus_link), except "." and "..".
+   */
+  private readdirplus(parent: bigint, b: Buffer): void {
+    const entrySize = entryOutSize(this.minor);
+    const end = Math.min(b.length, u32(b, 0) ?? b.length);
+    let off = OUT_HEADER_SIZE;
+    while (off + entrySize + 24 <= end) {
+      const id = b.readBigUInt64LE(off);
+      const namelen = b.readUInt32LE(off + entrySize + 16);
+      const nameOff = off + entrySize + 24;
+      if (namelen === 0 || nameOff + namelen > end) break;
+      const name = b.toString('utf8', nameOff, nameOff + namelen);
+      this.paths.entry(parent, name, id);
+      off += (entrySize + 24 + namelen + 7) & ~7;
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Bookkeeping
+  // ------------------------------------------------------------------------------------------
+
+  private newReq(f: FrameRecord, opcode: number, nodeid: bigint | null): Req {
+    return {
+      seq: f.seq,
+      unique: f.unique,
+      opcode,
+      nodeid,
+      fh: null,
+      path: null,
+      pid: null,
+      comm: null,
+      uid: null,
+      gid: null,
+      startNs: Number(f.tsNs - this.startMono),
+      fwdNs: null,
+      replyNs: null,
+      errno: null,
+      len: f.len,
+      replyLen: null,
+      background: 0,
+      replySeq: null,
+      interruptSeq: null,
+      kind: 'request',
+      note: null,
+      answered: false,
+      eagain: false,
+      late: null,
+      odd: null,
+      forced: null,
+      ended: null,
+      effect: null,
+      inserted: false,
+      dirty: false,
+    };
+  }
+
+  /** The request's reply is in: it leaves `pending` and stays findable for late frames. */
+  private done(r: Req): void {
+    this.pending.delete(r.unique);
+    r.effect = null;
+    this.recent.delete(r.unique);
+    this.recent.set(r.unique, r);
+    this.touch(r);
+  }
+
+  /** Marks an already written row for an UPDATE at the end of this add(). */
+  private touch(r: Req): void {
+    if (r.inserted && !r.dirty) {
+      r.dirty = true;
+      this.dirtyRows.push(r);
+    }
+  }
+
+  /** The request with this unique, pending or finished (read back from the table if evicted). */
+  private find(unique: bigint, beforeSeq: number): Req | undefined {
+    const hit = this.pending.get(unique) ?? this.recent.get(unique);
+    if (hit) return hit;
+    const row = this.selectByUnique.get(this.session, BigInt.asIntN(64, unique), beforeSeq) as Record<string, bigint | string | null> | undefined;
+    if (!row) return undefined;
+    const r = fromRow(unique, row);
+    if (r.kind !== 'request') return undefined;
+    this.recent.set(unique, r);
+    return r;
+  }
+
+  private comm(pid: number): string | null {
+    const c = this.comms.get(pid);
+    if (c !== undefined) return c;
+    const v = (this.selectComm.get(this.session, pid) as string | null | undefined) ?? null;
+    // Cache only what was found: `record` may insert the pid's procs row in a later batch.
+    if (v !== null) this.comms.set(pid, v);
+    return v;
+  }
+
+  /** Inserts the rows made in this batch, updates the changed older ones, trims the memory. */
+  private write(): void {
+    const rows = this.newRows;
+    const n = rows.length;
+    let i = 0;
+    if (n >= INSERT_CHUNK) {
+      const params: unknown[] = new Array(INSERT_CHUNK * 23);
+      for (; i + INSERT_CHUNK <= n; i += INSERT_CHUNK) {
+        let p = 0;
+        for (let j = i; j < i + INSERT_CHUNK; j++) p = this.rowParams(rows[j], params, p);
+        this.insertChunk.run(params);
+      }
+    }
+    if (i < n) {
+      const params: unknown[] = new Array(23);
+      for (; i < n; i++) {
+        this.rowParams(rows[i], params, 0);
+        this.insertOne.run(params);
+      }
+    }
+    for (const r of rows) {
+      r.inserted = true;
+      r.dirty = false;
+    }
+    for (const r of this.dirtyRows) {
+      const [state, outcome] = classify(r);
+      this.update.run(
+        r.fh === null ? null : BigInt.asIntN(64, r.fh),
+        r.replyNs,
+        r.replyNs === null ? null : r.replyNs - r.startNs,
+        r.errno,
+        r.replyLen,
+        state,
+        outcome,
+        r.replySeq,
+        r.interruptSeq,
+        this.session,
+        r.seq,
+      );
+      r.dirty = false;
+    }
+    this.newRows = [];
+    this.dirtyRows = [];
+    if (this.recent.size > this.recentMax) {
+      let drop = this.recent.size - this.recentMax;
+      for (const [u, r] of this.recent) {
+        if (drop-- <= 0) break;
+        this.recent.delete(u);
+        if (this.interrupts.size > 0 && r.interruptSeq !== null) {
+          for (const [iu, t] of this.interrupts) if (t === r) this.interrupts.delete(iu);
+        }
+      }
+    }
+  }
+
+  private rowParams(r: Req, params: unknown[], p: number): number {
+    const [state, outcome] = classify(r);
+    params[p++] = this.session;
+    params[p++] = r.seq;
+    params[p++] = BigInt.asIntN(64, r.unique);
+    params[p++] = r.opcode;
+    params[p++] = r.nodeid === null ? null : BigInt.asIntN(64, r.nodeid);
+    params[p++] = r.fh === null ? null : BigInt.asIntN(64, r.fh);
+    params[p++] = r.path;
+    params[p++] = r.pid;
+    params[p++] = r.comm;
+    params[p++] = r.uid;
+    params[p++] = r.gid;
+    params[p++] = r.startNs;
+    params[p++] = r.fwdNs;
+    params[p++] = r.replyNs;
+    params[p++] = r.replyNs === null ? null : r.replyNs - r.startNs;
+    params[p++] = r.errno;
+    params[p++] = r.len;
+    params[p++] = r.replyLen;
+    params[p++] = state;
+    params[p++] = outcome;
+    params[p++] = r.background;
+    params[p++] = r.replySeq;
+    params[p++] = r.interruptSeq;
+    return p;
+  }
+}
+
+/** A finished request read back from its row: the facts classify() needs, recovered from state/outcome. */
+function fromRow(unique: bigint, row: Record<string, bigint | string | null>): Req {
+  const n = (v: bigint | string | null): number | null => (v === null ? null : Number(v));
+  const state = row.state as LedgerState;
+  const outcome = row.outcome as string | null;
+  const kind: Req['kind'] =
+    state === 'noreply' ? 'noreply' : state === 'notify' ? 'notify' : state === 'unknown' && (n(row.opcode) === 0 || n(row.opcode) === OP.INTERRUPT) ? 'unknown' : 'request';
+  return {
+    seq: n(row.seq)!,
+    unique,
+    opcode: n(row.opcode)!,
+    nodeid: row.nodeid === null ? null : BigInt.asUintN(64, row.nodeid as bigint),
+    fh: row.fh === null ? null : BigInt.asUintN(64, row.fh as bigint),
+    path: row.path as string | null,
+    pid: n(row.pid),
+    comm: row.comm as string | null,
+    uid: n(row.uid),
+    gid: n(row.gid),
+    startNs: n(row.start_ns)!,
+    fwdNs: n(row.fwd_ns),
+    replyNs: n(row.reply_ns),
+    errno: n(row.errno),
+    len: n(row.len)!,
+    replyLen: n(row.reply_len),
+    background: n(row.background) ? 1 : 0,
+    replySeq: n(row.reply_seq),
+    interruptSeq: n(row.interrupt_seq),
+    kind,
+    note: kind === 'request' ? null : outcome,
+    answered:
+      row.reply_seq !== null &&
+      (state === 'ok' || state === 'error' || state === 'interrupted' || (state === 'late' && outcome !== 'not-waited' && outcome !== 'interrupt-not-waited')),
+    eagain: outcome === 'eagain',
+    late: state === 'late' ? outcome : null,
+    odd: state === 'unknown' && kind === 'request' ? outcome : null,
+    forced: state === 'error' && outcome === 'reply-rejected' ? { state, outcome } : null,
+    ended: state === 'aborted' ? outcome : null,
+    effect: null,
+    inserted: true,
+    dirty: false,
+  };
+}
+
+/** Frames read per batch by rebuildLedger. */
+const REBUILD_BATCH = 4096;
+
+/**
+ * Recomputes the `requests` rows of a session from its frames alone (and its end_reason), in one
+ * transaction: the same rows the incremental ledger wrote. `batch` only exists for tests that
+ * prove batch boundaries do not matter.
+ */
+export function rebuildLedger(db: Database, session: number, opts: { batch?: number } & LedgerOptions = {}): number {
+  const batch = opts.batch ?? REBUILD_BATCH;
+  const page = db
+    .prepare(
+      `SELECT seq, ts_ns, fwd_ns, dir, unique_id, opcode, error, len, data, write_errno
+       FROM frames WHERE session = ? AND seq > ? ORDER BY seq LIMIT ?`,
+    )
+    .safeIntegers(true);
+  const endReason = db.prepare('SELECT end_reason FROM sessions WHERE id = ?').pluck().get(session) as string | null | undefined;
+  if (endReason === undefined) throw new Error(`rebuildLedger: no session ${session}`);
+  let frames = 0;
+  db.transaction(() => {
+    db.prepare('DELETE FROM requests WHERE session = ?').run(session);
+    const ledger = new Ledger(db, session, opts);
+    let after = -1n;
+    for (;;) {
+      const rows = page.all(session, after, batch) as Array<Record<string, bigint | Buffer | null>>;
+      if (rows.length === 0) break;
+      const batchFrames: FrameRecord[] = rows.map((r) => ({
+        seq: Number(r.seq),
+        tsNs: r.ts_ns as bigint,
+        fwdNs: r.fwd_ns as bigint | null,
+        dir: Number(r.dir) as 0 | 1,
+        unique: BigInt.asUintN(64, r.unique_id as bigint),
+        opcode: r.opcode === null ? null : Number(r.opcode),
+        error: r.error === null ? null : Number(r.error),
+        len: Number(r.len),
+        data: r.data as Buffer,
+        writeErrno: Number(r.write_errno),
+      }));
+      ledger.add(batchFrames);
+      frames += batchFrames.length;
+      after = rows[rows.length - 1].seq as bigint;
+    }
+    ledger.finish({ endReason: endReason ?? null });
+  })();
+  return frames;
+}
