@@ -253,8 +253,10 @@ export function checkTables(): string[] {
       const natural = st.PRIM_SIZE[l.type];
       if (l.offset % natural !== 0) problems.push(`${s.name}.${l.path.join('.')}: misaligned at ${l.offset}`);
     }
-    for (const [path] of s.brief ?? []) {
-      if (!leaves.some((l) => l.path.join('.') === path)) problems.push(`${s.name}: brief names unknown field ${path}`);
+    for (const [path, , when] of s.brief ?? []) {
+      for (const p of [path, ...(when ? [when[0]] : [])]) {
+        if (!leaves.some((l) => l.path.join('.') === p)) problems.push(`${s.name}: brief names unknown field ${p}`);
+      }
     }
     let prev = 0;
     for (const m of [0, 5, 8, 12, 22, 23, 35, 36, 45]) {

@@ -35,9 +35,10 @@ export interface FieldDesc {
   readonly fmt?: FieldFormat;
 }
 
-/** One item of a struct's one-line summary: a dotted field path and the label printed before it
- * ('' prints the value alone). */
-export type BriefItem = readonly [path: string, label: string];
+/** One item of a struct's one-line summary: a dotted field path, the label printed before it ('' prints
+ * the value alone) and optionally a condition: show it only if `field & mask` is non-zero (SETATTR
+ * shows size only when FATTR_SIZE is in valid). */
+export type BriefItem = readonly [path: string, label: string, when?: readonly [field: string, mask: number]];
 
 export interface StructDesc {
   /** C name, e.g. `fuse_entry_out`. */
@@ -125,7 +126,7 @@ export const fuse_batch_forget_in = S('fuse_batch_forget_in', 8, [F('count', 'u3
 
 export const fuse_getattr_in = S('fuse_getattr_in', 16, [
   F('getattr_flags', 'u32', { minor: 9, fmt: 'getattr' }), F('dummy', 'u32', { minor: 9 }), F('fh', 'u64', { minor: 9 }),
-], { brief: [['getattr_flags', 'flags'], ['fh', 'fh']] });
+], { brief: [['getattr_flags', 'flags'], ['fh', 'fh', ['getattr_flags', 1]]] });
 
 export const fuse_attr_out = S('fuse_attr_out', 104, [
   F('attr_valid', 'u64'), F('attr_valid_nsec', 'u32'), F('dummy', 'u32'), F('attr', fuse_attr),
@@ -134,7 +135,7 @@ export const fuse_attr_out = S('fuse_attr_out', 104, [
 export const fuse_statx_in = S('fuse_statx_in', 24, [
   F('getattr_flags', 'u32', { fmt: 'getattr' }), F('reserved', 'u32'), F('fh', 'u64'),
   F('sx_flags', 'u32', { fmt: 'at' }), F('sx_mask', 'u32', { fmt: 'statx' }),
-], { brief: [['getattr_flags', 'flags'], ['fh', 'fh'], ['sx_mask', 'mask']] });
+], { brief: [['getattr_flags', 'flags'], ['fh', 'fh', ['getattr_flags', 1]], ['sx_flags', 'flags'], ['sx_mask', 'mask']] });
 
 export const fuse_statx_out = S('fuse_statx_out', 288, [
   F('attr_valid', 'u64'), F('attr_valid_nsec', 'u32'), F('flags', 'u32'), F('spare', 'u64', { count: 2 }),
@@ -166,7 +167,13 @@ export const fuse_setattr_in = S('fuse_setattr_in', 88, [
   F('atime', 'u64'), F('mtime', 'u64'), F('ctime', 'u64', { minor: 23, replaced: 0 }),
   F('atimensec', 'u32'), F('mtimensec', 'u32'), F('ctimensec', 'u32', { minor: 23, replaced: 0 }),
   F('mode', 'u32', { fmt: 'mode' }), F('unused4', 'u32'), F('uid', 'u32'), F('gid', 'u32'), F('unused5', 'u32'),
-], { brief: [['valid', 'valid'], ['fh', 'fh'], ['size', 'size'], ['mode', 'mode'], ['uid', 'uid'], ['gid', 'gid']] });
+], {
+  brief: [
+    ['valid', 'valid'], ['fh', 'fh', ['valid', 1 << 6]], ['size', 'size', ['valid', 1 << 3]], ['mode', 'mode', ['valid', 1 << 0]],
+    ['uid', 'uid', ['valid', 1 << 1]], ['gid', 'gid', ['valid', 1 << 2]], ['atime', 'atime', ['valid', 1 << 4]],
+    ['mtime', 'mtime', ['valid', 1 << 5]], ['ctime', 'ctime', ['valid', 1 << 10]],
+  ],
+});
 
 export const fuse_open_in = S('fuse_open_in', 8, [
   F('flags', 'u32', { fmt: 'open' }), F('open_flags', 'u32', { minor: 33, replaced: 0, fmt: 'openIn' }),
@@ -270,7 +277,7 @@ export const cuse_init_out = S('cuse_init_out', 72, [
   F('major', 'u32'), F('minor', 'u32'), F('unused', 'u32'), F('flags', 'u32', { fmt: 'cuseInit' }),
   F('max_read', 'u32'), F('max_write', 'u32'), F('dev_major', 'u32'), F('dev_minor', 'u32'),
   F('spare', 'u32', { count: 10 }),
-], { label: 'cuse', brief: [['major', 'major'], ['minor', 'minor'], ['dev_major', 'dev'], ['dev_minor', ':'], ['max_write', 'max_write']] });
+], { label: 'cuse', brief: [['major', 'major'], ['minor', 'minor'], ['dev_major', 'dev_major'], ['dev_minor', 'dev_minor'], ['max_write', 'max_write']] });
 
 export const fuse_interrupt_in = S('fuse_interrupt_in', 8, [F('unique', 'u64', { fmt: 'unique' })], {
   brief: [['unique', 'unique']],
