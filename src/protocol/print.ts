@@ -5,7 +5,7 @@
  * an opcode by name except READLINK's text payload.
  */
 import { errnoName } from './errno.js';
-import { FORMAT_SETS, formatEnum, formatFlags, formatMode } from './flags.js';
+import { FORMAT_SETS, INIT_FLAGS, formatEnum, formatFlags, formatMode } from './flags.js';
 import { layout, getPath, type Fields, type StructDesc, type Value } from './structs.js';
 import { opcodeInfo } from './opcodes.js';
 import type { DecodedFrame, DecodeResult, Part } from './codec.js';
@@ -43,7 +43,14 @@ export function briefStruct(desc: StructDesc, values: Fields): string {
     const set = fmt ? FORMAT_SETS.get(fmt) : undefined;
     const zero = typeof v === 'bigint' ? v === 0n : v === 0;
     if (zero && ((set?.kind === 'flags' && !set.field) || fmt === 'hex' || path === 'backing_id' || path === 'flags2')) continue;
-    const text = formatValue(v, fmt);
+    let text = formatValue(v, fmt);
+    if (fmt === 'init2') continue; // printed with flags below
+    if (fmt === 'init') {
+      // INIT flags print as one 64-bit set: flags | flags2 << 32 (fuse.h 7.36, FUSE_INIT_EXT).
+      const flags2 = getPath(values, 'flags2');
+      const all = BigInt(v as number) | (flags2 === undefined ? 0n : BigInt(flags2 as number) << 32n);
+      text = formatFlags(INIT_FLAGS, all);
+    }
     out.push(label ? `${label} ${text}` : text);
   }
   return out.join(' ');
