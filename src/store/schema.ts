@@ -5,7 +5,9 @@
  * Times: frame timestamps are CLOCK_MONOTONIC nanoseconds as taken by the native pump.
  * Ledger times (`start_ns`, `fwd_ns`, `reply_ns`) are relative to the session's `started_mono_ns`.
  * 64-bit FUSE values (unique, nodeid, fh, flags) are stored as SQLite INTEGER (signed 64-bit);
- * read them with better-sqlite3's `safeIntegers()` where they may exceed 2^53.
+ * read them with better-sqlite3's `safeIntegers()` where they may exceed 2^53. Values >= 2^63 are
+ * stored bit for bit (BigInt.asIntN(64, v), so they read back negative in plain SQL): use
+ * `toSqlU64`/`fromSqlU64` from writer.ts on both sides.
  *
  * `unique` is an SQL keyword, so the column is `unique_id` everywhere in SQL; the CLI, filter
  * language and JSON output call it `unique`.
@@ -53,6 +55,10 @@ CREATE TABLE sessions (
   meta             TEXT                  -- JSON: anything else (fusetrace version, uid, kernel release, ...)
 );
 
+-- frames is a rowid table on purpose, although (session, seq) is its key: in a WITHOUT ROWID table
+-- the rows live in an index b-tree, whose largest in-page payload is about a quarter of a page, so
+-- every 4 KiB READ/WRITE frame spilled into an overflow page (2x the file size, half the insert rate;
+-- bench/store.ts). A rowid table keeps rows up to a page inline; (session, seq) becomes a small index.
 CREATE TABLE frames (
   session     INTEGER NOT NULL,          -- sessions.id
   seq         INTEGER NOT NULL,          -- 0, 1, 2, ... in the order the pump saw the frames
@@ -67,7 +73,7 @@ CREATE TABLE frames (
   data        BLOB NOT NULL,             -- the frame as it crossed the proxy, headers included
   write_errno INTEGER NOT NULL DEFAULT 0, -- errno of the forwarding write() (ENOENT: the kernel no longer knew the unique)
   PRIMARY KEY (session, seq)
-) WITHOUT ROWID;
+);
 CREATE INDEX frames_unique ON frames(session, unique_id);
 
 CREATE TABLE procs (

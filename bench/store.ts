@@ -1,0 +1,92 @@
+/**
+ * Insert throughput of TraceWriter into a fresh trace file, the way `record` drives it: batches of
+ * frames as the pump delivers them, a timer flush every 100 ms of frames (here: every BATCH frames).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { openTraceDb } from '../src/store/db.js';
+import { TraceWriter, type FrameRecord } from '../src/store/writer.js';
+
+/** Frames handed to addFrames at once (what one wake-up of the pump's queue delivers). */
+const BATCH = 256;
+
+interface Mix {
+  name: string;
+  frames: number;
+  /** Frame size for the i-th frame. */
+  size: (i: number) => number;
+}
+
+const MIXES: Mix[] = [
+  { name: 'metadata 80 B', frames: 1_000_000, size: () => 80 },
+  // 70% 80-byte metadata frames (LOOKUP, GETATTR and their replies), 30% 4 KiB data frames (READ/WRITE).
+  { name: '70% 80 B + 30% 4 KiB', frames: 500_000, size: (i) => (i % 10 < 7 ? 80 : 4096 + 80) },
+  { name: '128 KiB data', frames: 20_000, size: () => 128 * 1024 + 80 },
+];
+
+function makeFrames(mix: Mix, count: number): FrameRecord[] {
+  // A pool of distinct buffers per size, so SQLite does not see one buffer again and again.
+  const out: FrameRecord[] = [];
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < count; i++) {
+    const len = mix.size(i);
+    const data = Buffer.allocUnsafe(len);
+    data.fill(i & 0xff);
+    data.writeUInt32LE(len, 0);
+    const dir = (i & 1) as 0 | 1;
+    out.push({
+      seq: i,
+      tsNs: t0 + BigInt(i * 1000),
+      fwdNs: t0 + BigInt(i * 1000 + 300),
+      dir,
+      unique: BigInt(2 + (i >> 1) * 2),
+      opcode: dir === 0 ? 1 : null,
+      error: dir === 1 ? 0 : null,
+      len,
+      data,
+      writeErrno: 0,
+    });
+  }
+  return out;
+}
+
+export async function benchStore(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fusetrace-bench-'));
+  try {
+    for (const mix of MIXES) {
+      const file = path.join(dir, `${mix.name.replace(/\W+/g, '_')}.db`);
+      const db = openTraceDb(file, { create: true });
+      const writer = new TraceWriter(db);
+      writer.beginSession({ command: ['bench'], startedWallNs: 0n, startedMonoNs: 0n });
+      // Frames are made in slices outside the timed region: building 1M Buffers costs more than storing them.
+      const SLICE = 100_000;
+      let elapsed = 0n;
+      let bytes = 0;
+      for (let done = 0; done < mix.frames; done += SLICE) {
+        const frames = makeFrames(mix, Math.min(SLICE, mix.frames - done)).map((f) => ({ ...f, seq: f.seq + done }));
+        for (const f of frames) bytes += f.len;
+        const t = process.hrtime.bigint();
+        for (let i = 0; i < frames.length; i += BATCH) writer.addFrames(frames.slice(i, i + BATCH));
+        writer.flush();
+        elapsed += process.hrtime.bigint() - t;
+      }
+      writer.close();
+      const t = process.hrtime.bigint();
+      db.pragma('wal_checkpoint(TRUNCATE)');
+      const checkpoint = Number(process.hrtime.bigint() - t) / 1e9;
+      db.close();
+      const secs = Number(elapsed) / 1e9;
+      const size = fs.statSync(file).size;
+      process.stdout.write(
+        `${mix.name.padEnd(22)} ${mix.frames.toString().padStart(8)} frames  ` +
+          `${Math.round(mix.frames / secs).toLocaleString('en-US').padStart(9)} frames/s  ` +
+          `${(bytes / secs / 1e6).toFixed(1).padStart(7)} MB/s  ` +
+          `(${secs.toFixed(2)} s, final checkpoint ${checkpoint.toFixed(2)} s, file ${(size / 1e6).toFixed(0)} MB)\n`,
+      );
+      fs.rmSync(file, { force: true });
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,291 @@
+import type { Database, Statement } from 'better-sqlite3';
+
+/** One frame as the native pump hands it over; also what TraceReader.frames() yields. */
+export interface FrameRecord {
+  /** 0, 1, 2, ... in the order the pump saw the frames (both directions share one sequence). */
+  seq: number;
+  /** CLOCK_MONOTONIC ns right after the read() that got the frame. */
+  tsNs: bigint;
+  /** CLOCK_MONOTONIC ns right after the forwarding write() returned; null if it was not forwarded. */
+  fwdNs: bigint | null;
+  /** 0 kernel->server (DIR_KERNEL_TO_SERVER), 1 server->kernel (DIR_SERVER_TO_KERNEL). */
+  dir: 0 | 1;
+  /** fuse_in_header.unique / fuse_out_header.unique: a u64, may exceed 2^53 (and 2^63). */
+  unique: bigint;
+  /** fuse_in_header.opcode for dir 0, else null. */
+  opcode: number | null;
+  /** fuse_out_header.error for dir 1 (0, -errno, or the notify code when unique is 0), else null. */
+  error: number | null;
+  /** The frame's full length (fuse_in_header.len / fuse_out_header.len, or bytes read). */
+  len: number;
+  /** The bytes kept: the whole frame, or its first snaplen bytes. cap_len = data.length. */
+  data: Buffer;
+  /** errno of the forwarding write() to /dev/fuse or the socket; 0 when it succeeded. */
+  writeErrno: number;
+}
+
+/** What `record` knows when a session starts. */
+export interface SessionStart {
+  name?: string;
+  /** The server's argv as the user gave it. */
+  command: string[];
+  mountpoint?: string;
+  snaplen?: number;
+  startedWallNs: bigint;
+  startedMonoNs: bigint;
+  meta?: Record<string, unknown>;
+}
+
+/** Session columns filled in as the session goes (INIT, end); undefined fields are left alone. */
+export interface SessionPatch {
+  kernelMajor?: number;
+  kernelMinor?: number;
+  serverMajor?: number;
+  serverMinor?: number;
+  /** flags | flags2 << 32 of the INIT reply as the kernel saw it (a u64). */
+  initFlags?: bigint;
+  maxWrite?: number;
+  initChanges?: object;
+  endedMonoNs?: bigint;
+  endReason?: 'unmount' | 'signal' | 'server-exit' | 'server-crash' | 'error';
+  serverExitCode?: number | null;
+  serverSignal?: string | null;
+  exitStatus?: number;
+  /** Total frames passed through but not recorded so far (an absolute count, not an increment). */
+  dropped?: number;
+}
+
+/** Sees every batch of frames inside the transaction that commits it (see TraceWriter.onFrames). */
+export type FramesObserver = (session: number, frames: FrameRecord[]) => void;
+
+/** SessionPatch field -> column and how to store it. */
+const PATCH_COLUMNS: Record<keyof SessionPatch, [string, (v: never) => unknown]> = {
+  kernelMajor: ['kernel_major', (v: number) => v],
+  kernelMinor: ['kernel_minor', (v: number) => v],
+  serverMajor: ['server_major', (v: number) => v],
+  serverMinor: ['server_minor', (v: number) => v],
+  initFlags: ['init_flags', (v: bigint) => toSqlU64(v)],
+  maxWrite: ['max_write', (v: number) => v],
+  initChanges: ['init_changes', (v: object) => JSON.stringify(v)],
+  endedMonoNs: ['ended_mono_ns', (v: bigint) => v],
+  endReason: ['end_reason', (v: string) => v],
+  serverExitCode: ['server_exit_code', (v: number | null) => v],
+  serverSignal: ['server_signal', (v: string | null) => v],
+  exitStatus: ['exit_status', (v: number) => v],
+  dropped: ['dropped', (v: number) => v],
+};
+
+/**
+ * u64 FUSE values (unique, flags) are stored in SQLite's signed 64-bit INTEGER by reinterpreting
+ * the bits: values >= 2^63 read back negative in raw SQL; fromSqlU64 undoes it.
+ */
+export function toSqlU64(v: bigint): bigint {
+  return BigInt.asIntN(64, v);
+}
+
+/** The inverse of toSqlU64: SQLite's signed INTEGER (read with safeIntegers) back to the u64. */
+export function fromSqlU64(v: bigint | number): bigint {
+  return BigInt.asUintN(64, BigInt(v));
+}
+
+/** Columns of one frames row, in insert order. */
+const FRAME_COLUMNS = 'session, seq, ts_ns, fwd_ns, dir, unique_id, opcode, error, len, cap_len, data, write_errno';
+const FRAME_PLACEHOLDERS = '(?,?,?,?,?,?,?,?,?,?,?,?)';
+const FRAME_PARAMS = 12;
+
+/**
+ * Rows per multi-row INSERT: one native call and one statement step per chunk instead of per row;
+ * the JS<->native crossing, not SQLite, is what limits small-frame throughput (see bench/store.ts).
+ * 64 * 12 = 768 parameters, well under SQLITE_MAX_VARIABLE_NUMBER (32766).
+ */
+const INSERT_CHUNK = 64;
+
+/** Flush on its own once this many frames or bytes are buffered; the caller also flushes on a timer. */
+const FLUSH_FRAMES = 8192;
+const FLUSH_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Batched writer of one recording into a trace file. Single-threaded, like the JS side of the pump.
+ * Every flush is one transaction holding the frames, new procs, the session counters and whatever the
+ * observers (the request ledger) write, so a SIGKILLed recorder leaves a file that is consistent up
+ * to its last flush.
+ */
+export class TraceWriter {
+  private readonly db: Database;
+  private session = 0;
+  private frames: FrameRecord[] = [];
+  private bufferedBytes = 0;
+  private procs: Array<[number, string | null]> = [];
+  private readonly procsSeen = new Set<number>();
+  private readonly observers: Array<(session: number, frames: FrameRecord[]) => void> = [];
+  private readonly insertChunk: Statement;
+  private readonly insertOne: Statement;
+  private readonly insertProc: Statement;
+  private readonly bumpCounters: Statement;
+  private readonly commit: (frames: FrameRecord[]) => unknown[];
+  private closed = false;
+
+  constructor(db: Database) {
+    this.db = db;
+    this.insertChunk = db.prepare(
+      `INSERT INTO frames (${FRAME_COLUMNS}) VALUES ${Array(INSERT_CHUNK).fill(FRAME_PLACEHOLDERS).join(',')}`,
+    );
+    this.insertOne = db.prepare(`INSERT INTO frames (${FRAME_COLUMNS}) VALUES ${FRAME_PLACEHOLDERS}`);
+    this.insertProc = db.prepare('INSERT OR IGNORE INTO procs (session, pid, comm) VALUES (?, ?, ?)');
+    this.bumpCounters = db.prepare('UPDATE sessions SET frames = frames + ?, bytes = bytes + ? WHERE id = ?');
+    this.commit = db.transaction((frames: FrameRecord[]) => this.writeBatch(frames));
+  }
+
+  /** Starts a session (flushing whatever the previous one buffered) and returns its id. */
+  beginSession(info: SessionStart): number {
+    this.checkOpen();
+    this.flush();
+    const r = this.db
+      .prepare(
+        `INSERT INTO sessions (name, started_wall_ns, started_mono_ns, command, mountpoint, snaplen, meta)
+         VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        info.name ?? null,
+        info.startedWallNs,
+        info.startedMonoNs,
+        JSON.stringify(info.command),
+        info.mountpoint ?? null,
+        info.snaplen ?? null,
+        info.meta === undefined ? null : JSON.stringify(info.meta),
+      );
+    this.session = Number(r.lastInsertRowid);
+    this.procsSeen.clear();
+    return this.session;
+  }
+
+  /** The current session's id (0 before beginSession). */
+  get sessionId(): number {
+    return this.session;
+  }
+
+  /** Buffers frames (the array may be reused by the caller afterwards); flushes past the size threshold. */
+  addFrames(frames: FrameRecord[]): void {
+    this.checkSession();
+    for (const f of frames) {
+      this.frames.push(f);
+      this.bufferedBytes += f.data.length;
+    }
+    if (this.frames.length >= FLUSH_FRAMES || this.bufferedBytes >= FLUSH_BYTES) this.flush();
+  }
+
+  /** Records a pid's process name once per session (the first name seen wins). */
+  addProc(pid: number, comm: string | null): void {
+    this.checkSession();
+    if (this.procsSeen.has(pid)) return;
+    this.procsSeen.add(pid);
+    this.procs.push([pid, comm]);
+  }
+
+  /** Sets session columns; buffered frames are flushed first so that e.g. ended_mono_ns never precedes them. */
+  updateSession(patch: SessionPatch): void {
+    this.checkSession();
+    this.flush();
+    const sets: string[] = [];
+    const values: unknown[] = [];
+    for (const [key, value] of Object.entries(patch) as Array<[keyof SessionPatch, unknown]>) {
+      if (value === undefined) continue;
+      const col = PATCH_COLUMNS[key];
+      if (!col) throw new TypeError(`updateSession: unknown field ${String(key)}`);
+      sets.push(`${col[0]} = ?`);
+      values.push(value === null ? null : col[1](value as never));
+    }
+    if (sets.length === 0) return;
+    this.db.prepare(`UPDATE sessions SET ${sets.join(', ')} WHERE id = ?`).run(...values, this.session);
+  }
+
+  /**
+   * Registers an observer of each flushed batch (the request ledger). It runs inside the batch's
+   * transaction under its own savepoint, so its rows commit atomically with the frames; if it
+   * throws, only its own writes are rolled back, the frames still commit, and flush() rethrows.
+   */
+  onFrames(cb: FramesObserver): void {
+    this.observers.push(this.db.transaction((session: number, frames: FrameRecord[]) => cb(session, frames)));
+  }
+
+  /** Commits everything buffered now, in one transaction. */
+  flush(): void {
+    this.checkOpen();
+    if (this.frames.length === 0 && this.procs.length === 0) return;
+    const frames = this.frames;
+    // Only forget the buffer once committed: a failed commit (disk full) can be retried.
+    const errors = this.commit(frames);
+    this.frames = [];
+    this.bufferedBytes = 0;
+    this.procs = [];
+    if (errors.length > 0) throw errors[0];
+  }
+
+  /** Flushes and stops; the Database stays open (its owner closes it). */
+  close(): void {
+    if (this.closed) return;
+    if (this.session !== 0) this.flush();
+    this.closed = true;
+  }
+
+  /** Runs inside the transaction; returns the observers' errors. */
+  private writeBatch(frames: FrameRecord[]): unknown[] {
+    const session = this.session;
+    let bytes = 0;
+    let i = 0;
+    const n = frames.length;
+    if (n >= INSERT_CHUNK) {
+      const params: unknown[] = new Array(INSERT_CHUNK * FRAME_PARAMS);
+      for (; i + INSERT_CHUNK <= n; i += INSERT_CHUNK) {
+        let p = 0;
+        for (let j = i; j < i + INSERT_CHUNK; j++) {
+          const f = frames[j];
+          bytes += f.len;
+          params[p++] = session;
+          params[p++] = f.seq;
+          params[p++] = f.tsNs;
+          params[p++] = f.fwdNs;
+          params[p++] = f.dir;
+          params[p++] = BigInt.asIntN(64, f.unique);
+          params[p++] = f.opcode;
+          params[p++] = f.error;
+          params[p++] = f.len;
+          params[p++] = f.data.length;
+          params[p++] = f.data;
+          params[p++] = f.writeErrno;
+        }
+        this.insertChunk.run(params);
+      }
+    }
+    for (; i < n; i++) {
+      const f = frames[i];
+      bytes += f.len;
+      this.insertOne.run(
+        session, f.seq, f.tsNs, f.fwdNs, f.dir, BigInt.asIntN(64, f.unique),
+        f.opcode, f.error, f.len, f.data.length, f.data, f.writeErrno,
+      );
+    }
+    for (const [pid, comm] of this.procs) this.insertProc.run(session, pid, comm);
+    if (n > 0) this.bumpCounters.run(n, bytes, session);
+    const errors: unknown[] = [];
+    if (n > 0) {
+      for (const observe of this.observers) {
+        try {
+          observe(session, frames);
+        } catch (err) {
+          errors.push(err);
+        }
+      }
+    }
+    return errors;
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new Error('TraceWriter is closed');
+  }
+
+  private checkSession(): void {
+    this.checkOpen();
+    if (this.session === 0) throw new Error('TraceWriter: beginSession() first');
+  }
+}
