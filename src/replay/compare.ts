@@ -1,0 +1,244 @@
+/**
+ * Field-by-field comparison of a recorded reply with the live one, under normalisation rules the
+ * user can see (every report lists them) and change (`--rule FIELD=MODE`, `--data length`).
+ *
+ * A reply is compared as the codec decodes it (src/protocol): a tree of fuse.h field names.
+ * Each leaf has a dotted path (`attr.mtime`, `entries[2].dirent.off`); a rule names a path suffix
+ * (`mtime` matches `attr.mtime` and `entries[2].entry_out.attr.mtime`), `*` matches within one
+ * segment, and a trailing `@dir` limits the rule to structs whose `mode` is a directory. The last
+ * matching rule wins, so user rules (added after the defaults) override them.
+ */
+
+/** What a rule does with a field. */
+export type RuleMode = 'ignore' | 'exact' | 'translate' | 'length';
+
+export const RULE_MODES: readonly RuleMode[] = ['ignore', 'exact', 'translate', 'length'];
+
+export interface NormRule {
+  /** Path suffix pattern, optionally with `@dir`. */
+  field: string;
+  mode: RuleMode;
+  /** Why the rule exists (printed in reports). */
+  why: string;
+}
+
+/**
+ * The defaults. Everything not named here is compared exactly.
+ * - Times: a replay runs later than the recording, on a copy of the backing files.
+ * - Timeouts (entry_valid, attr_valid): servers often derive them from the clock or config.
+ * - Server-chosen identifiers (nodeid, generation, fh, ino, directory offsets): compared through
+ *   the recording->live translation (idmap.ts), i.e. they must name the same things consistently.
+ * - Directory size and blocks: they depend on the backing file system's history (deleted entries
+ *   leave space behind on ext4; a fresh copy is compact).
+ * - statfs counters: free space and inode counts move with everything else on the backing fs.
+ */
+export const DEFAULT_RULES: readonly NormRule[] = [
+  ...['atime', 'atimensec', 'mtime', 'mtimensec', 'ctime', 'ctimensec', 'btime'].flatMap((f) => [
+    { field: f, mode: 'ignore' as const, why: 'timestamps differ between recording and replay' },
+    { field: `${f}.*`, mode: 'ignore' as const, why: 'timestamps differ between recording and replay' },
+  ]),
+  ...['entry_valid', 'entry_valid_nsec', 'attr_valid', 'attr_valid_nsec'].map((f) => ({
+    field: f, mode: 'ignore' as const, why: 'cache timeouts are configuration, not results',
+  })),
+  ...['nodeid', 'generation', 'fh', 'ino'].map((f) => ({
+    field: f, mode: 'translate' as const, why: 'chosen by the server: compared through the id translation',
+  })),
+  { field: 'dirent.off', mode: 'translate', why: 'directory offsets are server cookies: compared through the id translation' },
+  { field: 'size@dir', mode: 'ignore', why: 'directory sizes depend on the backing file system history' },
+  { field: 'blocks@dir', mode: 'ignore', why: 'directory sizes depend on the backing file system history' },
+  ...['blocks', 'bfree', 'bavail', 'files', 'ffree'].map((f) => ({
+    field: `st.${f}`, mode: 'ignore' as const, why: 'statfs counters move with the rest of the backing file system',
+  })),
+  { field: 'data', mode: 'exact', why: 'file data must match byte for byte (--data length to compare sizes only)' },
+];
+
+/** Parses `FIELD=MODE[,FIELD=MODE...]` (the --rule flag); throws RangeError with an exact message. */
+export function parseRules(spec: string): NormRule[] {
+  const out: NormRule[] = [];
+  for (const part of spec.split(',')) {
+    const item = part.trim();
+    if (!item) continue;
+    const eq = item.lastIndexOf('=');
+    if (eq <= 0) throw new RangeError(`bad rule '${item}': expected FIELD=MODE with MODE one of ${RULE_MODES.join(', ')}`);
+    const field = item.slice(0, eq).trim();
+    const mode = item.slice(eq + 1).trim() as RuleMode;
+    if (!RULE_MODES.includes(mode)) throw new RangeError(`bad rule '${item}': MODE must be one of ${RULE_MODES.join(', ')}`);
+    if (!/^[A-Za-z0-9_.*]+(@dir)?$/.test(field)) throw new RangeError(`bad rule '${item}': FIELD is a dotted field name like attr.mtime`);
+    out.push({ field, mode, why: 'set on the command line' });
+  }
+  return out;
+}
+
+/** One leaf of a decoded reply. */
+type Leaf = number | bigint | string | boolean | Buffer | null;
+
+interface FlatLeaf {
+  /** Path with indices (`entries[2].dirent.off`). */
+  path: string;
+  /** Path segments without indices, for rule matching. */
+  segs: string[];
+  value: Leaf;
+  /** The enclosing struct is a directory (its `mode` has S_IFDIR). */
+  inDir: boolean;
+}
+
+/** S_IFMT / S_IFDIR (stat.h), as the kernel forwards st_mode in fuse_attr.mode. */
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+
+/** Flattens a decoded tree to its leaves, in field order. Never throws. */
+export function flatten(tree: unknown): FlatLeaf[] {
+  const out: FlatLeaf[] = [];
+  const walk = (v: unknown, path: string, segs: string[], inDir: boolean): void => {
+    if (v === undefined) return;
+    if (v === null || typeof v !== 'object' || Buffer.isBuffer(v)) {
+      out.push({ path, segs, value: v as Leaf, inDir });
+      return;
+    }
+    if (v instanceof Uint8Array) {
+      out.push({ path, segs, value: Buffer.from(v), inDir });
+      return;
+    }
+    if (Array.isArray(v)) {
+      v.forEach((item, i) => walk(item, `${path}[${i}]`, segs, inDir));
+      return;
+    }
+    const obj = v as Record<string, unknown>;
+    const mode = obj.mode;
+    const dir = typeof mode === 'number' ? (mode & S_IFMT) === S_IFDIR : inDir;
+    for (const [k, child] of Object.entries(obj)) {
+      walk(child, path ? `${path}.${k}` : k, [...segs, k], dir);
+    }
+  };
+  walk(tree, '', [], false);
+  return out;
+}
+
+function segMatch(pattern: string, seg: string): boolean {
+  if (!pattern.includes('*')) return pattern === seg;
+  const re = new RegExp(`^${pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+  return re.test(seg);
+}
+
+/** The rule for a leaf: the last one whose pattern is a suffix of the leaf's path. */
+export function ruleFor(rules: readonly NormRule[], segs: string[], inDir: boolean): NormRule | undefined {
+  for (let i = rules.length - 1; i >= 0; i--) {
+    const r = rules[i];
+    let field = r.field;
+    if (field.endsWith('@dir')) {
+      if (!inDir) continue;
+      field = field.slice(0, -4);
+    }
+    const pat = field.split('.');
+    if (pat.length > segs.length) continue;
+    let ok = true;
+    for (let k = 1; k <= pat.length; k++) {
+      if (!segMatch(pat[pat.length - k], segs[segs.length - k])) {
+        ok = false;
+        break;
+      }
+    }
+    if (ok) return r;
+  }
+  return undefined;
+}
+
+/** One field that differs. */
+export interface FieldDiff {
+  field: string;
+  recorded: string;
+  live: string;
+  mode: RuleMode;
+  /** Why a translated id is considered different. */
+  note?: string;
+}
+
+/**
+ * Checks a server-chosen identifier through the translation: `kind` is the leaf's name (nodeid,
+ * generation, fh, ino, off). Returns null when `live` is what `recorded` translates to.
+ */
+export type TranslateCheck = (kind: string, recorded: bigint, live: bigint, path: string) => string | null;
+
+/** Compares two decoded replies; returns the differing fields in recorded field order. */
+export function compareTrees(recorded: unknown, live: unknown, rules: readonly NormRule[], check: TranslateCheck): FieldDiff[] {
+  const rec = flatten(recorded);
+  const liv = flatten(live);
+  const liveBy = new Map(liv.map((l) => [l.path, l]));
+  const seen = new Set<string>();
+  const diffs: FieldDiff[] = [];
+  for (const r of rec) {
+    seen.add(r.path);
+    const l = liveBy.get(r.path);
+    const rule = ruleFor(rules, r.segs, r.inDir);
+    const mode = rule?.mode ?? 'exact';
+    if (mode === 'ignore') continue;
+    if (!l) {
+      diffs.push({ field: r.path, recorded: show(r.value), live: '(absent)', mode });
+      continue;
+    }
+    const d = compareLeaf(r, l, mode, check);
+    if (d) diffs.push(d);
+  }
+  for (const l of liv) {
+    if (seen.has(l.path)) continue;
+    const mode = ruleFor(rules, l.segs, l.inDir)?.mode ?? 'exact';
+    if (mode === 'ignore') continue;
+    diffs.push({ field: l.path, recorded: '(absent)', live: show(l.value), mode });
+  }
+  return diffs;
+}
+
+function compareLeaf(r: FlatLeaf, l: FlatLeaf, mode: RuleMode, check: TranslateCheck): FieldDiff | null {
+  const a = r.value;
+  const b = l.value;
+  const diff = (note?: string): FieldDiff => ({ field: r.path, recorded: show(a), live: show(b), mode, note });
+  if (mode === 'translate' && (typeof a === 'bigint' || typeof a === 'number') && (typeof b === 'bigint' || typeof b === 'number')) {
+    const note = check(r.segs[r.segs.length - 1], BigInt(a), BigInt(b), r.path);
+    return note === null ? null : diff(note);
+  }
+  if (mode === 'length' && (Buffer.isBuffer(a) || typeof a === 'string') && (Buffer.isBuffer(b) || typeof b === 'string')) {
+    return a.length === b.length ? null : diff(`length ${a.length} recorded, ${b.length} live`);
+  }
+  if (Buffer.isBuffer(a) && Buffer.isBuffer(b)) {
+    if (a.equals(b)) return null;
+    const n = Math.min(a.length, b.length);
+    let at = 0;
+    while (at < n && a[at] === b[at]) at++;
+    return diff(`first difference at byte ${at} (${a.length} bytes recorded, ${b.length} live)`);
+  }
+  if (typeof a === 'bigint' || typeof b === 'bigint') {
+    try {
+      return BigInt(a as never) === BigInt(b as never) ? null : diff();
+    } catch {
+      return diff();
+    }
+  }
+  return a === b ? null : diff();
+}
+
+/** A leaf as text for reports: numbers in decimal, data as length and a printable preview. */
+export function show(v: unknown): string {
+  if (v === null || v === undefined) return String(v);
+  if (typeof v === 'bigint' || typeof v === 'number' || typeof v === 'boolean') return String(v);
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (Buffer.isBuffer(v)) {
+    const head = v.subarray(0, 24);
+    const printable = head.every((c) => (c >= 0x20 && c < 0x7f) || c === 0x0a || c === 0x09);
+    const preview = printable ? JSON.stringify(head.toString('latin1')) : head.toString('hex');
+    return `${v.length} bytes ${preview}${v.length > head.length ? '…' : ''}`;
+  }
+  return JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? x.toString() : x));
+}
+
+/** The rules in effect for reports: consecutive rules with the same mode and reason share a line. */
+export function describeRules(rules: readonly NormRule[]): string[] {
+  const out: string[] = [];
+  let i = 0;
+  while (i < rules.length) {
+    const { mode, why } = rules[i];
+    const fields: string[] = [];
+    while (i < rules.length && rules[i].mode === mode && rules[i].why === why) fields.push(rules[i++].field);
+    out.push(`${mode}: ${fields.join(' ')}  (${why})`);
+  }
+  return out;
+}

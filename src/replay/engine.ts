@@ -1,0 +1,750 @@
+/**
+ * The fake kernel: plays a recorded session to a live FUSE server over a socketpair and compares
+ * what the server answers with what it answered when recorded.
+ *
+ * The walk follows the recorded order of events (plan.ts): a request is sent once everything
+ * before it in the recording has happened, and a recorded reply is awaited where the recording
+ * saw it. Replies the live server sends earlier, or in another order among requests in flight
+ * together, are held until their turn, so the result does not depend on thread scheduling in
+ * the server: the same session against the same server gives the same report.
+ */
+import { decodeReply, decodeRequest, type DecodedFrame } from '../protocol/codec.js';
+import { errnoName } from '../protocol/errno.js';
+import { negotiateInit } from '../protocol/init.js';
+import { opcodeName } from '../protocol/opcodes.js';
+import { compareTrees, type FieldDiff, type NormRule } from './compare.js';
+import { IN_HEADER, OP, OUT_HEADER } from './ids.js';
+import { IdMap } from './idmap.js';
+import { ServerLink, type ServerExit } from './link.js';
+import { interruptUnique, type PlanEvent, type ReplayPlan, type SendEvent } from './plan.js';
+
+/** --timing: `asap` sends as soon as the recorded order allows; `recorded` keeps recorded gaps, divided by `scale`. */
+export type Timing = { mode: 'asap' } | { mode: 'recorded'; scale: number };
+
+/** --interrupt UNIQUE[@POINT]: a FUSE_INTERRUPT for a request the recording did not interrupt. */
+export interface InjectedInterrupt {
+  unique: bigint;
+  /** Delay after the request was sent; 0 = right after it. */
+  delayMs: number;
+}
+
+export interface ReplayOptions {
+  /** The server's command line (argv[0] is the program). */
+  argv: string[];
+  rules: readonly NormRule[];
+  timing: Timing;
+  interrupt?: InjectedInterrupt;
+  /** Permute requests that were in flight together, reproducibly. */
+  seed?: number;
+  /** How long to wait for a recorded reply beyond its recorded duration before calling it a hang. */
+  replyTimeoutMs: number;
+}
+
+/**
+ * What became of one recorded request:
+ * - matched: the live reply equals the recorded one under the rules;
+ * - diverged: it differs (diffs say where);
+ * - missing: the recording has a reply, the live server sent none in time (a hang) or died;
+ * - skipped: not sent, because it names an identifier the live run never handed out
+ *   (a consequence of an earlier divergence);
+ * - uncomparable: the recorded request or reply was cut by --snaplen;
+ * - injected: --interrupt changed it on purpose; both replies are shown, not counted as divergence;
+ * - sent: no reply expected (FORGET, BATCH_FORGET, an INTERRUPT that got none) and none came.
+ */
+export type Outcome = 'matched' | 'diverged' | 'missing' | 'skipped' | 'uncomparable' | 'injected' | 'sent';
+
+export interface RequestResult {
+  seq: number;
+  unique: bigint;
+  opcode: number;
+  op: string;
+  /** The recorded request on one line. */
+  request: string;
+  outcome: Outcome;
+  /** Recorded and live replies on one line each. */
+  recordedReply?: string;
+  liveReply?: string;
+  /** Every field of both replies (for the side-by-side view of the first divergence). */
+  recordedFields?: Array<[string, string]>;
+  liveFields?: Array<[string, string]>;
+  diffs: FieldDiff[];
+  note?: string;
+}
+
+/** A frame the live server sent that the recording has no place for. */
+export interface UnexpectedFrame {
+  unique: bigint;
+  /** The request it answers, if one was sent. */
+  request?: string;
+  reply: string;
+}
+
+export interface ReplayResult {
+  results: RequestResult[];
+  unexpected: UnexpectedFrame[];
+  /** Uniques in the order they were sent (after --seed permutation). */
+  order: bigint[];
+  server: ServerExit & { early: boolean; stderr: string };
+  /** Requests sent to the server. */
+  sent: number;
+}
+
+/** A deterministic PRNG (mulberry32) for --seed: the same seed, the same permutation everywhere. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Permutes, with `seed`, each run of requests the recording sent back to back with nothing
+ * answered in between: the server had all of them in flight together, so any order among them is
+ * one the kernel could have produced. INTERRUPTs stay where they are (they follow their target).
+ */
+export function permuteInFlight(events: PlanEvent[], seed: number): PlanEvent[] {
+  const rand = prng(seed);
+  const out = [...events];
+  const movable = (e: PlanEvent): boolean => e.kind === 'send' && e.opcode !== OP.INTERRUPT;
+  let i = 0;
+  while (i < out.length) {
+    if (!movable(out[i])) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < out.length && movable(out[j])) j++;
+    for (let k = j - 1; k > i; k--) {
+      const r = i + Math.floor(rand() * (k - i + 1));
+      [out[k], out[r]] = [out[r], out[k]];
+    }
+    i = j;
+  }
+  return out;
+}
+
+/** Consecutive hangs after which the rest of the session is given up as missing. */
+const MAX_HANGS = 3;
+
+/** Runs one replay. Never throws for server misbehaviour; that is what the result reports. */
+export async function runReplay(plan: ReplayPlan, opts: ReplayOptions): Promise<ReplayResult> {
+  const replayer = new Replayer(plan, opts);
+  return replayer.run();
+}
+
+class Replayer {
+  private readonly ids = new IdMap();
+  private link!: ServerLink;
+  /** Live frames that arrived before the walk asked for them, by unique (0: notifications). */
+  private readonly arrived = new Map<bigint, Buffer[]>();
+  private readonly waiters = new Map<bigint, (f: Buffer | null) => void>();
+  private gone = false;
+  private readonly results: RequestResult[] = [];
+  private readonly resultBySeq = new Map<number, RequestResult>();
+  private readonly unexpected: UnexpectedFrame[] = [];
+  private readonly order: bigint[] = [];
+  /** Live send time (ms, performance.now) of each unique, for INTERRUPT points. */
+  private readonly sentAt = new Map<bigint, number>();
+  /** Uniques answered live. */
+  private readonly answered = new Set<bigint>();
+  /** Requests not sent (skipped), by unique: their recorded replies are not awaited. */
+  private readonly notSent = new Set<bigint>();
+  /** The request each live unique stands for (to describe unexpected replies). */
+  private readonly sentRequests = new Map<bigint, SendEvent>();
+  private recCtx: { minor: number; flags?: bigint } = { minor: 45 };
+  private liveCtx: { minor: number; flags?: bigint } = { minor: 45 };
+  private sentCount = 0;
+  private hangs = 0;
+  private injected?: { unique: bigint; intrUnique: bigint; sends: number; note: string; timer?: NodeJS.Timeout };
+  private readonly pending: Array<Promise<unknown>> = [];
+
+  constructor(private readonly plan: ReplayPlan, private readonly opts: ReplayOptions) {}
+
+  async run(): Promise<ReplayResult> {
+    const maxFrame = Math.max(this.plan.maxLen, 256 * 4096 + 4096) + 4096;
+    this.link = new ServerLink({
+      argv: this.opts.argv,
+      maxFrame,
+      onFrame: (f) => this.onFrame(f),
+      onEnd: () => this.onEnd(),
+    });
+    let early = false;
+    this.link.exited.then(() => {
+      if (!this.stopping) early = true;
+    });
+    try {
+      await this.replayInit();
+      const events = this.opts.seed === undefined ? this.plan.events : permuteInFlight(this.plan.events, this.opts.seed);
+      const t0 = performance.now();
+      const rec0 = this.plan.init.frame.fwdNs ?? this.plan.init.frame.tsNs;
+      for (const ev of events) {
+        if (this.hangs >= MAX_HANGS || this.gone) {
+          this.giveUp(ev);
+          continue;
+        }
+        if (ev.kind === 'send') {
+          if (this.opts.timing.mode === 'recorded' && ev.frame.fwdNs !== null) {
+            const atMs = t0 + Number(ev.frame.fwdNs - rec0) / 1e6 / this.opts.timing.scale;
+            await sleepUntil(atMs);
+          }
+          await this.send(ev);
+        } else {
+          await this.expect(ev);
+        }
+      }
+      await Promise.all(this.pending);
+      // Let replies to requests the recording never saw answered show up, then take stock.
+      await sleep(50);
+    } finally {
+      this.stopping = true;
+      if (this.injected?.timer) clearTimeout(this.injected.timer);
+    }
+    const exit = await this.link.stop();
+    for (const [unique, frames] of this.arrived) {
+      for (const f of frames) this.noteUnexpected(unique, f);
+    }
+    this.arrived.clear();
+    return {
+      results: this.results,
+      unexpected: this.unexpected,
+      order: this.order,
+      server: { ...exit, early, stderr: this.link.stderr },
+      sent: this.sentCount,
+    };
+  }
+
+  private stopping = false;
+
+  // ---- the live side ----
+
+  private onFrame(f: Buffer): void {
+    const unique = f.length >= OUT_HEADER ? f.readBigUInt64LE(8) : 0n;
+    if (this.injected && unique === this.injected.intrUnique) {
+      this.onInjectedInterruptReply(f);
+      return;
+    }
+    if (unique !== 0n) this.answered.add(unique);
+    const w = this.waiters.get(unique);
+    if (w) {
+      this.waiters.delete(unique);
+      w(f);
+      return;
+    }
+    const q = this.arrived.get(unique);
+    if (q) q.push(f);
+    else this.arrived.set(unique, [f]);
+  }
+
+  private onEnd(): void {
+    this.gone = true;
+    for (const [, w] of this.waiters) w(null);
+    this.waiters.clear();
+  }
+
+  /** The next live frame with `unique`, or null on timeout / server gone. */
+  private next(unique: bigint, timeoutMs: number): Promise<Buffer | null> {
+    const q = this.arrived.get(unique);
+    if (q && q.length > 0) {
+      const f = q.shift()!;
+      if (q.length === 0) this.arrived.delete(unique);
+      return Promise.resolve(f);
+    }
+    if (this.gone) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(unique);
+        resolve(null);
+      }, timeoutMs);
+      this.waiters.set(unique, (f) => {
+        clearTimeout(timer);
+        resolve(f);
+      });
+    });
+  }
+
+  // ---- INIT ----
+
+  private async replayInit(): Promise<void> {
+    const init = this.plan.init;
+    const result = this.newResult(init);
+    await this.rawSend(init.frame.data, init.frame.unique);
+    this.sentCount++;
+    if (!init.reply) {
+      result.outcome = 'sent';
+      return;
+    }
+    const live = await this.next(init.frame.unique, this.opts.replyTimeoutMs);
+    const recNeg = negotiateInit(init.frame.data, init.reply.data);
+    if (recNeg) this.recCtx = { minor: recNeg.minor, flags: recNeg.flags };
+    if (!live) {
+      this.missing(result, this.gone ? 'the server ended before answering INIT' : 'no INIT reply: the server did not start');
+      return;
+    }
+    const liveNeg = negotiateInit(init.frame.data, live);
+    if (liveNeg) this.liveCtx = { minor: liveNeg.minor, flags: liveNeg.flags };
+    // The recorded reply is the one the kernel got; the server's own max_write/max_pages (before
+    // the proxy clamped them to the socket) are in sessions.init_changes.
+    const recTree = (d: DecodedFrame): Record<string, unknown> => {
+      const t = replyTree(d);
+      const out = t.init_out as Record<string, unknown> | undefined;
+      if (out) {
+        if (this.plan.session.serverMaxWrite !== undefined) out.max_write = this.plan.session.serverMaxWrite;
+        if (this.plan.session.serverMaxPages !== undefined) out.max_pages = this.plan.session.serverMaxPages;
+      }
+      return t;
+    };
+    this.compare(result, init, init.reply.data, live, recTree);
+  }
+
+  // ---- the walk ----
+
+  private async send(ev: SendEvent): Promise<void> {
+    const f = ev.frame;
+    const result = ev.selected && ev.opcode !== OP.INTERRUPT ? this.newResult(ev) : undefined;
+    if (ev.opcode === OP.INTERRUPT) {
+      // Only while the target is still unanswered live: the kernel interrupts waiting requests only.
+      if (ev.target === undefined || this.notSent.has(ev.target) || this.answered.has(ev.target) || !this.sentAt.has(ev.target)) {
+        this.notSent.add(f.unique);
+        const r = ev.target !== undefined ? this.resultOfUnique(ev.target) : undefined;
+        if (r) r.note = appendNote(r.note, 'recorded INTERRUPT not sent: the request was already answered');
+        return;
+      }
+      const at = this.sentAt.get(ev.target)! + Number(ev.delayNs ?? 0n) / 1e6;
+      await sleepUntil(at);
+      if (this.answered.has(ev.target)) {
+        this.notSent.add(f.unique);
+        const r = this.resultOfUnique(ev.target);
+        if (r) r.note = appendNote(r.note, 'recorded INTERRUPT not sent: the request was answered before its point');
+        return;
+      }
+    }
+    let data = f.data;
+    let cut = false;
+    if (data.length < f.len) {
+      // Cut by --snaplen: the server still needs a whole frame; the payload is zeros and the
+      // request is not comparable.
+      cut = true;
+      data = Buffer.concat([data, Buffer.alloc(f.len - data.length)]);
+    }
+    const tr = this.ids.translateRequest(data, ev.opcode);
+    if ('missing' in tr) {
+      this.notSent.add(f.unique);
+      if (result) {
+        result.outcome = 'skipped';
+        result.note = `not sent: it names ${tr.missing.kind} ${tr.missing.recorded} that the live server never handed out`;
+      }
+      return;
+    }
+    if (!(await this.rawSend(tr.frame, f.unique))) {
+      this.notSent.add(f.unique);
+      if (result) this.missing(result, 'the server is gone');
+      return;
+    }
+    this.sentCount++;
+    this.sentRequests.set(f.unique, ev);
+    this.ids.noteSent(data, ev.opcode);
+    if (result) {
+      if (cut) {
+        result.outcome = 'uncomparable';
+        result.note = `request cut by --snaplen (${f.data.length} of ${f.len} bytes recorded)`;
+      } else if (!ev.reply) {
+        result.outcome = 'sent';
+      }
+    }
+    if (this.opts.interrupt && this.opts.interrupt.unique === f.unique && ev.opcode !== OP.INTERRUPT) this.inject(f.unique);
+  }
+
+  private async rawSend(frame: Buffer, unique: bigint): Promise<boolean> {
+    try {
+      await this.link.send(frame);
+    } catch {
+      this.gone = true;
+      return false;
+    }
+    this.order.push(unique);
+    this.sentAt.set(unique, performance.now());
+    return true;
+  }
+
+  private async expect(ev: Extract<PlanEvent, { kind: 'expect' }>): Promise<void> {
+    const f = ev.frame;
+    const req = ev.request;
+    if (req && this.notSent.has(req.frame.unique)) return;
+    const recordedDurMs = req?.frame.fwdNs != null && f.tsNs > req.frame.fwdNs ? Number(f.tsNs - req.frame.fwdNs) / 1e6 : 0;
+    const timeout = this.opts.replyTimeoutMs + recordedDurMs;
+    const live = await this.next(f.unique, timeout);
+    if (!req) {
+      // A notification (unique 0) or a reply to nothing recorded: compare what we can.
+      if (!live) {
+        this.unexpectedMissing(f);
+        return;
+      }
+      const recD = decodeReply(f.data, { ...this.recCtx });
+      const liveD = decodeReply(live, { ...this.liveCtx });
+      const diffs = recD.frame && liveD.frame ? compareTrees(replyTree(recD.frame), replyTree(liveD.frame), this.opts.rules, () => null) : [];
+      if (diffs.length > 0) {
+        this.unexpected.push({ unique: f.unique, reply: `${describeReply(liveD.frame)} (recorded: ${describeReply(recD.frame)})` });
+      }
+      return;
+    }
+    const result = req.opcode === OP.INTERRUPT ? this.resultOfUnique(req.target ?? -1n) ?? undefined : this.resultBySeq.get(req.frame.seq);
+    if (!live) {
+      this.hangs++;
+      if (result && req.opcode !== OP.INTERRUPT) {
+        this.missing(result, this.gone ? 'the server ended before answering' : `no reply within ${Math.round(timeout)} ms (hang)`);
+      } else if (result) {
+        result.note = appendNote(result.note, 'the recorded reply to its INTERRUPT never came');
+        if (result.outcome === 'matched') result.outcome = 'diverged';
+      }
+      return;
+    }
+    this.hangs = 0;
+    if (req.opcode === OP.INTERRUPT) {
+      // The reply to an INTERRUPT (EAGAIN/ENOSYS) is part of the target's story.
+      const recErr = f.error ?? 0;
+      const liveErr = live.length >= OUT_HEADER ? live.readInt32LE(4) : 0;
+      if (result && recErr !== liveErr) {
+        result.outcome = result.outcome === 'injected' ? 'injected' : 'diverged';
+        result.diffs.push({ field: 'interrupt.error', recorded: errnoText(recErr), live: errnoText(liveErr), mode: 'exact' });
+      }
+      return;
+    }
+    if (!result) {
+      // Not selected: only learn the identifiers it hands out.
+      this.learnOnly(req, f.data, live);
+      return;
+    }
+    this.compare(result, req, f.data, live, replyTree);
+  }
+
+  // ---- comparison ----
+
+  private compare(
+    result: RequestResult, req: SendEvent, recorded: Buffer, live: Buffer,
+    tree: (d: DecodedFrame) => Record<string, unknown>,
+  ): void {
+    const reqD = decodeRequest(req.frame.data, this.recCtx).frame;
+    const recD = decodeReply(recorded, { ...this.recCtx, opcode: req.opcode, request: reqD });
+    const liveD = decodeReply(live, { ...this.liveCtx, opcode: req.opcode, request: reqD });
+    result.recordedReply = describeReply(recD.frame);
+    result.liveReply = describeReply(liveD.frame);
+    if (!recD.frame || !liveD.frame) {
+      result.outcome = recorded.equals(live) ? 'matched' : 'diverged';
+      if (result.outcome === 'diverged') result.diffs.push({ field: 'frame', recorded: recorded.toString('hex'), live: live.toString('hex'), mode: 'exact' });
+      return;
+    }
+    this.learn(req, recD.frame, liveD.frame);
+    const recTree = tree(recD.frame);
+    const liveTree = tree(liveD.frame);
+    const recFh = requestFh(req);
+    const diffs = compareTrees(recTree, liveTree, this.opts.rules, (kind, rec, lv) => this.checkId(kind, rec, lv, recFh));
+    result.recordedFields = fieldList(recTree);
+    result.liveFields = fieldList(liveTree);
+    const replyCut = recorded.length < (req.reply?.len ?? recorded.length);
+    if (result.outcome === 'injected') {
+      result.diffs = diffs;
+      return;
+    }
+    if (result.outcome === 'uncomparable' || replyCut) {
+      result.outcome = 'uncomparable';
+      if (replyCut) result.note = appendNote(result.note, `reply cut by --snaplen (${recorded.length} of ${req.reply?.len} bytes recorded)`);
+      return;
+    }
+    result.diffs.push(...diffs);
+    result.outcome = result.diffs.length === 0 ? 'matched' : 'diverged';
+  }
+
+  private learnOnly(req: SendEvent, recorded: Buffer, live: Buffer): void {
+    const reqD = decodeRequest(req.frame.data, this.recCtx).frame;
+    const recD = decodeReply(recorded, { ...this.recCtx, opcode: req.opcode, request: reqD }).frame;
+    const liveD = decodeReply(live, { ...this.liveCtx, opcode: req.opcode, request: reqD }).frame;
+    if (recD && liveD) this.learn(req, recD, liveD);
+  }
+
+  /** Binds the identifiers a reply hands out (idmap.ts); conflicts show up in the comparison. */
+  private learn(req: SendEvent, rec: DecodedFrame, live: DecodedFrame): void {
+    if ((rec.error ?? 0) !== 0 || (live.error ?? 0) !== 0) return;
+    const op = req.opcode;
+    const entry = (e: unknown, l: unknown): void => {
+      const re = e as Record<string, unknown> | undefined;
+      const le = l as Record<string, unknown> | undefined;
+      if (!re || !le || typeof re.nodeid !== 'bigint' || typeof le.nodeid !== 'bigint') return;
+      if (re.nodeid === 0n) return; // "." / ".." in READDIRPLUS: no lookup reference
+      this.ids.matchNodeid(re.nodeid, le.nodeid);
+      if (typeof re.generation === 'bigint' && typeof le.generation === 'bigint') this.ids.matchGeneration(re.generation, le.generation);
+      const ra = re.attr as Record<string, unknown> | undefined;
+      const la = le.attr as Record<string, unknown> | undefined;
+      if (typeof ra?.ino === 'bigint' && typeof la?.ino === 'bigint') this.ids.matchIno(ra.ino, la.ino, re.nodeid);
+    };
+    if (op === OP.LOOKUP || op === OP.MKNOD || op === OP.MKDIR || op === OP.SYMLINK || op === OP.LINK ||
+        op === OP.CREATE || op === OP.TMPFILE) {
+      entry(rec.args[0], live.args[0]);
+    }
+    const openAt = op === OP.OPEN || op === OP.OPENDIR ? 0 : op === OP.CREATE || op === OP.TMPFILE ? 1 : -1;
+    if (openAt >= 0) {
+      const rf = rec.args[openAt]?.fh;
+      const lf = live.args[openAt]?.fh;
+      if (typeof rf === 'bigint' && typeof lf === 'bigint') this.ids.bindFh(rf, lf);
+    }
+    if (op === OP.GETATTR || op === OP.SETATTR) {
+      const ra = rec.args[0]?.attr as Record<string, unknown> | undefined;
+      const la = live.args[0]?.attr as Record<string, unknown> | undefined;
+      if (typeof ra?.ino === 'bigint' && typeof la?.ino === 'bigint') this.ids.matchIno(ra.ino, la.ino);
+    }
+    if (op === OP.STATX) {
+      const ra = rec.args[0]?.stat as Record<string, unknown> | undefined;
+      const la = live.args[0]?.stat as Record<string, unknown> | undefined;
+      if (typeof ra?.ino === 'bigint' && typeof la?.ino === 'bigint') this.ids.matchIno(ra.ino, la.ino);
+    }
+    if ((op === OP.READDIR || op === OP.READDIRPLUS) && rec.dirents && live.dirents) {
+      // Pair entries by name: a cookie stands for "after this name" in this open directory.
+      const recFh = requestFh(req);
+      const liveByName = new Map(live.dirents.map((d) => [d.name, d]));
+      for (const d of rec.dirents) {
+        const l = liveByName.get(d.name);
+        if (!l) continue;
+        if (d.entry && l.entry) entry(d.entry, l.entry);
+        this.ids.matchIno(d.ino, l.ino);
+        this.ids.matchCookie(recFh, d.off, l.off);
+      }
+    }
+  }
+
+  private checkId(kind: string, rec: bigint, live: bigint, recFh: bigint | undefined): string | null {
+    const bound = this.ids.lookup(kind, rec, recFh);
+    if (bound === undefined) return rec === live ? null : `recorded ${kind} ${rec} has no live counterpart`;
+    return bound === live ? null : `recorded ${kind} ${rec} stands for live ${bound}, the server answered ${live}`;
+  }
+
+  // ---- --interrupt ----
+
+  private inject(unique: bigint): void {
+    const delay = this.opts.interrupt!.delayMs;
+    const intrUnique = interruptUnique(unique);
+    this.injected = { unique, intrUnique, sends: 0, note: '' };
+    const result = this.resultOfUnique(unique);
+    if (result) result.outcome = 'injected';
+    const fire = async (): Promise<void> => {
+      if (this.answered.has(unique) || this.gone) {
+        if (result) result.note = appendNote(result.note, `no INTERRUPT sent: answered before ${delay} ms`);
+        return;
+      }
+      this.injected!.sends++;
+      await this.rawSend(interruptFrame(unique), intrUnique);
+      if (result && this.injected!.sends === 1) {
+        result.note = appendNote(result.note, `INTERRUPT injected ${delay === 0 ? 'right after sending' : `${delay} ms after sending`}`);
+      }
+    };
+    if (delay === 0) this.pending.push(fire());
+    else {
+      this.pending.push(
+        new Promise<void>((resolve) => {
+          this.injected!.timer = setTimeout(() => void fire().then(resolve, resolve), delay);
+        }),
+      );
+    }
+  }
+
+  /** The server answered our INTERRUPT itself: EAGAIN makes the kernel queue it again (fs/fuse/dev.c). */
+  private onInjectedInterruptReply(f: Buffer): void {
+    const inj = this.injected!;
+    const err = f.length >= OUT_HEADER ? f.readInt32LE(4) : 0;
+    const result = this.resultOfUnique(inj.unique);
+    if (result) result.note = appendNote(result.note, `the server answered the INTERRUPT with ${errnoText(err)}`);
+    if (err === -11 && !this.answered.has(inj.unique) && inj.sends < 100 && !this.gone) {
+      inj.sends++;
+      this.pending.push(this.rawSend(interruptFrame(inj.unique), inj.intrUnique));
+    }
+  }
+
+  // ---- bookkeeping ----
+
+  private newResult(ev: SendEvent): RequestResult {
+    const d = decodeRequest(ev.frame.data, this.recCtx).frame;
+    const r: RequestResult = {
+      seq: ev.frame.seq,
+      unique: ev.frame.unique,
+      opcode: ev.opcode,
+      op: opcodeName(ev.opcode),
+      request: describeRequest(d, ev),
+      outcome: 'matched',
+      diffs: [],
+    };
+    this.results.push(r);
+    this.resultBySeq.set(ev.frame.seq, r);
+    return r;
+  }
+
+  private resultOfUnique(unique: bigint): RequestResult | undefined {
+    for (let i = this.results.length - 1; i >= 0; i--) if (this.results[i].unique === unique) return this.results[i];
+    return undefined;
+  }
+
+  private missing(result: RequestResult, note: string): void {
+    if (result.outcome === 'injected') {
+      result.note = appendNote(result.note, note);
+      return;
+    }
+    result.outcome = 'missing';
+    result.note = note;
+  }
+
+  private giveUp(ev: PlanEvent): void {
+    if (ev.kind !== 'send') return;
+    this.notSent.add(ev.frame.unique);
+    if (!ev.selected || ev.opcode === OP.INTERRUPT) return;
+    const r = this.newResult(ev);
+    if (ev.reply) this.missing(r, this.gone ? 'not replayed: the server is gone' : `not replayed: ${MAX_HANGS} hangs in a row`);
+    else r.outcome = 'skipped';
+  }
+
+  private unexpectedMissing(f: { unique: bigint; error: number | null; data: Buffer }): void {
+    const d = decodeReply(f.data, { ...this.recCtx }).frame;
+    this.unexpected.push({ unique: f.unique, reply: `recorded ${describeReply(d)} never came` });
+  }
+
+  private noteUnexpected(unique: bigint, f: Buffer): void {
+    const req = this.sentRequests.get(unique);
+    const reqD = req ? decodeRequest(req.frame.data, this.recCtx).frame : undefined;
+    const d = decodeReply(f, { ...this.liveCtx, opcode: req?.opcode, request: reqD }).frame;
+    this.unexpected.push({ unique, request: req ? describeRequest(reqD, req) : undefined, reply: describeReply(d) });
+  }
+}
+
+// ---- helpers ----
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+async function sleepUntil(atMs: number): Promise<void> {
+  const left = atMs - performance.now();
+  if (left > 0) await sleep(left);
+}
+
+function appendNote(note: string | undefined, more: string): string {
+  return note ? `${note}; ${more}` : more;
+}
+
+/** A FUSE_INTERRUPT frame for `target`: fuse_in_header + fuse_interrupt_in, unique = target | FUSE_INT_REQ_BIT. */
+export function interruptFrame(target: bigint): Buffer {
+  const b = Buffer.alloc(IN_HEADER + 8);
+  b.writeUInt32LE(b.length, 0);
+  b.writeUInt32LE(OP.INTERRUPT, 4);
+  b.writeBigUInt64LE(interruptUnique(target), 8);
+  b.writeBigUInt64LE(target, IN_HEADER);
+  return b;
+}
+
+/** The recorded fh a request names in its body at offset 0 (READDIR's fuse_read_in.fh). */
+function requestFh(req: SendEvent): bigint | undefined {
+  const b = req.frame.data;
+  return b.length >= IN_HEADER + 8 ? b.readBigUInt64LE(IN_HEADER) : undefined;
+}
+
+function errnoText(error: number): string {
+  return error === 0 ? 'OK' : errnoName(-error);
+}
+
+/**
+ * A decoded reply as the tree the comparison walks: `error`, then each fixed struct by its fuse.h
+ * name without `fuse_` (`entry_out`, `attr_out`, `open_out`, `statfs_out`, `init_out`), `data`,
+ * `names`, `items`, and `dirents[i].{entry_out, dirent}`; bytes the codec did not understand as `tail`.
+ */
+export function replyTree(d: DecodedFrame): Record<string, unknown> {
+  const t: Record<string, unknown> = { error: d.error ?? 0 };
+  let args = 0;
+  const tails: Buffer[] = [];
+  const data: Buffer[] = [];
+  for (const p of d.parts) {
+    if (p.kind === 'struct' && p.role === 'arg') {
+      let key = p.desc.name.replace(/^(fuse_|cuse_)/, '');
+      if (key in t) key = `${key}_${args}`;
+      t[key] = p.values;
+      args++;
+    } else if (p.kind === 'bytes' && p.role === 'data') data.push(p.bytes);
+    else if (p.kind === 'bytes' && p.role === 'tail') tails.push(p.bytes);
+  }
+  if (data.length > 0) t.data = Buffer.concat(data);
+  if (!d.dirents && d.names.length > 0) t.names = d.names;
+  if (d.items.length > 0) t.items = d.items;
+  if (d.dirents) {
+    t.dirents = d.dirents.map((e) => ({
+      ...(e.entry ? { entry_out: e.entry } : {}),
+      dirent: { ino: e.ino, off: e.off, type: e.type, name: e.name },
+    }));
+  }
+  if (tails.length > 0) t.tail = Buffer.concat(tails);
+  return t;
+}
+
+/** Every leaf of a tree as [path, text], for the side-by-side view. */
+function fieldList(tree: Record<string, unknown>): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  const walk = (v: unknown, path: string): void => {
+    if (v === null || v === undefined || typeof v !== 'object' || Buffer.isBuffer(v)) {
+      out.push([path, showValue(v)]);
+      return;
+    }
+    if (Array.isArray(v)) {
+      v.forEach((x, i) => walk(x, `${path}[${i}]`));
+      return;
+    }
+    for (const [k, x] of Object.entries(v as Record<string, unknown>)) walk(x, path ? `${path}.${k}` : k);
+  };
+  walk(tree, '');
+  return out;
+}
+
+function showValue(v: unknown): string {
+  if (Buffer.isBuffer(v)) {
+    const head = v.subarray(0, 24);
+    const printable = head.every((c) => (c >= 0x20 && c < 0x7f) || c === 0x0a);
+    return `${v.length} bytes ${printable ? JSON.stringify(head.toString('latin1')) : head.toString('hex')}${v.length > 24 ? '…' : ''}`;
+  }
+  if (typeof v === 'string') return JSON.stringify(v);
+  return String(v);
+}
+
+/** A request on one line: `LOOKUP n1 "foo"`, `READ n0x55.. fh 3 off 0 size 4096`. */
+export function describeRequest(d: DecodedFrame | undefined, ev: SendEvent): string {
+  if (!d) return `${opcodeName(ev.opcode)} (${ev.frame.data.length} bytes, undecodable)`;
+  const parts = [d.name];
+  if (d.nodeid !== undefined && d.nodeid !== 0n) parts.push(`n${d.nodeid <= 0xffffn ? d.nodeid : `0x${d.nodeid.toString(16)}`}`);
+  for (const n of d.names) parts.push(JSON.stringify(n));
+  const a = d.args[0] as Record<string, unknown> | undefined;
+  if (a) {
+    for (const k of ['fh', 'offset', 'size', 'unique', 'newdir', 'oldnodeid', 'nlookup']) {
+      if (k in a && typeof a[k] !== 'object') parts.push(`${k} ${String(a[k])}`);
+    }
+  }
+  return parts.join(' ');
+}
+
+/** A reply on one line: `OK entry n5 ino 1234 size 12`, `ENOENT`, `OK 4096 bytes`. */
+export function describeReply(d: DecodedFrame | undefined): string {
+  if (!d) return '(undecodable)';
+  if (d.kind === 'notify') return d.name;
+  const err = d.error ?? 0;
+  if (err !== 0) return errnoText(err);
+  const parts = ['OK'];
+  const t = replyTree(d);
+  const e = t.entry_out as Record<string, unknown> | undefined;
+  if (e) parts.push(`entry n${String(e.nodeid)} ino ${String((e.attr as Record<string, unknown>)?.ino)}`);
+  const o = (t.open_out ?? t.open_out_1) as Record<string, unknown> | undefined;
+  if (o) parts.push(`fh ${String(o.fh)}`);
+  const at = t.attr_out as Record<string, unknown> | undefined;
+  if (at) {
+    const attr = at.attr as Record<string, unknown>;
+    parts.push(`attr ino ${String(attr.ino)} mode 0${Number(attr.mode).toString(8)} size ${String(attr.size)}`);
+  }
+  const w = t.write_out as Record<string, unknown> | undefined;
+  if (w) parts.push(`wrote ${String(w.size)}`);
+  if (Buffer.isBuffer(t.data)) parts.push(`${t.data.length} bytes`);
+  if (Array.isArray(t.dirents)) parts.push(`${t.dirents.length} entries`);
+  return parts.join(' ');
+}

@@ -1,0 +1,231 @@
+/**
+ * Translation of the identifiers a FUSE server chooses, from the recording to the live run.
+ *
+ * A server picks nodeid and generation (entry replies: LOOKUP, MKNOD, MKDIR, SYMLINK, LINK, CREATE,
+ * TMPFILE, READDIRPLUS entries), fh (OPEN, CREATE, OPENDIR, TMPFILE), inode numbers (fuse_attr.ino)
+ * and directory cookies (fuse_dirent.off, given back in the next READDIR's offset). The kernel never
+ * invents them: every request naming one was preceded by a reply that handed it out. So each
+ * recorded value is bound to the live value at the reply that introduced it, and every later
+ * request is rewritten through the binding. A request naming a value the live run never handed
+ * out is not sent at all: libfuse's passthrough_ll, for one, turns nodeids and fhs straight into
+ * pointers, and an unknown one would crash it instead of exposing the real divergence.
+ *
+ * Lifetimes follow the kernel's: a nodeid lives while its lookup count (one per entry reply,
+ * fs/fuse/inode.c fuse_iget) is above zero and FORGET / BATCH_FORGET subtract from it; an fh lives
+ * until RELEASE / RELEASEDIR. The root (FUSE_ROOT_ID = 1) is fixed and never forgotten.
+ */
+import { IN_HEADER, OP, REQUEST_ID_FIELDS, headerNodeidIsNode, type IdKind } from './ids.js';
+
+/** FUSE_ROOT_ID (fuse.h). */
+const ROOT_ID = 1n;
+
+interface NodeBinding {
+  live: bigint;
+  /** Lookup references the recording handed out and has not forgotten yet. */
+  nlookup: bigint;
+  /** Recorded inode number seen with this node, unbound with it. */
+  ino?: bigint;
+}
+
+/** Why a request could not be translated: the kind and the recorded value nothing was bound to. */
+export interface Untranslated {
+  kind: IdKind;
+  recorded: bigint;
+}
+
+export class IdMap {
+  private readonly nodes = new Map<bigint, NodeBinding>();
+  /** live nodeid -> recorded nodeid, to catch two recorded nodes the live server merged. */
+  private readonly liveNodes = new Map<bigint, bigint>();
+  private readonly generations = new Map<bigint, bigint>();
+  private readonly fhs = new Map<bigint, bigint>();
+  private readonly inos = new Map<bigint, bigint>();
+  private readonly liveInos = new Map<bigint, bigint>();
+  /** `${recorded fh}:${recorded cookie}` -> live cookie: cookies only mean something within one open directory. */
+  private readonly cookies = new Map<string, bigint>();
+
+  constructor() {
+    this.nodes.set(ROOT_ID, { live: ROOT_ID, nlookup: 1n });
+    this.liveNodes.set(ROOT_ID, ROOT_ID);
+  }
+
+  /**
+   * Returns the request as the live server must see it, or the identifiers nothing is bound to.
+   * `frame` is never modified; a copy is made only when something changes.
+   */
+  translateRequest(frame: Buffer, opcode: number): { frame: Buffer } | { missing: Untranslated } {
+    let out = frame;
+    const patch = (off: number, value: bigint): void => {
+      if (out === frame) out = Buffer.from(frame);
+      out.writeBigUInt64LE(value, off);
+    };
+    if (frame.length >= IN_HEADER && headerNodeidIsNode(opcode)) {
+      const rec = frame.readBigUInt64LE(16);
+      // nodeid 0 is legal in a few requests (e.g. kernel-internal STATFS on some paths); leave it.
+      if (rec !== 0n) {
+        const live = this.liveNodeid(rec);
+        if (live === undefined) return { missing: { kind: 'nodeid', recorded: rec } };
+        if (live !== rec) patch(16, live);
+      }
+    }
+    const body = frame.subarray(IN_HEADER);
+    if (opcode === OP.BATCH_FORGET && body.length >= 8) {
+      // fuse_batch_forget_in { count, dummy } then count x fuse_forget_one { nodeid, nlookup }.
+      const count = body.readUInt32LE(0);
+      for (let i = 0; i < count && 8 + 16 * i + 16 <= body.length; i++) {
+        const off = IN_HEADER + 8 + 16 * i;
+        const rec = frame.readBigUInt64LE(off);
+        const live = this.liveNodeid(rec);
+        if (live === undefined) return { missing: { kind: 'nodeid', recorded: rec } };
+        if (live !== rec) patch(off, live);
+      }
+    }
+    const fields = REQUEST_ID_FIELDS[opcode] ?? [];
+    let recFh: bigint | undefined;
+    for (const f of fields) {
+      if (f.off + 8 > body.length) continue;
+      if (f.when && !f.when(body)) continue;
+      const rec = body.readBigUInt64LE(f.off);
+      let live: bigint | undefined;
+      if (f.kind === 'nodeid') live = this.liveNodeid(rec);
+      else if (f.kind === 'fh') {
+        recFh = rec;
+        live = this.fhs.get(rec);
+      } else {
+        // Offset 0 starts a directory stream from the beginning: nothing to translate.
+        live = rec === 0n ? 0n : this.cookies.get(`${recFh}:${rec}`);
+      }
+      if (live === undefined) return { missing: { kind: f.kind, recorded: rec } };
+      if (live !== rec) patch(IN_HEADER + f.off, live);
+    }
+    return { frame: out };
+  }
+
+  /** Bookkeeping once a request has been sent: FORGET drops lookups, RELEASE ends an fh. */
+  noteSent(recordedFrame: Buffer, opcode: number): void {
+    const body = recordedFrame.subarray(IN_HEADER);
+    if (opcode === OP.FORGET && body.length >= 8) {
+      this.forget(recordedFrame.readBigUInt64LE(16), body.readBigUInt64LE(0));
+    } else if (opcode === OP.BATCH_FORGET && body.length >= 8) {
+      const count = body.readUInt32LE(0);
+      for (let i = 0; i < count && 8 + 16 * i + 16 <= body.length; i++) {
+        this.forget(body.readBigUInt64LE(8 + 16 * i), body.readBigUInt64LE(16 + 16 * i));
+      }
+    } else if ((opcode === OP.RELEASE || opcode === OP.RELEASEDIR) && body.length >= 8) {
+      const fh = body.readBigUInt64LE(0);
+      this.fhs.delete(fh);
+      for (const key of this.cookies.keys()) if (key.startsWith(`${fh}:`)) this.cookies.delete(key);
+    }
+  }
+
+  /**
+   * An entry reply handed out recorded nodeid `rec` (one lookup reference); the live server
+   * answered `live`. Returns a message when that contradicts what is bound, else null.
+   */
+  matchNodeid(rec: bigint, live: bigint): string | null {
+    if (rec === 0n || live === 0n) return rec === live ? null : `nodeid ${hex(rec)} recorded, ${hex(live)} live`;
+    const b = this.nodes.get(rec);
+    if (b) {
+      if (rec !== ROOT_ID) b.nlookup += 1n;
+      return b.live === live ? null : `recorded nodeid ${hex(rec)} is live ${hex(b.live)}, but the server now answered ${hex(live)}`;
+    }
+    const other = this.liveNodes.get(live);
+    if (other !== undefined && other !== rec) {
+      return `live nodeid ${hex(live)} already stands for recorded ${hex(other)}, not ${hex(rec)}`;
+    }
+    this.nodes.set(rec, { live, nlookup: 1n });
+    this.liveNodes.set(live, rec);
+    return null;
+  }
+
+  /** Generations are per node, so they map as a function: the same recorded value, the same live value. */
+  matchGeneration(rec: bigint, live: bigint): string | null {
+    const b = this.generations.get(rec);
+    if (b === undefined) {
+      this.generations.set(rec, live);
+      return null;
+    }
+    return b === live ? null : `generation ${rec} recorded was live ${b} before, now ${live}`;
+  }
+
+  /** Binds a recorded fh to the live one (OPEN/CREATE/OPENDIR replies); fhs are reused after RELEASE. */
+  bindFh(rec: bigint, live: bigint): void {
+    this.fhs.set(rec, live);
+  }
+
+  /** Inode numbers: a one-to-one mapping, released when the node that carried it is forgotten. */
+  matchIno(rec: bigint, live: bigint, recNodeid?: bigint): string | null {
+    if (recNodeid !== undefined) {
+      const node = this.nodes.get(recNodeid);
+      if (node) node.ino = rec;
+    }
+    const b = this.inos.get(rec);
+    if (b !== undefined) return b === live ? null : `inode ${rec} recorded was live ${b} before, now ${live}`;
+    const other = this.liveInos.get(live);
+    if (other !== undefined && other !== rec) return `live inode ${live} already stands for recorded inode ${other}, not ${rec}`;
+    this.inos.set(rec, live);
+    this.liveInos.set(live, rec);
+    return null;
+  }
+
+  /** Directory cookies of one open directory (by recorded fh). */
+  matchCookie(recFh: bigint | undefined, rec: bigint, live: bigint): string | null {
+    const key = `${recFh}:${rec}`;
+    const b = this.cookies.get(key);
+    if (b === undefined) {
+      this.cookies.set(key, live);
+      return null;
+    }
+    return b === live ? null : `directory offset ${rec} recorded was live ${b} before, now ${live}`;
+  }
+
+  /**
+   * What a recorded identifier stands for live, by the name of the reply field holding it
+   * (nodeid, generation, fh, ino, off: a directory cookie of the open directory `recFh`).
+   */
+  lookup(field: string, rec: bigint, recFh?: bigint): bigint | undefined {
+    switch (field) {
+      case 'nodeid':
+        return rec === 0n ? 0n : this.nodes.get(rec)?.live;
+      case 'generation':
+        return this.generations.get(rec);
+      case 'fh':
+        return this.fhs.get(rec);
+      case 'ino':
+        return this.inos.get(rec);
+      case 'off':
+        return this.cookies.get(`${recFh}:${rec}`);
+      default:
+        return undefined;
+    }
+  }
+
+  /** The live nodeid of a recorded one, if bound. */
+  liveNodeid(rec: bigint): bigint | undefined {
+    return this.nodes.get(rec)?.live;
+  }
+
+  /** The live fh of a recorded one, if bound. */
+  liveFh(rec: bigint): bigint | undefined {
+    return this.fhs.get(rec);
+  }
+
+  private forget(rec: bigint, nlookup: bigint): void {
+    if (rec === ROOT_ID) return;
+    const b = this.nodes.get(rec);
+    if (!b) return;
+    b.nlookup -= nlookup;
+    if (b.nlookup > 0n) return;
+    this.nodes.delete(rec);
+    if (this.liveNodes.get(b.live) === rec) this.liveNodes.delete(b.live);
+    if (b.ino !== undefined) {
+      const liveIno = this.inos.get(b.ino);
+      this.inos.delete(b.ino);
+      if (liveIno !== undefined) this.liveInos.delete(liveIno);
+    }
+  }
+}
+
+function hex(v: bigint): string {
+  return `0x${v.toString(16)}`;
+}

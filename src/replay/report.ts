@@ -1,0 +1,253 @@
+/**
+ * Replay reports: a human summary, JSON, and JUnit XML for CI. All three are built from one
+ * ReplayReport and contain nothing that changes from run to run when the server behaves the same
+ * (no times, no live identifiers of matching replies), so two replays can be diffed.
+ */
+import { describeRules, type NormRule } from './compare.js';
+import type { Outcome, ReplayResult, RequestResult, UnexpectedFrame } from './engine.js';
+import type { ReplayPlan } from './plan.js';
+
+export type ReportFormat = 'text' | 'json' | 'junit';
+export const REPORT_FORMATS: readonly ReportFormat[] = ['text', 'json', 'junit'];
+
+export interface ReplayCounts {
+  /** Requests sent to the server (INIT included). */
+  replayed: number;
+  /** Requests compared and reported (the selection). */
+  compared: number;
+  matched: number;
+  diverged: number;
+  missing: number;
+  unexpected: number;
+  skipped: number;
+  uncomparable: number;
+  injected: number;
+  /** Requests that expect no reply (FORGET, ...), sent. */
+  noReply: number;
+}
+
+export interface ReplayReport {
+  format: 'fusetrace-replay/1';
+  session: { id: number; name: string | null; command: string[] };
+  server: string[];
+  timing: string;
+  seed: number | null;
+  interrupt: string | null;
+  rules: NormRule[];
+  counts: ReplayCounts;
+  /** Index into results of the first divergent, missing or skipped request, or null. */
+  firstDivergence: number | null;
+  results: RequestResult[];
+  unexpected: UnexpectedFrame[];
+  /** Uniques in the order they were sent; present with --seed. */
+  order: bigint[] | null;
+  serverExit: { code: number | null; signal: string | null; early: boolean };
+  ok: boolean;
+}
+
+const FAILING: ReadonlySet<Outcome> = new Set(['diverged', 'missing', 'skipped']);
+
+export interface ReportInputs {
+  plan: ReplayPlan;
+  argv: string[];
+  timing: string;
+  seed?: number;
+  interrupt?: string;
+  rules: readonly NormRule[];
+}
+
+export function buildReport(inp: ReportInputs, r: ReplayResult): ReplayReport {
+  const counts: ReplayCounts = {
+    replayed: r.sent, compared: r.results.length, matched: 0, diverged: 0, missing: 0, unexpected: r.unexpected.length,
+    skipped: 0, uncomparable: 0, injected: 0, noReply: 0,
+  };
+  for (const x of r.results) {
+    if (x.outcome === 'sent') counts.noReply++;
+    else counts[x.outcome]++;
+  }
+  const first = r.results.findIndex((x) => FAILING.has(x.outcome));
+  const ok = counts.diverged === 0 && counts.missing === 0 && counts.skipped === 0 && counts.unexpected === 0 && !r.server.early;
+  return {
+    format: 'fusetrace-replay/1',
+    session: { id: inp.plan.session.id, name: inp.plan.session.name, command: inp.plan.session.command },
+    server: inp.argv,
+    timing: inp.timing,
+    seed: inp.seed ?? null,
+    interrupt: inp.interrupt ?? null,
+    rules: [...inp.rules],
+    counts,
+    firstDivergence: first < 0 ? null : first,
+    results: r.results,
+    unexpected: r.unexpected,
+    order: inp.seed === undefined ? null : r.order,
+    serverExit: { code: r.server.code, signal: r.server.signal, early: r.server.early },
+    ok,
+  };
+}
+
+/** Exit status of `fusetrace replay`: 0 when everything matched, 1 on any divergence. */
+export function exitStatus(report: ReplayReport): number {
+  return report.ok ? 0 : 1;
+}
+
+export function formatReport(report: ReplayReport, format: ReportFormat): string {
+  switch (format) {
+    case 'text':
+      return formatText(report);
+    case 'json':
+      return formatJson(report);
+    case 'junit':
+      return formatJunit(report);
+  }
+}
+
+function sessionLabel(r: ReplayReport): string {
+  return `session ${r.session.id}${r.session.name ? ` (${r.session.name})` : ''}`;
+}
+
+/** The human summary: counts, the first divergence side by side, the rules in effect. */
+export function formatText(r: ReplayReport): string {
+  const c = r.counts;
+  const lines: string[] = [];
+  lines.push(`fusetrace replay: ${sessionLabel(r)} against ${r.server.join(' ')}`);
+  lines.push(
+    `requests replayed ${c.replayed}, compared ${c.compared}: matched ${c.matched}, diverged ${c.diverged}, ` +
+      `missing replies ${c.missing}, unexpected replies ${c.unexpected}, skipped ${c.skipped}, ` +
+      `not comparable ${c.uncomparable}, interrupted on purpose ${c.injected}, no reply expected ${c.noReply}`,
+  );
+  if (r.serverExit.early) {
+    lines.push(`the server ended during the replay: ${r.serverExit.signal ?? `exit code ${r.serverExit.code}`}`);
+  }
+  if (r.firstDivergence !== null) {
+    const x = r.results[r.firstDivergence];
+    lines.push('');
+    lines.push(`first divergence: unique ${x.unique} ${x.request}: ${x.outcome}${x.note ? ` (${x.note})` : ''}`);
+    lines.push(...sideBySide(x));
+  }
+  const others = r.results.filter((x, i) => i !== r.firstDivergence && (FAILING.has(x.outcome) || x.outcome === 'injected' || x.outcome === 'uncomparable'));
+  if (others.length > 0) {
+    lines.push('');
+    for (const x of others.slice(0, 50)) {
+      const d = x.diffs.slice(0, 3).map((f) => `${f.field}: ${f.recorded} -> ${f.live}`).join('; ');
+      lines.push(`  unique ${x.unique} ${x.request}: ${x.outcome}${x.note ? ` (${x.note})` : ''}${d ? ` [${d}]` : ''}`);
+      if (x.outcome === 'injected') lines.push(`    recorded ${x.recordedReply ?? '-'}, live ${x.liveReply ?? '-'}`);
+    }
+    if (others.length > 50) lines.push(`  ... ${others.length - 50} more`);
+  }
+  if (r.unexpected.length > 0) {
+    lines.push('');
+    lines.push('unexpected replies:');
+    for (const u of r.unexpected.slice(0, 20)) lines.push(`  unique ${u.unique}${u.request ? ` ${u.request}` : ''}: ${u.reply}`);
+  }
+  if (r.order) {
+    lines.push('');
+    lines.push(`order sent (seed ${r.seed}): ${r.order.join(' ')}`);
+  }
+  lines.push('');
+  lines.push(`normalisation rules (timing ${r.timing}${r.interrupt ? `, interrupt ${r.interrupt}` : ''}):`);
+  for (const l of describeRules(r.rules)) lines.push(`  ${l}`);
+  lines.push('');
+  lines.push(r.ok ? 'result: all replies matched' : 'result: DIVERGED');
+  return lines.join('\n') + '\n';
+}
+
+/** The recorded and live reply of one request, field by field; `!` marks fields that differ. */
+function sideBySide(x: RequestResult): string[] {
+  const out: string[] = [];
+  out.push(`  recorded reply: ${x.recordedReply ?? '(none)'}`);
+  out.push(`  live reply:     ${x.liveReply ?? '(none)'}`);
+  const differing = new Set(x.diffs.map((d) => d.field));
+  const rec = new Map(x.recordedFields ?? []);
+  const live = new Map(x.liveFields ?? []);
+  const names = [...new Set([...rec.keys(), ...live.keys()])];
+  if (names.length > 0) {
+    const w = Math.min(40, Math.max(5, ...names.map((n) => n.length)));
+    const vw = Math.min(40, Math.max(8, ...[...rec.values()].map((v) => v.length)));
+    out.push(`    ${'field'.padEnd(w)}  ${'recorded'.padEnd(vw)}  live`);
+    for (const n of names.slice(0, 80)) {
+      out.push(`  ${differing.has(n) ? '!' : ' '} ${n.padEnd(w)}  ${(rec.get(n) ?? '(absent)').padEnd(vw)}  ${live.get(n) ?? '(absent)'}`);
+    }
+  }
+  for (const d of x.diffs) {
+    if (d.note) out.push(`  note on ${d.field}: ${d.note}`);
+    if (!rec.has(d.field) && !live.has(d.field)) out.push(`  ! ${d.field}: recorded ${d.recorded}, live ${d.live}${d.note ? ` (${d.note})` : ''}`);
+  }
+  return out;
+}
+
+/** JSON with u64 values as decimal strings (they exceed 2^53). */
+export function formatJson(r: ReplayReport): string {
+  return JSON.stringify(r, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2) + '\n';
+}
+
+/** Characters XML 1.0 allows (https://www.w3.org/TR/xml/#charsets); others are dropped. */
+function xmlText(s: string): string {
+  return s
+    .replace(/[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\u{10000}-\u{10ffff}]/gu, '')
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;')
+    .replace(/'/g, '&apos;');
+}
+
+/**
+ * JUnit XML (the Ant/Jenkins/Surefire schema CI systems read): one testsuite per replay, one
+ * testcase per compared request, classname = session and opcode. Divergences and hangs are
+ * <failure> with the field diff; skipped and not comparable requests are <skipped>; unexpected
+ * replies are one extra failing testcase.
+ */
+export function formatJunit(r: ReplayReport): string {
+  const suite = `fusetrace replay ${sessionLabel(r)}`;
+  const cls = (x: RequestResult): string => `fusetrace.replay.session${r.session.id}.${x.op}`;
+  const cases: string[] = [];
+  let failures = 0;
+  let skipped = 0;
+  for (const x of r.results) {
+    const name = `unique ${x.unique} ${x.request}`;
+    let body = '';
+    if (x.outcome === 'diverged' || x.outcome === 'missing' || x.outcome === 'skipped') {
+      failures++;
+      const diff = [
+        `recorded reply: ${x.recordedReply ?? '(none)'}`,
+        `live reply:     ${x.liveReply ?? '(none)'}`,
+        ...x.diffs.map((d) => `${d.field}: recorded ${d.recorded}, live ${d.live}${d.note ? ` (${d.note})` : ''}`),
+        ...(x.note ? [x.note] : []),
+      ].join('\n');
+      const message = x.outcome === 'diverged' ? `reply differs in ${x.diffs.map((d) => d.field).join(', ') || 'its frame'}` : `${x.outcome}: ${x.note ?? ''}`;
+      body = `<failure type="${x.outcome}" message="${xmlText(message)}">${xmlText(diff)}</failure>`;
+    } else if (x.outcome === 'uncomparable') {
+      skipped++;
+      body = `<skipped message="${xmlText(`not comparable: ${x.note ?? ''}`)}"/>`;
+    } else if (x.outcome === 'injected') {
+      body = `<system-out>${xmlText(`interrupted on purpose: ${x.note ?? ''}\nrecorded reply: ${x.recordedReply ?? '(none)'}\nlive reply: ${x.liveReply ?? '(none)'}`)}</system-out>`;
+    }
+    cases.push(`    <testcase classname="${xmlText(cls(x))}" name="${xmlText(name)}">${body}</testcase>`);
+  }
+  if (r.unexpected.length > 0 || r.serverExit.early) {
+    failures++;
+    const text = [
+      ...r.unexpected.map((u) => `unique ${u.unique}${u.request ? ` ${u.request}` : ''}: ${u.reply}`),
+      ...(r.serverExit.early ? [`the server ended during the replay: ${r.serverExit.signal ?? `exit code ${r.serverExit.code}`}`] : []),
+    ].join('\n');
+    cases.push(
+      `    <testcase classname="fusetrace.replay.session${r.session.id}" name="no unexpected replies">` +
+        `<failure type="unexpected" message="${xmlText(`${r.unexpected.length} unexpected replies`)}">${xmlText(text)}</failure></testcase>`,
+    );
+  }
+  const tests = cases.length;
+  return [
+    '<?xml version="1.0" encoding="UTF-8"?>',
+    `<testsuites name="fusetrace replay" tests="${tests}" failures="${failures}" errors="0" skipped="${skipped}">`,
+    `  <testsuite name="${xmlText(suite)}" tests="${tests}" failures="${failures}" errors="0" skipped="${skipped}">`,
+    '    <properties>',
+    `      <property name="server" value="${xmlText(r.server.join(' '))}"/>`,
+    `      <property name="timing" value="${xmlText(r.timing)}"/>`,
+    ...r.rules.map((x) => `      <property name="rule" value="${xmlText(`${x.field}=${x.mode}`)}"/>`),
+    '    </properties>',
+    ...cases,
+    '  </testsuite>',
+    '</testsuites>',
+    '',
+  ].join('\n');
+}
