@@ -1,0 +1,161 @@
+/**
+ * `npm run bench tui`: the TUI's data path on a synthetic 1,000,000-request session.
+ *
+ * - first screen: open the file read-only, read the sessions' headline numbers, open the session,
+ *   count its requests and read one screen of rows (what `fusetrace tui --db FILE` does before it
+ *   draws); the goal is < 1 s.
+ * - filter apply: compile a filter, count the matches and read the first screen (what `/` + Enter
+ *   does); the goal is < 300 ms per filter.
+ * Everything goes through TuiSource (src/tui/data.ts), the same object the components read.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { openTraceDb } from '../src/store/db.js';
+import { TraceWriter } from '../src/store/writer.js';
+import { TuiSource } from '../src/tui/data.js';
+
+/** Opcodes of the synthetic mix with their weights (roughly what a build or a `find` produces). */
+const MIX: Array<[opcode: number, weight: number]> = [
+  [1, 30], // LOOKUP
+  [3, 25], // GETATTR
+  [15, 15], // READ
+  [16, 8], // WRITE
+  [14, 5], // OPEN
+  [25, 5], // FLUSH
+  [18, 5], // RELEASE
+  [28, 4], // READDIR
+  [2, 3], // FORGET
+];
+
+/**
+ * Writes a session of `n` synthetic requests (ledger rows only, no frames) and returns its id.
+ * Deterministic: the same n gives the same rows.
+ */
+export function writeSyntheticSession(file: string, n: number): number {
+  const db = openTraceDb(file, { create: true });
+  try {
+    const writer = new TraceWriter(db);
+    const session = writer.beginSession({ name: `synthetic-${n}`, command: ['bench-fs', '/mnt'], mountpoint: '/mnt', startedWallNs: 1_700_000_000_000_000_000n, startedMonoNs: 0n });
+    writer.close();
+    const ops: number[] = [];
+    for (const [op, w] of MIX) for (let i = 0; i < w; i++) ops.push(op);
+    const insert = db.prepare(
+      `INSERT INTO requests (session, seq, unique_id, opcode, nodeid, fh, path, pid, comm, uid, gid,
+        start_ns, fwd_ns, reply_ns, dur_ns, errno, len, reply_len, state, outcome, background, reply_seq, interrupt_seq)
+       VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+    );
+    // A small linear congruential generator: Math.random would make runs differ.
+    let x = 12345;
+    const rand = (): number => {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      return x / 2 ** 32;
+    };
+    const fill = db.transaction((from: number, to: number) => {
+      for (let i = from; i < to; i++) {
+        const opcode = ops[Math.floor(rand() * ops.length)]!;
+        const start = i * 10_000;
+        // Log-uniform durations from 5 us to ~50 ms: a latency histogram with a long tail.
+        const dur = Math.round(5000 * Math.pow(10, rand() * 4));
+        const r = rand();
+        let state = 'ok';
+        let errno: number | null = 0;
+        let outcome: string | null = null;
+        if (opcode === 2) {
+          state = 'noreply';
+          errno = null;
+        } else if (r < 0.03) {
+          state = 'error';
+          errno = 2;
+        } else if (r < 0.035) {
+          state = 'interrupted';
+          errno = 4;
+          outcome = 'eintr';
+        } else if (r < 0.036) {
+          state = 'late';
+          outcome = 'reply-after-interrupt';
+        } else if (r < 0.0365) {
+          state = 'unanswered';
+          errno = null;
+        }
+        const replied = errno !== null || state === 'late';
+        const dir = i % 100;
+        insert.run(
+          session, i * 2, 2 + i * 2, opcode, 1 + (i % 5000), opcode === 15 || opcode === 16 ? 1 + (i % 300) : null,
+          `/data/dir${dir}/file${i % 5000}.txt`, 1000 + (i % 50), `proc${i % 50}`, 0, 0,
+          start, start + 2000, replied ? start + dur : null, replied ? dur : null, errno,
+          opcode === 16 ? 4176 : 64, replied ? 16 : null, state, outcome, 0, replied ? i * 2 + 1 : null, state === 'interrupted' ? i * 2 + 1 : null,
+        );
+      }
+    });
+    for (let i = 0; i < n; i += 100_000) fill(i, Math.min(n, i + 100_000));
+    db.prepare('UPDATE sessions SET ended_mono_ns = ?, end_reason = ? WHERE id = ?').run(n * 10_000 + 1_000_000, 'unmount', session);
+    db.pragma('wal_checkpoint(TRUNCATE)');
+    return session;
+  } finally {
+    db.close();
+  }
+}
+
+function ms(t0: bigint): number {
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+/** The filters timed by the bench: an indexed one, full scans, and a glob over paths. */
+const FILTERS = [
+  'state==interrupted',
+  'op==READ && dur>1ms',
+  'err',
+  'path ~ "/data/dir7/*"',
+  'comm=="proc3" && !(op in {LOOKUP GETATTR})',
+];
+
+export async function benchTui(): Promise<void> {
+  const N = 1_000_000;
+  const ROWS = 44;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fusetrace-bench-tui-'));
+  try {
+    const file = path.join(dir, 'tui.db');
+    let t0 = process.hrtime.bigint();
+    const session = writeSyntheticSession(file, N);
+    process.stdout.write(`synthetic session: ${N.toLocaleString('en-US')} requests written in ${(ms(t0) / 1000).toFixed(1)} s\n`);
+
+    t0 = process.hrtime.bigint();
+    const db = openTraceDb(file, { readonly: true });
+    const source = new TuiSource(db);
+    const sessions = source.sessions();
+    const q = { filter: '', sort: 'time' as const, scope: null };
+    const total = source.count(session, q);
+    const rows = source.page(session, q, 0, ROWS);
+    const first = ms(t0);
+    if (sessions.length !== 1 || total !== N || rows.length !== ROWS) throw new Error('bench: unexpected first screen');
+    process.stdout.write(`first screen (sessions + count + ${ROWS} rows): ${first.toFixed(1)} ms (goal < 1000 ms)\n`);
+
+    t0 = process.hrtime.bigint();
+    source.page(session, q, N - ROWS, ROWS);
+    process.stdout.write(`jump to the last screen (G): ${ms(t0).toFixed(1)} ms\n`);
+    t0 = process.hrtime.bigint();
+    source.page(session, q, N / 2, ROWS);
+    process.stdout.write(`jump to the middle: ${ms(t0).toFixed(1)} ms\n`);
+    t0 = process.hrtime.bigint();
+    const byDur = { ...q, sort: 'dur' as const };
+    source.count(session, byDur);
+    source.page(session, byDur, 0, ROWS);
+    process.stdout.write(`sort by duration (first screen): ${ms(t0).toFixed(1)} ms\n`);
+
+    let worst = 0;
+    for (const filter of FILTERS) {
+      const fq = { ...q, filter };
+      t0 = process.hrtime.bigint();
+      const count = source.count(session, fq);
+      source.page(session, fq, 0, ROWS);
+      const took = ms(t0);
+      worst = Math.max(worst, took);
+      process.stdout.write(`filter ${JSON.stringify(filter).padEnd(48)} ${count.toString().padStart(8)} rows  ${took.toFixed(1).padStart(7)} ms\n`);
+    }
+    process.stdout.write(`filter apply, worst: ${worst.toFixed(1)} ms (goal < 300 ms)\n`);
+    db.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * The detail pane's text for one request: summary, timings, every frame of its lifetime decoded by
+ * the protocol codec (every field named, flags and errnos by name), the INTERRUPT frames that
+ * belong to it, then hex dumps of the raw bytes. Pure: RequestDetail in, lines out.
+ */
+import { decodeReply, decodeRequest, type DecodeContext, type DecodedFrame } from '../protocol/index.js';
+import { errnoName } from '../protocol/index.js';
+import { formatFields, formatLine } from '../protocol/index.js';
+import type { FrameRow, RequestDetail } from './data.js';
+import { formatDur, formatResult, formatTime, hexDump, stateColor } from './format.js';
+
+/** One line of the pane with how to draw it. */
+export interface DetailLine {
+  text: string;
+  color?: string;
+  bold?: boolean;
+  dim?: boolean;
+}
+
+/** FUSE_INTERRUPT, include/uapi/linux/fuse.h. */
+const INTERRUPT = 36;
+
+const heading = (text: string): DetailLine => ({ text: `── ${text} `.padEnd(72, '─'), bold: true, color: 'cyan' });
+
+function rel(ns: number | null, base: number): string {
+  if (ns === null) return '-';
+  return `${formatTime(ns)}s (+${formatDur(ns - base)})`;
+}
+
+function frameHeading(what: string, f: FrameRow, base: number): string {
+  const dir = f.dir === 0 ? 'read from /dev/fuse' : 'written to /dev/fuse';
+  const cut = f.data.length < f.len ? `, ${f.data.length} of ${f.len} bytes kept` : `, ${f.len} bytes`;
+  return `${what}: frame ${f.seq}, ${dir} at ${rel(f.tsNs, base)}${cut}`;
+}
+
+function fieldLines(rows: Array<[string, string]>): DetailLine[] {
+  const width = Math.min(44, Math.max(...rows.map(([k]) => k.length)));
+  return rows.map(([k, v]) => ({ text: `  ${k.padEnd(width)}  ${v}`, color: k === 'error' ? 'red' : undefined }));
+}
+
+/** The write() of a forwarded frame failed: ENOENT means the kernel no longer waited for that unique. */
+function writeNote(f: FrameRow): DetailLine[] {
+  if (f.writeErrno === 0) return [];
+  const why = f.writeErrno === 2 ? ' (the kernel no longer knew this unique: the request had been interrupted or aborted)' : '';
+  return [{ text: `  forwarding write() failed: ${errnoName(f.writeErrno)}${why}`, color: 'yellow', bold: true }];
+}
+
+function decoded(f: FrameRow, ctx: DecodeContext, request?: DecodedFrame, opcode?: number): { lines: DetailLine[]; frame?: DecodedFrame } {
+  const r = f.dir === 0 ? decodeRequest(f.data, ctx) : decodeReply(f.data, { ...ctx, opcode, request });
+  const lines: DetailLine[] = [];
+  if (r.frame) lines.push({ text: `  ${formatLine(r.frame)}`, bold: true });
+  lines.push(...fieldLines(formatFields(r)));
+  lines.push(...writeNote(f));
+  return { lines, frame: r.frame };
+}
+
+/** Every line of the pane. */
+export function detailLines(d: RequestDetail): DetailLine[] {
+  const r = d.row;
+  const out: DetailLine[] = [];
+  const st = stateColor(r.state);
+  out.push({
+    text: `unique ${r.unique}  ${r.op}  ${formatResult(r.errno)}  state ${r.state}${r.outcome ? ` (${r.outcome})` : ''}${r.background ? '  background' : ''}`,
+    ...st,
+    bold: true,
+  });
+  out.push({ text: `path ${r.path ?? '?'}   nodeid ${r.nodeid ?? '-'}   fh ${r.fh ?? '-'}   pid ${r.pid ?? '-'} ${r.comm ?? ''}   uid ${r.uid ?? '-'} gid ${r.gid ?? '-'}` });
+  out.push(heading('timings'));
+  out.push({ text: `  read       ${formatTime(r.start_ns)}s` });
+  out.push({ text: `  forwarded  ${rel(r.fwd_ns, r.start_ns)}` });
+  out.push({ text: `  replied    ${rel(r.reply_ns, r.start_ns)}` });
+  out.push({ text: `  duration   ${formatDur(r.dur_ns)}   request ${r.len} bytes, reply ${r.reply_len ?? '-'} bytes` });
+
+  let request: DecodedFrame | undefined;
+  if (d.request) {
+    out.push(heading(frameHeading('request', d.request, r.start_ns)));
+    const x = decoded(d.request, d.protocol);
+    request = x.frame;
+    out.push(...x.lines);
+  } else {
+    out.push(heading('request frame not recorded'));
+  }
+  for (const f of d.interrupts) {
+    const what = f.dir === 0 && f.opcode === INTERRUPT ? 'INTERRUPT' : 'reply to the INTERRUPT';
+    out.push({ ...heading(frameHeading(what, f, r.start_ns)), color: 'magenta' });
+    out.push(...decoded(f, d.protocol, undefined, f.dir === 1 ? INTERRUPT : undefined).lines);
+  }
+  if (d.reply) {
+    out.push(heading(frameHeading('reply', d.reply, r.start_ns)));
+    out.push(...decoded(d.reply, d.protocol, request, r.opcode).lines);
+  } else if (r.state !== 'noreply' && r.state !== 'notify') {
+    out.push({ ...heading('no reply recorded'), color: 'red' });
+  }
+  for (const f of d.others) {
+    out.push({ ...heading(frameHeading('other frame on this unique', f, r.start_ns)), color: 'yellow' });
+    out.push(...decoded(f, d.protocol, request, f.dir === 1 ? r.opcode : undefined).lines);
+  }
+  const all: Array<[string, FrameRow]> = [];
+  if (d.request) all.push(['request', d.request]);
+  for (const f of d.interrupts) all.push([f.dir === 0 ? 'INTERRUPT' : 'INTERRUPT reply', f]);
+  if (d.reply) all.push(['reply', d.reply]);
+  for (const f of d.others) all.push(['frame', f]);
+  for (const [what, f] of all.sort((a, b) => a[1].seq - b[1].seq)) {
+    out.push(heading(`hex: ${what} (frame ${f.seq})`));
+    out.push(...hexDump(f.data, 1024).map((text) => ({ text: `  ${text}`, dim: false })));
+  }
+  return out;
+}

@@ -1,0 +1,94 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openTraceDb } from '../src/store/db.js';
+import { TuiSource, type ListQuery } from '../src/tui/data.js';
+import { detailLines } from '../src/tui/detail.js';
+import { writeTuiFixture, type TuiFixture } from './tui-fixture.js';
+
+let fx: TuiFixture;
+let source: TuiSource;
+const all: ListQuery = { filter: '', sort: 'time', scope: null };
+
+beforeAll(() => {
+  fx = writeTuiFixture();
+  source = new TuiSource(openTraceDb(fx.file, { readonly: true }));
+});
+afterAll(() => {
+  source.db.close();
+  fx.remove();
+});
+
+describe('TuiSource on a ledger built from real frames', () => {
+  it('lists the session with per-state headline numbers', () => {
+    const [s] = source.sessions();
+    expect(s!.id).toBe(fx.session);
+    expect(s!.command).toBe('interrupt_fs -f /mnt/fx');
+    expect(s!.states.interrupted).toBe(1);
+    expect(s!.states.error).toBe(1);
+    expect(s!.states.aborted).toBe(1);
+    expect(s!.requests).toBe(source.count(fx.session, all));
+  });
+
+  it('pages the list in time order, from either end', () => {
+    const total = source.count(fx.session, all);
+    const first = source.page(fx.session, all, 0, 5);
+    expect(first.map((r) => r.op)).toEqual(['INIT', 'LOOKUP', 'OPEN', 'READ', 'GETATTR']);
+    const fromStart = source.page(fx.session, all, total - 4, 4);
+    const fromEnd = source.page(fx.session, all, total - 4, 4, total);
+    expect(fromEnd.map((r) => r.seq)).toEqual(fromStart.map((r) => r.seq));
+    expect(fromEnd[3]!.unique).toBe(Number(fx.uniques.abortedRead));
+  });
+
+  it('counts in chunks and filters with the shared filter language', () => {
+    const q = { ...all, filter: 'state==interrupted' };
+    expect(source.count(fx.session, q)).toBe(1);
+    const [r] = source.page(fx.session, q, 0, 10);
+    expect(r!.unique).toBe(Number(fx.uniques.interruptedRead));
+    expect(r!.err).toBe('EINTR');
+    expect(() => source.count(fx.session, { ...all, filter: 'op == && x' })).toThrow(/column 7/);
+  });
+
+  it('sorts by duration, slowest first, and finds a row\'s index in that order', () => {
+    const q = { ...all, sort: 'dur' as const };
+    const [slowest] = source.page(fx.session, q, 0, 1);
+    expect(slowest!.unique).toBe(Number(fx.uniques.slowLookup));
+    const rows = source.page(fx.session, q, 0, 100);
+    for (const [i, r] of rows.entries()) expect(source.indexOf(fx.session, q, r.seq)).toBe(i);
+  });
+
+  it('shows the INTERRUPT frame and the EINTR reply in the detail of the interrupted READ', () => {
+    const [r] = source.page(fx.session, { ...all, filter: 'state==interrupted' }, 0, 1);
+    const d = source.detail(fx.session, r!.seq)!;
+    expect(d.interrupts).toHaveLength(1);
+    expect(d.interrupts[0]!.opcode).toBe(36);
+    expect(d.reply!.error).toBe(-4);
+    const text = detailLines(d).map((l) => l.text).join('\n');
+    expect(text).toMatch(/INTERRUPT: frame \d+, read from \/dev\/fuse/);
+    expect(text).toContain('fuse_interrupt_in.unique');
+    expect(text).toContain('EINTR');
+    expect(text).toContain('fuse_read_in.fh');
+    expect(text).toMatch(/^ {2}00000000 {2}/m);
+  });
+
+  it('follows an fh and a nodeid back to the OPEN and LOOKUP replies that handed them out', () => {
+    const [read] = source.page(fx.session, { ...all, filter: 'state==interrupted' }, 0, 1);
+    const fromFh = source.origin(fx.session, read!, 'fh');
+    expect('seq' in fromFh && source.request(fx.session, fromFh.seq)!.op).toBe('OPEN');
+    const fromNode = source.origin(fx.session, read!, 'nodeid');
+    expect('seq' in fromNode && source.request(fx.session, fromNode.seq)!.unique).toBe(Number(fx.uniques.lookup));
+  });
+
+  it('lists what was in flight when a request was read', () => {
+    const [read] = source.page(fx.session, { ...all, filter: `unique==${fx.uniques.interruptedRead}` }, 0, 1);
+    // Nothing else overlaps the READ in the fixture: it is in flight alone at its own start.
+    const q = { ...all, scope: { kind: 'inflight' as const, atNs: read!.start_ns, unique: '8' } };
+    expect(source.page(fx.session, q, 0, 10).map((r) => r.unique)).toEqual([8]);
+  });
+
+  it('draws a histogram and a timeline from SQL aggregates', () => {
+    const h = source.histogram(fx.session, '');
+    expect(h.reduce((a, b) => a + b.count, 0)).toBe(source.count(fx.session, { ...all, filter: 'dur' }));
+    const tl = source.timeline(fx.session, '', 20);
+    expect(tl).toHaveLength(20);
+    expect(tl.reduce((a, b) => a + b.started, 0)).toBe(source.count(fx.session, all));
+  });
+});
