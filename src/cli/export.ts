@@ -1,13 +1,341 @@
+/**
+ * `fusetrace export [SESSION] --format jsonl|perfetto [-o FILE] [--filter EXPR]`
+ *
+ * jsonl: one JSON object per request (the ledger's rows, `show --json` field names).
+ * perfetto: Chrome trace event JSON (https://docs.google.com/document/d/1CvAClvFfyA5R-PhYUmn5OOQtYMH4h6I0nSsKchNAySU),
+ * which ui.perfetto.dev and chrome://tracing open: one track per requesting pid, named from its
+ * comm, one complete slice per request, interrupts and notifications as instant events.
+ *
+ * Both stream: rows come from an SQLite cursor and leave in 64 KiB chunks, so a session of a
+ * million requests never sits in memory as one array or one string.
+ */
+import fs from 'node:fs';
 import type { Command } from 'commander';
+import type { Database } from 'better-sqlite3';
 import { UserError } from './errors.js';
+import { dbPath } from './options.js';
+import { openTraceDb } from '../store/db.js';
+import { iterateRequests, type RequestRow } from '../store/query.js';
+import { FilterError, compileFilter, formatFilterError, type CompiledFilter } from '../store/filter.js';
+
+const FORMATS = ['jsonl', 'perfetto'] as const;
+type Format = (typeof FORMATS)[number];
+
+interface ExportOptions {
+  format?: string;
+  output?: string;
+  filter?: string;
+}
 
 export function registerExport(program: Command): void {
   program
     .command('export')
-    .description('Export a session as JSON lines or a Perfetto trace')
-    .allowUnknownOption()
-    .allowExcessArguments()
-    .action(() => {
-      throw new UserError('export is not implemented yet (issue 4)');
+    .description('Export a session as JSON lines or a Perfetto (Chrome trace event) JSON file')
+    .argument('[session]', 'session id or name (default: the latest)')
+    .requiredOption('--format <format>', `output format: ${FORMATS.join(' or ')}`)
+    .option('-o, --output <file>', 'write to FILE instead of stdout')
+    .option('--filter <expr>', "only the requests matching a filter expression (e.g. 'op==READ && dur>1ms')")
+    .action(async (session: string | undefined, opts: ExportOptions, cmd: Command) => {
+      const format = opts.format as Format;
+      if (!FORMATS.includes(format)) {
+        throw new UserError(`unknown --format '${opts.format}' (expected ${FORMATS.join(' or ')})`);
+      }
+      const db = openTraceDb(dbPath(cmd), { readonly: true });
+      try {
+        const id = resolveSession(db, session);
+        const out = await Output.open(opts.output);
+        try {
+          if (format === 'jsonl') await exportJsonl(db, id, out, opts.filter);
+          else await exportPerfetto(db, id, out, opts.filter);
+        } finally {
+          await out.close();
+        }
+      } finally {
+        db.close();
+      }
     });
+}
+
+/**
+ * SESSION: an id, or a session name (the latest with that name); none: the latest session.
+ * Adapter until the store's TraceReader provides the one session resolution.
+ */
+export function resolveSession(db: Database, arg: string | undefined): number {
+  if (arg === undefined) {
+    const id = db.prepare('SELECT max(id) FROM sessions').pluck().get() as number | null;
+    if (id === null) throw new UserError('the trace file has no sessions (record one first)');
+    return id;
+  }
+  if (/^\d+$/.test(arg)) {
+    const id = db.prepare('SELECT id FROM sessions WHERE id = ?').pluck().get(Number(arg)) as number | undefined;
+    if (id === undefined) throw new UserError(`no session ${arg} in the trace file (see fusetrace sessions)`);
+    return id;
+  }
+  const id = db.prepare('SELECT max(id) FROM sessions WHERE name = ?').pluck().get(arg) as number | null;
+  if (id === null) throw new UserError(`no session named '${arg}' in the trace file (see fusetrace sessions)`);
+  return id;
+}
+
+/** Where an export writes: a promise when the caller must wait for the consumer before writing more. */
+export interface Sink {
+  write(text: string): Promise<void> | undefined;
+}
+
+/** Buffered writer to a file or stdout that waits for 'drain' (a slow pipe never piles up in memory). */
+class Output implements Sink {
+  private chunks: string[] = [];
+  private size = 0;
+  private constructor(
+    private readonly stream: NodeJS.WritableStream,
+    private readonly owned: boolean,
+  ) {}
+
+  static async open(file: string | undefined): Promise<Output> {
+    if (file === undefined || file === '-') return new Output(process.stdout, false);
+    const stream = fs.createWriteStream(file);
+    await new Promise<void>((resolve, reject) => {
+      stream.once('open', () => resolve());
+      stream.once('error', (err: NodeJS.ErrnoException) =>
+        reject(new UserError(`cannot write ${file}: ${err.code === 'ENOENT' ? 'no such directory' : err.message}`)),
+      );
+    });
+    return new Output(stream, true);
+  }
+
+  /** Queues text; resolves at once unless the buffer is full, then after the stream took it. */
+  write(text: string): Promise<void> | undefined {
+    this.chunks.push(text);
+    this.size += text.length;
+    return this.size >= 65536 ? this.flush() : undefined;
+  }
+
+  async flush(): Promise<void> {
+    if (this.size === 0) return;
+    const data = this.chunks.join('');
+    this.chunks = [];
+    this.size = 0;
+    if (!this.stream.write(data)) await new Promise<void>((r) => this.stream.once('drain', () => r()));
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    if (this.owned) {
+      await new Promise<void>((resolve, reject) => {
+        this.stream.once('error', reject);
+        this.stream.end(() => resolve());
+      });
+    }
+  }
+}
+
+function requests(db: Database, session: number, filter: string | undefined): IterableIterator<RequestRow> {
+  let compiled: CompiledFilter;
+  try {
+    compiled = compileFilter(filter ?? null);
+  } catch (err) {
+    if (err instanceof FilterError) throw new UserError(`bad --filter:\n${formatFilterError(err)}`);
+    throw err;
+  }
+  return iterateRequests(db, session, { filter: compiled, sort: 'time' });
+}
+
+/** 64-bit values as exact JSON numbers: digits, never rounded through a double. */
+function json(v: unknown): string {
+  return JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? `\u0000${x}` : x)).replace(/"\\u0000(-?\d+)"/g, '$1');
+}
+
+/** One request as `show --json` names its fields. */
+function jsonlRecord(r: RequestRow): Record<string, unknown> {
+  return {
+    unique: r.unique,
+    op: r.op,
+    nodeid: r.nodeid,
+    path: r.path,
+    pid: r.pid,
+    comm: r.comm,
+    start_ns: r.start_ns,
+    dur_ns: r.dur_ns,
+    err: r.err,
+    state: r.state,
+    outcome: r.outcome,
+    background: r.background,
+  };
+}
+
+export async function exportJsonl(db: Database, session: number, out: Sink, filter?: string): Promise<void> {
+  for (const r of requests(db, session, filter)) {
+    const p = out.write(`${json(jsonlRecord(r))}\n`);
+    if (p) await p;
+  }
+}
+
+/** Synthetic thread ids start above pid_max (at most 2^22, kernel/pid.c PID_MAX_LIMIT): no clash with a real pid. */
+const SYNTHETIC_TID = 0x40000000;
+
+interface Lane {
+  tid: number;
+  /** Where the last slice placed on it ends, ns since session start. */
+  endNs: number;
+}
+
+interface InterruptEvent {
+  tsNs: number;
+  name: string;
+  args: Record<string, unknown>;
+}
+
+/**
+ * INTERRUPT frames and the server's answers to them, by target unique (the kernel names the target
+ * in fuse_interrupt_in.unique; answers carry the INTERRUPT's unique). INTERRUPTs are rare: loaded whole.
+ */
+function loadInterrupts(db: Database, session: number, startMono: bigint): Map<bigint, InterruptEvent[]> {
+  const byTarget = new Map<bigint, InterruptEvent[]>();
+  const intrUnique = new Map<bigint, bigint>();
+  const sent = db
+    .prepare('SELECT seq, ts_ns, unique_id, data FROM frames WHERE session = ? AND dir = 0 AND opcode = 36 ORDER BY seq')
+    .safeIntegers(true)
+    .all(session) as Array<{ seq: bigint; ts_ns: bigint; unique_id: bigint; data: Buffer }>;
+  for (const f of sent) {
+    const unique = BigInt.asUintN(64, f.unique_id);
+    const target = f.data.length >= 48 ? f.data.readBigUInt64LE(40) : unique & ~1n;
+    intrUnique.set(unique, target);
+    const list = byTarget.get(target) ?? [];
+    list.push({ tsNs: Number(f.ts_ns - startMono), name: 'INTERRUPT', args: { unique: target, interrupt_unique: unique, seq: f.seq } });
+    byTarget.set(target, list);
+  }
+  if (sent.length === 0) return byTarget;
+  const answers = db
+    .prepare(
+      `SELECT seq, ts_ns, unique_id, error, write_errno FROM frames WHERE session = ? AND dir = 1 AND unique_id IN
+       (SELECT unique_id FROM frames WHERE session = ? AND dir = 0 AND opcode = 36) ORDER BY seq`,
+    )
+    .safeIntegers(true)
+    .all(session, session) as Array<{ seq: bigint; ts_ns: bigint; unique_id: bigint; error: bigint | null; write_errno: bigint }>;
+  for (const f of answers) {
+    const unique = BigInt.asUintN(64, f.unique_id);
+    const target = intrUnique.get(unique);
+    if (target === undefined) continue;
+    const err = f.error === null ? 0 : -Number(f.error);
+    byTarget.get(target)!.push({
+      tsNs: Number(f.ts_ns - startMono),
+      name: `INTERRUPT answered ${err === 11 ? 'EAGAIN' : err === 38 ? 'ENOSYS' : err === 0 ? 'OK' : `errno ${err}`}`,
+      args: { unique: target, interrupt_unique: unique, seq: f.seq, errno: err, write_errno: Number(f.write_errno) },
+    });
+  }
+  return byTarget;
+}
+
+function micros(ns: number): number {
+  return ns / 1000;
+}
+
+function sessionInfo(db: Database, session: number): { startMono: bigint; endNs: number; title: string } {
+  const s = db
+    .prepare('SELECT started_mono_ns, ended_mono_ns, command, name FROM sessions WHERE id = ?')
+    .safeIntegers(true)
+    .get(session) as { started_mono_ns: bigint; ended_mono_ns: bigint | null; command: string; name: string | null };
+  let end = s.ended_mono_ns;
+  if (end === null) {
+    // Still recording, or the recorder died: the session ends at its last frame.
+    end = (db.prepare('SELECT max(ts_ns) FROM frames WHERE session = ?').safeIntegers(true).pluck().get(session) as bigint | null) ?? s.started_mono_ns;
+  }
+  let command = s.command;
+  try {
+    command = (JSON.parse(s.command) as string[]).join(' ');
+  } catch {
+    // keep the raw text
+  }
+  return {
+    startMono: s.started_mono_ns,
+    endNs: Number(end - s.started_mono_ns),
+    title: `fusetrace session ${session}${s.name ? ` (${s.name})` : ''}: ${command}`,
+  };
+}
+
+/**
+ * Chrome trace event JSON. One "process" (pid = the session id) holds one thread track per
+ * requesting pid (tid = that pid, named "comm pid" by an "M" thread_name event). Requests of one
+ * pid that overlap (async readahead, writeback, a multi-threaded reader) would not nest, and the
+ * format requires complete events on one thread to nest, so they go to extra lanes of the same
+ * pid ("comm pid #2", synthetic tids). Requests without a reply (unanswered, aborted) run to the
+ * session's end; INTERRUPTs, their answers, FORGETs and notifications are instant events.
+ */
+export async function exportPerfetto(db: Database, session: number, out: Sink, filter?: string): Promise<void> {
+  const info = sessionInfo(db, session);
+  const interrupts = loadInterrupts(db, session, info.startMono);
+  const lanes = new Map<string, Lane[]>();
+  let nextSynthetic = SYNTHETIC_TID;
+  let first = true;
+  const emit = (ev: Record<string, unknown>): Promise<void> | undefined => {
+    const text = (first ? '\n' : ',\n') + json(ev);
+    first = false;
+    return out.write(text);
+  };
+  const P = session;
+
+  await out.write('{"displayTimeUnit":"ns","traceEvents":[');
+  await emit({ name: 'process_name', ph: 'M', pid: P, tid: 0, args: { name: info.title } });
+
+  /** The lane (tid) for a slice [start, end) of this track, opening a new lane when all overlap. */
+  const laneFor = async (track: string, label: string, realTid: number | null, start: number, end: number): Promise<number> => {
+    let list = lanes.get(track);
+    if (!list) {
+      list = [];
+      lanes.set(track, list);
+    }
+    for (const lane of list) {
+      if (lane.endNs <= start) {
+        lane.endNs = end;
+        return lane.tid;
+      }
+    }
+    const tid = list.length === 0 && realTid !== null && realTid > 0 ? realTid : nextSynthetic++;
+    const lane = { tid, endNs: end };
+    list.push(lane);
+    const p = emit({
+      name: 'thread_name',
+      ph: 'M',
+      pid: P,
+      tid,
+      args: { name: list.length === 1 ? label : `${label} #${list.length}` },
+    });
+    if (p) await p;
+    // Keep a pid's lanes together and in order in the UI.
+    const q = emit({ name: 'thread_sort_index', ph: 'M', pid: P, tid, args: { sort_index: tid >= SYNTHETIC_TID ? tid : tid * 16 } });
+    if (q) await q;
+    return tid;
+  };
+
+  for (const r of requests(db, session, filter)) {
+    const args: Record<string, unknown> = { unique: r.unique, seq: r.seq, path: r.path, err: r.err, state: r.state };
+    if (r.outcome !== null) args.outcome = r.outcome;
+    if (r.nodeid !== null) args.nodeid = r.nodeid;
+    if (r.fh !== null) args.fh = r.fh;
+    if (r.background) args.background = true;
+    const isServer = r.state === 'notify' && r.opcode === 0;
+    const track = isServer ? 'server' : r.pid === null ? 'unknown' : `pid:${r.pid}`;
+    const label = isServer ? 'server notifications' : r.pid === null ? 'unknown' : r.pid === 0 ? 'kernel (pid 0)' : `${r.comm ?? 'pid'} ${r.pid}`;
+    const realTid = isServer || r.pid === null ? null : r.pid;
+    const name = isServer ? `NOTIFY ${r.outcome ?? ''}`.trim() : r.op;
+
+    if (r.state === 'noreply' || r.state === 'notify' || (r.state === 'unknown' && r.dur_ns === null && r.opcode === 0)) {
+      const tid = await laneFor(track, label, realTid, r.start_ns, r.start_ns);
+      const p = emit({ name, cat: r.state, ph: 'i', s: 't', ts: micros(r.start_ns), pid: P, tid, args });
+      if (p) await p;
+      continue;
+    }
+    // No reply: the request was outstanding until the session ended.
+    const end = r.dur_ns !== null ? r.start_ns + r.dur_ns : Math.max(info.endNs, r.start_ns);
+    const tid = await laneFor(track, label, realTid, r.start_ns, end);
+    const p = emit({ name, cat: r.state, ph: 'X', ts: micros(r.start_ns), dur: micros(end - r.start_ns), pid: P, tid, args });
+    if (p) await p;
+    const intr = interrupts.get(BigInt.asUintN(64, BigInt(r.unique)));
+    if (intr && r.interrupt_seq !== null) {
+      for (const e of intr) {
+        const q = emit({ name: e.name, cat: 'interrupt', ph: 'i', s: 't', ts: micros(e.tsNs), pid: P, tid, args: e.args });
+        if (q) await q;
+      }
+    }
+  }
+  await out.write('\n]}\n');
 }

@@ -1,0 +1,223 @@
+/**
+ * `fusetrace export` on a real trace file (hand-made frames through TraceWriter and the ledger),
+ * driven through the CLI's own command tree: JSON lines match the ledger's rows, and the Perfetto
+ * output validates against the Chrome trace event format (checker below).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Script, entryOut, name, recordScript, rows, tempTrace, u32, u64 } from './ledger-frames.js';
+import { main } from '../src/cli/main.js';
+
+let cleanup: Array<() => void> = [];
+afterEach(() => {
+  for (const c of cleanup) c();
+  cleanup = [];
+});
+
+const readIn = (fh: number) => [u64(fh), u64(0), u32(4096), u32(0), u64(0), u32(0), u32(0)];
+
+/** A session with ok/error/interrupted/late/aborted/noreply/notify rows, and overlapping requests of one pid. */
+function session() {
+  const t = tempTrace();
+  cleanup.push(t.close);
+  const s = new Script();
+  s.req(26, 2, 0, [u32(7), u32(45), u32(0), u32(0)], { pid: 0 });
+  s.reply(2, 0, [u32(7), u32(45), Buffer.alloc(56)]);
+  s.req(1, 4, 1, [name('file')], { pid: 300 });
+  s.reply(4, 0, [entryOut(2)]);
+  s.req(1, 6, 1, [name('missing')], { pid: 300 });
+  s.reply(6, -2);
+  // Two overlapping READs from pid 300 (async readahead style), one interrupted and answered EINTR.
+  s.req(15, 8, 2, readIn(1), { pid: 300 });
+  s.req(15, 10, 2, readIn(1), { pid: 300 });
+  s.interrupt(10);
+  s.reply(11, -11); // the INTERRUPT answered EAGAIN, accepted
+  s.reply(10, -4);
+  s.reply(8, 0, [Buffer.alloc(100)]);
+  s.req(2, 12, 2, [u64(1)], { pid: 0 }); // FORGET
+  s.reply(0, 2, [u64(2), u64(0), u64(0)]); // NOTIFY_INVAL_INODE
+  s.req(15, 14, 2, readIn(1), { pid: 301 }); // never answered: aborted at unmount
+  const rec = recordScript(t.db, s, { endReason: 'unmount', procs: [[300, 'cat'], [301, 'dd']] });
+  return { ...t, session: rec.session, script: s };
+}
+
+async function cli(args: string[]): Promise<number> {
+  return main(args);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chrome trace event format checker (the subset fusetrace writes, checked strictly): the JSON
+// object form with a traceEvents array; per phase the required fields and their types.
+// ---------------------------------------------------------------------------------------------
+
+const PHASES = new Set(['B', 'E', 'X', 'i', 'I', 'C', 'b', 'n', 'e', 's', 't', 'f', 'P', 'N', 'O', 'D', 'M', 'R', 'c']);
+const METADATA_NAMES = new Set(['process_name', 'process_labels', 'process_sort_index', 'thread_name', 'thread_sort_index']);
+
+function checkChromeTrace(doc: unknown): string[] {
+  const errors: string[] = [];
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return ['top level must be an object (JSON Object Format)'];
+  const d = doc as Record<string, unknown>;
+  if (!Array.isArray(d.traceEvents)) return ['traceEvents must be an array'];
+  if (d.displayTimeUnit !== undefined && d.displayTimeUnit !== 'ms' && d.displayTimeUnit !== 'ns') errors.push('displayTimeUnit must be ms or ns');
+  const num = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
+  const int = (v: unknown) => Number.isInteger(v);
+  // Complete events on one thread must nest: check with a stack per (pid, tid), sorted by ts.
+  const byThread = new Map<string, Array<{ ts: number; end: number }>>();
+  d.traceEvents.forEach((e, i) => {
+    const at = `event ${i}`;
+    if (typeof e !== 'object' || e === null) return errors.push(`${at}: not an object`);
+    const ev = e as Record<string, unknown>;
+    if (typeof ev.ph !== 'string' || !PHASES.has(ev.ph)) return errors.push(`${at}: bad ph ${JSON.stringify(ev.ph)}`);
+    if (typeof ev.name !== 'string') errors.push(`${at}: name must be a string`);
+    if (!int(ev.pid)) errors.push(`${at}: pid must be an integer`);
+    if (ev.tid !== undefined && !int(ev.tid)) errors.push(`${at}: tid must be an integer`);
+    if (ev.cat !== undefined && typeof ev.cat !== 'string') errors.push(`${at}: cat must be a string`);
+    if (ev.args !== undefined && (typeof ev.args !== 'object' || ev.args === null || Array.isArray(ev.args))) errors.push(`${at}: args must be an object`);
+    switch (ev.ph) {
+      case 'X':
+        if (!num(ev.ts)) errors.push(`${at}: X needs a numeric ts`);
+        if (!num(ev.dur) || (ev.dur as number) < 0) errors.push(`${at}: X needs a non-negative dur`);
+        if (!int(ev.tid)) errors.push(`${at}: X needs a tid`);
+        {
+          const k = `${ev.pid}/${ev.tid}`;
+          const list = byThread.get(k) ?? [];
+          list.push({ ts: ev.ts as number, end: (ev.ts as number) + (ev.dur as number) });
+          byThread.set(k, list);
+        }
+        break;
+      case 'i':
+      case 'I':
+        if (!num(ev.ts)) errors.push(`${at}: instant needs a numeric ts`);
+        if (ev.s !== undefined && !['g', 'p', 't'].includes(ev.s as string)) errors.push(`${at}: instant scope must be g, p or t`);
+        if ((ev.s === undefined || ev.s === 't') && !int(ev.tid)) errors.push(`${at}: thread-scoped instant needs a tid`);
+        break;
+      case 'M':
+        if (!METADATA_NAMES.has(ev.name as string)) errors.push(`${at}: unknown metadata name ${String(ev.name)}`);
+        if (typeof ev.args !== 'object' || ev.args === null) errors.push(`${at}: metadata needs args`);
+        else if ((ev.name === 'process_name' || ev.name === 'thread_name') && typeof (ev.args as Record<string, unknown>).name !== 'string')
+          errors.push(`${at}: ${String(ev.name)} needs args.name`);
+        if (String(ev.name).startsWith('thread_') && !int(ev.tid)) errors.push(`${at}: thread metadata needs a tid`);
+        break;
+      default:
+        errors.push(`${at}: fusetrace never writes ph ${ev.ph}`);
+    }
+  });
+  for (const [k, list] of byThread) {
+    list.sort((a, b) => a.ts - b.ts || b.end - a.end);
+    const stack: Array<{ ts: number; end: number }> = [];
+    for (const s of list) {
+      while (stack.length && stack[stack.length - 1].end <= s.ts) stack.pop();
+      if (stack.length && s.end > stack[stack.length - 1].end) errors.push(`thread ${k}: slice at ${s.ts} overlaps without nesting`);
+      stack.push(s);
+    }
+  }
+  return errors;
+}
+
+describe('export', () => {
+  it('jsonl: one object per request with the show --json fields, equal to the ledger rows', async () => {
+    const t = session();
+    const out = path.join(t.dir, 'out.jsonl');
+    expect(await cli(['--db', t.file, 'export', '--format', 'jsonl', '-o', out])).toBe(0);
+    const lines = fs.readFileSync(out, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const db = rows(t.db, t.session);
+    expect(lines.length).toBe(db.length);
+    for (const l of lines) {
+      expect(Object.keys(l)).toEqual(['unique', 'op', 'nodeid', 'path', 'pid', 'comm', 'start_ns', 'dur_ns', 'err', 'state', 'outcome', 'background']);
+    }
+    // In start order, with the ledger's values.
+    const starts = lines.map((l) => l.start_ns as number);
+    expect([...starts].sort((a, b) => a - b)).toEqual(starts);
+    const byUnique = new Map(lines.map((l) => [`${l.unique}/${l.op}`, l]));
+    expect(byUnique.get('4/LOOKUP')).toMatchObject({ path: '/file', pid: 300, comm: 'cat', state: 'ok', err: null, background: false });
+    expect(byUnique.get('6/LOOKUP')).toMatchObject({ path: '/missing', err: 'ENOENT', state: 'error' });
+    expect(byUnique.get('10/READ')).toMatchObject({ state: 'interrupted', outcome: 'eagain', err: 'EINTR', path: '/file' });
+    expect(byUnique.get('14/READ')).toMatchObject({ state: 'aborted', outcome: 'unmount', dur_ns: null, comm: 'dd' });
+    expect(byUnique.get('2/INIT')).toMatchObject({ background: true, pid: 0 });
+    expect(byUnique.get('12/FORGET')).toMatchObject({ state: 'noreply' });
+    expect(lines.some((l) => l.state === 'notify' && l.outcome === 'inval_inode')).toBe(true);
+  });
+
+  it('jsonl to stdout with --filter, and a session chosen by id', async () => {
+    const t = session();
+    const chunks: string[] = [];
+    const orig = process.stdout.write.bind(process.stdout);
+    process.stdout.write = ((s: string | Uint8Array) => {
+      chunks.push(String(s));
+      return true;
+    }) as typeof process.stdout.write;
+    try {
+      expect(await cli(['--db', t.file, 'export', String(t.session), '--format', 'jsonl', '--filter', 'op==READ'])).toBe(0);
+    } finally {
+      process.stdout.write = orig;
+    }
+    const lines = chunks.join('').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.map((l) => l.unique)).toEqual([8, 10, 14]);
+  });
+
+  it('perfetto: valid Chrome trace events, a track per pid named from comm, slices, instants, unanswered to the end', async () => {
+    const t = session();
+    const out = path.join(t.dir, 'trace.json');
+    expect(await cli(['--db', t.file, 'export', '--format', 'perfetto', '-o', out])).toBe(0);
+    const doc = JSON.parse(fs.readFileSync(out, 'utf8')) as { traceEvents: Array<Record<string, any>> };
+    expect(checkChromeTrace(doc)).toEqual([]);
+    const ev = doc.traceEvents;
+    const threadNames = ev.filter((e) => e.ph === 'M' && e.name === 'thread_name').map((e) => e.args.name);
+    expect(threadNames).toEqual(expect.arrayContaining(['cat 300', 'cat 300 #2', 'dd 301', 'kernel (pid 0)', 'server notifications']));
+    const slices = ev.filter((e) => e.ph === 'X');
+    expect(slices.length).toBe(6); // INIT, 2 LOOKUP, 3 READ
+    const lookup = slices.find((e) => e.name === 'LOOKUP' && e.args.unique === 4)!;
+    expect(lookup).toMatchObject({ tid: 300, cat: 'ok', args: { path: '/file', state: 'ok', err: null } });
+    const intrRead = slices.find((e) => e.args.unique === 10)!;
+    const firstRead = slices.find((e) => e.args.unique === 8)!;
+    expect(intrRead.tid).not.toBe(firstRead.tid); // overlapping: another lane
+    const instants = ev.filter((e) => e.ph === 'i');
+    const intr = instants.filter((e) => e.cat === 'interrupt');
+    expect(intr.map((e) => e.name)).toEqual(['INTERRUPT', 'INTERRUPT answered EAGAIN']);
+    expect(intr.every((e) => e.tid === intrRead.tid && e.ts >= intrRead.ts && e.ts <= intrRead.ts + intrRead.dur)).toBe(true);
+    expect(instants.some((e) => e.name === 'FORGET' && e.cat === 'noreply')).toBe(true);
+    expect(instants.some((e) => e.name === 'NOTIFY inval_inode')).toBe(true);
+    // The aborted READ runs to the session's end.
+    const stuck = slices.find((e) => e.args.unique === 14)!;
+    const endUs = Number(t.db.prepare('SELECT ended_mono_ns - started_mono_ns FROM sessions WHERE id = ?').pluck().get(t.session)) / 1000;
+    expect(stuck.ts + stuck.dur).toBeCloseTo(endUs, 3);
+    expect(stuck.args).toMatchObject({ state: 'aborted', outcome: 'unmount' });
+  });
+
+  it('the checker rejects what the format forbids', () => {
+    expect(checkChromeTrace([])).not.toEqual([]);
+    expect(checkChromeTrace({ traceEvents: [{ ph: 'X', name: 'a', pid: 1, tid: 1, ts: 0 }] })).toEqual(['event 0: X needs a non-negative dur']);
+    expect(checkChromeTrace({ traceEvents: [{ ph: 'Q', name: 'a', pid: 1 }] })[0]).toMatch(/bad ph/);
+    expect(
+      checkChromeTrace({
+        traceEvents: [
+          { ph: 'X', name: 'a', pid: 1, tid: 1, ts: 0, dur: 10 },
+          { ph: 'X', name: 'b', pid: 1, tid: 1, ts: 5, dur: 10 },
+        ],
+      })[0],
+    ).toMatch(/overlaps/);
+    expect(checkChromeTrace({ traceEvents: [{ ph: 'M', name: 'thread_name', pid: 1, tid: 1, args: {} }] })[0]).toMatch(/args.name/);
+  });
+
+  it('refuses an unknown format, session or filter without a stack', async () => {
+    const t = session();
+    const errs: string[] = [];
+    const orig = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((s: string | Uint8Array) => {
+      errs.push(String(s));
+      return true;
+    }) as typeof process.stderr.write;
+    try {
+      expect(await cli(['--db', t.file, 'export', '--format', 'csv'])).toBe(2);
+      expect(await cli(['--db', t.file, 'export', '99', '--format', 'jsonl'])).toBe(2);
+      expect(await cli(['--db', t.file, 'export', '--format', 'jsonl', '--filter', 'op=='])).toBe(2);
+    } finally {
+      process.stderr.write = orig;
+    }
+    expect(errs[0]).toBe("fusetrace: unknown --format 'csv' (expected jsonl or perfetto)\n");
+    expect(errs[1]).toBe('fusetrace: no session 99 in the trace file (see fusetrace sessions)\n');
+    expect(errs[2]).toMatch(/^fusetrace: bad --filter:\nop==\n +\^ expected a value/);
+    expect(errs[2]).not.toMatch(/    at /);
+  });
+});
