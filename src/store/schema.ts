@@ -112,5 +112,7 @@ CREATE TABLE requests (
 CREATE INDEX requests_unique ON requests(session, unique_id);
 CREATE INDEX requests_start ON requests(session, start_ns);
 CREATE INDEX requests_dur ON requests(session, dur_ns);
+-- Per-opcode latency percentiles are index seeks on this (stats.ts), and "op==READ && dur>1ms" a range scan.
+CREATE INDEX requests_op_dur ON requests(session, opcode, dur_ns);
 CREATE INDEX requests_state ON requests(session, state);
 `;
