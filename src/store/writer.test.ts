@@ -1,0 +1,280 @@
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { openTraceDb } from './db.js';
+import { TraceReader } from './reader.js';
+import { TraceWriter, type FrameRecord } from './writer.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+let dir: string;
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fusetrace-writer-'));
+});
+afterEach(() => {
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** Deterministic PRNG (mulberry32) so a failure can be reproduced. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Uniques that break naive storage: above 2^53 (lost in a double) and at/above 2^63 (sign bit). */
+const HARD_UNIQUES = [0n, 1n, 2n ** 53n + 1n, 2n ** 62n + 3n, 2n ** 63n - 1n, 2n ** 63n, 2n ** 63n + 5n, 2n ** 64n - 1n];
+
+/** A synthetic frame: mostly small, some 4 KiB, a few 128 KiB and 1 MiB + a page, some empty. */
+function synthFrame(seq: number, next: () => number, base: bigint): FrameRecord {
+  const r = next();
+  const size = seq % 25_000 === 7 ? 1024 * 1024 + 4096 : seq % 997 === 3 ? 128 * 1024 : seq % 101 === 0 ? 0 : r < 0.7 ? 16 + Math.floor(next() * 120) : 4096 + 80;
+  const data = Buffer.allocUnsafe(size);
+  for (let i = 0; i < size; i += 4) data.writeUInt32LE((seq * 2654435761 + i) >>> 0, Math.min(i, size - 4));
+  const dir = (seq & 1) as 0 | 1;
+  const unique = seq % 13 === 0 ? HARD_UNIQUES[seq % HARD_UNIQUES.length] : BigInt(seq) * 2n + 2n ** 53n;
+  return {
+    seq,
+    tsNs: base + BigInt(seq) * 1500n,
+    fwdNs: seq % 7 === 0 ? null : base + BigInt(seq) * 1500n + 700n,
+    dir,
+    unique,
+    opcode: dir === 0 ? 1 + (seq % 52) : null,
+    error: dir === 1 ? (seq % 5 === 0 ? -2 : 0) : null,
+    // Frames cut by --snaplen have len > data.length.
+    len: seq % 11 === 0 ? size + 65536 : size,
+    data,
+    writeErrno: seq % 17 === 0 ? 2 : 0,
+  };
+}
+
+/** Differences between two frames, field by field ([] when identical). */
+function diff(a: FrameRecord, b: FrameRecord): string[] {
+  const out: string[] = [];
+  for (const k of ['seq', 'tsNs', 'fwdNs', 'dir', 'unique', 'opcode', 'error', 'len', 'writeErrno'] as const) {
+    if (a[k] !== b[k]) out.push(`seq ${a.seq} ${k}: ${String(a[k])} != ${String(b[k])}`);
+  }
+  if (!a.data.equals(b.data)) out.push(`seq ${a.seq} data differs (${a.data.length} vs ${b.data.length} bytes)`);
+  return out;
+}
+
+describe('TraceWriter + TraceReader', () => {
+  it('writes 100,000 frames and reads them back identical from the reopened file', () => {
+    const file = path.join(dir, 't.db');
+    const base = 10n ** 15n;
+    const next = rng(42);
+    const written: FrameRecord[] = [];
+    for (let seq = 0; seq < 100_000; seq++) written.push(synthFrame(seq, next, base));
+
+    const db = openTraceDb(file, { create: true });
+    const w = new TraceWriter(db);
+    const id = w.beginSession({
+      name: 'round-trip', command: ['./srv', '-f', '/mnt'], mountpoint: '/mnt', snaplen: 65536,
+      startedWallNs: 1_700_000_000_000_000_000n, startedMonoNs: base, meta: { uid: 0 },
+    });
+    // Batches of irregular size, as the pump delivers them.
+    for (let i = 0; i < written.length; ) {
+      const n = 1 + Math.floor(next() * 700);
+      w.addFrames(written.slice(i, i + n));
+      i += n;
+    }
+    w.addProc(1234, 'cat');
+    w.addProc(1234, 'ignored: first name wins');
+    w.addProc(0, null);
+    w.updateSession({
+      kernelMajor: 7, kernelMinor: 45, serverMajor: 7, serverMinor: 38,
+      initFlags: (1n << 63n) | 0x1234n, maxWrite: 131072, initChanges: { masked: ['PASSTHROUGH'] },
+      endedMonoNs: base + 10n ** 9n, endReason: 'unmount', serverExitCode: 1, serverSignal: null, exitStatus: 0, dropped: 3,
+    });
+    w.close();
+    db.close();
+
+    const rdb = openTraceDb(file, { readonly: true });
+    const reader = new TraceReader(rdb);
+    expect(reader.frameCount(id)).toBe(written.length);
+    const problems: string[] = [];
+    let n = 0;
+    for (const f of reader.frames(id)) {
+      problems.push(...diff(f, written[n++]));
+      if (problems.length > 10) break;
+    }
+    expect(problems).toEqual([]);
+    expect(n).toBe(written.length);
+
+    const s = reader.getSession(id)!;
+    expect(s).toMatchObject({
+      id, name: 'round-trip', command: ['./srv', '-f', '/mnt'], mountpoint: '/mnt', snaplen: 65536,
+      startedWallNs: 1_700_000_000_000_000_000n, startedMonoNs: base, endedMonoNs: base + 10n ** 9n,
+      kernelMajor: 7, kernelMinor: 45, serverMajor: 7, serverMinor: 38, initFlags: (1n << 63n) | 0x1234n,
+      maxWrite: 131072, initChanges: { masked: ['PASSTHROUGH'] }, endReason: 'unmount', serverExitCode: 1,
+      serverSignal: null, exitStatus: 0, dropped: 3, meta: { uid: 0 },
+      frames: written.length, bytes: written.reduce((a, f) => a + f.len, 0),
+    });
+    expect(reader.procs(id)).toEqual(new Map([[0, null], [1234, 'cat']]));
+    expect(reader.duration(s)).toEqual({ ns: 10n ** 9n, ended: true });
+
+    // A range crossing the reader's page boundary, and a range past the end.
+    const range = [...reader.frames(id, { fromSeq: 1000, toSeq: 3100 })];
+    expect(range.map((f) => f.seq)).toEqual(Array.from({ length: 2101 }, (_, i) => 1000 + i));
+    expect(range.flatMap((f) => diff(f, written[f.seq]))).toEqual([]);
+    expect([...reader.frames(id, { fromSeq: 100_000 })]).toEqual([]);
+    rdb.close();
+  }, 120_000);
+
+  it('keeps two sessions apart in one file', () => {
+    const file = path.join(dir, 't.db');
+    const next = rng(7);
+    for (const [name, count] of [['one', 300], ['two', 50]] as const) {
+      const db = openTraceDb(file, { create: true });
+      const w = new TraceWriter(db);
+      w.beginSession({ name, command: [name], startedWallNs: 1n, startedMonoNs: 1n });
+      w.addFrames(Array.from({ length: count }, (_, i) => synthFrame(i, next, 1n)));
+      w.addProc(count, name);
+      w.close();
+      db.close();
+    }
+    const db = openTraceDb(file, { readonly: true });
+    const reader = new TraceReader(db);
+    expect(reader.listSessions().map((s) => [s.id, s.name, s.frames])).toEqual([[1, 'one', 300], [2, 'two', 50]]);
+    expect(reader.frameCount(1)).toBe(300);
+    expect(reader.frameCount(2)).toBe(50);
+    expect([...reader.frames(2)].map((f) => f.seq)).toEqual(Array.from({ length: 50 }, (_, i) => i));
+    expect(reader.procs(1)).toEqual(new Map([[300, 'one']]));
+    expect(reader.procs(2)).toEqual(new Map([[50, 'two']]));
+    expect(reader.latestSessionId()).toBe(2);
+    expect(reader.resolveSession()).toBe(2);
+    expect(reader.resolveSession('1')).toBe(1);
+    expect(reader.resolveSession('one')).toBe(1);
+    expect(() => reader.resolveSession('three')).toThrow(`no session "three" in ${file} (fusetrace sessions lists them)`);
+    expect(() => reader.resolveSession('9')).toThrow(`no session "9" in ${file}`);
+    db.close();
+  });
+
+  it('resolving the latest session of an empty file is a user error', () => {
+    const file = path.join(dir, 'empty.db');
+    const db = openTraceDb(file, { create: true });
+    expect(() => new TraceReader(db).resolveSession()).toThrow(`no sessions in ${file}`);
+    db.close();
+  });
+
+  it('commits observer rows with the batch; a throwing observer loses only its own rows', () => {
+    const file = path.join(dir, 't.db');
+    const db = openTraceDb(file, { create: true });
+    const w = new TraceWriter(db);
+    const id = w.beginSession({ command: ['x'], startedWallNs: 1n, startedMonoNs: 1n });
+    const seen: number[][] = [];
+    const insert = db.prepare(
+      "INSERT INTO requests (session, seq, unique_id, opcode, start_ns, len, state) VALUES (?, ?, ?, 1, 0, 40, 'ok')",
+    );
+    w.onFrames((session, frames) => {
+      seen.push(frames.map((f) => f.seq));
+      for (const f of frames) insert.run(session, f.seq, BigInt.asIntN(64, f.unique));
+      if (frames.some((f) => f.seq === 5)) throw new Error('ledger bug');
+    });
+    const next = rng(1);
+    w.addFrames([0, 1, 2].map((s) => synthFrame(s, next, 1n)));
+    w.flush();
+    w.addFrames([3, 4, 5].map((s) => synthFrame(s, next, 1n)));
+    expect(() => w.flush()).toThrow('ledger bug');
+    w.flush(); // nothing left buffered: the frames of the failed batch were committed
+    expect(seen).toEqual([[0, 1, 2], [3, 4, 5]]);
+    expect(db.prepare('SELECT seq FROM frames ORDER BY seq').pluck().all()).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(db.prepare('SELECT seq FROM requests ORDER BY seq').pluck().all()).toEqual([0, 1, 2]);
+    expect(new TraceReader(db).getSession(id)!.frames).toBe(6);
+    db.close();
+  });
+
+  it('flushes on its own past the size threshold', () => {
+    const file = path.join(dir, 't.db');
+    const db = openTraceDb(file, { create: true });
+    const w = new TraceWriter(db);
+    const id = w.beginSession({ command: ['x'], startedWallNs: 1n, startedMonoNs: 1n });
+    const next = rng(3);
+    const other = openTraceDb(file, { readonly: true });
+    const reader = new TraceReader(other);
+    w.addFrames([synthFrame(1, next, 1n)]);
+    expect(reader.frameCount(id)).toBe(0); // buffered, not committed
+    w.addFrames(Array.from({ length: 20_000 }, (_, i) => synthFrame(i + 2, next, 1n)));
+    expect(reader.frameCount(id)).toBeGreaterThan(0); // another connection sees committed frames
+    other.close();
+    w.close();
+    db.close();
+  });
+
+  it('a writer SIGKILLed mid-recording leaves a readable file holding every committed batch', async () => {
+    // The child runs the compiled writer, as `fusetrace record` would.
+    const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, encoding: 'utf8' });
+    const writerJs = path.join(ROOT, 'dist', 'src', 'store', 'writer.js');
+    if (!fs.existsSync(writerJs)) throw new Error(`tsc did not produce ${writerJs}:\n${tsc.stdout}${tsc.stderr}`);
+    const file = path.join(dir, 'killed.db');
+    const script = path.join(dir, 'child.mjs');
+    fs.writeFileSync(
+      script,
+      `import { openTraceDb } from ${JSON.stringify(path.join(ROOT, 'dist', 'src', 'store', 'db.js'))};
+       import { TraceWriter } from ${JSON.stringify(writerJs)};
+       const db = openTraceDb(process.argv[2], { create: true });
+       const w = new TraceWriter(db);
+       w.beginSession({ name: 'killed', command: ['srv'], startedWallNs: 1n, startedMonoNs: 1000n });
+       let seq = 0;
+       const tick = () => {
+         const batch = [];
+         for (let i = 0; i < 1000; i++, seq++) {
+           const data = Buffer.alloc(seq % 3 === 0 ? 4096 : 80, seq & 0xff);
+           batch.push({ seq, tsNs: 1000n + BigInt(seq), fwdNs: null, dir: seq & 1, unique: BigInt(seq) + 2n ** 60n,
+             opcode: 15, error: null, len: data.length, data, writeErrno: 0 });
+         }
+         w.addFrames(batch);
+         w.flush();
+         process.stdout.write('committed ' + seq + '\\n');
+         setImmediate(tick);
+       };
+       tick();`,
+    );
+    const child = spawn(process.execPath, [script, file], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let committed = 0;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.on('exit', (code, sig) => reject(new Error(`writer child exited early: ${code ?? sig}`)));
+        child.stdout!.setEncoding('utf8');
+        child.stdout!.on('data', (chunk: string) => {
+          for (const m of chunk.matchAll(/committed (\d+)/g)) committed = Math.max(committed, Number(m[1]));
+          if (committed >= 20_000) resolve();
+        });
+      });
+    } finally {
+      child.removeAllListeners('exit');
+      const exited = new Promise((r) => child.once('exit', r));
+      if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGKILL');
+      await exited;
+    }
+    expect(child.signalCode).toBe('SIGKILL');
+    expect(fs.existsSync(`${file}-wal`)).toBe(true); // killed before it could checkpoint and remove it
+
+    const db = openTraceDb(file, { readonly: true });
+    const reader = new TraceReader(db);
+    const s = reader.getSession(reader.resolveSession('killed'))!;
+    const count = reader.frameCount(s.id);
+    expect(count).toBeGreaterThanOrEqual(committed);
+    expect(count % 1000).toBe(0); // whole batches only
+    expect(s.frames).toBe(count); // counters committed with their frames
+    expect(s.endedMonoNs).toBeNull();
+    let expected = 0;
+    let bad = 0;
+    for (const f of reader.frames(s.id)) {
+      if (f.seq !== expected || f.unique !== BigInt(expected) + 2n ** 60n || f.data.length !== (expected % 3 === 0 ? 4096 : 80) || f.data[0] !== (expected & 0xff)) bad++;
+      expected++;
+    }
+    expect(bad).toBe(0);
+    expect(expected).toBe(count);
+    expect(reader.duration(s)).toEqual({ ns: BigInt(count - 1), ended: false });
+    db.close();
+  }, 120_000);
+});
