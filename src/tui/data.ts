@@ -8,9 +8,7 @@ import type { Database } from 'better-sqlite3';
 import { compileFilter, type CompiledFilter, type SqlParam } from '../store/filter.js';
 import { countRequests, queryRequests, type RequestRow } from '../store/query.js';
 import { stats, type SessionStats } from '../store/stats.js';
-import { FUSE_INT_REQ_BIT, OUT_HEADER_SIZE, type DecodeContext } from '../protocol/index.js';
-import { OPCODE_TABLE } from '../protocol/index.js';
-import { structs, type StructDesc } from '../protocol/index.js';
+import { FUSE_INT_REQ_BIT, OPCODE_TABLE, OUT_HEADER_SIZE, structs, type DecodeContext, type StructDesc } from '../protocol/index.js';
 const { fuse_entry_out, fuse_open_out } = structs;
 import type { InFlightScope, SortOrder } from './state.js';
 

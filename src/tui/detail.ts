@@ -3,9 +3,7 @@
  * the protocol codec (every field named, flags and errnos by name), the INTERRUPT frames that
  * belong to it, then hex dumps of the raw bytes. Pure: RequestDetail in, lines out.
  */
-import { decodeReply, decodeRequest, type DecodeContext, type DecodedFrame } from '../protocol/index.js';
-import { errnoName } from '../protocol/index.js';
-import { formatFields, formatLine } from '../protocol/index.js';
+import { decodeReply, decodeRequest, errnoName, formatFields, formatLine, type DecodeContext, type DecodedFrame } from '../protocol/index.js';
 import type { FrameRow, RequestDetail } from './data.js';
 import { formatDur, formatResult, formatTime, hexDump, stateColor } from './format.js';
 
@@ -71,6 +69,27 @@ export function detailLines(d: RequestDetail): DetailLine[] {
   out.push({ text: `  replied    ${rel(r.reply_ns, r.start_ns)}` });
   out.push({ text: `  duration   ${formatDur(r.dur_ns)}   request ${r.len} bytes, reply ${r.reply_len ?? '-'} bytes` });
 
+  // The lifecycle at a glance: one line per frame, in the order the proxy saw them.
+  const all: Array<[string, FrameRow]> = [];
+  if (d.request) all.push(['request', d.request]);
+  for (const f of d.interrupts) all.push([f.dir === 0 ? 'INTERRUPT' : 'INTERRUPT reply', f]);
+  if (d.reply) all.push(['reply', d.reply]);
+  for (const f of d.others) all.push(['frame', f]);
+  all.sort((a, b) => a[1].seq - b[1].seq);
+  out.push(heading('frames of this request'));
+  const reqFrame = d.request ? decodeRequest(d.request.data, d.protocol).frame : undefined;
+  for (const [what, f] of all) {
+    const ctx = { ...d.protocol, opcode: f.dir === 1 ? (what === 'INTERRUPT reply' ? INTERRUPT : r.opcode) : undefined, request: reqFrame };
+    const x = f.dir === 0 ? decodeRequest(f.data, d.protocol) : decodeReply(f.data, ctx);
+    const line = x.frame ? formatLine(x.frame) : `${f.len} bytes (undecodable)`;
+    const failed = f.writeErrno !== 0 ? `  write ${errnoName(f.writeErrno)}` : '';
+    out.push({
+      text: `  +${formatDur(f.tsNs - r.start_ns).padEnd(8)} frame ${String(f.seq).padEnd(6)} ${line}${failed}`,
+      color: what.startsWith('INTERRUPT') ? 'magenta' : failed ? 'yellow' : undefined,
+      bold: what.startsWith('INTERRUPT'),
+    });
+  }
+
   let request: DecodedFrame | undefined;
   if (d.request) {
     out.push(heading(frameHeading('request', d.request, r.start_ns)));
@@ -95,12 +114,7 @@ export function detailLines(d: RequestDetail): DetailLine[] {
     out.push({ ...heading(frameHeading('other frame on this unique', f, r.start_ns)), color: 'yellow' });
     out.push(...decoded(f, d.protocol, request, f.dir === 1 ? r.opcode : undefined).lines);
   }
-  const all: Array<[string, FrameRow]> = [];
-  if (d.request) all.push(['request', d.request]);
-  for (const f of d.interrupts) all.push([f.dir === 0 ? 'INTERRUPT' : 'INTERRUPT reply', f]);
-  if (d.reply) all.push(['reply', d.reply]);
-  for (const f of d.others) all.push(['frame', f]);
-  for (const [what, f] of all.sort((a, b) => a[1].seq - b[1].seq)) {
+  for (const [what, f] of all) {
     out.push(heading(`hex: ${what} (frame ${f.seq})`));
     out.push(...hexDump(f.data, 1024).map((text) => ({ text: `  ${text}`, dim: false })));
   }

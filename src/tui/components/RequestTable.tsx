@@ -43,7 +43,7 @@ export function RequestTable({ rows, top, cursor, height, width }: RequestTableP
           time: formatTime(r.start_ns),
           unique: String(r.unique),
           op: r.op,
-          path: r.path ?? (r.nodeid !== null ? `<nodeid ${r.nodeid}>` : ''),
+          path: r.path ?? (r.nodeid !== null && r.nodeid !== 0 ? `<nodeid ${r.nodeid}>` : ''),
           proc: r.pid === null ? '' : `${r.pid} ${r.comm ?? ''}`,
           dur: formatDur(r.dur_ns),
           result: formatResult(r.errno),
