@@ -23,6 +23,14 @@ export const OUT_HEADER_SIZE = 16;
  * the interrupted request's unique | FUSE_INT_REQ_BIT, and a reply to the INTERRUPT (EAGAIN/ENOSYS)
  * carries it. Ordinary uniques step by 2 (FUSE_REQ_ID_STEP), so this bit is free in them. */
 export const FUSE_INT_REQ_BIT = 1n;
+/** True for the unique of a FUSE_INTERRUPT and of a reply to one (ordinary uniques are even). */
+export function isInterruptUnique(unique: bigint): boolean {
+  return (unique & FUSE_INT_REQ_BIT) !== 0n;
+}
+/** The unique of the request that an INTERRUPT (or a reply to the INTERRUPT) is about. */
+export function interruptTarget(unique: bigint): bigint {
+  return unique & ~FUSE_INT_REQ_BIT;
+}
 /** Set in the unique of a request the kernel resent after FUSE_NOTIFY_RESEND (7.40). */
 export const FUSE_UNIQUE_RESEND = 1n << 63n;
 /** nodeid of the root directory. */
@@ -259,7 +267,8 @@ function requestArgSize(info: OpcodeInfo, desc: StructDesc, r: Reader, ctx: Deco
 export function decodeRequest(buf: Buffer, ctx: DecodeContext = {}): DecodeResult {
   const minor = ctx.minor ?? KERNEL_MINOR;
   if (buf.length < IN_HEADER_SIZE) {
-    return { ok: false, error: { kind: 'short', message: `${buf.length} bytes, fuse_in_header needs ${IN_HEADER_SIZE}` }, errors: [{ kind: 'short', message: `${buf.length} bytes, fuse_in_header needs ${IN_HEADER_SIZE}` }], raw: buf };
+    const e: DecodeError = { kind: 'short', message: `${buf.length} bytes, fuse_in_header needs ${IN_HEADER_SIZE}` };
+    return { ok: false, error: e, errors: [e], raw: buf };
   }
   const errors: DecodeError[] = [];
   const { values: header } = decodeStruct(buf, 0, fuse_in_header, IN_HEADER_SIZE, minor);
@@ -474,7 +483,6 @@ function decodeNotify(r: Reader, header: Fields, code: number, minor: number, en
     if (arg) frame.args.push(arg);
   }
   for (let i = 0; i < info.names; i++) {
-    const before = r.pos;
     const name = r.name(info.name);
     frame.names.push(name);
     const namelen = num(arg?.namelen);
@@ -482,7 +490,6 @@ function decodeNotify(r: Reader, header: Fields, code: number, minor: number, en
     if (got.kind === 'name' && got.bytes.length !== namelen) {
       r.err('bad-name', `${info.name}: namelen ${namelen}, name has ${got.bytes.length} bytes`);
     }
-    void before;
   }
   readTail(r, info.tail, arg, frame, info.name);
   if (info.name === 'NOTIFY_STORE' && frame.data && arg && frame.data.length !== num(arg.size)) {

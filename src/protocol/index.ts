@@ -1,9 +1,15 @@
 /**
  * The FUSE wire codec's public entry point: tables, decode/encode, printing, INIT negotiation.
  * Everything other parts of fusetrace need from src/protocol is exported here.
+ *
+ *   const d = new SessionDecoder();            // learns minor/flags from INIT, pairs replies by unique
+ *   const res = d.decode('rx', frameBytes);     // never throws; res.ok, res.errors, res.frame, res.raw
+ *   if (res.frame) console.log(formatLine(res.frame));   // rx 42 LOOKUP n1 "foo" pid 1234
+ *   encode(res.frame) equals frameBytes; edit res.frame.args[0] and encode() to rewrite a frame.
  */
 export {
   KERNEL_MAJOR, KERNEL_MINOR, IN_HEADER_SIZE, OUT_HEADER_SIZE, FUSE_INT_REQ_BIT, FUSE_UNIQUE_RESEND, FUSE_ROOT_ID,
+  isInterruptUnique, interruptTarget,
   decodeRequest, decodeReply, decodeFrame, encode, buildRequest, buildReply, buildNotify,
 } from './codec.js';
 export type {

@@ -5,7 +5,7 @@
  */
 import { INIT_FLAG } from './flags.js';
 import { decodeReply, decodeRequest, KERNEL_MINOR, type DecodedFrame, type DecodeResult, type Direction } from './codec.js';
-import { Opcode } from './opcodes.js';
+import { Opcode, opcodeInfo } from './opcodes.js';
 
 export interface InitInfo {
   /** Version the kernel offered in the INIT request. */
@@ -98,10 +98,10 @@ export class SessionDecoder {
       const f = res.frame;
       if (f) {
         if (f.opcode === Opcode.INIT) this.initRequest = f;
-        const info = f.opcode === undefined ? undefined : f;
-        if (info && !(f.opcode === Opcode.FORGET || f.opcode === Opcode.BATCH_FORGET || f.opcode === Opcode.NOTIFY_REPLY)) {
-          this.pending.set(f.unique, f);
-        }
+        // FORGET, BATCH_FORGET and NOTIFY_REPLY are never answered. INTERRUPT usually is not either,
+        // but stays pending so that an EAGAIN/ENOSYS answer to it pairs up.
+        const info = opcodeInfo(f.opcode!);
+        if (!info?.noReply || f.opcode === Opcode.INTERRUPT) this.pending.set(f.unique, f);
       }
       return res;
     }
@@ -119,8 +119,8 @@ export class SessionDecoder {
     return { ...res, request };
   }
 
-  /** Requests that have not been answered (yet). */
+  /** Requests that expect a reply and have not had one (yet); INTERRUPTs are left out. */
   unanswered(): DecodedFrame[] {
-    return [...this.pending.values()];
+    return [...this.pending.values()].filter((f) => f.opcode !== Opcode.INTERRUPT);
   }
 }

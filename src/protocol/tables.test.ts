@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   buildReply, buildRequest, errnoName, errnoNumber, ERRNOS, formatFlags, formatMode, formatEnum, negotiateInit, parseFlags,
-  FOPEN_FLAGS, INIT_FLAG, INIT_FLAGS, OPEN_FLAGS, FATTR_FLAGS, LOCK_TYPES, Opcode, SessionDecoder,
+  FOPEN_FLAGS, INIT_FLAG, isInterruptUnique, interruptTarget, INIT_FLAGS, OPEN_FLAGS, FATTR_FLAGS, LOCK_TYPES, Opcode, SessionDecoder,
 } from './index.js';
 
 describe('errno table', () => {
@@ -100,6 +100,14 @@ describe('INIT negotiation', () => {
     const lk = d.decode('tx', buildReply({ unique: 4n, opcode: Opcode.LOOKUP, args: [{ nodeid: 3n }], minor: 8 }));
     expect(lk.errors).toEqual([]);
     expect(lk.frame!.args[0].nodeid).toBe(3n);
+    // An INTERRUPT (unique = target | FUSE_INT_REQ_BIT) answered EAGAIN pairs with the INTERRUPT.
+    d.decode('rx', buildRequest({ opcode: Opcode.READ, unique: 6n, nodeid: 3n, arg: { size: 10 }, minor: 8 }));
+    d.decode('rx', buildRequest({ opcode: Opcode.INTERRUPT, unique: 7n, arg: { unique: 6n } }));
+    const again = d.decode('tx', buildReply({ unique: 7n, error: -11 }));
+    expect(again.request?.name).toBe('INTERRUPT');
+    expect(isInterruptUnique(7n)).toBe(true);
+    expect(interruptTarget(7n)).toBe(6n);
+    expect(d.unanswered().map((f) => f.name)).toEqual(['READ']);
     expect(negotiateInit(buildRequest({ opcode: Opcode.LOOKUP, unique: 2n, names: ['a'] }), rep(0n, 45))).toBeUndefined();
   });
 });
