@@ -1,0 +1,180 @@
+/**
+ * Query speed of `show` and `stats` on a synthetic session of 1,000,000 requests (issue 4:
+ * `show --filter 'op==READ && dur>1ms'` well under 1 s, `stats` under 2 s).
+ *
+ * The session is built once and cached in $TMPDIR/fusetrace-bench-query-v<N>.db (delete it, or
+ * bump CACHE_VERSION when the generator or the schema changes, to rebuild it).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Database } from 'better-sqlite3';
+import { openTraceDb } from '../src/store/db.js';
+import { FORMAT_VERSION } from '../src/store/schema.js';
+import { countRequests, queryRequests } from '../src/store/query.js';
+import { stats } from '../src/store/stats.js';
+
+const REQUESTS = 1_000_000;
+const CACHE_VERSION = 1;
+const CACHE = path.join(os.tmpdir(), `fusetrace-bench-query-v${CACHE_VERSION}-f${FORMAT_VERSION}.db`);
+
+/** xorshift32: a fixed seed, so every run of the bench measures the same data. */
+function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 0x1_0000_0000;
+  };
+}
+
+/** Opcode mix of a build-and-grep workload: metadata dominates, then data. [opcode, weight, median dur ns] */
+const MIX: [number, number, number][] = [
+  [1, 22, 60_000], // LOOKUP
+  [3, 25, 30_000], // GETATTR
+  [15, 18, 250_000], // READ
+  [16, 8, 300_000], // WRITE
+  [14, 5, 80_000], // OPEN
+  [18, 5, 20_000], // RELEASE
+  [25, 5, 15_000], // FLUSH
+  [44, 3, 400_000], // READDIRPLUS
+  [27, 1, 40_000], // OPENDIR
+  [29, 1, 20_000], // RELEASEDIR
+  [2, 4, 0], // FORGET (no reply)
+  [35, 1, 150_000], // CREATE
+  [10, 1, 100_000], // UNLINK
+  [22, 1, 25_000], // GETXATTR
+];
+
+function build(file: string): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.rmSync(tmp, { force: true });
+  const db = openTraceDb(tmp, { create: true });
+  const rand = rng(0x5eed);
+  const total = MIX.reduce((s, m) => s + m[1], 0);
+  const paths = Array.from({ length: 5000 }, (_, i) => `/src/dir${i % 97}/file${i}.${['c', 'h', 'o', 'txt'][i % 4]}`);
+  const comms = ['make', 'cc1', 'ld', 'bash', 'cat', 'grep', 'git', 'kworker/u8:1'];
+  db.prepare(
+    `INSERT INTO sessions (id, name, started_wall_ns, started_mono_ns, ended_mono_ns, command, mountpoint, end_reason)
+     VALUES (1, 'bench', ?, 0, ?, '["synthetic"]', '/mnt', 'unmount')`,
+  ).run(BigInt(Date.now()) * 1_000_000n, REQUESTS * 20_000);
+  const ins = db.prepare(
+    `INSERT INTO requests (session, seq, unique_id, opcode, nodeid, fh, path, pid, comm, uid, gid, start_ns, fwd_ns, reply_ns, dur_ns, errno, len, reply_len, state, outcome, background, reply_seq)
+     VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, 1000, 1000, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+  );
+  db.transaction(() => {
+    let t = 0;
+    for (let i = 0; i < REQUESTS; i++) {
+      t += Math.floor(-Math.log(1 - rand()) * 20_000); // ~50,000 requests/s
+      let w = rand() * total;
+      let m = MIX[0]!;
+      for (const x of MIX) {
+        if ((w -= x[1]) < 0) {
+          m = x;
+          break;
+        }
+      }
+      const [opcode, , median] = m;
+      const p = Math.floor(rand() ** 2 * paths.length); // some paths are hot
+      const pid = 1000 + Math.floor(rand() * 60);
+      const noreply = opcode === 2;
+      // Log-normal durations around the opcode's median; about 1 in 20 READs takes over 1 ms.
+      const dur = noreply ? null : Math.max(1000, Math.round(median * Math.exp(1.1 * gauss(rand))));
+      const r = rand();
+      let state = 'ok';
+      let errno: number | null = 0;
+      if (noreply) {
+        state = 'noreply';
+        errno = null;
+      } else if (opcode === 1 && r < 0.15) {
+        state = 'error';
+        errno = 2; // ENOENT
+      } else if (r < 0.002) {
+        state = 'interrupted';
+        errno = 4; // EINTR
+      } else if (r < 0.0025) {
+        state = 'error';
+        errno = 5; // EIO
+      } else if (i > REQUESTS - 20 && r < 0.5) {
+        state = 'aborted';
+        errno = null;
+      }
+      const replied = errno !== null;
+      const len = opcode === 16 ? 80 + 4096 * (1 + Math.floor(rand() * 32)) : 40 + (opcode === 1 ? 20 : 24);
+      const replyLen = !replied ? null : opcode === 15 && errno === 0 ? 16 + 4096 * (1 + Math.floor(rand() * 32)) : errno ? 16 : 16 + 120;
+      ins.run(
+        i * 2,
+        2 * (i + 1),
+        opcode,
+        1 + p,
+        opcode === 15 || opcode === 16 || opcode === 18 || opcode === 25 ? 0x5600_0000 + p : null,
+        paths[p],
+        pid,
+        comms[pid % comms.length],
+        t,
+        t + 2_000,
+        replied ? t + dur! : null,
+        replied ? dur : null,
+        errno,
+        len,
+        replyLen,
+        state,
+        state === 'interrupted' ? 'eintr' : null,
+        opcode === 18 || opcode === 29 ? 1 : 0,
+        replied ? i * 2 + 1 : null,
+      );
+    }
+  })();
+  db.close();
+  fs.renameSync(tmp, file);
+}
+
+/** Box-Muller: one standard normal sample. */
+function gauss(rand: () => number): number {
+  return Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+}
+
+function time<T>(label: string, fn: () => T): T {
+  const t0 = process.hrtime.bigint();
+  const v = fn();
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  process.stdout.write(`  ${label.padEnd(52)} ${ms.toFixed(1).padStart(8)} ms\n`);
+  return v;
+}
+
+function plan(db: Database, sql: string, ...params: unknown[]): string {
+  return (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as { detail: string }[]).map((r) => r.detail).join('; ');
+}
+
+export async function benchQuery(): Promise<void> {
+  if (!fs.existsSync(CACHE)) {
+    process.stdout.write(`  building ${REQUESTS} synthetic requests in ${CACHE} ...\n`);
+    time('build (once, cached)', () => build(CACHE));
+  } else {
+    process.stdout.write(`  using cached ${CACHE}\n`);
+  }
+  const db = openTraceDb(CACHE, { readonly: true });
+  try {
+    const filter = 'op==READ && dur>1ms';
+    // First a cold-ish pass (the page cache may be warm from building), then a repeat.
+    for (const pass of ['first', 'again']) {
+      const page = time(`show --filter '${filter}' first page (50) [${pass}]`, () => queryRequests(db, 1, { filter, limit: 50 }));
+      const n = time(`show --filter '${filter}' count [${pass}]`, () => countRequests(db, 1, { filter }));
+      if (pass === 'first') process.stdout.write(`    ${n} matching, first unique ${page[0]?.unique}\n`);
+    }
+    time(`show --sort dur --filter '${filter}' first page (50)`, () => queryRequests(db, 1, { filter, sort: 'dur', limit: 50 }));
+    time(`show --filter 'path ~ "/src/dir1/*.c"' first page (50)`, () => queryRequests(db, 1, { filter: 'path ~ "/src/dir1/*.c"', limit: 50 }));
+    time('show 1000000-end (range)', () => queryRequests(db, 1, { range: '1000000-end', limit: 50 }));
+    const s = time('stats (whole session)', () => stats(db, 1));
+    process.stdout.write(
+      `    ${s.requests} requests, p50 ${s.overall.p50_ns} ns, p99 ${s.overall.p99_ns} ns, max in flight ${s.max_in_flight.count}, read ${s.bytes_read} B\n`,
+    );
+    time(`stats --filter '${filter}'`, () => stats(db, 1, filter));
+    process.stdout.write(`  plan of the filtered count: ${plan(db, 'SELECT count(*) FROM requests WHERE session = ? AND opcode = ? AND dur_ns > ?', 1, 15, 1_000_000)}\n`);
+  } finally {
+    db.close();
+  }
+}

@@ -1,0 +1,342 @@
+/**
+ * `fusetrace stats`: aggregates over the request ledger, computed in SQLite (a session can hold
+ * millions of requests; nothing here loads them into JavaScript).
+ */
+import type { Database } from 'better-sqlite3';
+import { errnoName, opcodeName, registerFilterFunctions, type CompiledFilter, type SqlParam } from './filter.js';
+import { requestWhere } from './query.js';
+
+/** Latency percentiles (nearest rank: the smallest duration at least p% of requests do not exceed). */
+export interface Latency {
+  /** Requests with a reply (the ones that have a duration). */
+  answered: number;
+  p50_ns: number | null;
+  p90_ns: number | null;
+  p99_ns: number | null;
+  max_ns: number | null;
+}
+
+export interface OpStats extends Latency {
+  opcode: number;
+  op: string;
+  requests: number;
+  /** Replies with errno > 0. */
+  errors: number;
+}
+
+export interface SessionStats {
+  requests: number;
+  errors: number;
+  /** Requests per lifecycle state. */
+  states: Record<string, number>;
+  /** Per opcode, most requests first. */
+  ops: OpStats[];
+  overall: Latency;
+  /** Error replies by errno, most frequent first. */
+  errnos: { errno: number; err: string; count: number }[];
+  /** Payload of successful READ replies (reply length minus the 16-byte fuse_out_header). */
+  bytes_read: number;
+  /** Payload of successful WRITE requests (length minus fuse_in_header 40 + fuse_write_in 40). */
+  bytes_written: number;
+  /** Most requests outstanding at once (read from /dev/fuse, reply not yet seen), and when it first happened. */
+  max_in_flight: { count: number; at_ns: number | null };
+  /** Paths by total time spent in their requests. */
+  top_paths: { path: string; requests: number; total_ns: number }[];
+  /** Processes by total time spent in their requests. */
+  top_procs: { pid: number; comm: string | null; requests: number; total_ns: number }[];
+}
+
+/** fuse_out_header (16 bytes) precedes the data of a READ reply. */
+const OUT_HEADER = 16;
+/** fuse_in_header (40) + fuse_write_in (40, protocol >= 7.9) precede the data of a WRITE. */
+const WRITE_HEADERS = 80;
+const READ = 15;
+const WRITE = 16;
+
+/** The index that makes unfiltered per-opcode percentiles a few index seeks (schema.ts). */
+const OP_DUR_INDEX = 'requests_op_dur';
+
+/**
+ * Statistics of the requests of `session` that match `filter`.
+ * `top` bounds the top-paths and top-processes lists (default 10).
+ */
+export function stats(db: Database, session: number, filter?: string | CompiledFilter | null, opts: { top?: number } = {}): SessionStats {
+  registerFilterFunctions(db);
+  registerSweep(db);
+  const top = opts.top ?? 10;
+  if (!Number.isSafeInteger(top) || top < 0) throw new RangeError(`top must be a non-negative integer, not ${top}`);
+  const { where, params } = requestWhere(session, { filter });
+  if (where === 'session = ?') {
+    const hasIndex = !!db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'index' AND name = ?`).get(OP_DUR_INDEX);
+    return aggregate(db, { table: 'requests', where, params, order: 'seq', seek: hasIndex ? session : null }, top);
+  }
+  // A filter: evaluate it once into a temporary table (the planner picks the best access path for
+  // the WHERE alone), then aggregate that. Run on the ledger itself, each GROUP BY below would be
+  // free to walk an index in group order and look up every row of the session, evaluating the
+  // filter (and its regexps) again each time.
+  db.exec('DROP TABLE IF EXISTS temp.fusetrace_stats_sel');
+  db.prepare(
+    `CREATE TEMP TABLE fusetrace_stats_sel AS
+       SELECT seq, opcode, start_ns, reply_ns, dur_ns, errno, len, reply_len, state, path, pid, comm
+         FROM requests WHERE ${where} ORDER BY seq`,
+  ).run(...params);
+  try {
+    return aggregate(db, { table: 'temp.fusetrace_stats_sel', where: '1', params: [], order: 'rowid', seek: null }, top);
+  } finally {
+    db.exec('DROP TABLE IF EXISTS temp.fusetrace_stats_sel');
+  }
+}
+
+/** The rows stats() aggregates: a table, a WHERE over it, and the order that is start order. */
+interface Source {
+  table: string;
+  where: string;
+  params: SqlParam[];
+  /** A column that orders rows as they were read from /dev/fuse (seq; rowid of the selection). */
+  order: string;
+  /** The session, when latency can be read by index seeks on requests_op_dur / requests_dur. */
+  seek: number | null;
+}
+
+function aggregate(db: Database, src: Source, top: number): SessionStats {
+  const { table, where, params } = src;
+  // Counts per opcode. On the whole session this is a covering scan of requests_op_dur (no sort).
+  const counts = db
+    .prepare(`SELECT opcode, count(*) AS requests, count(dur_ns) AS answered FROM ${table} WHERE ${where} GROUP BY opcode`)
+    .all(...params) as { opcode: number; requests: number; answered: number }[];
+  // Errors by (errno, opcode): grouping on errno first keeps SQLite from walking requests_op_dur
+  // and looking up every row; only the error rows are sorted.
+  const errorRows = db
+    .prepare(`SELECT errno, opcode, count(*) AS n FROM ${table} WHERE ${where} AND errno > 0 GROUP BY errno, opcode`)
+    .all(...params) as { errno: number; opcode: number; n: number }[];
+  const errorsByOp = new Map<number, number>();
+  const byErrno = new Map<number, number>();
+  for (const r of errorRows) {
+    errorsByOp.set(r.opcode, (errorsByOp.get(r.opcode) ?? 0) + r.n);
+    byErrno.set(r.errno, (byErrno.get(r.errno) ?? 0) + r.n);
+  }
+  const bytes = db
+    .prepare(
+      `SELECT coalesce(sum(CASE WHEN opcode = ${READ} AND errno = 0 THEN max(reply_len - ${OUT_HEADER}, 0) END), 0) AS rbytes,
+              coalesce(sum(CASE WHEN opcode = ${WRITE} AND errno = 0 THEN max(len - ${WRITE_HEADERS}, 0) END), 0) AS wbytes
+         FROM ${table} WHERE ${where}`,
+    )
+    .get(...params) as { rbytes: number; wbytes: number };
+
+  const latByOp = src.seek !== null ? latencyBySeek(db, src.seek, counts) : latencyByWindow(db, table, where, params);
+  const overall = src.seek !== null ? latencyOverallBySeek(db, src.seek) : latencyByWindow(db, table, where, params, false).get(-1)!;
+
+  const none: Latency = { answered: 0, p50_ns: null, p90_ns: null, p99_ns: null, max_ns: null };
+  const ops: OpStats[] = counts
+    .map((r) => ({ opcode: r.opcode, op: opcodeName(r.opcode), requests: r.requests, errors: errorsByOp.get(r.opcode) ?? 0, ...(latByOp.get(r.opcode) ?? none) }))
+    .sort((a, b) => b.requests - a.requests || a.opcode - b.opcode);
+
+  const states: Record<string, number> = {};
+  for (const r of db.prepare(`SELECT state, count(*) AS n FROM ${table} WHERE ${where} GROUP BY state ORDER BY n DESC, state`).all(...params) as { state: string; n: number }[]) {
+    states[r.state] = r.n;
+  }
+
+  const errnos = [...byErrno]
+    .map(([errno, count]) => ({ errno, err: errnoName(errno), count }))
+    .sort((a, b) => b.count - a.count || a.errno - b.errno);
+
+  // One streaming pass in start order (the primary key, so no sort) for in-flight, top paths and
+  // top processes: SQLite's GROUP BY would sort every row twice, a sweep in SQL sorts 2n events.
+  const sweep = JSON.parse(
+    db
+      .prepare(
+        `SELECT fusetrace_sweep(?, start_ns, reply_ns, state NOT IN ('noreply', 'notify'), path, pid, comm, dur_ns)
+           FROM (SELECT start_ns, reply_ns, state, path, pid, comm, dur_ns FROM ${table} WHERE ${where} ORDER BY ${src.order})`,
+      )
+      .pluck()
+      .get(top, ...params) as string,
+  ) as SweepResult;
+  const max_in_flight = sweep.ordered ? sweep.inflight : inflightBySql(db, table, where, params);
+
+  return {
+    requests: counts.reduce((s, r) => s + r.requests, 0),
+    errors: [...errorsByOp.values()].reduce((s, n) => s + n, 0),
+    states,
+    ops,
+    overall,
+    errnos,
+    bytes_read: bytes.rbytes,
+    bytes_written: bytes.wbytes,
+    max_in_flight,
+    top_paths: sweep.paths,
+    top_procs: sweep.procs,
+  };
+}
+
+/** Nearest rank of percentile p among n values, 1-based: ceil(n * p / 100). */
+function rank(n: number, p: number): number {
+  return Math.max(1, Math.ceil((n * p) / 100));
+}
+
+/** Per-opcode percentiles as index seeks on requests_op_dur: `ORDER BY dur_ns LIMIT 1 OFFSET rank-1`. */
+function latencyBySeek(db: Database, session: number, counts: { opcode: number; answered: number }[]): Map<number, Latency> {
+  const at = db.prepare(`SELECT dur_ns FROM requests WHERE session = ? AND opcode = ? AND dur_ns IS NOT NULL ORDER BY dur_ns LIMIT 1 OFFSET ?`).pluck();
+  const max = db.prepare(`SELECT max(dur_ns) FROM requests WHERE session = ? AND opcode = ?`).pluck();
+  const out = new Map<number, Latency>();
+  for (const { opcode, answered: n } of counts) {
+    if (n === 0) continue;
+    const p = (q: number): number => at.get(session, opcode, rank(n, q) - 1) as number;
+    out.set(opcode, { answered: n, p50_ns: p(50), p90_ns: p(90), p99_ns: p(99), max_ns: max.get(session, opcode) as number });
+  }
+  return out;
+}
+
+/** Whole-session percentiles as seeks on requests_dur (session, dur_ns). */
+function latencyOverallBySeek(db: Database, session: number): Latency {
+  const n = db.prepare(`SELECT count(dur_ns) FROM requests WHERE session = ?`).pluck().get(session) as number;
+  if (n === 0) return { answered: 0, p50_ns: null, p90_ns: null, p99_ns: null, max_ns: null };
+  const at = db.prepare(`SELECT dur_ns FROM requests WHERE session = ? AND dur_ns IS NOT NULL ORDER BY dur_ns LIMIT 1 OFFSET ?`).pluck();
+  const p = (q: number): number => at.get(session, rank(n, q) - 1) as number;
+  return { answered: n, p50_ns: p(50), p90_ns: p(90), p99_ns: p(99), max_ns: db.prepare(`SELECT max(dur_ns) FROM requests WHERE session = ?`).pluck().get(session) as number };
+}
+
+/**
+ * Percentiles of a filtered set with window functions: rows numbered in duration order inside
+ * SQLite, the rank-th picked per opcode (or overall, keyed -1). Rank = ceil(n * p / 100) = (n * p + 99) / 100.
+ */
+function latencyByWindow(db: Database, table: string, where: string, params: SqlParam[], byOp = true): Map<number, Latency> {
+  const pct = (p: number): string => `max(CASE WHEN rn = (n * ${p} + 99) / 100 THEN dur_ns END)`;
+  const key = byOp ? 'opcode' : '-1';
+  const partition = byOp ? 'PARTITION BY opcode' : '';
+  const sql = `SELECT ${key} AS k, max(n) AS answered, ${pct(50)} AS p50_ns, ${pct(90)} AS p90_ns, ${pct(99)} AS p99_ns, max(dur_ns) AS max_ns
+       FROM (SELECT opcode, dur_ns, row_number() OVER w AS rn, count(*) OVER (${partition}) AS n
+               FROM ${table} WHERE ${where} AND dur_ns IS NOT NULL
+             WINDOW w AS (${partition} ORDER BY dur_ns))
+      GROUP BY k`;
+  const out = new Map<number, Latency>();
+  for (const r of db.prepare(sql).all(...params) as (Latency & { k: number })[]) {
+    out.set(r.k, { answered: r.answered, p50_ns: r.p50_ns, p90_ns: r.p90_ns, p99_ns: r.p99_ns, max_ns: r.max_ns });
+  }
+  if (!byOp && !out.has(-1)) out.set(-1, { answered: 0, p50_ns: null, p90_ns: null, p99_ns: null, max_ns: null });
+  return out;
+}
+
+/**
+ * Most requests in flight as a sweep over start (+1) and reply (-1) events in SQL, for when the
+ * rows did not come in start order. At equal times the reply counts first, so a request that
+ * starts the instant another ends does not overlap it.
+ */
+function inflightBySql(db: Database, table: string, where: string, params: SqlParam[]): SessionStats['max_in_flight'] {
+  const r = db
+    .prepare(
+      `SELECT c AS count, t AS at_ns FROM (
+         SELECT t, sum(d) OVER (ORDER BY t, d ROWS UNBOUNDED PRECEDING) AS c FROM (
+           SELECT start_ns AS t, 1 AS d FROM ${table} WHERE ${where} AND state NOT IN ('noreply', 'notify')
+           UNION ALL
+           SELECT reply_ns AS t, -1 AS d FROM ${table} WHERE ${where} AND state NOT IN ('noreply', 'notify') AND reply_ns IS NOT NULL))
+       ORDER BY c DESC, t LIMIT 1`,
+    )
+    .get(...params, ...params) as { count: number; at_ns: number } | undefined;
+  return r && r.count > 0 ? { count: r.count, at_ns: r.at_ns } : { count: 0, at_ns: null };
+}
+
+interface SweepResult {
+  /** False when start_ns went backwards: the in-flight figure is then computed in SQL instead. */
+  ordered: boolean;
+  inflight: SessionStats['max_in_flight'];
+  paths: SessionStats['top_paths'];
+  procs: SessionStats['top_procs'];
+}
+
+interface SweepState {
+  top: number;
+  ordered: boolean;
+  last: number;
+  /** Min-heap of the reply times of the requests in flight (Infinity: never answered). */
+  heap: number[];
+  max: number;
+  at: number | null;
+  paths: Map<string, { requests: number; total_ns: number }>;
+  procs: Map<number, { comm: string | null; requests: number; total_ns: number }>;
+}
+
+const sweepRegistered = new WeakSet<Database>();
+
+/**
+ * `fusetrace_sweep(top, start_ns, reply_ns, waits, path, pid, comm, dur_ns)`: an aggregate fed rows
+ * in start order. It keeps the reply times of outstanding requests in a min-heap (so memory is the
+ * number in flight, not the number of rows) and sums time per path and per pid; the result is JSON.
+ */
+function registerSweep(db: Database): void {
+  if (sweepRegistered.has(db)) return;
+  db.aggregate('fusetrace_sweep', {
+    start: (): SweepState => ({ top: 10, ordered: true, last: -Infinity, heap: [], max: 0, at: null, paths: new Map(), procs: new Map() }),
+    step: ((s: SweepState, top: number, start: number, reply: number | null, waits: number, path: string | null, pid: number | null, comm: string | null, dur: number | null) => {
+      s.top = top;
+      if (start < s.last) s.ordered = false;
+      s.last = start;
+      if (waits) {
+        const h = s.heap;
+        // A reply at the same instant as this start ends first (see inflightBySql).
+        while (h.length > 0 && h[0]! <= start) heapPop(h);
+        heapPush(h, reply ?? Infinity);
+        if (h.length > s.max) {
+          s.max = h.length;
+          s.at = start;
+        }
+      }
+      const d = dur ?? 0;
+      if (path !== null) {
+        const e = s.paths.get(path);
+        if (e) {
+          e.requests++;
+          e.total_ns += d;
+        } else s.paths.set(path, { requests: 1, total_ns: d });
+      }
+      if (pid !== null) {
+        const e = s.procs.get(pid);
+        if (e) {
+          e.requests++;
+          e.total_ns += d;
+          if (e.comm === null) e.comm = comm;
+        } else s.procs.set(pid, { comm, requests: 1, total_ns: d });
+      }
+      return s;
+      // better-sqlite3 passes the SQL arguments after the accumulator; its typings only know one.
+    }) as unknown as (s: SweepState, next: SweepState) => SweepState,
+    result: (s: SweepState | undefined): string => {
+      if (!s) return JSON.stringify({ ordered: true, inflight: { count: 0, at_ns: null }, paths: [], procs: [] });
+      const paths = [...s.paths]
+        .map(([path, e]) => ({ path, requests: e.requests, total_ns: e.total_ns }))
+        .sort((a, b) => b.total_ns - a.total_ns || b.requests - a.requests || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
+        .slice(0, s.top);
+      const procs = [...s.procs]
+        .map(([pid, e]) => ({ pid, comm: e.comm, requests: e.requests, total_ns: e.total_ns }))
+        .sort((a, b) => b.total_ns - a.total_ns || b.requests - a.requests || a.pid - b.pid)
+        .slice(0, s.top);
+      return JSON.stringify({ ordered: s.ordered, inflight: { count: s.max, at_ns: s.at }, paths, procs });
+    },
+  });
+  sweepRegistered.add(db);
+}
+
+function heapPush(h: number[], v: number): void {
+  let i = h.push(v) - 1;
+  while (i > 0) {
+    const p = (i - 1) >> 1;
+    if (h[p]! <= v) break;
+    h[i] = h[p]!;
+    i = p;
+  }
+  h[i] = v;
+}
+
+function heapPop(h: number[]): void {
+  const last = h.pop()!;
+  if (h.length === 0) return;
+  let i = 0;
+  for (;;) {
+    const l = 2 * i + 1;
+    if (l >= h.length) break;
+    const c = l + 1 < h.length && h[l + 1]! < h[l]! ? l + 1 : l;
+    if (h[c]! >= last) break;
+    h[i] = h[c]!;
+    i = c;
+  }
+  h[i] = last;
+}
