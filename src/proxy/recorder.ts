@@ -43,7 +43,7 @@ export interface RecordOptions {
   command: string[];
   /** Where the live line and the summary go (default process.stderr). */
   log?: NodeJS.WriteStream;
-  /** Keep at most one request unread in the socket (default true; see native/pump.h). */
+  /** Keep at most one request unread in the socket (default: true unless FUSETRACE_GATE=0; see native/pump.h). */
   gate?: boolean;
 }
 
@@ -143,6 +143,8 @@ function plan(opts: RecordOptions): Plan {
 /** Runs one recording to its end; resolves with how it ended (never rejects after the mount). */
 export async function record(opts: RecordOptions): Promise<RecordResult> {
   const p = plan(opts);
+  // FUSETRACE_GATE=0 turns the killability gate off, to measure what it costs and buys.
+  const gate = opts.gate ?? process.env.FUSETRACE_GATE !== '0';
   const log = opts.log ?? process.stderr;
   const progName = basename(p.server);
 
@@ -184,7 +186,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       sndbuf: pair.sndbuf,
       sndbufForced: pair.forced,
       maxFrame,
-      gate: opts.gate !== false,
+      gate,
     },
   });
 
@@ -197,7 +199,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       initMask: initMask(),
       maxWriteLimit: limits.maxWrite,
       maxPagesLimit: limits.maxPages,
-      gate: opts.gate !== false,
+      gate,
     },
     () => onWake(),
   );

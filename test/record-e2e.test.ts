@@ -1,0 +1,564 @@
+// End-to-end tests of `fusetrace record`: the real CLI (node bin/fusetrace.js, from dist/), real
+// mounts, real FUSE servers (libfuse examples, test/servers, gocryptfs), real SQLite traces.
+// Every test registers its mounts and processes with a CleanupRegistry, so a failing test still
+// unmounts (never lazily) and stops what it started, by PID.
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chownSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, statSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { requireFuse, repoRoot } from './helpers/fuse-env.js';
+import { buildExample, buildServer } from './helpers/build.js';
+import { CleanupRegistry, isMounted, mountAt, runDirect, unmount, waitExit, type ExitInfo } from './helpers/mount.js';
+import { copyInOut, fileChurn, lsTree, populateTree, sha256File, writeDeterministicFile } from './helpers/workloads.js';
+import { gocryptfsArgs, gocryptfsInit } from './helpers/gocryptfs.js';
+
+const reg = new CleanupRegistry();
+afterEach(() => reg.cleanup());
+
+const ROOT = repoRoot();
+const CLI = join(ROOT, 'bin', 'fusetrace.js');
+
+beforeAll(() => {
+  requireFuse();
+  // The tests run the real CLI: compile the TypeScript and make sure the addon is there.
+  const tsc = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], {
+    encoding: 'utf8',
+  });
+  if (tsc.status !== 0) throw new Error(`tsc failed:\n${tsc.stdout}${tsc.stderr}`);
+  for (const f of ['fusetrace.node', 'fusetrace-exec']) {
+    if (!existsSync(join(ROOT, 'build', 'Release', f))) throw new Error(`build/Release/${f} missing: run npx node-gyp rebuild`);
+  }
+}, 120_000);
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** A running `fusetrace record`. */
+interface Recording {
+  child: ChildProcess;
+  pid: number;
+  mnt: string;
+  db: string;
+  exited: Promise<ExitInfo>;
+  /** fusetrace's stderr so far. */
+  stderr(): string;
+  /** PID of the FUSE server (fusetrace's child), read from /proc while it runs. */
+  serverPid: number;
+}
+
+interface StartOptions {
+  extra?: string[];
+  /** Run fusetrace as this uid/gid (setpriv), for the fusermount3 path. */
+  asUser?: number;
+  env?: NodeJS.ProcessEnv;
+  /** Do not wait for the mount (for tests of refusals). */
+  noWait?: boolean;
+}
+
+/** Starts `fusetrace --db DB record [extra] -- SERVER ARGS...` and waits until INIT is answered. */
+async function startRecord(server: string, args: string[], mnt: string, db: string, opts: StartOptions = {}): Promise<Recording> {
+  const logDir = reg.tempDir('fusetrace-reclog-');
+  if (opts.asUser !== undefined) chownSync(logDir, opts.asUser, opts.asUser);
+  const logPath = join(logDir, 'stderr');
+  const fd = openSync(logPath, 'w');
+  const cli = [CLI, '--db', db, 'record', ...(opts.extra ?? []), '--', server, ...args, mnt];
+  let cmd = process.execPath;
+  let argv = cli;
+  if (opts.asUser !== undefined) {
+    // /dev/fuse is 0600 root here, and fusermount3 opens it after dropping privileges. Give the
+    // user a 0666 node in a private mount namespace only (a tmpfs, since device nodes need a
+    // mount without nodev), so nothing on the host changes and it all vanishes with the namespace.
+    const devDir = reg.tempDir('fusetrace-devnode-');
+    const u = String(opts.asUser);
+    const script =
+      'mount -t tmpfs -o mode=0755 fusetrace-dev "$1" && mknod -m 0666 "$1/fuse" c 10 229 && ' +
+      'mount --bind "$1/fuse" /dev/fuse && shift && exec setpriv --reuid "$U" --regid "$U" --clear-groups "$@"';
+    cmd = 'unshare';
+    argv = ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', devDir, process.execPath, ...cli];
+    opts = { ...opts, env: { ...(opts.env ?? process.env), U: u } };
+  }
+  let child: ChildProcess;
+  try {
+    child = spawn(cmd, argv, { stdio: ['ignore', fd, fd], env: opts.env ?? process.env });
+  } finally {
+    closeSync(fd);
+  }
+  reg.mount(mnt);
+  reg.process(child);
+  const exited = waitExit(child);
+  const stderr = () => readFileSync(logPath, 'utf8');
+  const rec: Recording = { child, pid: child.pid!, mnt, db, exited, stderr, serverPid: 0 };
+  if (opts.noWait) return rec;
+  const mounted = () => (opts.asUser === undefined ? isMounted(mnt) : mountedInNamespaceOf(rec.pid, mnt));
+  const deadline = Date.now() + 15_000;
+  while (!mounted()) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`fusetrace exited early:\n${stderr()}`);
+    if (Date.now() > deadline) throw new Error(`no mount at ${mnt} after 15 s:\n${stderr()}`);
+    await sleep(20);
+  }
+  // The first access waits for the server's INIT reply; async so a broken server cannot hang us.
+  if (opts.asUser === undefined) {
+    await Promise.race([
+      stat(mnt),
+      sleep(10_000).then(() => {
+        throw new Error(`INIT not answered within 10 s:\n${stderr()}`);
+      }),
+    ]);
+  } else {
+    const r = inNamespaceAs(rec.pid, opts.asUser, ['stat', mnt]);
+    if (r.status !== 0) throw new Error(`stat in the namespace failed: ${r.stderr}\n${stderr()}`);
+  }
+  rec.serverPid = serverPidOf(rec.pid);
+  if (opts.asUser === undefined) reg.process(rec.serverPid);
+  return rec;
+}
+
+/** True when `mnt` is a mount point in the mount namespace of `pid`. */
+function mountedInNamespaceOf(pid: number, mnt: string): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n').some((l) => l.split(' ')[4] === mnt);
+  } catch {
+    return false;
+  }
+}
+
+/** Runs a command as `uid` inside the mount namespace of `pid`. */
+function inNamespaceAs(pid: number, uid: number, cmd: string[]) {
+  return spawnSync('nsenter', [`--mount=/proc/${pid}/ns/mnt`, 'setpriv', '--reuid', String(uid), '--regid', String(uid), '--clear-groups', ...cmd], {
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
+}
+
+/** The FUSE server under fusetrace: the (only) child of fusetrace's main thread (or of setpriv's exec). */
+function serverPidOf(pid: number): number {
+  const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  if (kids.length !== 1) throw new Error(`expected one child of fusetrace ${pid}, got ${kids.join(',')}`);
+  return kids[0];
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitGone(pid: number, ms = 10_000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (pidAlive(pid)) {
+    // A zombie is gone for our purposes only once reaped; our children are reaped by node.
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0];
+    if (st === 'Z') return true;
+    if (Date.now() > end) return false;
+    await sleep(20);
+  }
+  return true;
+}
+
+interface SessionRow {
+  id: number;
+  kernel_minor: number | null;
+  server_minor: number | null;
+  max_write: number | null;
+  init_changes: string | null;
+  ended_mono_ns: number | null;
+  end_reason: string | null;
+  server_exit_code: number | null;
+  server_signal: string | null;
+  exit_status: number | null;
+  frames: number;
+  dropped: number;
+  snaplen: number | null;
+  meta: string | null;
+}
+
+interface FrameRow {
+  seq: number;
+  dir: number;
+  unique_id: number;
+  opcode: number | null;
+  error: number | null;
+  len: number;
+  cap_len: number;
+  data: Buffer;
+  write_errno: number;
+  ts_ns: number;
+  fwd_ns: number | null;
+}
+
+function readTrace(db: string): { session: SessionRow; frames: FrameRow[]; procs: Array<{ pid: number; comm: string }> } {
+  const d = new Database(db, { readonly: true });
+  try {
+    const session = d.prepare('SELECT * FROM sessions ORDER BY id DESC LIMIT 1').get() as SessionRow;
+    const frames = d.prepare('SELECT * FROM frames WHERE session = ? ORDER BY seq').all(session.id) as FrameRow[];
+    const procs = d.prepare('SELECT pid, comm FROM procs WHERE session = ?').all(session.id) as Array<{ pid: number; comm: string }>;
+    return { session, frames, procs };
+  } finally {
+    d.close();
+  }
+}
+
+const FUSE_FORGET = 2;
+const FUSE_INTERRUPT = 36;
+const FUSE_BATCH_FORGET = 42;
+const FUSE_NOTIFY_REPLY = 41;
+
+/**
+ * Checks the trace holds every frame and that request/reply pairing is complete: seq has no gaps,
+ * every frame is whole and as long as its header says, every request that takes a reply got
+ * exactly one after it, and every reply answers a request.
+ */
+function expectCompletePairing(frames: FrameRow[], opts: { allowUnanswered?: Set<number> } = {}): { requests: number; replies: number } {
+  expect(frames.length).toBeGreaterThan(0);
+  frames.forEach((f, i) => expect(f.seq).toBe(i));
+  const open = new Map<number, FrameRow>();
+  const interrupts = new Set<number>();
+  let requests = 0;
+  let replies = 0;
+  for (const f of frames) {
+    expect(f.cap_len).toBe(f.len);
+    expect(f.data.length).toBe(f.len);
+    expect(f.data.readUInt32LE(0)).toBe(f.len);
+    if (f.dir === 0) {
+      requests++;
+      expect(f.write_errno).toBe(0);
+      if (f.opcode === FUSE_FORGET || f.opcode === FUSE_BATCH_FORGET || f.opcode === FUSE_NOTIFY_REPLY) continue;
+      if (f.opcode === FUSE_INTERRUPT) {
+        interrupts.add(f.unique_id);
+        continue;
+      }
+      expect(open.has(f.unique_id), `unique ${f.unique_id} reused while open`).toBe(false);
+      open.set(f.unique_id, f);
+    } else {
+      replies++;
+      if (f.unique_id === 0) continue; // notification
+      if (open.has(f.unique_id)) open.delete(f.unique_id);
+      else expect(interrupts.has(f.unique_id), `reply ${f.seq} (unique ${f.unique_id}) answers no request`).toBe(true);
+    }
+  }
+  const left = [...open.values()].filter((f) => !opts.allowUnanswered?.has(f.opcode!));
+  expect(left.map((f) => `seq ${f.seq} opcode ${f.opcode}`)).toEqual([]);
+  return { requests, replies };
+}
+
+function dbIn(dir: string): string {
+  return join(dir, 'trace.db');
+}
+
+describe('fusetrace record with libfuse hello', () => {
+  it('records every frame of ls + cat with complete pairing, ends on user unmount with exit 0', async () => {
+    const work = reg.tempDir();
+    const mnt = reg.mountpoint();
+    const rec = await startRecord(buildExample('hello'), ['-f'], mnt, dbIn(work), { extra: ['--name', 'hello-test'] });
+    expect(mountAt(mnt)?.fsType).toBe('fuse.example-hello');
+    const ls = spawnSync('ls', ['-l', mnt], { encoding: 'utf8' });
+    expect(ls.stdout).toContain('hello');
+    expect(readFileSync(join(mnt, 'hello'), 'utf8')).toBe('Hello World!\n');
+    expect(spawnSync('umount', [mnt]).status).toBe(0);
+    expect(await rec.exited).toEqual({ code: 0, signal: null });
+    expect(await waitGone(rec.serverPid)).toBe(true);
+    expect(isMounted(mnt)).toBe(false);
+
+    const { session, frames, procs } = readTrace(rec.db);
+    expect(session).toMatchObject({ end_reason: 'unmount', exit_status: 0, dropped: 0, kernel_minor: 45 });
+    // libfuse reads end-of-file instead of ENODEV and exits non-zero; that is recorded, not our status.
+    expect(session.server_exit_code).not.toBe(0);
+    expect(session.ended_mono_ns).not.toBeNull();
+    expect(session.frames).toBe(frames.length);
+    expectCompletePairing(frames);
+    expect(frames[0]).toMatchObject({ dir: 0, opcode: 26 }); // FUSE_INIT first
+    const opcodes = new Set(frames.filter((f) => f.dir === 0).map((f) => f.opcode));
+    for (const op of [1 /* LOOKUP */, 14 /* OPEN */, 15 /* READ */, 18 /* RELEASE */]) expect(opcodes).toContain(op);
+    // The READ reply carries the file's bytes.
+    const read = frames.find((f) => f.dir === 0 && f.opcode === 15)!;
+    const reply = frames.find((f) => f.dir === 1 && f.unique_id === read.unique_id)!;
+    expect(reply.data.subarray(16).toString()).toBe('Hello World!\n');
+    expect(reply.ts_ns).toBeGreaterThan(read.ts_ns);
+    // ls ran as its own process; the reads came from this test's node process.
+    expect(procs.map((p) => p.comm)).toEqual(expect.arrayContaining(['ls', 'node']));
+    expect(procs.find((p) => p.pid === process.pid)?.comm).toBe('node');
+    expect(rec.stderr()).toMatch(/fusetrace: session 1 in .*ended by unmount/);
+  });
+
+  it('masks the INIT bits that need a real /dev/fuse fd and records the change', async () => {
+    const work = reg.tempDir();
+    const mnt = reg.mountpoint();
+    const rec = await startRecord(buildExample('hello'), ['-f'], mnt, dbIn(work));
+    expect(spawnSync('umount', [mnt]).status).toBe(0);
+    await rec.exited;
+    const { session, frames } = readTrace(rec.db);
+    const changes = JSON.parse(session.init_changes!);
+    const offered = BigInt(changes.kernelFlags);
+    const forwarded = BigInt(changes.kernelFlagsForwarded);
+    const PASSTHROUGH = 1n << 37n;
+    // The kernel offers FUSE_PASSTHROUGH (6.9+); the server must not see it.
+    expect(offered & PASSTHROUGH).toBe(PASSTHROUGH);
+    expect(forwarded & PASSTHROUGH).toBe(0n);
+    expect(changes.maskedFlags).toContain('FUSE_PASSTHROUGH');
+    // The recorded INIT request is the one delivered to the server: flags/flags2 as forwarded.
+    const init = frames[0].data;
+    const flags = BigInt(init.readUInt32LE(40 + 12)) | (BigInt(init.readUInt32LE(40 + 16)) << 32n);
+    expect(flags).toBe(forwarded);
+    expect(session.max_write).toBe(changes.maxWrite.forwarded);
+  });
+
+  it('ends with exit 0 on SIGINT and on SIGTERM: unmounted, server gone, trace committed', async () => {
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+      const work = reg.tempDir();
+      const mnt = reg.mountpoint();
+      const rec = await startRecord(buildExample('hello'), ['-f'], mnt, dbIn(work));
+      expect(readFileSync(join(mnt, 'hello'), 'utf8')).toBe('Hello World!\n');
+      rec.child.kill(sig);
+      expect(await rec.exited).toEqual({ code: 0, signal: null });
+      expect(isMounted(mnt)).toBe(false);
+      expect(await waitGone(rec.serverPid)).toBe(true);
+      const { session, frames } = readTrace(rec.db);
+      expect(session).toMatchObject({ end_reason: 'signal', exit_status: 0 });
+      expect(session.ended_mono_ns).not.toBeNull();
+      expectCompletePairing(frames);
+      expect(rec.stderr()).toContain(`${sig} received`);
+    }
+  });
+
+  it('mirrors a native crash: the server killed by SIGSEGV leaves a disconnected mount (ENOTCONN), exit 139', async () => {
+    const work = reg.tempDir();
+    const mnt = reg.mountpoint();
+    const rec = await startRecord(buildExample('hello'), ['-f'], mnt, dbIn(work));
+    expect(readFileSync(join(mnt, 'hello'), 'utf8')).toBe('Hello World!\n');
+    process.kill(rec.serverPid, 'SIGSEGV');
+    expect(await rec.exited).toEqual({ code: 139, signal: null });
+    // Not lazily unmounted: the mount is still there, and dead.
+    expect(isMounted(mnt)).toBe(true);
+    await expect(stat(join(mnt, 'hello'))).rejects.toMatchObject({ code: 'ENOTCONN' });
+    const { session, frames } = readTrace(rec.db);
+    expect(session).toMatchObject({ end_reason: 'server-crash', server_signal: 'SIGSEGV', exit_status: 139 });
+    expectCompletePairing(frames);
+    expect(rec.stderr()).toMatch(/left disconnected/);
+    expect(await unmount(mnt)).toBe('umount');
+  });
+
+  it('keeps everything committed before fusetrace is SIGKILLed; the server then exits', async () => {
+    const work = reg.tempDir();
+    const mnt = reg.mountpoint();
+    const rec = await startRecord(buildExample('hello'), ['-f'], mnt, dbIn(work));
+    for (let i = 0; i < 20; i++) expect(readFileSync(join(mnt, 'hello'), 'utf8')).toBe('Hello World!\n');
+    await sleep(400); // > 100 ms commit period
+    rec.child.kill('SIGKILL');
+    expect((await rec.exited).signal).toBe('SIGKILL');
+    // Our /dev/fuse fd closed with us: the connection is aborted, the server reads end-of-file.
+    expect(await waitGone(rec.serverPid)).toBe(true);
+    await expect(stat(join(mnt, 'hello'))).rejects.toMatchObject({ code: 'ENOTCONN' });
+    const { session, frames } = readTrace(rec.db);
+    expect(session.ended_mono_ns).toBeNull();
+    expect(session.end_reason).toBeNull();
+    expect(frames.filter((f) => f.dir === 0 && f.opcode === 15).length).toBeGreaterThanOrEqual(1);
+    expect(frames.filter((f) => f.dir === 0 && f.opcode === 14).length).toBeGreaterThanOrEqual(20);
+    expectCompletePairing(frames);
+    expect(await unmount(mnt)).toBe('umount');
+  });
+
+  it('refuses a busy mountpoint, a missing server and a bad --snaplen with one line and exit 2', async () => {
+    const work = reg.tempDir();
+    const mnt = reg.mountpoint();
+    await runDirect(buildExample('hello'), ['-f'], mnt, { registry: reg });
+    const run = (args: string[]) => spawnSync(process.execPath, [CLI, '--db', dbIn(work), 'record', ...args], { encoding: 'utf8', timeout: 20_000 });
+    const busy = run(['--', buildExample('hello'), '-f', mnt]);
+    expect(busy.status).toBe(2);
+    expect(busy.stderr).toMatch(/^fusetrace: mountpoint .* is busy: already a fuse\.example-hello mount/);
+    expect(busy.stderr.trim().split('\n')).toHaveLength(1);
+    const missing = run(['--', join(work, 'no-such-server'), '-f', work]);
+    expect(missing.status).toBe(2);
+    expect(missing.stderr.trim()).toBe(`fusetrace: server not found or not executable: ${join(work, 'no-such-server')}`);
+    const snap = run(['--snaplen', 'x', '--', buildExample('hello'), '-f', work]);
+    expect(snap.status).toBe(2);
+    expect(snap.stderr.trim()).toBe("fusetrace: --snaplen must be a positive number of bytes, got 'x'");
+    const nomnt = run(['--', buildExample('hello'), '-f']);
+    expect(nomnt.status).toBe(2);
+    expect(nomnt.stderr).toMatch(/no mountpoint among the server arguments/);
+    expect(existsSync(dbIn(work))).toBe(false); // refused before anything was written
+  });
+
+  it('--snaplen keeps only the first bytes of each frame, with the full length', async () => {
+    const work = reg.tempDir();
+    const mnt = reg.mountpoint();
+    const rec = await startRecord(buildExample('hello'), ['-f'], mnt, dbIn(work), { extra: ['--snaplen', '48'] });
+    expect(readFileSync(join(mnt, 'hello'), 'utf8')).toBe('Hello World!\n');
+    expect(spawnSync('umount', [mnt]).status).toBe(0);
+    await rec.exited;
+    const { session, frames } = readTrace(rec.db);
+    expect(session.snaplen).toBe(48);
+    const big = frames.filter((f) => f.len > 48);
+    expect(big.length).toBeGreaterThan(0);
+    for (const f of frames) expect(f.cap_len).toBe(Math.min(f.len, 48));
+  });
+});
+
+describe('fusetrace record with libfuse passthrough_ll', () => {
+  for (const variant of [[], ['-o', 'clone_fd']]) {
+    it(`serves 200 MB in and out, ls -lR and 2,000-file churn identically to the source ${variant.join(' ')}`, async () => {
+      const work = reg.tempDir();
+      const src = join(work, 'src');
+      populateTree(src);
+      const mnt = reg.mountpoint();
+      const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`, ...variant], mnt, dbIn(work));
+      const copy = await copyInOut(mnt, { mb: 200 });
+      expect(copy.readBack).toBe(copy.expected);
+      expect(copy.copiedOut).toBe(copy.expected);
+      expect(copy.statSize).toBe(200 << 20);
+      expect(await lsTree(mnt)).toBe(await lsTree(src));
+      const churnMnt = fileChurn(mnt, 2000);
+      mkdirSync(join(work, 'direct'));
+      const churnDirect = fileChurn(join(work, 'direct'), 2000);
+      expect(churnMnt.map((p) => [p.phase, p.entries, p.links, p.digest])).toEqual(
+        churnDirect.map((p) => [p.phase, p.entries, p.links, p.digest]),
+      );
+      rec.child.kill('SIGTERM');
+      expect(await rec.exited).toEqual({ code: 0, signal: null });
+      expect(isMounted(mnt)).toBe(false);
+      const { session, frames } = readTrace(rec.db);
+      expect(session.dropped).toBe(0);
+      const { requests } = expectCompletePairing(frames);
+      expect(requests).toBeGreaterThan(10_000);
+      // The big WRITEs went through whole: max_write is libfuse's 1 MiB unless the socket forced a clamp.
+      const writes = frames.filter((f) => f.dir === 0 && f.opcode === 16);
+      const written = writes.reduce((s, f) => s + f.data.readUInt32LE(40 + 16), 0);
+      expect(written).toBeGreaterThanOrEqual(200 << 20);
+      expect(Math.max(...writes.map((f) => f.len))).toBeGreaterThan(128 << 10);
+    }, 240_000);
+  }
+});
+
+describe('hazards', () => {
+  it('splice-writing server: replies > 61 KiB arrive whole (seccomp makes libfuse fall back to writev)', async () => {
+    const work = reg.tempDir();
+    const source = join(work, 'source.bin');
+    const sha = writeDeterministicFile(source, 8 << 20, 'splice');
+    const mnt = reg.mountpoint();
+    const rec = await startRecord(buildServer('splice_fs'), ['-f', `--source=${source}`, '--direct-io'], mnt, dbIn(work));
+    const got = await sha256File(join(mnt, 'big'));
+    expect(got).toEqual({ sha256: sha, bytes: 8 << 20 });
+    expect(spawnSync('umount', [mnt]).status).toBe(0);
+    expect((await rec.exited).code).toBe(0);
+    const { frames } = readTrace(rec.db);
+    expectCompletePairing(frames);
+    const reads = frames.filter((f) => f.dir === 0 && f.opcode === 15).map((f) => f.unique_id);
+    const replies = frames.filter((f) => f.dir === 1 && reads.includes(f.unique_id));
+    expect(Math.max(...replies.map((f) => f.len))).toBeGreaterThan(61 << 10);
+    expect(replies.every((f) => f.error === 0 && f.write_errno === 0)).toBe(true);
+    expect(frames.filter((f) => f.write_errno === 74 /* EBADMSG: partial */)).toEqual([]);
+  });
+
+  it('a SIGINTed read is recorded with its FUSE_INTERRUPT and the EINTR reply; notifies pass both ways', async () => {
+    const work = reg.tempDir();
+    const mnt = reg.mountpoint();
+    const rec = await startRecord(buildServer('interrupt_fs'), ['-f', '--delay-ms=300', '--wait-ms=10000'], mnt, dbIn(work));
+    const r = spawnSync(buildServer('sigread'), [join(mnt, 'slow_eintr'), '200'], { encoding: 'utf8', timeout: 20_000 });
+    expect(r.stdout.trim()).toMatch(/^error EINTR signal=1/);
+    const ctl = (name: string) => expect(readFileSync(join(mnt, name), 'utf8')).toBe('ok\n');
+    expect(readFileSync(join(mnt, 'data'), 'utf8')).toMatch(/^generation 0/);
+    ctl('ctl_inval_inode');
+    expect(readFileSync(join(mnt, 'data'), 'utf8')).toMatch(/^generation 1/);
+    ctl('ctl_store');
+    ctl('ctl_retrieve');
+    expect(readFileSync(join(mnt, 'retrieved'), 'utf8')).toMatch(/^stored by notify 1/);
+    expect(spawnSync('umount', [mnt]).status).toBe(0);
+    await rec.exited;
+    const { frames } = readTrace(rec.db);
+    expectCompletePairing(frames);
+    const intr = frames.find((f) => f.dir === 0 && f.opcode === FUSE_INTERRUPT)!;
+    expect(intr).toBeDefined();
+    const target = Number(intr.data.readBigUInt64LE(40)); // fuse_interrupt_in.unique
+    const read = frames.find((f) => f.dir === 0 && f.unique_id === target)!;
+    expect(read.opcode).toBe(15);
+    const reply = frames.find((f) => f.dir === 1 && f.unique_id === target)!;
+    expect(reply.error).toBe(-4); // -EINTR
+    expect(reply.seq).toBeGreaterThan(intr.seq);
+    const notifies = frames.filter((f) => f.dir === 1 && f.unique_id === 0);
+    expect(notifies.map((f) => f.error)).toEqual(expect.arrayContaining([2 /* INVAL_INODE */, 4 /* STORE */, 5 /* RETRIEVE */]));
+    expect(notifies.every((f) => f.write_errno === 0)).toBe(true);
+    expect(frames.some((f) => f.dir === 0 && f.opcode === FUSE_NOTIFY_REPLY)).toBe(true);
+  });
+
+  /**
+   * Killability (hazard 4). The server is SIGSTOPped, four processes each start a LOOKUP in their
+   * own directory (separate directory locks), then all four are SIGKILLed. Natively all four die
+   * at once (their requests are still pending in the kernel). A request the proxy has read from
+   * /dev/fuse counts as sent: its process waits for the reply. The gate keeps at most one request
+   * unread in the socket, so three of four die at once; without it (FUSETRACE_GATE=0) none do.
+   */
+  async function killedQuickly(env: NodeJS.ProcessEnv): Promise<number> {
+    const work = reg.tempDir();
+    const src = join(work, 'src');
+    for (let i = 0; i < 4; i++) mkdirSync(join(src, `d${i}`), { recursive: true });
+    const mnt = reg.mountpoint();
+    const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, dbIn(work), { env });
+    for (let i = 0; i < 4; i++) expect(statSync(join(mnt, `d${i}`)).isDirectory()).toBe(true);
+    process.kill(rec.serverPid, 'SIGSTOP');
+    reg.defer(() => {
+      try { process.kill(rec.serverPid, 'SIGCONT'); } catch { /* gone */ }
+    });
+    await sleep(300);
+    const readers = [0, 1, 2, 3].map((i) => reg.process(spawn('stat', [join(mnt, `d${i}`, 'x')], { stdio: 'ignore' })));
+    await sleep(500);
+    for (const c of readers) expect(c.exitCode).toBeNull();
+    const t0 = Date.now();
+    for (const c of readers) c.kill('SIGKILL');
+    const deaths = await Promise.all(readers.map((c) => Promise.race([waitExit(c).then(() => Date.now() - t0), sleep(1000).then(() => -1)])));
+    process.kill(rec.serverPid, 'SIGCONT');
+    await Promise.all(readers.map((c) => waitExit(c)));
+    rec.child.kill('SIGTERM');
+    expect((await rec.exited).code).toBe(0);
+    return deaths.filter((ms) => ms >= 0 && ms < 500).length;
+  }
+
+  it('killability: with the server stopped, SIGKILLed readers die at once except the one request held unread', async () => {
+    expect(await killedQuickly(process.env)).toBe(3);
+    expect(await killedQuickly({ ...process.env, FUSETRACE_GATE: '0' })).toBe(0);
+  });
+});
+
+describe('other servers and users', () => {
+  it('gocryptfs (go-fuse) serves a 32 MB copy and a tree through fusetrace', async () => {
+    const work = reg.tempDir();
+    const cipher = join(work, 'cipher');
+    mkdirSync(cipher);
+    gocryptfsInit(cipher);
+    const mnt = reg.mountpoint();
+    const rec = await startRecord('gocryptfs', gocryptfsArgs(cipher), mnt, dbIn(work));
+    const copy = await copyInOut(mnt, { mb: 32 });
+    expect(copy.readBack).toBe(copy.expected);
+    expect(copy.copiedOut).toBe(copy.expected);
+    populateTree(join(mnt, 'tree'));
+    populateTree(join(work, 'tree'));
+    expect(await lsTree(join(mnt, 'tree'))).toBe(await lsTree(join(work, 'tree')));
+    rec.child.kill('SIGINT');
+    expect((await rec.exited).code).toBe(0);
+    const { frames } = readTrace(rec.db);
+    expectCompletePairing(frames);
+  }, 120_000);
+
+  it('runs as an ordinary user through fusermount3 (SCM_RIGHTS) and unmounts with fusermount3 -u', async () => {
+    const nobody = 65534;
+    const work = reg.tempDir();
+    chownSync(work, nobody, nobody);
+    const mnt = reg.mountpoint();
+    chownSync(mnt, nobody, nobody);
+    const server = buildExample('hello');
+    expect(statSync(server).mode & 0o005).toBe(0o005);
+    const rec = await startRecord(server, ['-f'], mnt, dbIn(work), { asUser: nobody });
+    const line = readFileSync(`/proc/${rec.pid}/mountinfo`, 'utf8').split('\n').find((l) => l.split(' ')[4] === mnt)!;
+    expect(line).toMatch(/ - fuse\.example-hello example-hello rw,user_id=65534,group_id=65534/);
+    expect(inNamespaceAs(rec.pid, nobody, ['cat', join(mnt, 'hello')]).stdout).toBe('Hello World!\n');
+    rec.child.kill('SIGTERM'); // unshare, sh and setpriv exec()ed: this PID is fusetrace itself
+    expect(await rec.exited).toEqual({ code: 0, signal: null });
+    expect(rec.stderr()).not.toMatch(/cannot unmount/);
+    const { session, frames } = readTrace(rec.db);
+    expect(JSON.parse(session.meta!)).toMatchObject({ uid: nobody, mountedVia: 'fusermount3' });
+    expect(session).toMatchObject({ end_reason: 'signal', exit_status: 0 });
+    expectCompletePairing(frames);
+  });
+});
