@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
+import { existsSync, readFileSync } from 'node:fs';
 import {
   buildReply, buildRequest, errnoName, errnoNumber, ERRNOS, formatFlags, formatMode, formatEnum, negotiateInit, parseFlags,
-  FOPEN_FLAGS, INIT_FLAG, isInterruptUnique, interruptTarget, INIT_FLAGS, OPEN_FLAGS, FATTR_FLAGS, LOCK_TYPES, Opcode, SessionDecoder,
+  FOPEN_FLAGS, FORMAT_SETS, INIT_FLAG, isInterruptUnique, interruptTarget, NotifyCode, INIT_FLAGS, OPEN_FLAGS, FATTR_FLAGS, LOCK_TYPES, Opcode, SessionDecoder,
 } from './index.js';
 
 describe('errno table', () => {
@@ -109,5 +110,39 @@ describe('INIT negotiation', () => {
     expect(interruptTarget(7n)).toBe(6n);
     expect(d.unanswered().map((f) => f.name)).toEqual(['READ']);
     expect(negotiateInit(buildRequest({ opcode: Opcode.LOOKUP, unique: 2n, names: ['a'] }), rep(0n, 45))).toBeUndefined();
+  });
+});
+
+describe('agreement with the system header (/usr/include/linux/fuse.h, 7.38 on Debian 12)', () => {
+  const path = '/usr/include/linux/fuse.h';
+  const text = existsSync(path) ? readFileSync(path, 'utf8') : '';
+
+  it.skipIf(!text)('every bit flag it defines has the same value in our flag tables', () => {
+    const ours = new Map<string, bigint>();
+    for (const set of FORMAT_SETS.values()) {
+      if (set.kind === 'flags') for (const [name, v] of set.bits) if (set.name !== 'init2') ours.set(name, v);
+    }
+    let checked = 0;
+    for (const m of text.matchAll(/#define\s+((?:FUSE|FATTR|FOPEN|CUSE)_\w+)\s+\(1(?:ULL)?\s*<<\s*(\d+)\)/g)) {
+      const [, name, bit] = m;
+      if (!ours.has(name)) continue;
+      expect(ours.get(name), name).toBe(1n << BigInt(bit));
+      checked++;
+    }
+    expect(checked).toBeGreaterThan(60);
+  });
+
+  it.skipIf(!text)('opcode and notify numbers match its enums', () => {
+    const opcodes = /enum fuse_opcode \{([^}]*)\}/.exec(text)![1];
+    let checked = 0;
+    for (const m of opcodes.matchAll(/(FUSE|CUSE)_(\w+)\s*=\s*(\d+)/g)) {
+      const name = m[1] === 'CUSE' ? `CUSE_${m[2]}` : m[2];
+      if (name.endsWith('BSWAP_RESERVED')) continue;
+      expect(Opcode[name], name).toBe(Number(m[3]));
+      checked++;
+    }
+    expect(checked).toBeGreaterThan(45);
+    const notify = /enum fuse_notify_code \{([^}]*)\}/.exec(text)![1];
+    for (const m of notify.matchAll(/FUSE_NOTIFY_(\w+)\s*=\s*(\d+)/g)) expect(NotifyCode[m[1]], m[1]).toBe(Number(m[2]));
   });
 });
