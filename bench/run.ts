@@ -3,9 +3,11 @@
  * To add a section, add one line to SECTIONS.
  */
 import { benchStore } from './store.js';
+import { benchRecord } from './record.js';
 
 const SECTIONS: Record<string, () => Promise<void>> = {
   store: benchStore,
+  record: benchRecord,
 };
 
 async function main(argv: string[]): Promise<number> {

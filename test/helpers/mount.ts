@@ -336,8 +336,9 @@ export interface DirectMount {
   log(): string;
   /** Resolves when the server exits. */
   exited: Promise<ExitInfo>;
-  /** Unmounts (abort if wedged), then waits for the server to exit (SIGTERM/SIGKILL after a grace time). */
-  stop(): Promise<ExitInfo>;
+  /** Unmounts (abort if wedged), then waits `graceMs` (default 5 s) for the server to exit by
+   *  itself before SIGTERM, then SIGKILL. */
+  stop(graceMs?: number): Promise<ExitInfo>;
 }
 
 export interface RunDirectOptions {
@@ -413,9 +414,9 @@ export async function runDirect(server: string, args: string[], mountpoint: stri
     logPath,
     log,
     exited,
-    async stop() {
+    async stop(graceMs = 5_000) {
       await unmount(mountpoint);
-      await stopProcess(child, 5_000);
+      await stopProcess(child, graceMs);
       const info = await exited;
       if (logDir && !opts.registry) rmSync(logDir, { recursive: true, force: true });
       return info;

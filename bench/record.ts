@@ -1,0 +1,215 @@
+/**
+ * What recording costs, against the same server mounted directly. libfuse's passthrough_ll over
+ * a temp tree runs two workloads (find + stat over 20,000 files; a 1 GiB sequential read):
+ *
+ *   direct               the server mounts by itself
+ *   debug log (-d)       the server's own per-request debug log, written to a file
+ *   record               `fusetrace record`, whole frames
+ *   record --snaplen 256 `fusetrace record --snaplen 256`
+ *
+ * Every run gets a fresh mount (cold FUSE caches; the source tree stays in the host page cache for
+ * all of them) and configurations are interleaved so drift hits them alike. Times are medians.
+ * Targets: metadata <= 1.3x direct when recording; 1 GiB read <= 1.5x with whole frames and
+ * <= 1.1x with --snaplen 256. BENCH_RECORD_FILES and BENCH_RECORD_READ_MIB scale it down.
+ */
+import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { requireFuse, repoRoot } from '../test/helpers/fuse-env.js';
+import { buildExample } from '../test/helpers/build.js';
+import { CleanupRegistry, runDirect, type DirectMount } from '../test/helpers/mount.js';
+import { findStat, makeManyFiles, sequentialRead, writeDeterministicFile } from '../test/helpers/workloads.js';
+
+const FILES = Number(process.env.BENCH_RECORD_FILES ?? 20_000);
+const READ_MIB = Number(process.env.BENCH_RECORD_READ_MIB ?? 1024);
+const META_RUNS = 3;
+const READ_RUNS = 2;
+
+interface Config {
+  name: string;
+  kind: 'direct' | 'debug' | 'record';
+  snaplen?: number;
+  /** Upper bound of the ratio against direct, per workload, where there is a target. */
+  target?: { metadata?: number; read?: number };
+}
+
+const CONFIGS: Config[] = [
+  { name: 'direct', kind: 'direct' },
+  { name: 'debug log (-d)', kind: 'debug' },
+  { name: 'record', kind: 'record', target: { metadata: 1.3, read: 1.5 } },
+  { name: 'record --snaplen 256', kind: 'record', snaplen: 256, target: { metadata: 1.3, read: 1.1 } },
+];
+
+type Workload = 'metadata' | 'read';
+
+interface Sample {
+  ms: number;
+  /** What the workload observed; must be equal across configurations. */
+  observed: string;
+  /** Bytes written beside the run: the trace file or the debug log. */
+  sideBytes: number;
+  /** From unmount to process exit (the recorder commits its trace here). */
+  stopMs: number;
+  /** Set when the process did not exit 0 after the unmount. */
+  exitNote?: string;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+function fileSize(path: string): number {
+  let total = 0;
+  for (const p of [path, `${path}-wal`]) {
+    try {
+      total += statSync(p).size;
+    } catch {
+      /* absent */
+    }
+  }
+  return total;
+}
+
+async function start(cfg: Config, server: string, src: string, work: string, reg: CleanupRegistry, run: string): Promise<{ fs: DirectMount; side: string }> {
+  const mnt = reg.mountpoint('fusetrace-bench-mnt-');
+  const serverArgs = ['-o', `source=${src}`];
+  if (cfg.kind === 'direct') {
+    return { fs: await runDirect(server, ['-f', ...serverArgs], mnt, { registry: reg }), side: '' };
+  }
+  if (cfg.kind === 'debug') {
+    // -d implies foreground; libfuse writes one block per request and reply to stderr.
+    const log = join(work, `debug-${run}.log`);
+    return { fs: await runDirect(server, ['-d', ...serverArgs], mnt, { registry: reg, logFile: log }), side: log };
+  }
+  const db = join(work, `trace-${run}.db`);
+  const snap = cfg.snaplen ? ['--snaplen', String(cfg.snaplen)] : [];
+  const fs = await runDirect(
+    process.execPath,
+    [join(repoRoot(), 'bin', 'fusetrace.js'), '--db', db, 'record', ...snap, '--', server, '-f', ...serverArgs],
+    mnt,
+    { registry: reg, logFile: join(work, `record-${run}.log`), timeoutMs: 15_000 },
+  );
+  return { fs, side: db };
+}
+
+async function measure(cfg: Config, workload: Workload, server: string, src: string, work: string, reg: CleanupRegistry, run: string): Promise<Sample> {
+  const { fs, side } = await start(cfg, server, src, work, reg, run);
+  // The first access waits for INIT to be answered; keep that out of the timing.
+  statSync(fs.mountpoint);
+  const t0 = process.hrtime.bigint();
+  let observed: string;
+  if (workload === 'metadata') {
+    const r = await findStat(join(fs.mountpoint, 'many'));
+    observed = `${r.entries} ${r.digest}`;
+  } else {
+    observed = String(sequentialRead(join(fs.mountpoint, 'big.bin')).bytes);
+  }
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  const s0 = process.hrtime.bigint();
+  const exit = await fs.stop(120_000);
+  const stopMs = Number(process.hrtime.bigint() - s0) / 1e6;
+  const sideBytes = side ? fileSize(side) : 0;
+  if (cfg.kind === 'record' && sideBytes === 0) {
+    throw new Error(`fusetrace record left no trace file (exit ${exit.code ?? exit.signal}):\n${fs.log().slice(-2000)}`);
+  }
+  const exitNote = exit.code === 0 ? undefined : `exit ${exit.code ?? exit.signal}: ${fs.log().trim().split('\n').slice(-1)[0] ?? ''}`;
+  return { ms, observed, sideBytes, stopMs, exitNote };
+}
+
+/** Starts `record` once on a tiny run to learn whether it works yet; returns why not, or null. */
+async function recordUnavailable(server: string, src: string, work: string, reg: CleanupRegistry): Promise<string | null> {
+  try {
+    await measure(CONFIGS[2], 'read', server, join(src, 'probe'), work, reg, 'probe');
+    return null;
+  } catch (err) {
+    return (err as Error).message.split('\n').filter(Boolean).slice(0, 3).join(' | ');
+  }
+}
+
+function fmtBytes(n: number): string {
+  if (n === 0) return '-';
+  if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(2)} GiB`;
+  if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(1)} MiB`;
+  return `${(n / 1024).toFixed(0)} KiB`;
+}
+
+export async function benchRecord(): Promise<void> {
+  requireFuse();
+  const server = buildExample('passthrough_ll');
+  // `dirs` holds the source tree and the work directory for the whole bench; `runs` holds what
+  // one round of runs mounted and started, cleaned after each round (1 GiB traces add up).
+  const dirs = new CleanupRegistry();
+  const runs = new CleanupRegistry();
+  try {
+    const work = dirs.tempDir('fusetrace-bench-work-');
+    const src = dirs.tempDir('fusetrace-bench-src-');
+    const tPrep = Date.now();
+    makeManyFiles(join(src, 'many'), FILES);
+    writeDeterministicFile(join(src, 'big.bin'), READ_MIB << 20, 'bench-record');
+    mkdirSync(join(src, 'probe'));
+    writeDeterministicFile(join(src, 'probe', 'big.bin'), 1 << 20, 'probe');
+    process.stdout.write(`passthrough_ll over ${FILES} files + a ${READ_MIB} MiB file (prepared in ${Date.now() - tPrep} ms)\n`);
+
+    const why = await recordUnavailable(server, src, work, runs);
+    await runs.cleanup();
+    const configs = why === null ? CONFIGS : CONFIGS.filter((c) => c.kind !== 'record');
+    if (why !== null) process.stdout.write(`fusetrace record does not work yet, record rows skipped: ${why}\n`);
+
+    const samples = new Map<string, Sample[]>();
+    const plan: [Workload, number][] = [['metadata', META_RUNS], ['read', READ_RUNS]];
+    for (const [workload, count] of plan) {
+      for (let i = 0; i < count; i++) {
+        for (const cfg of configs) {
+          const run = `${cfg.kind}${cfg.snaplen ?? ''}-${workload}-${i}`;
+          const s = await measure(cfg, workload, server, src, work, runs, run);
+          const key = `${cfg.name}/${workload}`;
+          samples.set(key, [...(samples.get(key) ?? []), s]);
+          rmSync(join(work, `trace-${run}.db`), { force: true });
+          rmSync(join(work, `trace-${run}.db-wal`), { force: true });
+          rmSync(join(work, `trace-${run}.db-shm`), { force: true });
+          rmSync(join(work, `debug-${run}.log`), { force: true });
+        }
+        await runs.cleanup();
+      }
+    }
+    report(configs, samples);
+  } finally {
+    try {
+      await runs.cleanup();
+    } finally {
+      await dirs.cleanup();
+    }
+  }
+}
+
+function report(configs: Config[], samples: Map<string, Sample[]>): void {
+  const base = (w: Workload) => median(samples.get(`direct/${w}`)!.map((s) => s.ms));
+  const rows: string[][] = [['config', 'find+stat', 'ratio', 'trace/log', `${READ_MIB} MiB read`, 'ratio', 'MB/s', 'trace/log', 'stop', 'targets']];
+  const problems: string[] = [];
+  for (const cfg of configs) {
+    const cells: string[] = [cfg.name];
+    const verdicts: string[] = [];
+    let stopMs = 0;
+    for (const w of ['metadata', 'read'] as Workload[]) {
+      const ss = samples.get(`${cfg.name}/${w}`)!;
+      const ms = median(ss.map((s) => s.ms));
+      const ratio = ms / base(w);
+      cells.push(`${(ms / 1000).toFixed(2)} s`, `${ratio.toFixed(2)}x`);
+      if (w === 'read') cells.push(`${((READ_MIB * 1.048576) / (ms / 1000)).toFixed(0)}`);
+      cells.push(fmtBytes(median(ss.map((s) => s.sideBytes))));
+      stopMs = Math.max(stopMs, ...ss.map((s) => s.stopMs));
+      const limit = cfg.target?.[w];
+      if (limit !== undefined) verdicts.push(`${w} <= ${limit}x ${ratio <= limit ? 'met' : 'MISSED'}`);
+      const direct = samples.get(`direct/${w}`)![0].observed;
+      for (const s of ss) if (s.observed !== direct) problems.push(`${cfg.name} ${w}: observed ${s.observed}, direct ${direct}`);
+      for (const s of ss) if (s.exitNote && cfg.kind === 'record') problems.push(`${cfg.name} ${w}: ${s.exitNote}`);
+    }
+    cells.push(`${(stopMs / 1000).toFixed(1)} s`, verdicts.join(', '));
+    rows.push(cells);
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd() + '\n');
+  process.stdout.write(`(medians: find+stat of ${META_RUNS} runs, read of ${READ_RUNS}; stop = slowest unmount-to-exit)\n`);
+  for (const p of new Set(problems)) process.stdout.write(`NOTE: ${p}\n`);
+}
