@@ -36,3 +36,7 @@ export { formatLine, formatFields, formatValue, briefStruct } from './print.js';
 export type { LineOptions } from './print.js';
 export { negotiateInit, SessionDecoder } from './init.js';
 export type { InitInfo, SessionDecodeResult } from './init.js';
+
+// Fail loudly at start-up, not deep inside a decode, if the tables ever disagree with themselves.
+import { assertTablesConsistent as checkAtStartup } from './opcodes.js';
+checkAtStartup();
