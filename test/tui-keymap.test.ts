@@ -47,3 +47,14 @@ describe('keymap', () => {
     expect(fs.readFileSync(file, 'utf8')).toBe(keymapMarkdown());
   });
 });
+
+describe('splitChunk', () => {
+  it('splits text that arrived together with Enter or Backspace into separate keys', async () => {
+    const { splitChunk } = await import('../src/tui/hooks/use-commands.js');
+    const parts = splitChunk('op==READ\r', noKey);
+    expect(parts.map(([i, k]) => [i, k.return])).toEqual([['op==READ', false], ['', true]]);
+    expect(splitChunk('ab\x7fc', noKey).map(([i, k]) => [i, k.delete])).toEqual([['ab', false], ['', true], ['c', false]]);
+    expect(splitChunk('j', noKey)).toEqual([['j', noKey]]);
+    expect(splitChunk('\x1b[A', noKey)).toEqual([['\x1b[A', noKey]]);
+  });
+});

@@ -4,7 +4,7 @@ import type { RequestRow } from '../../store/query.js';
 import { fit, fitLeft, formatDur, formatResult, formatTime, stateColor } from '../format.js';
 
 /** Fixed column widths; the path takes what is left. */
-const COLS = { time: 11, unique: 9, op: 12, proc: 18, dur: 8, result: 10, state: 22 };
+const COLS = { time: 11, unique: 9, op: 12, proc: 22, dur: 8, result: 10, state: 22 };
 const FIXED = Object.values(COLS).reduce((a, b) => a + b, 0) + 8;
 
 function cells(width: number, r: { time: string; unique: string; op: string; path: string; proc: string; dur: string; result: string; state: string }): string {

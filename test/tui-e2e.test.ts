@@ -1,0 +1,211 @@
+// End-to-end test of `fusetrace tui` in a real terminal: a session recorded by the real
+// `fusetrace record` (interrupt_fs under it, a reader SIGINTed in the middle of a READ), then the
+// real CLI (node bin/fusetrace.js, from dist/) run in a tmux pane driven with send-keys and read
+// with capture-pane. The tmux session has a unique name and is killed by that name in cleanup;
+// mounts and processes are registered with a CleanupRegistry (never a lazy unmount).
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync, copyFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { requireFuse, repoRoot } from './helpers/fuse-env.js';
+import { buildServer } from './helpers/build.js';
+import { CleanupRegistry, isMounted, waitExit } from './helpers/mount.js';
+import { rebuildLedger } from '../src/store/ledger.js';
+
+const reg = new CleanupRegistry();
+afterEach(() => reg.cleanup());
+
+const ROOT = repoRoot();
+const CLI = join(ROOT, 'bin', 'fusetrace.js');
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+beforeAll(() => {
+  requireFuse();
+  const tsc = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, encoding: 'utf8' });
+  // Other parts of the tree may not type-check while they are being written; tsc still emits.
+  if (!existsSync(join(ROOT, 'dist', 'src', 'tui', 'run.js'))) throw new Error(`tsc failed:\n${tsc.stdout}${tsc.stderr}`);
+  if (!existsSync(join(ROOT, 'build', 'Release', 'fusetrace.node'))) throw new Error('build/Release/fusetrace.node missing: run npx node-gyp rebuild');
+}, 180_000);
+
+/** Records interrupt_fs while sigread reads slow_eintr and gets SIGINT 200 ms in; returns the trace file. */
+async function recordInterruptedRead(): Promise<string> {
+  const work = reg.tempDir('fusetrace-tui-e2e-');
+  const mnt = reg.mountpoint();
+  const db = join(work, 'trace.db');
+  const logPath = join(work, 'record.log');
+  const fd = openSync(logPath, 'w');
+  const child = spawn(process.execPath, [CLI, '--db', db, 'record', '--', buildServer('interrupt_fs'), '-f', '--delay-ms=300', '--wait-ms=10000', mnt], {
+    stdio: ['ignore', fd, fd],
+  });
+  closeSync(fd);
+  reg.process(child);
+  const exited = waitExit(child);
+  const deadline = Date.now() + 15_000;
+  while (!isMounted(mnt)) {
+    if (child.exitCode !== null) throw new Error(`fusetrace record exited early:\n${readFileSync(logPath, 'utf8')}`);
+    if (Date.now() > deadline) throw new Error(`no mount after 15 s:\n${readFileSync(logPath, 'utf8')}`);
+    await sleep(20);
+  }
+  await stat(mnt);
+  const r = spawnSync(buildServer('sigread'), [join(mnt, 'slow_eintr'), '200'], { encoding: 'utf8', timeout: 20_000 });
+  expect(r.stdout.trim()).toMatch(/^error EINTR/);
+  expect(readFileSync(join(mnt, 'data'), 'utf8')).toMatch(/^generation/);
+  expect(spawnSync('umount', [mnt]).status).toBe(0);
+  await exited;
+  // `record` may not run the request ledger yet; derive the rows from the frames as it would.
+  const h = new Database(db);
+  try {
+    const session = h.prepare('SELECT max(id) FROM sessions').pluck().get() as number;
+    const rows = h.prepare('SELECT count(*) FROM requests WHERE session = ?').pluck().get(session) as number;
+    if (rows === 0) rebuildLedger(h, session);
+    expect(h.prepare("SELECT count(*) FROM requests WHERE state = 'interrupted'").pluck().get()).toBe(1);
+    h.pragma('wal_checkpoint(TRUNCATE)');
+  } finally {
+    h.close();
+  }
+  return db;
+}
+
+/** A tmux session of our own, 160x48, running a plain shell with a known prompt. */
+function tmuxSession(tag: string) {
+  const name = `fusetrace-tui-${tag}-${process.pid}-${Date.now()}`;
+  const tmux = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
+  const r = tmux('new-session', '-d', '-s', name, '-x', '160', '-y', '48', 'env', 'PS1=e2e$ ', 'TERM=xterm-256color', 'bash', '--norc', '--noprofile');
+  if (r.status !== 0) throw new Error(`tmux new-session failed: ${r.stderr}`);
+  reg.defer(() => {
+    tmux('kill-session', '-t', name);
+  });
+  const capture = () => tmux('capture-pane', '-p', '-t', name).stdout;
+  const waitFor = async (what: string, test: (screen: string) => boolean, ms = 10_000): Promise<string> => {
+    const until = Date.now() + ms;
+    for (;;) {
+      const screen = capture();
+      if (test(screen)) return screen;
+      if (Date.now() > until) throw new Error(`timed out waiting for ${what}; screen:\n${screen}`);
+      await sleep(50);
+    }
+  };
+  return {
+    name,
+    keys: (...k: string[]) => tmux('send-keys', '-t', name, ...k),
+    text: (s: string) => tmux('send-keys', '-t', name, '-l', s),
+    capture,
+    waitFor,
+    alternate: () => tmux('display-message', '-p', '-t', name, '#{alternate_on}').stdout.trim(),
+  };
+}
+
+/** Saves a screen for the README (docs/tui-*.txt) when UPDATE_DOCS is set. */
+function saveCapture(name: string, screen: string): void {
+  if (process.env.UPDATE_DOCS) writeFileSync(join(ROOT, 'docs', `tui-${name}.txt`), screen.replace(/[ \t]+$/gm, '').trimEnd() + '\n');
+}
+
+describe('fusetrace tui in a real terminal (tmux)', () => {
+  it('opens a recorded session, filters with /, shows the INTERRUPT frame in the detail pane, quits with q and restores the terminal', async () => {
+    const db = await recordInterruptedRead();
+    const t = tmuxSession('e2e');
+    await t.waitFor('the shell prompt', (s) => s.includes('e2e$'));
+    t.text('echo BEFORE-THE-TUI');
+    t.keys('Enter');
+    await t.waitFor('the marker', (s) => s.includes('\nBEFORE-THE-TUI'));
+    t.text(`node ${CLI} tui --db ${db}; echo EXIT=$?`);
+    t.keys('Enter');
+
+    // One session in the file: it opens at once, on the requests view.
+    let screen = await t.waitFor('the requests view', (s) => /row 1 of \d+/.test(s) && s.includes('fusetrace  session 1'));
+    expect(t.alternate()).toBe('1');
+    expect(screen).toMatch(/INIT +.*ok/);
+    expect(screen).toMatch(/READ +\/slow_eintr +\d+ server-sigread .* EINTR +interrupted \(eintr\)/);
+    saveCapture('requests', screen);
+
+    t.keys('1');
+    saveCapture('sessions', await t.waitFor('the sessions view', (s) => /started \(UTC\)/.test(s) && /interrupt_fs/.test(s)));
+    t.keys('Enter');
+    await t.waitFor('the requests view again', (s) => /row 1 of \d+/.test(s));
+
+    t.keys('/');
+    await t.waitFor('the filter bar', (s) => s.includes('filter>'));
+    t.text('op==READ && state=interrupted');
+    t.keys('Enter');
+    screen = await t.waitFor('the filter error', (s) => s.includes("'=' is not an operator"));
+    // The caret sits under the offending '=' (column 26 of the expression, after 'filter> ').
+    const lines = screen.split('\n');
+    const bar = lines.findIndex((l) => l.startsWith('filter> op==READ && state=interrupted'));
+    expect(lines[bar + 1]!.indexOf('^')).toBe('filter> '.length + 'op==READ && state'.length);
+    saveCapture('filter-error', screen);
+    t.keys('C-u');
+    await t.waitFor('an empty filter bar', (s) => !s.includes('filter> op==READ'));
+    t.text('op==READ && state==interrupted');
+    t.keys('Enter');
+    screen = await t.waitFor('the filtered list', (s) => s.includes('filter: (op==READ && state==interrupted)') && s.includes('row 1 of 1'));
+    expect(screen).toMatch(/READ +\/slow_eintr .* interrupted \(eintr\)/);
+
+    t.keys('Enter');
+    screen = await t.waitFor('the detail pane', (s) => s.includes('frames of this request'));
+    // The lifecycle: the READ, the kernel's FUSE_INTERRUPT naming it, the server's EINTR reply.
+    const intr = screen.match(/\+\S+ +frame (\d+) +rx (\d+) INTERRUPT n0 unique (\d+)/);
+    expect(intr, screen).not.toBeNull();
+    expect(BigInt(intr![2]!)).toBe(BigInt(intr![3]!) | 1n);
+    expect(screen).toMatch(new RegExp(`tx ${intr![3]} EINTR`));
+    expect(screen).toMatch(/unique \d+ {2}READ {2}EINTR {2}state interrupted \(eintr\)/);
+    saveCapture('detail', screen);
+    t.keys('G');
+    saveCapture('detail-hex', await t.waitFor('the hex dump', (s) => /hex: INTERRUPT/.test(s) || /^ {2}00000000 {2}/m.test(s)));
+
+    t.keys('Escape');
+    t.keys('c');
+    await t.waitFor('the whole list', (s) => s.includes('filter: (none)'));
+    t.keys('3');
+    saveCapture('stats', await t.waitFor('the stats view', (s) => s.includes('latency histogram') && s.includes('in flight')));
+    t.keys('?');
+    saveCapture('help', await t.waitFor('the key list', (s) => s.includes('keys (? or Esc to close)')));
+    t.keys('?');
+
+    t.keys('q');
+    screen = await t.waitFor('the shell after q', (s) => s.includes('EXIT=0'));
+    expect(t.alternate()).toBe('0');
+    // The pre-TUI screen is back: the marker and the command line, no TUI frame left over.
+    expect(screen).toContain('\nBEFORE-THE-TUI');
+    expect(screen).not.toContain('fusetrace  session');
+    expect(screen.trimEnd().split('\n').at(-1)).toBe('e2e$');
+  });
+
+  it('restores the terminal and prints one line when the TUI dies of an error or a signal', async () => {
+    const dir = reg.tempDir('fusetrace-tui-e2e-');
+    const { writeTuiFixture } = await import('./tui-fixture.js');
+    const fx = writeTuiFixture();
+    reg.defer(() => fx.remove());
+    // A trace file that passes the format checks but lost its requests table: the first query in
+    // a render throws, inside Ink.
+    const broken = join(dir, 'broken.db');
+    copyFileSync(fx.file, broken);
+    const h = new Database(broken);
+    h.exec('DROP TABLE requests');
+    h.close();
+
+    const t = tmuxSession('err');
+    await t.waitFor('the shell prompt', (s) => s.includes('e2e$'));
+    t.text(`node ${CLI} tui --db ${broken}; echo EXIT=$?`);
+    t.keys('Enter');
+    let screen = await t.waitFor('the exit status', (s) => /EXIT=\d+/.test(s));
+    expect(t.alternate()).toBe('0');
+    expect(screen).toMatch(/fusetrace tui: internal error: no such table: requests\nEXIT=70/);
+    expect(screen).not.toContain('fusetrace  session');
+
+    t.keys('C-l');
+    t.text(`node ${CLI} tui --db ${fx.file}; echo EXIT=$?`);
+    t.keys('Enter');
+    await t.waitFor('the TUI', (s) => /row 1 of \d+/.test(s));
+    expect(t.alternate()).toBe('1');
+    // SIGTERM the TUI (the shell's child: a process this test started, found by PID).
+    const shellPid = spawnSync('tmux', ['display-message', '-p', '-t', t.name, '#{pane_pid}'], { encoding: 'utf8' }).stdout.trim();
+    const kids = readFileSync(`/proc/${shellPid}/task/${shellPid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+    expect(kids).toHaveLength(1);
+    process.kill(kids[0]!, 'SIGTERM');
+    screen = await t.waitFor('the exit status', (s) => /EXIT=\d+/.test(s));
+    expect(t.alternate()).toBe('0');
+    expect(screen).toMatch(/EXIT=143/);
+  });
+});
