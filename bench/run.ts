@@ -4,10 +4,12 @@
  */
 import { benchStore } from './store.js';
 import { benchRecord } from './record.js';
+import { benchTui } from './tui.js';
 
 const SECTIONS: Record<string, () => Promise<void>> = {
   store: benchStore,
   record: benchRecord,
+  tui: benchTui,
 };
 
 async function main(argv: string[]): Promise<number> {
