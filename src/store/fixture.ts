@@ -28,6 +28,9 @@ export interface FixtureRequest {
   state?: string;
   outcome?: string | null;
   background?: number;
+  /** frames.seq of the reply (default seq + 1 when answered) and of the FUSE_INTERRUPT naming it. */
+  reply_seq?: number | null;
+  interrupt_seq?: number | null;
 }
 
 /** A trace file in a fresh temp directory; `cleanup()` closes it and removes the directory. */
@@ -59,9 +62,15 @@ export function addSession(db: Database, rows: FixtureRequest[], opts: { name?: 
       `INSERT INTO sessions (name, started_wall_ns, started_mono_ns, command, mountpoint) VALUES (?, ?, 0, '["fixture"]', '/mnt') RETURNING id`,
     )
     .get(opts.name ?? null, opts.startedWallNs ?? 1_700_000_000_000_000_000n) as { id: number };
+  addRequests(db, id, rows);
+  return id;
+}
+
+/** Adds requests to an existing session (e.g. one begun by TraceWriter with real frames). */
+export function addRequests(db: Database, id: number, rows: FixtureRequest[]): void {
   const ins = db.prepare(
-    `INSERT INTO requests (session, seq, unique_id, opcode, nodeid, fh, path, pid, comm, uid, gid, start_ns, fwd_ns, reply_ns, dur_ns, errno, len, reply_len, state, outcome, background, reply_seq)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    `INSERT INTO requests (session, seq, unique_id, opcode, nodeid, fh, path, pid, comm, uid, gid, start_ns, fwd_ns, reply_ns, dur_ns, errno, len, reply_len, state, outcome, background, reply_seq, interrupt_seq)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   );
   db.transaction(() => {
     rows.forEach((r, i) => {
@@ -75,11 +84,11 @@ export function addSession(db: Database, rows: FixtureRequest[], opts: { name?: 
         r.path === undefined ? '/' : r.path, r.pid === undefined ? 100 : r.pid, r.comm === undefined ? 'cat' : r.comm,
         r.uid === undefined ? 0 : r.uid, r.gid === undefined ? 0 : r.gid, start, start + 1,
         dur === null ? null : start + dur, dur, errno, r.len ?? 56, r.reply_len === undefined ? (dur === null ? null : 16) : r.reply_len,
-        state, r.outcome ?? null, r.background ?? 0, dur === null ? null : seq + 1,
+        state, r.outcome ?? null, r.background ?? 0, r.reply_seq !== undefined ? r.reply_seq : dur === null ? null : seq + 1,
+        r.interrupt_seq ?? null,
       );
     });
   })();
-  return id;
 }
 
 /** u64 values are stored bit for bit as SQLite's signed INTEGER (schema.ts). */
