@@ -15,7 +15,7 @@ import { countRequests, queryRequests } from '../src/store/query.js';
 import { stats } from '../src/store/stats.js';
 
 const REQUESTS = 1_000_000;
-const CACHE_VERSION = 1;
+const CACHE_VERSION = 2;
 const CACHE = path.join(os.tmpdir(), `fusetrace-bench-query-v${CACHE_VERSION}-f${FORMAT_VERSION}.db`);
 
 /** xorshift32: a fixed seed, so every run of the bench measures the same data. */

@@ -5,11 +5,13 @@
 import { benchStore } from './store.js';
 import { benchRecord } from './record.js';
 import { benchTui } from './tui.js';
+import { benchQuery } from './query.js';
 
 const SECTIONS: Record<string, () => Promise<void>> = {
   store: benchStore,
   record: benchRecord,
   tui: benchTui,
+  query: benchQuery,
 };
 
 async function main(argv: string[]): Promise<number> {
