@@ -8,6 +8,7 @@ import { registerExport } from './export.js';
 import { registerReplay } from './replay.js';
 import { registerTui } from './tui.js';
 import { registerDoctor } from './doctor.js';
+import { registerDemo } from './demo.js';
 
 /** Builds the command tree; exported so tests can drive it without a child process. */
 export function buildProgram(): Command {
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerReplay(program);
   registerTui(program);
   registerDoctor(program);
+  registerDemo(program);
   return program;
 }
 
