@@ -13,6 +13,7 @@
  * <= 1.1x with --snaplen 256. BENCH_RECORD_FILES and BENCH_RECORD_READ_MIB scale it down.
  */
 import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { requireFuse, repoRoot } from '../test/helpers/fuse-env.js';
 import { buildExample } from '../test/helpers/build.js';
@@ -70,6 +71,14 @@ function fileSize(path: string): number {
   }
   return total;
 }
+
+/**
+ * passthrough_ll keeps an O_PATH fd open per inode the kernel knows (lo_inode.fd), and this
+ * container's hard RLIMIT_NOFILE is 20,000 (not raisable without CAP_SYS_RESOURCE). So the
+ * 20,000 names are 10,000 inodes with two hard links each: every name is still a READDIRPLUS
+ * entry / LOOKUP and a stat(), the server holds 10,000 fds.
+ */
+const LINKS_PER_FILE = 2;
 
 async function start(cfg: Config, server: string, src: string, work: string, reg: CleanupRegistry, run: string): Promise<{ fs: DirectMount; side: string }> {
   const mnt = reg.mountpoint('fusetrace-bench-mnt-');
@@ -144,12 +153,13 @@ export async function benchRecord(): Promise<void> {
   try {
     const work = dirs.tempDir('fusetrace-bench-work-');
     const src = dirs.tempDir('fusetrace-bench-src-');
+    const tStart = Date.now();
     const tPrep = Date.now();
-    makeManyFiles(join(src, 'many'), FILES);
+    makeManyFiles(join(src, 'many'), FILES, 500, LINKS_PER_FILE);
     writeDeterministicFile(join(src, 'big.bin'), READ_MIB << 20, 'bench-record');
     mkdirSync(join(src, 'probe'));
     writeDeterministicFile(join(src, 'probe', 'big.bin'), 1 << 20, 'probe');
-    process.stdout.write(`passthrough_ll over ${FILES} files + a ${READ_MIB} MiB file (prepared in ${Date.now() - tPrep} ms)\n`);
+    process.stdout.write(`passthrough_ll over ${FILES} names (${FILES / LINKS_PER_FILE} inodes) + a ${READ_MIB} MiB file (prepared in ${Date.now() - tPrep} ms)\n`);
 
     const why = await recordUnavailable(server, src, work, runs);
     await runs.cleanup();
@@ -174,6 +184,7 @@ export async function benchRecord(): Promise<void> {
       }
     }
     report(configs, samples);
+    process.stdout.write(`(bench record took ${((Date.now() - tStart) / 1000).toFixed(0)} s, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')})\n`);
   } finally {
     try {
       await runs.cleanup();

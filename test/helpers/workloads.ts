@@ -242,14 +242,24 @@ export function fileChurn(dir: string, count = 2000): ChurnPhase[] {
 }
 
 /**
- * Creates `count` small files (default 20,000) under `root` in directories of `perDir` files, for
- * the metadata-heavy workload. Meant for a server's source directory, before mounting.
+ * Creates `count` small files (default 20,000) under `root` in directories of `perDir` names,
+ * for the metadata-heavy workload. Meant for a server's source directory, before mounting.
+ * With `linksPerFile` > 1 each file gets that many hard-linked names (all counted in `count`):
+ * servers like passthrough_ll hold one fd per distinct inode, and a container may not allow
+ * more than ~20,000 fds.
  */
-export function makeManyFiles(root: string, count = 20_000, perDir = 500): void {
+export function makeManyFiles(root: string, count = 20_000, perDir = 500, linksPerFile = 1): void {
+  let first = '';
   for (let i = 0; i < count; i++) {
     const d = join(root, `d${String(Math.floor(i / perDir)).padStart(3, '0')}`);
     if (i % perDir === 0) mkdirSync(d, { recursive: true });
-    writeFileSync(join(d, `f${String(i).padStart(5, '0')}`), String(i));
+    const p = join(d, `f${String(i).padStart(5, '0')}`);
+    if (i % linksPerFile === 0 || i % perDir === 0) {
+      writeFileSync(p, String(i));
+      first = p;
+    } else {
+      linkSync(first, p);
+    }
   }
 }
 
