@@ -6,12 +6,14 @@ import { benchStore } from './store.js';
 import { benchRecord } from './record.js';
 import { benchTui } from './tui.js';
 import { benchQuery } from './query.js';
+import { benchLedger } from './ledger.js';
 
 const SECTIONS: Record<string, () => Promise<void>> = {
   store: benchStore,
   record: benchRecord,
   tui: benchTui,
   query: benchQuery,
+  ledger: benchLedger,
 };
 
 async function main(argv: string[]): Promise<number> {
