@@ -1,10 +1,15 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { statSync } from 'node:fs';
+import { copyFileSync, readdirSync, rmSync, statSync, utimesSync } from 'node:fs';
+import { join } from 'node:path';
 import { requireFuse } from './helpers/fuse-env.js';
-import { buildExample } from './helpers/build.js';
+import { buildDir, buildExample, compileFuseProgram, LIBFUSE_EXAMPLES_DIR } from './helpers/build.js';
+import { CleanupRegistry } from './helpers/mount.js';
 
-describe('buildExample', () => {
+const reg = new CleanupRegistry();
+afterEach(() => reg.cleanup());
+
+describe('buildExample / compileFuseProgram', () => {
   it('compiles every libfuse example the tests use, and caches the binary', () => {
     requireFuse();
     for (const name of ['hello', 'hello_ll', 'passthrough', 'passthrough_ll', 'passthrough_fh', 'notify_inval_inode', 'notify_store_retrieve']) {
@@ -15,5 +20,32 @@ describe('buildExample', () => {
       expect(buildExample(name)).toBe(bin);
       expect(statSync(bin).mtimeMs).toBe(before);
     }
+  });
+
+  it('rebuilds when the source is newer, through a temporary name renamed into place', () => {
+    requireFuse();
+    const dir = reg.tempDir();
+    const src = join(dir, 'hello.c');
+    copyFileSync(join(LIBFUSE_EXAMPLES_DIR, 'hello.c'), src);
+    const outName = `infra-test-hello-${process.pid}`;
+    reg.defer(() => rmSync(join(buildDir(), outName), { force: true }));
+    utimesSync(src, new Date(1_000_000_000_000), new Date(1_000_000_000_000));
+    const bin = compileFuseProgram(src, outName);
+    const first = statSync(bin).mtimeMs;
+    expect(compileFuseProgram(src, outName)).toBe(bin);
+    expect(statSync(bin).mtimeMs).toBe(first);
+    utimesSync(src, new Date(), new Date(Date.now() + 60_000));
+    compileFuseProgram(src, outName);
+    expect(statSync(bin).mtimeMs).toBeGreaterThan(first);
+    expect(readdirSync(buildDir()).filter((n) => n.startsWith(`${outName}.tmp-`))).toEqual([]);
+  });
+
+  it('reports a compile error with gcc output', () => {
+    requireFuse();
+    const dir = reg.tempDir();
+    const src = join(dir, 'broken.c');
+    copyFileSync(join(LIBFUSE_EXAMPLES_DIR, 'hello.c'), src);
+    spawnSync('sh', ['-c', `echo 'this is not C;' >> ${src}`]);
+    expect(() => compileFuseProgram(src, `infra-test-broken-${process.pid}`)).toThrow(/gcc .* failed:[\s\S]*error/);
   });
 });
