@@ -69,7 +69,12 @@ export interface RequestResult {
   liveFields?: Array<[string, string]>;
   diffs: FieldDiff[];
   note?: string;
+  /** INTERRUPTs sent for it, e.g. `INTERRUPT 100 ms after sending (as recorded)`. */
+  interrupts?: string[];
 }
+
+/** An INTERRUPT sent later than its point by more than this is reported (event loop or CPU contention). */
+const INTERRUPT_SLACK_MS = 50;
 
 /** A frame the live server sent that the recording has no place for. */
 export interface UnexpectedFrame {
@@ -313,13 +318,19 @@ class Replayer {
         if (r) r.note = appendNote(r.note, 'recorded INTERRUPT not sent: the request was already answered');
         return;
       }
-      const at = this.sentAt.get(ev.target)! + Number(ev.delayNs ?? 0n) / 1e6;
+      const pointMs = Number(ev.delayNs ?? 0n) / 1e6;
+      const at = this.sentAt.get(ev.target)! + pointMs;
       await sleepUntil(at);
+      const r = this.resultOfUnique(ev.target);
       if (this.answered.has(ev.target)) {
         this.notSent.add(f.unique);
-        const r = this.resultOfUnique(ev.target);
         if (r) r.note = appendNote(r.note, 'recorded INTERRUPT not sent: the request was answered before its point');
         return;
+      }
+      const late = performance.now() - at;
+      if (r) {
+        (r.interrupts ??= []).push(`INTERRUPT ${Math.round(pointMs)} ms after sending (as recorded)`);
+        if (late > INTERRUPT_SLACK_MS) r.note = appendNote(r.note, `INTERRUPT sent ${Math.round(late)} ms after its point`);
       }
     }
     let data = f.data;
@@ -452,10 +463,20 @@ class Replayer {
     if (result.outcome === 'uncomparable' || replyCut) {
       result.outcome = 'uncomparable';
       if (replyCut) result.note = appendNote(result.note, `reply cut by --snaplen (${recorded.length} of ${req.reply?.len} bytes recorded)`);
+      delete result.liveReply;
+      delete result.recordedFields;
+      delete result.liveFields;
       return;
     }
     result.diffs.push(...diffs);
     result.outcome = result.diffs.length === 0 ? 'matched' : 'diverged';
+    if (result.outcome === 'matched') {
+      // A matching reply is the recorded one up to the rules; its live identifiers change from
+      // run to run and would make two identical replays' reports differ.
+      delete result.liveReply;
+      delete result.recordedFields;
+      delete result.liveFields;
+    }
   }
 
   private learnOnly(req: SendEvent, recorded: Buffer, live: Buffer): void {
@@ -536,7 +557,7 @@ class Replayer {
       this.injected!.sends++;
       await this.rawSend(interruptFrame(unique), intrUnique);
       if (result && this.injected!.sends === 1) {
-        result.note = appendNote(result.note, `INTERRUPT injected ${delay === 0 ? 'right after sending' : `${delay} ms after sending`}`);
+        (result.interrupts ??= []).push(`INTERRUPT ${delay === 0 ? 'right after sending' : `${delay} ms after sending`} (--interrupt)`);
       }
     };
     if (delay === 0) this.pending.push(fire());

@@ -38,7 +38,12 @@ export class IdMap {
   /** live nodeid -> recorded nodeid, to catch two recorded nodes the live server merged. */
   private readonly liveNodes = new Map<bigint, bigint>();
   private readonly generations = new Map<bigint, bigint>();
-  private readonly fhs = new Map<bigint, bigint>();
+  /**
+   * recorded fh -> live fh and how many opens hold it: servers may hand out the same fh for
+   * every open (0 is common for servers that keep no per-open state), so a RELEASE ends one open,
+   * not the value.
+   */
+  private readonly fhs = new Map<bigint, { live: bigint; opens: number }>();
   private readonly inos = new Map<bigint, bigint>();
   private readonly liveInos = new Map<bigint, bigint>();
   /** `${recorded fh}:${recorded cookie}` -> live cookie: cookies only mean something within one open directory. */
@@ -90,7 +95,7 @@ export class IdMap {
       if (f.kind === 'nodeid') live = this.liveNodeid(rec);
       else if (f.kind === 'fh') {
         recFh = rec;
-        live = this.fhs.get(rec);
+        live = this.fhs.get(rec)?.live;
       } else {
         // Offset 0 starts a directory stream from the beginning: nothing to translate.
         live = rec === 0n ? 0n : this.cookies.get(`${recFh}:${rec}`);
@@ -113,6 +118,8 @@ export class IdMap {
       }
     } else if ((opcode === OP.RELEASE || opcode === OP.RELEASEDIR) && body.length >= 8) {
       const fh = body.readBigUInt64LE(0);
+      const b = this.fhs.get(fh);
+      if (b && --b.opens > 0) return;
       this.fhs.delete(fh);
       for (const key of this.cookies.keys()) if (key.startsWith(`${fh}:`)) this.cookies.delete(key);
     }
@@ -150,7 +157,8 @@ export class IdMap {
 
   /** Binds a recorded fh to the live one (OPEN/CREATE/OPENDIR replies); fhs are reused after RELEASE. */
   bindFh(rec: bigint, live: bigint): void {
-    this.fhs.set(rec, live);
+    const b = this.fhs.get(rec);
+    this.fhs.set(rec, { live, opens: (b?.opens ?? 0) + 1 });
   }
 
   /** Inode numbers: a one-to-one mapping, released when the node that carried it is forgotten. */
@@ -190,7 +198,7 @@ export class IdMap {
       case 'generation':
         return this.generations.get(rec);
       case 'fh':
-        return this.fhs.get(rec);
+        return this.fhs.get(rec)?.live;
       case 'ino':
         return this.inos.get(rec);
       case 'off':
@@ -207,7 +215,7 @@ export class IdMap {
 
   /** The live fh of a recorded one, if bound. */
   liveFh(rec: bigint): bigint | undefined {
-    return this.fhs.get(rec);
+    return this.fhs.get(rec)?.live;
   }
 
   private forget(rec: bigint, nlookup: bigint): void {
