@@ -121,8 +121,8 @@ export async function abortConnection(dir: string): Promise<boolean> {
   // fusectl then uses the same dev_t number, MKDEV packed as major<<20|minor.
   const [major, minor] = m.device.split(':').map(Number);
   const connId = major === 0 ? minor : (major << 20) | minor;
-  const mountedFusectl = !readMountInfo().some((x) => x.fsType === 'fusectl' && x.mountPoint === FUSECTL_DIR);
-  if (mountedFusectl) {
+  const weMountFusectl = !readMountInfo().some((x) => x.fsType === 'fusectl' && x.mountPoint === FUSECTL_DIR);
+  if (weMountFusectl) {
     const r = await runCommand('mount', ['-t', 'fusectl', 'fusectl', FUSECTL_DIR]);
     if (r.code !== 0) throw new Error(`cannot mount fusectl to abort ${dir}: ${r.stderr.trim()}`);
   }
@@ -131,7 +131,7 @@ export async function abortConnection(dir: string): Promise<boolean> {
     if (!existsSync(abortFile)) throw new Error(`no fusectl connection ${connId} for ${dir} (${abortFile})`);
     writeFileSync(abortFile, '1');
   } finally {
-    if (mountedFusectl) await runCommand('umount', [FUSECTL_DIR]);
+    if (weMountFusectl) await runCommand('umount', [FUSECTL_DIR]);
   }
   return true;
 }
@@ -160,13 +160,15 @@ export async function unmount(dir: string, timeoutMs = 10_000): Promise<'not-mou
   let aborted = false;
   const deadline = Date.now() + timeoutMs;
   while (isMounted(mp) && Date.now() < deadline) {
-    if (!aborted || mountAt(mp)?.fsType.startsWith('fuse')) {
+    // Abort once; retry only if that failed (another test may have unmounted fusectl under us).
+    if (!aborted) {
       try {
-        aborted = (await abortConnection(mp)) || aborted;
+        aborted = await abortConnection(mp);
       } catch (err) {
         errors.push(String(err));
       }
     }
+    // Aborted waiters return ECONNABORTED and close their files; umount succeeds once they have.
     await sleep(50);
     await attempt();
   }
