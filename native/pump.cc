@@ -241,12 +241,11 @@ void Pump::ReaderLoop() {
       }
       // fs/fuse/dev.c fuse_dev_do_read: -ENODEV once the connection is gone
       // (unmounted or aborted). Tell the server: it reads end-of-file.
-      if (err == ENODEV) {
-        shutdown(opts_.sock_fd, SHUT_WR);
-        return EndReader("unmount");
-      }
+      // The end is published before the server can see end-of-file, so JS never mistakes the
+      // server's exit after an unmount for the server ending the session.
+      EndReader(err == ENODEV ? std::string("unmount") : ErrnoText("read /dev/fuse", err));
       shutdown(opts_.sock_fd, SHUT_WR);
-      return EndReader(ErrnoText("read /dev/fuse", err));
+      return;
     }
     FrameHeader h{};
     h.ts_ns = ts;
@@ -297,6 +296,9 @@ void Pump::ReaderLoop() {
 
 void Pump::WriterLoop() {
   std::vector<uint8_t> buf(opts_.max_frame);
+  // Bytes still owed by a reply whose first piece arrived short: the next messages are its
+  // continuation pieces (their first bytes are data, not a header), not frames of their own.
+  size_t split_remaining = 0;
   for (;;) {
     // MSG_TRUNC: a SEQPACKET recv returns the real message length even when it
     // did not fit, so an oversized message is detected rather than cut silently.
@@ -322,6 +324,18 @@ void Pump::WriterLoop() {
       h.code = int32_t(Get32(buf.data() + 4));
       h.unique = Get64(buf.data() + 8);
     }
+    if (split_remaining > 0) {
+      h.seq = seq_++;
+      h.flags = FRAME_FLAG_PARTIAL;
+      h.len = uint32_t(got);
+      h.write_errno = EBADMSG;
+      h.unique = 0;
+      h.code = 0;
+      split_remaining = got >= split_remaining ? 0 : split_remaining - got;
+      { std::lock_guard<std::mutex> lock(status_mu_); status_.partial++; }
+      Record(h, buf.data());
+      continue;
+    }
     if (got < kOutHeader || size_t(n) != got || hlen != uint32_t(n)) {
       // A split or truncated message (fs/fuse/dev.c would answer EINVAL and
       // the request would hang). Record it, never forward it.
@@ -333,7 +347,10 @@ void Pump::WriterLoop() {
       Record(h, buf.data());
       // Only the first piece of a split reply carries a header whose length is
       // larger than the piece; answer that unique so its requester is released.
-      if (got >= kOutHeader && hlen > got && h.unique != 0) ReplyError(h.unique, EIO);
+      if (got >= kOutHeader && hlen > got && size_t(n) == got) {
+        split_remaining = hlen - got;
+        if (h.unique != 0) ReplyError(h.unique, EIO);
+      }
       continue;
     }
     if (h.unique == 0) {

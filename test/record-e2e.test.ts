@@ -336,7 +336,8 @@ describe('fusetrace record with libfuse hello', () => {
     await expect(stat(join(mnt, 'hello'))).rejects.toMatchObject({ code: 'ENOTCONN' });
     const { session, frames } = readTrace(rec.db);
     expect(session).toMatchObject({ end_reason: 'server-crash', server_signal: 'SIGSEGV', exit_status: 139 });
-    expectCompletePairing(frames);
+    // cat's RELEASE is sent after close(2), in the background: the crash may leave it unanswered.
+    expectCompletePairing(frames, { allowUnanswered: new Set([18]) });
     expect(rec.stderr()).toMatch(/left disconnected/);
     expect(await unmount(mnt)).toBe('umount');
   });
@@ -357,7 +358,7 @@ describe('fusetrace record with libfuse hello', () => {
     expect(session.end_reason).toBeNull();
     expect(frames.filter((f) => f.dir === 0 && f.opcode === 15).length).toBeGreaterThanOrEqual(1);
     expect(frames.filter((f) => f.dir === 0 && f.opcode === 14).length).toBeGreaterThanOrEqual(20);
-    expectCompletePairing(frames);
+    expectCompletePairing(frames, { allowUnanswered: new Set([18]) });
     expect(await unmount(mnt)).toBe('umount');
   });
 
@@ -433,23 +434,57 @@ describe('fusetrace record with libfuse passthrough_ll', () => {
 });
 
 describe('hazards', () => {
+  // splice_fs answers READ the way passthrough_hp does: vmsplice the header into a pipe, splice
+  // the file data behind it, splice the pipe into the fuse fd. Page-cache reads of 128 KiB make
+  // replies of 128 KiB + 16, above the ~61 KiB where a pipe->socket splice splits into messages.
   it('splice-writing server: replies > 61 KiB arrive whole (seccomp makes libfuse fall back to writev)', async () => {
     const work = reg.tempDir();
     const source = join(work, 'source.bin');
     const sha = writeDeterministicFile(source, 8 << 20, 'splice');
     const mnt = reg.mountpoint();
-    const rec = await startRecord(buildServer('splice_fs'), ['-f', `--source=${source}`, '--direct-io'], mnt, dbIn(work));
+    const rec = await startRecord(buildServer('splice_fs'), ['-f', `--source=${source}`], mnt, dbIn(work));
     const got = await sha256File(join(mnt, 'big'));
     expect(got).toEqual({ sha256: sha, bytes: 8 << 20 });
     expect(spawnSync('umount', [mnt]).status).toBe(0);
     expect((await rec.exited).code).toBe(0);
     const { frames } = readTrace(rec.db);
     expectCompletePairing(frames);
-    const reads = frames.filter((f) => f.dir === 0 && f.opcode === 15).map((f) => f.unique_id);
-    const replies = frames.filter((f) => f.dir === 1 && reads.includes(f.unique_id));
+    const reads = new Set(frames.filter((f) => f.dir === 0 && f.opcode === 15).map((f) => f.unique_id));
+    const replies = frames.filter((f) => f.dir === 1 && reads.has(f.unique_id));
     expect(Math.max(...replies.map((f) => f.len))).toBeGreaterThan(61 << 10);
     expect(replies.every((f) => f.error === 0 && f.write_errno === 0)).toBe(true);
     expect(frames.filter((f) => f.write_errno === 74 /* EBADMSG: partial */)).toEqual([]);
+  });
+
+  it('without the seccomp filter the split replies are caught: recorded as partial, never forwarded, requester answered EIO', async () => {
+    const work = reg.tempDir();
+    const source = join(work, 'source.bin');
+    writeDeterministicFile(source, 2 << 20, 'splice');
+    const mnt = reg.mountpoint();
+    const rec = await startRecord(buildServer('splice_fs'), ['-f', `--source=${source}`], mnt, dbIn(work), {
+      env: { ...process.env, FUSETRACE_SECCOMP: '0' },
+    });
+    // The read finishes (no hang): the kernel got EIO for the split replies and fell back to
+    // smaller reads, whose replies fit in one message.
+    const r = spawnSync('dd', [`if=${join(mnt, 'big')}`, 'of=/dev/null', 'bs=1M'], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.error).toBeUndefined();
+    expect(spawnSync('umount', [mnt]).status).toBe(0);
+    expect((await rec.exited).code).toBe(0);
+    const { frames } = readTrace(rec.db);
+    const partial = frames.filter((f) => f.write_errno === 74);
+    expect(partial.length).toBeGreaterThan(0);
+    for (const f of partial) {
+      expect(f.dir).toBe(1);
+      expect(f.fwd_ns).toBeNull(); // never forwarded
+      expect(f.data.length === 0 || f.data.length < 16 || f.data.readUInt32LE(0) !== f.len).toBe(true);
+    }
+    // The first piece of each split reply names its unique: the proxy answered it with EIO, and
+    // the kernel still knew the unique (write_errno 0). Continuation pieces get no reply.
+    const partialUniques = new Set(partial.map((f) => f.unique_id));
+    const eio = frames.filter((g) => g.dir === 1 && g.len === 16 && g.error === -5 && partialUniques.has(g.unique_id));
+    expect(eio.length).toBeGreaterThan(0);
+    expect(eio.map((g) => g.write_errno)).toEqual(eio.map(() => 0));
+    expect(rec.stderr()).toMatch(/\d+ partial \(not forwarded\)/);
   });
 
   it('a SIGINTed read is recorded with its FUSE_INTERRUPT and the EINTR reply; notifies pass both ways', async () => {

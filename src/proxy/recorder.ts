@@ -45,6 +45,10 @@ export interface RecordOptions {
   log?: NodeJS.WriteStream;
   /** Keep at most one request unread in the socket (default: true unless FUSETRACE_GATE=0; see native/pump.h). */
   gate?: boolean;
+  /** Start the server through the seccomp exec helper (default: true unless FUSETRACE_SECCOMP=0, a diagnostic switch). */
+  seccomp?: boolean;
+  /** Socket send buffer to ask for (default: enough for the largest frame; FUSETRACE_SNDBUF overrides, to exercise the INIT clamp). */
+  sndbuf?: number;
 }
 
 export type EndReason = 'unmount' | 'signal' | 'server-exit' | 'server-crash' | 'error';
@@ -145,12 +149,14 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   const p = plan(opts);
   // FUSETRACE_GATE=0 turns the killability gate off, to measure what it costs and buys.
   const gate = opts.gate ?? process.env.FUSETRACE_GATE !== '0';
+  const seccomp = opts.seccomp ?? process.env.FUSETRACE_SECCOMP !== '0';
+  const envSndbuf = Number(process.env.FUSETRACE_SNDBUF);
   const log = opts.log ?? process.stderr;
   const progName = basename(p.server);
 
   // The socket first: its buffer size decides the largest frame and thus the INIT clamp.
   const want = largestFrame();
-  const pair = native().seqpacketPair(want + 65536);
+  const pair = native().seqpacketPair(opts.sndbuf ?? (envSndbuf > 0 ? envSndbuf : want + 65536));
   // A SEQPACKET message must fit sk_sndbuf - 32 (net/unix/af_unix.c unix_dgram_sendmsg); keep a margin.
   const maxFrame = Math.min(want, pair.sndbuf - 32 - 512);
   const limits = frameLimits(maxFrame);
@@ -187,6 +193,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       sndbufForced: pair.forced,
       maxFrame,
       gate,
+      seccomp,
     },
   });
 
@@ -211,7 +218,8 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   // in order (unmount first, then the server sees end-of-file).
   let child: ChildProcess;
   try {
-    child = spawn(execHelperPath(), ['3', p.server, ...serverArgv.slice(1)], {
+    const [file, args] = seccomp ? [execHelperPath(), ['3', p.server, ...serverArgv.slice(1)]] : [p.server, serverArgv.slice(1)];
+    child = spawn(file, args, {
       stdio: ['inherit', 'inherit', 'inherit', serverSock],
       detached: true,
       argv0: p.argv[0],
@@ -417,6 +425,9 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   });
   child.on('exit', (code, signal) => {
     if (serverExit) return;
+    // The pump publishes an unmount before the server can read end-of-file: look at it first,
+    // so a server exiting because of the unmount is not taken for the server ending the session.
+    onWake();
     void (async () => {
       if (code === 0 && phase === 'running') {
         // A server that daemonizes (libfuse without -f) exits 0 in the parent while its child keeps
