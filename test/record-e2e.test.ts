@@ -487,6 +487,64 @@ describe('hazards', () => {
     expect(rec.stderr()).toMatch(/\d+ partial \(not forwarded\)/);
   });
 
+  it('clamps max_write/max_pages in the INIT reply when the socket cannot carry 1 MiB frames', async () => {
+    const work = reg.tempDir();
+    const src = join(work, 'src');
+    mkdirSync(src);
+    const mnt = reg.mountpoint();
+    // 128 KiB asked, the kernel doubles it: sk_sndbuf 256 KiB, far below a 1 MiB WRITE frame.
+    const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, dbIn(work), {
+      env: { ...process.env, FUSETRACE_SNDBUF: String(128 << 10) },
+    });
+    const copy = await copyInOut(mnt, { mb: 16 });
+    expect(copy.readBack).toBe(copy.expected);
+    expect(copy.copiedOut).toBe(copy.expected);
+    rec.child.kill('SIGINT');
+    expect((await rec.exited).code).toBe(0);
+    const { session, frames } = readTrace(rec.db);
+    const changes = JSON.parse(session.init_changes!);
+    const maxFrame = JSON.parse(session.meta!).maxFrame as number;
+    expect(maxFrame).toBeLessThan(256 << 10);
+    expect(changes.clamped).toBe(true);
+    expect(changes.maxWrite.server).toBe(1 << 20); // libfuse's default
+    expect(changes.maxWrite.forwarded).toBeLessThanOrEqual(maxFrame - 80);
+    expect(changes.maxPages.forwarded).toBe(Math.floor((maxFrame - 80) / 4096));
+    expect(session.max_write).toBe(changes.maxWrite.forwarded);
+    // The INIT reply as recorded is the one the kernel got.
+    const reply = frames.find((f) => f.dir === 1 && f.unique_id === frames[0].unique_id)!;
+    expect(reply.data.readUInt32LE(16 + 20)).toBe(changes.maxWrite.forwarded);
+    expect(Math.max(...frames.map((f) => f.len))).toBeLessThanOrEqual(maxFrame);
+    expect(frames.filter((f) => f.write_errno !== 0)).toEqual([]);
+    expectCompletePairing(frames);
+  });
+
+  it('says so in one line when the server exits before answering INIT (a framework that ignores /dev/fd/N)', async () => {
+    const work = reg.tempDir();
+    const mnt = reg.mountpoint();
+    // `false` stands for a libfuse 2 / fuser program: it never reads the fd it was given.
+    const rec = await startRecord('false', [], mnt, dbIn(work), { noWait: true });
+    expect(await rec.exited).toEqual({ code: 1, signal: null });
+    expect(rec.stderr()).toMatch(/^fusetrace: the server exited before answering FUSE_INIT: it may not accept a mounted fd as \/dev\/fd\/N/m);
+    expect(isMounted(mnt)).toBe(false);
+    const { session } = readTrace(rec.db);
+    expect(session).toMatchObject({ end_reason: 'server-exit', server_exit_code: 1, exit_status: 1 });
+  });
+
+  it("a server that exits by itself (SIGTERM to libfuse) is unmounted like fuse_session_unmount would; fusetrace exits with the server's status", async () => {
+    const work = reg.tempDir();
+    const mnt = reg.mountpoint();
+    const rec = await startRecord(buildExample('hello'), ['-f'], mnt, dbIn(work));
+    expect(readFileSync(join(mnt, 'hello'), 'utf8')).toBe('Hello World!\n');
+    // libfuse's handler ends the loop; fuse_main() then returns 8 for "terminated by a signal".
+    process.kill(rec.serverPid, 'SIGTERM');
+    const exit = await rec.exited;
+    expect(isMounted(mnt)).toBe(false);
+    const { session } = readTrace(rec.db);
+    expect(session).toMatchObject({ end_reason: 'server-exit', server_signal: null, exit_status: exit.code });
+    expect(session.server_exit_code).toBe(exit.code);
+    expect(exit.code).toBe(8);
+  });
+
   it('a SIGINTed read is recorded with its FUSE_INTERRUPT and the EINTR reply; notifies pass both ways', async () => {
     const work = reg.tempDir();
     const mnt = reg.mountpoint();
