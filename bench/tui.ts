@@ -1,11 +1,11 @@
 /**
  * `npm run bench tui`: the TUI's data path on a synthetic 1,000,000-request session.
  *
- * - first screen: open the file read-only, read the sessions' headline numbers, open the session,
- *   count its requests and read one screen of rows (what `fusetrace tui --db FILE` does before it
- *   draws); the goal is < 1 s.
- * - filter apply: compile a filter, count the matches and read the first screen (what `/` + Enter
- *   does); the goal is < 300 ms per filter.
+ * - first screen: open the file read-only, read the sessions' headline numbers, read one screen of
+ *   rows and count the first chunk (what `fusetrace tui --db FILE` does before its first paint; the
+ *   rest of the count runs between paints, see TuiSource.countSteps); the goal is < 1 s.
+ * - filter apply: the same for a filter (what `/` + Enter does before the next paint); the goal is
+ *   < 300 ms per filter. The full count of the matches is reported beside it.
  * Everything goes through TuiSource (src/tui/data.ts), the same object the components read.
  */
 import fs from 'node:fs';
@@ -97,6 +97,10 @@ export function writeSyntheticSession(file: string, n: number): number {
   }
 }
 
+function line(what: string, took: number, goal?: number): void {
+  process.stdout.write(`${what.padEnd(58)} ${took.toFixed(1).padStart(8)} ms${goal ? `  (goal < ${goal} ms${took < goal ? '' : ', MISSED'})` : ''}\n`);
+}
+
 function ms(t0: bigint): number {
   return Number(process.hrtime.bigint() - t0) / 1e6;
 }
@@ -120,40 +124,57 @@ export async function benchTui(): Promise<void> {
     const session = writeSyntheticSession(file, N);
     process.stdout.write(`synthetic session: ${N.toLocaleString('en-US')} requests written in ${(ms(t0) / 1000).toFixed(1)} s\n`);
 
+    // What the TUI does before its first paint: open, sessions' headline numbers, one screen of
+    // rows, and the first chunk of the count (the rest is counted between paints).
     t0 = process.hrtime.bigint();
     const db = openTraceDb(file, { readonly: true });
     const source = new TuiSource(db);
     const sessions = source.sessions();
     const q = { filter: '', sort: 'time' as const, scope: null };
-    const total = source.count(session, q);
     const rows = source.page(session, q, 0, ROWS);
+    source.countSteps(session, q).next();
     const first = ms(t0);
+    t0 = process.hrtime.bigint();
+    const total = source.count(session, q);
+    const counted = ms(t0);
     if (sessions.length !== 1 || total !== N || rows.length !== ROWS) throw new Error('bench: unexpected first screen');
-    process.stdout.write(`first screen (sessions + count + ${ROWS} rows): ${first.toFixed(1)} ms (goal < 1000 ms)\n`);
+    line('first screen (open, sessions, 44 rows, first count chunk)', first, 1000);
+    line(`full count of ${total.toLocaleString('en-US')} rows`, counted);
 
     t0 = process.hrtime.bigint();
-    source.page(session, q, N - ROWS, ROWS);
-    process.stdout.write(`jump to the last screen (G): ${ms(t0).toFixed(1)} ms\n`);
+    source.page(session, q, N - ROWS, ROWS, N);
+    line('jump to the last screen (G)', ms(t0));
     t0 = process.hrtime.bigint();
-    source.page(session, q, N / 2, ROWS);
-    process.stdout.write(`jump to the middle: ${ms(t0).toFixed(1)} ms\n`);
-    t0 = process.hrtime.bigint();
+    source.page(session, q, N / 2, ROWS, N);
+    line('jump to the middle', ms(t0));
     const byDur = { ...q, sort: 'dur' as const };
-    source.count(session, byDur);
+    t0 = process.hrtime.bigint();
     source.page(session, byDur, 0, ROWS);
-    process.stdout.write(`sort by duration (first screen): ${ms(t0).toFixed(1)} ms\n`);
+    source.countSteps(session, byDur).next();
+    line('sort by duration (first screen)', ms(t0), 300);
+    const late = source.page(session, q, N - 10, 1, N)[0]!;
+    const inflight = { ...q, scope: { kind: 'inflight' as const, atNs: late.start_ns, unique: String(late.unique) } };
+    t0 = process.hrtime.bigint();
+    source.page(session, inflight, 0, ROWS);
+    source.count(session, inflight);
+    line('in flight at a request near the end (w)', ms(t0));
 
     let worst = 0;
     for (const filter of FILTERS) {
       const fq = { ...q, filter };
       t0 = process.hrtime.bigint();
-      const count = source.count(session, fq);
       source.page(session, fq, 0, ROWS);
-      const took = ms(t0);
-      worst = Math.max(worst, took);
-      process.stdout.write(`filter ${JSON.stringify(filter).padEnd(48)} ${count.toString().padStart(8)} rows  ${took.toFixed(1).padStart(7)} ms\n`);
+      source.countSteps(session, fq).next();
+      const shown = ms(t0);
+      worst = Math.max(worst, shown);
+      t0 = process.hrtime.bigint();
+      const count = source.count(session, fq);
+      const full = ms(t0);
+      process.stdout.write(
+        `filter ${JSON.stringify(filter).padEnd(48)} ${count.toString().padStart(7)} rows  first screen ${shown.toFixed(1).padStart(6)} ms  full count ${full.toFixed(1).padStart(7)} ms\n`,
+      );
     }
-    process.stdout.write(`filter apply, worst: ${worst.toFixed(1)} ms (goal < 300 ms)\n`);
+    line('filter apply (first screen), worst', worst, 300);
     db.close();
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

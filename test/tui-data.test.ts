@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openTraceDb } from '../src/store/db.js';
+import { compileFilter } from '../src/store/filter.js';
 import { TuiSource, type ListQuery } from '../src/tui/data.js';
 import { detailLines } from '../src/tui/detail.js';
 import { writeTuiFixture, type TuiFixture } from './tui-fixture.js';
@@ -90,5 +91,34 @@ describe('TuiSource on a ledger built from real frames', () => {
     const tl = source.timeline(fx.session, '', 20);
     expect(tl).toHaveLength(20);
     expect(tl.reduce((a, b) => a + b.started, 0)).toBe(source.count(fx.session, all));
+  });
+});
+
+describe('TuiSource.page picks an index per list but always returns the list order', () => {
+  it('matches a plain ORDER BY for every filter, sort and offset, from either end', () => {
+    const big = writeTuiFixture({ lookups: 200 });
+    const db = openTraceDb(big.file, { readonly: true });
+    try {
+      const src = new TuiSource(db);
+      const filters = ['', 'err', 'op==LOOKUP', 'op==READ', 'state==interrupted', 'state in {ok error}', 'unique==8', 'path ~ "/file1*"', 'dur>40us'];
+      for (const filter of filters) {
+        for (const sort of ['time', 'dur'] as const) {
+          const q: ListQuery = { filter, sort, scope: null };
+          const { where, params } = compileFilter(filter);
+          const order = sort === 'time' ? 'start_ns, seq' : 'dur_ns DESC, seq DESC';
+          const expected = db.prepare(`SELECT seq FROM requests WHERE session = ? AND (${where}) ORDER BY ${order}`).pluck().all(big.session, ...params) as number[];
+          const total = src.count(big.session, q);
+          expect(total, filter).toBe(expected.length);
+          for (const offset of [0, 3, Math.floor(total / 2) + 1, Math.max(0, total - 7)]) {
+            const got = src.page(big.session, q, offset, 7, total).map((r) => r.seq);
+            expect(got, `${filter} ${sort} @${offset}`).toEqual(expected.slice(offset, offset + 7));
+          }
+          for (const seq of expected.slice(0, 5)) expect(src.indexOf(big.session, q, seq)).toBe(expected.indexOf(seq));
+        }
+      }
+    } finally {
+      db.close();
+      big.remove();
+    }
   });
 });

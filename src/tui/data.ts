@@ -5,7 +5,7 @@
  * so `/` in the TUI and `fusetrace show -f` select the same requests.
  */
 import type { Database } from 'better-sqlite3';
-import { compileFilter, type CompiledFilter, type SqlParam } from '../store/filter.js';
+import { compileFilter, parseFilter, type CompiledFilter, type FilterNode, type SqlParam } from '../store/filter.js';
 import { countRequests, queryRequests, type RequestRow } from '../store/query.js';
 import { stats, type SessionStats } from '../store/stats.js';
 import { FUSE_INT_REQ_BIT, OPCODE_TABLE, OUT_HEADER_SIZE, structs, type DecodeContext, type StructDesc } from '../protocol/index.js';
@@ -107,6 +107,7 @@ const COUNT_CHUNK = 131072;
 export class TuiSource {
   readonly db: Database;
   private readonly startMono = new Map<number, bigint>();
+  private readonly plans = new Map<string, { index: string; bound: string; scan: boolean }>();
 
   constructor(db: Database) {
     this.db = db;
@@ -208,29 +209,67 @@ export class TuiSource {
     if (limit <= 0) return [];
     offset = Math.max(0, offset);
     const f = this.compiled(q);
-    const index = q.sort === 'time' ? 'requests_start' : 'requests_dur';
-    const fwd = q.sort === 'time' ? 'start_ns, seq' : 'dur_ns DESC, seq DESC';
-    const rev = q.sort === 'time' ? 'start_ns DESC, seq DESC' : 'dur_ns, seq';
+    const plan = this.pagePlan(session, q);
+    const index = plan.index;
+    let fwd = q.sort === 'time' ? 'start_ns, seq' : 'dur_ns DESC, seq DESC';
+    let rev = q.sort === 'time' ? 'start_ns DESC, seq DESC' : 'dur_ns, seq';
+    if (plan.scan) {
+      // `+dur_ns` is not the indexed column, so no index can serve the order: SQLite scans the
+      // primary key (the bounded seq range keeps it there) and sorts the few matches.
+      fwd = '+dur_ns DESC, seq DESC';
+      rev = '+dur_ns, seq';
+    }
     let seqs: number[];
+    if (total !== undefined && offset >= total) return [];
     if (total !== undefined && offset > total / 2) {
       const end = Math.min(total, offset + limit);
       const revOffset = total - end;
       seqs = (
         this.db
-          .prepare(`SELECT seq FROM requests INDEXED BY ${index} WHERE session = ? AND (${f.where}) ORDER BY ${rev} LIMIT ? OFFSET ?`)
+          .prepare(`SELECT seq FROM requests ${index} WHERE session = ? AND ${plan.bound}(${f.where}) ORDER BY ${rev} LIMIT ? OFFSET ?`)
           .pluck()
           .all(session, ...f.params, end - offset, revOffset) as number[]
       ).reverse();
     } else {
       seqs = this.db
-        .prepare(`SELECT seq FROM requests INDEXED BY ${index} WHERE session = ? AND (${f.where}) ORDER BY ${fwd} LIMIT ? OFFSET ?`)
+        .prepare(`SELECT seq FROM requests ${index} WHERE session = ? AND ${plan.bound}(${f.where}) ORDER BY ${fwd} LIMIT ? OFFSET ?`)
         .pluck()
         .all(session, ...f.params, limit, offset) as number[];
     }
-    if (seqs.length === 0) return [];
-    const rows = queryRequests(this.db, session, { filter: { where: `seq IN (${seqs.map(() => '?').join(',')})`, params: seqs } });
-    const bySeq = new Map(rows.map((r) => [r.seq, r]));
-    return seqs.map((s) => bySeq.get(s)).filter((r): r is RequestRow => r !== undefined);
+    // One primary-key lookup per row: with `seq IN (...)` and query.ts's ORDER BY, SQLite walks
+    // requests_start over the whole session instead (no statistics tell it the list is short).
+    return seqs.map((seq) => this.request(session, seq)).filter((r): r is RequestRow => r !== null);
+  }
+
+  /**
+   * How to find a page, chosen once per list. SQLite has no statistics here (the file is opened
+   * read-only, nobody ran ANALYZE), and on its own it takes requests_dur for `dur>1ms` (assuming a
+   * range is selective) and looks up most of the table at random: seconds on a million rows.
+   * - the filter pins an indexed column (`unique==`, `state==`, `state in {}`): that index finds
+   *   the few rows and SQLite sorts them;
+   * - by time: walk requests_start; LIMIT stops the walk early, and table lookups in start order
+   *   are nearly sequential (seq grows with time);
+   * - by duration, dense filter: walk requests_dur, LIMIT stops it early;
+   * - by duration, sparse filter (< 2% of the first count chunk match): walking requests_dur would
+   *   look up every row at random; scan the primary key in order and sort the matches instead.
+   */
+  private pagePlan(session: number, q: ListQuery): { index: string; bound: string; scan: boolean } {
+    const key = `${session}\u0000${q.sort}\u0000${q.filter}\u0000${q.scope?.atNs ?? ''}`;
+    let plan = this.plans.get(key);
+    if (plan) return plan;
+    const pinned = pinnedIndex(q.filter);
+    if (pinned) plan = { index: `INDEXED BY ${pinned}`, bound: '', scan: false };
+    else if (q.sort === 'time') plan = { index: 'INDEXED BY requests_start', bound: '', scan: false };
+    else if (!q.filter && !q.scope) plan = { index: 'INDEXED BY requests_dur', bound: '', scan: false };
+    else {
+      const first = this.countSteps(session, q).next().value as { total: number } | undefined;
+      const rows = this.db.prepare('SELECT count(*) FROM requests WHERE session = ? AND seq < ?').pluck().get(session, COUNT_CHUNK) as number;
+      const dense = rows > 0 && (first?.total ?? 0) / rows >= 0.02;
+      plan = dense ? { index: 'INDEXED BY requests_dur', bound: '', scan: false } : { index: '', bound: 'seq >= 0 AND ', scan: true };
+    }
+    if (this.plans.size > 64) this.plans.clear();
+    this.plans.set(key, plan);
+    return plan;
   }
 
   /** The request with frames.seq `seq`, or null. */
@@ -415,6 +454,27 @@ export class TuiSource {
     }
     return out;
   }
+}
+
+/** Filter fields with an index of their own after `session` (schema.ts). */
+const PINNED: Record<string, string> = { unique: 'requests_unique', state: 'requests_state' };
+
+/** The index to use when the filter ANDs in an equality (or `in`) on an indexed field, else null. */
+export function pinnedIndex(filter: string): string | null {
+  let tree: FilterNode | null;
+  try {
+    tree = parseFilter(filter);
+  } catch {
+    return null;
+  }
+  const pins = (n: FilterNode | null): string | null => {
+    if (!n) return null;
+    if (n.type === 'and') return pins(n.left) ?? pins(n.right);
+    if (n.type === 'cmp' && n.op === '==') return PINNED[n.field] ?? null;
+    if (n.type === 'in') return PINNED[n.field] ?? null;
+    return null;
+  };
+  return pins(tree);
 }
 
 /** A u64 as 8 little-endian bytes: how FUSE puts it on the wire (x86-64, arm64). */
