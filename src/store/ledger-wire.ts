@@ -1,88 +1,103 @@
 /**
  * The few FUSE wire fields the request ledger needs, read straight from frame bytes.
  *
- * Adapter: the codec in src/protocol/ is meant to be the one source of truth for opcodes and
- * struct layouts; until it lands, this file is the only place the ledger knows them. Offsets are
- * from include/uapi/linux/fuse.h (protocol 7.45). Every reader here is bounds-checked and returns
- * null instead of throwing: frames may be cut by --snaplen, and a server may write anything.
+ * Numbers and struct sizes come from the codec (src/protocol: the opcode and notify tables, the
+ * struct descriptors with their per-minor layouts, the flag tables), the one source of truth; this
+ * file only reads fields at fixed offsets, which is what keeps the ledger at recording speed (a
+ * full decode per frame costs several times more). Every reader is bounds-checked and returns null
+ * instead of throwing: frames may be cut by --snaplen, and a server may write anything.
  */
+import {
+  FUSE_INT_REQ_BIT,
+  GETATTR_FLAGS,
+  IN_HEADER_SIZE,
+  NOTIFY_TABLE,
+  NotifyCode,
+  OUT_HEADER_SIZE,
+  Opcode,
+  RENAME_FLAGS,
+  WRITE_FLAGS,
+  FATTR_FLAGS,
+  sizeAt,
+  structs,
+  type FlagSet,
+} from '../protocol/index.js';
 
-/** sizeof(struct fuse_in_header): len u32, opcode u32, unique u64, nodeid u64, uid, gid, pid u32, total_extlen u16, padding u16. */
-export const IN_HEADER_SIZE = 40;
-/** sizeof(struct fuse_out_header): len u32, error i32, unique u64. */
-export const OUT_HEADER_SIZE = 16;
+export { FUSE_INT_REQ_BIT, IN_HEADER_SIZE, OUT_HEADER_SIZE };
 
-/** enum fuse_opcode values the ledger acts on. */
+function opcode(name: string): number {
+  const v = Opcode[name];
+  if (v === undefined) throw new Error(`ledger-wire: the opcode table has no ${name}`);
+  return v;
+}
+
+function bit(set: FlagSet, name: string): number {
+  const b = set.bits.find(([n]) => n === name);
+  if (!b) throw new Error(`ledger-wire: flag table ${set.name} has no ${name}`);
+  return Number(b[1]);
+}
+
+/** enum fuse_opcode values the ledger acts on (from the codec's opcode table). */
 export const OP = {
-  LOOKUP: 1,
-  FORGET: 2,
-  GETATTR: 3,
-  SETATTR: 4,
-  SYMLINK: 6,
-  MKNOD: 8,
-  MKDIR: 9,
-  UNLINK: 10,
-  RMDIR: 11,
-  RENAME: 12,
-  LINK: 13,
-  OPEN: 14,
-  READ: 15,
-  WRITE: 16,
-  RELEASE: 18,
-  FSYNC: 20,
-  FLUSH: 25,
-  INIT: 26,
-  OPENDIR: 27,
-  READDIR: 28,
-  RELEASEDIR: 29,
-  FSYNCDIR: 30,
-  GETLK: 31,
-  SETLK: 32,
-  SETLKW: 33,
-  CREATE: 35,
-  INTERRUPT: 36,
-  IOCTL: 39,
-  POLL: 40,
-  NOTIFY_REPLY: 41,
-  BATCH_FORGET: 42,
-  FALLOCATE: 43,
-  READDIRPLUS: 44,
-  RENAME2: 45,
-  LSEEK: 46,
-  COPY_FILE_RANGE: 47,
-  TMPFILE: 51,
-  STATX: 52,
-  COPY_FILE_RANGE_64: 53,
+  LOOKUP: opcode('LOOKUP'),
+  FORGET: opcode('FORGET'),
+  GETATTR: opcode('GETATTR'),
+  SETATTR: opcode('SETATTR'),
+  SYMLINK: opcode('SYMLINK'),
+  MKNOD: opcode('MKNOD'),
+  MKDIR: opcode('MKDIR'),
+  UNLINK: opcode('UNLINK'),
+  RMDIR: opcode('RMDIR'),
+  RENAME: opcode('RENAME'),
+  LINK: opcode('LINK'),
+  OPEN: opcode('OPEN'),
+  READ: opcode('READ'),
+  WRITE: opcode('WRITE'),
+  RELEASE: opcode('RELEASE'),
+  FSYNC: opcode('FSYNC'),
+  FLUSH: opcode('FLUSH'),
+  INIT: opcode('INIT'),
+  OPENDIR: opcode('OPENDIR'),
+  READDIR: opcode('READDIR'),
+  RELEASEDIR: opcode('RELEASEDIR'),
+  FSYNCDIR: opcode('FSYNCDIR'),
+  GETLK: opcode('GETLK'),
+  SETLK: opcode('SETLK'),
+  SETLKW: opcode('SETLKW'),
+  CREATE: opcode('CREATE'),
+  INTERRUPT: opcode('INTERRUPT'),
+  IOCTL: opcode('IOCTL'),
+  POLL: opcode('POLL'),
+  NOTIFY_REPLY: opcode('NOTIFY_REPLY'),
+  BATCH_FORGET: opcode('BATCH_FORGET'),
+  FALLOCATE: opcode('FALLOCATE'),
+  READDIRPLUS: opcode('READDIRPLUS'),
+  RENAME2: opcode('RENAME2'),
+  LSEEK: opcode('LSEEK'),
+  COPY_FILE_RANGE: opcode('COPY_FILE_RANGE'),
+  TMPFILE: opcode('TMPFILE'),
+  STATX: opcode('STATX'),
+  COPY_FILE_RANGE_64: opcode('COPY_FILE_RANGE_64'),
 } as const;
 
-/** enum fuse_notify_code (7.45), lower-case names for `requests.outcome` of notify rows. */
-export const NOTIFY_NAMES: Record<number, string> = {
-  1: 'poll',
-  2: 'inval_inode',
-  3: 'inval_entry',
-  4: 'store',
-  5: 'retrieve',
-  6: 'delete',
-  7: 'resend',
-  8: 'inc_epoch',
-  9: 'prune',
-};
-export const NOTIFY_INVAL_INODE = 2;
-export const NOTIFY_INVAL_ENTRY = 3;
-export const NOTIFY_STORE = 4;
-export const NOTIFY_RETRIEVE = 5;
-export const NOTIFY_DELETE = 6;
+/** Notify code -> lower-case name without NOTIFY_ (`inval_entry`), for `requests.outcome` of notify rows. */
+export const NOTIFY_NAMES: Record<number, string> = Object.fromEntries(
+  NOTIFY_TABLE.map((n) => [n.code, n.name.replace(/^NOTIFY_/, '').toLowerCase()]),
+);
+export const NOTIFY_INVAL_INODE = NotifyCode.INVAL_INODE;
+export const NOTIFY_INVAL_ENTRY = NotifyCode.INVAL_ENTRY;
+export const NOTIFY_STORE = NotifyCode.STORE;
+export const NOTIFY_RETRIEVE = NotifyCode.RETRIEVE;
+export const NOTIFY_DELETE = NotifyCode.DELETE;
 
-/** FUSE_INT_REQ_BIT: since 7.28 (kernel 5.0) an INTERRUPT's unique is its target's unique | 1. */
-export const FUSE_INT_REQ_BIT = 1n;
 /** fuse_write_in.write_flags: delayed write from the page cache (writeback), no process waits on it. */
-export const FUSE_WRITE_CACHE = 1;
+export const FUSE_WRITE_CACHE = bit(WRITE_FLAGS, 'FUSE_WRITE_CACHE');
 /** fuse_getattr_in.getattr_flags (also fuse_statx_in): fh is valid. */
-export const FUSE_GETATTR_FH = 1;
+export const FUSE_GETATTR_FH = bit(GETATTR_FLAGS, 'FUSE_GETATTR_FH');
 /** fuse_setattr_in.valid: fh is valid. */
-export const FATTR_FH = 1 << 6;
+export const FATTR_FH = bit(FATTR_FLAGS, 'FATTR_FH');
 /** renameat2 flags as RENAME2 carries them (include/uapi/linux/fs.h). */
-export const RENAME_EXCHANGE = 2;
+export const RENAME_EXCHANGE = bit(RENAME_FLAGS, 'RENAME_EXCHANGE');
 
 /** Linux errnos the classifier names (asm-generic/errno-base.h). */
 export const EIO = 5;
@@ -92,11 +107,48 @@ export const EAGAIN = 11;
 export const EINVAL = 22;
 
 /**
- * sizeof(struct fuse_entry_out): 40 bytes + fuse_attr (88 since 7.9). FUSE_COMPAT_ENTRY_OUT_SIZE
- * (120) for servers speaking < 7.9, which the running kernel no longer accepts; kept for old traces.
+ * READDIRPLUS entries: fuse_direntplus { fuse_entry_out (always 128: READDIRPLUS came in 7.21),
+ * fuse_dirent { ino, off, namelen, type } } then the name, padded to 8 bytes (FUSE_DIRENTPLUS_SIZE).
  */
-export function entryOutSize(minor: number): number {
-  return minor < 9 ? 120 : 128;
+export const DIRENTPLUS_NAME_OFFSET = structs.fuse_direntplus.size;
+export const DIRENTPLUS_NAMELEN_OFFSET = structs.fuse_entry_out.size + 16;
+/** Where the name starts in NOTIFY_INVAL_ENTRY { parent, namelen, flags } and NOTIFY_DELETE { parent, child, namelen, padding }. */
+export const NOTIFY_INVAL_ENTRY_NAME_OFFSET = structs.fuse_notify_inval_entry_out.size;
+export const NOTIFY_DELETE_NAME_OFFSET = structs.fuse_notify_delete_out.size;
+
+/** Struct sizes that depend on the negotiated protocol minor, computed once per minor. */
+export interface WireSizes {
+  /** sizeof(struct fuse_entry_out): 128, FUSE_COMPAT_ENTRY_OUT_SIZE (120) before 7.9. */
+  entryOut: number;
+  /** Offset of the first name after the fixed struct of a name-bearing request, by opcode. */
+  nameOffset: Map<number, number>;
+}
+
+const sizesByMinor = new Map<number, WireSizes>();
+
+/** The sizes for a negotiated minor (the codec's struct descriptors know which field came when). */
+export function wireSizes(minor: number): WireSizes {
+  let w = sizesByMinor.get(minor);
+  if (!w) {
+    w = {
+      entryOut: sizeAt(structs.fuse_entry_out, minor),
+      nameOffset: new Map([
+        [OP.LOOKUP, 0],
+        [OP.UNLINK, 0],
+        [OP.RMDIR, 0],
+        [OP.SYMLINK, 0], // name, then the link target
+        [OP.MKNOD, sizeAt(structs.fuse_mknod_in, minor)],
+        [OP.MKDIR, sizeAt(structs.fuse_mkdir_in, minor)],
+        [OP.CREATE, sizeAt(structs.fuse_create_in, minor)],
+        [OP.TMPFILE, sizeAt(structs.fuse_create_in, minor)],
+        [OP.RENAME, sizeAt(structs.fuse_rename_in, minor)],
+        [OP.RENAME2, sizeAt(structs.fuse_rename2_in, minor)],
+        [OP.LINK, sizeAt(structs.fuse_link_in, minor)],
+      ]),
+    };
+    sizesByMinor.set(minor, w);
+  }
+  return w;
 }
 
 export function u32(b: Buffer, off: number): number | null {
@@ -128,35 +180,6 @@ export function argsEnd(b: Buffer): number {
   const len = b.readUInt32LE(0);
   const ext = b.readUInt16LE(36) * 8;
   return Math.max(IN_HEADER_SIZE, len - ext);
-}
-
-/**
- * Size of the fixed struct before the first name of a name-bearing request (the name's offset is
- * IN_HEADER_SIZE + this), given the negotiated protocol minor; -1 for opcodes without a name.
- */
-export function nameArgOffset(opcode: number, minor: number): number {
-  switch (opcode) {
-    case OP.LOOKUP:
-    case OP.UNLINK:
-    case OP.RMDIR:
-    case OP.SYMLINK: // name, then the link target
-      return 0;
-    case OP.MKNOD:
-      return minor < 12 ? 8 : 16; // fuse_mknod_in; FUSE_COMPAT_MKNOD_IN_SIZE before 7.12
-    case OP.MKDIR:
-      return 8; // fuse_mkdir_in
-    case OP.CREATE:
-    case OP.TMPFILE:
-      return minor < 12 ? 8 : 16; // fuse_create_in; fuse_open_in before 7.12
-    case OP.RENAME:
-      return 8; // fuse_rename_in { newdir }
-    case OP.RENAME2:
-      return 16; // fuse_rename2_in { newdir, flags, padding }
-    case OP.LINK:
-      return 8; // fuse_link_in { oldnodeid }
-    default:
-      return -1;
-  }
 }
 
 /** Offset in the request frame of the fh a request names, or -1 (OPEN/CREATE get theirs in the reply). */

@@ -72,10 +72,14 @@ import {
   NOTIFY_STORE,
   OP,
   OUT_HEADER_SIZE,
+  DIRENTPLUS_NAMELEN_OFFSET,
+  DIRENTPLUS_NAME_OFFSET,
+  NOTIFY_DELETE_NAME_OFFSET,
+  NOTIFY_INVAL_ENTRY_NAME_OFFSET,
   argsEnd,
   cstr,
-  entryOutSize,
-  nameArgOffset,
+  wireSizes,
+  type WireSizes,
   requestFhOffset,
   u32,
   u64,
@@ -182,7 +186,8 @@ export class Ledger {
   private readonly db: Database;
   private readonly startMono: bigint;
   private readonly paths = new PathResolver();
-  private minor: number;
+  /** Struct sizes for the negotiated protocol minor (the INIT reply's). */
+  private sizes: WireSizes;
   private readonly recentMax: number;
   /** Requests waiting for their reply, by unique. */
   private readonly pending = new Map<bigint, Req>();
@@ -208,7 +213,7 @@ export class Ledger {
       | undefined;
     if (start === undefined) throw new Error(`Ledger: no session ${session}`);
     this.startMono = start;
-    this.minor = opts.minor ?? 45;
+    this.sizes = wireSizes(opts.minor ?? 45);
     this.recentMax = opts.recentMax ?? RECENT_MAX;
     const cols =
       'session, seq, unique_id, opcode, nodeid, fh, path, pid, comm, uid, gid, start_ns, fwd_ns, reply_ns, dur_ns, errno, len, reply_len, state, outcome, background, reply_seq, interrupt_seq';
@@ -325,8 +330,8 @@ export class Ledger {
   private describe(r: Req, b: Buffer, opcode: number, nodeid: bigint | null): void {
     const fhOff = requestFhOffset(opcode, b);
     if (fhOff >= 0) r.fh = u64(b, fhOff);
-    const nameOff = nameArgOffset(opcode, this.minor);
-    if (nameOff >= 0 && nodeid !== null) {
+    const nameOff = this.sizes.nameOffset.get(opcode);
+    if (nameOff !== undefined && nodeid !== null) {
       const end = argsEnd(b);
       const first = cstr(b, IN_HEADER_SIZE + nameOff, end);
       if (first) {
@@ -361,7 +366,7 @@ export class Ledger {
             break;
           }
         }
-      } else if (nodeid !== null) {
+      } else {
         r.path = this.paths.path(nodeid); // the name was cut by snaplen: at least the directory
       }
     } else if (nodeid !== null) {
@@ -510,7 +515,7 @@ export class Ledger {
       case NOTIFY_DELETE: {
         // fuse_notify_delete_out { parent, child, namelen, padding }, name
         const parent = u64(b, body);
-        const nameOff = body + (code === NOTIFY_DELETE ? 24 : 16);
+        const nameOff = body + (code === NOTIFY_DELETE ? NOTIFY_DELETE_NAME_OFFSET : NOTIFY_INVAL_ENTRY_NAME_OFFSET);
         const nameLen = u32(b, code === NOTIFY_DELETE ? body + 16 : body + 8);
         r.nodeid = code === NOTIFY_DELETE ? u64(b, body + 8) : parent;
         if (parent !== null && nameLen !== null && nameOff + nameLen <= b.length) {
@@ -551,13 +556,13 @@ export class Ledger {
       case 'create': {
         const id = u64(b, body);
         if (id !== null) this.paths.entry(e.parent, e.name, id);
-        r.fh = u64(b, body + entryOutSize(this.minor)) ?? r.fh; // fuse_open_out.fh after the entry
+        r.fh = u64(b, body + this.sizes.entryOut) ?? r.fh; // fuse_open_out.fh after the entry
         break;
       }
       case 'tmpfile': {
         const id = u64(b, body);
         if (id !== null) this.paths.tmpfile(e.parent, id);
-        r.fh = u64(b, body + entryOutSize(this.minor)) ?? r.fh;
+        r.fh = u64(b, body + this.sizes.entryOut) ?? r.fh;
         break;
       }
       case 'remove':
@@ -574,7 +579,7 @@ export class Ledger {
         break;
       case 'init': {
         const minor = u32(b, body + 4); // fuse_init_out { major, minor, ... }
-        if (minor !== null) this.minor = minor;
+        if (minor !== null) this.sizes = wireSizes(minor);
         break;
       }
     }
@@ -586,17 +591,15 @@ export class Ledger {
    * the kernel counts (fuse_direntplus_link), except "." and "..".
    */
   private readdirplus(parent: bigint, b: Buffer): void {
-    const entrySize = entryOutSize(this.minor);
     const end = Math.min(b.length, u32(b, 0) ?? b.length);
     let off = OUT_HEADER_SIZE;
-    while (off + entrySize + 24 <= end) {
-      const id = b.readBigUInt64LE(off);
-      const namelen = b.readUInt32LE(off + entrySize + 16);
-      const nameOff = off + entrySize + 24;
+    while (off + DIRENTPLUS_NAME_OFFSET <= end) {
+      const id = b.readBigUInt64LE(off); // entry_out.nodeid
+      const namelen = b.readUInt32LE(off + DIRENTPLUS_NAMELEN_OFFSET);
+      const nameOff = off + DIRENTPLUS_NAME_OFFSET;
       if (namelen === 0 || nameOff + namelen > end) break;
-      const name = b.toString('utf8', nameOff, nameOff + namelen);
-      this.paths.entry(parent, name, id);
-      off += (entrySize + 24 + namelen + 7) & ~7;
+      this.paths.entry(parent, b.toString('utf8', nameOff, nameOff + namelen), id);
+      off += (DIRENTPLUS_NAME_OFFSET + namelen + 7) & ~7;
     }
   }
 

@@ -87,7 +87,7 @@ CREATE TABLE requests (
   session     INTEGER NOT NULL,          -- sessions.id
   seq         INTEGER NOT NULL,          -- frames.seq of the request frame
   unique_id   INTEGER NOT NULL,          -- the request's unique
-  opcode      INTEGER NOT NULL,          -- fuse opcode
+  opcode      INTEGER NOT NULL,          -- fuse opcode; 0 for a server notification (state notify) or a reply whose request is not in the trace (state unknown)
   nodeid      INTEGER,                   -- fuse_in_header.nodeid
   fh          INTEGER,                   -- file handle the request names, if any
   path        TEXT,                      -- path of nodeid (and name) as of the request's time, if known
@@ -99,14 +99,14 @@ CREATE TABLE requests (
   fwd_ns      INTEGER,                   -- forwarded to the server, ns since session start
   reply_ns    INTEGER,                   -- reply read by the proxy, ns since session start
   dur_ns      INTEGER,                   -- reply_ns - start_ns
-  errno       INTEGER,                   -- positive errno of the reply, 0 for success, NULL without a reply
+  errno       INTEGER,                   -- positive errno of the reply, 0 for success, NULL without a reply; for a notification the errno of its write to /dev/fuse
   len         INTEGER NOT NULL,          -- request length
   reply_len   INTEGER,                   -- reply length
   state       TEXT NOT NULL,             -- ok | error | interrupted | late | unanswered | aborted | noreply | notify | unknown
-  outcome     TEXT,                      -- sub-state: for interrupted eintr | answered | eagain; for late the reason
+  outcome     TEXT,                      -- sub-state (ledger.ts): interrupted eintr | answered | eagain; late not-waited | duplicate | interrupt-after-finish | interrupt-not-waited; aborted the session's end_reason; notify the notify code name; unknown what was odd
   background  INTEGER NOT NULL DEFAULT 0, -- 1 when no process waits on it (RELEASE, writeback, readahead, INIT)
   reply_seq   INTEGER,                   -- frames.seq of the reply
-  interrupt_seq INTEGER,                 -- frames.seq of the FUSE_INTERRUPT naming this request
+  interrupt_seq INTEGER,                 -- frames.seq of the first FUSE_INTERRUPT naming this request (INTERRUPTs have no row of their own; on kernels >= 5.0 all of them and their answers have unique_id = unique | 1)
   PRIMARY KEY (session, seq)
 ) WITHOUT ROWID;
 CREATE INDEX requests_unique ON requests(session, unique_id);
