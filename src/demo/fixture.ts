@@ -23,12 +23,12 @@ export function demoServerPath(): string {
 }
 
 /**
- * The demo server's argv: [node, server.js, mountpoint]. Give it to `fusetrace record -- ...` with
- * the mountpoint, or to `fusetrace replay SESSION -- ...` (the replayer appends or substitutes
- * /dev/fd/N). The mountpoint defaults to /dev/fd/3, what record and replay hand the server.
+ * The demo server's argv: [node, server.js, mountpoint?]. With a mountpoint, for
+ * `fusetrace record -- ...` (record mounts it and substitutes /dev/fd/3); without, for
+ * `fusetrace replay SESSION -- ...` (the replayer appends /dev/fd/N when there is no mountpoint).
  */
-export function demoServerArgv(mountpoint = '/dev/fd/3'): string[] {
-  return [process.execPath, demoServerPath(), mountpoint];
+export function demoServerArgv(mountpoint?: string): string[] {
+  return [process.execPath, demoServerPath(), ...(mountpoint === undefined ? [] : [mountpoint])];
 }
 
 /** bin/fusetrace.js, to run the CLI as a child process. */

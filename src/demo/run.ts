@@ -227,6 +227,8 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const t0 = Date.now();
   const log = opts.log ?? ((l: string) => process.stderr.write(`fusetrace demo: ${l}\n`));
   const dbPath = resolve(opts.dbPath);
+  // Refuse an unusable trace file before anything is mounted (one-line UserError from the store).
+  openTraceDb(dbPath, { create: true }).close();
   const tempDir = realpathSync(mkdtempSync(join(tmpdir(), 'fusetrace-demo-')));
   const mnt = join(tempDir, 'mnt');
   mkdirSync(mnt);

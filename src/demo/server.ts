@@ -23,7 +23,7 @@ import { pathToFileURL } from 'node:url';
 import { buildReply, decodeRequest, Opcode, type DecodedFrame, type Fields } from '../protocol/index.js';
 import { INIT_FLAG } from '../protocol/flags.js';
 import { errnoNumber } from '../protocol/errno.js';
-import { ANYWAY_MS, FIRST_DYNAMIC_NODEID, SLOW_MS, attrOf, buildTree, type DemoNode } from './tree.js';
+import { ANYWAY_MS, DEMO_EPOCH, FIRST_DYNAMIC_NODEID, SLOW_MS, attrOf, buildTree, type DemoNode } from './tree.js';
 
 /** Largest frame we accept: a WRITE of max_write bytes plus headers, with a page to spare. */
 export const MAX_WRITE = 1024 * 1024;
@@ -117,6 +117,17 @@ export class DemoServer {
     return { attr_valid: VALID_SECS, attr: attrOf(n, this.nodes) as Fields };
   }
 
+  private statxOut(n: DemoNode): Fields {
+    const at = attrOf(n, this.nodes);
+    const time = { tv_sec: DEMO_EPOCH, tv_nsec: 0 };
+    // STATX_BASIC_STATS (0x7ff) | STATX_BTIME (0x800), include/uapi/linux/stat.h.
+    const stat = {
+      mask: 0xfff, blksize: at.blksize, nlink: at.nlink, uid: at.uid, gid: at.gid, mode: at.mode, ino: at.ino, size: at.size,
+      blocks: at.blocks, atime: time, btime: time, ctime: time, mtime: time,
+    } as Fields;
+    return { attr_valid: VALID_SECS, stat };
+  }
+
   private dispatch(f: DecodedFrame): void {
     const a = f.args[0] ?? {};
     const n = this.node(f.nodeid);
@@ -144,6 +155,9 @@ export class DemoServer {
       }
       case Opcode.GETATTR:
         return n ? this.reply(f, [this.attrOut(n)]) : this.error(f, ENOENT);
+      case Opcode.STATX:
+        // statx(2) asking for more than the basic stats (node's fs.stat asks for btime) comes as STATX (7.39).
+        return n ? this.reply(f, [this.statxOut(n)]) : this.error(f, ENOENT);
       case Opcode.SETATTR:
         return this.setattr(f, n, a);
       case Opcode.OPEN:

@@ -1,0 +1,118 @@
+// End-to-end tests of `fusetrace demo --no-tui`: the real CLI, the real `fusetrace record` under
+// it, a real mount of the demo server (src/demo/server.ts) and a real SQLite trace. The demo must
+// finish in under 30 s, leave no mount, directory or process, and its printed summary must show
+// every request lifecycle it promises. Then the recorded session is replayed against the same
+// server: a deterministic server makes every reply match.
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { CleanupRegistry, stopProcess, unmount } from './helpers/mount.js';
+import { buildForDemo, demoTempDirs, fuseMountsUnder, parseDemoStderr, pidExists, pidsMentioning, runCli } from './demo-helpers.js';
+import { demoServerArgv } from '../src/demo/fixture.js';
+
+const reg = new CleanupRegistry();
+afterEach(() => reg.cleanup());
+
+beforeAll(() => buildForDemo(), 180_000);
+
+/** If a demo run fails half-way, undo what it left: its mounts, processes and temp dirs (by path and PID). */
+function cleanupAfterDemo(before: Set<string>): void {
+  reg.defer(async () => {
+    for (const dir of demoTempDirs()) {
+      if (before.has(dir)) continue;
+      for (const mp of fuseMountsUnder(dir)) await unmount(mp);
+      for (const pid of pidsMentioning(dir)) await stopProcess(pid, 500);
+      for (const mp of fuseMountsUnder(dir)) await unmount(mp);
+      if (fuseMountsUnder(dir).length === 0) {
+        const { rmSync } = await import('node:fs');
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+  });
+}
+
+/** The `show` rows printed after "interesting requests": TSV when stdout is a pipe. */
+function showRows(stdout: string): Array<Record<string, string>> {
+  const lines = stdout.split('\n');
+  const h = lines.findIndex((l) => l.startsWith('UNIQUE\t'));
+  expect(h, `no show header in:\n${stdout}`).toBeGreaterThan(0);
+  const cols = lines[h]!.split('\t');
+  const rows: Array<Record<string, string>> = [];
+  for (const l of lines.slice(h + 1)) {
+    if (!l.includes('\t')) break;
+    const cells = l.split('\t');
+    rows.push(Object.fromEntries(cols.map((c, i) => [c, cells[i] ?? ''])));
+  }
+  return rows;
+}
+
+describe('fusetrace demo --no-tui', () => {
+  it('records every lifecycle state in under 30 s and leaves no mount, directory or process', async () => {
+    const work = reg.tempDir('fusetrace-demo-test-');
+    const db = join(work, 'trace.db');
+    const before = demoTempDirs();
+    cleanupAfterDemo(before);
+
+    const r = await runCli(['--db', db, 'demo', '--no-tui'], 30_000);
+    expect(r.signal, `killed after 30 s; stderr:\n${r.stderr}`).toBeNull();
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.ms).toBeLessThan(30_000);
+
+    // Nothing left behind.
+    const { tempDir, pids, session } = parseDemoStderr(r.stderr);
+    expect(before.has(tempDir)).toBe(false);
+    expect(existsSync(tempDir)).toBe(false);
+    expect(fuseMountsUnder(tempDir)).toEqual([]);
+    expect(pids.length).toBe(5); // recorder, server, three readers
+    for (const pid of pids) expect(pidExists(pid), `pid ${pid} still exists`).toBe(false);
+    expect(pidsMentioning(tempDir)).toEqual([]);
+
+    // The stats summary counts each state; the show lines name them per request.
+    expect(r.stdout).toMatch(new RegExp(`session ${session}: \\d+ requests`));
+    const states = /states: (.*)/.exec(r.stdout)?.[1] ?? '';
+    for (const s of ['ok', 'error', 'interrupted', 'aborted']) expect(states).toMatch(new RegExp(`\\b${s} \\d+`));
+
+    const rows = showRows(r.stdout);
+    const row = (path: string, op = 'READ') => rows.find((x) => x.PATH === path && x.OP === op);
+    expect(row('/missing', 'LOOKUP')).toMatchObject({ RESULT: 'ENOENT', STATE: 'error' });
+    expect(row('/broken')).toMatchObject({ RESULT: 'EIO', STATE: 'error' });
+    expect(row('/slow.txt')).toMatchObject({ RESULT: 'OK', STATE: 'ok' });
+    expect(row('/wait-eintr')).toMatchObject({ RESULT: 'EINTR', STATE: 'interrupted:eintr' });
+    expect(row('/wait-anyway')).toMatchObject({ RESULT: 'OK', STATE: 'interrupted:answered' });
+    // Outstanding when the session ended: the ledger (src/store/ledger.ts) calls a request with no
+    // reply in a session whose end was recorded `aborted`, with the end reason as outcome; the demo
+    // ends the recording with SIGINT (twice: the waiting reader keeps the mount busy).
+    expect(row('/never')).toMatchObject({ STATE: 'aborted:signal' });
+
+    // The trace file agrees with what was printed, and the slow read took its 300 ms.
+    const h = new Database(db, { readonly: true });
+    try {
+      const s = h.prepare('SELECT name, end_reason FROM sessions WHERE id = ?').get(session) as { name: string; end_reason: string };
+      expect(s).toEqual({ name: 'demo', end_reason: 'signal' });
+      const slow = h.prepare("SELECT reply_ns - start_ns FROM requests WHERE session = ? AND path = '/slow.txt' AND opcode = 15 ORDER BY start_ns LIMIT 1").pluck().get(session) as number;
+      expect(slow).toBeGreaterThanOrEqual(290e6);
+      const interrupts = h.prepare('SELECT count(*) FROM frames WHERE session = ? AND dir = 0 AND opcode = 36').pluck().get(session) as number;
+      expect(interrupts).toBeGreaterThanOrEqual(2);
+    } finally {
+      h.close();
+    }
+
+    // The same server replays the session with every reply matching (it is deterministic).
+    const replay = await runCli(['--db', db, 'replay', String(session), '--', ...demoServerArgv()], 30_000);
+    expect(replay.code, `${replay.stdout}${replay.stderr}`).toBe(0);
+    expect(replay.stdout + replay.stderr).toMatch(/diverged 0, missing replies 0, unexpected replies 0/);
+    expect(replay.stdout + replay.stderr).toMatch(/all replies matched/);
+  }, 90_000);
+
+  it('refuses a trace file it cannot write with one line and leaves nothing behind', async () => {
+    const work = reg.tempDir('fusetrace-demo-test-');
+    const before = demoTempDirs();
+    cleanupAfterDemo(before);
+    const r = await runCli(['--db', join(work, 'no-such-dir', 'trace.db'), 'demo', '--no-tui'], 30_000);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/^fusetrace: /m);
+    expect(r.stderr).not.toMatch(/\n\s+at /); // no stack
+    for (const dir of demoTempDirs()) expect(before.has(dir), `${dir} left behind`).toBe(true);
+  }, 60_000);
+});
