@@ -1,11 +1,13 @@
 /**
  * Insert throughput of TraceWriter into a fresh trace file, the way `record` drives it: batches of
- * frames as the pump delivers them, a timer flush every 100 ms of frames (here: every BATCH frames).
+ * BATCH frames handed to addFrames, which commits on its own size threshold; then the read-back rate.
+ * Prints wall-clock and CPU rates: on a shared 2-core machine the CPU rate is the steadier number.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { openTraceDb } from '../src/store/db.js';
+import { TraceReader } from '../src/store/reader.js';
 import { TraceWriter, type FrameRecord } from '../src/store/writer.js';
 
 /** Frames handed to addFrames at once (what one wake-up of the pump's queue delivers). */
@@ -62,13 +64,17 @@ export async function benchStore(): Promise<void> {
       // Frames are made in slices outside the timed region: building 1M Buffers costs more than storing them.
       const SLICE = 100_000;
       let elapsed = 0n;
+      let cpuUs = 0;
       let bytes = 0;
       for (let done = 0; done < mix.frames; done += SLICE) {
         const frames = makeFrames(mix, Math.min(SLICE, mix.frames - done)).map((f) => ({ ...f, seq: f.seq + done }));
         for (const f of frames) bytes += f.len;
         const t = process.hrtime.bigint();
+        const c = process.cpuUsage();
         for (let i = 0; i < frames.length; i += BATCH) writer.addFrames(frames.slice(i, i + BATCH));
         writer.flush();
+        const dc = process.cpuUsage(c);
+        cpuUs += dc.user + dc.system;
         elapsed += process.hrtime.bigint() - t;
       }
       writer.close();
@@ -79,10 +85,24 @@ export async function benchStore(): Promise<void> {
       const secs = Number(elapsed) / 1e9;
       const size = fs.statSync(file).size;
       process.stdout.write(
-        `${mix.name.padEnd(22)} ${mix.frames.toString().padStart(8)} frames  ` +
+        `write ${mix.name.padEnd(22)} ${mix.frames.toString().padStart(8)} frames  ` +
           `${Math.round(mix.frames / secs).toLocaleString('en-US').padStart(9)} frames/s  ` +
           `${(bytes / secs / 1e6).toFixed(1).padStart(7)} MB/s  ` +
-          `(${secs.toFixed(2)} s, final checkpoint ${checkpoint.toFixed(2)} s, file ${(size / 1e6).toFixed(0)} MB)\n`,
+          `(${secs.toFixed(2)} s wall, ${(cpuUs / 1e6).toFixed(2)} s CPU = ${Math.round(mix.frames / (cpuUs / 1e6)).toLocaleString('en-US')} frames/CPU-s; final checkpoint ${checkpoint.toFixed(2)} s, file ${(size / 1e6).toFixed(0)} MB)\n`,
+      );
+
+      // Reading back in seq order, as show/replay/export do (the page cache is warm: this is the CPU cost).
+      const rdb = openTraceDb(file, { readonly: true });
+      const reader = new TraceReader(rdb);
+      const r0 = process.hrtime.bigint();
+      let n = 0;
+      for (const f of reader.frames(1)) n += f.data.length >= 0 ? 1 : 0;
+      const rsecs = Number(process.hrtime.bigint() - r0) / 1e9;
+      rdb.close();
+      process.stdout.write(
+        `read  ${mix.name.padEnd(22)} ${n.toString().padStart(8)} frames  ` +
+          `${Math.round(n / rsecs).toLocaleString('en-US').padStart(9)} frames/s  ` +
+          `${(bytes / rsecs / 1e6).toFixed(1).padStart(7)} MB/s\n`,
       );
       fs.rmSync(file, { force: true });
     }

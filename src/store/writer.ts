@@ -164,7 +164,10 @@ export class TraceWriter {
     return this.session;
   }
 
-  /** Buffers frames (the array may be reused by the caller afterwards); flushes past the size threshold. */
+  /**
+   * Buffers frames; flushes past the size threshold. The array may be reused by the caller afterwards,
+   * but the records and their `data` Buffers are kept until the next flush and must not be changed.
+   */
   addFrames(frames: FrameRecord[]): void {
     this.checkSession();
     for (const f of frames) {
