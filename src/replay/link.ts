@@ -6,6 +6,14 @@
  * SEQPACKET keeps message boundaries: each read(2) returns exactly one frame and each write(2)
  * sends one, as /dev/fuse does. The fd is blocking, so reads and writes go through libuv's thread
  * pool (fs.read / fs.write): one read is always outstanding, writes use the other threads.
+ *
+ * Ending the read: a read blocked in the thread pool can only be ended by a message or by the
+ * peer end closing, and libuv joins its threads at exit, so a blocked read would keep fusetrace
+ * alive. A server that went to the background (libfuse without -f) holds its end in a process we
+ * did not start. So we keep a copy of the server's end: when the server exits, or when we stop,
+ * we write a one-byte message into it (no FUSE frame is shorter than its 16-byte header), which
+ * our read returns after every frame the server sent before; then we close both ends, and a
+ * background server reads end-of-file and ends too.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -30,7 +38,7 @@ export interface ServerLinkOptions {
   maxFrame: number;
   /** Called for every frame the server writes, in order. */
   onFrame: (frame: Buffer) => void;
-  /** Called once when the server's end closed (read returned 0) or the read failed. */
+  /** Called once when the server is gone (it exited, or the socket failed) and every frame it sent was delivered. */
   onEnd: (error?: Error) => void;
 }
 
@@ -54,6 +62,9 @@ export function serverArgv(argv: readonly string[], fd = SERVER_FD): string[] {
   return out;
 }
 
+/** The one-byte wake-up message (see the file comment). */
+const WAKE = Buffer.from([0]);
+
 /** A running server and the socket the replayer plays the kernel on. */
 export class ServerLink {
   readonly child: ChildProcess;
@@ -61,27 +72,30 @@ export class ServerLink {
   /** The server's stderr (the last 16 KiB), for diagnostics. */
   stderr = '';
   private readonly fd: number;
+  /** Our copy of the server's end, kept to wake our own read (file comment). */
+  private readonly peerFd: number;
   private readonly readBuf: Buffer;
   private ended = false;
   private endedByUs = false;
-  private closed = false;
+  private waking = false;
+  private endSeen!: () => void;
+  private readonly endPromise: Promise<void>;
 
   constructor(private readonly opts: ServerLinkOptions) {
-    const { fds } = native().seqpacketPair(opts.maxFrame);
-    const [ours, theirs] = fds;
+    // SEQPACKET messages must fit the send buffer (net/unix/af_unix.c): size it like record does.
+    const pair = native().seqpacketPair(opts.maxFrame + 65536);
+    const [ours, theirs] = pair.fds;
     this.fd = ours;
-    this.readBuf = Buffer.allocUnsafe(opts.maxFrame);
+    this.peerFd = theirs;
+    this.readBuf = Buffer.allocUnsafe(opts.maxFrame + 65536);
+    this.endPromise = new Promise((r) => (this.endSeen = r));
     const argv = serverArgv(opts.argv);
-    let child: ChildProcess;
-    try {
-      // stdio slot 3 dup2()s `theirs` to fd 3 in the child without O_CLOEXEC; our end keeps
-      // SOCK_CLOEXEC so the server never holds both ends (its EOF would never come).
-      child = spawn(execHelperPath(), [String(SERVER_FD), ...argv], {
-        stdio: ['ignore', 'ignore', 'pipe', theirs],
-      });
-    } finally {
-      fs.closeSync(theirs);
-    }
+    // stdio slot 3 dup2()s `theirs` to fd 3 in the child without O_CLOEXEC; both our fds keep
+    // SOCK_CLOEXEC, so no other child ever holds them.
+    const child = spawn(execHelperPath(), [String(SERVER_FD), ...argv], {
+      stdio: ['ignore', 'ignore', 'pipe', theirs],
+      argv0: opts.argv[0],
+    });
     this.child = child;
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (s: string) => {
@@ -90,16 +104,24 @@ export class ServerLink {
     this.exited = new Promise((resolve) => {
       child.once('error', (err) => {
         this.stderr += `\n${err.message}`;
+        this.wake();
         resolve({ code: null, signal: null, byReplayer: false });
       });
-      child.once('exit', (code, signal) => resolve({ code, signal, byReplayer: this.endedByUs }));
+      child.once('exit', (code, signal) => {
+        this.wake();
+        resolve({ code, signal, byReplayer: this.endedByUs });
+      });
     });
     this.readLoop();
   }
 
-  /** Sends one frame (one message). Rejects with the write's errno (EPIPE once the server is gone). */
+  /** Sends one frame (one message). Rejects with the write's errno. */
   send(frame: Buffer): Promise<void> {
     return new Promise((resolve, reject) => {
+      if (this.ended) {
+        reject(new Error('the server is gone'));
+        return;
+      }
       fs.write(this.fd, frame, 0, frame.length, null, (err, n) => {
         if (err) reject(err);
         else if (n !== frame.length) reject(new Error(`short write of a frame: ${n} of ${frame.length} bytes`));
@@ -110,8 +132,8 @@ export class ServerLink {
 
   /**
    * Ends the server the way an unmount ends a libfuse loop: SIGTERM (fuse_set_signal_handlers
-   * makes the loop exit), then SIGKILL after `graceMs`. Resolves with how it ended; the read
-   * loop sees end-of-file when the server's end closes, and the socket is closed after that.
+   * makes the loop exit), then SIGKILL after `graceMs`. Resolves with how it ended, once every
+   * frame it sent was delivered and both ends of the socket are closed.
    */
   async stop(graceMs = 3000): Promise<ServerExit> {
     this.endedByUs = true;
@@ -120,17 +142,29 @@ export class ServerLink {
       const timer = setTimeout(() => {
         if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
       }, graceMs);
-      const exit = await this.exited;
+      await this.exited;
       clearTimeout(timer);
-      return exit;
     }
-    return this.exited;
+    const exit = await this.exited;
+    this.wake();
+    await this.endPromise;
+    return exit;
+  }
+
+  /** Writes the wake-up message into the server's end, once. */
+  private wake(): void {
+    if (this.waking) return;
+    this.waking = true;
+    fs.write(this.peerFd, WAKE, 0, 1, null, (err) => {
+      // Cannot happen while our end is open; if it does, the read still ends at the peer's close.
+      if (err) this.finish(err);
+    });
   }
 
   private readLoop(): void {
     fs.read(this.fd, this.readBuf, 0, this.readBuf.length, null, (err, n) => {
-      if (err || n === 0) {
-        this.end(err ?? undefined);
+      if (err || n === 0 || (n === 1 && this.waking)) {
+        this.finish(err ?? undefined);
         return;
       }
       // Copy out: the buffer is reused by the next read.
@@ -139,13 +173,12 @@ export class ServerLink {
     });
   }
 
-  private end(err?: Error): void {
+  private finish(err?: Error): void {
     if (this.ended) return;
     this.ended = true;
-    if (!this.closed) {
-      this.closed = true;
-      fs.close(this.fd, () => undefined);
-    }
+    fs.close(this.fd, () => undefined);
+    fs.close(this.peerFd, () => undefined);
+    this.endSeen();
     this.opts.onEnd(err);
   }
 }

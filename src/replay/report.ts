@@ -116,7 +116,10 @@ export function formatText(r: ReplayReport): string {
       `not comparable ${c.uncomparable}, interrupted on purpose ${c.injected}, no reply expected ${c.noReply}`,
   );
   if (r.serverExit.early) {
-    lines.push(`the server ended during the replay: ${r.serverExit.signal ?? `exit code ${r.serverExit.code}`}`);
+    const how = r.serverExit.signal ?? `exit code ${r.serverExit.code}`;
+    // libfuse's fuse_daemonize(): without -f the parent exits 0 and a child serves in the background.
+    const hint = r.serverExit.code === 0 ? ' (a server that goes to the background, like libfuse without -f, must run in the foreground)' : '';
+    lines.push(`the server ended during the replay: ${how}${hint}`);
   }
   if (r.firstDivergence !== null) {
     const x = r.results[r.firstDivergence];
