@@ -131,13 +131,16 @@ describe('tui App (ink-testing-library)', () => {
     expect(f).toMatch(/in flight +[ ▁▂▃▄▅▆▇█]+ max/);
   });
 
-  it('? lists the keys from the keymap; R says replay is not available yet', async () => {
-    const { app, type } = await start(fx.session);
+  it('? lists the keys from the keymap; R asks for a server command and reports a bad one', async () => {
+    const { type } = await start(fx.session);
     let f = await type('?');
     expect(f).toMatch(/j ↓ +next row/);
     expect(f).toMatch(/o +follow: jump to where the nodeid/);
     f = await type('?', 'R');
+    expect(f).toContain('replay against server> ');
+    f = await type('/nonexistent/fs -f', ENTER);
     await settle(200);
-    expect(app.lastFrame()).toContain('replay is not available yet');
+    expect(f + (await type())).toContain('server not found or not executable: /nonexistent/fs');
   });
+});
 });

@@ -103,7 +103,7 @@ function saveCapture(name: string, screen: string): void {
 }
 
 describe('fusetrace tui in a real terminal (tmux)', () => {
-  it('opens a recorded session, filters with /, shows the INTERRUPT frame in the detail pane, quits with q and restores the terminal', async () => {
+  it('opens a recorded session, filters with /, shows the INTERRUPT frame in the detail pane, replays it, quits with q and restores the terminal', async () => {
     const db = await recordInterruptedRead();
     const t = tmuxSession('e2e');
     await t.waitFor('the shell prompt', (s) => s.includes('e2e$'));
@@ -162,6 +162,18 @@ describe('fusetrace tui in a real terminal (tmux)', () => {
     t.keys('?');
     saveCapture('help', await t.waitFor('the key list', (s) => s.includes('keys (? or Esc to close)')));
     t.keys('?');
+
+    // R: replay the session against the same server, no mount; the report replaces the list.
+    t.keys('R');
+    await t.waitFor('the server prompt', (s) => s.includes('replay against server>'));
+    t.text(`${buildServer('interrupt_fs')} -f --delay-ms=300 --wait-ms=10000`);
+    t.keys('Enter');
+    screen = await t.waitFor('the replay report', (s) => /^result: /m.test(s), 60_000);
+    expect(screen).toMatch(/requests replayed \d+, compared \d+: matched \d+, diverged 0/);
+    expect(screen).toContain('result: all replies matched');
+    saveCapture('replay', screen);
+    t.keys('Escape');
+    await t.waitFor('the requests view after the replay', (s) => /row \d+ of \d+/.test(s));
 
     t.keys('q');
     screen = await t.waitFor('the shell after q', (s) => s.includes('EXIT=0'));

@@ -58,3 +58,11 @@ describe('splitChunk', () => {
     expect(splitChunk('\x1b[A', noKey)).toEqual([['\x1b[A', noKey]]);
   });
 });
+
+describe('splitCommand', () => {
+  it('splits a server command line with quotes like a shell (no expansion)', async () => {
+    const { splitCommand } = await import('../src/tui/replay.js');
+    expect(splitCommand(`./myfs -f -o 'source=/a b' "x\\"y" a"b c"`)).toEqual(['./myfs', '-f', '-o', 'source=/a b', 'x"y', 'ab c']);
+    expect(splitCommand('   ')).toEqual([]);
+  });
+});

@@ -38,7 +38,7 @@ describe('tui reducer', () => {
 
   it('edits the filter with a cursor; a bad filter keeps the bar open with the error column', () => {
     let s = run(withRows(100), { type: 'filterOpen' }, { type: 'filterInsert', text: 'op==READ' }, { type: 'filterCursor', delta: -4 }, { type: 'filterBackspace' });
-    expect(s.requests.edit).toEqual({ text: 'op=READ', cursor: 3 });
+    expect(s.requests.edit).toEqual({ target: 'filter', text: 'op=READ', cursor: 3 });
     s = run(s, { type: 'filterApply' });
     expect(s.requests.edit).not.toBeNull();
     expect(s.requests.filterError).toMatchObject({ column: 3, expression: 'op=READ' });
@@ -101,5 +101,24 @@ describe('tui reducer', () => {
     expect(s.help).toBe(true);
     expect(run(s, { type: 'back' }).help).toBe(false);
     expect(run(s, { type: 'quit' }).quit).toBe(true);
+  });
+
+  it('R asks for a server command; Enter starts a replay of the filtered requests, once per run', () => {
+    let s = run(withRows(10), { type: 'setFilter', filter: 'op==READ' }, { type: 'replayOpen' });
+    expect(s.requests.edit).toEqual({ target: 'replay', text: '', cursor: 0 });
+    s = run(s, { type: 'filterApply' });
+    expect(s.message).toMatch(/type the server command/);
+    s = run(s, { type: 'filterInsert', text: ' ./myfs -f ' }, { type: 'filterApply' });
+    expect(s.view).toBe('replay');
+    expect(s.replay).toMatchObject({ command: './myfs -f', filter: '(op==READ)', runId: 1, running: true });
+    expect(s.requests.filter).toBe('op==READ');
+    expect(run(s, { type: 'replayOpen' }).message).toMatch(/a replay is running/);
+    // A late answer from an older run is ignored.
+    expect(run(s, { type: 'replayDone', runId: 0, lines: ['old'], ok: true }).replay.running).toBe(true);
+    s = run(s, { type: 'replayDone', runId: 1, lines: ['a', 'b', 'result: all replies matched'], ok: true });
+    expect(s.replay).toMatchObject({ running: false, ok: true, lines: ['a', 'b', 'result: all replies matched'] });
+    s = run(s, { type: 'move', delta: 2 }, { type: 'back' });
+    expect(s.view).toBe('requests');
+    expect(run(s, { type: 'replayOpen' }).requests.edit).toEqual({ target: 'replay', text: './myfs -f', cursor: 9 });
   });
 });

@@ -57,7 +57,6 @@ export interface Binding {
   help: string;
 }
 
-const LIST: KeyContext[] = ['list'];
 const NAV: KeyContext[] = ['list', 'detail'];
 
 /** The keymap. The first binding for a (context, key) wins. */
@@ -89,8 +88,8 @@ export const KEYMAP: readonly Binding[] = [
   { keys: ['1'], command: 'viewSessions', contexts: NAV, help: 'sessions view' },
   { keys: ['2'], command: 'viewRequests', contexts: NAV, help: 'requests view' },
   { keys: ['3', 't'], command: 'viewStats', contexts: NAV, help: 'stats view: percentiles, histogram, timeline' },
-  { keys: ['R'], command: 'replay', contexts: LIST, help: 'replay the session against a server' },
-  { keys: ['return'], command: 'filterApply', contexts: ['filter'], help: 'apply the filter' },
+  { keys: ['R'], command: 'replay', contexts: NAV, help: 'replay the session against a server command you type (compares the filtered requests)' },
+  { keys: ['return'], command: 'filterApply', contexts: ['filter'], help: 'apply the filter (or start the replay)' },
   { keys: ['escape'], command: 'filterCancel', contexts: ['filter'], help: 'leave the filter bar unchanged' },
   { keys: ['backspace', 'delete'], command: 'filterBackspace', contexts: ['filter'], help: 'delete the character before the cursor' },
   { keys: ['left'], command: 'filterLeft', contexts: ['filter'], help: 'cursor left' },

@@ -5,7 +5,7 @@
  */
 import { FilterError, parseFilter } from '../store/filter.js';
 
-export type View = 'sessions' | 'requests' | 'stats';
+export type View = 'sessions' | 'requests' | 'stats' | 'replay';
 export type SortOrder = 'time' | 'dur';
 
 /** Requests slower than this are "slow" for the quick toggle (dur>=10ms). */
@@ -24,6 +24,8 @@ export interface InFlightScope {
 }
 
 export interface FilterBarState {
+  /** What the bar edits: the filter expression, or the server command of a replay. */
+  target: 'filter' | 'replay';
   text: string;
   /** Cursor position in `text` (0..length). */
   cursor: number;
@@ -59,6 +61,21 @@ export interface RequestsState extends ListState {
   detail: { scroll: number } | null;
 }
 
+/** A replay started from the TUI (src/tui/replay.ts runs it). */
+export interface ReplayState {
+  /** The server command line as typed (kept for the next replay). */
+  command: string;
+  /** The filter whose requests are compared ('' = all). */
+  filter: string;
+  /** Bumped for every replay started; the hook runs one replay per id. */
+  runId: number;
+  running: boolean;
+  /** The report, once done. */
+  lines: string[] | null;
+  ok: boolean | null;
+  scroll: number;
+}
+
 export interface TuiState {
   view: View;
   help: boolean;
@@ -67,6 +84,7 @@ export interface TuiState {
   sessions: ListState;
   requests: RequestsState;
   stats: { scroll: number };
+  replay: ReplayState;
   /** Rows the current list can show (terminal height minus chrome). */
   pageRows: number;
   /** One-line message for the status line (cleared by the next key). */
@@ -91,6 +109,8 @@ export type TuiAction =
   | { type: 'closeDetail' }
   | { type: 'scrollDetail'; delta: number }
   | { type: 'filterOpen' }
+  | { type: 'replayOpen' }
+  | { type: 'replayDone'; runId: number; lines: string[]; ok: boolean | null }
   | { type: 'filterInsert'; text: string }
   | { type: 'filterBackspace' }
   | { type: 'filterCursor'; delta: number }
@@ -125,6 +145,7 @@ export function initialState(opts: { session?: number | null; pageRows?: number 
       detail: null,
     },
     stats: { scroll: 0 },
+    replay: { command: '', filter: '', runId: 0, running: false, lines: null, ok: null, scroll: 0 },
     pageRows: opts.pageRows ?? 20,
     message: null,
     quit: false,
@@ -182,7 +203,7 @@ export function reducer(s: TuiState, a: TuiAction): TuiState {
       if (s.help) return { ...s, help: false };
       if (s.view === 'requests' && s.requests.detail) return { ...s, requests: { ...s.requests, detail: null } };
       if (s.view === 'requests' && s.requests.scope) return { ...s, requests: resetPosition({ ...s.requests, scope: null }) };
-      if (s.view === 'stats') return { ...s, view: s.session === null ? 'sessions' : 'requests' };
+      if (s.view === 'stats' || s.view === 'replay') return { ...s, view: s.session === null ? 'sessions' : 'requests' };
       if (s.view === 'requests') return { ...s, view: 'sessions' };
       return s;
     case 'view':
@@ -208,17 +229,21 @@ export function reducer(s: TuiState, a: TuiAction): TuiState {
       return { ...s, requests: a.total === 0 ? { ...requests, detail: null } : requests };
     }
     case 'move':
+      if (s.view === 'replay') return { ...s, replay: { ...s.replay, scroll: Math.max(0, s.replay.scroll + a.delta) } };
       if (s.view === 'stats') return { ...s, stats: { scroll: Math.max(0, s.stats.scroll + a.delta) } };
       return withList(s, (l) => ({ ...l, cursor: l.cursor + a.delta }));
     case 'page': {
       const half = Math.max(1, Math.floor((s.view === 'requests' ? tableRows(s) : s.pageRows) / 2));
       if (s.view === 'stats') return { ...s, stats: { scroll: Math.max(0, s.stats.scroll + a.direction * half) } };
+      if (s.view === 'replay') return { ...s, replay: { ...s.replay, scroll: Math.max(0, s.replay.scroll + a.direction * half) } };
       return withList(s, (l) => ({ ...l, cursor: l.cursor + a.direction * half, top: l.top + a.direction * half }));
     }
     case 'home':
       if (s.view === 'stats') return { ...s, stats: { scroll: 0 } };
+      if (s.view === 'replay') return { ...s, replay: { ...s.replay, scroll: 0 } };
       return withList(s, (l) => ({ ...l, cursor: 0, top: 0 }));
     case 'end':
+      if (s.view === 'replay') return { ...s, replay: { ...s.replay, scroll: Math.max(0, (s.replay.lines?.length ?? 0) - s.pageRows) } };
       return withList(s, (l) => ({ ...l, cursor: l.total - 1, top: l.total }));
     case 'openDetail':
       if (s.view !== 'requests' || s.requests.total === 0) return s;
@@ -230,19 +255,29 @@ export function reducer(s: TuiState, a: TuiAction): TuiState {
       return { ...s, requests: { ...s.requests, detail: { scroll: Math.max(0, s.requests.detail.scroll + a.delta) } } };
     case 'filterOpen': {
       const text = s.requests.filter;
-      return { ...s, view: 'requests', help: false, requests: { ...s.requests, edit: { text, cursor: text.length } } };
+      const view = s.view === 'stats' ? 'stats' : 'requests';
+      return { ...s, view, help: false, requests: { ...s.requests, edit: { target: 'filter', text, cursor: text.length }, filterError: null } };
     }
+    case 'replayOpen': {
+      if (s.session === null) return { ...s, message: 'open a session first (Enter)' };
+      if (s.replay.running) return { ...s, message: 'a replay is running' };
+      const text = s.replay.command;
+      return { ...s, help: false, requests: { ...s.requests, edit: { target: 'replay', text, cursor: text.length }, filterError: null } };
+    }
+    case 'replayDone':
+      if (a.runId !== s.replay.runId) return s;
+      return { ...s, replay: { ...s.replay, running: false, lines: a.lines, ok: a.ok, scroll: 0 } };
     case 'filterInsert': {
       const e = s.requests.edit;
       if (!e) return s;
       const text = e.text.slice(0, e.cursor) + a.text + e.text.slice(e.cursor);
-      return { ...s, requests: { ...s.requests, edit: { text, cursor: e.cursor + a.text.length } } };
+      return { ...s, requests: { ...s.requests, edit: { ...e, text, cursor: e.cursor + a.text.length } } };
     }
     case 'filterBackspace': {
       const e = s.requests.edit;
       if (!e || e.cursor === 0) return s;
       const text = e.text.slice(0, e.cursor - 1) + e.text.slice(e.cursor);
-      return { ...s, requests: { ...s.requests, edit: { text, cursor: e.cursor - 1 } } };
+      return { ...s, requests: { ...s.requests, edit: { ...e, text, cursor: e.cursor - 1 } } };
     }
     case 'filterCursor': {
       const e = s.requests.edit;
@@ -251,19 +286,27 @@ export function reducer(s: TuiState, a: TuiAction): TuiState {
     }
     case 'filterKill':
       if (!s.requests.edit) return s;
-      return { ...s, requests: { ...s.requests, edit: { text: '', cursor: 0 } } };
+      return { ...s, requests: { ...s.requests, edit: { ...s.requests.edit, text: '', cursor: 0 } } };
     case 'filterCancel':
       return { ...s, requests: { ...s.requests, edit: null, filterError: null } };
     case 'filterApply': {
       const e = s.requests.edit;
       if (!e) return s;
+      if (e.target === 'replay') {
+        const command = e.text.trim();
+        if (!command) return { ...s, message: 'type the server command to replay against (e.g. ./myfs -f)' };
+        const replay: ReplayState = {
+          command, filter: effectiveFilter(s.requests), runId: s.replay.runId + 1, running: true, lines: null, ok: null, scroll: 0,
+        };
+        return { ...s, view: 'replay', replay, requests: { ...s.requests, edit: null } };
+      }
       // Parse here so the error is shown under the text the user is still editing; the bar stays open.
       try {
         parseFilter(e.text);
       } catch (err) {
         if (!(err instanceof FilterError)) throw err;
         const filterError = { message: err.message, column: err.column, expression: err.expression };
-        return { ...s, requests: { ...s.requests, filterError, edit: { text: e.text, cursor: Math.min(e.text.length, err.column - 1) } } };
+        return { ...s, requests: { ...s.requests, filterError, edit: { ...e, cursor: Math.min(e.text.length, err.column - 1) } } };
       }
       return { ...s, requests: resetPosition({ ...s.requests, filter: e.text.trim(), edit: null, filterError: null }) };
     }

@@ -4,15 +4,16 @@ import type { Command, KeyContext } from '../keymap.js';
 import { initialState, effectiveFilter, reducer, tableRows, type TuiAction, type TuiState } from '../state.js';
 import type { ListQuery, TuiSource } from '../data.js';
 import { detailLines } from '../detail.js';
-import { replayStatus } from '../replay.js';
 import { formatCount } from '../format.js';
 import { useCommands } from '../hooks/use-commands.js';
 import { useLiveTick } from '../hooks/use-live-tick.js';
+import { useReplay } from '../hooks/use-replay.js';
 import { useRequestList } from '../hooks/use-request-list.js';
 import { useTerminalSize } from '../hooks/use-terminal-size.js';
 import { DetailPane } from './DetailPane.js';
 import { FilterBar } from './FilterBar.js';
 import { HelpView } from './HelpView.js';
+import { ReplayView } from './ReplayView.js';
 import { RequestTable } from './RequestTable.js';
 import { SessionsView } from './SessionsView.js';
 import { StatsView, type StatsData } from './StatsView.js';
@@ -68,6 +69,8 @@ export function App({ source, session = null, live = false, columns, rows }: App
       timeline: source.timeline(state.session, filter, Math.max(10, size.columns - 28)),
     };
   }, [source, state.view, state.session, q.filter, size.columns, tick]);
+
+  useReplay(source.db, state.session, state.replay, dispatch);
 
   useEffect(() => {
     if (state.quit) exit();
@@ -152,8 +155,7 @@ export function App({ source, session = null, live = false, columns, rows }: App
         case 'inFlight':
           return follow(c);
         case 'replay':
-          void replayStatus().then((r) => dispatch({ type: 'message', text: r.message }));
-          return;
+          return dispatch({ type: 'replayOpen' });
         case 'filterApply': return dispatch({ type: 'filterApply' });
         case 'filterCancel': return dispatch({ type: 'filterCancel' });
         case 'filterBackspace': return dispatch({ type: 'filterBackspace' });
@@ -170,7 +172,7 @@ export function App({ source, session = null, live = false, columns, rows }: App
 
   const current = sessions.find((x) => x.id === state.session);
   const title = `fusetrace  ${current ? `session ${current.id}${current.name ? ` "${current.name}"` : ''}  ${current.command}` : `${formatCount(sessions.length)} sessions`}${live ? '  [live]' : ''}`;
-  const views = `[1 sessions] [2 requests] [3 stats]  ? keys  q quit`;
+  const views = `[1 sessions] [2 requests] [3 stats] [R replay]  ? keys  q quit`;
 
   let body: React.JSX.Element;
   let left = '';
@@ -182,6 +184,10 @@ export function App({ source, session = null, live = false, columns, rows }: App
     body = <SessionsView sessions={sessions} cursor={state.sessions.cursor} top={state.sessions.top} height={pageRows} width={size.columns} />;
     left = 'sessions  Enter: open';
     right = position(state.sessions.cursor, sessions.length, false);
+  } else if (state.view === 'replay') {
+    body = <ReplayView replay={state.replay} height={pageRows} />;
+    left = `replay  ${state.replay.command}`;
+    right = state.replay.running ? 'running…' : state.replay.ok === true ? 'all replies matched' : state.replay.ok === false ? 'DIVERGED' : '';
   } else if (state.view === 'stats') {
     body = <StatsView data={statsData} scroll={state.stats.scroll} height={pageRows} width={size.columns} />;
     left = `stats  filter: ${effectiveFilter(s) || '(none)'}`;
