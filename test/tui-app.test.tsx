@@ -137,10 +137,31 @@ describe('tui App (ink-testing-library)', () => {
     expect(f).toMatch(/j ↓ +next row/);
     expect(f).toMatch(/o +follow: jump to where the nodeid/);
     f = await type('?', 'R');
-    expect(f).toContain('replay against server> ');
+    expect(f).toContain('replay against server>');
     f = await type('/nonexistent/fs -f', ENTER);
     await settle(200);
     expect(f + (await type())).toContain('server not found or not executable: /nonexistent/fs');
   });
-});
+
+  it('live mode re-reads the counts of a session being written', async () => {
+    const live = writeTuiFixture({ lookups: 5, name: 'live' });
+    const src = new TuiSource(openTraceDb(live.file, { readonly: true }));
+    const writer = openTraceDb(live.file);
+    try {
+      const app = render(<App source={src} session={live.session} live columns={150} rows={30} />);
+      await settle(100);
+      expect(app.lastFrame()).toContain('row 1 of 12');
+      // The recorder commits one more request (a copy of the last one under a new seq and unique).
+      writer.exec(`INSERT INTO requests SELECT session, seq + 1000, unique_id + 1000, opcode, nodeid, fh, path, pid, comm, uid, gid,
+        start_ns + 1000000, fwd_ns, reply_ns, dur_ns, errno, len, reply_len, state, outcome, background, reply_seq, interrupt_seq
+        FROM requests WHERE seq = (SELECT max(seq) FROM requests)`);
+      await settle(1500);
+      expect(app.lastFrame()).toContain('row 1 of 13');
+      expect(app.lastFrame()).toContain('[live]');
+    } finally {
+      writer.close();
+      src.db.close();
+      live.remove();
+    }
+  });
 });

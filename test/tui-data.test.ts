@@ -122,3 +122,13 @@ describe('TuiSource.page picks an index per list but always returns the list ord
     }
   });
 });
+
+describe('resolveSession', () => {
+  it('takes an id or a name, opens the only session by default, and names the sessions when it fails', async () => {
+    const { resolveSession } = await import('../src/tui/run.js');
+    expect(resolveSession(source, undefined)).toBe(fx.session);
+    expect(resolveSession(source, 'fixture')).toBe(fx.session);
+    expect(resolveSession(source, String(fx.session))).toBe(fx.session);
+    expect(() => resolveSession(source, 'nope')).toThrow(/no session nope in the trace file \(sessions: 1 \(fixture\)\)/);
+  });
+});
