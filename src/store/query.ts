@@ -57,7 +57,10 @@ export interface RequestQuery {
   filter?: string | CompiledFilter | null;
   /** `127`, `1000-5000`, `end`, `1000-end`, or a parsed range. */
   range?: string | UniqueRange | null;
-  /** `time` (default): by start time; `dur`: slowest first, unanswered last. */
+  /**
+   * `time` (default): the order the proxy read the requests from /dev/fuse (frames.seq, which
+   * start_ns follows); `dur`: slowest first, unanswered last, ties in time order.
+   */
   sort?: 'time' | 'dur';
   limit?: number;
   offset?: number;
@@ -119,12 +122,14 @@ export function requestWhere(session: number, q: Pick<RequestQuery, 'filter' | '
 const COLUMNS =
   'seq, unique_id, opcode, nodeid, fh, path, pid, comm, uid, gid, start_ns, fwd_ns, reply_ns, dur_ns, errno, len, reply_len, state, outcome, background, reply_seq, interrupt_seq';
 
-function orderBy(sort: RequestQuery['sort']): string {
+function orderBy(sort: RequestQuery['sort'], table = ''): string {
   switch (sort ?? 'time') {
     case 'time':
-      return 'ORDER BY start_ns, seq';
+      // seq, not start_ns: the same order (start_ns is the timestamp of the read that got seq),
+      // but it is the primary key, so a page in time order needs no sort and no second index.
+      return `ORDER BY ${table}seq`;
     case 'dur':
-      return 'ORDER BY dur_ns DESC NULLS LAST, start_ns';
+      return `ORDER BY ${table}dur_ns DESC NULLS LAST, ${table}seq`;
     default:
       throw new TypeError(`sort must be 'time' or 'dur', not ${JSON.stringify(sort)}`);
   }
@@ -142,7 +147,23 @@ function pageSql(q: RequestQuery, params: SqlParam[]): string {
 function prepare(db: Database, session: number, q: RequestQuery): { stmt: Statement; params: SqlParam[] } {
   registerFilterFunctions(db);
   const { where, params } = requestWhere(session, q);
-  const sql = `SELECT ${COLUMNS} FROM requests WHERE ${where} ${orderBy(q.sort)}` + pageSql(q, params);
+  const order = orderBy(q.sort);
+  const page = pageSql(q, params);
+  let sql: string;
+  if (page) {
+    // A page: pick its keys first, then fetch those rows. The key query is answered from an index
+    // alone when the filter only names indexed columns (op, dur, state, unique), so a page of
+    // "op==READ && dur>1ms" costs one primary-key lookup per shown row, not one per matching row.
+    // CROSS JOIN keeps the page as the outer loop: ordered by an indexed column, SQLite would
+    // otherwise walk that index over the whole session looking for the page's rows.
+    sql =
+      `SELECT ${COLUMNS.split(', ').map((c) => `r.${c}`).join(', ')}
+         FROM (SELECT seq${q.sort === 'dur' ? ', dur_ns' : ''} FROM requests WHERE ${where} ${order}${page}) AS page
+         CROSS JOIN requests AS r ON r.session = ? AND r.seq = page.seq ` + orderBy(q.sort, 'page.');
+    params.push(session);
+  } else {
+    sql = `SELECT ${COLUMNS} FROM requests WHERE ${where} ${order}`;
+  }
   // safeIntegers: unique, nodeid and fh are 64-bit values the server or kernel chose.
   return { stmt: db.prepare(sql).safeIntegers(true), params };
 }

@@ -68,7 +68,7 @@ export function stats(db: Database, session: number, filter?: string | CompiledF
   const { where, params } = requestWhere(session, { filter });
   if (where === 'session = ?') {
     const hasIndex = !!db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'index' AND name = ?`).get(OP_DUR_INDEX);
-    return aggregate(db, { table: 'requests', where, params, order: 'seq', seek: hasIndex ? session : null }, top);
+    return aggregate(db, { table: 'requests', where, params, seek: hasIndex ? session : null }, top);
   }
   // A filter: evaluate it once into a temporary table (the planner picks the best access path for
   // the WHERE alone), then aggregate that. Run on the ledger itself, each GROUP BY below would be
@@ -81,7 +81,7 @@ export function stats(db: Database, session: number, filter?: string | CompiledF
          FROM requests WHERE ${where} ORDER BY seq`,
   ).run(...params);
   try {
-    return aggregate(db, { table: 'temp.fusetrace_stats_sel', where: '1', params: [], order: 'rowid', seek: null }, top);
+    return aggregate(db, { table: 'temp.fusetrace_stats_sel', where: '1', params: [], seek: null }, top);
   } finally {
     db.exec('DROP TABLE IF EXISTS temp.fusetrace_stats_sel');
   }
@@ -92,8 +92,6 @@ interface Source {
   table: string;
   where: string;
   params: SqlParam[];
-  /** A column that orders rows as they were read from /dev/fuse (seq; rowid of the selection). */
-  order: string;
   /** The session, when latency can be read by index seeks on requests_op_dur / requests_dur. */
   seek: number | null;
 }
@@ -140,13 +138,16 @@ function aggregate(db: Database, src: Source, top: number): SessionStats {
     .map(([errno, count]) => ({ errno, err: errnoName(errno), count }))
     .sort((a, b) => b.count - a.count || a.errno - b.errno);
 
-  // One streaming pass in start order (the primary key, so no sort) for in-flight, top paths and
-  // top processes: SQLite's GROUP BY would sort every row twice, a sweep in SQL sorts 2n events.
+  // One streaming pass for in-flight, top paths and top processes: SQLite's GROUP BY would sort
+  // every row twice, a sweep in SQL sorts 2n events. The scan runs in table order (the primary key
+  // (session, seq), or the selection's rowid), which is start order; an ORDER BY here would make
+  // SQLite copy every row through a subquery. The aggregate checks the order and says when it was
+  // not, and then the in-flight figure comes from SQL instead.
   const sweep = JSON.parse(
     db
       .prepare(
         `SELECT fusetrace_sweep(?, start_ns, reply_ns, state NOT IN ('noreply', 'notify'), path, pid, comm, dur_ns)
-           FROM (SELECT start_ns, reply_ns, state, path, pid, comm, dur_ns FROM ${table} WHERE ${where} ORDER BY ${src.order})`,
+           FROM ${table} WHERE ${where}`,
       )
       .pluck()
       .get(top, ...params) as string,
