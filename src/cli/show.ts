@@ -42,7 +42,7 @@ export function registerShow(program: Command): void {
       `
 Filter fields: op unique nodeid fh path pid comm uid err state dur t len
   op==READ && dur>1ms     err==ENOENT     state in {interrupted late}     path ~ "/src/**.c"
-  path ~ /\\.tmp$/i         !err            comm == make || pid == 1234     t >= 2s && t < 2.5s`,
+  path ~ /\\.tmp$/i        !err            comm == make || pid == 1234     t >= 2s && t < 2.5s`,
     )
     .action(async (a: string | undefined, b: string | undefined, opts: ShowOptions, cmd: Command) => {
       const file = dbPath(cmd);
