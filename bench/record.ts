@@ -12,7 +12,7 @@
  * Targets: metadata <= 1.3x direct when recording; 1 GiB read <= 1.5x with whole frames and
  * <= 1.1x with --snaplen 256. BENCH_RECORD_FILES and BENCH_RECORD_READ_MIB scale it down.
  */
-import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { requireFuse, repoRoot } from '../test/helpers/fuse-env.js';
@@ -44,6 +44,9 @@ type Workload = 'metadata' | 'read';
 
 interface Sample {
   ms: number;
+  /** CPU time of the server (and the recorder with its threads) during the workload: less
+   *  sensitive than wall time when the 2-core machine is shared. */
+  serverCpuMs: number;
   /** What the workload observed; must be equal across configurations. */
   observed: string;
   /** Bytes written beside the run: the trace file or the debug log. */
@@ -102,10 +105,31 @@ async function start(cfg: Config, server: string, src: string, work: string, reg
   return { fs, side: db };
 }
 
+/** CPU time (user + system, ms) of `pid` and all its descendants, from /proc (proc(5) stat). */
+function treeCpuMs(pid: number): number {
+  const TICK_MS = 10; // USER_HZ is 100 on Linux (getconf CLK_TCK)
+  let total = 0;
+  const visit = (p: number) => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      total += (Number(f[11]) + Number(f[12])) * TICK_MS; // utime, stime
+      for (const tid of readdirSync(`/proc/${p}/task`)) {
+        for (const c of readFileSync(`/proc/${p}/task/${tid}/children`, 'utf8').split(' ').filter(Boolean)) visit(Number(c));
+      }
+    } catch {
+      /* exited meanwhile */
+    }
+  };
+  visit(pid);
+  return total;
+}
+
 async function measure(cfg: Config, workload: Workload, server: string, src: string, work: string, reg: CleanupRegistry, run: string): Promise<Sample> {
   const { fs, side } = await start(cfg, server, src, work, reg, run);
   // The first access waits for INIT to be answered; keep that out of the timing.
   statSync(fs.mountpoint);
+  const cpu0 = treeCpuMs(fs.pid);
   const t0 = process.hrtime.bigint();
   let observed: string;
   if (workload === 'metadata') {
@@ -115,6 +139,7 @@ async function measure(cfg: Config, workload: Workload, server: string, src: str
     observed = String(sequentialRead(join(fs.mountpoint, 'big.bin')).bytes);
   }
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  const serverCpuMs = treeCpuMs(fs.pid) - cpu0;
   const s0 = process.hrtime.bigint();
   const exit = await fs.stop(120_000);
   const stopMs = Number(process.hrtime.bigint() - s0) / 1e6;
@@ -123,7 +148,7 @@ async function measure(cfg: Config, workload: Workload, server: string, src: str
     throw new Error(`fusetrace record left no trace file (exit ${exit.code ?? exit.signal}):\n${fs.log().slice(-2000)}`);
   }
   const exitNote = exit.code === 0 ? undefined : `exit ${exit.code ?? exit.signal}: ${fs.log().trim().split('\n').slice(-1)[0] ?? ''}`;
-  return { ms, observed, sideBytes, stopMs, exitNote };
+  return { ms, serverCpuMs, observed, sideBytes, stopMs, exitNote };
 }
 
 /** Starts `record` once on a tiny run to learn whether it works yet; returns why not, or null. */
@@ -196,7 +221,8 @@ export async function benchRecord(): Promise<void> {
 
 function report(configs: Config[], samples: Map<string, Sample[]>): void {
   const base = (w: Workload) => median(samples.get(`direct/${w}`)!.map((s) => s.ms));
-  const rows: string[][] = [['config', 'find+stat', 'ratio', 'trace/log', `${READ_MIB} MiB read`, 'ratio', 'MB/s', 'trace/log', 'stop', 'targets']];
+  const baseCpu = (w: Workload) => median(samples.get(`direct/${w}`)!.map((s) => s.serverCpuMs));
+  const rows: string[][] = [['config', 'find+stat', 'ratio', 'cpu', 'trace/log', `${READ_MIB} MiB read`, 'ratio', 'MB/s', 'cpu', 'trace/log', 'stop', 'targets (wall ratio)']];
   const problems: string[] = [];
   for (const cfg of configs) {
     const cells: string[] = [cfg.name];
@@ -208,6 +234,8 @@ function report(configs: Config[], samples: Map<string, Sample[]>): void {
       const ratio = ms / base(w);
       cells.push(`${(ms / 1000).toFixed(2)} s`, `${ratio.toFixed(2)}x`);
       if (w === 'read') cells.push(`${((READ_MIB * 1.048576) / (ms / 1000)).toFixed(0)}`);
+      const cpu = median(ss.map((s) => s.serverCpuMs));
+      cells.push(`${(cpu / 1000).toFixed(2)} s (${(cpu / Math.max(baseCpu(w), 1)).toFixed(1)}x)`);
       cells.push(fmtBytes(median(ss.map((s) => s.sideBytes))));
       stopMs = Math.max(stopMs, ...ss.map((s) => s.stopMs));
       const limit = cfg.target?.[w];
@@ -221,6 +249,6 @@ function report(configs: Config[], samples: Map<string, Sample[]>): void {
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd() + '\n');
-  process.stdout.write(`(medians: find+stat of ${META_RUNS} runs, read of ${READ_RUNS}; stop = slowest unmount-to-exit)\n`);
+  process.stdout.write(`(medians: find+stat of ${META_RUNS} runs, read of ${READ_RUNS}; cpu = server + recorder CPU during the workload; stop = slowest unmount-to-exit)\n`);
   for (const p of new Set(problems)) process.stdout.write(`NOTE: ${p}\n`);
 }
