@@ -2,12 +2,21 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, readdirSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
-import { requireFuse } from './helpers/fuse-env.js';
+import { FUSE_MISSING_MESSAGE, fuseUnavailableReason, repoRoot, requireFuse } from './helpers/fuse-env.js';
 import { buildDir, buildExample, compileFuseProgram, LIBFUSE_EXAMPLES_DIR } from './helpers/build.js';
 import { CleanupRegistry } from './helpers/mount.js';
 
 const reg = new CleanupRegistry();
 afterEach(() => reg.cleanup());
+
+describe('requireFuse', () => {
+  it('finds /dev/fuse, libfuse3-dev, gcc and fusermount3 on this machine, and names the packages otherwise', () => {
+    expect(fuseUnavailableReason()).toBeNull();
+    expect(() => requireFuse()).not.toThrow();
+    expect(FUSE_MISSING_MESSAGE).toBe('FUSE tests need /dev/fuse and libfuse3-dev (apt-get install fuse3 libfuse3-dev pkg-config)');
+    expect(statSync(join(repoRoot(), 'package.json')).isFile()).toBe(true);
+  });
+});
 
 describe('buildExample / compileFuseProgram', () => {
   it('compiles every libfuse example the tests use, and caches the binary', () => {
