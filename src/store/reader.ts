@@ -78,13 +78,8 @@ export class TraceReader {
       ).raw(true),
       count: p('SELECT count(*) FROM frames WHERE session = ?').pluck(),
       procs: p('SELECT pid, comm FROM procs WHERE session = ? ORDER BY pid'),
-      counts: p(
-        `SELECT count(*) AS requests,
-                count(*) FILTER (WHERE state = 'error') AS errors,
-                count(*) FILTER (WHERE state = 'interrupted') AS interrupted,
-                count(*) FILTER (WHERE state = 'unanswered') AS unanswered
-         FROM requests WHERE session = ?`,
-      ),
+      // GROUP BY state reads only the requests_state index (session, state), not the rows.
+      counts: p('SELECT state, count(*) AS n FROM requests WHERE session = ? GROUP BY state'),
       lastFrame: p('SELECT ts_ns FROM frames WHERE session = ? ORDER BY seq DESC LIMIT 1').pluck(),
     };
   }
@@ -165,8 +160,10 @@ export class TraceReader {
 
   /** Request counts by lifecycle state from the ledger's `requests` table. */
   requestCounts(session: number): RequestCounts {
-    const r = this.stmts.counts.get(session) as Row;
-    return { requests: num(r.requests), errors: num(r.errors), interrupted: num(r.interrupted), unanswered: num(r.unanswered) };
+    const by = new Map((this.stmts.counts.all(session) as Row[]).map((r) => [r.state as string, num(r.n)]));
+    let requests = 0;
+    for (const n of by.values()) requests += n;
+    return { requests, errors: by.get('error') ?? 0, interrupted: by.get('interrupted') ?? 0, unanswered: by.get('unanswered') ?? 0 };
   }
 
   /**
