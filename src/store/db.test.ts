@@ -47,6 +47,7 @@ describe('openTraceDb', () => {
       expect(mode(`${file}-shm`)).toBe(0o600);
       expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
       expect(db.pragma('synchronous', { simple: true })).toBe(1); // NORMAL
+      expect(db.pragma('page_size', { simple: true })).toBe(65536);
       expect(db.pragma('application_id', { simple: true })).toBe(APPLICATION_ID);
       expect(db.pragma('user_version', { simple: true })).toBe(FORMAT_VERSION);
       const tables = db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").pluck().all();
