@@ -99,7 +99,30 @@ function tmuxSession(tag: string) {
 
 /** Saves a screen for the README (docs/tui-*.txt) when UPDATE_DOCS is set. */
 function saveCapture(name: string, screen: string): void {
-  if (process.env.UPDATE_DOCS) writeFileSync(join(ROOT, 'docs', `tui-${name}.txt`), screen.replace(/[ \t]+$/gm, '').trimEnd() + '\n');
+  // Blank screen rows between the list and the status line are collapsed to one.
+  if (process.env.UPDATE_DOCS) writeFileSync(join(ROOT, 'docs', `tui-${name}.txt`), screen.replace(/[ \t]+$/gm, '').replace(/\n{3,}/g, '\n\n').trimEnd() + '\n');
+}
+
+/** The captures in the order docs/tui-views.md shows them, with what each one is. */
+const VIEWS: Array<[string, string]> = [
+  ['sessions', 'Sessions view (`1`): the sessions in the file with their headline numbers; Enter opens one.'],
+  ['requests', 'Requests view (`2`): one line per request, coloured by lifecycle state; only the rows on screen are read from SQLite.'],
+  ['filter-error', 'Filter bar (`/`): a mistake is shown under the expression, the caret at its column.'],
+  ['detail', 'Detail pane (Enter): the frames of the request (here the READ, the FUSE_INTERRUPT naming it, the EINTR reply), then every field decoded.'],
+  ['detail-hex', 'The end of the detail pane (`G`): hex dumps of the raw frames.'],
+  ['stats', 'Stats view (`3`): per-opcode counts and percentiles, latency histogram, timeline of request rate and in-flight count.'],
+  ['replay', 'Replay (`R`): the session replayed against a server command, no mount needed.'],
+  ['help', 'Keys (`?`), from src/tui/keymap.ts (also in docs/keymap.md).'],
+];
+
+/** docs/tui-views.md: every capture, for the README to link or include. */
+function writeViewsDoc(): void {
+  if (!process.env.UPDATE_DOCS) return;
+  let md = '# fusetrace tui, view by view\n\nCaptured from a real terminal (tmux capture-pane) by test/tui-e2e.test.ts (`UPDATE_DOCS=1`), on a session recorded from test/servers/interrupt_fs with a reader SIGINTed during a READ.\n';
+  for (const [name, what] of VIEWS) {
+    md += `\n## ${what}\n\n\`\`\`\n${readFileSync(join(ROOT, 'docs', `tui-${name}.txt`), 'utf8')}\`\`\`\n`;
+  }
+  writeFileSync(join(ROOT, 'docs', 'tui-views.md'), md);
 }
 
 describe('fusetrace tui in a real terminal (tmux)', () => {
@@ -182,6 +205,7 @@ describe('fusetrace tui in a real terminal (tmux)', () => {
     expect(screen).toContain('\nBEFORE-THE-TUI');
     expect(screen).not.toContain('fusetrace  session');
     expect(screen.trimEnd().split('\n').at(-1)).toBe('e2e$');
+    writeViewsDoc();
   });
 
   it('restores the terminal and prints one line when the TUI dies of an error or a signal', async () => {
@@ -219,5 +243,21 @@ describe('fusetrace tui in a real terminal (tmux)', () => {
     screen = await t.waitFor('the exit status', (s) => /EXIT=\d+/.test(s));
     expect(t.alternate()).toBe('0');
     expect(screen).toMatch(/EXIT=143/);
+  });
+
+  it('refuses to start without a terminal, and names the sessions when SESSION is wrong', async () => {
+    const { writeTuiFixture } = await import('./tui-fixture.js');
+    const fx = writeTuiFixture();
+    reg.defer(() => fx.remove());
+    const piped = spawnSync(process.execPath, [CLI, 'tui', '--db', fx.file], { encoding: 'utf8', timeout: 20_000 });
+    expect(piped.status).toBe(2);
+    expect(piped.stderr).toBe('fusetrace: tui needs a terminal: stdin and stdout must be a tty (for scripts use show, stats or export)\n');
+    const t = tmuxSession('args');
+    await t.waitFor('the shell prompt', (s) => s.includes('e2e$'));
+    t.text(`node ${CLI} tui --db ${fx.file} 7; echo EXIT=$?`);
+    t.keys('Enter');
+    const screen = await t.waitFor('the exit status', (s) => /EXIT=\d+/.test(s));
+    expect(screen).toMatch(/fusetrace: no session 7 in the trace file \(sessions: 1 \(fixture\)\)\nEXIT=2/);
+    expect(t.alternate()).toBe('0');
   });
 });
