@@ -7,30 +7,14 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { CleanupRegistry, stopProcess, unmount } from './helpers/mount.js';
-import { buildForDemo, demoTempDirs, fuseMountsUnder, parseDemoStderr, pidExists, pidsMentioning, runCli } from './demo-helpers.js';
+import { CleanupRegistry } from './helpers/mount.js';
+import { buildForDemo, cleanupAfterDemo, demoTempDirs, fuseMountsUnder, parseDemoStderr, pidExists, pidsMentioning, runCli } from './demo-helpers.js';
 import { demoServerArgv } from '../src/demo/fixture.js';
 
 const reg = new CleanupRegistry();
 afterEach(() => reg.cleanup());
 
 beforeAll(() => buildForDemo(), 180_000);
-
-/** If a demo run fails half-way, undo what it left: its mounts, processes and temp dirs (by path and PID). */
-function cleanupAfterDemo(before: Set<string>): void {
-  reg.defer(async () => {
-    for (const dir of demoTempDirs()) {
-      if (before.has(dir)) continue;
-      for (const mp of fuseMountsUnder(dir)) await unmount(mp);
-      for (const pid of pidsMentioning(dir)) await stopProcess(pid, 500);
-      for (const mp of fuseMountsUnder(dir)) await unmount(mp);
-      if (fuseMountsUnder(dir).length === 0) {
-        const { rmSync } = await import('node:fs');
-        rmSync(dir, { recursive: true, force: true });
-      }
-    }
-  });
-}
 
 /** The `show` rows printed after "interesting requests": TSV when stdout is a pipe. */
 function showRows(stdout: string): Array<Record<string, string>> {
@@ -51,18 +35,18 @@ describe('fusetrace demo --no-tui', () => {
   it('records every lifecycle state in under 30 s and leaves no mount, directory or process', async () => {
     const work = reg.tempDir('fusetrace-demo-test-');
     const db = join(work, 'trace.db');
-    const before = demoTempDirs();
-    cleanupAfterDemo(before);
+    cleanupAfterDemo(reg, work);
 
-    const r = await runCli(['--db', db, 'demo', '--no-tui'], 30_000);
+    const r = await runCli(['--db', db, 'demo', '--no-tui'], 30_000, { TMPDIR: work });
     expect(r.signal, `killed after 30 s; stderr:\n${r.stderr}`).toBeNull();
     expect(r.code, r.stderr).toBe(0);
     expect(r.ms).toBeLessThan(30_000);
 
     // Nothing left behind.
     const { tempDir, pids, session } = parseDemoStderr(r.stderr);
-    expect(before.has(tempDir)).toBe(false);
+    expect(tempDir.startsWith(`${work}/fusetrace-demo-`)).toBe(true);
     expect(existsSync(tempDir)).toBe(false);
+    expect(demoTempDirs(work)).toEqual([]);
     expect(fuseMountsUnder(tempDir)).toEqual([]);
     expect(pids.length).toBe(5); // recorder, server, three readers
     for (const pid of pids) expect(pidExists(pid), `pid ${pid} still exists`).toBe(false);
@@ -107,12 +91,12 @@ describe('fusetrace demo --no-tui', () => {
 
   it('refuses a trace file it cannot write with one line and leaves nothing behind', async () => {
     const work = reg.tempDir('fusetrace-demo-test-');
-    const before = demoTempDirs();
-    cleanupAfterDemo(before);
-    const r = await runCli(['--db', join(work, 'no-such-dir', 'trace.db'), 'demo', '--no-tui'], 30_000);
+    cleanupAfterDemo(reg, work);
+    const r = await runCli(['--db', join(work, 'no-such-dir', 'trace.db'), 'demo', '--no-tui'], 30_000, { TMPDIR: work });
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/^fusetrace: /m);
     expect(r.stderr).not.toMatch(/\n\s+at /); // no stack
-    for (const dir of demoTempDirs()) expect(before.has(dir), `${dir} left behind`).toBe(true);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(demoTempDirs(work)).toEqual([]);
   }, 60_000);
 });

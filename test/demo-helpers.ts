@@ -1,11 +1,11 @@
 // Shared by the demo tests: build once, run the real CLI, and check that a demo run left nothing
 // behind (mounts, directories, processes).
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from './helpers/fuse-env.js';
-import { readMountInfo } from './helpers/mount.js';
+import { readMountInfo, stopProcess, unmount, type CleanupRegistry } from './helpers/mount.js';
 
 export const ROOT = repoRoot();
 export const CLI = join(ROOT, 'bin', 'fusetrace.js');
@@ -29,11 +29,11 @@ export interface CliRun {
   pid: number;
 }
 
-/** Runs `node bin/fusetrace.js ARGS`, SIGKILLs it (by PID) after `timeoutMs`. */
-export function runCli(args: string[], timeoutMs: number): Promise<CliRun> {
+/** Runs `node bin/fusetrace.js ARGS` (extra `env` on top of ours), SIGKILLs it (by PID) after `timeoutMs`. */
+export function runCli(args: string[], timeoutMs: number, env: NodeJS.ProcessEnv = {}): Promise<CliRun> {
   return new Promise((resolve) => {
     const t0 = Date.now();
-    const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -46,9 +46,10 @@ export function runCli(args: string[], timeoutMs: number): Promise<CliRun> {
   });
 }
 
-/** Temp directories the demo creates (fusetrace-demo-*), to tell ours apart from earlier runs'. */
-export function demoTempDirs(): Set<string> {
-  return new Set(readdirSync(tmpdir()).filter((n) => n.startsWith('fusetrace-demo-')).map((n) => join(tmpdir(), n)));
+/** Temp directories the demo creates (fusetrace-demo-*) under `base`: each test runs the demo with
+ * TMPDIR=<a directory of its own>, so runs in parallel never see each other's. */
+export function demoTempDirs(base: string = tmpdir()): string[] {
+  return readdirSync(base).filter((n) => n.startsWith('fusetrace-demo-')).map((n) => join(base, n));
 }
 
 /** FUSE mounts under the system temp directory whose path starts with `prefix`. */
@@ -88,4 +89,19 @@ export function parseDemoStderr(stderr: string): { tempDir: string; pids: number
     pids: [pids[1]!, pids[2]!, ...pids[3]!.trim().split(' ')].filter((p) => /^\d+$/.test(p)).map(Number),
     session: Number(session[1]),
   };
+}
+
+/**
+ * Registers a cleanup step for a demo run (TMPDIR=`base`) that fails half-way: the temp dirs it
+ * created, the mounts under them (never lazily) and the processes that mention them, by PID.
+ */
+export function cleanupAfterDemo(reg: CleanupRegistry, base: string): void {
+  reg.defer(async () => {
+    for (const dir of demoTempDirs(base)) {
+      for (const mp of fuseMountsUnder(dir)) await unmount(mp);
+      for (const pid of pidsMentioning(dir)) await stopProcess(pid, 500);
+      for (const mp of fuseMountsUnder(dir)) await unmount(mp);
+      if (fuseMountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
+    }
+  });
 }

@@ -260,7 +260,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     check();
 
     // Ordinary requests: lookups, readdir, reads, writes.
-    log('ls, cat hello.txt and notes/*, write scratch.txt');
+    log('ordinary requests: list the root, read hello.txt and notes/*, write scratch.txt');
     const names = await readdir(mnt);
     for (const n of names) await stat(join(mnt, n));
     await readFile(join(mnt, 'hello.txt'));
@@ -271,7 +271,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     check();
 
     // Errors: a name that is not there (LOOKUP -> ENOENT), a file whose READ fails (EIO).
-    log('errors: stat missing (ENOENT), cat broken (EIO)');
+    log('errors: look up missing (ENOENT), read broken (EIO)');
     await stat(join(mnt, 'missing')).then(
       () => {
         throw new Error('stat of missing succeeded');
@@ -289,7 +289,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       },
     );
 
-    log('a slow request: cat slow.txt');
+    log('a slow request: read slow.txt (300 ms)');
     await readFile(join(mnt, 'slow.txt'));
     check();
 
@@ -310,7 +310,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     check();
 
     // A request outstanding at the end: the reader of `never` waits until the connection ends.
-    log('a read that is never answered: cat never (left waiting)');
+    log('a request outstanding at the end: a reader of never, left waiting');
     const never = await startReader(join(mnt, 'never'));
     readers.push(never);
 
