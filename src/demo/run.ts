@@ -37,6 +37,10 @@ export interface DemoResult {
   pids: { recorder: number; server: number | null; readers: number[] };
   /** How the recorder exited. */
   recorderExit: { code: number | null; signal: NodeJS.Signals | null };
+  /** What the recorder printed (stdout and stderr). */
+  recorderLog: string;
+  /** True when record left the aborted mount behind (its reader still held a file) and the demo unmounted it. */
+  unmountedByDemo: boolean;
   /** Request rows by ledger state and outcome, e.g. { 'interrupted/eintr': 1, ok: 60 }. */
   states: Record<string, number>;
   elapsedMs: number;
@@ -329,7 +333,8 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     if (!neverDone) throw new Error('the reader of never still waits after the connection was aborted');
     // record unmounts right after the abort; if the aborted reader still had the file open then,
     // the mount is left disconnected (record says so). The reader is gone now: unmount it.
-    if (mountAt(mnt)) {
+    const unmountedByDemo = mountAt(mnt) !== undefined;
+    if (unmountedByDemo) {
       await unmountFuse({ mountpoint: mnt, via: process.geteuid?.() === 0 ? 'mount' : 'fusermount3' });
     }
     const states = ledgerStates(dbPath, session);
@@ -340,6 +345,8 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       mountpoint: mnt,
       pids: { recorder: rec.pid, server: serverPid, readers: readers.map((r) => r.pid) },
       recorderExit: recExit,
+      recorderLog: rec.output(),
+      unmountedByDemo,
       states,
       elapsedMs: Date.now() - t0,
     };
