@@ -83,6 +83,11 @@ describe('tui App (ink-testing-library)', () => {
     // Scroll down to the hex dump of the request.
     f = await type('G');
     expect(f).toMatch(/00000000 {2}50 00 00 00 0f 00 00 00 {2}08 00 00 00 00 00 00 00/);
+    const bottom = f.split('\n');
+    const up = (await type('k')).split('\n');
+    // One line up: the pane's lines move down by one.
+    const at = bottom.findIndex((l) => /00000000 {2}50 00 00 00 0f/.test(l));
+    expect(up[at + 1]).toBe(bottom[at]);
     f = await type(ESC);
     expect(f).not.toContain('frames of this request');
   });

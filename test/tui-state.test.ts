@@ -69,6 +69,9 @@ describe('tui reducer', () => {
     expect(s.requests.cursor - s.requests.top).toBeLessThan(10);
     s = run(s, { type: 'scrollDetail', delta: 3 }, { type: 'scrollDetail', delta: -10 });
     expect(s.requests.detail).toEqual({ scroll: 0 });
+    // G then k: the bottom is the last position that fills the pane, one line up from there.
+    s = run(s, { type: 'scrollDetail', delta: Infinity, max: 40 }, { type: 'scrollDetail', delta: -1, max: 40 });
+    expect(s.requests.detail).toEqual({ scroll: 39 });
     s = run(s, { type: 'scope', scope: { kind: 'inflight', atNs: 5, unique: '8' } });
     expect(s.requests.detail).toBeNull();
     s = run(s, { type: 'openDetail' }, { type: 'back' });

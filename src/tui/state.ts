@@ -107,7 +107,8 @@ export type TuiAction =
   | { type: 'end' }
   | { type: 'openDetail' }
   | { type: 'closeDetail' }
-  | { type: 'scrollDetail'; delta: number }
+  /** `max`: the last scroll position that still fills the pane (lines - pane height). */
+  | { type: 'scrollDetail'; delta: number; max?: number }
   | { type: 'filterOpen' }
   | { type: 'replayOpen' }
   | { type: 'replayDone'; runId: number; lines: string[]; ok: boolean | null }
@@ -252,7 +253,7 @@ export function reducer(s: TuiState, a: TuiAction): TuiState {
       return { ...s, requests: { ...s.requests, detail: null } };
     case 'scrollDetail':
       if (!s.requests.detail) return s;
-      return { ...s, requests: { ...s.requests, detail: { scroll: Math.max(0, s.requests.detail.scroll + a.delta) } } };
+      return { ...s, requests: { ...s.requests, detail: { scroll: Math.max(0, Math.min(a.max ?? Infinity, s.requests.detail.scroll + a.delta)) } } };
     case 'filterOpen': {
       const text = s.requests.filter;
       const view = s.view === 'stats' ? 'stats' : 'requests';

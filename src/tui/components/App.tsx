@@ -119,6 +119,11 @@ export function App({ source, session = null, live = false, columns, rows }: App
     [source, selected],
   );
 
+  /** The detail pane's last useful scroll position (its lines minus its height). */
+  const detailRef = useRef(0);
+  const detailMax = () => detailRef.current;
+  /** Navigation keys scroll the detail pane while it is open. */
+  const inDetail = () => stateRef.current.view === 'requests' && stateRef.current.requests.detail !== null;
   const onCommand = useCallback(
     (c: Command) => {
       switch (c) {
@@ -132,14 +137,14 @@ export function App({ source, session = null, live = false, columns, rows }: App
             return;
           }
           return dispatch({ type: 'openDetail' });
-        case 'down': return dispatch(stateRef.current.requests.detail && stateRef.current.view === 'requests' ? { type: 'scrollDetail', delta: 1 } : { type: 'move', delta: 1 });
-        case 'up': return dispatch(stateRef.current.requests.detail && stateRef.current.view === 'requests' ? { type: 'scrollDetail', delta: -1 } : { type: 'move', delta: -1 });
-        case 'pageDown': return dispatch(stateRef.current.requests.detail && stateRef.current.view === 'requests' ? { type: 'scrollDetail', delta: 10 } : { type: 'page', direction: 1 });
-        case 'pageUp': return dispatch(stateRef.current.requests.detail && stateRef.current.view === 'requests' ? { type: 'scrollDetail', delta: -10 } : { type: 'page', direction: -1 });
-        case 'top': return dispatch(stateRef.current.requests.detail && stateRef.current.view === 'requests' ? { type: 'scrollDetail', delta: -1e9 } : { type: 'home' });
-        case 'bottom': return dispatch(stateRef.current.requests.detail && stateRef.current.view === 'requests' ? { type: 'scrollDetail', delta: 1e9 } : { type: 'end' });
-        case 'nextRequest': dispatch({ type: 'move', delta: 1 }); return dispatch({ type: 'scrollDetail', delta: -1e9 });
-        case 'prevRequest': dispatch({ type: 'move', delta: -1 }); return dispatch({ type: 'scrollDetail', delta: -1e9 });
+        case 'down': return dispatch(inDetail() ? { type: 'scrollDetail', delta: 1, max: detailMax() } : { type: 'move', delta: 1 });
+        case 'up': return dispatch(inDetail() ? { type: 'scrollDetail', delta: -1, max: detailMax() } : { type: 'move', delta: -1 });
+        case 'pageDown': return dispatch(inDetail() ? { type: 'scrollDetail', delta: 10, max: detailMax() } : { type: 'page', direction: 1 });
+        case 'pageUp': return dispatch(inDetail() ? { type: 'scrollDetail', delta: -10, max: detailMax() } : { type: 'page', direction: -1 });
+        case 'top': return dispatch(inDetail() ? { type: 'scrollDetail', delta: -Infinity, max: detailMax() } : { type: 'home' });
+        case 'bottom': return dispatch(inDetail() ? { type: 'scrollDetail', delta: Infinity, max: detailMax() } : { type: 'end' });
+        case 'nextRequest': dispatch({ type: 'move', delta: 1 }); return dispatch({ type: 'scrollDetail', delta: -Infinity, max: detailMax() });
+        case 'prevRequest': dispatch({ type: 'move', delta: -1 }); return dispatch({ type: 'scrollDetail', delta: -Infinity, max: detailMax() });
         case 'filter': return stateRef.current.session === null ? dispatch({ type: 'message', text: 'open a session first (Enter)' }) : dispatch({ type: 'filterOpen' });
         case 'clearFilter': return dispatch({ type: 'clearFilter' });
         case 'toggleErrors': return dispatch({ type: 'toggle', which: 'errors' });
@@ -193,6 +198,7 @@ export function App({ source, session = null, live = false, columns, rows }: App
     left = `stats  filter: ${effectiveFilter(s) || '(none)'}`;
   } else {
     const detailHeight = pageRows - listRows - 1;
+    detailRef.current = Math.max(0, (detail?.length ?? 0) - detailHeight);
     body = (
       <Box flexDirection="column">
         <RequestTable rows={list.rows} top={s.top} cursor={s.cursor} height={listRows} width={size.columns} />
