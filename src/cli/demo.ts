@@ -28,6 +28,15 @@ export function registerDemo(program: Command): void {
     .command('demo')
     .description('Record the built-in demo filesystem under a scripted workload, then open the TUI on it')
     .option('--no-tui', 'print the stats summary and the interesting requests instead of opening the TUI')
+    .addHelpText(
+      'after',
+      `
+The session goes into the trace file given by the global --db FILE (default: $FUSETRACE_DB or ./fusetrace.db).
+The demo mounts the demo filesystem in a temporary directory, reads, writes, looks up a missing
+name (ENOENT), reads a broken file (EIO), a slow one (300 ms), interrupts two reads with SIGINT
+(answered EINTR / answered anyway), leaves one read unanswered until the recording ends, then
+removes the mount and the directory. Needs /dev/fuse, and root or fusermount3.`,
+    )
     .action(async (opts: { tui: boolean }, cmd: Command) => {
       const db = dbPath(cmd);
       let result;
