@@ -101,10 +101,11 @@ export type TuiAction =
   | { type: 'resize'; pageRows: number }
   /** `partial`: a running count (the list is still being counted): the cursor is not pulled back to it. */
   | { type: 'setTotal'; list: 'sessions' | 'requests'; total: number; partial?: boolean }
-  | { type: 'move'; delta: number }
-  | { type: 'page'; direction: 1 | -1 }
+  /** `max` (stats and replay views): the last scroll position that still fills the screen. */
+  | { type: 'move'; delta: number; max?: number }
+  | { type: 'page'; direction: 1 | -1; max?: number }
   | { type: 'home' }
-  | { type: 'end' }
+  | { type: 'end'; max?: number }
   | { type: 'openDetail' }
   | { type: 'closeDetail' }
   /** `max`: the last scroll position that still fills the pane (lines - pane height). */
@@ -185,6 +186,11 @@ function withList(s: TuiState, f: (l: ListState) => ListState): TuiState {
   return s;
 }
 
+/** A scroll position between 0 and `max` (unbounded above without one, as for a pane not drawn yet). */
+function scrollTo(v: number, max = Infinity): number {
+  return Math.max(0, Math.min(max, v));
+}
+
 /** A fresh list position: after the filter, toggles, scope or sort changed. */
 function resetPosition(r: RequestsState): RequestsState {
   return { ...r, cursor: 0, top: 0, detail: null };
@@ -230,13 +236,13 @@ export function reducer(s: TuiState, a: TuiAction): TuiState {
       return { ...s, requests: a.total === 0 ? { ...requests, detail: null } : requests };
     }
     case 'move':
-      if (s.view === 'replay') return { ...s, replay: { ...s.replay, scroll: Math.max(0, s.replay.scroll + a.delta) } };
-      if (s.view === 'stats') return { ...s, stats: { scroll: Math.max(0, s.stats.scroll + a.delta) } };
+      if (s.view === 'replay') return { ...s, replay: { ...s.replay, scroll: scrollTo(s.replay.scroll + a.delta, a.max) } };
+      if (s.view === 'stats') return { ...s, stats: { scroll: scrollTo(s.stats.scroll + a.delta, a.max) } };
       return withList(s, (l) => ({ ...l, cursor: l.cursor + a.delta }));
     case 'page': {
       const half = Math.max(1, Math.floor((s.view === 'requests' ? tableRows(s) : s.pageRows) / 2));
-      if (s.view === 'stats') return { ...s, stats: { scroll: Math.max(0, s.stats.scroll + a.direction * half) } };
-      if (s.view === 'replay') return { ...s, replay: { ...s.replay, scroll: Math.max(0, s.replay.scroll + a.direction * half) } };
+      if (s.view === 'stats') return { ...s, stats: { scroll: scrollTo(s.stats.scroll + a.direction * half, a.max) } };
+      if (s.view === 'replay') return { ...s, replay: { ...s.replay, scroll: scrollTo(s.replay.scroll + a.direction * half, a.max) } };
       return withList(s, (l) => ({ ...l, cursor: l.cursor + a.direction * half, top: l.top + a.direction * half }));
     }
     case 'home':
@@ -244,7 +250,8 @@ export function reducer(s: TuiState, a: TuiAction): TuiState {
       if (s.view === 'replay') return { ...s, replay: { ...s.replay, scroll: 0 } };
       return withList(s, (l) => ({ ...l, cursor: 0, top: 0 }));
     case 'end':
-      if (s.view === 'replay') return { ...s, replay: { ...s.replay, scroll: Math.max(0, (s.replay.lines?.length ?? 0) - s.pageRows) } };
+      if (s.view === 'replay') return { ...s, replay: { ...s.replay, scroll: scrollTo(Infinity, a.max) } };
+      if (s.view === 'stats') return { ...s, stats: { scroll: scrollTo(Infinity, a.max) } };
       return withList(s, (l) => ({ ...l, cursor: l.total - 1, top: l.total }));
     case 'openDetail':
       if (s.view !== 'requests' || s.requests.total === 0) return s;

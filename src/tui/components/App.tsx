@@ -16,7 +16,7 @@ import { HelpView } from './HelpView.js';
 import { ReplayView } from './ReplayView.js';
 import { RequestTable } from './RequestTable.js';
 import { SessionsView } from './SessionsView.js';
-import { StatsView, type StatsData } from './StatsView.js';
+import { StatsView, statsLines, type StatsData } from './StatsView.js';
 import { StatusLine, position } from './StatusLine.js';
 
 export interface AppProps {
@@ -122,6 +122,9 @@ export function App({ source, session = null, live = false, columns, rows }: App
   /** The detail pane's last useful scroll position (its lines minus its height). */
   const detailRef = useRef(0);
   const detailMax = () => detailRef.current;
+  /** The same for the stats and replay views (their lines minus the screen). */
+  const scrollRef = useRef<number | undefined>(undefined);
+  const scrollMax = () => scrollRef.current;
   /** Navigation keys scroll the detail pane while it is open. */
   const inDetail = () => stateRef.current.view === 'requests' && stateRef.current.requests.detail !== null;
   const onCommand = useCallback(
@@ -137,12 +140,12 @@ export function App({ source, session = null, live = false, columns, rows }: App
             return;
           }
           return dispatch({ type: 'openDetail' });
-        case 'down': return dispatch(inDetail() ? { type: 'scrollDetail', delta: 1, max: detailMax() } : { type: 'move', delta: 1 });
-        case 'up': return dispatch(inDetail() ? { type: 'scrollDetail', delta: -1, max: detailMax() } : { type: 'move', delta: -1 });
-        case 'pageDown': return dispatch(inDetail() ? { type: 'scrollDetail', delta: 10, max: detailMax() } : { type: 'page', direction: 1 });
-        case 'pageUp': return dispatch(inDetail() ? { type: 'scrollDetail', delta: -10, max: detailMax() } : { type: 'page', direction: -1 });
+        case 'down': return dispatch(inDetail() ? { type: 'scrollDetail', delta: 1, max: detailMax() } : { type: 'move', delta: 1, max: scrollMax() });
+        case 'up': return dispatch(inDetail() ? { type: 'scrollDetail', delta: -1, max: detailMax() } : { type: 'move', delta: -1, max: scrollMax() });
+        case 'pageDown': return dispatch(inDetail() ? { type: 'scrollDetail', delta: 10, max: detailMax() } : { type: 'page', direction: 1, max: scrollMax() });
+        case 'pageUp': return dispatch(inDetail() ? { type: 'scrollDetail', delta: -10, max: detailMax() } : { type: 'page', direction: -1, max: scrollMax() });
         case 'top': return dispatch(inDetail() ? { type: 'scrollDetail', delta: -Infinity, max: detailMax() } : { type: 'home' });
-        case 'bottom': return dispatch(inDetail() ? { type: 'scrollDetail', delta: Infinity, max: detailMax() } : { type: 'end' });
+        case 'bottom': return dispatch(inDetail() ? { type: 'scrollDetail', delta: Infinity, max: detailMax() } : { type: 'end', max: scrollMax() });
         case 'nextRequest': dispatch({ type: 'move', delta: 1 }); return dispatch({ type: 'scrollDetail', delta: -Infinity, max: detailMax() });
         case 'prevRequest': dispatch({ type: 'move', delta: -1 }); return dispatch({ type: 'scrollDetail', delta: -Infinity, max: detailMax() });
         case 'filter': return stateRef.current.session === null ? dispatch({ type: 'message', text: 'open a session first (Enter)' }) : dispatch({ type: 'filterOpen' });
@@ -191,10 +194,12 @@ export function App({ source, session = null, live = false, columns, rows }: App
     right = position(state.sessions.cursor, sessions.length, false);
   } else if (state.view === 'replay') {
     body = <ReplayView replay={state.replay} height={pageRows} />;
+    scrollRef.current = Math.max(0, (state.replay.lines?.length ?? 0) - pageRows - 1);
     left = `replay  ${state.replay.command}`;
     right = state.replay.running ? 'running…' : state.replay.ok === true ? 'all replies matched' : state.replay.ok === false ? 'DIVERGED' : '';
   } else if (state.view === 'stats') {
     body = <StatsView data={statsData} scroll={state.stats.scroll} height={pageRows} width={size.columns} />;
+    scrollRef.current = statsData ? Math.max(0, statsLines(statsData, size.columns).length - pageRows - 1) : undefined;
     left = `stats  filter: ${effectiveFilter(s) || '(none)'}`;
   } else {
     const detailHeight = pageRows - listRows - 1;
