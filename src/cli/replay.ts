@@ -134,6 +134,9 @@ export function registerReplay(program: Command): void {
         const how = result.server.signal ?? `exit code ${result.server.code}`;
         throw new UserError(`the server never answered INIT (${how})${why ? `: ${why}` : ''}`);
       }
+      if (result.interruptLateMs > 20) {
+        process.stderr.write(`fusetrace: an INTERRUPT went out ${Math.round(result.interruptLateMs)} ms after its recorded point (busy machine)\n`);
+      }
       const report = buildReport(
         { plan, argv: server, timing: flags.timing, seed, interrupt: flags.interrupt, rules },
         result,

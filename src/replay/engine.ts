@@ -8,10 +8,7 @@
  * together, are held until their turn, so the result does not depend on thread scheduling in
  * the server: the same session against the same server gives the same report.
  */
-import { decodeReply, decodeRequest, type DecodedFrame } from '../protocol/codec.js';
-import { errnoName } from '../protocol/errno.js';
-import { negotiateInit } from '../protocol/init.js';
-import { opcodeName } from '../protocol/opcodes.js';
+import { decodeReply, decodeRequest, errnoName, formatLine, negotiateInit, opcodeName, type DecodedFrame } from '../protocol/index.js';
 import { compareTrees, type FieldDiff, type NormRule } from './compare.js';
 import { IN_HEADER, OP, OUT_HEADER } from './ids.js';
 import { IdMap } from './idmap.js';
@@ -73,9 +70,6 @@ export interface RequestResult {
   interrupts?: string[];
 }
 
-/** An INTERRUPT sent later than its point by more than this is reported (event loop or CPU contention). */
-const INTERRUPT_SLACK_MS = 50;
-
 /** A frame the live server sent that the recording has no place for. */
 export interface UnexpectedFrame {
   unique: bigint;
@@ -92,6 +86,8 @@ export interface ReplayResult {
   server: ServerExit & { early: boolean; stderr: string };
   /** Requests sent to the server. */
   sent: number;
+  /** How much later than its recorded point the latest INTERRUPT went out (timer lateness). */
+  interruptLateMs: number;
 }
 
 /** A deterministic PRNG (mulberry32) for --seed: the same seed, the same permutation everywhere. */
@@ -164,6 +160,7 @@ class Replayer {
   private liveCtx: { minor: number; flags?: bigint } = { minor: 45 };
   private sentCount = 0;
   private hangs = 0;
+  private interruptLateMs = 0;
   private injected?: { unique: bigint; intrUnique: bigint; sends: number; note: string; timer?: NodeJS.Timeout };
   private readonly pending: Array<Promise<unknown>> = [];
 
@@ -219,6 +216,7 @@ class Replayer {
       order: this.order,
       server: { ...exit, early, stderr: this.link.stderr },
       sent: this.sentCount,
+      interruptLateMs: this.interruptLateMs,
     };
   }
 
@@ -327,11 +325,10 @@ class Replayer {
         if (r) r.note = appendNote(r.note, 'recorded INTERRUPT not sent: the request was answered before its point');
         return;
       }
-      const late = performance.now() - at;
-      if (r) {
-        (r.interrupts ??= []).push(`INTERRUPT ${Math.round(pointMs)} ms after sending (as recorded)`);
-        if (late > INTERRUPT_SLACK_MS) r.note = appendNote(r.note, `INTERRUPT sent ${Math.round(late)} ms after its point`);
-      }
+      // Timers fire late on a busy machine; the point in the event order (after the request,
+      // before its reply) holds regardless. Lateness goes to stderr, not into the report.
+      this.interruptLateMs = Math.max(this.interruptLateMs, performance.now() - at);
+      if (r) (r.interrupts ??= []).push(`INTERRUPT ${Math.round(pointMs)} ms after sending (as recorded)`);
     }
     let data = f.data;
     let cut = false;
@@ -731,41 +728,19 @@ function showValue(v: unknown): string {
   return String(v);
 }
 
-/** A request on one line: `LOOKUP n1 "foo"`, `READ n0x55.. fh 3 off 0 size 4096`. */
+/** A request on one line, as the codec prints it without its `rx <unique>` prefix: `LOOKUP n1 "foo" pid 42`. */
 export function describeRequest(d: DecodedFrame | undefined, ev: SendEvent): string {
   if (!d) return `${opcodeName(ev.opcode)} (${ev.frame.data.length} bytes, undecodable)`;
-  const parts = [d.name];
-  if (d.nodeid !== undefined && d.nodeid !== 0n) parts.push(`n${d.nodeid <= 0xffffn ? d.nodeid : `0x${d.nodeid.toString(16)}`}`);
-  for (const n of d.names) parts.push(JSON.stringify(n));
-  const a = d.args[0] as Record<string, unknown> | undefined;
-  if (a) {
-    for (const k of ['fh', 'offset', 'size', 'unique', 'newdir', 'oldnodeid', 'nlookup']) {
-      if (k in a && typeof a[k] !== 'object') parts.push(`${k} ${String(a[k])}`);
-    }
-  }
-  return parts.join(' ');
+  return withoutPrefix(formatLine(d));
 }
 
-/** A reply on one line: `OK entry n5 ino 1234 size 12`, `ENOENT`, `OK 4096 bytes`. */
+/** A reply on one line, as the codec prints it without its `tx <unique>` prefix: `OK entry n5 gen 0 ...`, `ENOENT`. */
 export function describeReply(d: DecodedFrame | undefined): string {
   if (!d) return '(undecodable)';
-  if (d.kind === 'notify') return d.name;
-  const err = d.error ?? 0;
-  if (err !== 0) return errnoText(err);
-  const parts = ['OK'];
-  const t = replyTree(d);
-  const e = t.entry_out as Record<string, unknown> | undefined;
-  if (e) parts.push(`entry n${String(e.nodeid)} ino ${String((e.attr as Record<string, unknown>)?.ino)}`);
-  const o = (t.open_out ?? t.open_out_1) as Record<string, unknown> | undefined;
-  if (o) parts.push(`fh ${String(o.fh)}`);
-  const at = t.attr_out as Record<string, unknown> | undefined;
-  if (at) {
-    const attr = at.attr as Record<string, unknown>;
-    parts.push(`attr ino ${String(attr.ino)} mode 0${Number(attr.mode).toString(8)} size ${String(attr.size)}`);
-  }
-  const w = t.write_out as Record<string, unknown> | undefined;
-  if (w) parts.push(`wrote ${String(w.size)}`);
-  if (Buffer.isBuffer(t.data)) parts.push(`${t.data.length} bytes`);
-  if (Array.isArray(t.dirents)) parts.push(`${t.dirents.length} entries`);
-  return parts.join(' ');
+  return withoutPrefix(formatLine(d));
+}
+
+function withoutPrefix(line: string): string {
+  const at = line.indexOf(' ', line.indexOf(' ') + 1);
+  return at < 0 ? line : line.slice(at + 1);
 }

@@ -7,8 +7,7 @@
  * 40-byte fuse_in_header (requests) or the 16-byte fuse_out_header (replies).
  */
 
-import { FUSE_INT_REQ_BIT, IN_HEADER_SIZE, OUT_HEADER_SIZE } from '../protocol/codec.js';
-import { Opcode, opcodeInfo } from '../protocol/opcodes.js';
+import { FUSE_INT_REQ_BIT, IN_HEADER_SIZE, OUT_HEADER_SIZE, Opcode, opcodeInfo } from '../protocol/index.js';
 
 export { FUSE_INT_REQ_BIT };
 /** sizeof(struct fuse_in_header) / sizeof(struct fuse_out_header). */
