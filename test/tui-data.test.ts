@@ -132,3 +132,22 @@ describe('resolveSession', () => {
     expect(() => resolveSession(source, 'nope')).toThrow(/no session nope in the trace file \(sessions: 1 \(fixture\)\)/);
   });
 });
+
+describe('follow: nodeids handed out by READDIRPLUS', () => {
+  it('finds the READDIRPLUS reply that named the nodeid of a later GETATTR', () => {
+    const d = writeTuiFixture({ lookups: 3, readdirplus: true });
+    const db = openTraceDb(d.file, { readonly: true });
+    try {
+      const src = new TuiSource(db);
+      const [getattr] = src.page(d.session, { filter: 'nodeid==300', sort: 'time', scope: null }, 0, 5);
+      expect(getattr!.op).toBe('GETATTR');
+      const o = src.origin(d.session, getattr!, 'nodeid');
+      expect('seq' in o && src.request(d.session, o.seq)!.op).toBe('READDIRPLUS');
+      const none = src.origin(d.session, { ...getattr!, nodeid: 999 }, 'nodeid');
+      expect(none).toEqual({ reason: 'no reply before this request handed out nodeid 999 (was it recorded?)' });
+    } finally {
+      db.close();
+      d.remove();
+    }
+  });
+});

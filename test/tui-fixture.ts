@@ -30,7 +30,7 @@ export interface TuiFixture {
 }
 
 /** Writes the fixture session into a fresh trace file in a temp dir (`remove()` deletes it). */
-export function writeTuiFixture(opts: { lookups?: number; name?: string } = {}): TuiFixture {
+export function writeTuiFixture(opts: { lookups?: number; name?: string; readdirplus?: boolean } = {}): TuiFixture {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fusetrace-tui-'));
   const file = path.join(dir, 'trace.db');
   const db = openTraceDb(file, { create: true });
@@ -77,6 +77,17 @@ export function writeTuiFixture(opts: { lookups?: number; name?: string } = {}):
     const slow = i === Math.floor(n / 2);
     if (slow) slowLookup = unique;
     rep(unique, Opcode.LOOKUP!, { args: [{ nodeid: BigInt(100 + i), generation: 1n, attr: { ino: BigInt(100 + i), mode: 0o100644 } }] }, slow ? 25_000_000 : 30_000 + i * 1000);
+    unique += 2n;
+  }
+  if (opts.readdirplus) {
+    // `ls -l`: READDIRPLUS hands out nodeid 300 for "listed.txt"; a GETATTR on it follows.
+    req(Opcode.READDIRPLUS!, unique, { nodeid: 1n, arg: { fh: 0n, offset: 0n, size: 4096 } });
+    rep(unique, Opcode.READDIRPLUS!, {
+      dirents: [{ ino: 300n, off: 1n, type: 8, name: 'listed.txt', entry: { nodeid: 300n, generation: 1n, attr: { ino: 300n, mode: 0o100644 } } }],
+    });
+    unique += 2n;
+    req(Opcode.GETATTR!, unique, { nodeid: 300n, arg: { getattr_flags: 0, fh: 0n } });
+    rep(unique, Opcode.GETATTR!, { args: [{ attr_valid: 1n, attr: { ino: 300n, mode: 0o100644 } }] });
     unique += 2n;
   }
   req(Opcode.FORGET!, unique, { nodeid: 7n, pid: 0, arg: { nlookup: 1n } });

@@ -8,7 +8,7 @@ import type { Database } from 'better-sqlite3';
 import { compileFilter, parseFilter, type CompiledFilter, type FilterNode, type SqlParam } from '../store/filter.js';
 import { countRequests, queryRequests, type RequestRow } from '../store/query.js';
 import { stats, type SessionStats } from '../store/stats.js';
-import { FUSE_INT_REQ_BIT, OPCODE_TABLE, OUT_HEADER_SIZE, structs, type DecodeContext, type StructDesc } from '../protocol/index.js';
+import { decodeReply, FUSE_INT_REQ_BIT, OPCODE_TABLE, OUT_HEADER_SIZE, structs, type DecodeContext, type StructDesc } from '../protocol/index.js';
 const { fuse_entry_out, fuse_open_out } = structs;
 import type { InFlightScope, SortOrder } from './state.js';
 
@@ -384,8 +384,32 @@ export class TuiSource {
               ORDER BY r.seq DESC LIMIT 1`;
     const params = [session, row.seq, ...handouts.map(() => key)];
     const seq = this.db.prepare(sql).pluck().get(...params) as number | undefined;
-    if (seq === undefined) return { reason: `no reply before this request handed out ${which} ${value} (was it recorded?)` };
-    return { seq: Number(seq) };
+    if (seq !== undefined) return { seq: Number(seq) };
+    if (which === 'nodeid') {
+      const fromDir = this.readdirplusOrigin(session, row.seq, BigInt(value));
+      if (fromDir !== null) return { seq: fromDir };
+    }
+    return { reason: `no reply before this request handed out ${which} ${value} (was it recorded?)` };
+  }
+
+  /**
+   * READDIRPLUS replies hand out nodeids too, one fuse_entry_out per fuse_direntplus, at offsets
+   * only a walk of the buffer finds: decode the replies (latest first, a bounded number) with the codec.
+   */
+  private readdirplusOrigin(session: number, before: number, nodeid: bigint): number | null {
+    const READDIRPLUS = OPCODE_TABLE.find((o) => o.reply.kind === 'dirents' && o.reply.plus)?.opcode;
+    if (READDIRPLUS === undefined) return null;
+    const rows = this.db
+      .prepare(
+        `SELECT r.seq, f.data FROM requests r JOIN frames f ON f.session = r.session AND f.seq = r.reply_seq
+          WHERE r.session = ? AND r.seq < ? AND r.errno = 0 AND r.opcode = ? ORDER BY r.seq DESC LIMIT 5000`,
+      )
+      .iterate(session, before, READDIRPLUS) as IterableIterator<{ seq: number; data: Buffer }>;
+    for (const r of rows) {
+      const d = decodeReply(r.data, { ...this.protocol(session), opcode: READDIRPLUS });
+      if (d.frame?.dirents?.some((e) => e.entry !== undefined && BigInt(e.entry.nodeid as bigint | number) === nodeid)) return Number(r.seq);
+    }
+    return null;
   }
 
   /** Per-opcode counts and percentiles, states, errnos (store/stats.ts). */
