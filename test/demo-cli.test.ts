@@ -7,8 +7,9 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { CleanupRegistry } from './helpers/mount.js';
-import { buildForDemo, cleanupAfterDemo, demoTempDirs, fuseMountsUnder, parseDemoStderr, pidExists, pidsMentioning, runCli } from './demo-helpers.js';
+import { spawn } from 'node:child_process';
+import { CleanupRegistry, waitExit } from './helpers/mount.js';
+import { buildForDemo, cleanupAfterDemo, CLI, ROOT, demoTempDirs, fuseMountsUnder, parseDemoStderr, pidExists, pidsMentioning, runCli } from './demo-helpers.js';
 import { demoServerArgv } from '../src/demo/fixture.js';
 
 const reg = new CleanupRegistry();
@@ -88,6 +89,36 @@ describe('fusetrace demo --no-tui', () => {
     expect(replay.stdout + replay.stderr).toMatch(/diverged 0, missing replies 0, unexpected replies 0/);
     expect(replay.stdout + replay.stderr).toMatch(/all replies matched/);
   }, 90_000);
+
+  it('stops in order on SIGINT: exit 130, one line, no mount, directory or process left', async () => {
+    const work = reg.tempDir('fusetrace-demo-test-');
+    cleanupAfterDemo(reg, work);
+    const child = spawn(process.execPath, [CLI, '--db', join(work, 'trace.db'), 'demo', '--no-tui'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, TMPDIR: work },
+    });
+    reg.process(child);
+    let stderr = '';
+    let sent = false;
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      // Mid-way, with the mount up and readers about to start: SIGINT to the demo alone, by PID.
+      if (!sent && stderr.includes('a slow request')) {
+        sent = true;
+        child.kill('SIGINT');
+      }
+    });
+    const exit = await waitExit(child);
+    expect(sent, stderr).toBe(true);
+    expect(exit).toEqual({ code: 130, signal: null });
+    expect(stderr).toMatch(/^fusetrace: interrupted: the recording was ended and the temporary mount removed$/m);
+    const dirs = /recording the demo server at (\S+)\/mnt /.exec(stderr)![1]!;
+    expect(existsSync(dirs)).toBe(false);
+    expect(fuseMountsUnder(work)).toEqual([]);
+    expect(pidsMentioning(work)).toEqual([]);
+    expect(demoTempDirs(work)).toEqual([]);
+  }, 60_000);
 
   it('refuses a trace file it cannot write with one line and leaves nothing behind', async () => {
     const work = reg.tempDir('fusetrace-demo-test-');

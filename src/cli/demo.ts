@@ -9,7 +9,7 @@ import { dbPath } from './options.js';
 import { UserError } from './errors.js';
 import { registerShow } from './show.js';
 import { registerStats } from './stats.js';
-import { runDemo } from '../demo/run.js';
+import { DemoInterrupted, runDemo } from '../demo/run.js';
 import { runTui } from '../tui/run.js';
 
 /** Requests worth a look after the demo: everything not plainly ok, and the slow ones. */
@@ -44,6 +44,7 @@ removes the mount and the directory. Needs /dev/fuse, and root or fusermount3.`,
         result = await runDemo({ dbPath: db });
       } catch (err) {
         if (err instanceof UserError) throw err;
+        if (err instanceof DemoInterrupted) throw new UserError(err.message, 130);
         throw new UserError(`demo failed: ${(err as Error).message}`, 1);
       }
       const states = Object.entries(result.states).map(([k, v]) => `${k} ${v}`).join(', ');

@@ -46,6 +46,14 @@ export interface DemoResult {
   elapsedMs: number;
 }
 
+/** The user interrupted the demo (SIGINT); everything it started was stopped and removed. */
+export class DemoInterrupted extends Error {
+  constructor() {
+    super('interrupted: the recording was ended and the temporary mount removed');
+    this.name = 'DemoInterrupted';
+  }
+}
+
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** `p`, or undefined after `ms`; the timer is cleared either way, so it never holds the process open. */
@@ -245,7 +253,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   };
   process.on('SIGINT', onSigint);
   const check = () => {
-    if (interrupted) throw new Error('interrupted');
+    if (interrupted) throw new DemoInterrupted();
   };
 
   try {
@@ -351,6 +359,8 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       elapsedMs: Date.now() - t0,
     };
   } catch (err) {
+    // A Ctrl-C also reaches the readers (our process group) and may end a step early: say what happened.
+    if (interrupted) throw new DemoInterrupted();
     if (recorder) {
       const tail = recorder.output().trim();
       if (tail) log(`recorder output:\n${tail}`);
