@@ -167,6 +167,31 @@ describe('ledger states', () => {
     expect(row(db, session, notFwd.seq)).toMatchObject({ state: 'unknown', outcome: 'reply-not-forwarded' });
   });
 
+  it('frames the proxy did not forward: the pump answers EIO, and the outcome says why', () => {
+    const { db } = trace();
+    const s = new Script();
+    // A READ reply split into pieces (SEQPACKET > 61 KiB): the first piece has the header, the
+    // rest unique 0; none is forwarded (EBADMSG); the pump answers the READ with EIO.
+    const split = s.req(15, 60, 1, readIn(3));
+    const first = Buffer.alloc(100);
+    first.writeUInt32LE(200_000, 0); // header says more than this piece
+    first.writeBigUInt64LE(60n, 8);
+    s.frames.push({ seq: s.frames.length, tsNs: split.tsNs + 50n, fwdNs: null, dir: 1, unique: 60n, opcode: null, error: 0, len: 100, data: first, writeErrno: 74 });
+    s.piece(65536);
+    s.piece(65536);
+    const eio = s.reply(60, -5);
+    // A request the socket refused (EMSGSIZE): never forwarded, answered EIO by the pump.
+    const big = s.req(16, 62, 1, writeIn(3, 0), { writeErrno: 90 });
+    s.reply(62, -5);
+    // A lone piece with nothing before it is not placed anywhere: unknown.
+    const stray = s.piece(10);
+    const { session } = recordScript(db, s, { endReason: 'unmount' });
+    expect(row(db, session, split.seq)).toMatchObject({ state: 'error', errno: 5, outcome: 'reply-not-forwarded', reply_seq: eio.seq });
+    expect(row(db, session, big.seq)).toMatchObject({ state: 'error', errno: 5, outcome: 'request-not-forwarded', fwd_ns: null });
+    expect(row(db, session, stray.seq)).toMatchObject({ state: 'unknown', outcome: 'not-forwarded', opcode: 0 });
+    expect(rows(db, session).length).toBe(3);
+  });
+
   it('marks background requests and keeps the issuing pid and comm', () => {
     const { db } = trace();
     const s = new Script();
@@ -231,6 +256,11 @@ describe('rebuildLedger', () => {
       if (i % 13 === 5) s.reply(0, 3, [u64(1), u32(2), u32(0), Buffer.from('f1\0')]);
       u += 2;
     }
+    // A split reply the proxy answered EIO, with its pieces.
+    s.req(15, 9000, 10, readIn(3));
+    s.reply(9000, 0, [Buffer.alloc(84)], { writeErrno: 74, unforwarded: true });
+    s.piece(1000);
+    s.reply(9000, -5);
     // Late frames for requests finished long ago (beyond a small memory window).
     s.reply(6, 0, [Buffer.alloc(64)], { writeErrno: ENOENT });
     s.interrupt(8);

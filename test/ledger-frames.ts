@@ -63,6 +63,8 @@ export interface ReqOpts {
   gid?: number;
   /** Time step before this frame, ns (default 1000). */
   dt?: number;
+  /** errno of the forwarding send (e.g. EMSGSIZE: not forwarded, fwdNs null). */
+  writeErrno?: number;
 }
 export interface ReplyOpts {
   writeErrno?: number;
@@ -96,8 +98,9 @@ export class Script {
     h.writeUInt32LE(o.pid ?? 4242, 32);
     const data = Buffer.concat([h, args]);
     return this.push(
-      { dir: 0, unique: BigInt(unique), opcode, error: null, len: data.length, data, writeErrno: 0 },
+      { dir: 0, unique: BigInt(unique), opcode, error: null, len: data.length, data, writeErrno: o.writeErrno ?? 0 },
       o.dt ?? 1000,
+      !o.writeErrno,
     );
   }
 
@@ -114,6 +117,12 @@ export class Script {
       o.dt ?? 1000,
       !o.unforwarded,
     );
+  }
+
+  /** A piece of a split reply as native/pump.cc records it: not forwarded (EBADMSG), header fields zeroed. */
+  piece(bytes: number): FrameRecord {
+    const data = Buffer.alloc(bytes, 0x5a);
+    return this.push({ dir: 1, unique: 0n, opcode: null, error: 0, len: bytes, data, writeErrno: 74 }, 10, false);
   }
 
   /** FUSE_INTERRUPT for target, with the modern unique (target | FUSE_INT_REQ_BIT). */

@@ -33,9 +33,14 @@
  *                name, errno = the errno of its write to /dev/fuse), and NOTIFY_REPLY (the
  *                kernel's answer to a NOTIFY_RETRIEVE; outcome `retrieve_reply`).
  *   unknown      anything else; outcome says what: `no-request` (a reply whose request is not in
- *                the trace; opcode 0), `interrupt-target-unknown` (an INTERRUPT for a unique
- *                not in the trace), `unique-reused`, `duplicate-reply`, `reply-write-errno-<n>`
- *                (the kernel refused the reply for another reason), `reply-not-forwarded`.
+ *                the trace; opcode 0), `not-forwarded` (a server frame the proxy did not forward
+ *                and cannot attach to a request; opcode 0), `interrupt-target-unknown` (an
+ *                INTERRUPT for a unique not in the trace), `unique-reused`, `duplicate-reply`,
+ *                `reply-write-errno-<n>` (the kernel refused the reply for another reason).
+ *
+ * ok/error carry an outcome when the proxy stepped in: `request-not-forwarded` (the socket refused
+ * the request) or `reply-not-forwarded` (the server's reply was split or truncated); the pump then
+ * answered the kernel EIO itself, and that reply is the one recorded in reply_seq/errno.
  *
  * INTERRUPT frames are not rows of their own: they attach to their target (interrupt_seq = the
  * first INTERRUPT frame naming it; the kernel may send more after an EAGAIN answer). The TUI finds
@@ -138,6 +143,13 @@ interface Req {
   late: string | null;
   /** Set for a request the classifier could not place (state unknown, outcome this). */
   odd: string | null;
+  /**
+   * A frame of this exchange never crossed the proxy (fwd_ns NULL): `request-not-forwarded` (the
+   * socket refused the request, EMSGSIZE) or `reply-not-forwarded` (a split or truncated reply the
+   * proxy would not forward). The pump then answers the kernel EIO itself; that reply decides the
+   * state and this becomes the outcome.
+   */
+  undelivered: string | null;
   /** Forced state/outcome (reply-rejected). */
   forced: { state: LedgerState; outcome: string } | null;
   /** The session's end reason when it ended outstanding. */
@@ -162,7 +174,7 @@ function classify(r: Req): [LedgerState, string | null] {
   if (r.forced !== null) return [r.forced.state, r.forced.outcome];
   if (r.answered) {
     if (r.interruptSeq !== null) return ['interrupted', r.eagain ? 'eagain' : r.errno === EINTR ? 'eintr' : 'answered'];
-    return [r.errno === 0 ? 'ok' : 'error', null];
+    return [r.errno === 0 ? 'ok' : 'error', r.undelivered];
   }
   if (r.ended !== null) return ['aborted', r.ended];
   return ['unanswered', r.eagain ? 'eagain' : null];
@@ -196,6 +208,8 @@ export class Ledger {
   /** INTERRUPT unique -> its target (kernels before 5.0 gave INTERRUPT a unique of its own). */
   private readonly interrupts = new Map<bigint, Req>();
   private readonly comms = new Map<number, string | null>();
+  /** The request whose reply arrived split (its continuation pieces follow with unique 0). */
+  private splitOwner: Req | null = null;
   private newRows: Req[] = [];
   private dirtyRows: Req[] = [];
   private finished = false;
@@ -280,6 +294,7 @@ export class Ledger {
     r.pid = u32(b, 32);
     if (r.pid !== null) r.comm = this.comm(r.pid);
     r.fwdNs = f.fwdNs === null ? null : Number(f.fwdNs - this.startMono);
+    if (f.writeErrno !== 0) r.undelivered = 'request-not-forwarded';
 
     switch (opcode) {
       case OP.INTERRUPT:
@@ -425,6 +440,11 @@ export class Ledger {
   private reply(f: FrameRecord): void {
     const b = f.data;
     const error = f.error ?? (b.length >= 8 ? b.readInt32LE(4) : 0);
+    if (f.fwdNs === null && f.writeErrno !== 0) {
+      this.unforwarded(f, error);
+      return;
+    }
+    this.splitOwner = null;
     if (f.unique === 0n) {
       this.notify(f, error);
       return;
@@ -487,6 +507,26 @@ export class Ledger {
   }
 
   /**
+   * A server frame the proxy did not forward (native/pump.cc: a reply whose length disagrees with
+   * its header, recorded with EBADMSG; the pieces that follow a split reply carry unique 0). The
+   * request stays pending: the pump answers it EIO, and that frame follows.
+   */
+  private unforwarded(f: FrameRecord, error: number): void {
+    if (f.unique !== 0n) {
+      const r = this.pending.get(f.unique);
+      if (r) {
+        r.undelivered = 'reply-not-forwarded';
+        this.splitOwner = r;
+        return;
+      }
+    } else if (this.splitOwner) {
+      return; // a continuation piece of the split reply just seen
+    }
+    this.splitOwner = null;
+    this.orphan(f, error, 'not-forwarded');
+  }
+
+  /**
    * fuse_dev_do_write checks the header before looking the unique up: len must match the write
    * size and error must be a plausible -errno (> -512 on older kernels, > -1000 on newer ones).
    * Past those checks an EINVAL means the request was found and ended with EIO.
@@ -531,10 +571,10 @@ export class Ledger {
   }
 
   /** A reply whose request is not in the trace (dropped frames, or a server answering a unique it made up). */
-  private orphan(f: FrameRecord, error: number): void {
+  private orphan(f: FrameRecord, error: number, note = 'no-request'): void {
     const r = this.newReq(f, 0, null);
     r.kind = 'unknown';
-    r.note = 'no-request';
+    r.note = note;
     r.replyNs = r.startNs;
     r.replySeq = f.seq;
     r.replyLen = f.len;
@@ -634,6 +674,7 @@ export class Ledger {
       eagain: false,
       late: null,
       odd: null,
+      undelivered: null,
       forced: null,
       ended: null,
       effect: null,
@@ -799,6 +840,7 @@ function fromRow(unique: bigint, row: Record<string, bigint | string | null>): R
     eagain: outcome === 'eagain',
     late: state === 'late' ? outcome : null,
     odd: state === 'unknown' && kind === 'request' ? outcome : null,
+    undelivered: (state === 'ok' || state === 'error') && outcome !== null && outcome.endsWith('-not-forwarded') ? outcome : null,
     forced: state === 'error' && outcome === 'reply-rejected' ? { state, outcome } : null,
     ended: state === 'aborted' ? outcome : null,
     effect: null,
