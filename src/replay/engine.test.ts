@@ -60,7 +60,7 @@ describe('interruptFrame', () => {
 describe('reports', () => {
   it('JUnit escapes markup and drops characters XML 1.0 cannot carry', () => {
     const plan = {
-      session: { id: 3, name: 'a<b>', command: ['x'] },
+      session: { id: 3, name: 'a<b>', command: ['x'], snaplen: null },
       init: send(2n, Opcode.INIT),
       events: [],
       maxLen: 0,

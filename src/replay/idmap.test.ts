@@ -52,7 +52,7 @@ describe('IdMap: recorded identifiers to live ones', () => {
     ids.matchNodeid(10n, 20n);
     ids.matchNodeid(11n, 21n);
     const frame = buildRequest({ opcode: Opcode.BATCH_FORGET, unique: 0n, arg: { count: 2 }, items: [{ nodeid: 10n, nlookup: 1n }, { nodeid: 11n, nlookup: 1n }] });
-    const t = translate(ids, frame, Opcode.BATCH_FORGET) as { items: Array<{ nodeid: bigint }> };
+    const t = translate(ids, frame, Opcode.BATCH_FORGET) as unknown as { items: Array<{ nodeid: bigint }> };
     expect(t.items.map((i) => i.nodeid)).toEqual([20n, 21n]);
     ids.noteSent(frame, Opcode.BATCH_FORGET);
     expect(ids.liveNodeid(10n)).toBeUndefined();
