@@ -84,6 +84,11 @@ export class DemoServer {
     const f = res.frame;
     if (!f || f.opcode === undefined) return; // not even a header: nothing to answer
     this.counts.requests++;
+    if (res.errors.some((e) => e.kind === 'unknown-opcode')) {
+      // An opcode newer than our table: fuse.h's answer to what a server does not implement.
+      this.counts.enosys++;
+      return this.error(f, ENOSYS);
+    }
     if (!res.ok && f.opcode !== Opcode.INIT) {
       // A malformed request still gets an answer, so the kernel's waiter is not left hanging.
       if (f.opcode !== Opcode.FORGET && f.opcode !== Opcode.BATCH_FORGET && f.opcode !== Opcode.INTERRUPT) this.error(f, EPROTO);
