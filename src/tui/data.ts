@@ -155,11 +155,6 @@ export class TuiSource {
     });
   }
 
-  /** Session ids in the file, in order. */
-  sessionIds(): number[] {
-    return (this.db.prepare('SELECT id FROM sessions ORDER BY id').pluck().all() as number[]).map(Number);
-  }
-
   /** The compiled filter for a list query: the expression, plus the in-flight scope (not sayable in the language). */
   private compiled(q: ListQuery): CompiledFilter {
     const f = compileFilter(q.filter);
