@@ -7,6 +7,7 @@ import { benchRecord } from './record.js';
 import { benchTui } from './tui.js';
 import { benchQuery } from './query.js';
 import { benchLedger } from './ledger.js';
+import { benchReplay } from './replay.js';
 
 const SECTIONS: Record<string, () => Promise<void>> = {
   store: benchStore,
@@ -14,6 +15,7 @@ const SECTIONS: Record<string, () => Promise<void>> = {
   tui: benchTui,
   query: benchQuery,
   ledger: benchLedger,
+  replay: benchReplay,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -291,7 +291,7 @@ describe('fusetrace replay of a passthrough_ll session', () => {
     expect(badTiming.stderr.trim().split('\n')).toHaveLength(1);
     const noSession = await replay(db, ['99', '--', passthrough]);
     expect(noSession.code).toBe(2);
-    expect(noSession.stderr).toMatch(/no session 99/);
+    expect(noSession.stderr).toMatch(/no session "?99/);
     const missing = await replay(db, ['--', join(work, 'no-such-server')]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/server not found/);

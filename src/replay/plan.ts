@@ -10,22 +10,12 @@
 import type { Database } from 'better-sqlite3';
 import { UserError } from '../cli/errors.js';
 import { iterateRequests, parseRange } from '../store/query.js';
+import { TraceReader } from '../store/reader.js';
+import type { FrameRecord } from '../store/writer.js';
 import { FUSE_INT_REQ_BIT, IN_HEADER, OP, isNoReply } from './ids.js';
 
-/** One recorded frame, as the plan needs it. */
-export interface PlanFrame {
-  seq: number;
-  tsNs: bigint;
-  fwdNs: bigint | null;
-  dir: 0 | 1;
-  unique: bigint;
-  opcode: number | null;
-  error: number | null;
-  len: number;
-  /** The kept bytes (shorter than len when cut by --snaplen). */
-  data: Buffer;
-  writeErrno: number;
-}
+/** One recorded frame (the store's FrameRecord: data is shorter than len when cut by --snaplen). */
+export type PlanFrame = FrameRecord;
 
 /** A request the replay sends. */
 export interface SendEvent {
@@ -70,66 +60,20 @@ export interface ReplayPlan {
   maxLen: number;
 }
 
-/** Picks a session: a number is an id, anything else a name; none means the newest session. */
+/** Picks a session: an id, else a name (the newest of that name); none means the newest session. */
 export function resolveSession(db: Database, spec: string | undefined): number {
-  if (spec === undefined) {
-    const id = db.prepare('SELECT max(id) FROM sessions').pluck().get() as number | null;
-    if (id === null) throw new UserError('the trace file has no sessions (record one first)');
-    return id;
-  }
-  if (/^\d+$/.test(spec)) {
-    const id = db.prepare('SELECT id FROM sessions WHERE id = ?').pluck().get(Number(spec)) as number | undefined;
-    if (id === undefined) throw new UserError(`no session ${spec} in the trace file (fusetrace sessions lists them)`);
-    return id;
-  }
-  const ids = db.prepare('SELECT id FROM sessions WHERE name = ? ORDER BY id').pluck().all(spec) as number[];
-  if (ids.length === 0) throw new UserError(`no session named '${spec}' in the trace file (fusetrace sessions lists them)`);
-  return ids[ids.length - 1];
+  return new TraceReader(db).resolveSession(spec);
 }
 
-function loadSession(db: Database, id: number): SessionInfo {
-  const row = db.prepare('SELECT id, name, command, snaplen, init_changes FROM sessions WHERE id = ?').get(id) as
-    | { id: number; name: string | null; command: string; snaplen: number | null; init_changes: string | null }
-    | undefined;
+function loadSession(reader: TraceReader, id: number): SessionInfo {
+  const row = reader.getSession(id);
   if (!row) throw new UserError(`no session ${id} in the trace file`);
-  let command: string[] = [];
-  try {
-    command = JSON.parse(row.command) as string[];
-  } catch {
-    /* a damaged command column only costs the report its label */
-  }
-  const info: SessionInfo = { id: row.id, name: row.name, command, snaplen: row.snaplen };
-  if (row.init_changes) {
-    try {
-      const ch = JSON.parse(row.init_changes) as { maxWrite?: { server?: number }; maxPages?: { server?: number } | null };
-      if (typeof ch.maxWrite?.server === 'number') info.serverMaxWrite = ch.maxWrite.server;
-      if (typeof ch.maxPages?.server === 'number') info.serverMaxPages = ch.maxPages.server;
-    } catch {
-      /* same */
-    }
-  }
+  const info: SessionInfo = { id: row.id, name: row.name, command: row.command, snaplen: row.snaplen };
+  // What the proxy changed in INIT (src/proxy/init.ts initChanges): the server's own limits.
+  const ch = row.initChanges as { maxWrite?: { server?: number }; maxPages?: { server?: number } | null } | null;
+  if (typeof ch?.maxWrite?.server === 'number') info.serverMaxWrite = ch.maxWrite.server;
+  if (typeof ch?.maxPages?.server === 'number') info.serverMaxPages = ch.maxPages.server;
   return info;
-}
-
-/** The session's frames in seq order. */
-export function* sessionFrames(db: Database, session: number): IterableIterator<PlanFrame> {
-  const stmt = db
-    .prepare('SELECT seq, ts_ns, fwd_ns, dir, unique_id, opcode, error, len, data, write_errno FROM frames WHERE session = ? ORDER BY seq')
-    .safeIntegers(true);
-  for (const r of stmt.iterate(session) as IterableIterator<Record<string, bigint | Buffer | null>>) {
-    yield {
-      seq: Number(r.seq),
-      tsNs: r.ts_ns as bigint,
-      fwdNs: r.fwd_ns === null ? null : (r.fwd_ns as bigint),
-      dir: Number(r.dir) === 0 ? 0 : 1,
-      unique: BigInt.asUintN(64, r.unique_id as bigint),
-      opcode: r.opcode === null ? null : Number(r.opcode),
-      error: r.error === null ? null : Number(r.error),
-      len: Number(r.len),
-      data: r.data as Buffer,
-      writeErrno: Number(r.write_errno),
-    };
-  }
 }
 
 /** Which requests to compare: a filter expression (the request ledger), a RANGE of uniques, or all. */
@@ -140,13 +84,14 @@ export interface Selection {
 
 /** Builds the plan. Selection narrows what is compared; everything before the last selected request is replayed. */
 export function buildPlan(db: Database, sessionId: number, sel: Selection = {}): ReplayPlan {
-  const session = loadSession(db, sessionId);
+  const reader = new TraceReader(db);
+  const session = loadSession(reader, sessionId);
   const selectedSeqs = selectSeqs(db, sessionId, sel);
   const events: PlanEvent[] = [];
   const open = new Map<bigint, SendEvent>();
   let init: SendEvent | undefined;
   let maxLen = 0;
-  for (const f of sessionFrames(db, sessionId)) {
+  for (const f of reader.frames(sessionId)) {
     maxLen = Math.max(maxLen, f.len);
     if (f.dir === 0) {
       // Not forwarded (the socket write failed): the server never saw it, so neither does the replay.
