@@ -14,6 +14,7 @@ import { readFile, readdir, stat, writeFile, appendFile } from 'node:fs/promises
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Database } from 'better-sqlite3';
+import { UserError } from '../cli/errors.js';
 import { openTraceDb } from '../store/db.js';
 import { rebuildLedger } from '../store/ledger.js';
 import { mountAt, unmountFuse } from '../proxy/mount.js';
@@ -239,6 +240,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const t0 = Date.now();
   const log = opts.log ?? ((l: string) => process.stderr.write(`fusetrace demo: ${l}\n`));
   const dbPath = resolve(opts.dbPath);
+  if (!existsSync('/dev/fuse')) throw new UserError('/dev/fuse does not exist: the demo needs FUSE (run fusetrace doctor)');
   // Refuse an unusable trace file before anything is mounted (one-line UserError from the store).
   openTraceDb(dbPath, { create: true }).close();
   const tempDir = realpathSync(mkdtempSync(join(tmpdir(), 'fusetrace-demo-')));
@@ -266,7 +268,11 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     // mountpoint is not touched before that: any access would wait for INIT.
     let session: number | undefined;
     const up = await until(() => rec.done || (mountAt(mnt) !== undefined && (session = initAnswered(dbPath, before)) !== undefined), 15_000, 25);
-    if (!up || rec.done || session === undefined) throw new Error(`the recording did not start:\n${rec.output().trim()}`);
+    if (!up || rec.done || session === undefined) {
+      // One line for the user: record's own last word (its full output is logged below).
+      const last = rec.output().trim().split('\n').pop()?.replace(/^fusetrace: /, '') ?? '';
+      throw new Error(`the recording did not start${last ? `: ${last}` : ''}`);
+    }
     serverPid = childOf(rec.pid);
     log(`session ${session}: recorder pid ${rec.pid}, demo server pid ${serverPid ?? '?'}`);
     check();
@@ -336,7 +342,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       process.kill(rec.pid, 'SIGINT');
     }
     const recExit = await within(rec.exited, 15_000);
-    if (!recExit) throw new Error(`the recorder did not exit:\n${rec.output().trim()}`);
+    if (!recExit) throw new Error('the recorder did not exit 15 s after SIGINT');
     const neverDone = await within(never.exited, 3_000);
     if (!neverDone) throw new Error('the reader of never still waits after the connection was aborted');
     // record unmounts right after the abort; if the aborted reader still had the file open then,
