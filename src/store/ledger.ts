@@ -205,14 +205,15 @@ export class Ledger {
   private readonly pending = new Map<bigint, Req>();
   /** Recently finished requests, by unique, oldest first. */
   private readonly recent = new Map<bigint, Req>();
-  /** INTERRUPT unique -> its target (kernels before 5.0 gave INTERRUPT a unique of its own). */
-  private readonly interrupts = new Map<bigint, Req>();
+  /** INTERRUPT unique -> its target's unique (kernels before 5.0 gave INTERRUPT a unique of its own). */
+  private readonly interrupts = new Map<bigint, bigint>();
   private readonly comms = new Map<number, string | null>();
   /** The request whose reply arrived split (its continuation pieces follow with unique 0). */
   private splitOwner: Req | null = null;
   private newRows: Req[] = [];
   private dirtyRows: Req[] = [];
   private finished = false;
+  private failed: { error: unknown } | null = null;
   private readonly insertChunk: Statement;
   private readonly insertOne: Statement;
   private readonly update: Statement;
@@ -243,7 +244,9 @@ export class Ledger {
       .prepare(
         `SELECT seq, opcode, nodeid, fh, path, pid, comm, uid, gid, start_ns, fwd_ns, reply_ns, errno, len, reply_len,
                 state, outcome, background, reply_seq, interrupt_seq
-         FROM requests WHERE session = ? AND unique_id = ? AND seq < ? ORDER BY seq DESC LIMIT 1`,
+         FROM requests WHERE session = ? AND unique_id = ? AND seq < ?
+           AND state NOT IN ('noreply', 'notify') AND NOT (state = 'unknown' AND opcode IN (0, ${OP.INTERRUPT}))
+         ORDER BY seq DESC LIMIT 1`,
       )
       .safeIntegers(true);
   }
@@ -253,14 +256,30 @@ export class Ledger {
     return this.pending.size;
   }
 
-  /** Feeds frames in seq order (one flushed batch); writes new rows and updates changed ones. */
+  /**
+   * Feeds frames in seq order (one flushed batch); writes new rows and updates changed ones.
+   * If it ever throws (a bug, or SQLite failing), the ledger stops for the rest of the session and
+   * later calls are no-ops: the writer rolls back this batch's rows while its frames still commit,
+   * so the in-memory state no longer matches the table. `rebuildLedger` recomputes it afterwards.
+   */
   add(frames: readonly FrameRecord[]): void {
+    if (this.failed) return;
     if (this.finished) throw new Error('Ledger: add() after finish()');
-    for (const f of frames) {
-      if (f.dir === 0) this.request(f);
-      else this.reply(f);
+    try {
+      for (const f of frames) {
+        if (f.dir === 0) this.request(f);
+        else this.reply(f);
+      }
+      this.write();
+    } catch (err) {
+      this.failed = { error: err };
+      throw err;
     }
-    this.write();
+  }
+
+  /** The error that stopped the ledger, if any (the session's rows then need rebuildLedger). */
+  get failure(): { error: unknown } | null {
+    return this.failed;
   }
 
   /**
@@ -268,7 +287,7 @@ export class Ledger {
    * an endReason (the end is unknown) they stay `unanswered`. No add() after this.
    */
   finish(opts: { endReason?: EndReason | string | null } = {}): void {
-    if (this.finished) return;
+    if (this.finished || this.failed) return;
     this.finished = true;
     const reason = opts.endReason ?? null;
     if (reason !== null) {
@@ -430,7 +449,7 @@ export class Ledger {
       t.interruptSeq = f.seq;
       this.touch(t);
     }
-    this.interrupts.set(f.unique, t);
+    this.interrupts.set(f.unique, target);
   }
 
   // ------------------------------------------------------------------------------------------
@@ -450,8 +469,8 @@ export class Ledger {
       return;
     }
     // An answer to an INTERRUPT: its unique (modern kernels: target | FUSE_INT_REQ_BIT).
-    const intrTarget =
-      this.interrupts.get(f.unique) ?? ((f.unique & FUSE_INT_REQ_BIT) !== 0n ? this.find(f.unique & ~FUSE_INT_REQ_BIT, f.seq) : undefined);
+    const named = this.interrupts.get(f.unique) ?? ((f.unique & FUSE_INT_REQ_BIT) !== 0n ? f.unique & ~FUSE_INT_REQ_BIT : undefined);
+    const intrTarget = named === undefined ? undefined : this.find(named, f.seq);
     if (intrTarget) {
       const t = intrTarget;
       if (f.writeErrno === 0 && f.fwdNs !== null) {
@@ -497,6 +516,7 @@ export class Ledger {
     } else if (f.writeErrno === EINVAL && this.kernelFoundRequest(f, error)) {
       // The kernel took the reply for this request but refused its layout: it ended it with EIO.
       r.errno = EIO;
+      r.answered = true;
       r.forced = { state: 'error', outcome: 'reply-rejected' };
     } else if (f.writeErrno !== 0) {
       r.odd = `reply-write-errno-${f.writeErrno}`;
@@ -766,12 +786,9 @@ export class Ledger {
     this.dirtyRows = [];
     if (this.recent.size > this.recentMax) {
       let drop = this.recent.size - this.recentMax;
-      for (const [u, r] of this.recent) {
+      for (const u of this.recent.keys()) {
         if (drop-- <= 0) break;
         this.recent.delete(u);
-        if (this.interrupts.size > 0 && r.interruptSeq !== null) {
-          for (const [iu, t] of this.interrupts) if (t === r) this.interrupts.delete(iu);
-        }
       }
     }
   }
