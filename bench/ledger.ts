@@ -123,12 +123,29 @@ export async function benchLedger(): Promise<void> {
       for (let i = 0; i < n; i += BATCH) add(frames.slice(i, i + BATCH));
       const el = process.hrtime.bigint() - t;
       const rows = db.prepare('SELECT count(*) FROM requests').pluck().get() as number;
+      // (the requests table's two dur_ns indexes are most of the SQL cost: random-order inserts)
       process.stdout.write(`ledger.add alone          ${n.toString().padStart(8)} frames  ${rate(n, el)}  ${rows} rows\n`);
       writer.close();
       db.close();
     }
 
-    // 2. As `record` runs it: TraceWriter + ledger observer, one transaction per flush.
+    // 2a. For comparison: the writer alone on the same frames.
+    {
+      const db = openTraceDb(path.join(dir, 'writer.db'), { create: true });
+      const writer = new TraceWriter(db);
+      writer.beginSession({ command: ['bench'], startedWallNs: 0n, startedMonoNs: 0n });
+      const t = process.hrtime.bigint();
+      for (let i = 0; i < n; i += BATCH) {
+        writer.addFrames(frames.slice(i, i + BATCH));
+        writer.flush();
+      }
+      const el = process.hrtime.bigint() - t;
+      process.stdout.write(`writer alone              ${n.toString().padStart(8)} frames  ${rate(n, el)}\n`);
+      writer.close();
+      db.close();
+    }
+
+    // 2b. As `record` runs it: TraceWriter + ledger observer, one transaction per flush.
     const file = path.join(dir, 'record.db');
     let session = 0;
     {
