@@ -99,21 +99,23 @@ describe('TuiSource.page picks an index per list but always returns the list ord
     const big = writeTuiFixture({ lookups: 200 });
     const db = openTraceDb(big.file, { readonly: true });
     try {
-      const src = new TuiSource(db);
-      const filters = ['', 'err', 'op==LOOKUP', 'op==READ', 'state==interrupted', 'state in {ok error}', 'unique==8', 'path ~ "/file1*"', 'dur>40us'];
-      for (const filter of filters) {
-        for (const sort of ['time', 'dur'] as const) {
-          const q: ListQuery = { filter, sort, scope: null };
-          const { where, params } = compileFilter(filter);
-          const order = sort === 'time' ? 'start_ns, seq' : 'dur_ns DESC, seq DESC';
-          const expected = db.prepare(`SELECT seq FROM requests WHERE session = ? AND (${where}) ORDER BY ${order}`).pluck().all(big.session, ...params) as number[];
-          const total = src.count(big.session, q);
-          expect(total, filter).toBe(expected.length);
-          for (const offset of [0, 3, Math.floor(total / 2) + 1, Math.max(0, total - 7)]) {
-            const got = src.page(big.session, q, offset, 7, total).map((r) => r.seq);
-            expect(got, `${filter} ${sort} @${offset}`).toEqual(expected.slice(offset, offset + 7));
+      // Default plans, and with every filtered list by duration scanning the primary key.
+      for (const src of [new TuiSource(db), new TuiSource(db, { walkMaxLookups: 0 })]) {
+        const filters = ['', 'err', 'op==LOOKUP', 'op==READ', 'state==interrupted', 'state in {ok error}', 'unique==8', 'path ~ "/file1*"', 'dur>40us'];
+        for (const filter of filters) {
+          for (const sort of ['time', 'dur'] as const) {
+            const q: ListQuery = { filter, sort, scope: null };
+            const { where, params } = compileFilter(filter);
+            const order = sort === 'time' ? 'start_ns, seq' : 'dur_ns DESC, seq DESC';
+            const expected = db.prepare(`SELECT seq FROM requests WHERE session = ? AND (${where}) ORDER BY ${order}`).pluck().all(big.session, ...params) as number[];
+            const total = src.count(big.session, q);
+            expect(total, filter).toBe(expected.length);
+            for (const offset of [0, 3, Math.floor(total / 2) + 1, Math.max(0, total - 7)]) {
+              const got = src.page(big.session, q, offset, 7, total).map((r) => r.seq);
+              expect(got, `${filter} ${sort} @${offset}`).toEqual(expected.slice(offset, offset + 7));
+            }
+            for (const seq of expected.slice(0, 5)) expect(src.indexOf(big.session, q, seq)).toBe(expected.indexOf(seq));
           }
-          for (const seq of expected.slice(0, 5)) expect(src.indexOf(big.session, q, seq)).toBe(expected.indexOf(seq));
         }
       }
     } finally {

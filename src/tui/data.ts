@@ -101,16 +101,28 @@ function handoutOffsets(desc: StructDesc): Array<{ opcode: number; offset: numbe
 }
 const NODEID_HANDOUTS = handoutOffsets(fuse_entry_out);
 const FH_HANDOUTS = handoutOffsets(fuse_open_out);
+/**
+ * Most random table lookups a walk of requests_dur may cost before a primary-key scan is cheaper:
+ * measured ~3-5 us a lookup against ~0.15-0.4 us a row for a scan (bench/tui.ts), so about what a
+ * scan of a million rows costs.
+ */
+const WALK_MAX_LOOKUPS = 50_000;
+/** Seqs sampled to estimate a filter's density (~8k requests: a few ms even with a JS regexp). */
+const DENSITY_SAMPLE = 16384;
 /** Seqs per counting step (see countSteps): ~65k requests, a few ms to ~60 ms each. */
 const COUNT_CHUNK = 131072;
 
 export class TuiSource {
   readonly db: Database;
   private readonly startMono = new Map<number, bigint>();
-  private readonly plans = new Map<string, { index: string; bound: string; scan: boolean }>();
+  private readonly plans = new Map<string, { index: string; density: number | null }>();
 
-  constructor(db: Database) {
+  /** Most random lookups a walk of requests_dur may cost (see WALK_MAX_LOOKUPS); tests lower it. */
+  private readonly walkMaxLookups: number;
+
+  constructor(db: Database, opts: { walkMaxLookups?: number } = {}) {
     this.db = db;
+    this.walkMaxLookups = opts.walkMaxLookups ?? WALK_MAX_LOOKUPS;
   }
 
   /** The sessions with their headline numbers (per-state counts come from the requests_state index). */
@@ -205,29 +217,36 @@ export class TuiSource {
     offset = Math.max(0, offset);
     const f = this.compiled(q);
     const plan = this.pagePlan(session, q);
-    const index = plan.index;
+    if (total !== undefined && offset >= total) return [];
+    const fromEnd = total !== undefined && offset > total / 2;
+    let index = plan.index;
+    let bound = '';
     let fwd = q.sort === 'time' ? 'start_ns, seq' : 'dur_ns DESC, seq DESC';
     let rev = q.sort === 'time' ? 'start_ns DESC, seq DESC' : 'dur_ns, seq';
-    if (plan.scan) {
-      // `+dur_ns` is not the indexed column, so no index can serve the order: SQLite scans the
-      // primary key (the bounded seq range keeps it there) and sorts the few matches.
+    // Rows a walk of the index passes before the page ends, over the share of rows that match:
+    // the random table lookups a walk of requests_dur costs.
+    const depth = fromEnd ? total! - offset : offset + limit;
+    if (plan.density !== null && depth / plan.density > this.walkMaxLookups) {
+      // Cheaper to scan the primary key in order (the bounded seq range keeps SQLite on it) and
+      // sort the matches: `+dur_ns` is not the indexed column, so no index can serve the order.
+      index = '';
+      bound = 'seq >= 0 AND ';
       fwd = '+dur_ns DESC, seq DESC';
       rev = '+dur_ns, seq';
     }
     let seqs: number[];
-    if (total !== undefined && offset >= total) return [];
-    if (total !== undefined && offset > total / 2) {
-      const end = Math.min(total, offset + limit);
-      const revOffset = total - end;
+    if (fromEnd) {
+      const end = Math.min(total!, offset + limit);
+      const revOffset = total! - end;
       seqs = (
         this.db
-          .prepare(`SELECT seq FROM requests ${index} WHERE session = ? AND ${plan.bound}(${f.where}) ORDER BY ${rev} LIMIT ? OFFSET ?`)
+          .prepare(`SELECT seq FROM requests ${index} WHERE session = ? AND ${bound}(${f.where}) ORDER BY ${rev} LIMIT ? OFFSET ?`)
           .pluck()
           .all(session, ...f.params, end - offset, revOffset) as number[]
       ).reverse();
     } else {
       seqs = this.db
-        .prepare(`SELECT seq FROM requests ${index} WHERE session = ? AND ${plan.bound}(${f.where}) ORDER BY ${fwd} LIMIT ? OFFSET ?`)
+        .prepare(`SELECT seq FROM requests ${index} WHERE session = ? AND ${bound}(${f.where}) ORDER BY ${fwd} LIMIT ? OFFSET ?`)
         .pluck()
         .all(session, ...f.params, limit, offset) as number[];
     }
@@ -237,30 +256,32 @@ export class TuiSource {
   }
 
   /**
-   * How to find a page, chosen once per list. SQLite has no statistics here (the file is opened
-   * read-only, nobody ran ANALYZE), and on its own it takes requests_dur for `dur>1ms` (assuming a
-   * range is selective) and looks up most of the table at random: seconds on a million rows.
+   * Which index finds a list's pages, chosen once per list. SQLite has no statistics here (the file
+   * is opened read-only, nobody ran ANALYZE), and on its own it takes requests_dur for `dur>1ms`
+   * (assuming a range is selective) and looks up most of the table at random: seconds on a
+   * million rows.
    * - the filter pins an indexed column (`unique==`, `state==`, `state in {}`): that index finds
    *   the few rows and SQLite sorts them;
    * - by time: walk requests_start; LIMIT stops the walk early, and table lookups in start order
    *   are nearly sequential (seq grows with time);
-   * - by duration, dense filter: walk requests_dur, LIMIT stops it early;
-   * - by duration, sparse filter (< 2% of the first count chunk match): walking requests_dur would
-   *   look up every row at random; scan the primary key in order and sort the matches instead.
+   * - by duration: walk requests_dur, unless the filter is so sparse that the walk would look up
+   *   more than WALK_MAX_LOOKUPS rows at random before the page is full (page() then scans the
+   *   primary key instead). `density` is the share of matches among the first DENSITY_SAMPLE seqs.
    */
-  private pagePlan(session: number, q: ListQuery): { index: string; bound: string; scan: boolean } {
+  private pagePlan(session: number, q: ListQuery): { index: string; density: number | null } {
     const key = `${session}\u0000${q.sort}\u0000${q.filter}\u0000${q.scope?.atNs ?? ''}`;
     let plan = this.plans.get(key);
     if (plan) return plan;
     const pinned = pinnedIndex(q.filter);
-    if (pinned) plan = { index: `INDEXED BY ${pinned}`, bound: '', scan: false };
-    else if (q.sort === 'time') plan = { index: 'INDEXED BY requests_start', bound: '', scan: false };
-    else if (!q.filter && !q.scope) plan = { index: 'INDEXED BY requests_dur', bound: '', scan: false };
+    if (pinned) plan = { index: `INDEXED BY ${pinned}`, density: null };
+    else if (q.sort === 'time') plan = { index: 'INDEXED BY requests_start', density: null };
+    else if (!q.filter && !q.scope) plan = { index: 'INDEXED BY requests_dur', density: null };
     else {
-      const first = this.countSteps(session, q).next().value as { total: number } | undefined;
-      const rows = this.db.prepare('SELECT count(*) FROM requests WHERE session = ? AND seq < ?').pluck().get(session, COUNT_CHUNK) as number;
-      const dense = rows > 0 && (first?.total ?? 0) / rows >= 0.02;
-      plan = dense ? { index: 'INDEXED BY requests_dur', bound: '', scan: false } : { index: '', bound: 'seq >= 0 AND ', scan: true };
+      const f = this.compiled(q);
+      const sample = (where: string, params: SqlParam[]) =>
+        this.db.prepare(`SELECT count(*) FROM requests WHERE session = ? AND seq < ? AND (${where})`).pluck().get(session, DENSITY_SAMPLE, ...params) as number;
+      const rows = sample('1', []);
+      plan = { index: 'INDEXED BY requests_dur', density: rows > 0 ? sample(f.where, f.params) / rows : 0 };
     }
     if (this.plans.size > 64) this.plans.clear();
     this.plans.set(key, plan);
