@@ -23,6 +23,8 @@ export interface Facts {
   wmemMax: number | null;
   dbPath: string;
   dbWritable: { ok: boolean; reason: string };
+  /** The kernel's INIT as read from a real mount, or why it could not be read; null when not probed. */
+  kernelInit: { ok: true; major: number; minor: number; masked: string } | { ok: false; error: string } | null;
 }
 
 const FUSE_CONF = '/etc/fuse.conf';
@@ -123,6 +125,7 @@ export function gatherFacts(dbPath: string): Facts {
     wmemMax,
     dbPath,
     dbWritable: dbWritable(dbPath),
+    kernelInit: null,
   };
 }
 
@@ -157,11 +160,15 @@ export function evaluate(f: Facts, opts: { allowOther?: boolean } = {}): Check[]
   } else if (f.devFuse.readWrite) {
     out.push({ name: '/dev/fuse', verdict: 'ok', detail: `character device, mode ${f.devFuse.mode?.toString(8)}, read/write for this user`, advice: '' });
   } else {
+    // fusermount3 opens /dev/fuse with the caller's own permissions (util/fusermount.c drops its
+    // privileges around the open), so an ordinary user needs read/write access too.
     out.push({
       name: '/dev/fuse',
-      verdict: root ? 'fail' : 'ok',
+      verdict: 'fail',
       detail: `mode ${f.devFuse.mode?.toString(8)}, not read/write for uid ${f.uid}`,
-      advice: root ? 'check the device permissions and any security module denying access' : 'fine when fusermount3 is setuid root (it opens the device for you)',
+      advice: root
+        ? 'check the device permissions and any security module denying access'
+        : 'chmod 0666 /dev/fuse (the usual mode; fusermount3 opens it with your own permissions), or run as root',
     });
   }
 
@@ -192,6 +199,24 @@ export function evaluate(f: Facts, opts: { allowOther?: boolean } = {}): Check[]
         advice: `add a line "user_allow_other" to ${FUSE_CONF} if your server uses -o allow_other`,
       });
     }
+  }
+
+  if (f.kernelInit !== null) {
+    out.push(
+      f.kernelInit.ok
+        ? {
+            name: 'kernel protocol',
+            verdict: 'ok',
+            detail: `a test mount got FUSE ${f.kernelInit.major}.${f.kernelInit.minor}; masked from servers: ${f.kernelInit.masked}`,
+            advice: '',
+          }
+        : {
+            name: 'kernel protocol',
+            verdict: 'fail',
+            detail: `a test mount failed: ${f.kernelInit.error}`,
+            advice: 'fix the lines above; inside a container, mounting needs CAP_SYS_ADMIN or a working fusermount3',
+          },
+    );
   }
 
   out.push(
