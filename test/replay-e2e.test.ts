@@ -7,6 +7,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { requireFuse, repoRoot } from './helpers/fuse-env.js';
 import { buildExample, buildServer } from './helpers/build.js';
 import { CleanupRegistry, isMounted, unmount, waitExit } from './helpers/mount.js';
@@ -48,11 +49,11 @@ beforeAll(() => {
  * Records one session: `fusetrace record -- SERVER ARGS MNT`, runs `workload(mnt)`, unmounts with
  * fusermount3 -u and waits for fusetrace to commit and exit.
  */
-async function recordSession(db: string, server: string, args: string[], workload: (mnt: string) => Promise<void>): Promise<void> {
+async function recordSession(db: string, server: string, args: string[], workload: (mnt: string) => Promise<void>, recordFlags: string[] = []): Promise<void> {
   const mnt = reg.mountpoint('fusetrace-replay-mnt-');
   const log = join(reg.tempDir('fusetrace-replay-log-'), 'record.log');
   const fd = openSync(log, 'w');
-  const child = spawn(process.execPath, [CLI, '--db', db, 'record', '--', server, ...args, mnt], { stdio: ['ignore', fd, fd] });
+  const child = spawn(process.execPath, [CLI, '--db', db, 'record', ...recordFlags, '--', server, ...args, mnt], { stdio: ['ignore', fd, fd] });
   closeSync(fd);
   reg.process(child);
   const exited = waitExit(child);
@@ -137,6 +138,8 @@ async function passthroughWorkload(mnt: string): Promise<void> {
   readFileSync(join(mnt, 'readme.txt'));
   readFileSync(join(mnt, 'docs', 'notes.txt'));
   readFileSync(join(mnt, 'docs', 'big.bin'));
+  // An idle second in the recording, for --timing recorded.
+  await sleep(1000);
   mkdirSync(join(mnt, 'work'));
   for (let i = 0; i < 5; i++) writeFileSync(join(mnt, 'work', `f${i}.txt`), `content of file ${i}\n`.repeat(i + 1));
   writeFileSync(join(mnt, 'work', 'large.bin'), Buffer.alloc(200_000, 0x5a));
@@ -282,6 +285,54 @@ describe('fusetrace replay of a passthrough_ll session', () => {
     expect(cases.length).toBe((JSON.parse(j.stdout) as JsonReport).counts.compared);
   });
 
+  it('RANGE and --filter compare only the selected requests (the requests before them are still replayed)', async () => {
+    const all = JSON.parse((await replay(db, ['--report', 'json', '--', passthrough, '-f', '-o', `source=${freshCopy('changed-data')}`])).stdout) as JsonReport;
+    const read = all.results[all.firstDivergence!];
+    expect(read.op).toBe('READ');
+    const reads = all.results.filter((x) => x.op === 'READ').length;
+    // Only that READ (and INIT, always): it diverges.
+    for (const sel of [['1', read.unique], ['--range', read.unique]]) {
+      const r = await replay(db, ['--report', 'json', ...sel, '--', passthrough, '-f', '-o', `source=${freshCopy('changed-data')}`]);
+      expect(r.code).toBe(1);
+      const rep = JSON.parse(r.stdout) as JsonReport;
+      expect(rep.results.map((x) => x.op)).toEqual(['INIT', 'READ']);
+      expect(rep.counts.diverged).toBe(1);
+      expect(rep.counts.replayed).toBeGreaterThan(2);
+    }
+    // Everything before it: nothing that differs is compared, or even sent.
+    const before = await replay(db, ['--report', 'json', '1', `2-${BigInt(read.unique) - 2n}`, '--', passthrough, '-f', '-o', `source=${freshCopy('changed-data')}`]);
+    expect(before.code).toBe(0);
+    // A filter over the request ledger (built from the frames if the trace has none yet).
+    const f = await replay(db, ['--report', 'json', '--filter', 'op==READ', '--', passthrough, '-f', '-o', `source=${freshCopy('changed-data')}`]);
+    expect(f.code).toBe(1);
+    const fr = JSON.parse(f.stdout) as JsonReport;
+    expect(fr.results.filter((x) => x.op !== 'INIT').every((x) => x.op === 'READ')).toBe(true);
+    expect(fr.results.filter((x) => x.op === 'READ').length).toBe(reads);
+    const both = await replay(db, ['--filter', 'op==READ', '1', '5-9', '--', passthrough]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(/--filter and RANGE exclude each other/);
+  });
+
+  it('--timing recorded keeps the recorded gaps, xN divides them', async () => {
+    const gapsMs = (() => {
+      const t = new Database(db, { readonly: true });
+      const row = t.prepare('SELECT min(fwd_ns) AS a, max(fwd_ns) AS b FROM frames WHERE dir = 0').safeIntegers(true).get() as { a: bigint; b: bigint };
+      t.close();
+      return Number(row.b - row.a) / 1e6;
+    })();
+    expect(gapsMs).toBeGreaterThan(1000); // the workload's idle second is in there
+    const timed = async (timing: string): Promise<number> => {
+      const t0 = Date.now();
+      const r = await replay(db, ['--timing', timing, '--', passthrough, '-f', '-o', `source=${freshCopy()}`]);
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      return Date.now() - t0;
+    };
+    const recorded = await timed('recorded');
+    const fast = await timed('x1000');
+    expect(recorded).toBeGreaterThan(gapsMs);
+    expect(fast).toBeLessThan(recorded - 700);
+  });
+
   it('usage and environment errors exit 2 with one line', async () => {
     const noServer = await replay(db, ['1']);
     expect(noServer.code).toBe(2);
@@ -400,6 +451,20 @@ describe('fusetrace replay --seed (interrupt_fs, reads in flight together)', () 
     });
   }, 60_000);
 
+  it('a server that stops answering is reported as a hang, not waited for forever', async () => {
+    const t0 = Date.now();
+    // The same server, now parking every READ of `slow` for a minute.
+    const r = await replay(db, ['--report', 'json', '--reply-timeout', '300', '--', interruptFs, '-f', '--delay-ms=60000']);
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    expect(r.code).toBe(1);
+    const rep = JSON.parse(r.stdout) as JsonReport;
+    const x = rep.results[rep.firstDivergence!];
+    expect(x.op).toBe('READ');
+    expect(x.outcome).toBe('missing');
+    expect(x.note).toMatch(/no reply within \d+ ms \(hang\)/);
+    expect(rep.counts.missing).toBeGreaterThan(0);
+  });
+
   it('the same seed gives the same order, a different seed a different one, and all still match', async () => {
     const run = async (seed: string): Promise<JsonReport> => {
       const r = await replay(db, ['--report', 'json', '--seed', seed, '--', interruptFs, ...args]);
@@ -417,6 +482,29 @@ describe('fusetrace replay --seed (interrupt_fs, reads in flight together)', () 
     // A permutation: the same requests, in another order.
     expect([...b.order!].sort()).toEqual([...a1.order!].sort());
     expect(a1.counts.diverged + b.counts.diverged).toBe(0);
+  });
+});
+
+describe('fusetrace replay of a session recorded with --snaplen', () => {
+  it('marks requests and replies whose payload was cut as not comparable, never as matched', async () => {
+    const work = reg.tempDir('fusetrace-replay-snap-');
+    const db = join(work, 'trace.db');
+    const src = join(work, 'src');
+    initialTree(src);
+    await recordSession(db, passthrough, ['-f', '-o', `source=${src}`], passthroughWorkload, ['--snaplen', '256']);
+    const copy = join(work, 'copy');
+    initialTree(copy);
+    const r = await replay(db, ['--report', 'json', '--', passthrough, '-f', '-o', `source=${copy}`]);
+    const rep = JSON.parse(r.stdout) as JsonReport;
+    expect(rep.counts.uncomparable).toBeGreaterThan(0);
+    const cut = rep.results.filter((x) => x.outcome === 'uncomparable');
+    expect(cut.map((x) => x.op)).toContain('WRITE');
+    expect(cut.map((x) => x.op)).toContain('READ');
+    for (const x of cut) expect(x.note).toMatch(/cut by --snaplen \(\d+ of \d+ bytes recorded\)|which no whole recorded reply handed out \(replies were cut by --snaplen\)/);
+    // Everything short enough to be whole is still compared, and matches.
+    expect(rep.counts.matched).toBeGreaterThan(20);
+    expect(rep.counts.diverged).toBe(0);
+    expect(r.code).toBe(0);
   });
 });
 

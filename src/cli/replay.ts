@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { UserError } from './errors.js';
 import { dbPath } from './options.js';
 import { openTraceDb } from '../store/db.js';
+import { rebuildLedger } from '../store/ledger.js';
 import { resolveExecutable } from '../proxy/recorder.js';
 import { DEFAULT_RULES, parseRules, type NormRule } from '../replay/compare.js';
 import { runReplay, type InjectedInterrupt, type Timing } from '../replay/engine.js';
@@ -68,6 +69,10 @@ export function rulesFrom(flags: Pick<ReplayFlags, 'rule' | 'data'>): NormRule[]
   return rules;
 }
 
+function hasLedger(db: ReturnType<typeof openTraceDb>, session: number): boolean {
+  return (db.prepare('SELECT count(*) FROM requests WHERE session = ?').pluck().get(session) as number) > 0;
+}
+
 /** Splits the command's operands into [SESSION] [RANGE] and the server command after `--`. */
 function splitOperands(cmd: Command): { positional: string[]; server: string[] } {
   let root: Command = cmd;
@@ -116,10 +121,18 @@ export function registerReplay(program: Command): void {
       const program = resolveExecutable(server[0]);
       if (!program) throw new UserError(`server not found or not executable: ${server[0]}`);
 
-      const db = openTraceDb(dbPath(cmd), { readonly: true });
+      const file = dbPath(cmd);
+      let db = openTraceDb(file, { readonly: true });
       let plan;
       try {
         const session = resolveSession(db, sessionSpec);
+        if (flags.filter !== undefined && !hasLedger(db, session)) {
+          // --filter selects from the request ledger; a trace recorded without one gets it now
+          // (it is derived from the frames alone and can always be rebuilt).
+          db.close();
+          db = openTraceDb(file);
+          rebuildLedger(db, session);
+        }
         plan = buildPlan(db, session, { filter: flags.filter, range });
       } finally {
         db.close();

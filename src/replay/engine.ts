@@ -128,6 +128,11 @@ export function permuteInFlight(events: PlanEvent[], seed: number): PlanEvent[] 
   return out;
 }
 
+/** Replies that hand out identifiers (nodeid, fh, directory cookies). */
+const HANDS_OUT_IDS = new Set([
+  OP.LOOKUP, OP.MKNOD, OP.MKDIR, OP.SYMLINK, OP.LINK, OP.CREATE, OP.TMPFILE, OP.OPEN, OP.OPENDIR, OP.READDIR, OP.READDIRPLUS,
+]);
+
 /** Consecutive hangs after which the rest of the session is given up as missing. */
 const MAX_HANGS = 3;
 
@@ -161,6 +166,8 @@ class Replayer {
   private sentCount = 0;
   private hangs = 0;
   private interruptLateMs = 0;
+  /** A recorded reply that hands out identifiers was cut by --snaplen: some may be unknown. */
+  private idsCut = false;
   private injected?: { unique: bigint; intrUnique: bigint; sends: number; note: string; timer?: NodeJS.Timeout };
   private readonly pending: Array<Promise<unknown>> = [];
 
@@ -341,7 +348,11 @@ class Replayer {
     const tr = this.ids.translateRequest(data, ev.opcode);
     if ('missing' in tr) {
       this.notSent.add(f.unique);
-      if (result) {
+      if (result && this.idsCut) {
+        // The identifier may have come in a reply --snaplen cut: the recording cannot say.
+        result.outcome = 'uncomparable';
+        result.note = `not sent: it names ${tr.missing.kind} ${tr.missing.recorded}, which no whole recorded reply handed out (replies were cut by --snaplen)`;
+      } else if (result) {
         result.outcome = 'skipped';
         result.note = `not sent: it names ${tr.missing.kind} ${tr.missing.recorded} that the live server never handed out`;
       }
@@ -487,6 +498,7 @@ class Replayer {
   private learn(req: SendEvent, rec: DecodedFrame, live: DecodedFrame): void {
     if ((rec.error ?? 0) !== 0 || (live.error ?? 0) !== 0) return;
     const op = req.opcode;
+    if (req.reply && req.reply.data.length < req.reply.len && HANDS_OUT_IDS.has(op)) this.idsCut = true;
     const entry = (e: unknown, l: unknown): void => {
       const re = e as Record<string, unknown> | undefined;
       const le = l as Record<string, unknown> | undefined;
