@@ -1,7 +1,7 @@
 /**
  * `fusetrace export [SESSION] --format jsonl|perfetto [-o FILE] [--filter EXPR]`
  *
- * jsonl: one JSON object per request (the ledger's rows, `show --json` field names).
+ * jsonl: one JSON object per request (the ledger's rows, as `show --json` writes them, without the decoded frames).
  * perfetto: Chrome trace event JSON (https://docs.google.com/document/d/1CvAClvFfyA5R-PhYUmn5OOQtYMH4h6I0nSsKchNAySU),
  * which ui.perfetto.dev and chrome://tracing open: one track per requesting pid, named from its
  * comm, one complete slice per request, interrupts and notifications as instant events.
@@ -15,6 +15,8 @@ import type { Database } from 'better-sqlite3';
 import { UserError } from './errors.js';
 import { dbPath } from './options.js';
 import { openTraceDb } from '../store/db.js';
+import { TraceReader } from '../store/reader.js';
+import { requestJson } from './show.js';
 import { iterateRequests, type RequestRow } from '../store/query.js';
 import { FilterError, compileFilter, formatFilterError, type CompiledFilter } from '../store/filter.js';
 
@@ -40,9 +42,10 @@ export function registerExport(program: Command): void {
       if (!FORMATS.includes(format)) {
         throw new UserError(`unknown --format '${opts.format}' (expected ${FORMATS.join(' or ')})`);
       }
-      const db = openTraceDb(dbPath(cmd), { readonly: true });
+      const file = dbPath(cmd);
+      const db = openTraceDb(file, { readonly: true });
       try {
-        const id = resolveSession(db, session);
+        const id = new TraceReader(db, file).resolveSession(session);
         const out = await Output.open(opts.output);
         try {
           if (format === 'jsonl') await exportJsonl(db, id, out, opts.filter);
@@ -54,26 +57,6 @@ export function registerExport(program: Command): void {
         db.close();
       }
     });
-}
-
-/**
- * SESSION: an id, or a session name (the latest with that name); none: the latest session.
- * Adapter until the store's TraceReader provides the one session resolution.
- */
-export function resolveSession(db: Database, arg: string | undefined): number {
-  if (arg === undefined) {
-    const id = db.prepare('SELECT max(id) FROM sessions').pluck().get() as number | null;
-    if (id === null) throw new UserError('the trace file has no sessions (record one first)');
-    return id;
-  }
-  if (/^\d+$/.test(arg)) {
-    const id = db.prepare('SELECT id FROM sessions WHERE id = ?').pluck().get(Number(arg)) as number | undefined;
-    if (id === undefined) throw new UserError(`no session ${arg} in the trace file (see fusetrace sessions)`);
-    return id;
-  }
-  const id = db.prepare('SELECT max(id) FROM sessions WHERE name = ?').pluck().get(arg) as number | null;
-  if (id === null) throw new UserError(`no session named '${arg}' in the trace file (see fusetrace sessions)`);
-  return id;
 }
 
 /** Where an export writes: a promise when the caller must wait for the consumer before writing more. */
@@ -144,27 +127,9 @@ function json(v: unknown): string {
   return JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? `\u0000${x}` : x)).replace(/"\\u0000(-?\d+)"/g, '$1');
 }
 
-/** One request as `show --json` names its fields. */
-function jsonlRecord(r: RequestRow): Record<string, unknown> {
-  return {
-    unique: r.unique,
-    op: r.op,
-    nodeid: r.nodeid,
-    path: r.path,
-    pid: r.pid,
-    comm: r.comm,
-    start_ns: r.start_ns,
-    dur_ns: r.dur_ns,
-    err: r.err,
-    state: r.state,
-    outcome: r.outcome,
-    background: r.background,
-  };
-}
-
 export async function exportJsonl(db: Database, session: number, out: Sink, filter?: string): Promise<void> {
   for (const r of requests(db, session, filter)) {
-    const p = out.write(`${json(jsonlRecord(r))}\n`);
+    const p = out.write(`${json(requestJson(r))}\n`);
     if (p) await p;
   }
 }
@@ -230,25 +195,15 @@ function micros(ns: number): number {
 }
 
 function sessionInfo(db: Database, session: number): { startMono: bigint; endNs: number; title: string } {
-  const s = db
-    .prepare('SELECT started_mono_ns, ended_mono_ns, command, name FROM sessions WHERE id = ?')
-    .safeIntegers(true)
-    .get(session) as { started_mono_ns: bigint; ended_mono_ns: bigint | null; command: string; name: string | null };
-  let end = s.ended_mono_ns;
-  if (end === null) {
-    // Still recording, or the recorder died: the session ends at its last frame.
-    end = (db.prepare('SELECT max(ts_ns) FROM frames WHERE session = ?').safeIntegers(true).pluck().get(session) as bigint | null) ?? s.started_mono_ns;
-  }
-  let command = s.command;
-  try {
-    command = (JSON.parse(s.command) as string[]).join(' ');
-  } catch {
-    // keep the raw text
-  }
+  const reader = new TraceReader(db);
+  const s = reader.getSession(session);
+  if (s === undefined) throw new UserError(`no session ${session}`);
+  // Still recording, or the recorder died: the session ends at its last frame.
+  const { ns } = reader.duration(s);
   return {
-    startMono: s.started_mono_ns,
-    endNs: Number(end - s.started_mono_ns),
-    title: `fusetrace session ${session}${s.name ? ` (${s.name})` : ''}: ${command}`,
+    startMono: s.startedMonoNs,
+    endNs: Number(ns),
+    title: `fusetrace session ${session}${s.name ? ` (${s.name})` : ''}: ${s.command.join(' ')}`,
   };
 }
 

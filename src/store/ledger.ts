@@ -60,6 +60,7 @@
 import type { Database, Statement } from 'better-sqlite3';
 import type { FrameRecord } from './writer.js';
 import { PathResolver } from './paths.js';
+import { TraceReader } from './reader.js';
 import {
   EAGAIN,
   EINTR,
@@ -866,49 +867,36 @@ function fromRow(unique: bigint, row: Record<string, bigint | string | null>): R
   };
 }
 
-/** Frames read per batch by rebuildLedger. */
+/** Frames handed to add() at once by rebuildLedger. */
 const REBUILD_BATCH = 4096;
 
 /**
  * Recomputes the `requests` rows of a session from its frames alone (and its end_reason), in one
  * transaction: the same rows the incremental ledger wrote. `batch` only exists for tests that
- * prove batch boundaries do not matter.
+ * prove batch boundaries do not matter. Returns the number of frames read.
  */
 export function rebuildLedger(db: Database, session: number, opts: { batch?: number } & LedgerOptions = {}): number {
   const batch = opts.batch ?? REBUILD_BATCH;
-  const page = db
-    .prepare(
-      `SELECT seq, ts_ns, fwd_ns, dir, unique_id, opcode, error, len, data, write_errno
-       FROM frames WHERE session = ? AND seq > ? ORDER BY seq LIMIT ?`,
-    )
-    .safeIntegers(true);
-  const endReason = db.prepare('SELECT end_reason FROM sessions WHERE id = ?').pluck().get(session) as string | null | undefined;
-  if (endReason === undefined) throw new Error(`rebuildLedger: no session ${session}`);
+  const reader = new TraceReader(db);
+  const info = reader.getSession(session);
+  if (info === undefined) throw new Error(`rebuildLedger: no session ${session}`);
   let frames = 0;
   db.transaction(() => {
     db.prepare('DELETE FROM requests WHERE session = ?').run(session);
     const ledger = new Ledger(db, session, opts);
-    let after = -1n;
-    for (;;) {
-      const rows = page.all(session, after, batch) as Array<Record<string, bigint | Buffer | null>>;
-      if (rows.length === 0) break;
-      const batchFrames: FrameRecord[] = rows.map((r) => ({
-        seq: Number(r.seq),
-        tsNs: r.ts_ns as bigint,
-        fwdNs: r.fwd_ns as bigint | null,
-        dir: Number(r.dir) as 0 | 1,
-        unique: BigInt.asUintN(64, r.unique_id as bigint),
-        opcode: r.opcode === null ? null : Number(r.opcode),
-        error: r.error === null ? null : Number(r.error),
-        len: Number(r.len),
-        data: r.data as Buffer,
-        writeErrno: Number(r.write_errno),
-      }));
-      ledger.add(batchFrames);
-      frames += batchFrames.length;
-      after = rows[rows.length - 1].seq as bigint;
+    let buf: FrameRecord[] = [];
+    // TraceReader.frames() reads a page at a time, so the connection is free for our writes in between.
+    for (const f of reader.frames(session)) {
+      buf.push(f);
+      if (buf.length >= batch) {
+        ledger.add(buf);
+        frames += buf.length;
+        buf = [];
+      }
     }
-    ledger.finish({ endReason: endReason ?? null });
+    if (buf.length > 0) ledger.add(buf);
+    frames += buf.length;
+    ledger.finish({ endReason: info.endReason });
   })();
   return frames;
 }
