@@ -69,6 +69,21 @@ async function record(server: string, args: string[], mnt: string, db: string): 
   return { child, exited, stderr };
 }
 
+/** The FUSE server under fusetrace: fusetrace's only child. */
+function serverPidOf(pid: number): number {
+  const kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  if (kids.length !== 1) throw new Error(`expected one child of fusetrace ${pid}, got ${kids.join(',')}`);
+  return kids[0];
+}
+
+/** A WRITE to interrupt_fs's blackhole, which the server never answers; the writer waits. */
+async function blackholeWriter(mnt: string): Promise<ChildProcess> {
+  const writer = reg.process(spawn('sh', ['-c', `echo hi > ${join(mnt, 'blackhole')}`], { stdio: 'ignore' }));
+  await sleep(500);
+  expect(writer.exitCode).toBeNull();
+  return writer;
+}
+
 interface Row {
   seq: number;
   unique_id: number;
@@ -196,6 +211,35 @@ describe('ledger on recorded sessions', () => {
     expect(sigreadName).toBeDefined();
     const stuck = doc.traceEvents.find((e) => e.ph === 'X' && e.name === 'WRITE' && e.args.path === '/blackhole')!;
     expect(stuck.cat).toBe('aborted');
+  }, 60_000);
+
+  it('a server crash leaves its outstanding WRITE aborted; a killed recorder leaves it unanswered', async () => {
+    const work = reg.tempDir();
+    const args = ['-f', '--delay-ms=300', '--wait-ms=10000'];
+    // 1. The server dies by SIGSEGV with a WRITE outstanding.
+    const mnt1 = reg.mountpoint();
+    const db1 = join(work, 'crash.db');
+    const rec1 = await record(buildServer('interrupt_fs'), args, mnt1, db1);
+    const writer1 = await blackholeWriter(mnt1);
+    process.kill(serverPidOf(rec1.child.pid!), 'SIGSEGV');
+    expect((await rec1.exited).code).toBe(139);
+    expect((await waitExit(writer1)).code).not.toBe(0);
+    const crash = ledgerOf(db1);
+    expect(crash.endReason).toBe('server-crash');
+    expect(crash.rows.filter((r) => r.opcode === WRITE)).toMatchObject([{ path: '/blackhole', state: 'aborted', outcome: 'server-crash', errno: null }]);
+
+    // 2. fusetrace itself is SIGKILLed: the session has no end, the WRITE stays unanswered.
+    const mnt2 = reg.mountpoint();
+    const db2 = join(work, 'killed.db');
+    const rec2 = await record(buildServer('interrupt_fs'), args, mnt2, db2);
+    const writer2 = await blackholeWriter(mnt2);
+    await sleep(300); // past the recorder's 100 ms commit period
+    rec2.child.kill('SIGKILL');
+    await rec2.exited;
+    expect((await waitExit(writer2)).code).not.toBe(0);
+    const killed = ledgerOf(db2);
+    expect(killed.endReason).toBeNull();
+    expect(killed.rows.filter((r) => r.opcode === WRITE)).toMatchObject([{ path: '/blackhole', state: 'unanswered', outcome: null }]);
   }, 60_000);
 
   it('passthrough_ll: paths across a directory rename, a re-created name, an unlinked open file; FORGETs', async () => {
