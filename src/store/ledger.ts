@@ -98,7 +98,7 @@ export type EndReason = 'unmount' | 'signal' | 'server-exit' | 'server-crash' | 
 export type LedgerState = 'ok' | 'error' | 'interrupted' | 'late' | 'unanswered' | 'aborted' | 'noreply' | 'notify' | 'unknown';
 
 /** Finished requests kept in memory for late replies and INTERRUPTs; older ones are read back from the table. */
-const RECENT_MAX = 65536;
+const RECENT_MAX = 16384;
 /** Rows per multi-row INSERT (23 columns: 736 parameters). */
 const INSERT_CHUNK = 32;
 
@@ -185,7 +185,7 @@ function classify(r: Req): [LedgerState, string | null] {
 export interface LedgerOptions {
   /** Protocol minor to assume for struct sizes until the INIT reply says (default: 45). */
   minor?: number;
-  /** Finished requests kept in memory (default 65536); tests lower it to exercise the read-back path. */
+  /** Finished requests kept in memory (default 16384); tests lower it to exercise the read-back path. */
   recentMax?: number;
 }
 
@@ -297,7 +297,9 @@ export class Ledger {
         this.touch(r);
       }
     }
-    this.write();
+    // One transaction for the updates (the recorder calls this after its last flush, outside one).
+    if (this.db.inTransaction) this.write();
+    else this.db.transaction(() => this.write())();
   }
 
   // ------------------------------------------------------------------------------------------
