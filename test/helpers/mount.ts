@@ -244,7 +244,16 @@ export async function stopProcess(p: ChildProcess | number, graceMs = 2_000): Pr
     return;
   }
   const exited = waitExit(p);
-  const within = (ms: number) => Promise.race([exited.then(() => true), sleep(ms).then(() => false)]);
+  // The timer is cleared as soon as the process exits: a pending grace timer would otherwise keep
+  // the caller's event loop (and a bench's process) alive for the whole grace time.
+  const within = (ms: number) =>
+    new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      exited.then(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
   if (await within(graceMs)) return;
   p.kill('SIGTERM');
   if (await within(3_000)) return;
