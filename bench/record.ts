@@ -55,6 +55,9 @@ interface Sample {
   stopMs: number;
   /** Set when the process did not exit 0 after the unmount. */
   exitNote?: string;
+  /** From record's closing summary line: frames recorded and frames it had to drop. */
+  frames?: number;
+  dropped?: number;
 }
 
 const median = (xs: number[]) => {
@@ -148,7 +151,13 @@ async function measure(cfg: Config, workload: Workload, server: string, src: str
     throw new Error(`fusetrace record left no trace file (exit ${exit.code ?? exit.signal}):\n${fs.log().slice(-2000)}`);
   }
   const exitNote = exit.code === 0 ? undefined : `exit ${exit.code ?? exit.signal}: ${fs.log().trim().split('\n').slice(-1)[0] ?? ''}`;
-  return { ms, serverCpuMs, observed, sideBytes, stopMs, exitNote };
+  // record ends with "fusetrace: session N in FILE: F frames (B bytes), E errors, D dropped; ...".
+  const summary = /(\d+) frames \(\d+ bytes\), \d+ errors?, (\d+) dropped/.exec(cfg.kind === 'record' ? fs.log() : '');
+  return {
+    ms, serverCpuMs, observed, sideBytes, stopMs, exitNote,
+    frames: summary ? Number(summary[1]) : undefined,
+    dropped: summary ? Number(summary[2]) : undefined,
+  };
 }
 
 /** Starts `record` once on a tiny run to learn whether it works yet; returns why not, or null. */
@@ -224,6 +233,7 @@ function report(configs: Config[], samples: Map<string, Sample[]>): void {
   const baseCpu = (w: Workload) => median(samples.get(`direct/${w}`)!.map((s) => s.serverCpuMs));
   const rows: string[][] = [['config', 'find+stat', 'ratio', 'cpu', 'trace/log', `${READ_MIB} MiB read`, 'ratio', 'MB/s', 'cpu', 'trace/log', 'stop', 'targets (wall ratio)']];
   const problems: string[] = [];
+  const notes: string[] = [];
   for (const cfg of configs) {
     const cells: string[] = [cfg.name];
     const verdicts: string[] = [];
@@ -243,6 +253,12 @@ function report(configs: Config[], samples: Map<string, Sample[]>): void {
       const direct = samples.get(`direct/${w}`)![0].observed;
       for (const s of ss) if (s.observed !== direct) problems.push(`${cfg.name} ${w}: observed ${s.observed}, direct ${direct}`);
       for (const s of ss) if (s.exitNote && cfg.kind === 'record') problems.push(`${cfg.name} ${w}: ${s.exitNote}`);
+      const frames = ss.map((s) => s.frames).filter((f): f is number => f !== undefined);
+      if (frames.length > 0) {
+        // Extra wall time per request/reply pair: what one proxied round trip costs.
+        const perPair = ((ms - base(w)) * 1000) / (median(frames) / 2);
+        notes.push(`${cfg.name} ${w}: ${median(frames)} frames, ${Math.max(...ss.map((s) => s.dropped ?? 0))} dropped, ${perPair.toFixed(0)} us extra per request`);
+      }
     }
     cells.push(`${(stopMs / 1000).toFixed(1)} s`, verdicts.join(', '));
     rows.push(cells);
@@ -250,5 +266,6 @@ function report(configs: Config[], samples: Map<string, Sample[]>): void {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd() + '\n');
   process.stdout.write(`(medians: find+stat of ${META_RUNS} runs, read of ${READ_RUNS}; cpu = server + recorder CPU during the workload; stop = slowest unmount-to-exit)\n`);
+  for (const n of notes) process.stdout.write(`${n}\n`);
   for (const p of new Set(problems)) process.stdout.write(`NOTE: ${p}\n`);
 }
