@@ -13,7 +13,7 @@
  * <= 1.1x with --snaplen 256. BENCH_RECORD_FILES and BENCH_RECORD_READ_MIB scale it down.
  */
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { loadavg } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { requireFuse, repoRoot } from '../test/helpers/fuse-env.js';
 import { buildExample } from '../test/helpers/build.js';
@@ -219,6 +219,9 @@ export async function benchRecord(): Promise<void> {
     }
     report(configs, samples);
     process.stdout.write(`(bench record took ${((Date.now() - tStart) / 1000).toFixed(0)} s, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')})\n`);
+    if (loadavg()[0] > cpus().length) {
+      process.stdout.write(`WARNING: load average above ${cpus().length} cores: other work shared the CPUs, wall-time ratios are unreliable (compare cpu)\n`);
+    }
   } finally {
     try {
       await runs.cleanup();
@@ -257,7 +260,7 @@ function report(configs: Config[], samples: Map<string, Sample[]>): void {
       if (frames.length > 0) {
         // Extra wall time per request/reply pair: what one proxied round trip costs.
         const perPair = ((ms - base(w)) * 1000) / (median(frames) / 2);
-        notes.push(`${cfg.name} ${w}: ${median(frames)} frames, ${Math.max(...ss.map((s) => s.dropped ?? 0))} dropped, ${perPair.toFixed(0)} us extra per request`);
+        notes.push(`${cfg.name} ${w}: ${Math.round(median(frames))} frames, ${Math.max(...ss.map((s) => s.dropped ?? 0))} dropped, ${perPair.toFixed(0)} us extra per request`);
       }
     }
     cells.push(`${(stopMs / 1000).toFixed(1)} s`, verdicts.join(', '));
