@@ -2,6 +2,7 @@
 // the logic lives in the small C++ classes beside it (pump.h, mount_util.h).
 // Every function here runs on the JS thread.
 #include <napi.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -167,19 +168,17 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
   // The Buffer owns the packed frames without a copy.
   Napi::Value Drain(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto* frames = new std::vector<uint8_t>();
+    uint8_t* frames = nullptr;
+    size_t frames_size = 0;
     size_t count = 0;
     std::vector<std::pair<uint32_t, std::string>> procs;
     fusetrace::QueueCounters c;
-    pump_->Drain(frames, &count, &procs, &c);
+    pump_->Drain(&frames, &frames_size, &count, &procs, &c);
     Napi::Object o = Napi::Object::New(env);
-    if (frames->empty()) {
-      delete frames;
+    if (frames == nullptr) {
       o.Set("frames", Napi::Buffer<uint8_t>::New(env, 0));
     } else {
-      o.Set("frames", Napi::Buffer<uint8_t>::New(env, frames->data(), frames->size(),
-                                                 [](Napi::Env, uint8_t*, std::vector<uint8_t>* v) { delete v; },
-                                                 frames));
+      o.Set("frames", Napi::Buffer<uint8_t>::New(env, frames, frames_size, [](Napi::Env, uint8_t* p) { free(p); }));
     }
     o.Set("count", Napi::Number::New(env, double(count)));
     Napi::Array pa = Napi::Array::New(env, procs.size());

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -44,14 +45,56 @@ struct QueueCounters {
   uint64_t dropped_bytes = 0;
 };
 
+// A growable byte buffer that, unlike std::vector, does not zero what it grows into: the
+// pump copies up to 1 MiB frames into it and zeroing first would double the memory traffic.
+class ByteBuf {
+ public:
+  ByteBuf() = default;
+  ByteBuf(const ByteBuf&) = delete;
+  ByteBuf& operator=(const ByteBuf&) = delete;
+  ~ByteBuf() { std::free(data_); }
+  uint8_t* data() { return data_; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  // Appends `n` uninitialised bytes and returns where they start, or nullptr when out of memory.
+  uint8_t* Grow(size_t n) {
+    if (size_ + n > cap_) {
+      size_t cap = cap_ ? cap_ : (1u << 20);
+      while (cap < size_ + n) cap *= 2;
+      void* p = std::realloc(data_, cap);
+      if (!p) return nullptr;
+      data_ = static_cast<uint8_t*>(p);
+      cap_ = cap;
+    }
+    uint8_t* at = data_ + size_;
+    size_ += n;
+    return at;
+  }
+  // Hands the memory to the caller (who free()s it) and leaves this buffer empty.
+  uint8_t* Release(size_t* size) {
+    uint8_t* p = data_;
+    *size = size_;
+    data_ = nullptr;
+    size_ = cap_ = 0;
+    return p;
+  }
+
+ private:
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  size_t cap_ = 0;
+};
+
 class FrameQueue {
  public:
   FrameQueue(size_t max_bytes, size_t max_frames, uint32_t snaplen)
-      : max_bytes_(max_bytes), max_frames_(max_frames), snaplen_(snaplen) {}
+      : max_bytes_(max_bytes), max_frames_(max_frames), snaplen_(snaplen),
+        wake_bytes_(max_bytes / 8), wake_frames_(max_frames / 8) {}
 
   // Any pump thread. Copies min(len, snaplen) bytes of data. Returns true when
-  // the caller should wake JS (the queue went from empty to non-empty since the
-  // last drain), so wake-ups are coalesced.
+  // the caller should wake JS. JS drains on its own timer (100 ms); an early
+  // wake-up only happens once the queue is an eighth full, once per drain, so a
+  // metadata workload does not pay a JS thread wake-up per frame.
   bool Push(FrameHeader hdr, const uint8_t* data) {
     uint32_t cap = hdr.len;
     if (snaplen_ != 0 && cap > snaplen_) cap = snaplen_;
@@ -59,29 +102,27 @@ class FrameQueue {
     size_t need = sizeof(FrameHeader) + ((cap + 7u) & ~size_t(7));
     std::lock_guard<std::mutex> lock(mu_);
     counters_.bytes += hdr.len;
-    if (buf_.size() + need > max_bytes_ || count_ >= max_frames_) {
+    uint8_t* at = nullptr;
+    if (buf_.size() + need > max_bytes_ || count_ >= max_frames_ || !(at = buf_.Grow(need))) {
       counters_.dropped++;
       counters_.dropped_bytes += hdr.len;
       return false;
     }
-    size_t at = buf_.size();
-    buf_.resize(at + need);
-    std::memcpy(buf_.data() + at, &hdr, sizeof hdr);
-    if (cap) std::memcpy(buf_.data() + at + sizeof hdr, data, cap);
+    std::memcpy(at, &hdr, sizeof hdr);
+    if (cap) std::memcpy(at + sizeof hdr, data, cap);
+    size_t pad = need - sizeof hdr - cap;
+    if (pad) std::memset(at + sizeof hdr + cap, 0, pad);
     count_++;
     counters_.frames++;
-    bool wake = !wake_pending_;
+    if (wake_pending_ || (buf_.size() < wake_bytes_ && count_ < wake_frames_)) return false;
     wake_pending_ = true;
-    return wake;
+    return true;
   }
 
-  // Reader thread, once per new pid. Returns true when JS should be woken.
-  bool PushProc(uint32_t pid, std::string comm) {
+  // Reader thread, once per new pid. JS picks it up with the next drain.
+  void PushProc(uint32_t pid, std::string comm) {
     std::lock_guard<std::mutex> lock(mu_);
     procs_.emplace_back(pid, std::move(comm));
-    bool wake = !wake_pending_;
-    wake_pending_ = true;
-    return wake;
   }
 
   // Any pump thread: something other than a frame changed (a thread ended, INIT
@@ -93,13 +134,12 @@ class FrameQueue {
     return wake;
   }
 
-  // JS thread. Takes everything queued so far.
-  void Drain(std::vector<uint8_t>* frames, size_t* count,
+  // JS thread. Takes everything queued so far: *frames (malloc()ed, the caller
+  // free()s it; nullptr when empty) holds *frames_size bytes.
+  void Drain(uint8_t** frames, size_t* frames_size, size_t* count,
              std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters) {
     std::lock_guard<std::mutex> lock(mu_);
-    frames->swap(buf_);
-    buf_.clear();
-    buf_.reserve(frames->size() < (1u << 20) ? (1u << 20) : frames->size());
+    *frames = buf_.Release(frames_size);
     *count = count_;
     count_ = 0;
     procs->swap(procs_);
@@ -113,7 +153,9 @@ class FrameQueue {
   const size_t max_frames_;
   const uint32_t snaplen_;
   std::mutex mu_;
-  std::vector<uint8_t> buf_;
+  const size_t wake_bytes_;
+  const size_t wake_frames_;
+  ByteBuf buf_;
   size_t count_ = 0;
   std::vector<std::pair<uint32_t, std::string>> procs_;
   QueueCounters counters_;

@@ -117,7 +117,7 @@ bool Pump::GateOnSocket() {
     if (ioctl(opts_.sock_fd, SIOCOUTQ, &outq) != 0 || outq <= 0) return true;
     if (stopping_) return false;
     if (i == 0) { std::lock_guard<std::mutex> lock(status_mu_); status_.gate_waits++; }
-    if (i < 50) { sched_yield(); continue; }
+    if (i < 8) { sched_yield(); continue; }
     struct pollfd pfd = {stop_fd_, POLLIN, 0};
     struct timespec ts = {0, i < 1000 ? 20000 : 1000000};
     if (ppoll(&pfd, 1, &ts, nullptr) > 0) return false;
@@ -204,7 +204,7 @@ void Pump::NotePid(uint32_t pid) {
     close(fd);
     if (r > 0) comm.assign(buf, (r > 0 && buf[r - 1] == '\n') ? r - 1 : r);
   }
-  if (queue_.PushProc(pid, std::move(comm)) && wake_) wake_();
+  queue_.PushProc(pid, std::move(comm));
 }
 
 void Pump::ReplyError(uint64_t unique, int err) {
@@ -229,7 +229,15 @@ void Pump::ReplyError(uint64_t unique, int err) {
 void Pump::ReaderLoop() {
   std::vector<uint8_t> buf(opts_.max_frame);
   for (;;) {
-    if (opts_.gate && !GateOnSocket()) return EndReader("stopped");
+    if (opts_.gate) {
+      int outq = 0;
+      if (ioctl(opts_.sock_fd, SIOCOUTQ, &outq) == 0 && outq > 0) {
+        // The previous request is still unread. Only wait for the server once a new request
+        // is actually pending, so an idle pump sleeps in poll() instead of spinning.
+        if (!WaitFor(opts_.dev_fd, POLLIN)) return EndReader("stopped");
+        if (!GateOnSocket()) return EndReader("stopped");
+      }
+    }
     ssize_t n = read(opts_.dev_fd, buf.data(), buf.size());
     uint64_t ts = NowNs();
     if (n < 0) {

@@ -98,9 +98,9 @@ class Pump {
   // the last /dev/fuse fd aborts a still-mounted connection: fuse_dev_release).
   void Stop();
   // JS thread.
-  void Drain(std::vector<uint8_t>* frames, size_t* count,
+  void Drain(uint8_t** frames, size_t* frames_size, size_t* count,
              std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters) {
-    queue_.Drain(frames, count, procs, counters);
+    queue_.Drain(frames, frames_size, count, procs, counters);
   }
   // JS thread.
   PumpStatus Status();

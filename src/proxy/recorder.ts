@@ -22,6 +22,7 @@ import { basename, delimiter, join, resolve } from 'node:path';
 import { UserError } from '../cli/errors.js';
 import { openTraceDb } from '../store/db.js';
 import { TraceWriter } from '../store/writer.js';
+import { Ledger } from '../store/ledger.js';
 import { classifyMountOptions, collectDashO, findMountpoint, splitOptions, type MountOptions } from './args.js';
 import { unpackFrames, type PumpFrame } from './frames.js';
 import { frameLimits, initChanges, initMask } from './init.js';
@@ -197,6 +198,11 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     },
   });
 
+  // The request ledger runs inside each flush's transaction, so the `requests` rows commit with
+  // their frames (and survive a SIGKILL just as the frames do).
+  const ledger = new Ledger(db, session);
+  writer.onFrames((_s, frames) => ledger.add(frames));
+
   const pump: Pump = new (native().Pump)(
     {
       devFd: mount.devFd,
@@ -265,13 +271,27 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     }
   };
 
+  let ledgerNoted = false;
+  /** Runs a writer call; an error of the ledger observer (the frames still committed) stops only the ledger. */
+  function guarded(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      if (!ledger.failure) throw err;
+      if (!ledgerNoted) {
+        ledgerNoted = true;
+        log.write(`fusetrace: the request ledger stopped (frames are still recorded; rebuild it later): ${String(err)}\n`);
+      }
+    }
+  }
+
   function drainOnce(): void {
     const d = pump.drain();
     for (const [pid, comm] of d.procs) writer.addProc(pid, comm);
     if (d.count > 0) {
       const frames = unpackFrames(d.frames, d.count);
       observe(frames);
-      writer.addFrames(frames);
+      guarded(() => writer.addFrames(frames));
     }
     recorded = d.recorded;
     bytes = d.bytes;
@@ -281,6 +301,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     if (st.init.replySeen && !initRecorded) {
       initRecorded = true;
       initAnswered = st.init.replyError === 0;
+      guarded(() => writer.flush()); // updateSession flushes first; keep a ledger error out of it
       writer.updateSession({
         kernelMajor: st.init.kernelMajor,
         kernelMinor: st.init.kernelMinor,
@@ -315,7 +336,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     if (phase === 'done') return;
     try {
       drainOnce();
-      writer.flush();
+      guarded(() => writer.flush());
       if (dropped !== lastDroppedWritten) {
         lastDroppedWritten = dropped;
         writer.updateSession({ dropped });
@@ -520,6 +541,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     else if (reason === 'error') exitStatus = 1;
     if (reason === 'server-exit' && !initAnswered && exitStatus === 0) exitStatus = 1;
     try {
+      guarded(() => writer.flush());
       writer.updateSession({
         endedMonoNs: native().monotonicNs(),
         endReason: reason,
@@ -529,6 +551,11 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
         dropped,
       });
       writer.close();
+      try {
+        ledger.finish({ endReason: reason });
+      } catch (err) {
+        notes.push(`the request ledger failed (rebuild it from the frames): ${String(err)}`);
+      }
       db.close();
     } catch (err) {
       notes.push(`cannot commit the trace: ${String(err)}`);
@@ -540,7 +567,8 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     for (const n of notes) log.write(`fusetrace: ${n}\n`);
     log.write(
       `fusetrace: session ${session} in ${opts.dbPath}: ${recorded} frames (${bytes} bytes), ` +
-        `${errors} errors, ${dropped} dropped${st?.partial ? `, ${st.partial} partial (not forwarded)` : ''}; ` +
+        `${errors} errors, ${dropped} dropped${st?.partial ? `, ${st.partial} partial (not forwarded)` : ''}` +
+        `${st?.gateWaits ? `, ${st.gateWaits} gate waits` : ''}; ` +
         `ended by ${reason}; ${server}${afterEof}\n`,
     );
     finishResolve({
