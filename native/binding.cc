@@ -164,7 +164,7 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
     return info.Env().Undefined();
   }
 
-  // Returns { frames: Buffer, count, procs: [[pid, comm], ...], recorded, bytes, dropped, droppedBytes }.
+  // Returns { frames: Buffer, count, watermark, procs: [[pid, comm], ...], recorded, bytes, dropped, droppedBytes }.
   // The Buffer owns the packed frames without a copy.
   Napi::Value Drain(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -173,7 +173,8 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
     size_t count = 0;
     std::vector<std::pair<uint32_t, std::string>> procs;
     fusetrace::QueueCounters c;
-    pump_->Drain(&frames, &frames_size, &count, &procs, &c);
+    uint64_t watermark = 0;
+    pump_->Drain(&frames, &frames_size, &count, &watermark, &procs, &c);
     Napi::Object o = Napi::Object::New(env);
     if (frames == nullptr) {
       o.Set("frames", Napi::Buffer<uint8_t>::New(env, 0));
@@ -181,6 +182,7 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
       o.Set("frames", Napi::Buffer<uint8_t>::New(env, frames, frames_size, [](Napi::Env, uint8_t* p) { free(p); }));
     }
     o.Set("count", Napi::Number::New(env, double(count)));
+    o.Set("watermark", Napi::Number::New(env, double(watermark)));
     Napi::Array pa = Napi::Array::New(env, procs.size());
     for (size_t i = 0; i < procs.size(); i++) {
       Napi::Array pair = Napi::Array::New(env, 2);

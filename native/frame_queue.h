@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,6 +38,9 @@ static_assert(sizeof(FrameHeader) == 56, "FrameHeader layout is shared with JS")
 // The frame's header length disagreed with the bytes received (a split or
 // truncated message); it was not forwarded.
 constexpr uint8_t FRAME_FLAG_PARTIAL = 1;
+// Not a frame: the forwarding result (fwd_ns, write_errno) of the earlier frame
+// `seq`, a notification recorded before its write to /dev/fuse (which may block).
+constexpr uint8_t FRAME_FLAG_PATCH = 2;
 
 struct QueueCounters {
   uint64_t frames = 0;         // frames handed to JS
@@ -91,6 +95,29 @@ class FrameQueue {
       : max_bytes_(max_bytes), max_frames_(max_frames), snaplen_(snaplen),
         wake_bytes_(max_bytes / 8), wake_frames_(max_frames / 8) {}
 
+  // Any pump thread. The next sequence number; it stays "in flight" (holding
+  // back the watermark JS orders by) until Push() records or drops it.
+  uint64_t TakeSeq() {
+    std::lock_guard<std::mutex> lock(mu_);
+    uint64_t seq = next_seq_++;
+    inflight_.insert(seq);
+    return seq;
+  }
+
+  // Notify thread: the forwarding result of notification `seq`, pushed earlier.
+  void PushPatch(uint64_t seq, uint64_t fwd_ns, int32_t write_errno) {
+    FrameHeader h{};
+    h.seq = seq;
+    h.fwd_ns = fwd_ns;
+    h.write_errno = write_errno;
+    h.dir = 1;
+    h.flags = FRAME_FLAG_PATCH;
+    std::lock_guard<std::mutex> lock(mu_);
+    uint8_t* at = buf_.Grow(sizeof h);
+    if (at) std::memcpy(at, &h, sizeof h);  // out of memory: the frame keeps fwd NULL
+    if (at) count_++;
+  }
+
   // Any pump thread. Copies min(len, snaplen) bytes of data. Returns true when
   // the caller should wake JS. JS drains on its own timer (100 ms); an early
   // wake-up only happens once the queue is an eighth full, once per drain, so a
@@ -101,6 +128,7 @@ class FrameQueue {
     hdr.cap_len = cap;
     size_t need = sizeof(FrameHeader) + ((cap + 7u) & ~size_t(7));
     std::lock_guard<std::mutex> lock(mu_);
+    inflight_.erase(hdr.seq);
     counters_.bytes += hdr.len;
     uint8_t* at = nullptr;
     if (buf_.size() + need > max_bytes_ || count_ >= max_frames_ || !(at = buf_.Grow(need))) {
@@ -136,9 +164,13 @@ class FrameQueue {
 
   // JS thread. Takes everything queued so far: *frames (malloc()ed, the caller
   // free()s it; nullptr when empty) holds *frames_size bytes.
-  void Drain(uint8_t** frames, size_t* frames_size, size_t* count,
+  // *watermark: every seq below it has been pushed or dropped, so JS can hand
+  // frames to the store in seq order (the reader and writer threads push
+  // concurrently, after forwarding, so push order is not seq order).
+  void Drain(uint8_t** frames, size_t* frames_size, size_t* count, uint64_t* watermark,
              std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters) {
     std::lock_guard<std::mutex> lock(mu_);
+    *watermark = inflight_.empty() ? next_seq_ : *inflight_.begin();
     *frames = buf_.Release(frames_size);
     *count = count_;
     count_ = 0;
@@ -157,6 +189,8 @@ class FrameQueue {
   const size_t wake_frames_;
   ByteBuf buf_;
   size_t count_ = 0;
+  uint64_t next_seq_ = 0;
+  std::set<uint64_t> inflight_;
   std::vector<std::pair<uint32_t, std::string>> procs_;
   QueueCounters counters_;
   bool wake_pending_ = false;

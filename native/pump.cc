@@ -214,7 +214,7 @@ void Pump::ReplyError(uint64_t unique, int err) {
   memcpy(out + 4, &e, 4);
   memcpy(out + 8, &unique, 8);
   FrameHeader h{};
-  h.seq = seq_++;
+  h.seq = queue_.TakeSeq();
   h.ts_ns = NowNs();
   h.dir = 1;
   h.unique = unique;
@@ -270,7 +270,7 @@ void Pump::ReaderLoop() {
         init_unique_ = h.unique;
       }
     }
-    h.seq = seq_++;
+    h.seq = queue_.TakeSeq();
     // Forward. A full socket (max_dgram_qlen or sndbuf) makes send() EAGAIN: wait.
     ssize_t s;
     for (;;) {
@@ -333,7 +333,7 @@ void Pump::WriterLoop() {
       h.unique = Get64(buf.data() + 8);
     }
     if (split_remaining > 0) {
-      h.seq = seq_++;
+      h.seq = queue_.TakeSeq();
       h.flags = FRAME_FLAG_PARTIAL;
       h.len = uint32_t(got);
       h.write_errno = EBADMSG;
@@ -347,7 +347,7 @@ void Pump::WriterLoop() {
     if (got < kOutHeader || size_t(n) != got || hlen != uint32_t(n)) {
       // A split or truncated message (fs/fuse/dev.c would answer EINVAL and
       // the request would hang). Record it, never forward it.
-      h.seq = seq_++;
+      h.seq = queue_.TakeSeq();
       h.flags = FRAME_FLAG_PARTIAL;
       h.len = uint32_t(got);
       h.write_errno = EBADMSG;
@@ -364,13 +364,15 @@ void Pump::WriterLoop() {
     if (h.unique == 0) {
       // A notification (fuse_out_header.error is the notify code): its own
       // thread, because the kernel may block this write.
-      PendingNotify pn{seq_++, ts, std::vector<uint8_t>(buf.data(), buf.data() + got)};
+      h.seq = queue_.TakeSeq();
+      Record(h, buf.data());  // fwd_ns and write_errno follow as a patch
+      PendingNotify pn{h.seq, std::vector<uint8_t>(buf.data(), buf.data() + got)};
       { std::lock_guard<std::mutex> lock(notify_mu_); notify_q_.push_back(std::move(pn)); }
       notify_cv_.notify_one();
       continue;
     }
     if (h.unique == init_unique_.load()) ClampInitReply(buf.data(), got);
-    h.seq = seq_++;
+    h.seq = queue_.TakeSeq();
     ssize_t w;
     do { w = write(opts_.dev_fd, buf.data(), got); } while (w < 0 && errno == EINTR);
     h.write_errno = w < 0 ? errno : 0;
@@ -390,20 +392,14 @@ void Pump::NotifyLoop() {
       notify_q_.pop_front();
       notify_in_write_ = true;
     }
-    FrameHeader h{};
-    h.seq = pn.seq;
-    h.ts_ns = pn.ts_ns;
-    h.dir = 1;
-    h.len = uint32_t(pn.data.size());
-    h.code = int32_t(Get32(pn.data.data() + 4));
     uint64_t t0 = NowNs();
     ssize_t w;
     do { w = write(opts_.dev_fd, pn.data.data(), pn.data.size()); } while (w < 0 && errno == EINTR);
-    h.write_errno = w < 0 ? errno : 0;
-    h.fwd_ns = NowNs();
+    int32_t werr = w < 0 ? errno : 0;
+    uint64_t fwd = NowNs();
     notify_in_write_ = false;
-    { std::lock_guard<std::mutex> lock(status_mu_); status_.notify_blocked_ns += h.fwd_ns - t0; }
-    Record(h, pn.data.data());
+    { std::lock_guard<std::mutex> lock(status_mu_); status_.notify_blocked_ns += fwd - t0; }
+    queue_.PushPatch(pn.seq, fwd, werr);
   }
 }
 

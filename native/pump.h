@@ -14,7 +14,10 @@
 //   ENOENT means the kernel no longer waits for that unique (fs/fuse/dev.c
 //   fuse_dev_do_write: request_find() failed), it is normal and never fatal.
 // - Sequence numbers are taken before forwarding, so a reply always has a
-//   larger seq than its request even though the two threads push concurrently.
+//   larger seq than its request; the threads push after forwarding, so the
+//   queue reports a watermark below which every seq is in, and JS orders by it.
+//   Notifications are pushed when received and their write result follows as a
+//   patch, so a notify write blocked in the kernel never holds the order back.
 // - Frames are checked: a message whose header length disagrees with the bytes
 //   received (a splice split above ~61 KiB, see exec_helper.c) is never
 //   forwarded; it is recorded with FRAME_FLAG_PARTIAL and the kernel gets an
@@ -98,9 +101,9 @@ class Pump {
   // the last /dev/fuse fd aborts a still-mounted connection: fuse_dev_release).
   void Stop();
   // JS thread.
-  void Drain(uint8_t** frames, size_t* frames_size, size_t* count,
+  void Drain(uint8_t** frames, size_t* frames_size, size_t* count, uint64_t* watermark,
              std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters) {
-    queue_.Drain(frames, frames_size, count, procs, counters);
+    queue_.Drain(frames, frames_size, count, watermark, procs, counters);
   }
   // JS thread.
   PumpStatus Status();
@@ -133,7 +136,6 @@ class Pump {
   FrameQueue queue_;
   int stop_fd_ = -1;  // eventfd: readable once Stop() was called
   std::atomic<bool> stopping_{false};
-  std::atomic<uint64_t> seq_{0};
   std::atomic<uint64_t> init_unique_{~0ull};
   std::thread reader_, writer_, notify_;
   bool started_ = false, stopped_ = false;
@@ -145,7 +147,6 @@ class Pump {
 
   struct PendingNotify {
     uint64_t seq;
-    uint64_t ts_ns;
     std::vector<uint8_t> data;
   };
   std::mutex notify_mu_;

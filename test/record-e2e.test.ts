@@ -282,6 +282,16 @@ describe('fusetrace record with libfuse hello', () => {
     expect(procs.map((p) => p.comm)).toEqual(expect.arrayContaining(['ls', 'node']));
     expect(procs.find((p) => p.pid === process.pid)?.comm).toBe('node');
     expect(rec.stderr()).toMatch(/fusetrace: session 1 in .*ended by unmount/);
+    // The request ledger ran while recording: one row per request, every one answered.
+    const d = new Database(rec.db, { readonly: true });
+    try {
+      const states = d.prepare('SELECT state, count(*) AS n FROM requests WHERE session = ? GROUP BY state').all(session.id) as Array<{ state: string; n: number }>;
+      const byState = Object.fromEntries(states.map((r) => [r.state, r.n]));
+      expect(byState.unanswered ?? 0).toBe(0);
+      expect((byState.ok ?? 0) + (byState.error ?? 0)).toBe(frames.filter((f) => f.dir === 0).length);
+    } finally {
+      d.close();
+    }
   });
 
   it('masks the INIT bits that need a real /dev/fuse fd and records the change', async () => {

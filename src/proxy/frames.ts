@@ -7,6 +7,8 @@ import type { FrameRecord } from '../store/writer.js';
 export const FRAME_HEADER_BYTES = 56;
 /** FrameHeader.flags: the frame's length disagreed with its header; it was not forwarded. */
 export const FRAME_FLAG_PARTIAL = 1;
+/** FrameHeader.flags: not a frame but the forwarding result (fwdNs, writeErrno) of notification `seq`. */
+export const FRAME_FLAG_PATCH = 2;
 
 /** A FrameRecord plus what only the proxy needs to know. */
 export interface PumpFrame extends FrameRecord {
@@ -49,4 +51,44 @@ export function unpackFrames(buf: Buffer, count: number): PumpFrame[] {
   }
   out.length = i;
   return out;
+}
+
+/**
+ * Hands frames to the store in seq order. The pump's threads push after forwarding, so a batch
+ * may hold seq 8 before seq 7, or seq 7 may come in the next batch; the pump's watermark says
+ * below which seq everything has arrived (seqs of dropped frames never arrive: gaps are fine).
+ */
+export class SeqOrderer {
+  private held: PumpFrame[] = [];
+
+  /** Adds a drained batch; returns the frames now releasable, in seq order. */
+  push(frames: PumpFrame[], watermark: number): PumpFrame[] {
+    let held = this.held;
+    if (frames.length > 0) held = held.length === 0 ? frames : held.concat(frames);
+    let sorted = true;
+    for (let i = 1; i < held.length; i++) {
+      if (held[i].seq < held[i - 1].seq) {
+        sorted = false;
+        break;
+      }
+    }
+    if (!sorted) held = [...held].sort((a, b) => a.seq - b.seq);
+    let n = 0;
+    while (n < held.length && held[n].seq < watermark) n++;
+    const out = n === held.length ? held : held.slice(0, n);
+    this.held = n === held.length ? [] : held.slice(n);
+    return out;
+  }
+
+  /** A held frame by seq, if any. */
+  find(seq: number): PumpFrame | undefined {
+    return this.held.find((f) => f.seq === seq);
+  }
+
+  /** Frames still held back (for the final drain, when the pump has stopped). */
+  rest(): PumpFrame[] {
+    const r = this.held;
+    this.held = [];
+    return r;
+  }
 }

@@ -33,6 +33,8 @@ export interface PumpOptions {
 export interface PumpDrain {
   frames: Buffer;
   count: number;
+  /** Every seq below this has been drained (or dropped): frames can go to the store in seq order up to it. */
+  watermark: number;
   procs: Array<[number, string]>;
   /** Totals since start: frames recorded, frame bytes seen, frames/bytes dropped (queue full). */
   recorded: number;

@@ -24,7 +24,7 @@ import { openTraceDb } from '../store/db.js';
 import { TraceWriter } from '../store/writer.js';
 import { Ledger } from '../store/ledger.js';
 import { classifyMountOptions, collectDashO, findMountpoint, splitOptions, type MountOptions } from './args.js';
-import { unpackFrames, type PumpFrame } from './frames.js';
+import { FRAME_FLAG_PATCH, SeqOrderer, unpackFrames, type PumpFrame } from './frames.js';
 import { frameLimits, initChanges, initMask } from './init.js';
 import { canonicalMountPath, mountAsRoot, mountAt, mountWithFusermount, unmountFuse, type FuseMount } from './mount.js';
 import { execHelperPath, native, type Pump, type PumpStatus } from './native.js';
@@ -271,6 +271,25 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     }
   };
 
+  const orderer = new SeqOrderer();
+  /** Notifications not yet committed, by seq: their write result (a patch) may still change them. */
+  const unflushedNotifies = new Map<number, PumpFrame>();
+  writer.onFrames((_s, frames) => {
+    for (const f of frames) if (f.dir === 1 && f.unique === 0n) unflushedNotifies.delete(f.seq);
+  });
+  const patchRow = db.prepare('UPDATE frames SET fwd_ns = ?, write_errno = ? WHERE session = ? AND seq = ?');
+  /** Applies a notification's write result: to the frame if not yet committed, else to its row. */
+  function patchNotify(p: PumpFrame): void {
+    const f = unflushedNotifies.get(p.seq) ?? orderer.find(p.seq);
+    if (f) {
+      f.fwdNs = p.fwdNs;
+      f.writeErrno = p.writeErrno;
+    } else {
+      patchRow.run(p.fwdNs, p.writeErrno, session, p.seq);
+    }
+    if (p.writeErrno !== 0) errors++;
+  }
+
   let ledgerNoted = false;
   /** Runs a writer call; an error of the ledger observer (the frames still committed) stops only the ledger. */
   function guarded(fn: () => void): void {
@@ -285,13 +304,23 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     }
   }
 
-  function drainOnce(): void {
+  function drainOnce(final = false): void {
     const d = pump.drain();
     for (const [pid, comm] of d.procs) writer.addProc(pid, comm);
-    if (d.count > 0) {
-      const frames = unpackFrames(d.frames, d.count);
-      observe(frames);
-      guarded(() => writer.addFrames(frames));
+    let frames = d.count > 0 ? unpackFrames(d.frames, d.count) : [];
+    let patches: PumpFrame[] = [];
+    if (frames.some((f) => f.flags & FRAME_FLAG_PATCH)) {
+      patches = frames.filter((f) => f.flags & FRAME_FLAG_PATCH);
+      frames = frames.filter((f) => !(f.flags & FRAME_FLAG_PATCH));
+    }
+    let ready = orderer.push(frames, d.watermark);
+    if (final) ready = ready.concat(orderer.rest());
+    for (const f of ready) if (f.dir === 1 && f.unique === 0n && !(f.flags & 1)) unflushedNotifies.set(f.seq, f);
+    // A patch always follows its notification in the queue: the frame is held, pending, or committed.
+    for (const p of patches) patchNotify(p);
+    if (ready.length > 0) {
+      observe(ready);
+      guarded(() => writer.addFrames(ready));
     }
     recorded = d.recorded;
     bytes = d.bytes;
@@ -527,7 +556,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     process.off('SIGTERM', sigterm);
     let st: PumpStatus | undefined;
     try {
-      drainOnce();
+      drainOnce(true);
       st = lastStatus;
     } catch (err) {
       notes.push(`final drain failed: ${String(err)}`);
