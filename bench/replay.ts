@@ -14,7 +14,7 @@ import { openTraceDb } from '../src/store/db.js';
 import { DEFAULT_RULES } from '../src/replay/compare.js';
 import { runReplay } from '../src/replay/engine.js';
 import { buildPlan, resolveSession } from '../src/replay/plan.js';
-import { buildReport } from '../src/replay/report.js';
+import { buildReport, formatText } from '../src/replay/report.js';
 
 const FILES = Number(process.env.BENCH_REPLAY_FILES ?? 1000);
 const RUNS = 3;
@@ -74,7 +74,7 @@ export async function benchReplay(): Promise<void> {
       const result = await runReplay(plan, { argv, rules: DEFAULT_RULES, timing: { mode: 'asap' }, replyTimeoutMs: 5000 });
       const s = Number(process.hrtime.bigint() - t0) / 1e9;
       const report = buildReport({ plan, argv, timing: 'asap', rules: DEFAULT_RULES }, result);
-      if (!report.ok) throw new Error(`the replay diverged: ${JSON.stringify(report.counts)}`);
+      if (!report.ok) throw new Error(`the replay diverged:\n${formatText(report).split('\n').slice(0, 60).join('\n')}`);
       rates.push(result.sent / s);
       line = `${result.sent} requests, ${report.counts.matched} matched`;
     }

@@ -114,33 +114,61 @@ export function flatten(tree: unknown): FlatLeaf[] {
   return out;
 }
 
-function segMatch(pattern: string, seg: string): boolean {
-  if (!pattern.includes('*')) return pattern === seg;
-  const re = new RegExp(`^${pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
-  return re.test(seg);
+/** A rule's pattern compiled once: one test per path segment, last segment first. */
+interface CompiledRule {
+  rule: NormRule;
+  dirOnly: boolean;
+  /** Segment tests from the last segment backwards. */
+  tests: Array<(seg: string) => boolean>;
+}
+
+function compileSeg(pattern: string): (seg: string) => boolean {
+  if (!pattern.includes('*')) return (seg) => seg === pattern;
+  const re = new RegExp(`^${pattern.split('*').map((x) => x.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+  return (seg) => re.test(seg);
+}
+
+/** Compiled rules and the rule found for each (path, directory) shape, per rule list. */
+const compiled = new WeakMap<readonly NormRule[], { rules: CompiledRule[]; cache: Map<string, NormRule | null> }>();
+
+function compile(rules: readonly NormRule[]): { rules: CompiledRule[]; cache: Map<string, NormRule | null> } {
+  let c = compiled.get(rules);
+  if (!c) {
+    c = {
+      rules: rules.map((rule) => {
+        const dirOnly = rule.field.endsWith('@dir');
+        const field = dirOnly ? rule.field.slice(0, -4) : rule.field;
+        return { rule, dirOnly, tests: field.split('.').reverse().map(compileSeg) };
+      }),
+      cache: new Map(),
+    };
+    compiled.set(rules, c);
+  }
+  return c;
 }
 
 /** The rule for a leaf: the last one whose pattern is a suffix of the leaf's path. */
 export function ruleFor(rules: readonly NormRule[], segs: string[], inDir: boolean): NormRule | undefined {
-  for (let i = rules.length - 1; i >= 0; i--) {
-    const r = rules[i];
-    let field = r.field;
-    if (field.endsWith('@dir')) {
-      if (!inDir) continue;
-      field = field.slice(0, -4);
-    }
-    const pat = field.split('.');
-    if (pat.length > segs.length) continue;
+  const c = compile(rules);
+  const key = `${inDir ? 'd' : 'f'}:${segs.join('.')}`;
+  const hit = c.cache.get(key);
+  if (hit !== undefined) return hit ?? undefined;
+  let found: NormRule | null = null;
+  for (let i = c.rules.length - 1; i >= 0 && !found; i--) {
+    const r = c.rules[i];
+    if (r.dirOnly && !inDir) continue;
+    if (r.tests.length > segs.length) continue;
     let ok = true;
-    for (let k = 1; k <= pat.length; k++) {
-      if (!segMatch(pat[pat.length - k], segs[segs.length - k])) {
+    for (let k = 0; k < r.tests.length; k++) {
+      if (!r.tests[k](segs[segs.length - 1 - k])) {
         ok = false;
         break;
       }
     }
-    if (ok) return r;
+    if (ok) found = r.rule;
   }
-  return undefined;
+  c.cache.set(key, found);
+  return found ?? undefined;
 }
 
 /** One field that differs. */

@@ -10,10 +10,10 @@
  */
 import { decodeReply, decodeRequest, errnoName, formatLine, negotiateInit, opcodeName, type DecodedFrame } from '../protocol/index.js';
 import { compareTrees, type FieldDiff, type NormRule } from './compare.js';
-import { IN_HEADER, OP, OUT_HEADER } from './ids.js';
+import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER } from './ids.js';
 import { IdMap } from './idmap.js';
 import { ServerLink, type ServerExit } from './link.js';
-import { interruptUnique, type PlanEvent, type ReplayPlan, type SendEvent } from './plan.js';
+import { interruptUnique, type PlanEvent, type PlanFrame, type ReplayPlan, type SendEvent } from './plan.js';
 
 /** --timing: `asap` sends as soon as the recorded order allows; `recorded` keeps recorded gaps, divided by `scale`. */
 export type Timing = { mode: 'asap' } | { mode: 'recorded'; scale: number };
@@ -166,6 +166,10 @@ class Replayer {
   private sentCount = 0;
   private hangs = 0;
   private interruptLateMs = 0;
+  /** Answers to each INTERRUPT (by its own unique), as errors: recorded, live, and live ones the walk consumed. */
+  private readonly recIntrReplies = new Map<bigint, number[]>();
+  private readonly liveIntrReplies = new Map<bigint, number[]>();
+  private readonly intrTaken = new Map<bigint, number>();
   /** A recorded reply that hands out identifiers was cut by --snaplen: some may be unknown. */
   private idsCut = false;
   private injected?: { unique: bigint; intrUnique: bigint; sends: number; note: string; timer?: NodeJS.Timeout };
@@ -208,6 +212,7 @@ class Replayer {
       await Promise.all(this.pending);
       // Let replies to requests the recording never saw answered show up, then take stock.
       await sleep(50);
+      this.settleInterrupts();
     } finally {
       this.stopping = true;
       if (this.injected?.timer) clearTimeout(this.injected.timer);
@@ -237,7 +242,27 @@ class Replayer {
       this.onInjectedInterruptReply(f);
       return;
     }
-    if (unique !== 0n) this.answered.add(unique);
+    if ((unique & FUSE_INT_REQ_BIT) !== 0n) {
+      // A reply to an INTERRUPT (EAGAIN: "not known yet", ENOSYS): accounted per INTERRUPT at the end.
+      const errs = this.liveIntrReplies.get(unique) ?? [];
+      errs.push(f.length >= OUT_HEADER ? f.readInt32LE(4) : 0);
+      this.liveIntrReplies.set(unique, errs);
+      const w = this.waiters.get(unique);
+      if (w) {
+        this.waiters.delete(unique);
+        w(f);
+      }
+      return;
+    }
+    if (unique !== 0n) {
+      this.answered.add(unique);
+      // Whoever waits for an answer to this request's INTERRUPT stops: the request is answered.
+      const wi = this.waiters.get(unique | FUSE_INT_REQ_BIT);
+      if (wi) {
+        this.waiters.delete(unique | FUSE_INT_REQ_BIT);
+        wi(null);
+      }
+    }
     const w = this.waiters.get(unique);
     if (w) {
       this.waiters.delete(unique);
@@ -316,22 +341,19 @@ class Replayer {
     const f = ev.frame;
     const result = ev.selected && ev.opcode !== OP.INTERRUPT ? this.newResult(ev) : undefined;
     if (ev.opcode === OP.INTERRUPT) {
-      // Only while the target is still unanswered live: the kernel interrupts waiting requests only.
-      if (ev.target === undefined || this.notSent.has(ev.target) || this.answered.has(ev.target) || !this.sentAt.has(ev.target)) {
+      // The server saw this INTERRUPT, so it gets it, whether or not the request is answered yet:
+      // the kernel queues an INTERRUPT when the signal arrives and may deliver it after the reply
+      // was written (libfuse then keeps it and answers EAGAIN on its next request, fuse_lowlevel.c
+      // check_interrupt). Replies recorded before it are awaited first by the walk itself. Only an
+      // INTERRUPT for a request the replay did not send is dropped: the server never knew it.
+      if (ev.target === undefined || this.notSent.has(ev.target) || !this.sentAt.has(ev.target)) {
         this.notSent.add(f.unique);
-        const r = ev.target !== undefined ? this.resultOfUnique(ev.target) : undefined;
-        if (r) r.note = appendNote(r.note, 'recorded INTERRUPT not sent: the request was already answered');
         return;
       }
       const pointMs = Number(ev.delayNs ?? 0n) / 1e6;
       const at = this.sentAt.get(ev.target)! + pointMs;
       await sleepUntil(at);
       const r = this.resultOfUnique(ev.target);
-      if (this.answered.has(ev.target)) {
-        this.notSent.add(f.unique);
-        if (r) r.note = appendNote(r.note, 'recorded INTERRUPT not sent: the request was answered before its point');
-        return;
-      }
       // Timers fire late on a busy machine; the point in the event order (after the request,
       // before its reply) holds regardless. Lateness goes to stderr, not into the report.
       this.interruptLateMs = Math.max(this.interruptLateMs, performance.now() - at);
@@ -393,6 +415,10 @@ class Replayer {
     const f = ev.frame;
     const req = ev.request;
     if (req && this.notSent.has(req.frame.unique)) return;
+    if (req?.opcode === OP.INTERRUPT) {
+      await this.expectInterruptReply(req, f);
+      return;
+    }
     const recordedDurMs = req?.frame.fwdNs != null && f.tsNs > req.frame.fwdNs ? Number(f.tsNs - req.frame.fwdNs) / 1e6 : 0;
     const timeout = this.opts.replyTimeoutMs + recordedDurMs;
     const live = await this.next(f.unique, timeout);
@@ -410,34 +436,63 @@ class Replayer {
       }
       return;
     }
-    const result = req.opcode === OP.INTERRUPT ? this.resultOfUnique(req.target ?? -1n) ?? undefined : this.resultBySeq.get(req.frame.seq);
+    const result = this.resultBySeq.get(req.frame.seq);
     if (!live) {
       this.hangs++;
-      if (result && req.opcode !== OP.INTERRUPT) {
-        this.missing(result, this.gone ? 'the server ended before answering' : `no reply within ${Math.round(timeout)} ms (hang)`);
-      } else if (result) {
-        result.note = appendNote(result.note, 'the recorded reply to its INTERRUPT never came');
-        if (result.outcome === 'matched') result.outcome = 'diverged';
-      }
+      if (result) this.missing(result, this.gone ? 'the server ended before answering' : `no reply within ${Math.round(timeout)} ms (hang)`);
       return;
     }
     this.hangs = 0;
-    if (req.opcode === OP.INTERRUPT) {
-      // The reply to an INTERRUPT (EAGAIN/ENOSYS) is part of the target's story.
-      const recErr = f.error ?? 0;
-      const liveErr = live.length >= OUT_HEADER ? live.readInt32LE(4) : 0;
-      if (result && recErr !== liveErr) {
-        result.outcome = result.outcome === 'injected' ? 'injected' : 'diverged';
-        result.diffs.push({ field: 'interrupt.error', recorded: errnoText(recErr), live: errnoText(liveErr), mode: 'exact' });
-      }
-      return;
-    }
     if (!result) {
       // Not selected: only learn the identifiers it hands out.
       this.learnOnly(req, f.data, live);
       return;
     }
     this.compare(result, req, f.data, live, replyTree);
+  }
+
+  /**
+   * The recording has the server answering an INTERRUPT here (EAGAIN, ENOSYS). While the
+   * interrupted request is still unanswered live, the walk waits for that answer (the kernel's
+   * next step depends on it: EAGAIN makes it queue the INTERRUPT again). Once the request is
+   * answered, whether the server also answered its INTERRUPT is a race between the two (libfuse
+   * answers EAGAIN for an INTERRUPT of a request it already finished, on its next request), so
+   * the walk does not wait; the answers are compared at the end (settleInterrupts).
+   */
+  private async expectInterruptReply(req: SendEvent, f: PlanFrame): Promise<void> {
+    const errs = this.recIntrReplies.get(f.unique) ?? [];
+    errs.push(f.error ?? 0);
+    this.recIntrReplies.set(f.unique, errs);
+    const target = req.target;
+    if (target === undefined || this.notSent.has(f.unique) || this.answered.has(target)) return;
+    const taken = this.intrTaken.get(f.unique) ?? 0;
+    if ((this.liveIntrReplies.get(f.unique)?.length ?? 0) > taken) {
+      this.intrTaken.set(f.unique, taken + 1);
+      return;
+    }
+    const live = await this.next(f.unique, this.opts.replyTimeoutMs);
+    if (live) this.intrTaken.set(f.unique, taken + 1);
+  }
+
+  /** Compares the answers to each INTERRUPT, recorded and live, once the walk is over. */
+  private settleInterrupts(): void {
+    const all = new Set([...this.recIntrReplies.keys(), ...this.liveIntrReplies.keys()]);
+    for (const u of all) {
+      if (this.injected && u === this.injected.intrUnique) continue;
+      const rec = (this.recIntrReplies.get(u) ?? []).map(errnoText);
+      const live = (this.liveIntrReplies.get(u) ?? []).map(errnoText);
+      if (rec.join() === live.join()) continue;
+      const target = u & ~FUSE_INT_REQ_BIT;
+      const r = this.resultOfUnique(target);
+      const text = `INTERRUPT answered ${rec.join(', ') || 'never'} when recorded, ${live.join(', ') || 'never'} now`;
+      if (!r) continue;
+      if (r.outcome === 'matched' || r.outcome === 'injected') {
+        // The request itself ended the same way: its INTERRUPT raced with its reply.
+        r.note = appendNote(r.note, `${text} (it raced with the reply)`);
+      } else {
+        r.diffs.push({ field: 'interrupt.replies', recorded: rec.join(', ') || '(none)', live: live.join(', ') || '(none)', mode: 'exact' });
+      }
+    }
   }
 
   // ---- comparison ----
@@ -461,19 +516,17 @@ class Replayer {
     const liveTree = tree(liveD.frame);
     const recFh = requestFh(req);
     const diffs = compareTrees(recTree, liveTree, this.opts.rules, (kind, rec, lv) => this.checkId(kind, rec, lv, recFh));
-    result.recordedFields = fieldList(recTree);
-    result.liveFields = fieldList(liveTree);
     const replyCut = recorded.length < (req.reply?.len ?? recorded.length);
     if (result.outcome === 'injected') {
       result.diffs = diffs;
+      result.recordedFields = fieldList(recTree);
+      result.liveFields = fieldList(liveTree);
       return;
     }
     if (result.outcome === 'uncomparable' || replyCut) {
       result.outcome = 'uncomparable';
       if (replyCut) result.note = appendNote(result.note, `reply cut by --snaplen (${recorded.length} of ${req.reply?.len} bytes recorded)`);
       delete result.liveReply;
-      delete result.recordedFields;
-      delete result.liveFields;
       return;
     }
     result.diffs.push(...diffs);
@@ -482,8 +535,9 @@ class Replayer {
       // A matching reply is the recorded one up to the rules; its live identifiers change from
       // run to run and would make two identical replays' reports differ.
       delete result.liveReply;
-      delete result.recordedFields;
-      delete result.liveFields;
+    } else {
+      result.recordedFields = fieldList(recTree);
+      result.liveFields = fieldList(liveTree);
     }
   }
 
