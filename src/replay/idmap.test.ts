@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { buildRequest, decodeRequest, Opcode } from '../protocol/index.js';
 import { IdMap } from './idmap.js';
+import { REQUEST_ID_FIELDS } from './ids.js';
 
 const req = (opcode: number, nodeid: bigint, arg: Record<string, bigint | number> = {}, names?: string[], items?: Array<Record<string, bigint>>) =>
   buildRequest({ opcode, unique: 100n, nodeid, arg, names, items });
@@ -96,5 +97,14 @@ describe('IdMap: recorded identifiers to live ones', () => {
     expect(translate(ids, req(Opcode.READDIR, 1n, { fh: 3n, offset: 5n }), Opcode.READDIR)).toEqual({ kind: 'dircookie', recorded: 5n });
     ids.noteSent(req(Opcode.RELEASEDIR, 1n, { fh: 3n }), Opcode.RELEASEDIR);
     expect(ids.lookup('off', 1000n, 3n)).toBeUndefined();
+  });
+
+  it('takes field offsets from the codec\'s struct layouts (fuse.h)', () => {
+    const at = (op: number) => REQUEST_ID_FIELDS[op].map((f) => `${f.field}@${f.off}:${f.kind}`);
+    expect(at(Opcode.READ)).toEqual(['fh@0:fh']);
+    expect(at(Opcode.GETATTR)).toEqual(['fh@8:fh']);
+    expect(at(Opcode.READDIRPLUS)).toEqual(['fh@0:fh', 'offset@8:dircookie']);
+    expect(at(Opcode.COPY_FILE_RANGE)).toEqual(['fh_in@0:fh', 'nodeid_out@16:nodeid', 'fh_out@24:fh']);
+    expect(Object.keys(REQUEST_ID_FIELDS).every((k) => /^\d+$/.test(k))).toBe(true);
   });
 });

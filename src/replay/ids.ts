@@ -1,13 +1,13 @@
 /**
- * Where the identifiers a FUSE server chooses sit in the frames, so the replayer can translate them
+ * Where the identifiers a FUSE server chooses sit in request frames, so the replayer can translate them
  * between the recording and the live run by patching bytes in place: everything it does not
  * translate reaches the server byte for byte as the kernel sent it.
  *
- * Layouts are those of include/uapi/linux/fuse.h (7.45); offsets are into the frame body, after the
- * 40-byte fuse_in_header (requests) or the 16-byte fuse_out_header (replies).
+ * Fields are named as in include/uapi/linux/fuse.h; their offsets come from the codec's struct
+ * descriptors (src/protocol, the one source of truth for layouts), taken after the 40-byte
+ * fuse_in_header.
  */
-
-import { FUSE_INT_REQ_BIT, IN_HEADER_SIZE, OUT_HEADER_SIZE, Opcode, opcodeInfo } from '../protocol/index.js';
+import { FUSE_INT_REQ_BIT, IN_HEADER_SIZE, OUT_HEADER_SIZE, Opcode, layout, opcodeByName, opcodeInfo } from '../protocol/index.js';
 
 export { FUSE_INT_REQ_BIT };
 /** sizeof(struct fuse_in_header) / sizeof(struct fuse_out_header). */
@@ -27,104 +27,76 @@ export type IdKind = 'nodeid' | 'fh' | 'dircookie';
 
 /** One identifier field in a request body; `when` tells whether it is valid in this frame. */
 export interface IdField {
+  /** Offset in the body, from the codec's layout of the opcode's request struct. */
   off: number;
+  /** fuse.h field name. */
+  field: string;
   kind: IdKind;
   /** Some fh fields are only meaningful with a flag set (GETATTR's FUSE_GETATTR_FH, SETATTR's FATTR_FH). */
   when?: (body: Buffer) => boolean;
 }
 
-/** fuse_getattr_in.getattr_flags & FUSE_GETATTR_FH (fuse.h: getattr flags). */
+/** getattr_flags & FUSE_GETATTR_FH (fuse.h), first u32 of fuse_getattr_in and fuse_statx_in. */
 const getattrFh = (b: Buffer): boolean => b.length >= 4 && (b.readUInt32LE(0) & 1) !== 0;
 /** fuse_setattr_in.valid & FATTR_FH (1 << 6). */
 const setattrFh = (b: Buffer): boolean => b.length >= 4 && (b.readUInt32LE(0) & (1 << 6)) !== 0;
 
+type Spec = [field: string, kind: IdKind, when?: (body: Buffer) => boolean];
+
 /**
- * Identifier fields of request bodies by opcode. fuse_in_header.nodeid is translated for every
- * request except INIT/INTERRUPT/NOTIFY_REPLY/BATCH_FORGET/DESTROY (those carry no node there).
+ * Identifier fields of request bodies by opcode name (fuse.h field names). fuse_in_header.nodeid
+ * is translated for every request but those of headerNodeidIsNode(). A READDIR's offset is a cookie
+ * the server chose (fuse_dirent.off); POLL's kh is the kernel's own handle, not translated.
  */
-export const REQUEST_ID_FIELDS: Readonly<Record<number, readonly IdField[]>> = {
-  [OP.GETATTR]: [{ off: 8, kind: 'fh', when: getattrFh }], // fuse_getattr_in.fh
-  [OP.SETATTR]: [{ off: 8, kind: 'fh', when: setattrFh }], // fuse_setattr_in.fh
-  [OP.STATX]: [{ off: 8, kind: 'fh', when: getattrFh }], // fuse_statx_in.fh
-  [OP.RENAME]: [{ off: 0, kind: 'nodeid' }], // fuse_rename_in.newdir
-  [OP.RENAME2]: [{ off: 0, kind: 'nodeid' }], // fuse_rename2_in.newdir
-  [OP.LINK]: [{ off: 0, kind: 'nodeid' }], // fuse_link_in.oldnodeid
-  [OP.READ]: [{ off: 0, kind: 'fh' }], // fuse_read_in.fh
-  [OP.WRITE]: [{ off: 0, kind: 'fh' }], // fuse_write_in.fh
-  [OP.RELEASE]: [{ off: 0, kind: 'fh' }], // fuse_release_in.fh
-  [OP.RELEASEDIR]: [{ off: 0, kind: 'fh' }],
-  [OP.FSYNC]: [{ off: 0, kind: 'fh' }], // fuse_fsync_in.fh
-  [OP.FSYNCDIR]: [{ off: 0, kind: 'fh' }],
-  [OP.FLUSH]: [{ off: 0, kind: 'fh' }], // fuse_flush_in.fh
-  // fuse_read_in.offset of a directory read is a cookie the server chose (fuse_dirent.off).
-  [OP.READDIR]: [{ off: 0, kind: 'fh' }, { off: 8, kind: 'dircookie' }],
-  [OP.READDIRPLUS]: [{ off: 0, kind: 'fh' }, { off: 8, kind: 'dircookie' }],
-  [OP.GETLK]: [{ off: 0, kind: 'fh' }], // fuse_lk_in.fh
-  [OP.SETLK]: [{ off: 0, kind: 'fh' }],
-  [OP.SETLKW]: [{ off: 0, kind: 'fh' }],
-  [OP.IOCTL]: [{ off: 0, kind: 'fh' }], // fuse_ioctl_in.fh
-  [OP.POLL]: [{ off: 0, kind: 'fh' }], // fuse_poll_in.fh (kh is the kernel's own handle)
-  [OP.FALLOCATE]: [{ off: 0, kind: 'fh' }], // fuse_fallocate_in.fh
-  [OP.LSEEK]: [{ off: 0, kind: 'fh' }], // fuse_lseek_in.fh
-  // fuse_copy_file_range_in: fh_in, off_in, nodeid_out, fh_out, ...
-  [OP.COPY_FILE_RANGE]: [{ off: 0, kind: 'fh' }, { off: 16, kind: 'nodeid' }, { off: 24, kind: 'fh' }],
-  [OP.COPY_FILE_RANGE_64]: [{ off: 0, kind: 'fh' }, { off: 16, kind: 'nodeid' }, { off: 24, kind: 'fh' }],
-  [OP.SETUPMAPPING]: [{ off: 0, kind: 'fh' }], // fuse_setupmapping_in.fh
+const ID_SPECS: Record<string, Spec[]> = {
+  GETATTR: [['fh', 'fh', getattrFh]],
+  SETATTR: [['fh', 'fh', setattrFh]],
+  STATX: [['fh', 'fh', getattrFh]],
+  RENAME: [['newdir', 'nodeid']],
+  RENAME2: [['newdir', 'nodeid']],
+  LINK: [['oldnodeid', 'nodeid']],
+  READ: [['fh', 'fh']],
+  WRITE: [['fh', 'fh']],
+  RELEASE: [['fh', 'fh']],
+  RELEASEDIR: [['fh', 'fh']],
+  FSYNC: [['fh', 'fh']],
+  FSYNCDIR: [['fh', 'fh']],
+  FLUSH: [['fh', 'fh']],
+  READDIR: [['fh', 'fh'], ['offset', 'dircookie']],
+  READDIRPLUS: [['fh', 'fh'], ['offset', 'dircookie']],
+  GETLK: [['fh', 'fh']],
+  SETLK: [['fh', 'fh']],
+  SETLKW: [['fh', 'fh']],
+  IOCTL: [['fh', 'fh']],
+  POLL: [['fh', 'fh']],
+  FALLOCATE: [['fh', 'fh']],
+  LSEEK: [['fh', 'fh']],
+  COPY_FILE_RANGE: [['fh_in', 'fh'], ['nodeid_out', 'nodeid'], ['fh_out', 'fh']],
+  COPY_FILE_RANGE_64: [['fh_in', 'fh'], ['nodeid_out', 'nodeid'], ['fh_out', 'fh']],
+  SETUPMAPPING: [['fh', 'fh']],
 };
+
+/** ID_SPECS resolved against the codec's struct layouts; throws at start-up if a name is wrong. */
+function resolveIdFields(): Record<number, IdField[]> {
+  const out: Record<number, IdField[]> = {};
+  for (const [name, specs] of Object.entries(ID_SPECS)) {
+    const info = opcodeByName(name);
+    if (!info?.request) throw new Error(`replay/ids.ts: no request struct for ${name} in the opcode table`);
+    const leaves = layout(info.request).leaves;
+    out[info.opcode] = specs.map(([field, kind, when]) => {
+      const leaf = leaves.find((l) => l.path.length === 1 && l.path[0] === field);
+      if (!leaf || leaf.type !== 'u64') throw new Error(`replay/ids.ts: ${info.request!.name} has no u64 field ${field}`);
+      return { off: leaf.offset, field, kind, when };
+    });
+  }
+  return out;
+}
+
+/** Identifier fields of request bodies by opcode number. */
+export const REQUEST_ID_FIELDS: Readonly<Record<number, readonly IdField[]>> = resolveIdFields();
 
 /** Requests whose fuse_in_header.nodeid is not a node (or is 0 by definition). */
 export function headerNodeidIsNode(opcode: number): boolean {
   return !(opcode === OP.INIT || opcode === OP.INTERRUPT || opcode === OP.NOTIFY_REPLY ||
     opcode === OP.BATCH_FORGET || opcode === OP.DESTROY);
-}
-
-/** Replies that start with a fuse_entry_out: the server hands the kernel a new lookup reference. */
-export function repliesWithEntry(opcode: number): boolean {
-  return opcode === OP.LOOKUP || opcode === OP.MKNOD || opcode === OP.MKDIR || opcode === OP.SYMLINK ||
-    opcode === OP.LINK || opcode === OP.CREATE || opcode === OP.TMPFILE;
-}
-
-/** Replies that carry a fuse_open_out, and where in the body (CREATE/TMPFILE: after the entry). */
-export function openOutOffset(opcode: number): number | undefined {
-  if (opcode === OP.OPEN || opcode === OP.OPENDIR) return 0;
-  if (opcode === OP.CREATE || opcode === OP.TMPFILE) return SIZEOF_ENTRY_OUT;
-  return undefined;
-}
-
-/** sizeof(struct fuse_entry_out) = 128; its fuse_attr starts at 40. */
-export const SIZEOF_ENTRY_OUT = 128;
-export const ENTRY_ATTR_OFF = 40;
-/** sizeof(struct fuse_dirent) without the name = FUSE_NAME_OFFSET. */
-export const DIRENT_NAME_OFF = 24;
-
-/** One directory entry of a READDIR / READDIRPLUS reply, with byte offsets into the body. */
-export interface DirentPos {
-  /** Offset of the fuse_entry_out (READDIRPLUS only). */
-  entryOff?: number;
-  /** Offset of the fuse_dirent. */
-  direntOff: number;
-  name: Buffer;
-}
-
-/**
- * Walks a READDIR(PLUS) reply body: entries are FUSE_DIRENT_ALIGN'ed (8 bytes). Stops at the first
- * malformed entry instead of throwing: the comparison reports the raw bytes then.
- */
-export function direntPositions(body: Buffer, plus: boolean): DirentPos[] {
-  const out: DirentPos[] = [];
-  let p = 0;
-  const head = plus ? SIZEOF_ENTRY_OUT : 0;
-  while (p + head + DIRENT_NAME_OFF <= body.length) {
-    const d = p + head;
-    const namelen = body.readUInt32LE(d + 16);
-    if (d + DIRENT_NAME_OFF + namelen > body.length) break;
-    out.push({ entryOff: plus ? p : undefined, direntOff: d, name: body.subarray(d + DIRENT_NAME_OFF, d + DIRENT_NAME_OFF + namelen) });
-    p = d + ((DIRENT_NAME_OFF + namelen + 7) & ~7);
-  }
-  return out;
-}
-
-/** Reads a u64 at `off` if it is inside `b`. */
-export function u64At(b: Buffer, off: number): bigint | undefined {
-  return off + 8 <= b.length ? b.readBigUInt64LE(off) : undefined;
 }
