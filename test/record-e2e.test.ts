@@ -334,6 +334,29 @@ describe('fusetrace record with libfuse hello', () => {
     }
   });
 
+  it('SIGINT on a busy mount says so and keeps recording; a second SIGINT aborts the connection', async () => {
+    const work = reg.tempDir();
+    const mnt = reg.mountpoint();
+    const rec = await startRecord(buildExample('hello'), ['-f'], mnt, dbIn(work));
+    const holder = reg.process(spawn('sleep', ['60'], { cwd: mnt, stdio: 'ignore' })); // cwd keeps the mount busy
+    await sleep(200);
+    rec.child.kill('SIGINT');
+    const deadline = Date.now() + 5000;
+    while (!/cannot unmount/.test(rec.stderr()) && Date.now() < deadline) await sleep(50);
+    expect(rec.stderr()).toMatch(/fusetrace: cannot unmount .*busy.*signal again to abort the connection/);
+    expect(rec.child.exitCode).toBeNull();
+    expect(readFileSync(join(mnt, 'hello'), 'utf8')).toBe('Hello World!\n'); // still served
+    rec.child.kill('SIGINT');
+    expect(await rec.exited).toEqual({ code: 0, signal: null });
+    expect(rec.stderr()).toMatch(/SIGINT again: connection aborted/);
+    await expect(stat(join(mnt, 'hello'))).rejects.toMatchObject({ code: 'ENOTCONN' });
+    holder.kill('SIGKILL');
+    await waitExit(holder);
+    expect(await unmount(mnt)).toBe('umount');
+    const { session } = readTrace(rec.db);
+    expect(session).toMatchObject({ end_reason: 'signal', exit_status: 0 });
+  });
+
   it('mirrors a native crash: the server killed by SIGSEGV leaves a disconnected mount (ENOTCONN), exit 139', async () => {
     const work = reg.tempDir();
     const mnt = reg.mountpoint();

@@ -454,7 +454,12 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       return;
     }
     if (unmountBusy && phase === 'unmounting') {
-      // Second signal while the mount is busy: abort, as `echo 1 > .../abort` would.
+      // Signalled again while the mount was busy: the files may be closed by now; if not, abort
+      // the connection, as `echo 1 > /sys/fs/fuse/connections/N/abort` would.
+      if (await unmountNow()) {
+        phase = 'ending';
+        return;
+      }
       notes.push(`${sig} again: connection aborted`);
       phase = 'ending';
       abortConnection();
