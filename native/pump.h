@@ -27,7 +27,11 @@
 //   it waits only for requests a server thread actually took. So the reader
 //   does not read the next request while the previous one still sits unread in
 //   the socket (SIOCOUTQ on AF_UNIX = bytes not yet consumed by the peer): at
-//   most one request is "sent but unread" at any time.
+//   most one request is "sent but unread" at any time. Measured (test/record-e2e
+//   "killability", passthrough_ll SIGSTOPped, 4 lookups SIGKILLed): 3 of 4 die
+//   at once with the gate, 0 of 4 without it (natively 4 of 4); the gate waited
+//   7-25 times per 12,000 frames of find+stat, no measurable cost.
+//   FUSETRACE_GATE=0 turns it off.
 // - The fds are O_NONBLOCK and every wait is a poll() that also watches an
 //   eventfd, so Stop() ends all loops without signals.
 // - The pump never waits for JavaScript: the FrameQueue is bounded and counts

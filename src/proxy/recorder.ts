@@ -70,6 +70,8 @@ export interface RecordResult {
 const FLUSH_MS = 100;
 /** How long the server gets to exit after the connection ended, before SIGTERM (then SIGKILL). */
 const SERVER_GRACE_MS = 5_000;
+/** When to warn that the server has not answered FUSE_INIT. */
+const INIT_WARN_MS = 10_000;
 /** fuse_in_header.opcode of requests that never get a reply (FORGET, BATCH_FORGET) or only sometimes (INTERRUPT). */
 const NO_REPLY_OPCODES = new Set([2, 36, 42]);
 
@@ -381,6 +383,18 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     (dropped ? `, ${dropped} dropped` : '') +
     (lastStatus?.partial ? `, ${lastStatus.partial} partial` : '');
   timers.push(setInterval(commitTick, FLUSH_MS));
+  // A server that ignores /dev/fd/N and mounts by itself (libfuse 2, fuser's own mount) keeps
+  // running without ever reading our INIT: say so once instead of waiting silently.
+  const initTimer = setTimeout(() => {
+    if (!initRecorded && phase === 'running' && !serverExit) {
+      log.write(
+        `${live ? '\n' : ''}fusetrace: the server has not answered FUSE_INIT after ${INIT_WARN_MS / 1000} s: ` +
+          'it may ignore /dev/fd/N and mount by itself (libfuse 2, fuser); fusetrace sees nothing of such a mount\n',
+      );
+    }
+  }, INIT_WARN_MS);
+  initTimer.unref();
+  timers.push(initTimer);
   if (live) {
     timers.push(
       setInterval(() => {
@@ -556,7 +570,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     }
     if (graceTimer) clearTimeout(graceTimer);
     pump.stop();
-    for (const t of timers) clearInterval(t);
+    for (const t of timers) clearInterval(t); // clearInterval clears timeouts too
     process.off('SIGINT', sigint);
     process.off('SIGTERM', sigterm);
     let st: PumpStatus | undefined;
