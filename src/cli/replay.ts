@@ -6,7 +6,7 @@ import { openTraceDb } from '../store/db.js';
 import { rebuildLedger } from '../store/ledger.js';
 import { resolveExecutable } from '../proxy/recorder.js';
 import { DEFAULT_RULES, parseRules, type NormRule } from '../replay/compare.js';
-import { runReplay, type InjectedInterrupt, type Timing } from '../replay/engine.js';
+import { initFailure, runReplay, type InjectedInterrupt, type Timing } from '../replay/engine.js';
 import { buildPlan, resolveSession } from '../replay/plan.js';
 import { buildReport, exitStatus, formatReport, REPORT_FORMATS, type ReportFormat } from '../replay/report.js';
 
@@ -141,12 +141,8 @@ export function registerReplay(program: Command): void {
         throw new UserError(`--interrupt ${flags.interrupt}: session ${plan.session.id} sends no request with unique ${interrupt.unique}`);
       }
       const result = await runReplay(plan, { argv: [program, ...server.slice(1)], rules, timing, interrupt, seed, replyTimeoutMs });
-      const init = result.results[0];
-      if (init && init.opcode === 26 && init.outcome === 'missing') {
-        const why = result.server.stderr.trim().split('\n').slice(-1)[0] ?? '';
-        const how = result.server.signal ?? `exit code ${result.server.code}`;
-        throw new UserError(`the server never answered INIT (${how})${why ? `: ${why}` : ''}`);
-      }
+      const failed = initFailure(result);
+      if (failed) throw new UserError(failed);
       if (result.interruptLateMs > 20) {
         process.stderr.write(`fusetrace: an INTERRUPT went out ${Math.round(result.interruptLateMs)} ms after its recorded point (busy machine)\n`);
       }

@@ -133,6 +133,18 @@ const HANDS_OUT_IDS = new Set([
   OP.LOOKUP, OP.MKNOD, OP.MKDIR, OP.SYMLINK, OP.LINK, OP.CREATE, OP.TMPFILE, OP.OPEN, OP.OPENDIR, OP.READDIR, OP.READDIRPLUS,
 ]);
 
+/**
+ * Why nothing could be replayed, as one line: the server never answered INIT (it exited, or it
+ * did not answer in time); null when INIT was answered. For `fusetrace replay` and the TUI.
+ */
+export function initFailure(r: ReplayResult): string | null {
+  const init = r.results[0];
+  if (!init || init.opcode !== OP.INIT || init.outcome !== 'missing') return null;
+  const why = r.server.stderr.trim().split('\n').slice(-1)[0] ?? '';
+  const how = r.server.byReplayer ? init.note ?? 'no answer' : r.server.signal ?? `exit code ${r.server.code}`;
+  return `the server never answered INIT (${how})${why ? `: ${why}` : ''}`;
+}
+
 /** Consecutive hangs after which the rest of the session is given up as missing. */
 const MAX_HANGS = 3;
 
@@ -190,7 +202,8 @@ class Replayer {
       if (!this.stopping) early = true;
     });
     try {
-      await this.replayInit();
+      // No INIT reply: nothing else can be replayed against this server (the walk gives up).
+      if (!(await this.replayInit())) this.gone = true;
       const events = this.opts.seed === undefined ? this.plan.events : permuteInFlight(this.plan.events, this.opts.seed);
       const t0 = performance.now();
       const rec0 = this.plan.init.frame.fwdNs ?? this.plan.init.frame.tsNs;
@@ -303,21 +316,25 @@ class Replayer {
 
   // ---- INIT ----
 
-  private async replayInit(): Promise<void> {
+  /** Sends INIT and compares the answer; false when the server did not answer it. */
+  private async replayInit(): Promise<boolean> {
     const init = this.plan.init;
     const result = this.newResult(init);
-    await this.rawSend(init.frame.data, init.frame.unique);
+    if (!(await this.rawSend(init.frame.data, init.frame.unique))) {
+      this.missing(result, 'the server ended before INIT');
+      return false;
+    }
     this.sentCount++;
     if (!init.reply) {
       result.outcome = 'sent';
-      return;
+      return true;
     }
     const live = await this.next(init.frame.unique, this.opts.replyTimeoutMs);
     const recNeg = negotiateInit(init.frame.data, init.reply.data);
     if (recNeg) this.recCtx = { minor: recNeg.minor, flags: recNeg.flags };
     if (!live) {
       this.missing(result, this.gone ? 'the server ended before answering INIT' : 'no INIT reply: the server did not start');
-      return;
+      return false;
     }
     const liveNeg = negotiateInit(init.frame.data, live);
     if (liveNeg) this.liveCtx = { minor: liveNeg.minor, flags: liveNeg.flags };
@@ -333,6 +350,7 @@ class Replayer {
       return t;
     };
     this.compare(result, init, init.reply.data, live, recTree);
+    return true;
   }
 
   // ---- the walk ----
@@ -448,7 +466,7 @@ class Replayer {
       this.learnOnly(req, f.data, live);
       return;
     }
-    this.compare(result, req, f.data, live, replyTree);
+    this.compare(result, req, f.data, live);
   }
 
   /**
@@ -499,7 +517,8 @@ class Replayer {
 
   private compare(
     result: RequestResult, req: SendEvent, recorded: Buffer, live: Buffer,
-    tree: (d: DecodedFrame) => Record<string, unknown>,
+    /** How the recorded reply becomes a tree (INIT puts back the server's own limits); the live one is always replyTree. */
+    recordedTree: (d: DecodedFrame) => Record<string, unknown> = replyTree,
   ): void {
     const reqD = decodeRequest(req.frame.data, this.recCtx).frame;
     const recD = decodeReply(recorded, { ...this.recCtx, opcode: req.opcode, request: reqD });
@@ -512,8 +531,8 @@ class Replayer {
       return;
     }
     this.learn(req, recD.frame, liveD.frame);
-    const recTree = tree(recD.frame);
-    const liveTree = tree(liveD.frame);
+    const recTree = recordedTree(recD.frame);
+    const liveTree = replyTree(liveD.frame);
     const recFh = requestFh(req);
     const diffs = compareTrees(recTree, liveTree, this.opts.rules, (kind, rec, lv) => this.checkId(kind, rec, lv, recFh));
     const replyCut = recorded.length < (req.reply?.len ?? recorded.length);
