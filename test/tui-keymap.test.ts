@@ -48,14 +48,24 @@ describe('keymap', () => {
   });
 });
 
-describe('splitChunk', () => {
-  it('splits text that arrived together with Enter or Backspace into separate keys', async () => {
-    const { splitChunk } = await import('../src/tui/hooks/use-commands.js');
-    const parts = splitChunk('op==READ\r', noKey);
-    expect(parts.map(([i, k]) => [i, k.return])).toEqual([['op==READ', false], ['', true]]);
-    expect(splitChunk('ab\x7fc', noKey).map(([i, k]) => [i, k.delete])).toEqual([['ab', false], ['', true], ['c', false]]);
-    expect(splitChunk('j', noKey)).toEqual([['j', noKey]]);
-    expect(splitChunk('\x1b[A', noKey)).toEqual([['\x1b[A', noKey]]);
+describe('takeKey', () => {
+  it('takes a chunk of keys apart one key at a time, text runs whole in the filter bar', async () => {
+    const { takeKey } = await import('../src/tui/hooks/use-commands.js');
+    const all = (ctx: 'list' | 'filter', input: string) => {
+      const out: Array<[string, boolean]> = [];
+      let rest = input;
+      while (rest) {
+        const [[i, k], r] = takeKey(ctx, rest, noKey);
+        out.push([i, k.return || k.delete]);
+        rest = r;
+      }
+      return out;
+    };
+    expect(all('list', 'jjG')).toEqual([['j', false], ['j', false], ['G', false]]);
+    expect(all('filter', 'op==READ\r')).toEqual([['op==READ', false], ['', true]]);
+    expect(all('filter', 'ab\x7fc')).toEqual([['ab', false], ['', true], ['c', false]]);
+    expect(takeKey('list', '\x1b[A', noKey)).toEqual([['\x1b[A', noKey], '']);
+    expect(takeKey('list', 'j', noKey)).toEqual([['j', noKey], '']);
   });
 });
 

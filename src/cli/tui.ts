@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { dbPath } from './options.js';
-import { runTui } from '../tui/run.js';
 import { UserError } from './errors.js';
 
 export function registerTui(program: Command): void {
@@ -9,6 +8,9 @@ export function registerTui(program: Command): void {
     .description('Browse, filter, inspect and replay sessions in a terminal UI')
     .argument('[session]', 'session id or name to open (default: the only session, else the sessions view)')
     .action(async (session: string | undefined, _opts: unknown, cmd: Command) => {
+      // Loaded here, not at the top: Ink and React take ~0.4 s of CPU to load, which the other
+      // commands should not pay for.
+      const { runTui } = await import('../tui/run.js');
       try {
         await runTui({ db: dbPath(cmd), session });
       } catch (err) {
