@@ -10,6 +10,8 @@ export function registerTui(program: Command): void {
     .action(async (session: string | undefined, _opts: unknown, cmd: Command) => {
       // Loaded here, not at the top: Ink and React take ~0.4 s of CPU to load, which the other
       // commands should not pay for.
+      // React's development build checks every render; the TUI redraws on every count update.
+      process.env.NODE_ENV ??= 'production';
       const { runTui } = await import('../tui/run.js');
       try {
         await runTui({ db: dbPath(cmd), session });

@@ -85,5 +85,6 @@ export function hexDump(buf: Buffer, maxBytes = 4096): string[] {
 
 /** Thousands separators: `1,000,000`. */
 export function formatCount(n: number): string {
-  return n.toLocaleString('en-US');
+  // Not toLocaleString: it is slow enough to show up when the status line is redrawn per chunk.
+  return String(Math.trunc(n)).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
 }

@@ -4,6 +4,11 @@ import type { RequestRow } from '../../store/query.js';
 import type { ListQuery, TuiSource } from '../data.js';
 import type { TuiAction } from '../state.js';
 
+/** Longest stretch of counting between two chances for keys and paints. */
+const SLICE_MS = 40;
+/** Least time between two paints of a running total. */
+const PARTIAL_MS = 200;
+
 export interface RequestList {
   /** The rows on screen, from `top`. */
   rows: RequestRow[];
@@ -45,16 +50,26 @@ export function useRequestList(
     }
     setError(null);
     setCounting(true);
+    let shown = Date.now();
+    // Count chunk after chunk for up to SLICE_MS, then yield so keys and paints get through; show
+    // the running total at most every PARTIAL_MS (every paint redraws the whole screen).
     const step = () => {
       if (cancelled) return;
+      const sliceEnd = Date.now() + SLICE_MS;
       try {
-        const r = steps.next();
-        if (r.done || r.value.done) {
-          if (!r.done) dispatch({ type: 'setTotal', list: 'requests', total: r.value.total });
-          setCounting(false);
-          return;
+        for (;;) {
+          const r = steps.next();
+          if (r.done || r.value.done) {
+            if (!r.done) dispatch({ type: 'setTotal', list: 'requests', total: r.value.total });
+            setCounting(false);
+            return;
+          }
+          if (Date.now() - shown >= PARTIAL_MS) {
+            shown = Date.now();
+            dispatch({ type: 'setTotal', list: 'requests', total: r.value.total, partial: true });
+          }
+          if (Date.now() >= sliceEnd) break;
         }
-        dispatch({ type: 'setTotal', list: 'requests', total: r.value.total, partial: true });
       } catch (err) {
         setError(err instanceof FilterError || err instanceof Error ? err.message : String(err));
         setCounting(false);
