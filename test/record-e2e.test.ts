@@ -316,6 +316,25 @@ describe('fusetrace record with libfuse hello', () => {
     expect(session.max_write).toBe(changes.maxWrite.forwarded);
   });
 
+  it("applies the server's own -o mount options and fusetrace's -o, which libfuse skips with /dev/fd/N", async () => {
+    const work = reg.tempDir();
+    const mnt = reg.mountpoint();
+    const rec = await startRecord(buildExample('hello'), ['-f', '-o', 'fsname=myhello,ro,clone_fd'], mnt, dbIn(work), {
+      extra: ['-o', 'allow_other,default_permissions'],
+    });
+    const line = readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === mnt)!;
+    const [source, , fstype, options] = line.split(' ');
+    expect([source, fstype]).toEqual(['myhello', 'fuse.example-hello']);
+    expect(options.split(',')).toEqual(expect.arrayContaining(['ro', 'nosuid', 'nodev', 'allow_other', 'default_permissions']));
+    // Another user can read: allow_other reached the kernel.
+    const r = spawnSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', 'cat', join(mnt, 'hello')], { encoding: 'utf8' });
+    expect(r.stdout).toBe('Hello World!\n');
+    expect(spawnSync('umount', [mnt]).status).toBe(0);
+    expect((await rec.exited).code).toBe(0);
+    const meta = JSON.parse(readTrace(rec.db).session.meta!);
+    expect(meta.ignoredOptions).toEqual(['clone_fd']); // libfuse-only: left to the server
+  });
+
   it('ends with exit 0 on SIGINT and on SIGTERM: unmounted, server gone, trace committed', async () => {
     for (const sig of ['SIGINT', 'SIGTERM'] as const) {
       const work = reg.tempDir();
