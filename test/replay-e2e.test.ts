@@ -485,6 +485,27 @@ describe('fusetrace replay --seed (interrupt_fs, reads in flight together)', () 
   });
 });
 
+describe('fusetrace replay of notifications (interrupt_fs)', () => {
+  it('expects each recorded notification where the recording saw it, NOTIFY_REPLY included', async () => {
+    const work = reg.tempDir('fusetrace-replay-notify-');
+    const db = join(work, 'trace.db');
+    await recordSession(db, interruptFs, ['-f'], async (mnt) => {
+      readFileSync(join(mnt, 'data'));
+      readFileSync(join(mnt, 'ctl_inval_inode')); // NOTIFY_INVAL_INODE
+      readFileSync(join(mnt, 'ctl_store')); // NOTIFY_STORE
+      readFileSync(join(mnt, 'ctl_retrieve')); // NOTIFY_RETRIEVE, answered by the kernel's NOTIFY_REPLY
+      readFileSync(join(mnt, 'ctl_inval_entry')); // NOTIFY_INVAL_ENTRY
+      readFileSync(join(mnt, 'data'));
+    });
+    const r = await replay(db, ['--report', 'json', '--', interruptFs, '-f']);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const rep = JSON.parse(r.stdout) as JsonReport;
+    expect(rep.counts.notifications).toBe(4);
+    expect(rep.counts.notificationsMatched).toBe(4);
+    expect(rep.results.some((x) => x.op === 'NOTIFY_REPLY' && x.outcome === 'sent')).toBe(true);
+  });
+});
+
 describe('fusetrace replay of a session recorded with --snaplen', () => {
   it('marks requests and replies whose payload was cut as not comparable, never as matched', async () => {
     const work = reg.tempDir('fusetrace-replay-snap-');

@@ -75,6 +75,7 @@ describe('reports', () => {
       server: { code: 0, signal: null, byReplayer: true, early: false, stderr: '' },
       sent: 1,
       interruptLateMs: 0,
+      notifications: { total: 0, matched: 0 },
     });
     expect(report.ok).toBe(false);
     expect(report.firstDivergence).toBe(0);

@@ -88,6 +88,8 @@ export interface ReplayResult {
   sent: number;
   /** How much later than its recorded point the latest INTERRUPT went out (timer lateness). */
   interruptLateMs: number;
+  /** Notifications in the recording and how many the live server sent alike (the rest are in unexpected). */
+  notifications: { total: number; matched: number };
 }
 
 /** A deterministic PRNG (mulberry32) for --seed: the same seed, the same permutation everywhere. */
@@ -182,6 +184,8 @@ class Replayer {
   private readonly recIntrReplies = new Map<bigint, number[]>();
   private readonly liveIntrReplies = new Map<bigint, number[]>();
   private readonly intrTaken = new Map<bigint, number>();
+  /** Notifications (unique 0) the recording has, and how many the live server sent alike. */
+  private readonly notifications = { total: 0, matched: 0 };
   /** A recorded reply that hands out identifiers was cut by --snaplen: some may be unknown. */
   private idsCut = false;
   private injected?: { unique: bigint; intrUnique: bigint; sends: number; note: string; timer?: NodeJS.Timeout };
@@ -242,6 +246,7 @@ class Replayer {
       server: { ...exit, early, stderr: this.link.stderr },
       sent: this.sentCount,
       interruptLateMs: this.interruptLateMs,
+      notifications: { ...this.notifications },
     };
   }
 
@@ -448,9 +453,16 @@ class Replayer {
       }
       const recD = decodeReply(f.data, { ...this.recCtx });
       const liveD = decodeReply(live, { ...this.liveCtx });
-      const diffs = recD.frame && liveD.frame ? compareTrees(replyTree(recD.frame), replyTree(liveD.frame), this.opts.rules, () => null) : [];
-      if (diffs.length > 0) {
-        this.unexpected.push({ unique: f.unique, reply: `${describeReply(liveD.frame)} (recorded: ${describeReply(recD.frame)})` });
+      // In notify structs `ino` (fuse_notify_inval_inode_out), `nodeid`, `parent`, `child` are nodeids.
+      const check = (kind: string, rec: bigint, lv: bigint): string | null =>
+        this.checkId(kind === 'ino' || kind === 'parent' || kind === 'child' ? 'nodeid' : kind, rec, lv, undefined);
+      const diffs = recD.frame && liveD.frame ? compareTrees(replyTree(recD.frame), replyTree(liveD.frame), this.opts.rules, check) : [];
+      if (f.unique === 0n) this.notifications.total++;
+      if (diffs.length > 0 || !recD.frame || !liveD.frame) {
+        const d = diffs.map((x) => `${x.field}: ${x.recorded} -> ${x.live}`).join('; ');
+        this.unexpected.push({ unique: f.unique, reply: `${describeReply(liveD.frame)} (recorded: ${describeReply(recD.frame)}${d ? `; ${d}` : ''})` });
+      } else if (f.unique === 0n) {
+        this.notifications.matched++;
       }
       return;
     }
@@ -706,6 +718,7 @@ class Replayer {
   }
 
   private unexpectedMissing(f: { unique: bigint; error: number | null; data: Buffer }): void {
+    if (f.unique === 0n) this.notifications.total++;
     const d = decodeReply(f.data, { ...this.recCtx }).frame;
     this.unexpected.push({ unique: f.unique, reply: `recorded ${describeReply(d)} never came` });
   }

@@ -24,6 +24,9 @@ export interface ReplayCounts {
   injected: number;
   /** Requests that expect no reply (FORGET, ...), sent. */
   noReply: number;
+  /** Notifications (unique 0) recorded, and those the live server sent alike at the same point. */
+  notifications: number;
+  notificationsMatched: number;
 }
 
 export interface ReplayReport {
@@ -60,6 +63,7 @@ export function buildReport(inp: ReportInputs, r: ReplayResult): ReplayReport {
   const counts: ReplayCounts = {
     replayed: r.sent, compared: r.results.length, matched: 0, diverged: 0, missing: 0, unexpected: r.unexpected.length,
     skipped: 0, uncomparable: 0, injected: 0, noReply: 0,
+    notifications: r.notifications.total, notificationsMatched: r.notifications.matched,
   };
   for (const x of r.results) {
     if (x.outcome === 'sent') counts.noReply++;
@@ -113,7 +117,8 @@ export function formatText(r: ReplayReport): string {
   lines.push(
     `requests replayed ${c.replayed}, compared ${c.compared}: matched ${c.matched}, diverged ${c.diverged}, ` +
       `missing replies ${c.missing}, unexpected replies ${c.unexpected}, skipped ${c.skipped}, ` +
-      `not comparable ${c.uncomparable}, interrupted on purpose ${c.injected}, no reply expected ${c.noReply}`,
+      `not comparable ${c.uncomparable}, interrupted on purpose ${c.injected}, no reply expected ${c.noReply}` +
+      (c.notifications > 0 ? `; notifications ${c.notificationsMatched} of ${c.notifications} alike` : ''),
   );
   if (r.serverExit.early) {
     const how = r.serverExit.signal ?? `exit code ${r.serverExit.code}`;
