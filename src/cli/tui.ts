@@ -10,9 +10,12 @@ export function registerTui(program: Command): void {
     .action(async (session: string | undefined, _opts: unknown, cmd: Command) => {
       // Loaded here, not at the top: Ink and React take ~0.4 s of CPU to load, which the other
       // commands should not pay for.
-      // React's development build checks every render; the TUI redraws on every count update.
+      // React picks its build when it is loaded: the development one checks every render, and the
+      // TUI redraws often. Only for the load: a server started by a replay gets the user's env.
+      const nodeEnv = process.env.NODE_ENV;
       process.env.NODE_ENV ??= 'production';
       const { runTui } = await import('../tui/run.js');
+      if (nodeEnv === undefined) delete process.env.NODE_ENV;
       try {
         await runTui({ db: dbPath(cmd), session });
       } catch (err) {
