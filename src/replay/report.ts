@@ -130,6 +130,7 @@ export function formatText(r: ReplayReport): string {
     const x = r.results[r.firstDivergence];
     lines.push('');
     lines.push(`first divergence: unique ${x.unique} ${x.request}: ${x.outcome}${x.note ? ` (${x.note})` : ''}`);
+    if (x.interrupts) lines.push(`  ${x.interrupts.join('; ')}`);
     lines.push(...sideBySide(x));
   }
   const others = r.results.filter((x, i) => i !== r.firstDivergence && (FAILING.has(x.outcome) || x.outcome === 'injected' || x.outcome === 'uncomparable'));
@@ -138,6 +139,7 @@ export function formatText(r: ReplayReport): string {
     for (const x of others.slice(0, 50)) {
       const d = x.diffs.slice(0, 3).map((f) => `${f.field}: ${f.recorded} -> ${f.live}`).join('; ');
       lines.push(`  unique ${x.unique} ${x.request}: ${x.outcome}${x.note ? ` (${x.note})` : ''}${d ? ` [${d}]` : ''}`);
+      if (x.interrupts) lines.push(`    ${x.interrupts.join('; ')}`);
       if (x.outcome === 'injected') lines.push(`    recorded ${x.recordedReply ?? '-'}, live ${x.liveReply ?? '-'}`);
     }
     if (others.length > 50) lines.push(`  ... ${others.length - 50} more`);
