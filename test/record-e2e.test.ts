@@ -4,7 +4,7 @@
 // unmounts (never lazily) and stops what it started, by PID.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, statSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -433,6 +433,14 @@ describe('fusetrace record with libfuse hello', () => {
     expect(nomnt.status).toBe(2);
     expect(nomnt.stderr).toMatch(/no mountpoint among the server arguments/);
     expect(existsSync(dbIn(work))).toBe(false); // refused before anything was written
+    // A trace file that is not ours is refused before the mount: no mount is left unserved.
+    const foreign = join(work, 'foreign.db');
+    writeFileSync(foreign, 'not a database');
+    const free = reg.mountpoint();
+    const f = spawnSync(process.execPath, [CLI, '--db', foreign, 'record', '--', buildExample('hello'), '-f', free], { encoding: 'utf8', timeout: 20_000 });
+    expect(f.status).toBe(2);
+    expect(f.stderr.trim().split('\n')).toHaveLength(1);
+    expect(isMounted(free)).toBe(false);
   });
 
   it('--snaplen keeps only the first bytes of each frame, with the full length', async () => {

@@ -157,6 +157,10 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   const log = opts.log ?? process.stderr;
   const progName = basename(p.server);
 
+  // The trace file before the mount: a refusal (permissions, a foreign file) must not leave a
+  // mount that nobody serves.
+  const db = openTraceDb(opts.dbPath, { create: true });
+
   // The socket first: its buffer size decides the largest frame and thus the INIT clamp.
   const want = largestFrame();
   const pair = native().seqpacketPair(opts.sndbuf ?? (envSndbuf > 0 ? envSndbuf : want + 65536));
@@ -171,54 +175,72 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   } catch (err) {
     closeSync(proxySock);
     closeSync(serverSock);
+    db.close();
     const e = err as NodeJS.ErrnoException;
     throw new UserError(`cannot mount ${p.mountpoint}: ${e.message}`);
   }
 
   const startedMonoNs = native().monotonicNs();
   const startedWallNs = BigInt(Date.now()) * 1_000_000n;
-  const db = openTraceDb(opts.dbPath, { create: true });
-  const writer = new TraceWriter(db);
-  const session = writer.beginSession({
-    name: opts.name,
-    command: opts.command,
-    mountpoint: p.mountpoint,
-    snaplen: opts.snaplen,
-    startedWallNs,
-    startedMonoNs,
-    meta: {
-      uid: process.getuid?.(),
-      kernel: release(),
-      mountedVia: mount.via,
-      mountOptions: mount.options,
-      ignoredOptions: p.mountOptions.ignored,
-      sndbuf: pair.sndbuf,
-      sndbufForced: pair.forced,
-      maxFrame,
-      gate,
-      seccomp,
-    },
-  });
+  // From here on a failure must not leave a mount nobody serves: close our /dev/fuse fd (the
+  // connection aborts) and unmount before reporting it.
+  let writer!: TraceWriter;
+  let session!: number;
+  let ledger!: Ledger;
+  let pump!: Pump;
+  try {
+    writer = new TraceWriter(db);
+    session = writer.beginSession({
+      name: opts.name,
+      command: opts.command,
+      mountpoint: p.mountpoint,
+      snaplen: opts.snaplen,
+      startedWallNs,
+      startedMonoNs,
+      meta: {
+        uid: process.getuid?.(),
+        kernel: release(),
+        mountedVia: mount.via,
+        mountOptions: mount.options,
+        ignoredOptions: p.mountOptions.ignored,
+        sndbuf: pair.sndbuf,
+        sndbufForced: pair.forced,
+        maxFrame,
+        gate,
+        seccomp,
+      },
+    });
 
-  // The request ledger runs inside each flush's transaction, so the `requests` rows commit with
-  // their frames (and survive a SIGKILL just as the frames do).
-  const ledger = new Ledger(db, session);
-  writer.onFrames((_s, frames) => ledger.add(frames));
+    // The request ledger runs inside each flush's transaction, so the `requests` rows commit with
+    // their frames (and survive a SIGKILL just as the frames do).
+    ledger = new Ledger(db, session);
+    writer.onFrames((_s, frames) => ledger.add(frames));
 
-  const pump: Pump = new (native().Pump)(
-    {
-      devFd: mount.devFd,
-      sockFd: proxySock,
-      maxFrame,
-      snaplen: opts.snaplen ?? 0,
-      initMask: initMask(),
-      maxWriteLimit: limits.maxWrite,
-      maxPagesLimit: limits.maxPages,
-      gate,
-    },
-    () => onWake(),
-  );
-  pump.start();
+    pump = new (native().Pump)(
+      {
+        devFd: mount.devFd,
+        sockFd: proxySock,
+        maxFrame,
+        snaplen: opts.snaplen ?? 0,
+        initMask: initMask(),
+        maxWriteLimit: limits.maxWrite,
+        maxPagesLimit: limits.maxPages,
+        gate,
+      },
+      () => onWake(),
+    );
+    pump.start();
+  } catch (err) {
+    if (pump) pump.stop(); // closes both of its fds
+    else {
+      closeSync(mount.devFd);
+      closeSync(proxySock);
+    }
+    closeSync(serverSock);
+    await unmountFuse(mount).catch(() => undefined);
+    db.close();
+    throw err;
+  }
 
   const serverArgv = [...p.argv];
   serverArgv[p.mountIndex] = '/dev/fd/3';
