@@ -146,7 +146,11 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
   }
 
   ~PumpWrap() override {
-    if (pump_) pump_->Stop();
+    if (!pump_) return;
+    pump_->Stop();
+    // A notify thread still blocked in the kernel keeps using the Pump: leak it rather than
+    // free memory that thread will touch when the write returns.
+    if (pump_->Leaked()) (void)pump_.release();
   }
 
  private:

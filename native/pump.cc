@@ -50,7 +50,10 @@ Pump::Pump(const PumpOptions& opts, std::function<void()> wake)
   stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 }
 
-Pump::~Pump() { Stop(); if (stop_fd_ >= 0) close(stop_fd_); }
+Pump::~Pump() {
+  Stop();
+  if (stop_fd_ >= 0 && !leaked_) close(stop_fd_);
+}
 
 void Pump::Start() {
   // Non-blocking fds: every wait goes through poll() with stop_fd_, so Stop()
@@ -80,7 +83,7 @@ void Pump::Stop() {
     // it a moment, then leave the thread (and its /dev/fuse fd) behind rather
     // than hang the session end.
     for (int i = 0; i < 200 && notify_in_write_; i++) usleep(10000);
-    if (notify_in_write_) { notify_.detach(); leak_dev = true; }
+    if (notify_in_write_) { notify_.detach(); leak_dev = true; leaked_ = true; }
     else notify_.join();
   }
   if (opts_.sock_fd >= 0) close(opts_.sock_fd);

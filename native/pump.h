@@ -111,6 +111,9 @@ class Pump {
   }
   // JS thread.
   PumpStatus Status();
+  // JS thread: true when Stop() had to leave a notify thread blocked in write();
+  // that thread still uses this object, so its owner must never delete it.
+  bool Leaked() const { return leaked_; }
 
  private:
   void ReaderLoop();   // reader thread
@@ -142,7 +145,7 @@ class Pump {
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> init_unique_{~0ull};
   std::thread reader_, writer_, notify_;
-  bool started_ = false, stopped_ = false;
+  bool started_ = false, stopped_ = false, leaked_ = false;
 
   std::mutex status_mu_;
   PumpStatus status_;
