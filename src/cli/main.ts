@@ -1,17 +1,46 @@
 import { Command, CommanderError } from 'commander';
 import { UserError } from './errors.js';
-import { registerRecord } from './record.js';
-import { registerSessions } from './sessions.js';
-import { registerShow } from './show.js';
-import { registerStats } from './stats.js';
-import { registerExport } from './export.js';
-import { registerReplay } from './replay.js';
-import { registerTui } from './tui.js';
-import { registerDoctor } from './doctor.js';
-import { registerDemo } from './demo.js';
+type Register = (program: Command) => void;
 
-/** Builds the command tree; exported so tests can drive it without a child process. */
-export function buildProgram(): Command {
+/**
+ * Each command's module, loaded on demand: `fusetrace sessions` should not pay for loading Ink,
+ * React and the native addon. Order is the order of `--help`.
+ */
+const COMMANDS: ReadonlyArray<readonly [string, () => Promise<Register>]> = [
+  ['record', async () => (await import('./record.js')).registerRecord],
+  ['sessions', async () => (await import('./sessions.js')).registerSessions],
+  ['show', async () => (await import('./show.js')).registerShow],
+  ['stats', async () => (await import('./stats.js')).registerStats],
+  ['export', async () => (await import('./export.js')).registerExport],
+  ['replay', async () => (await import('./replay.js')).registerReplay],
+  ['tui', async () => (await import('./tui.js')).registerTui],
+  ['demo', async () => (await import('./demo.js')).registerDemo],
+  ['doctor', async () => (await import('./doctor.js')).registerDoctor],
+];
+
+/** Global options that take a value, so that the command name can be found after them. */
+const GLOBAL_VALUE_OPTIONS = new Set(['--db']);
+
+/** The command named in argv (first operand after the global options), if any. */
+export function commandName(argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--') return undefined;
+    if (GLOBAL_VALUE_OPTIONS.has(a)) {
+      i++;
+      continue;
+    }
+    if (a.startsWith('-')) continue;
+    return a;
+  }
+  return undefined;
+}
+
+/**
+ * Builds the command tree; exported so tests can drive it without a child process. With `only`,
+ * loads just that command when it exists (the common case); otherwise all of them, for help.
+ */
+export async function buildProgram(only?: string): Promise<Command> {
   const program = new Command();
   program
     .name('fusetrace')
@@ -19,21 +48,14 @@ export function buildProgram(): Command {
     .option('--db <file>', 'trace database (default: $FUSETRACE_DB or ./fusetrace.db)')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  registerRecord(program);
-  registerSessions(program);
-  registerShow(program);
-  registerStats(program);
-  registerExport(program);
-  registerReplay(program);
-  registerTui(program);
-  registerDoctor(program);
-  registerDemo(program);
+  const one = COMMANDS.find(([name]) => name === only);
+  for (const [, load] of one ? [one] : COMMANDS) (await load())(program);
   return program;
 }
 
 /** Runs the CLI; user errors print one line and exit non-zero, internal errors keep their stack. */
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  const program = await buildProgram(commandName(argv));
   try {
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
