@@ -100,7 +100,7 @@ describe('compareTrees on decoded replies', () => {
     expect(compareTrees(read('hello\n'), read('hello'), [...DEFAULT_RULES, ...parseRules('data=length')], noTranslation)).toHaveLength(1);
     const enoent = replyTree(decodeReply(buildReply({ unique: 4n, opcode: Opcode.READ, error: -2 }), { opcode: Opcode.READ }).frame!);
     expect(compareTrees(read('x'), enoent, DEFAULT_RULES, noTranslation).map((d) => [d.field, d.recorded, d.live])).toEqual([
-      ['error', '0', '-2'],
+      ['error', '0', '-2 ENOENT'],
       ['data', '1 bytes "x"', '(absent)'],
     ]);
   });

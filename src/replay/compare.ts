@@ -8,6 +8,7 @@
  * segment, and a trailing `@dir` limits the rule to structs whose `mode` is a directory. The last
  * matching rule wins, so user rules (added after the defaults) override them.
  */
+import { errnoName } from '../protocol/index.js';
 
 /** What a rule does with a field. */
 export type RuleMode = 'ignore' | 'exact' | 'translate' | 'length';
@@ -201,7 +202,7 @@ export function compareTrees(recorded: unknown, live: unknown, rules: readonly N
     const mode = rule?.mode ?? 'exact';
     if (mode === 'ignore') continue;
     if (!l) {
-      diffs.push({ field: r.path, recorded: show(r.value), live: '(absent)', mode });
+      diffs.push({ field: r.path, recorded: show(r.value, r.segs), live: '(absent)', mode });
       continue;
     }
     const d = compareLeaf(r, l, mode, check);
@@ -211,7 +212,7 @@ export function compareTrees(recorded: unknown, live: unknown, rules: readonly N
     if (seen.has(l.path)) continue;
     const mode = ruleFor(rules, l.segs, l.inDir)?.mode ?? 'exact';
     if (mode === 'ignore') continue;
-    diffs.push({ field: l.path, recorded: '(absent)', live: show(l.value), mode });
+    diffs.push({ field: l.path, recorded: '(absent)', live: show(l.value, l.segs), mode });
   }
   return diffs;
 }
@@ -219,7 +220,7 @@ export function compareTrees(recorded: unknown, live: unknown, rules: readonly N
 function compareLeaf(r: FlatLeaf, l: FlatLeaf, mode: RuleMode, check: TranslateCheck): FieldDiff | null {
   const a = r.value;
   const b = l.value;
-  const diff = (note?: string): FieldDiff => ({ field: r.path, recorded: show(a), live: show(b), mode, note });
+  const diff = (note?: string): FieldDiff => ({ field: r.path, recorded: show(a, r.segs), live: show(b, r.segs), mode, note });
   if (mode === 'translate' && (typeof a === 'bigint' || typeof a === 'number') && (typeof b === 'bigint' || typeof b === 'number')) {
     const note = check(r.segs[r.segs.length - 1], BigInt(a), BigInt(b), r.path);
     return note === null ? null : diff(note);
@@ -244,9 +245,15 @@ function compareLeaf(r: FlatLeaf, l: FlatLeaf, mode: RuleMode, check: TranslateC
   return a === b ? null : diff();
 }
 
-/** A leaf as text for reports: numbers in decimal, data as length and a printable preview. */
-export function show(v: unknown): string {
+/**
+ * A leaf as text for reports: numbers in decimal (a `mode` in octal, an `error` with its errno
+ * name), data as its length and a printable preview. `segs` is the leaf's path.
+ */
+export function show(v: unknown, segs: readonly string[] = []): string {
   if (v === null || v === undefined) return String(v);
+  const name = segs[segs.length - 1];
+  if (name === 'mode' && (typeof v === 'number' || typeof v === 'bigint')) return `0${v.toString(8)}`;
+  if (name === 'error' && segs.length === 1 && typeof v === 'number' && v < 0) return `${v} ${errnoName(-v)}`;
   if (typeof v === 'bigint' || typeof v === 'number' || typeof v === 'boolean') return String(v);
   if (typeof v === 'string') return JSON.stringify(v);
   if (Buffer.isBuffer(v)) {

@@ -9,7 +9,7 @@
  * the server: the same session against the same server gives the same report.
  */
 import { decodeReply, decodeRequest, errnoName, formatLine, negotiateInit, opcodeName, type DecodedFrame } from '../protocol/index.js';
-import { compareTrees, type FieldDiff, type NormRule } from './compare.js';
+import { compareTrees, flatten, show, type FieldDiff, type NormRule } from './compare.js';
 import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER } from './ids.js';
 import { IdMap } from './idmap.js';
 import { ServerLink, type ServerExit } from './link.js';
@@ -800,30 +800,7 @@ export function replyTree(d: DecodedFrame): Record<string, unknown> {
 
 /** Every leaf of a tree as [path, text], for the side-by-side view. */
 function fieldList(tree: Record<string, unknown>): Array<[string, string]> {
-  const out: Array<[string, string]> = [];
-  const walk = (v: unknown, path: string): void => {
-    if (v === null || v === undefined || typeof v !== 'object' || Buffer.isBuffer(v)) {
-      out.push([path, showValue(v)]);
-      return;
-    }
-    if (Array.isArray(v)) {
-      v.forEach((x, i) => walk(x, `${path}[${i}]`));
-      return;
-    }
-    for (const [k, x] of Object.entries(v as Record<string, unknown>)) walk(x, path ? `${path}.${k}` : k);
-  };
-  walk(tree, '');
-  return out;
-}
-
-function showValue(v: unknown): string {
-  if (Buffer.isBuffer(v)) {
-    const head = v.subarray(0, 24);
-    const printable = head.every((c) => (c >= 0x20 && c < 0x7f) || c === 0x0a);
-    return `${v.length} bytes ${printable ? JSON.stringify(head.toString('latin1')) : head.toString('hex')}${v.length > 24 ? '…' : ''}`;
-  }
-  if (typeof v === 'string') return JSON.stringify(v);
-  return String(v);
+  return flatten(tree).map((l) => [l.path, show(l.value, l.segs)]);
 }
 
 /** A request on one line, as the codec prints it without its `rx <unique>` prefix: `LOOKUP n1 "foo" pid 42`. */
