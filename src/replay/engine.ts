@@ -8,6 +8,7 @@
  * together, are held until their turn, so the result does not depend on thread scheduling in
  * the server: the same session against the same server gives the same report.
  */
+import { UserError } from '../cli/errors.js';
 import { decodeReply, decodeRequest, errnoName, formatLine, negotiateInit, opcodeName, type DecodedFrame } from '../protocol/index.js';
 import { compareTrees, flatten, show, type FieldDiff, type NormRule } from './compare.js';
 import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER } from './ids.js';
@@ -201,6 +202,16 @@ class Replayer {
       onFrame: (f) => this.onFrame(f),
       onEnd: () => this.onEnd(),
     });
+    // Without CAP_NET_ADMIN the buffer is capped by net.core.wmem_max, and a frame that does not
+    // fit cannot cross the socket as one message (record clamps max_write for this; a replay
+    // must send the recorded frames as they are).
+    if (this.plan.maxLen + 32 > this.link.sndbuf) {
+      await this.link.stop();
+      throw new UserError(
+        `the session has ${this.plan.maxLen}-byte frames but this user's socket buffer holds ${this.link.sndbuf - 32} bytes ` +
+          '(raise net.core.wmem_max, or replay as root)',
+      );
+    }
     let early = false;
     this.link.exited.then(() => {
       if (!this.stopping) early = true;

@@ -69,6 +69,8 @@ const WAKE = Buffer.from([0]);
 export class ServerLink {
   readonly child: ChildProcess;
   readonly exited: Promise<ServerExit>;
+  /** The socket's send buffer: no message (frame) larger than this minus 32 bytes fits (net/unix/af_unix.c). */
+  readonly sndbuf: number;
   /** The server's stderr (the last 16 KiB), for diagnostics. */
   stderr = '';
   private readonly fd: number;
@@ -85,6 +87,7 @@ export class ServerLink {
     // SEQPACKET messages must fit the send buffer (net/unix/af_unix.c): size it like record does.
     const pair = native().seqpacketPair(opts.maxFrame + 65536);
     const [ours, theirs] = pair.fds;
+    this.sndbuf = pair.sndbuf;
     this.fd = ours;
     this.peerFd = theirs;
     this.readBuf = Buffer.allocUnsafe(opts.maxFrame + 65536);
