@@ -92,14 +92,14 @@ export function registerReplay(program: Command): void {
     .argument('[operands...]', 'SESSION (id or name, default the newest), RANGE of uniques (127, 1000-5000, end), then -- SERVER [ARGS...]')
     .option('--filter <expr>', 'compare only the requests matching a filter expression (the prefix is still replayed)')
     .option('--range <range>', 'compare only requests with uniques in RANGE (127, 1000-5000, end, 1000-end)')
-    .option('--timing <mode>', 'asap (default), recorded, or xN (recorded gaps divided by N)', 'asap')
+    .option('--timing <mode>', 'asap, recorded, or xN (recorded gaps divided by N)', 'asap')
     .option('--report <format>', `report format: ${REPORT_FORMATS.join(', ')}`, 'text')
     .option('-o, --output <file>', 'write the report to FILE instead of stdout')
     .option('--interrupt <unique[@point]>', 'send FUSE_INTERRUPT for request UNIQUE at POINT (sent, or a delay like 50ms)')
     .option('--seed <n>', 'permute requests that were in flight together, reproducibly for N')
     .option('--rule <field=mode>', 'normalisation rule (mode: ignore, exact, translate, length); repeatable, later wins',
       (v: string, prev: string[] = []) => [...prev, v])
-    .option('--data <mode>', 'compare file data: exact (default) or length')
+    .option('--data <mode>', 'compare file data: exact (the default rule) or length')
     .option('--reply-timeout <ms>', 'wait this long beyond the recorded duration before reporting a hang', '5000')
     .action(async (_operands: string[], flags: ReplayFlags, cmd: Command) => {
       const { positional, server } = splitOperands(cmd);
