@@ -191,6 +191,7 @@ class Replayer {
   private idsCut = false;
   private injected?: { unique: bigint; intrUnique: bigint; sends: number; note: string; timer?: NodeJS.Timeout };
   private readonly pending: Array<Promise<unknown>> = [];
+  private readonly decoded = new WeakMap<SendEvent, DecodedFrame | undefined>();
 
   constructor(private readonly plan: ReplayPlan, private readonly opts: ReplayOptions) {}
 
@@ -543,7 +544,7 @@ class Replayer {
     /** How the recorded reply becomes a tree (INIT puts back the server's own limits); the live one is always replyTree. */
     recordedTree: (d: DecodedFrame) => Record<string, unknown> = replyTree,
   ): void {
-    const reqD = decodeRequest(req.frame.data, this.recCtx).frame;
+    const reqD = this.decodedRequest(req);
     const recD = decodeReply(recorded, { ...this.recCtx, opcode: req.opcode, request: reqD });
     const liveD = decodeReply(live, { ...this.liveCtx, opcode: req.opcode, request: reqD });
     result.recordedReply = describeReply(recD.frame);
@@ -584,7 +585,7 @@ class Replayer {
   }
 
   private learnOnly(req: SendEvent, recorded: Buffer, live: Buffer): void {
-    const reqD = decodeRequest(req.frame.data, this.recCtx).frame;
+    const reqD = this.decodedRequest(req);
     const recD = decodeReply(recorded, { ...this.recCtx, opcode: req.opcode, request: reqD }).frame;
     const liveD = decodeReply(live, { ...this.liveCtx, opcode: req.opcode, request: reqD }).frame;
     if (recD && liveD) this.learn(req, recD, liveD);
@@ -689,8 +690,18 @@ class Replayer {
 
   // ---- bookkeeping ----
 
+  /** The recorded request decoded once (for its one-line text and to pair its reply's layout). */
+  private decodedRequest(ev: SendEvent): DecodedFrame | undefined {
+    let d = this.decoded.get(ev);
+    if (d === undefined && !this.decoded.has(ev)) {
+      d = decodeRequest(ev.frame.data, this.recCtx).frame;
+      this.decoded.set(ev, d);
+    }
+    return d;
+  }
+
   private newResult(ev: SendEvent): RequestResult {
-    const d = decodeRequest(ev.frame.data, this.recCtx).frame;
+    const d = this.decodedRequest(ev);
     const r: RequestResult = {
       seq: ev.frame.seq,
       unique: ev.frame.unique,
@@ -736,7 +747,7 @@ class Replayer {
 
   private noteUnexpected(unique: bigint, f: Buffer): void {
     const req = this.sentRequests.get(unique);
-    const reqD = req ? decodeRequest(req.frame.data, this.recCtx).frame : undefined;
+    const reqD = req ? this.decodedRequest(req) : undefined;
     const d = decodeReply(f, { ...this.liveCtx, opcode: req?.opcode, request: reqD }).frame;
     this.unexpected.push({ unique, request: req ? describeRequest(reqD, req) : undefined, reply: describeReply(d) });
   }
