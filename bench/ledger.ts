@@ -53,6 +53,15 @@ function workload(count: number): FrameRecord[] {
   const data4k = Buffer.alloc(4096);
   const getattrIn = Buffer.alloc(16);
   const attrOut = Buffer.alloc(104);
+  // Latencies spread over two orders of magnitude (xorshift32, deterministic): real durations are
+  // scattered, which is what the requests table's dur_ns indexes pay for.
+  let x = 0x2545f491;
+  const jitter = (base: number): bigint => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return BigInt(Math.round(base * (0.3 + ((x >>> 0) % 10_000) / 1000)));
+  };
   let i = 0;
   while (out.length < count) {
     const dir = BigInt(2 + (i % 50));
@@ -64,35 +73,35 @@ function workload(count: number): FrameRecord[] {
       case 0:
       case 1:
         out.push(reqFrame(seq++, t, 1, u, dir === 2n ? 1n : dir, name(`file-${i % 5000}.dat`)));
-        out.push(replyFrame(seq++, t + 900n, u, 0, entry(file)));
+        out.push(replyFrame(seq++, t + jitter(900), u, 0, entry(file)));
         break;
       case 2:
       case 3:
       case 4:
         out.push(reqFrame(seq++, t, 3, u, file, getattrIn));
-        out.push(replyFrame(seq++, t + 700n, u, 0, attrOut));
+        out.push(replyFrame(seq++, t + jitter(700), u, 0, attrOut));
         break;
       case 5:
       case 6:
       case 7:
         out.push(reqFrame(seq++, t, 15, u, file, readIn));
         if (i % 500 === 5) out.push(reqFrame(seq++, t + 100n, 36, u | 1n, 0n, Buffer.from(new BigUint64Array([u]).buffer), 0));
-        out.push(replyFrame(seq++, t + 20_000n, u, i % 500 === 5 ? -4 : 0, data4k));
+        out.push(replyFrame(seq++, t + jitter(20_000), u, i % 500 === 5 ? -4 : 0, data4k));
         break;
       case 8:
         out.push(reqFrame(seq++, t, 16, u, file, Buffer.concat([readIn, data4k])));
-        out.push(replyFrame(seq++, t + 5000n, u, 0, Buffer.alloc(8)));
+        out.push(replyFrame(seq++, t + jitter(5000), u, 0, Buffer.alloc(8)));
         break;
       case 9:
         if (i % 1000 === 9) {
           const rn = Buffer.concat([Buffer.from(new BigUint64Array([dir]).buffer), name(`file-${i % 5000}.dat`), name(`moved-${i}.dat`)]);
           out.push(reqFrame(seq++, t, 12, u, dir, rn));
-          out.push(replyFrame(seq++, t + 3000n, u, 0, Buffer.alloc(0)));
+          out.push(replyFrame(seq++, t + jitter(3000), u, 0, Buffer.alloc(0)));
         } else if (i % 1000 === 19) {
           out.push(reqFrame(seq++, t, 2, u, file, Buffer.from(new BigUint64Array([1n]).buffer), 0));
         } else {
           out.push(reqFrame(seq++, t, 18, u, file, readIn));
-          out.push(replyFrame(seq++, t + 800n, u, 0, Buffer.alloc(0)));
+          out.push(replyFrame(seq++, t + jitter(800), u, 0, Buffer.alloc(0)));
         }
         break;
     }
@@ -154,13 +163,21 @@ export async function benchLedger(): Promise<void> {
       session = writer.beginSession({ command: ['bench'], startedWallNs: 0n, startedMonoNs: 0n });
       const ledger = new Ledger(db, session);
       writer.onFrames((_s, batch) => ledger.add(batch));
+      // Per quarter too: the dur_ns indexes get slower as the table grows (random-order inserts).
+      const quarters: string[] = [];
       const t = process.hrtime.bigint();
+      let tq = t;
       for (let i = 0; i < n; i += BATCH) {
         writer.addFrames(frames.slice(i, i + BATCH));
         writer.flush();
+        if (Math.floor((i + BATCH) / (n / 4)) > Math.floor(i / (n / 4)) || i + BATCH >= n) {
+          const now = process.hrtime.bigint();
+          quarters.push(Math.round((n / 4) / (Number(now - tq) / 1e9)).toLocaleString('en-US'));
+          tq = now;
+        }
       }
       const el = process.hrtime.bigint() - t;
-      process.stdout.write(`writer + ledger           ${n.toString().padStart(8)} frames  ${rate(n, el)}\n`);
+      process.stdout.write(`writer + ledger           ${n.toString().padStart(8)} frames  ${rate(n, el)}  by quarter: ${quarters.slice(0, 4).join(' / ')}\n`);
       writer.updateSession({ endReason: 'unmount', endedMonoNs: frames[n - 1].tsNs + 1n });
       ledger.finish({ endReason: 'unmount' });
       writer.close();
