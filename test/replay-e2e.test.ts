@@ -333,6 +333,27 @@ describe('fusetrace replay of a passthrough_ll session', () => {
     expect(fast).toBeLessThan(recorded);
   });
 
+  it('a server that goes to the background (no -f) neither hangs the replay nor outlives it', async () => {
+    const copy = freshCopy();
+    const t0 = Date.now();
+    const r = await replay(db, ['--', passthrough, '-o', `source=${copy}`], 30_000);
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/the server ended during the replay: exit code 0 \(a server that goes to the background/);
+    // The background process read end-of-file once the replay closed its socket, and ended.
+    const holders = (): number[] =>
+      readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number).filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(`source=${copy}`);
+        } catch {
+          return false;
+        }
+      });
+    const deadline = Date.now() + 5000;
+    while (holders().length > 0 && Date.now() < deadline) await sleep(50);
+    expect(holders()).toEqual([]);
+  });
+
   it('usage and environment errors exit 2 with one line', async () => {
     const noServer = await replay(db, ['1']);
     expect(noServer.code).toBe(2);
