@@ -60,7 +60,7 @@ describe('interruptFrame', () => {
 describe('reports', () => {
   it('JUnit escapes markup and drops characters XML 1.0 cannot carry', () => {
     const plan = {
-      session: { id: 3, name: 'a<b>', command: ['x'], snaplen: null },
+      session: { id: 3, name: 'a<b>', command: ['x'], snaplen: null, endReason: 'unmount', serverExitCode: 1, serverSignal: null },
       init: send(2n, Opcode.INIT),
       events: [],
       maxLen: 0,
@@ -85,5 +85,27 @@ describe('reports', () => {
     expect(xml).toContain('<property name="server" value="srv -o a&amp;b"/>');
     expect(xml).toMatch(/<failure type="diverged" message="reply differs in error">recorded reply: ENOENT\nlive reply: {5}OK entry\nerror: recorded -2, live 0<\/failure>/);
     expect(formatText(report)).toMatch(/^first divergence: unique 4 LOOKUP/m);
+  });
+
+  it('a server that ends during the replay fails it, unless it ended that way when recorded (a reproduced crash)', () => {
+    const make = (endReason: string, serverSignal: string | null, live: { signal: NodeJS.Signals | null; code: number | null }) =>
+      buildReport(
+        {
+          plan: { session: { id: 1, name: null, command: ['x'], snaplen: null, endReason, serverExitCode: null, serverSignal }, init: send(2n, Opcode.INIT), events: [], maxLen: 0 },
+          argv: ['srv'], timing: 'asap', rules: DEFAULT_RULES,
+        },
+        {
+          results: [], unexpected: [], order: [], sent: 1, interruptLateMs: 0, notifications: { total: 0, matched: 0 },
+          server: { ...live, byReplayer: false, early: true, stderr: '' },
+        },
+      );
+    const crash = make('server-crash', 'SIGSEGV', { signal: 'SIGSEGV', code: null });
+    expect(crash.ok).toBe(true);
+    expect(crash.serverExit.asRecorded).toBe(true);
+    expect(formatText(crash)).toMatch(/the server ended during the replay as it did when recorded: SIGSEGV/);
+    const other = make('server-crash', 'SIGSEGV', { signal: 'SIGABRT', code: null });
+    expect(other.ok).toBe(false);
+    expect(formatJunit(other)).toMatch(/<failure type="unexpected"[^>]*>[^<]*the server ended during the replay: SIGABRT/);
+    expect(make('unmount', null, { signal: null, code: 0 }).ok).toBe(false);
   });
 });

@@ -50,6 +50,10 @@ export interface SessionInfo {
   /** The server's own max_write/max_pages before the proxy clamped them (sessions.init_changes). */
   serverMaxWrite?: number;
   serverMaxPages?: number;
+  /** How the recorded session ended (sessions.end_reason) and how its server ended. */
+  endReason: string | null;
+  serverExitCode: number | null;
+  serverSignal: string | null;
 }
 
 export interface ReplayPlan {
@@ -68,7 +72,10 @@ export function resolveSession(db: Database, spec: string | undefined): number {
 function loadSession(reader: TraceReader, id: number): SessionInfo {
   const row = reader.getSession(id);
   if (!row) throw new UserError(`no session ${id} in the trace file`);
-  const info: SessionInfo = { id: row.id, name: row.name, command: row.command, snaplen: row.snaplen };
+  const info: SessionInfo = {
+    id: row.id, name: row.name, command: row.command, snaplen: row.snaplen,
+    endReason: row.endReason, serverExitCode: row.serverExitCode, serverSignal: row.serverSignal,
+  };
   // What the proxy changed in INIT (src/proxy/init.ts initChanges): the server's own limits.
   const ch = row.initChanges as { maxWrite?: { server?: number }; maxPages?: { server?: number } | null } | null;
   if (typeof ch?.maxWrite?.server === 'number') info.serverMaxWrite = ch.maxWrite.server;

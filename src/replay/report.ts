@@ -44,7 +44,11 @@ export interface ReplayReport {
   unexpected: UnexpectedFrame[];
   /** Uniques in the order they were sent; present with --seed. */
   order: bigint[] | null;
-  serverExit: { code: number | null; signal: string | null; early: boolean };
+  /**
+   * How the server ended. `early`: on its own, before the replay was over; `asRecorded`: it did
+   * so the way it ended in the recording (a crash that reproduces: same signal, or same exit code).
+   */
+  serverExit: { code: number | null; signal: string | null; early: boolean; asRecorded: boolean };
   ok: boolean;
 }
 
@@ -70,7 +74,12 @@ export function buildReport(inp: ReportInputs, r: ReplayResult): ReplayReport {
     else counts[x.outcome]++;
   }
   const first = r.results.findIndex((x) => FAILING.has(x.outcome));
-  const ok = counts.diverged === 0 && counts.missing === 0 && counts.skipped === 0 && counts.unexpected === 0 && !r.server.early;
+  const s = inp.plan.session;
+  const asRecorded = r.server.early && (
+    (s.endReason === 'server-crash' && s.serverSignal !== null && s.serverSignal === r.server.signal) ||
+    (s.endReason === 'server-exit' && s.serverExitCode !== null && r.server.signal === null && s.serverExitCode === r.server.code));
+  const ok = counts.diverged === 0 && counts.missing === 0 && counts.skipped === 0 && counts.unexpected === 0 &&
+    (!r.server.early || asRecorded);
   return {
     format: 'fusetrace-replay/1',
     session: { id: inp.plan.session.id, name: inp.plan.session.name, command: inp.plan.session.command },
@@ -84,7 +93,7 @@ export function buildReport(inp: ReportInputs, r: ReplayResult): ReplayReport {
     results: r.results,
     unexpected: r.unexpected,
     order: inp.seed === undefined ? null : r.order,
-    serverExit: { code: r.server.code, signal: r.server.signal, early: r.server.early },
+    serverExit: { code: r.server.code, signal: r.server.signal, early: r.server.early, asRecorded },
     ok,
   };
 }
@@ -120,7 +129,9 @@ export function formatText(r: ReplayReport): string {
       `not comparable ${c.uncomparable}, interrupted on purpose ${c.injected}, no reply expected ${c.noReply}` +
       (c.notifications > 0 ? `; notifications ${c.notificationsMatched} of ${c.notifications} alike` : ''),
   );
-  if (r.serverExit.early) {
+  if (r.serverExit.early && r.serverExit.asRecorded) {
+    lines.push(`the server ended during the replay as it did when recorded: ${r.serverExit.signal ?? `exit code ${r.serverExit.code}`}`);
+  } else if (r.serverExit.early) {
     const how = r.serverExit.signal ?? `exit code ${r.serverExit.code}`;
     // libfuse's fuse_daemonize(): without -f the parent exits 0 and a child serves in the background.
     const hint = r.serverExit.code === 0 ? ' (a server that goes to the background, like libfuse without -f, must run in the foreground)' : '';
@@ -234,11 +245,12 @@ export function formatJunit(r: ReplayReport): string {
     }
     cases.push(`    <testcase classname="${xmlText(cls(x))}" name="${xmlText(name)}">${body}</testcase>`);
   }
-  if (r.unexpected.length > 0 || r.serverExit.early) {
+  const endedEarly = r.serverExit.early && !r.serverExit.asRecorded;
+  if (r.unexpected.length > 0 || endedEarly) {
     failures++;
     const text = [
       ...r.unexpected.map((u) => `unique ${u.unique}${u.request ? ` ${u.request}` : ''}: ${u.reply}`),
-      ...(r.serverExit.early ? [`the server ended during the replay: ${r.serverExit.signal ?? `exit code ${r.serverExit.code}`}`] : []),
+      ...(endedEarly ? [`the server ended during the replay: ${r.serverExit.signal ?? `exit code ${r.serverExit.code}`}`] : []),
     ].join('\n');
     cases.push(
       `    <testcase classname="fusetrace.replay.session${r.session.id}" name="no unexpected replies">` +
