@@ -630,6 +630,9 @@ class Replayer {
     if ((op === OP.READDIR || op === OP.READDIRPLUS) && rec.dirents && live.dirents) {
       // Pair entries by name: a cookie stands for "after this name" in this open directory.
       const recFh = requestFh(req);
+      if (recFh !== undefined && req.reply && req.reply.data.length < req.reply.len) {
+        this.ids.noteCutDirReply(recFh, live.dirents[live.dirents.length - 1]?.off);
+      }
       const liveByName = new Map(live.dirents.map((d) => [d.name, d]));
       for (const d of rec.dirents) {
         const l = liveByName.get(d.name);

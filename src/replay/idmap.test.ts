@@ -107,4 +107,12 @@ describe('IdMap: recorded identifiers to live ones', () => {
     expect(at(Opcode.COPY_FILE_RANGE)).toEqual(['fh_in@0:fh', 'nodeid_out@16:nodeid', 'fh_out@24:fh']);
     expect(Object.keys(REQUEST_ID_FIELDS).every((k) => /^\d+$/.test(k))).toBe(true);
   });
+
+  it('after a directory reply cut by --snaplen, the next READDIR goes on from the live reply\'s last entry', () => {
+    const ids = new IdMap();
+    ids.bindFh(3n, 8n);
+    expect(translate(ids, req(Opcode.READDIRPLUS, 1n, { fh: 3n, offset: 77n }), Opcode.READDIRPLUS)).toEqual({ kind: 'dircookie', recorded: 77n });
+    ids.noteCutDirReply(3n, 4242n);
+    expect(translate(ids, req(Opcode.READDIRPLUS, 1n, { fh: 3n, offset: 77n }), Opcode.READDIRPLUS)).toMatchObject({ arg: { fh: 8n, offset: 4242n } });
+  });
 });

@@ -48,6 +48,12 @@ export class IdMap {
   private readonly liveInos = new Map<bigint, bigint>();
   /** `${recorded fh}:${recorded cookie}` -> live cookie: cookies only mean something within one open directory. */
   private readonly cookies = new Map<string, bigint>();
+  /**
+   * recorded fh -> the live cookie of the last entry of its last directory reply, kept when the
+   * recorded reply was cut by --snaplen: the kernel goes on reading from the last entry it got
+   * (fs/fuse/readdir.c: ctx->pos = dirent->off), which the cut recording no longer shows.
+   */
+  private readonly cutDirEnd = new Map<bigint, bigint>();
 
   constructor() {
     this.nodes.set(ROOT_ID, { live: ROOT_ID, nlookup: 1n });
@@ -98,7 +104,7 @@ export class IdMap {
         live = this.fhs.get(rec)?.live;
       } else {
         // Offset 0 starts a directory stream from the beginning: nothing to translate.
-        live = rec === 0n ? 0n : this.cookies.get(`${recFh}:${rec}`);
+        live = rec === 0n ? 0n : this.cookies.get(`${recFh}:${rec}`) ?? (recFh === undefined ? undefined : this.cutDirEnd.get(recFh));
       }
       if (live === undefined) return { missing: { kind: f.kind, recorded: rec } };
       if (live !== rec) patch(IN_HEADER + f.off, live);
@@ -121,6 +127,7 @@ export class IdMap {
       const b = this.fhs.get(fh);
       if (b && --b.opens > 0) return;
       this.fhs.delete(fh);
+      this.cutDirEnd.delete(fh);
       for (const key of this.cookies.keys()) if (key.startsWith(`${fh}:`)) this.cookies.delete(key);
     }
   }
@@ -185,6 +192,12 @@ export class IdMap {
       return null;
     }
     return b === live ? null : `directory offset ${rec} recorded was live ${b} before, now ${live}`;
+  }
+
+  /** A directory reply of open directory `recFh` was cut by --snaplen; `liveEnd` ends the live one. */
+  noteCutDirReply(recFh: bigint, liveEnd: bigint | undefined): void {
+    if (liveEnd === undefined) this.cutDirEnd.delete(recFh);
+    else this.cutDirEnd.set(recFh, liveEnd);
   }
 
   /**
