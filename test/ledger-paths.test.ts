@@ -141,7 +141,10 @@ describe('paths', () => {
     w.op(MKDIR, 2, mkdirIn('e'), [entryOut(7)]);
     const rmdir = w.op(RMDIR, 2, [name('e')]);
     const rmAttr = w.getattr(7);
-    const { session } = recordScript(db, w.s);
+    const { session, ledger } = recordScript(db, w.s);
+    // "." and ".." in READDIRPLUS are not lookups (fs/fuse/readdir.c fuse_direntplus_link).
+    expect((ledger as unknown as { paths: PathResolver }).paths.nlookup(1n)).toBe(0n);
+    expect((ledger as unknown as { paths: PathResolver }).paths.nlookup(2n)).toBe(1n);
     expect(row(db, session, rdp).path).toBe('/d');
     expect(row(db, session, x).path).toBe('/d/x');
     expect(row(db, session, y).path).toBe('/d/y');

@@ -661,7 +661,9 @@ export class Ledger {
       const namelen = b.readUInt32LE(off + DIRENTPLUS_NAMELEN_OFFSET);
       const nameOff = off + DIRENTPLUS_NAME_OFFSET;
       if (namelen === 0 || nameOff + namelen > end) break;
-      this.paths.entry(parent, b.toString('utf8', nameOff, nameOff + namelen), id);
+      const name = b.toString('utf8', nameOff, nameOff + namelen);
+      // fuse_direntplus_link ignores "." and ".." (no lookup counted), and entries with nodeid 0.
+      if (name !== '.' && name !== '..') this.paths.entry(parent, name, id);
       off += (DIRENTPLUS_NAME_OFFSET + namelen + 7) & ~7;
     }
   }
