@@ -215,7 +215,7 @@ class Replayer {
     }
     let early = false;
     this.link.exited.then(() => {
-      if (!this.stopping) early = true;
+      if (!this.stopping && !this.link.daemonized) early = true;
     });
     try {
       // No INIT reply: nothing else can be replayed against this server (the walk gives up).

@@ -13,7 +13,8 @@
  * did not start. So we keep a copy of the server's end: when the server exits, or when we stop,
  * we write a one-byte message into it (no FUSE frame is shorter than its 16-byte header), which
  * our read returns after every frame the server sent before; then we close both ends, and a
- * background server reads end-of-file and ends too.
+ * background server reads end-of-file and ends too. (A server whose process exits 0 while another
+ * process holds its end has gone to the background: the replay goes on with it until stop().)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -79,6 +80,8 @@ export class ServerLink {
   private readonly readBuf: Buffer;
   private ended = false;
   private endedByUs = false;
+  /** The server went to the background: a process it started holds its end of the socket. */
+  daemonized = false;
   private waking = false;
   private endSeen!: () => void;
   private readonly endPromise: Promise<void>;
@@ -111,7 +114,10 @@ export class ServerLink {
         resolve({ code: null, signal: null, byReplayer: false });
       });
       child.once('exit', (code, signal) => {
-        this.wake();
+        // libfuse without -f (fuse_daemonize) forks: the parent exits 0 and a child it started
+        // serves on the inherited fd. Then the socket stays up until we close it at stop().
+        if (code === 0 && signal === null && !this.endedByUs && this.heldElsewhere()) this.daemonized = true;
+        else this.wake();
         resolve({ code, signal, byReplayer: this.endedByUs });
       });
     });
@@ -152,6 +158,36 @@ export class ServerLink {
     this.wake();
     await this.endPromise;
     return exit;
+  }
+
+  /**
+   * True when a process other than us holds the server's end of the socket (/proc/PID/fd links
+   * name the socket's inode, proc(5)); only read, never acted upon beyond closing our own ends.
+   */
+  private heldElsewhere(): boolean {
+    let target: string;
+    try {
+      target = fs.readlinkSync(`/proc/self/fd/${this.peerFd}`);
+    } catch {
+      return false;
+    }
+    for (const pid of fs.readdirSync('/proc')) {
+      if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+      let fds: string[];
+      try {
+        fds = fs.readdirSync(`/proc/${pid}/fd`);
+      } catch {
+        continue;
+      }
+      for (const fd of fds) {
+        try {
+          if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === target) return true;
+        } catch {
+          /* closed meanwhile */
+        }
+      }
+    }
+    return false;
   }
 
   /** Writes the wake-up message into the server's end, once. */
