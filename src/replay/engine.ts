@@ -189,7 +189,7 @@ class Replayer {
   private readonly notifications = { total: 0, matched: 0 };
   /** A recorded reply that hands out identifiers was cut by --snaplen: some may be unknown. */
   private idsCut = false;
-  private injected?: { unique: bigint; intrUnique: bigint; sends: number; note: string; timer?: NodeJS.Timeout };
+  private injected?: { unique: bigint; intrUnique: bigint; sends: number; timer?: NodeJS.Timeout };
   private readonly pending: Array<Promise<unknown>> = [];
   private readonly decoded = new WeakMap<SendEvent, DecodedFrame | undefined>();
 
@@ -655,7 +655,7 @@ class Replayer {
   private inject(unique: bigint): void {
     const delay = this.opts.interrupt!.delayMs;
     const intrUnique = interruptUnique(unique);
-    this.injected = { unique, intrUnique, sends: 0, note: '' };
+    this.injected = { unique, intrUnique, sends: 0 };
     const result = this.resultOfUnique(unique);
     if (result) result.outcome = 'injected';
     const fire = async (): Promise<void> => {
