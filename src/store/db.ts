@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Database as DatabaseT } from 'better-sqlite3';
 import { UserError } from '../cli/errors.js';
-import { APPLICATION_ID, FORMAT_VERSION, SCHEMA_SQL } from './schema.js';
+import { APPLICATION_ID, DURATION_INDEX_SQL, FORMAT_VERSION, SCHEMA_SQL } from './schema.js';
 
 export type { DatabaseT as Database };
 
@@ -158,4 +158,26 @@ function accessError(path: string, err: unknown): Error {
     default:
       return err instanceof Error ? err : new Error(String(err));
   }
+}
+
+/**
+ * Drops the request-duration indexes for the time of a recording (see DURATION_INDEX_SQL in
+ * schema.ts: maintaining them costs the live ledger most of its throughput).
+ */
+export function dropDurationIndexes(db: DatabaseT): void {
+  db.exec('DROP INDEX IF EXISTS requests_dur; DROP INDEX IF EXISTS requests_op_dur;');
+}
+
+/**
+ * Creates the request-duration indexes if they are missing (at the end of a recording, or after a
+ * recorder was killed). Returns true when it had to build them.
+ */
+export function createDurationIndexes(db: DatabaseT): boolean {
+  const have = db
+    .prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name IN ('requests_dur', 'requests_op_dur')")
+    .pluck()
+    .get() as number;
+  if (have === 2) return false;
+  db.exec(DURATION_INDEX_SQL);
+  return true;
 }

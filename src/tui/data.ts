@@ -283,6 +283,12 @@ export class TuiSource {
       const rows = sample('1', []);
       plan = { index: 'INDEXED BY requests_dur', density: rows > 0 ? sample(f.where, f.params) / rows : 0 };
     }
+    // `record` drops the duration indexes while it records (schema.ts DURATION_INDEX_SQL), and
+    // INDEXED BY a missing index is an error: plan without it then.
+    const named = /^INDEXED BY (\w+)$/.exec(plan.index)?.[1];
+    if (named && !this.db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'index' AND name = ?").get(named)) {
+      plan = { index: '', density: plan.density };
+    }
     if (this.plans.size > 64) this.plans.clear();
     this.plans.set(key, plan);
     return plan;
