@@ -23,7 +23,7 @@ describe('duration indexes dropped during a recording', () => {
       return {
         count: countRequests(f.db, session, { filter: 'op==READ && dur>1ms' }),
         top: queryRequests(f.db, session, { filter: 'dur>500us', sort: 'dur', limit: 5 }).map((r) => r.seq),
-        p99: stats(f.db, session).overall.p99,
+        p99: stats(f.db, session).overall.p99_ns,
         tui: src.page(session, { filter: 'op==READ', sort: 'dur', scope: null }, 0, 5).map((r) => r.seq),
         tuiAll: src.page(session, { filter: '', sort: 'dur', scope: null }, 0, 5).map((r) => r.seq),
       };
@@ -35,6 +35,8 @@ describe('duration indexes dropped during a recording', () => {
     const without = readSlow(fx);
     expect(without).toEqual(withIdx);
     expect(withIdx.count).toBeGreaterThan(0);
+    expect(withIdx.p99).toBeGreaterThan(0);
+    expect(withIdx.top).toHaveLength(5);
     expect(createDurationIndexes(fx.db)).toBe(true);
     expect(indexes(fx)).toEqual(['requests_dur', 'requests_op_dur']);
     expect(createDurationIndexes(fx.db)).toBe(false);
