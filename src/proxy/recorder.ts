@@ -44,6 +44,10 @@ export interface RecordOptions {
   command: string[];
   /** Where the live line and the summary go (default process.stderr). */
   log?: NodeJS.WriteStream;
+  /** An fd for the server's stdout and stderr (default: fusetrace's own), e.g. a file while the TUI owns the terminal. */
+  serverOutput?: number;
+  /** Called once the session row exists, with its id (e.g. to open the live TUI on it). */
+  onSession?: (session: number) => void;
   /** Keep at most one request unread in the socket (default: true unless FUSETRACE_GATE=0; see native/pump.h). */
   gate?: boolean;
   /** Start the server through the seccomp exec helper (default: true unless FUSETRACE_SECCOMP=0, a diagnostic switch). */
@@ -252,13 +256,14 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   try {
     const [file, args] = seccomp ? [execHelperPath(), ['3', p.server, ...serverArgv.slice(1)]] : [p.server, serverArgv.slice(1)];
     child = spawn(file, args, {
-      stdio: ['inherit', 'inherit', 'inherit', serverSock],
+      stdio: opts.serverOutput === undefined ? ['inherit', 'inherit', 'inherit', serverSock] : ['ignore', opts.serverOutput, opts.serverOutput, serverSock],
       detached: true,
       argv0: p.argv[0],
     });
   } finally {
     closeSync(serverSock);
   }
+  if (opts.onSession) setImmediate(opts.onSession, session);
 
   // ---- live state ----
   let recorded = 0;
