@@ -39,7 +39,8 @@ describe('fusetrace record --tui', () => {
     const db = join(work, 'trace.db');
     const status = join(work, 'status');
     const name = `fusetrace-rectui-${process.pid}-${Date.now()}`;
-    const cmd = `${process.execPath} ${CLI} --db ${db} record --tui -- ${buildExample('hello')} -f ${mnt}; echo $? > ${status}; exec sleep 60`;
+    // TMPDIR: the server log record --tui writes lands in our temp dir and goes with it.
+    const cmd = `TMPDIR=${work} ${process.execPath} ${CLI} --db ${db} record --tui -- ${buildExample('hello')} -f ${mnt}; echo $? > ${status}; exec sleep 60`;
     tmux('new-session', '-d', '-s', name, '-x', '150', '-y', '30', cmd);
     reg.defer(() => void spawnSync('tmux', ['kill-session', '-t', name]));
     const screen = () => tmux('capture-pane', '-p', '-t', name);
@@ -61,7 +62,7 @@ describe('fusetrace record --tui', () => {
     expect(isMounted(mnt)).toBe(false);
     const after = screen();
     expect(after).toMatch(/fusetrace: session 1 in .*ended by signal/);
-    expect(after).toMatch(/the server's output is in /);
+    expect(after).toContain(`the server's output is in ${work}/fusetrace-server-`);
     const h = new Database(db, { readonly: true });
     try {
       const s = h.prepare('SELECT end_reason, exit_status FROM sessions WHERE id = 1').get() as { end_reason: string; exit_status: number };
