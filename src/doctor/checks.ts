@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { readMountInfo } from '../proxy/mountinfo.js';
 
 /** One line of `fusetrace doctor`: what was checked, the verdict, and what to do about it. */
 export interface Check {
@@ -41,19 +42,6 @@ function findInPath(name: string): string | null {
     }
   }
   return null;
-}
-
-/** Mount table lines of this process's mount namespace, split into fields (proc(5) mountinfo). */
-function mountinfo(): string[][] {
-  try {
-    return fs
-      .readFileSync('/proc/self/mountinfo', 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => l.split(' '));
-  } catch {
-    return [];
-  }
 }
 
 function dbWritable(dbPath: string): { ok: boolean; reason: string } {
@@ -106,10 +94,7 @@ export function gatherFacts(dbPath: string): Facts {
   } catch {
     // absent or unreadable
   }
-  const fusectlMounted = mountinfo().some((f) => {
-    const sep = f.indexOf('-');
-    return sep > 0 && f[sep + 1] === 'fusectl';
-  });
+  const fusectlMounted = readMountInfo().some((m) => m.fsType === 'fusectl');
   let wmemMax: number | null = null;
   try {
     wmemMax = Number(fs.readFileSync('/proc/sys/net/core/wmem_max', 'utf8').trim());

@@ -11,53 +11,12 @@
  * /proc/self/mountinfo.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync, realpathSync, statSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { closeSync, openSync, statSync } from 'node:fs';
 import type { MountOptions } from './args.js';
 import { native } from './native.js';
 
-/** One line of /proc/self/mountinfo (proc(5)). */
-export interface MountEntry {
-  mountId: number;
-  /** st_dev "major:minor"; for FUSE the minor is the fusectl connection number. */
-  device: string;
-  mountPoint: string;
-  fsType: string;
-  source: string;
-}
-
-function unescapeMountPath(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
-}
-
-/** Parses /proc/self/mountinfo. */
-export function readMountInfo(): MountEntry[] {
-  const out: MountEntry[] = [];
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const f = line.split(' ');
-    const sep = f.indexOf('-', 6);
-    if (sep < 0) continue;
-    out.push({
-      mountId: Number(f[0]),
-      device: f[2],
-      mountPoint: unescapeMountPath(f[4]),
-      fsType: f[sep + 1],
-      source: unescapeMountPath(f[sep + 2] ?? ''),
-    });
-  }
-  return out;
-}
-
-/** Absolute path of `dir` resolving only its parent (never stats a possibly-FUSE `dir` itself). */
-export function canonicalMountPath(dir: string): string {
-  let parent = dirname(dir);
-  try {
-    parent = realpathSync(parent);
-  } catch {
-    /* keep as given */
-  }
-  return join(parent, basename(dir));
-}
+export { canonicalMountPath, readMountInfo, type MountEntry } from './mountinfo.js';
+import { readMountInfo, type MountEntry } from './mountinfo.js';
 
 /** The topmost mount on `path` (canonical), or undefined. */
 export function mountAt(path: string): MountEntry | undefined {

@@ -5,60 +5,12 @@
 // (Documentation/filesystems/fuse.rst, "Aborting a filesystem connection") and then unmounted;
 // processes are stopped by the PID we started, never by name.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, realpathSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { join } from 'node:path';
 
-/** One line of /proc/self/mountinfo (proc(5)). */
-export interface MountInfo {
-  mountId: number;
-  /** st_dev of the mount as "major:minor"; for FUSE the minor is the fusectl connection number. */
-  device: string;
-  mountPoint: string;
-  fsType: string;
-  source: string;
-  superOptions: string;
-}
-
-/** Decodes the octal escapes (\040 for space, ...) the kernel writes into mountinfo paths. */
-function unescapeMountPath(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
-}
-
-/** Parses /proc/self/mountinfo. */
-export function readMountInfo(): MountInfo[] {
-  const out: MountInfo[] = [];
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    if (!line) continue;
-    const f = line.split(' ');
-    const sep = f.indexOf('-', 6);
-    if (sep < 0) continue;
-    out.push({
-      mountId: Number(f[0]),
-      device: f[2],
-      mountPoint: unescapeMountPath(f[4]),
-      fsType: f[sep + 1],
-      source: unescapeMountPath(f[sep + 2] ?? ''),
-      superOptions: f[sep + 3] ?? '',
-    });
-  }
-  return out;
-}
-
-/**
- * Absolute path of `dir` without stat()ing `dir` itself: realpath on a FUSE mountpoint would send
- * a GETATTR to the server, which hangs when the server is wedged. Only the parent is resolved.
- */
-export function canonicalMountPath(dir: string): string {
-  const parent = dirname(dir);
-  let realParent: string;
-  try {
-    realParent = realpathSync(parent);
-  } catch {
-    realParent = parent;
-  }
-  return join(realParent, basename(dir));
-}
+export { canonicalMountPath, readMountInfo, type MountEntry as MountInfo } from '../../src/proxy/mountinfo.js';
+import { canonicalMountPath, readMountInfo, type MountEntry as MountInfo } from '../../src/proxy/mountinfo.js';
 
 /** The topmost mount on `dir`, or undefined. */
 export function mountAt(dir: string): MountInfo | undefined {
