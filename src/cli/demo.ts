@@ -10,7 +10,6 @@ import { UserError } from './errors.js';
 import { registerShow } from './show.js';
 import { registerStats } from './stats.js';
 import { DemoInterrupted, runDemo } from '../demo/run.js';
-import { runTui } from '../tui/run.js';
 
 /** Requests worth a look after the demo: everything not plainly ok, and the slow ones. */
 export const INTERESTING_FILTER = 'state != ok || dur > 200ms';
@@ -54,6 +53,7 @@ removes the mount and the directory. Needs /dev/fuse, and root or fusermount3.`,
           `${result.tempDir} removed\n`,
       );
       if (opts.tui && process.stdout.isTTY && process.stdin.isTTY) {
+        const { runTui } = await (await import('../tui/load.js')).loadTui();
         await runTui({ db, session: result.session });
         return;
       }

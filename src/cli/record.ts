@@ -30,7 +30,7 @@ function parseSnaplen(v: string | undefined): number | undefined {
  */
 async function recordWithTui(options: RecordOptions): Promise<RecordResult> {
   if (!process.stdin.isTTY || !process.stdout.isTTY) throw new UserError('record --tui needs a terminal (stdin and stdout must be a tty)');
-  const { runTui } = await import('../tui/run.js');
+  const { runTui } = await (await import('../tui/load.js')).loadTui();
   const serverLog = join(tmpdir(), `fusetrace-server-${process.pid}.log`);
   const serverFd = openSync(serverLog, 'a', 0o600);
   const held = new PassThrough();

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { dbPath } from './options.js';
 import { UserError } from './errors.js';
+import { loadTui } from '../tui/load.js';
 
 export function registerTui(program: Command): void {
   program
@@ -10,12 +11,7 @@ export function registerTui(program: Command): void {
     .action(async (session: string | undefined, _opts: unknown, cmd: Command) => {
       // Loaded here, not at the top: Ink and React take ~0.4 s of CPU to load, which the other
       // commands should not pay for.
-      // React picks its build when it is loaded: the development one checks every render, and the
-      // TUI redraws often. Only for the load: a server started by a replay gets the user's env.
-      const nodeEnv = process.env.NODE_ENV;
-      process.env.NODE_ENV ??= 'production';
-      const { runTui } = await import('../tui/run.js');
-      if (nodeEnv === undefined) delete process.env.NODE_ENV;
+      const { runTui } = await loadTui();
       try {
         await runTui({ db: dbPath(cmd), session });
       } catch (err) {
