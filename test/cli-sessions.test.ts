@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openTraceDb } from '../src/store/db.js';
 import { FORMAT_VERSION } from '../src/store/schema.js';
 import { TraceWriter } from '../src/store/writer.js';
+import { asUser } from './helpers/as-user.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.join(ROOT, 'bin', 'fusetrace.js');
@@ -156,7 +157,19 @@ describe('fusetrace sessions', () => {
     // root reads everything: run the CLI as nobody; anyone else: take the read bit away.
     const asRoot = process.getuid?.() === 0;
     if (!asRoot) fs.chmodSync(file, 0o000);
-    const r = fusetrace(['--db', file, 'sessions'], asRoot ? { uid: 65534, gid: 65534 } : {});
+    let r: Run;
+    if (asRoot) {
+      // In a private mount namespace with the checkout at a path nobody may enter (helpers/as-user.ts).
+      const u = asUser(65534, [process.execPath, BIN, '--db', file, 'sessions']);
+      try {
+        const x = spawnSync(u.cmd, u.args, { encoding: 'utf8', cwd: sub, env: { ...process.env, TZ: 'UTC', NO_COLOR: '' } });
+        r = { status: x.status, stdout: x.stdout, stderr: x.stderr };
+      } finally {
+        u.cleanup();
+      }
+    } else {
+      r = fusetrace(['--db', file, 'sessions']);
+    }
     expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 2, stderr: `fusetrace: cannot open ${file}: permission denied\n` });
   });
 });

@@ -1,11 +1,12 @@
 // `fusetrace doctor` on the real machine: as root where everything is in place, and as an ordinary
 // user inside a private mount namespace where /dev/fuse is a 0600 node (no access) or a 0666 node
-// (access), so the host's /dev/fuse is never changed.
+// (access), so the host's /dev/fuse is never changed (helpers/as-user.ts).
 import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { requireFuse, repoRoot } from './helpers/fuse-env.js';
 import { CleanupRegistry, readMountInfo } from './helpers/mount.js';
 import { join } from 'node:path';
+import { asUser } from './helpers/as-user.js';
 
 requireFuse();
 const CLI = join(repoRoot(), 'bin', 'fusetrace.js');
@@ -15,20 +16,15 @@ afterAll(() => reg.cleanup());
 const NOBODY = 65534;
 
 function doctorAsUser(devMode: string): { status: number | null; stdout: string; stderr: string } {
-  const devDir = reg.tempDir('fusetrace-doctor-dev-');
   const dbDir = reg.tempDir('fusetrace-doctor-db-');
   spawnSync('chown', [`${NOBODY}:${NOBODY}`, dbDir]);
-  // A tmpfs (device nodes need a mount without nodev) holding our own node, bound over /dev/fuse in
-  // this namespace only; it all vanishes with the namespace.
-  const script =
-    'mount -t tmpfs -o mode=0755 fusetrace-dev "$1" && mknod -m "$2" "$1/fuse" c 10 229 && ' +
-    'mount --bind "$1/fuse" /dev/fuse && shift 2 && exec setpriv --reuid ' + NOBODY + ' --regid ' + NOBODY + ' --clear-groups "$@"';
-  const r = spawnSync(
-    'unshare',
-    ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', devDir, devMode, process.execPath, CLI, '--db', join(dbDir, 't.db'), 'doctor'],
-    { encoding: 'utf8', timeout: 30_000, cwd: dbDir },
-  );
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  const u = asUser(NOBODY, [process.execPath, CLI, '--db', join(dbDir, 't.db'), 'doctor'], { devMode });
+  try {
+    const r = spawnSync(u.cmd, u.args, { encoding: 'utf8', timeout: 30_000, cwd: dbDir });
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  } finally {
+    u.cleanup();
+  }
 }
 
 describe('fusetrace doctor', () => {

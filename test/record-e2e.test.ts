@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { requireFuse, repoRoot } from './helpers/fuse-env.js';
 import { buildExample, buildServer } from './helpers/build.js';
+import { asUser } from './helpers/as-user.js';
 import { CleanupRegistry, isMounted, mountAt, runDirect, unmount, waitExit, type ExitInfo } from './helpers/mount.js';
 import { copyInOut, fileChurn, lsTree, populateTree, sha256File, writeDeterministicFile } from './helpers/workloads.js';
 import { gocryptfsArgs, gocryptfsInit } from './helpers/gocryptfs.js';
@@ -66,17 +67,13 @@ async function startRecord(server: string, args: string[], mnt: string, db: stri
   let cmd = process.execPath;
   let argv = cli;
   if (opts.asUser !== undefined) {
-    // /dev/fuse is 0600 root here, and fusermount3 opens it after dropping privileges. Give the
-    // user a 0666 node in a private mount namespace only (a tmpfs, since device nodes need a
-    // mount without nodev), so nothing on the host changes and it all vanishes with the namespace.
-    const devDir = reg.tempDir('fusetrace-devnode-');
-    const u = String(opts.asUser);
-    const script =
-      'mount -t tmpfs -o mode=0755 fusetrace-dev "$1" && mknod -m 0666 "$1/fuse" c 10 229 && ' +
-      'mount --bind "$1/fuse" /dev/fuse && shift && exec setpriv --reuid "$U" --regid "$U" --clear-groups "$@"';
-    cmd = 'unshare';
-    argv = ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', devDir, process.execPath, ...cli];
-    opts = { ...opts, env: { ...(opts.env ?? process.env), U: u } };
+    // /dev/fuse is 0600 root here, and fusermount3 opens it after dropping privileges: the user gets
+    // a 0666 node, and the checkout at a path it may enter, in a private mount namespace only
+    // (helpers/as-user.ts), so nothing on the host changes.
+    const u = asUser(opts.asUser, [process.execPath, ...cli], { devMode: '0666' });
+    reg.defer(() => u.cleanup());
+    cmd = u.cmd;
+    argv = u.args;
   }
   let child: ChildProcess;
   try {
