@@ -12,7 +12,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
-#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -100,7 +99,7 @@ class FrameQueue {
   uint64_t TakeSeq() {
     std::lock_guard<std::mutex> lock(mu_);
     uint64_t seq = next_seq_++;
-    inflight_.insert(seq);
+    inflight_.push_back(seq);  // seqs are taken in increasing order: stays sorted
     return seq;
   }
 
@@ -128,7 +127,7 @@ class FrameQueue {
     hdr.cap_len = cap;
     size_t need = sizeof(FrameHeader) + ((cap + 7u) & ~size_t(7));
     std::lock_guard<std::mutex> lock(mu_);
-    inflight_.erase(hdr.seq);
+    EraseInflight(hdr.seq);
     counters_.bytes += hdr.len;
     uint8_t* at = nullptr;
     if (buf_.size() + need > max_bytes_ || count_ >= max_frames_ || !(at = buf_.Grow(need))) {
@@ -170,7 +169,7 @@ class FrameQueue {
   void Drain(uint8_t** frames, size_t* frames_size, size_t* count, uint64_t* watermark,
              std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters) {
     std::lock_guard<std::mutex> lock(mu_);
-    *watermark = inflight_.empty() ? next_seq_ : *inflight_.begin();
+    *watermark = inflight_.empty() ? next_seq_ : inflight_.front();
     *frames = buf_.Release(frames_size);
     *count = count_;
     count_ = 0;
@@ -181,6 +180,18 @@ class FrameQueue {
   }
 
  private:
+  // Under mu_. At most one seq per pump thread is in flight (taken, forwarding, not yet
+  // pushed), so a short sorted vector replaces the std::set that cost a malloc and a free
+  // per frame.
+  void EraseInflight(uint64_t seq) {
+    for (size_t i = 0; i < inflight_.size(); i++) {
+      if (inflight_[i] == seq) {
+        inflight_.erase(inflight_.begin() + i);
+        return;
+      }
+    }
+  }
+
   const size_t max_bytes_;
   const size_t max_frames_;
   const uint32_t snaplen_;
@@ -190,7 +201,7 @@ class FrameQueue {
   ByteBuf buf_;
   size_t count_ = 0;
   uint64_t next_seq_ = 0;
-  std::set<uint64_t> inflight_;
+  std::vector<uint64_t> inflight_;  // sorted
   std::vector<std::pair<uint32_t, std::string>> procs_;
   QueueCounters counters_;
   bool wake_pending_ = false;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/sockios.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -60,7 +61,9 @@ void Pump::Start() {
   // can end a thread that would otherwise sleep in read() forever. O_NONBLOCK
   // does not change how the kernel treats writes to /dev/fuse.
   fcntl(opts_.dev_fd, F_SETFL, fcntl(opts_.dev_fd, F_GETFL) | O_NONBLOCK);
-  fcntl(opts_.sock_fd, F_SETFL, fcntl(opts_.sock_fd, F_GETFL) | O_NONBLOCK);
+  // The socket stays blocking: the writer sleeps in recv() (Stop() wakes it with shutdown), the
+  // reader's send() passes MSG_DONTWAIT and waits in poll() with stop_fd_.
+  fcntl(opts_.sock_fd, F_SETFL, fcntl(opts_.sock_fd, F_GETFL) & ~O_NONBLOCK);
   started_ = true;
   reader_ = std::thread(&Pump::ReaderLoop, this);
   writer_ = std::thread(&Pump::WriterLoop, this);
@@ -73,6 +76,9 @@ void Pump::Stop() {
   stopping_ = true;
   uint64_t one = 1;
   if (stop_fd_ >= 0) (void)!write(stop_fd_, &one, sizeof one);
+  // Wakes the writer thread blocked in recv() (unix_shutdown wakes the socket's waiters; a
+  // blocked recv then returns 0 because of RCV_SHUTDOWN).
+  if (started_ && opts_.sock_fd >= 0) shutdown(opts_.sock_fd, SHUT_RD);
   { std::lock_guard<std::mutex> lock(notify_mu_); }
   notify_cv_.notify_all();
   if (reader_.joinable()) reader_.join();
@@ -230,26 +236,26 @@ void Pump::ReplyError(uint64_t unique, int err) {
 }
 
 void Pump::ReaderLoop() {
+  pthread_setname_np(pthread_self(), "ft-reader");  // per-thread CPU in top -H, /proc/PID/task
   std::vector<uint8_t> buf(opts_.max_frame);
   for (;;) {
+    // Wait for a pending request first (poll returns at once when one is queued), then open the
+    // gate, then read: poll, ioctl, read, send per request. Trying the read first cost a failed
+    // read() per request whenever the pump keeps up (find+stat: 5 syscalls per request, one of
+    // them an EAGAIN), and the gate must only wait once a request is pending anyway, so an idle
+    // pump sleeps in poll() instead of spinning on SIOCOUTQ.
+    if (!WaitFor(opts_.dev_fd, POLLIN)) return EndReader("stopped");
     if (opts_.gate) {
       int outq = 0;
-      if (ioctl(opts_.sock_fd, SIOCOUTQ, &outq) == 0 && outq > 0) {
-        // The previous request is still unread. Only wait for the server once a new request
-        // is actually pending, so an idle pump sleeps in poll() instead of spinning.
-        if (!WaitFor(opts_.dev_fd, POLLIN)) return EndReader("stopped");
-        if (!GateOnSocket()) return EndReader("stopped");
-      }
+      if (ioctl(opts_.sock_fd, SIOCOUTQ, &outq) == 0 && outq > 0 && !GateOnSocket()) return EndReader("stopped");
     }
     ssize_t n = read(opts_.dev_fd, buf.data(), buf.size());
     uint64_t ts = NowNs();
     if (n < 0) {
       int err = errno;
-      if (err == EINTR) continue;
-      if (err == EAGAIN) {
-        if (!WaitFor(opts_.dev_fd, POLLIN)) return EndReader("stopped");
-        continue;
-      }
+      // EAGAIN: the request poll() saw is gone: its requester was signalled while it was still
+      // pending and the kernel dropped it (fs/fuse/dev.c request_wait_answer).
+      if (err == EINTR || err == EAGAIN) continue;
       // fs/fuse/dev.c fuse_dev_do_read: -ENODEV once the connection is gone
       // (unmounted or aborted). Tell the server: it reads end-of-file.
       // The end is published before the server can see end-of-file, so JS never mistakes the
@@ -306,6 +312,7 @@ void Pump::ReaderLoop() {
 }
 
 void Pump::WriterLoop() {
+  pthread_setname_np(pthread_self(), "ft-writer");
   std::vector<uint8_t> buf(opts_.max_frame);
   // Bytes still owed by a reply whose first piece arrived short: the next messages are its
   // continuation pieces (their first bytes are data, not a header), not frames of their own.
@@ -313,18 +320,17 @@ void Pump::WriterLoop() {
   for (;;) {
     // MSG_TRUNC: a SEQPACKET recv returns the real message length even when it
     // did not fit, so an oversized message is detected rather than cut silently.
-    ssize_t n = recv(opts_.sock_fd, buf.data(), buf.size(), MSG_DONTWAIT | MSG_TRUNC);
+    // Blocking: with nothing queued the thread sleeps in recv() itself (one syscall per reply
+    // instead of recv, poll, recv); Stop() wakes it with shutdown(SHUT_RD), after which a unix
+    // recv returns 0 (net/core/datagram.c __skb_wait_for_more_packets: RCV_SHUTDOWN).
+    ssize_t n = stopping_ ? 0 : recv(opts_.sock_fd, buf.data(), buf.size(), MSG_TRUNC);
     uint64_t ts = NowNs();
     if (n < 0) {
       int err = errno;
-      if (err == EINTR) continue;
-      if (err == EAGAIN) {
-        if (!WaitFor(opts_.sock_fd, POLLIN)) return EndWriter("stopped");
-        continue;
-      }
+      if (err == EINTR || err == EAGAIN) continue;
       return EndWriter(err == ECONNRESET ? "eof" : ErrnoText("recv", err));
     }
-    if (n == 0) return EndWriter("eof");
+    if (n == 0) return EndWriter(stopping_ ? "stopped" : "eof");
     size_t got = size_t(n) < buf.size() ? size_t(n) : buf.size();
     FrameHeader h{};
     h.ts_ns = ts;
@@ -385,6 +391,7 @@ void Pump::WriterLoop() {
 }
 
 void Pump::NotifyLoop() {
+  pthread_setname_np(pthread_self(), "ft-notify");
   for (;;) {
     PendingNotify pn;
     {
