@@ -1,0 +1,229 @@
+// `fusetrace record` driven from end-to-end tests: start the real CLI on a real server, read the
+// SQLite trace it wrote, and check that the trace holds every frame with complete request/reply
+// pairing. Shared by record-e2e.test.ts and record-workloads.test.ts.
+import { expect } from 'vitest';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chownSync, closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { repoRoot } from './fuse-env.js';
+import { asUser } from './as-user.js';
+import { isMounted, waitExit, type CleanupRegistry, type ExitInfo } from './mount.js';
+
+const ROOT = repoRoot();
+/** The CLI entry point; runs dist/ (see buildCli). */
+export const CLI = join(ROOT, 'bin', 'fusetrace.js');
+
+/** The tests run the real CLI: compiles the TypeScript and checks the addon is there (beforeAll). */
+export function buildCli(): void {
+  const tsc = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], {
+    encoding: 'utf8',
+  });
+  if (tsc.status !== 0) throw new Error(`tsc failed:\n${tsc.stdout}${tsc.stderr}`);
+  for (const f of ['fusetrace.node', 'fusetrace-exec']) {
+    if (!existsSync(join(ROOT, 'build', 'Release', f))) throw new Error(`build/Release/${f} missing: run npx node-gyp rebuild`);
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** A running `fusetrace record`. */
+export interface Recording {
+  child: ChildProcess;
+  pid: number;
+  mnt: string;
+  db: string;
+  exited: Promise<ExitInfo>;
+  /** fusetrace's stderr so far. */
+  stderr(): string;
+  /** PID of the FUSE server (fusetrace's child), read from /proc while it runs. */
+  serverPid: number;
+}
+
+export interface StartOptions {
+  extra?: string[];
+  /** Run fusetrace as this uid/gid (setpriv), for the fusermount3 path. */
+  asUser?: number;
+  env?: NodeJS.ProcessEnv;
+  /** Do not wait for the mount (for tests of refusals). */
+  noWait?: boolean;
+}
+
+/** Starts `fusetrace --db DB record [extra] -- SERVER ARGS...` and waits until INIT is answered. */
+export type StartRecord = (server: string, args: string[], mnt: string, db: string, opts?: StartOptions) => Promise<Recording>;
+
+/**
+ * A startRecord bound to the test file's registry: the mount, fusetrace and (once known) the
+ * server PID are registered there, so afterEach unmounts and stops them even when a test fails.
+ */
+export function recorder(reg: CleanupRegistry): StartRecord {
+  return (server, args, mnt, db, opts) => startRecord(reg, server, args, mnt, db, opts);
+}
+
+async function startRecord(reg: CleanupRegistry, server: string, args: string[], mnt: string, db: string, opts: StartOptions = {}): Promise<Recording> {
+  const logDir = reg.tempDir('fusetrace-reclog-');
+  if (opts.asUser !== undefined) chownSync(logDir, opts.asUser, opts.asUser);
+  const logPath = join(logDir, 'stderr');
+  const fd = openSync(logPath, 'w');
+  const cli = [CLI, '--db', db, 'record', ...(opts.extra ?? []), '--', server, ...args, mnt];
+  let cmd = process.execPath;
+  let argv = cli;
+  if (opts.asUser !== undefined) {
+    // /dev/fuse is 0600 root here, and fusermount3 opens it after dropping privileges: the user gets
+    // a 0666 node, and the checkout at a path it may enter, in a private mount namespace only
+    // (helpers/as-user.ts), so nothing on the host changes.
+    const u = asUser(opts.asUser, [process.execPath, ...cli], { devMode: '0666' });
+    reg.defer(() => u.cleanup());
+    cmd = u.cmd;
+    argv = u.args;
+  }
+  let child: ChildProcess;
+  try {
+    child = spawn(cmd, argv, { stdio: ['ignore', fd, fd], env: opts.env ?? process.env });
+  } finally {
+    closeSync(fd);
+  }
+  reg.mount(mnt);
+  reg.process(child);
+  const exited = waitExit(child);
+  const stderr = () => readFileSync(logPath, 'utf8');
+  const rec: Recording = { child, pid: child.pid!, mnt, db, exited, stderr, serverPid: 0 };
+  if (opts.noWait) return rec;
+  const mounted = () => (opts.asUser === undefined ? isMounted(mnt) : mountedInNamespaceOf(rec.pid, mnt));
+  const deadline = Date.now() + 15_000;
+  while (!mounted()) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`fusetrace exited early:\n${stderr()}`);
+    if (Date.now() > deadline) throw new Error(`no mount at ${mnt} after 15 s:\n${stderr()}`);
+    await sleep(20);
+  }
+  // The first access waits for the server's INIT reply; async so a broken server cannot hang us.
+  if (opts.asUser === undefined) {
+    await Promise.race([
+      stat(mnt),
+      sleep(10_000).then(() => {
+        throw new Error(`INIT not answered within 10 s:\n${stderr()}`);
+      }),
+    ]);
+  } else {
+    const r = inNamespaceAs(rec.pid, opts.asUser, ['stat', mnt]);
+    if (r.status !== 0) throw new Error(`stat in the namespace failed: ${r.stderr}\n${stderr()}`);
+  }
+  rec.serverPid = serverPidOf(rec.pid);
+  if (opts.asUser === undefined) reg.process(rec.serverPid);
+  return rec;
+}
+
+/** True when `mnt` is a mount point in the mount namespace of `pid`. */
+function mountedInNamespaceOf(pid: number, mnt: string): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n').some((l) => l.split(' ')[4] === mnt);
+  } catch {
+    return false;
+  }
+}
+
+/** Runs a command as `uid` inside the mount namespace of `pid`. */
+export function inNamespaceAs(pid: number, uid: number, cmd: string[]) {
+  return spawnSync('nsenter', [`--mount=/proc/${pid}/ns/mnt`, 'setpriv', '--reuid', String(uid), '--regid', String(uid), '--clear-groups', ...cmd], {
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
+}
+
+/** The FUSE server under fusetrace: the (only) child of fusetrace's main thread (or of setpriv's exec). */
+function serverPidOf(pid: number): number {
+  const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  if (kids.length !== 1) throw new Error(`expected one child of fusetrace ${pid}, got ${kids.join(',')}`);
+  return kids[0];
+}
+
+export interface SessionRow {
+  id: number;
+  kernel_minor: number | null;
+  server_minor: number | null;
+  max_write: number | null;
+  init_changes: string | null;
+  ended_mono_ns: number | null;
+  end_reason: string | null;
+  server_exit_code: number | null;
+  server_signal: string | null;
+  exit_status: number | null;
+  frames: number;
+  dropped: number;
+  snaplen: number | null;
+  meta: string | null;
+}
+
+export interface FrameRow {
+  seq: number;
+  dir: number;
+  unique_id: number;
+  opcode: number | null;
+  error: number | null;
+  len: number;
+  cap_len: number;
+  data: Buffer;
+  write_errno: number;
+  ts_ns: number;
+  fwd_ns: number | null;
+}
+
+export function readTrace(db: string): { session: SessionRow; frames: FrameRow[]; procs: Array<{ pid: number; comm: string }> } {
+  const d = new Database(db, { readonly: true });
+  try {
+    const session = d.prepare('SELECT * FROM sessions ORDER BY id DESC LIMIT 1').get() as SessionRow;
+    const frames = d.prepare('SELECT * FROM frames WHERE session = ? ORDER BY seq').all(session.id) as FrameRow[];
+    const procs = d.prepare('SELECT pid, comm FROM procs WHERE session = ?').all(session.id) as Array<{ pid: number; comm: string }>;
+    return { session, frames, procs };
+  } finally {
+    d.close();
+  }
+}
+
+export const FUSE_FORGET = 2;
+export const FUSE_INTERRUPT = 36;
+export const FUSE_BATCH_FORGET = 42;
+export const FUSE_NOTIFY_REPLY = 41;
+
+/**
+ * Checks the trace holds every frame and that request/reply pairing is complete: seq has no gaps,
+ * every frame is whole and as long as its header says, every request that takes a reply got
+ * exactly one after it, and every reply answers a request.
+ */
+export function expectCompletePairing(frames: FrameRow[], opts: { allowUnanswered?: Set<number> } = {}): { requests: number; replies: number } {
+  expect(frames.length).toBeGreaterThan(0);
+  frames.forEach((f, i) => expect(f.seq).toBe(i));
+  const open = new Map<number, FrameRow>();
+  const interrupts = new Set<number>();
+  let requests = 0;
+  let replies = 0;
+  for (const f of frames) {
+    expect(f.cap_len).toBe(f.len);
+    expect(f.data.length).toBe(f.len);
+    expect(f.data.readUInt32LE(0)).toBe(f.len);
+    if (f.dir === 0) {
+      requests++;
+      expect(f.write_errno).toBe(0);
+      if (f.opcode === FUSE_FORGET || f.opcode === FUSE_BATCH_FORGET || f.opcode === FUSE_NOTIFY_REPLY) continue;
+      if (f.opcode === FUSE_INTERRUPT) {
+        interrupts.add(f.unique_id);
+        continue;
+      }
+      expect(open.has(f.unique_id), `unique ${f.unique_id} reused while open`).toBe(false);
+      open.set(f.unique_id, f);
+    } else {
+      replies++;
+      if (f.unique_id === 0) continue; // notification
+      if (open.has(f.unique_id)) open.delete(f.unique_id);
+      else expect(interrupts.has(f.unique_id), `reply ${f.seq} (unique ${f.unique_id}) answers no request`).toBe(true);
+    }
+  }
+  const left = [...open.values()].filter((f) => !opts.allowUnanswered?.has(f.opcode!));
+  expect(left.map((f) => `seq ${f.seq} opcode ${f.opcode}`)).toEqual([]);
+  return { requests, replies };
+}
+
+export function dbIn(dir: string): string {
+  return join(dir, 'trace.db');
+}
