@@ -186,6 +186,16 @@ describe('stats', () => {
   it('sweeps in-flight correctly when rows are not stored in start order', () => {
     expect(stats(fx.db, shuffled).max_in_flight).toEqual({ count: 3, at_ns: 12 });
   });
+  it('counts thousands in flight at once, in start order or not (the sweep heap grows)', () => {
+    // 3000 requests that all overlap: each starts 1 ns after the previous and is answered after
+    // the last one started; every fifth is never answered. The most in flight is all of them.
+    const rows: FixtureRequest[] = Array.from({ length: 3000 }, (_, i) => ({ opcode: 3, start_ns: i, dur_ns: i % 5 === 4 ? null : 10_000 - i }));
+    const ordered = addSession(fx.db, rows.map((r, i) => ({ ...r, seq: 2 * i, unique: 2 * (i + 1) })));
+    const reversed = addSession(fx.db, rows.map((r, i) => ({ ...r, seq: 2 * (2999 - i), unique: 2 * (i + 1) })));
+    expect(stats(fx.db, ordered).max_in_flight).toEqual({ count: 3000, at_ns: 2999 });
+    expect(stats(fx.db, reversed).max_in_flight).toEqual({ count: 3000, at_ns: 2999 });
+    expect(stats(fx.db, ordered, 'dur > 0ns').max_in_flight).toEqual({ count: 2400, at_ns: 2998 });
+  });
   it('reports an empty selection as zeros', () => {
     const s = stats(fx.db, sweep, 'op == SETXATTR');
     expect(s).toMatchObject({ requests: 0, errors: 0, ops: [], bytes_read: 0, bytes_written: 0, max_in_flight: { count: 0, at_ns: null }, top_paths: [], top_procs: [] });

@@ -2,7 +2,7 @@
  * `fusetrace stats`: aggregates over the request ledger, computed in SQLite (a session can hold
  * millions of requests; nothing here loads them into JavaScript).
  */
-import type { Database } from 'better-sqlite3';
+import type { Database, Statement } from 'better-sqlite3';
 import { errnoName, opcodeName, registerFilterFunctions, type CompiledFilter, type SqlParam } from './filter.js';
 import { requestWhere } from './query.js';
 
@@ -102,27 +102,38 @@ function aggregate(db: Database, src: Source, top: number): SessionStats {
   const counts = db
     .prepare(`SELECT opcode, count(*) AS requests, count(dur_ns) AS answered FROM ${table} WHERE ${where} GROUP BY opcode`)
     .all(...params) as { opcode: number; requests: number; answered: number }[];
-  // Errors by (errno, opcode): grouping on errno first keeps SQLite from walking requests_op_dur
-  // and looking up every row; only the error rows are sorted.
-  const errorRows = db
-    .prepare(`SELECT errno, opcode, count(*) AS n FROM ${table} WHERE ${where} AND errno > 0 GROUP BY errno, opcode`)
-    .all(...params) as { errno: number; opcode: number; n: number }[];
-  const errorsByOp = new Map<number, number>();
-  const byErrno = new Map<number, number>();
-  for (const r of errorRows) {
-    errorsByOp.set(r.opcode, (errorsByOp.get(r.opcode) ?? 0) + r.n);
-    byErrno.set(r.errno, (byErrno.get(r.errno) ?? 0) + r.n);
-  }
-  const bytes = db
+
+  // One scan of the rows feeds every aggregate that needs columns no index covers: the JS sweep
+  // (in-flight, top paths, top processes), the byte totals, and the error counts. Separate
+  // statements each paid for a full table scan (bytes ~100 ms, errors ~65 ms per 1M rows). The
+  // error aggregate runs only on the error rows (FILTER), so only those cross into JavaScript.
+  // The scan runs in table order (the primary key (session, seq), or the selection's rowid), which
+  // is start order; an ORDER BY here would make SQLite copy every row through a subquery. The sweep
+  // checks the order and says when it was not, and then the in-flight figure comes from SQL instead.
+  // Its `reply` argument also says whether anybody waits: NULL for noreply/notify rows (they never
+  // occupy the kernel's pending list), +Inf (1e999) for a request that never got a reply.
+  sweepTop = top;
+  const one = db
     .prepare(
-      `SELECT coalesce(sum(CASE WHEN opcode = ${READ} AND errno = 0 THEN max(reply_len - ${OUT_HEADER}, 0) END), 0) AS rbytes,
+      `SELECT fusetrace_sweep(start_ns, CASE WHEN state IN ('noreply', 'notify') THEN NULL ELSE coalesce(reply_ns, 1e999) END, path, pid, comm, dur_ns) AS sweep,
+              fusetrace_errors(errno, opcode) FILTER (WHERE errno > 0) AS errors,
+              coalesce(sum(CASE WHEN opcode = ${READ} AND errno = 0 THEN max(reply_len - ${OUT_HEADER}, 0) END), 0) AS rbytes,
               coalesce(sum(CASE WHEN opcode = ${WRITE} AND errno = 0 THEN max(len - ${WRITE_HEADERS}, 0) END), 0) AS wbytes
          FROM ${table} WHERE ${where}`,
     )
-    .get(...params) as { rbytes: number; wbytes: number };
+    .get(...params) as { sweep: string; errors: string | null; rbytes: number; wbytes: number };
+  const sweep = JSON.parse(one.sweep) as SweepResult;
+  const errorRows = one.errors === null ? [] : (JSON.parse(one.errors) as [errno: number, opcode: number, n: number][]);
+  const errorsByOp = new Map<number, number>();
+  const byErrno = new Map<number, number>();
+  for (const [errno, opcode, n] of errorRows) {
+    errorsByOp.set(opcode, (errorsByOp.get(opcode) ?? 0) + n);
+    byErrno.set(errno, (byErrno.get(errno) ?? 0) + n);
+  }
 
+  const answered = counts.reduce((s, r) => s + r.answered, 0);
   const latByOp = src.seek !== null ? latencyBySeek(db, src.seek, counts) : latencyByWindow(db, table, where, params);
-  const overall = src.seek !== null ? latencyOverallBySeek(db, src.seek) : latencyByWindow(db, table, where, params, false).get(-1)!;
+  const overall = src.seek !== null ? latencyOverallBySeek(db, src.seek, answered) : latencyByWindow(db, table, where, params, false).get(-1)!;
 
   const none: Latency = { answered: 0, p50_ns: null, p90_ns: null, p99_ns: null, max_ns: null };
   const ops: OpStats[] = counts
@@ -138,20 +149,6 @@ function aggregate(db: Database, src: Source, top: number): SessionStats {
     .map(([errno, count]) => ({ errno, err: errnoName(errno), count }))
     .sort((a, b) => b.count - a.count || a.errno - b.errno);
 
-  // One streaming pass for in-flight, top paths and top processes: SQLite's GROUP BY would sort
-  // every row twice, a sweep in SQL sorts 2n events. The scan runs in table order (the primary key
-  // (session, seq), or the selection's rowid), which is start order; an ORDER BY here would make
-  // SQLite copy every row through a subquery. The aggregate checks the order and says when it was
-  // not, and then the in-flight figure comes from SQL instead.
-  const sweep = JSON.parse(
-    db
-      .prepare(
-        `SELECT fusetrace_sweep(?, start_ns, reply_ns, state NOT IN ('noreply', 'notify'), path, pid, comm, dur_ns)
-           FROM ${table} WHERE ${where}`,
-      )
-      .pluck()
-      .get(top, ...params) as string,
-  ) as SweepResult;
   const max_in_flight = sweep.ordered ? sweep.inflight : inflightBySql(db, table, where, params);
 
   return {
@@ -161,8 +158,8 @@ function aggregate(db: Database, src: Source, top: number): SessionStats {
     ops,
     overall,
     errnos,
-    bytes_read: bytes.rbytes,
-    bytes_written: bytes.wbytes,
+    bytes_read: one.rbytes,
+    bytes_written: one.wbytes,
     max_in_flight,
     top_paths: sweep.paths,
     top_procs: sweep.procs,
@@ -174,26 +171,40 @@ function rank(n: number, p: number): number {
   return Math.max(1, Math.ceil((n * p) / 100));
 }
 
-/** Per-opcode percentiles as index seeks on requests_op_dur: `ORDER BY dur_ns LIMIT 1 OFFSET rank-1`. */
+/**
+ * The rank-th smallest of n durations (1-based) by walking the index from its nearer end:
+ * `LIMIT 1 OFFSET k` steps over k index entries (SQLite b-trees do not count), so p90 and p99 read
+ * from the top cost 10% and 1% of the entries instead of 90% and 99%. The rank-th smallest is the
+ * (n - rank + 1)-th largest, ties included.
+ */
+function nthDuration(asc: Statement, desc: Statement, key: SqlParam[], n: number, r: number): number {
+  return (r - 1 <= n - r ? asc.get(...key, r - 1) : desc.get(...key, n - r)) as number;
+}
+
+/** Per-opcode percentiles as index seeks on requests_op_dur. */
 function latencyBySeek(db: Database, session: number, counts: { opcode: number; answered: number }[]): Map<number, Latency> {
-  const at = db.prepare(`SELECT dur_ns FROM requests WHERE session = ? AND opcode = ? AND dur_ns IS NOT NULL ORDER BY dur_ns LIMIT 1 OFFSET ?`).pluck();
-  const max = db.prepare(`SELECT max(dur_ns) FROM requests WHERE session = ? AND opcode = ?`).pluck();
+  const sql = (dir: string): Statement =>
+    db.prepare(`SELECT dur_ns FROM requests WHERE session = ? AND opcode = ? AND dur_ns IS NOT NULL ORDER BY dur_ns ${dir} LIMIT 1 OFFSET ?`).pluck();
+  const asc = sql('ASC');
+  const desc = sql('DESC');
   const out = new Map<number, Latency>();
   for (const { opcode, answered: n } of counts) {
     if (n === 0) continue;
-    const p = (q: number): number => at.get(session, opcode, rank(n, q) - 1) as number;
-    out.set(opcode, { answered: n, p50_ns: p(50), p90_ns: p(90), p99_ns: p(99), max_ns: max.get(session, opcode) as number });
+    const p = (q: number): number => nthDuration(asc, desc, [session, opcode], n, rank(n, q));
+    out.set(opcode, { answered: n, p50_ns: p(50), p90_ns: p(90), p99_ns: p(99), max_ns: nthDuration(asc, desc, [session, opcode], n, n) });
   }
   return out;
 }
 
-/** Whole-session percentiles as seeks on requests_dur (session, dur_ns). */
-function latencyOverallBySeek(db: Database, session: number): Latency {
-  const n = db.prepare(`SELECT count(dur_ns) FROM requests WHERE session = ?`).pluck().get(session) as number;
+/** Whole-session percentiles as seeks on requests_dur (session, dur_ns); `n` durations in all. */
+function latencyOverallBySeek(db: Database, session: number, n: number): Latency {
   if (n === 0) return { answered: 0, p50_ns: null, p90_ns: null, p99_ns: null, max_ns: null };
-  const at = db.prepare(`SELECT dur_ns FROM requests WHERE session = ? AND dur_ns IS NOT NULL ORDER BY dur_ns LIMIT 1 OFFSET ?`).pluck();
-  const p = (q: number): number => at.get(session, rank(n, q) - 1) as number;
-  return { answered: n, p50_ns: p(50), p90_ns: p(90), p99_ns: p(99), max_ns: db.prepare(`SELECT max(dur_ns) FROM requests WHERE session = ?`).pluck().get(session) as number };
+  const sql = (dir: string): Statement =>
+    db.prepare(`SELECT dur_ns FROM requests WHERE session = ? AND dur_ns IS NOT NULL ORDER BY dur_ns ${dir} LIMIT 1 OFFSET ?`).pluck();
+  const asc = sql('ASC');
+  const desc = sql('DESC');
+  const p = (q: number): number => nthDuration(asc, desc, [session], n, rank(n, q));
+  return { answered: n, p50_ns: p(50), p90_ns: p(90), p99_ns: p(99), max_ns: nthDuration(asc, desc, [session], n, n) };
 }
 
 /**
@@ -244,40 +255,59 @@ interface SweepResult {
   procs: SessionStats['top_procs'];
 }
 
+/** A path's or process's running totals (mutated in place: one Map lookup per row). */
+interface Totals {
+  requests: number;
+  total_ns: number;
+  comm: string | null;
+}
+
 interface SweepState {
-  top: number;
   ordered: boolean;
   last: number;
-  /** Min-heap of the reply times of the requests in flight (Infinity: never answered). */
-  heap: number[];
+  /** Min-heap of the reply times of the requests in flight (Infinity: never answered), heap[0..size). */
+  heap: Float64Array;
+  size: number;
   max: number;
   at: number | null;
-  paths: Map<string, { requests: number; total_ns: number }>;
-  procs: Map<number, { comm: string | null; requests: number; total_ns: number }>;
+  paths: Map<string, Totals>;
+  procs: Map<number, Totals>;
 }
+
+/**
+ * How many top paths / processes the next fusetrace_sweep result keeps. Set by aggregate() right
+ * before its (synchronous) statement runs: as an SQL argument it was converted once per row.
+ */
+let sweepTop = 10;
 
 const sweepRegistered = new WeakSet<Database>();
 
 /**
- * `fusetrace_sweep(top, start_ns, reply_ns, waits, path, pid, comm, dur_ns)`: an aggregate fed rows
- * in start order. It keeps the reply times of outstanding requests in a min-heap (so memory is the
- * number in flight, not the number of rows) and sums time per path and per pid; the result is JSON.
+ * `fusetrace_sweep(start_ns, reply, path, pid, comm, dur_ns)`: an aggregate fed rows in start
+ * order. `reply` is the reply time of a request somebody waits for (+Inf: never answered), NULL
+ * when nobody waits. It keeps the reply times of outstanding requests in a min-heap (so memory is
+ * the number in flight, not the number of rows) and sums time per path and per pid; the result is
+ * JSON. `fusetrace_errors(errno, opcode)`: counts per (errno, opcode) as JSON [[errno, opcode, n]].
  */
 function registerSweep(db: Database): void {
   if (sweepRegistered.has(db)) return;
   db.aggregate('fusetrace_sweep', {
-    start: (): SweepState => ({ top: 10, ordered: true, last: -Infinity, heap: [], max: 0, at: null, paths: new Map(), procs: new Map() }),
-    step: ((s: SweepState, top: number, start: number, reply: number | null, waits: number, path: string | null, pid: number | null, comm: string | null, dur: number | null) => {
-      s.top = top;
+    start: (): SweepState => ({ ordered: true, last: -Infinity, heap: new Float64Array(1024), size: 0, max: 0, at: null, paths: new Map(), procs: new Map() }),
+    step: ((s: SweepState, start: number, reply: number | null, path: string | null, pid: number | null, comm: string | null, dur: number | null) => {
       if (start < s.last) s.ordered = false;
       s.last = start;
-      if (waits) {
-        const h = s.heap;
+      if (reply !== null) {
         // A reply at the same instant as this start ends first (see inflightBySql).
-        while (h.length > 0 && h[0]! <= start) heapPop(h);
-        heapPush(h, reply ?? Infinity);
-        if (h.length > s.max) {
-          s.max = h.length;
+        let h = s.heap;
+        while (s.size > 0 && h[0]! <= start) s.size = heapPop(h, s.size);
+        if (s.size === h.length) {
+          const bigger = new Float64Array(h.length * 2);
+          bigger.set(h);
+          s.heap = h = bigger;
+        }
+        s.size = heapPush(h, s.size, reply);
+        if (s.size > s.max) {
+          s.max = s.size;
           s.at = start;
         }
       }
@@ -287,7 +317,7 @@ function registerSweep(db: Database): void {
         if (e) {
           e.requests++;
           e.total_ns += d;
-        } else s.paths.set(path, { requests: 1, total_ns: d });
+        } else s.paths.set(path, { requests: 1, total_ns: d, comm: null });
       }
       if (pid !== null) {
         const e = s.procs.get(pid);
@@ -305,19 +335,31 @@ function registerSweep(db: Database): void {
       const paths = [...s.paths]
         .map(([path, e]) => ({ path, requests: e.requests, total_ns: e.total_ns }))
         .sort((a, b) => b.total_ns - a.total_ns || b.requests - a.requests || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
-        .slice(0, s.top);
+        .slice(0, sweepTop);
       const procs = [...s.procs]
         .map(([pid, e]) => ({ pid, comm: e.comm, requests: e.requests, total_ns: e.total_ns }))
         .sort((a, b) => b.total_ns - a.total_ns || b.requests - a.requests || a.pid - b.pid)
-        .slice(0, s.top);
+        .slice(0, sweepTop);
       return JSON.stringify({ ordered: s.ordered, inflight: { count: s.max, at_ns: s.at }, paths, procs });
     },
+  });
+  db.aggregate('fusetrace_errors', {
+    start: (): Map<number, number> => new Map(),
+    step: ((m: Map<number, number>, errno: number, opcode: number) => {
+      // Both fit in 32 bits (errno is positive, opcode a uint32): one numeric key per pair.
+      const k = errno * 0x1_0000_0000 + opcode;
+      m.set(k, (m.get(k) ?? 0) + 1);
+      return m;
+    }) as unknown as (m: Map<number, number>, next: Map<number, number>) => Map<number, number>,
+    result: (m: Map<number, number> | undefined): string | null =>
+      m ? JSON.stringify([...m].map(([k, n]) => [Math.floor(k / 0x1_0000_0000), k % 0x1_0000_0000, n])) : null,
   });
   sweepRegistered.add(db);
 }
 
-function heapPush(h: number[], v: number): void {
-  let i = h.push(v) - 1;
+/** Pushes v onto the min-heap h[0..size); returns the new size (h has room for it). */
+function heapPush(h: Float64Array, size: number, v: number): number {
+  let i = size;
   while (i > 0) {
     const p = (i - 1) >> 1;
     if (h[p]! <= v) break;
@@ -325,19 +367,22 @@ function heapPush(h: number[], v: number): void {
     i = p;
   }
   h[i] = v;
+  return size + 1;
 }
 
-function heapPop(h: number[]): void {
-  const last = h.pop()!;
-  if (h.length === 0) return;
+/** Removes the smallest of h[0..size); returns the new size. */
+function heapPop(h: Float64Array, size: number): number {
+  const n = size - 1;
+  const last = h[n]!;
   let i = 0;
   for (;;) {
     const l = 2 * i + 1;
-    if (l >= h.length) break;
-    const c = l + 1 < h.length && h[l + 1]! < h[l]! ? l + 1 : l;
+    if (l >= n) break;
+    const c = l + 1 < n && h[l + 1]! < h[l]! ? l + 1 : l;
     if (h[c]! >= last) break;
     h[i] = h[c]!;
     i = c;
   }
   h[i] = last;
+  return n;
 }
