@@ -233,6 +233,24 @@ describe('stats', () => {
     expect(stats(fx.db, reversed).max_in_flight).toEqual({ count: 3000, at_ns: 2999 });
     expect(stats(fx.db, ordered, 'dur > 0ns').max_in_flight).toEqual({ count: 2400, at_ns: 2998 });
   });
+  it('counts errors per errno and opcode for any int32 a server may send', () => {
+    // fuse_out_header.error is whatever the server wrote: errno 2^31-1 on two opcodes stays two counts.
+    const big = 0x7fff_ffff;
+    const session = addSession(fx.db, [
+      { opcode: 3, start_ns: 0, dur_ns: 5, errno: big },
+      { opcode: 4, start_ns: 1, dur_ns: 5, errno: big },
+      { opcode: 4, start_ns: 2, dur_ns: 5, errno: 2 },
+    ]);
+    const s = stats(fx.db, session);
+    expect(s.ops.map((o) => [o.opcode, o.errors])).toEqual([
+      [4, 2],
+      [3, 1],
+    ]);
+    expect(s.errnos.map((e) => [e.errno, e.count])).toEqual([
+      [big, 2],
+      [2, 1],
+    ]);
+  });
   it('reports an empty selection as zeros', () => {
     const s = stats(fx.db, sweep, 'op == SETXATTR');
     expect(s).toMatchObject({ requests: 0, errors: 0, ops: [], bytes_read: 0, bytes_written: 0, max_in_flight: { count: 0, at_ns: null }, top_paths: [], top_procs: [] });

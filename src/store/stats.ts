@@ -143,13 +143,13 @@ function aggregate(db: Database, src: Source, top: number): SessionStats {
     latByOp = latencyBySeek(db, src.seek, counts);
     overall = latencyOverallBySeek(db, src.seek, counts.reduce((s, r) => s + r.answered, 0));
   } else {
-    const d = one.durations === null ? { ops: [], overall: NO_LATENCY } : (JSON.parse(one.durations) as DurationsResult);
+    const d = one.durations === null ? { ops: [], overall: noLatency() } : (JSON.parse(one.durations) as DurationsResult);
     latByOp = new Map(d.ops);
     overall = d.overall;
   }
 
   const ops: OpStats[] = counts
-    .map((r) => ({ opcode: r.opcode, op: opcodeName(r.opcode), requests: r.requests, errors: errorsByOp.get(r.opcode) ?? 0, ...(latByOp.get(r.opcode) ?? NO_LATENCY) }))
+    .map((r) => ({ opcode: r.opcode, op: opcodeName(r.opcode), requests: r.requests, errors: errorsByOp.get(r.opcode) ?? 0, ...(latByOp.get(r.opcode) ?? noLatency()) }))
     .sort((a, b) => b.requests - a.requests || a.opcode - b.opcode);
 
   const states: Record<string, number> = {};
@@ -178,7 +178,9 @@ function aggregate(db: Database, src: Source, top: number): SessionStats {
   };
 }
 
-const NO_LATENCY: Latency = Object.freeze({ answered: 0, p50_ns: null, p90_ns: null, p99_ns: null, max_ns: null });
+function noLatency(): Latency {
+  return { answered: 0, p50_ns: null, p90_ns: null, p99_ns: null, max_ns: null };
+}
 
 /** Nearest rank of percentile p among n values, 1-based: ceil(n * p / 100). */
 function rank(n: number, p: number): number {
@@ -212,7 +214,7 @@ function latencyBySeek(db: Database, session: number, counts: { opcode: number; 
 
 /** Whole-session percentiles as seeks on requests_dur (session, dur_ns); `n` durations in all. */
 function latencyOverallBySeek(db: Database, session: number, n: number): Latency {
-  if (n === 0) return NO_LATENCY;
+  if (n === 0) return noLatency();
   const sql = (dir: string): Statement =>
     db.prepare(`SELECT dur_ns FROM requests WHERE session = ? AND dur_ns IS NOT NULL ORDER BY dur_ns ${dir} LIMIT 1 OFFSET ?`).pluck();
   const asc = sql('ASC');
@@ -340,16 +342,18 @@ function registerSweep(db: Database): void {
       return JSON.stringify({ ordered: s.ordered, inflight: { count: s.max, at_ns: s.at }, paths, procs });
     },
   });
+  // errno comes from the server's fuse_out_header.error (any int32), opcode from the kernel (uint32):
+  // a Map per errno rather than one packed numeric key, which could exceed 2^53.
   db.aggregate('fusetrace_errors', {
-    start: (): Map<number, number> => new Map(),
-    step: ((m: Map<number, number>, errno: number, opcode: number) => {
-      // Both fit in 32 bits (errno is positive, opcode a uint32): one numeric key per pair.
-      const k = errno * 0x1_0000_0000 + opcode;
-      m.set(k, (m.get(k) ?? 0) + 1);
+    start: (): Map<number, Map<number, number>> => new Map(),
+    step: ((m: Map<number, Map<number, number>>, errno: number, opcode: number) => {
+      let byOp = m.get(errno);
+      if (!byOp) m.set(errno, (byOp = new Map()));
+      byOp.set(opcode, (byOp.get(opcode) ?? 0) + 1);
       return m;
-    }) as unknown as (m: Map<number, number>, next: Map<number, number>) => Map<number, number>,
-    result: (m: Map<number, number> | undefined): string | null =>
-      m ? JSON.stringify([...m].map(([k, n]) => [Math.floor(k / 0x1_0000_0000), k % 0x1_0000_0000, n])) : null,
+    }) as unknown as (m: Map<number, Map<number, number>>, next: Map<number, Map<number, number>>) => Map<number, Map<number, number>>,
+    result: (m: Map<number, Map<number, number>> | undefined): string | null =>
+      m ? JSON.stringify([...m].flatMap(([errno, byOp]) => [...byOp].map(([opcode, n]) => [errno, opcode, n]))) : null,
   });
   db.aggregate('fusetrace_durations', {
     start: (): Map<number, Durations> => new Map(),
@@ -399,7 +403,7 @@ interface DurationsResult {
 /** Nearest-rank percentiles of durations sorted ascending (exact: ns below 2^53 are exact doubles). */
 function percentiles(sorted: Float64Array): Latency {
   const n = sorted.length;
-  if (n === 0) return NO_LATENCY;
+  if (n === 0) return noLatency();
   const p = (q: number): number => sorted[rank(n, q) - 1]!;
   return { answered: n, p50_ns: p(50), p90_ns: p(90), p99_ns: p(99), max_ns: sorted[n - 1]! };
 }
