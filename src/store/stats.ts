@@ -243,7 +243,7 @@ function inflightBySql(db: Database, table: string, where: string, params: SqlPa
 }
 
 interface SweepResult {
-  /** False when start_ns went backwards: the in-flight figure is then computed in SQL instead. */
+  /** False when start_ns went backwards between waited-for requests: the in-flight figure is then computed in SQL instead. */
   ordered: boolean;
   inflight: SessionStats['max_in_flight'];
   paths: SessionStats['top_paths'];
@@ -293,9 +293,11 @@ function registerSweep(db: Database): void {
   db.aggregate('fusetrace_sweep', {
     start: (): SweepState => ({ ordered: true, last: -Infinity, heap: new Float64Array(1024), size: 0, max: 0, at: null, paths: new Map(), procs: new Map() }),
     step: ((s: SweepState, start: number, reply: number | null, path: string | null, pid: number | null, comm: string | null, dur: number | null) => {
-      if (start < s.last) s.ordered = false;
-      s.last = start;
       if (reply !== null) {
+        // Only the requests somebody waits for must come in start order: a notify row's seq and
+        // start_ns are taken on the pump's writer thread, so it may sit out of order among them.
+        if (start < s.last) s.ordered = false;
+        s.last = start;
         // A reply at the same instant as this start ends first (see inflightBySql).
         let h = s.heap;
         while (s.size > 0 && h[0]! <= start) s.size = heapPop(h, s.size);
