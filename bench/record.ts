@@ -47,6 +47,8 @@ interface Sample {
   /** CPU time of the server (and the recorder with its threads) during the workload: less
    *  sensitive than wall time when the 2-core machine is shared. */
   serverCpuMs: number;
+  /** serverCpuMs split: "server" (the FUSE server), and for record "ft-reader"/"ft-writer"/"ft-notify" (the pump) and "js". */
+  cpuParts: Record<string, number>;
   /** What the workload observed; must be equal across configurations. */
   observed: string;
   /** Bytes written beside the run: the trace file or the debug log. */
@@ -108,16 +110,28 @@ async function start(cfg: Config, server: string, src: string, work: string, reg
   return { fs, side: db };
 }
 
-/** CPU time (user + system, ms) of `pid` and all its descendants, from /proc (proc(5) stat). */
-function treeCpuMs(pid: number): number {
+/** The pump's threads by the names native/pump.cc gives them; every other recorder thread is "js". */
+const PUMP_THREADS = new Set(['ft-reader', 'ft-writer', 'ft-notify']);
+
+/**
+ * CPU time (user + system, ms) of `pid` and all its descendants, from /proc (proc(5) stat), in
+ * total and split into `pid`'s own pump threads, its other threads ("js": the event loop, GC,
+ * SQLite) and its descendants ("server").
+ */
+function treeCpuMs(pid: number): { total: number; parts: Record<string, number> } {
   const TICK_MS = 10; // USER_HZ is 100 on Linux (getconf CLK_TCK)
   let total = 0;
+  const parts: Record<string, number> = {};
   const visit = (p: number) => {
     try {
-      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      total += (Number(f[11]) + Number(f[12])) * TICK_MS; // utime, stime
       for (const tid of readdirSync(`/proc/${p}/task`)) {
+        const stat = readFileSync(`/proc/${p}/task/${tid}/stat`, 'utf8');
+        const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        const ms = (Number(f[11]) + Number(f[12])) * TICK_MS; // utime, stime
+        const part = p !== pid ? 'server' : PUMP_THREADS.has(comm) ? comm : 'js';
+        total += ms;
+        parts[part] = (parts[part] ?? 0) + ms;
         for (const c of readFileSync(`/proc/${p}/task/${tid}/children`, 'utf8').split(' ').filter(Boolean)) visit(Number(c));
       }
     } catch {
@@ -125,7 +139,7 @@ function treeCpuMs(pid: number): number {
     }
   };
   visit(pid);
-  return total;
+  return { total, parts };
 }
 
 async function measure(cfg: Config, workload: Workload, server: string, src: string, work: string, reg: CleanupRegistry, run: string): Promise<Sample> {
@@ -142,7 +156,10 @@ async function measure(cfg: Config, workload: Workload, server: string, src: str
     observed = String(sequentialRead(join(fs.mountpoint, 'big.bin')).bytes);
   }
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-  const serverCpuMs = treeCpuMs(fs.pid) - cpu0;
+  const cpu1 = treeCpuMs(fs.pid);
+  const serverCpuMs = cpu1.total - cpu0.total;
+  const cpuParts: Record<string, number> = {};
+  for (const [k, v] of Object.entries(cpu1.parts)) cpuParts[k] = v - (cpu0.parts[k] ?? 0);
   const s0 = process.hrtime.bigint();
   const exit = await fs.stop(120_000);
   const stopMs = Number(process.hrtime.bigint() - s0) / 1e6;
@@ -154,7 +171,7 @@ async function measure(cfg: Config, workload: Workload, server: string, src: str
   // record ends with "fusetrace: session N in FILE: F frames (B bytes), E errors, D dropped; ...".
   const summary = /(\d+) frames \(\d+ bytes\), \d+ errors?, (\d+) dropped/.exec(cfg.kind === 'record' ? fs.log() : '');
   return {
-    ms, serverCpuMs, observed, sideBytes, stopMs, exitNote,
+    ms, serverCpuMs, cpuParts, observed, sideBytes, stopMs, exitNote,
     frames: summary ? Number(summary[1]) : undefined,
     dropped: summary ? Number(summary[2]) : undefined,
   };
@@ -260,7 +277,12 @@ function report(configs: Config[], samples: Map<string, Sample[]>): void {
       if (frames.length > 0) {
         // Extra wall time per request/reply pair: what one proxied round trip costs.
         const perPair = ((ms - base(w)) * 1000) / (median(frames) / 2);
-        notes.push(`${cfg.name} ${w}: ${Math.round(median(frames))} frames, ${Math.max(...ss.map((s) => s.dropped ?? 0))} dropped, ${perPair.toFixed(0)} us extra per request`);
+        const parts = [...new Set(ss.flatMap((s) => Object.keys(s.cpuParts)))].sort();
+        const split = parts.map((k) => `${k} ${median(ss.map((s) => s.cpuParts[k] ?? 0)).toFixed(0)}`).join(', ');
+        notes.push(
+          `${cfg.name} ${w}: ${Math.round(median(frames))} frames, ${Math.max(...ss.map((s) => s.dropped ?? 0))} dropped, ` +
+            `${perPair.toFixed(0)} us extra per request; cpu ms: ${split}`,
+        );
       }
     }
     cells.push(`${(stopMs / 1000).toFixed(1)} s`, verdicts.join(', '));
