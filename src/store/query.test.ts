@@ -269,6 +269,17 @@ describe('stats', () => {
       prepare.mockRestore();
     }
   });
+  it('gives the same in-flight figure whatever order the rows are stored in, zero durations included', () => {
+    // B answered the instant it was read, while A was outstanding: the one-pass sweep (rows in
+    // start order) and the fallback for rows out of order must agree on it.
+    const a = { opcode: 15, start_ns: 0, dur_ns: 10 };
+    const b = { opcode: 15, start_ns: 5, dur_ns: 0 };
+    const c = { opcode: 15, start_ns: 7, dur_ns: 1 };
+    const inOrder = addSession(fx.db, [a, b, c].map((r, i) => ({ ...r, seq: 2 * i })));
+    const outOfOrder = addSession(fx.db, [c, b, a].map((r, i) => ({ ...r, seq: 2 * i })));
+    expect(stats(fx.db, inOrder).max_in_flight).toEqual({ count: 2, at_ns: 5 });
+    expect(stats(fx.db, outOfOrder).max_in_flight).toEqual(stats(fx.db, inOrder).max_in_flight);
+  });
   it('reports an empty selection as zeros', () => {
     const s = stats(fx.db, sweep, 'op == SETXATTR');
     expect(s).toMatchObject({ requests: 0, errors: 0, ops: [], bytes_read: 0, bytes_written: 0, max_in_flight: { count: 0, at_ns: null }, top_paths: [], top_procs: [] });

@@ -161,7 +161,7 @@ function aggregate(db: Database, src: Source, top: number): SessionStats {
     .map(([errno, count]) => ({ errno, err: errnoName(errno), count }))
     .sort((a, b) => b.count - a.count || a.errno - b.errno);
 
-  const max_in_flight = sweep.ordered ? sweep.inflight : inflightBySql(db, table, where, params);
+  const max_in_flight = sweep.ordered ? sweep.inflight : inflightUnordered(db, table, where, params);
 
   return {
     requests: counts.reduce((s, r) => s + r.requests, 0),
@@ -224,26 +224,53 @@ function latencyOverallBySeek(db: Database, session: number, n: number): Latency
 }
 
 /**
- * Most requests in flight as a sweep over start (+1) and reply (-1) events in SQL, for when the
- * rows did not come in start order. At equal times the reply counts first, so a request that
- * starts the instant another ends does not overlap it.
+ * Most requests in flight, for when the waited-for rows did not come in start order: their start
+ * and reply times are collected (16 bytes a row) and swept in (start_ns, table order) order, the
+ * order the one-pass sweep sees in a well-ordered session, so both give the same answer. The sort
+ * is V8's TimSort, nearly linear on rows that are mostly in order (a few late-stamped rows).
  */
-function inflightBySql(db: Database, table: string, where: string, params: SqlParam[]): SessionStats['max_in_flight'] {
-  const r = db
-    .prepare(
-      `SELECT c AS count, t AS at_ns FROM (
-         SELECT t, sum(d) OVER (ORDER BY t, d ROWS UNBOUNDED PRECEDING) AS c FROM (
-           SELECT start_ns AS t, 1 AS d FROM ${table} WHERE ${where} AND state NOT IN ('noreply', 'notify')
-           UNION ALL
-           SELECT reply_ns AS t, -1 AS d FROM ${table} WHERE ${where} AND state NOT IN ('noreply', 'notify') AND reply_ns IS NOT NULL))
-       ORDER BY c DESC, t LIMIT 1`,
-    )
-    .get(...params, ...params) as { count: number; at_ns: number } | undefined;
-  return r && r.count > 0 ? { count: r.count, at_ns: r.at_ns } : { count: 0, at_ns: null };
+function inflightUnordered(db: Database, table: string, where: string, params: SqlParam[]): SessionStats['max_in_flight'] {
+  const json = db
+    .prepare(`SELECT fusetrace_inflight(start_ns, coalesce(reply_ns, 1e999)) FROM ${table} WHERE ${where} AND state NOT IN ('noreply', 'notify')`)
+    .pluck()
+    .get(...params) as string | null;
+  return json === null ? { count: 0, at_ns: null } : (JSON.parse(json) as SessionStats['max_in_flight']);
+}
+
+/**
+ * The most requests in flight at once, fed the waited-for requests in start order: a min-heap of
+ * the reply times of those outstanding (Infinity: never answered), so memory is the number in
+ * flight, not the number of rows. A reply at the same instant as a start ends first, so a request
+ * that starts the instant another ends does not overlap it.
+ */
+class InFlight {
+  private heap = new Float64Array(1024);
+  private size = 0;
+  max = 0;
+  at: number | null = null;
+
+  add(start: number, reply: number): void {
+    let h = this.heap;
+    while (this.size > 0 && h[0]! <= start) this.size = heapPop(h, this.size);
+    if (this.size === h.length) {
+      const bigger = new Float64Array(h.length * 2);
+      bigger.set(h);
+      this.heap = h = bigger;
+    }
+    this.size = heapPush(h, this.size, reply);
+    if (this.size > this.max) {
+      this.max = this.size;
+      this.at = start;
+    }
+  }
+
+  result(): SessionStats['max_in_flight'] {
+    return { count: this.max, at_ns: this.at };
+  }
 }
 
 interface SweepResult {
-  /** False when start_ns went backwards between waited-for requests: the in-flight figure is then computed in SQL instead. */
+  /** False when start_ns went backwards between waited-for requests: the in-flight figure is then computed by inflightUnordered. */
   ordered: boolean;
   inflight: SessionStats['max_in_flight'];
   paths: SessionStats['top_paths'];
@@ -260,11 +287,7 @@ interface Totals {
 interface SweepState {
   ordered: boolean;
   last: number;
-  /** Min-heap of the reply times of the requests in flight (Infinity: never answered), heap[0..size). */
-  heap: Float64Array;
-  size: number;
-  max: number;
-  at: number | null;
+  inflight: InFlight;
   paths: Map<string, Totals>;
   procs: Map<number, Totals>;
 }
@@ -291,26 +314,14 @@ const sweepRegistered = new WeakSet<Database>();
 function registerSweep(db: Database): void {
   if (sweepRegistered.has(db)) return;
   db.aggregate('fusetrace_sweep', {
-    start: (): SweepState => ({ ordered: true, last: -Infinity, heap: new Float64Array(1024), size: 0, max: 0, at: null, paths: new Map(), procs: new Map() }),
+    start: (): SweepState => ({ ordered: true, last: -Infinity, inflight: new InFlight(), paths: new Map(), procs: new Map() }),
     step: ((s: SweepState, start: number, reply: number | null, path: string | null, pid: number | null, comm: string | null, dur: number | null) => {
       if (reply !== null) {
         // Only the requests somebody waits for must come in start order: a notify row's seq and
         // start_ns are taken on the pump's writer thread, so it may sit out of order among them.
         if (start < s.last) s.ordered = false;
         s.last = start;
-        // A reply at the same instant as this start ends first (see inflightBySql).
-        let h = s.heap;
-        while (s.size > 0 && h[0]! <= start) s.size = heapPop(h, s.size);
-        if (s.size === h.length) {
-          const bigger = new Float64Array(h.length * 2);
-          bigger.set(h);
-          s.heap = h = bigger;
-        }
-        s.size = heapPush(h, s.size, reply);
-        if (s.size > s.max) {
-          s.max = s.size;
-          s.at = start;
-        }
+        s.inflight.add(start, reply);
       }
       const d = dur ?? 0;
       if (path !== null) {
@@ -341,7 +352,7 @@ function registerSweep(db: Database): void {
         .map(([pid, e]) => ({ pid, comm: e.comm, requests: e.requests, total_ns: e.total_ns }))
         .sort((a, b) => b.total_ns - a.total_ns || b.requests - a.requests || a.pid - b.pid)
         .slice(0, sweepTop);
-      return JSON.stringify({ ordered: s.ordered, inflight: { count: s.max, at_ns: s.at }, paths, procs });
+      return JSON.stringify({ ordered: s.ordered, inflight: s.inflight.result(), paths, procs });
     },
   });
   // errno comes from the server's fuse_out_header.error (any int32), opcode from the kernel (uint32):
@@ -356,6 +367,31 @@ function registerSweep(db: Database): void {
     }) as unknown as (m: Map<number, Map<number, number>>, next: Map<number, Map<number, number>>) => Map<number, Map<number, number>>,
     result: (m: Map<number, Map<number, number>> | undefined): string | null =>
       m ? JSON.stringify([...m].flatMap(([errno, byOp]) => [...byOp].map(([opcode, n]) => [errno, opcode, n]))) : null,
+  });
+  db.aggregate('fusetrace_inflight', {
+    start: (): StartReply => ({ start: new Float64Array(1024), reply: new Float64Array(1024), n: 0 }),
+    step: ((c: StartReply, start: number, reply: number) => {
+      if (c.n === c.start.length) {
+        const grow = (a: Float64Array): Float64Array => {
+          const b = new Float64Array(a.length * 2);
+          b.set(a);
+          return b;
+        };
+        c.start = grow(c.start);
+        c.reply = grow(c.reply);
+      }
+      c.start[c.n] = start;
+      c.reply[c.n++] = reply;
+      return c;
+    }) as unknown as (c: StartReply, next: StartReply) => StartReply,
+    result: (c: StartReply | undefined): string | null => {
+      if (!c) return null;
+      const { start, reply } = c;
+      const order = Array.from({ length: c.n }, (_, i) => i).sort((a, b) => start[a]! - start[b]! || a - b);
+      const f = new InFlight();
+      for (const i of order) f.add(start[i]!, reply[i]!);
+      return JSON.stringify(f.result());
+    },
   });
   db.aggregate('fusetrace_durations', {
     start: (): Map<number, Durations> => new Map(),
@@ -389,6 +425,13 @@ function registerSweep(db: Database): void {
     },
   });
   sweepRegistered.add(db);
+}
+
+/** Start and reply times (+Inf: never answered) of waited-for requests, [0..n). */
+interface StartReply {
+  start: Float64Array;
+  reply: Float64Array;
+  n: number;
 }
 
 /** The durations of one opcode, a[0..n). */
