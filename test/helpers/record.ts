@@ -189,36 +189,41 @@ export const FUSE_NOTIFY_REPLY = 41;
 /**
  * Checks the trace holds every frame and that request/reply pairing is complete: seq has no gaps,
  * every frame is whole and as long as its header says, every request that takes a reply got
- * exactly one after it, and every reply answers a request.
+ * exactly one after it, and every reply answers a request. Problems are collected in plain code
+ * and asserted once: a 200 MB workload records over 100,000 frames, and one expect() per field
+ * per frame cost seconds.
  */
 export function expectCompletePairing(frames: FrameRow[], opts: { allowUnanswered?: Set<number> } = {}): { requests: number; replies: number } {
   expect(frames.length).toBeGreaterThan(0);
-  frames.forEach((f, i) => expect(f.seq).toBe(i));
+  const problems: string[] = [];
   const open = new Map<number, FrameRow>();
   const interrupts = new Set<number>();
   let requests = 0;
   let replies = 0;
-  for (const f of frames) {
-    expect(f.cap_len).toBe(f.len);
-    expect(f.data.length).toBe(f.len);
-    expect(f.data.readUInt32LE(0)).toBe(f.len);
+  frames.forEach((f, i) => {
+    if (f.seq !== i) problems.push(`frame ${i} has seq ${f.seq}`);
+    if (f.cap_len !== f.len) problems.push(`seq ${f.seq}: cap_len ${f.cap_len} != len ${f.len}`);
+    if (f.data.length !== f.len) problems.push(`seq ${f.seq}: ${f.data.length} bytes stored, len ${f.len}`);
+    const headerLen = f.data.length >= 4 ? f.data.readUInt32LE(0) : -1;
+    if (headerLen !== f.len) problems.push(`seq ${f.seq}: header says ${headerLen} bytes, len ${f.len}`);
     if (f.dir === 0) {
       requests++;
-      expect(f.write_errno).toBe(0);
-      if (f.opcode === FUSE_FORGET || f.opcode === FUSE_BATCH_FORGET || f.opcode === FUSE_NOTIFY_REPLY) continue;
+      if (f.write_errno !== 0) problems.push(`seq ${f.seq}: request with write_errno ${f.write_errno}`);
+      if (f.opcode === FUSE_FORGET || f.opcode === FUSE_BATCH_FORGET || f.opcode === FUSE_NOTIFY_REPLY) return;
       if (f.opcode === FUSE_INTERRUPT) {
         interrupts.add(f.unique_id);
-        continue;
+        return;
       }
-      expect(open.has(f.unique_id), `unique ${f.unique_id} reused while open`).toBe(false);
+      if (open.has(f.unique_id)) problems.push(`unique ${f.unique_id} reused while open`);
       open.set(f.unique_id, f);
     } else {
       replies++;
-      if (f.unique_id === 0) continue; // notification
+      if (f.unique_id === 0) return; // notification
       if (open.has(f.unique_id)) open.delete(f.unique_id);
-      else expect(interrupts.has(f.unique_id), `reply ${f.seq} (unique ${f.unique_id}) answers no request`).toBe(true);
+      else if (!interrupts.has(f.unique_id)) problems.push(`reply ${f.seq} (unique ${f.unique_id}) answers no request`);
     }
-  }
+  });
+  expect(problems.slice(0, 20), `${problems.length} problems`).toEqual([]);
   const left = [...open.values()].filter((f) => !opts.allowUnanswered?.has(f.opcode!));
   expect(left.map((f) => `seq ${f.seq} opcode ${f.opcode}`)).toEqual([]);
   return { requests, replies };
