@@ -114,7 +114,7 @@ function aggregate(db: Database, src: Source, top: number): SessionStats {
   // error aggregate runs only on the error rows (FILTER), so only those cross into JavaScript.
   // The scan runs in table order (the primary key (session, seq), or the selection's rowid), which
   // is start order; an ORDER BY here would make SQLite copy every row through a subquery. The sweep
-  // checks the order and says when it was not, and then the in-flight figure comes from SQL instead.
+  // checks the order and says when it was not, and then inflightUnordered computes the in-flight figure.
   // Its `reply` argument also says whether anybody waits: NULL for noreply/notify rows (they never
   // occupy the kernel's pending list), +Inf (1e999) for a request that never got a reply.
   sweepTop = top;
