@@ -94,6 +94,10 @@ export function openTraceDb(path: string, opts: OpenTraceDbOptions = {}): Databa
       throw notOurs(path);
     }
     if (!opts.readonly) tune(db);
+    // Readers (show, stats, export, the TUI) look rows up at random on 64 KiB pages: mapping the file
+    // saves a copy per page (stats --filter 'op==READ && dur>1ms' on 1M requests: 226 -> 63 ms).
+    // Only readers: nothing truncates a trace file under them (no auto_vacuum, no VACUUM).
+    else db.pragma(`mmap_size = ${READER_MMAP_BYTES}`);
     return db;
   } catch (err) {
     db.close();
@@ -122,6 +126,9 @@ function initialise(db: DatabaseT): void {
 }
 
 /** Pragmas of a writing connection (they are per connection, except journal_mode which is persistent). */
+/** Address space a reading connection maps of the trace file. */
+const READER_MMAP_BYTES = 1 << 30;
+
 function tune(db: DatabaseT): void {
   db.pragma('journal_mode = WAL');
   // NORMAL in WAL mode: a commit is durable against process death (SIGKILL of the recorder),
