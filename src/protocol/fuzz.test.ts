@@ -5,21 +5,11 @@
  * Seeded, so a failure reproduces.
  */
 import { describe, expect, it } from 'vitest';
+import { prng as rng } from '../util/prng.js';
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { decodeReply, decodeRequest, encode, formatFields, formatLine, OPCODE_TABLE, SessionDecoder, type DecodeResult } from './index.js';
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const dir = fileURLToPath(new URL('../../test/fixtures/frames/', import.meta.url));
 const captured: Array<{ dir: 'rx' | 'tx'; buf: Buffer }> = readdirSync(dir).filter((f) => f.endsWith('.json')).flatMap((f) =>

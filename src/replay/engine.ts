@@ -14,6 +14,7 @@ import { compareTrees, flatten, show, type FieldDiff, type NormRule } from './co
 import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER } from './ids.js';
 import { IdMap } from './idmap.js';
 import { ServerLink, type ServerExit } from './link.js';
+import { prng } from '../util/prng.js';
 import { interruptUnique, type PlanEvent, type PlanFrame, type ReplayPlan, type SendEvent } from './plan.js';
 
 /** --timing: `asap` sends as soon as the recorded order allows; `recorded` keeps recorded gaps, divided by `scale`. */
@@ -93,17 +94,7 @@ export interface ReplayResult {
   notifications: { total: number; matched: number };
 }
 
-/** A deterministic PRNG (mulberry32) for --seed: the same seed, the same permutation everywhere. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { prng };
 
 /**
  * Permutes, with `seed`, each run of requests the recording sent back to back with nothing
