@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include <memory>
+#include <unordered_map>
 
 #include "mount_util.h"
 #include "pump.h"
@@ -99,13 +100,38 @@ Napi::Value MonotonicNs(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(info.Env(), static_cast<uint64_t>(uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec)));
 }
 
+// A drained region handed to JS as a Buffer. The Buffer's finalizer frees the region unless
+// recycle() gave it back to the queue first. The queue may hand the same address out again
+// while the first Buffer still waits for the garbage collector, so a region's current lease
+// is looked up by address only in recycle(), and each finalizer acts on its own lease.
+struct Lease;
+// Region address -> its current lease, shared with the finalizers, which may run after the
+// Pump wrapper is gone. JS thread only: Node runs finalizers on it.
+using Leases = std::unordered_map<uint8_t*, Lease*>;
+
+struct Lease {
+  std::shared_ptr<Leases> leases;
+  size_t cap;
+  bool recycled;
+};
+
+void FreeRegion(Napi::Env, uint8_t* p, Lease* lease) {
+  if (!lease->recycled) {
+    auto it = lease->leases->find(p);
+    if (it != lease->leases->end() && it->second == lease) lease->leases->erase(it);
+    free(p);
+  }
+  delete lease;
+}
+
 // new Pump(options, onWake): see src/proxy/native.ts for the option names.
 class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Pump",
                        {InstanceMethod("start", &PumpWrap::Start), InstanceMethod("stop", &PumpWrap::Stop),
-                        InstanceMethod("drain", &PumpWrap::Drain), InstanceMethod("status", &PumpWrap::Status)});
+                        InstanceMethod("drain", &PumpWrap::Drain), InstanceMethod("recycle", &PumpWrap::Recycle),
+                        InstanceMethod("status", &PumpWrap::Status)});
   }
 
   explicit PumpWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PumpWrap>(info) {
@@ -169,21 +195,24 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
   }
 
   // Returns { frames: Buffer, count, watermark, procs: [[pid, comm], ...], recorded, bytes, dropped, droppedBytes }.
-  // The Buffer owns the packed frames without a copy.
+  // The Buffer owns the packed frames without a copy, until JS hands it to recycle().
   Napi::Value Drain(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     uint8_t* frames = nullptr;
     size_t frames_size = 0;
+    size_t frames_cap = 0;
     size_t count = 0;
     std::vector<std::pair<uint32_t, std::string>> procs;
     fusetrace::QueueCounters c;
     uint64_t watermark = 0;
-    pump_->Drain(&frames, &frames_size, &count, &watermark, &procs, &c);
+    pump_->Drain(&frames, &frames_size, &frames_cap, &count, &watermark, &procs, &c);
     Napi::Object o = Napi::Object::New(env);
     if (frames == nullptr) {
       o.Set("frames", Napi::Buffer<uint8_t>::New(env, 0));
     } else {
-      o.Set("frames", Napi::Buffer<uint8_t>::New(env, frames, frames_size, [](Napi::Env, uint8_t* p) { free(p); }));
+      Lease* lease = new Lease{leases_, frames_cap, false};
+      (*leases_)[frames] = lease;
+      o.Set("frames", Napi::Buffer<uint8_t>::New(env, frames, frames_size, FreeRegion, lease));
     }
     o.Set("count", Napi::Number::New(env, double(count)));
     o.Set("watermark", Napi::Number::New(env, double(watermark)));
@@ -200,6 +229,22 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
     o.Set("dropped", Napi::Number::New(env, double(c.dropped)));
     o.Set("droppedBytes", Napi::Number::New(env, double(c.dropped_bytes)));
     return o;
+  }
+
+  // recycle(frames): `frames` of an earlier drain() goes back to the queue to be filled again;
+  // JS must not read it (or any slice of it) afterwards, nor pass it again (its address may
+  // belong to a later drain's Buffer by then). A Buffer that is no drained region is ignored.
+  Napi::Value Recycle(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsBuffer()) return env.Undefined();
+    uint8_t* p = info[0].As<Napi::Buffer<uint8_t>>().Data();
+    auto it = leases_->find(p);
+    if (it == leases_->end()) return env.Undefined();
+    Lease* lease = it->second;
+    lease->recycled = true;  // the Buffer's finalizer must leave the region to the queue
+    leases_->erase(it);
+    pump_->Recycle(p, lease->cap);
+    return env.Undefined();
   }
 
   Napi::Value Status(const Napi::CallbackInfo& info) {
@@ -235,6 +280,7 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
   }
 
   std::unique_ptr<Pump> pump_;
+  std::shared_ptr<Leases> leases_ = std::make_shared<Leases>();
   Napi::ThreadSafeFunction tsfn_;
   bool stopped_ = false;
 };

@@ -7,6 +7,7 @@
 // frame still passes through the proxy but is counted as dropped here.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -73,13 +74,21 @@ class ByteBuf {
     size_ += n;
     return at;
   }
-  // Hands the memory to the caller (who free()s it) and leaves this buffer empty.
-  uint8_t* Release(size_t* size) {
+  size_t capacity() const { return cap_; }
+  // Hands the memory (malloc()ed, `*cap` bytes) to the caller and leaves this buffer empty.
+  uint8_t* Release(size_t* size, size_t* cap) {
     uint8_t* p = data_;
     *size = size_;
+    *cap = cap_;
     data_ = nullptr;
     size_ = cap_ = 0;
     return p;
+  }
+  // Takes an empty malloc()ed region of `cap` bytes as storage; only when this buffer has none.
+  void Adopt(uint8_t* p, size_t cap) {
+    data_ = p;
+    size_ = 0;
+    cap_ = cap;
   }
 
  private:
@@ -161,16 +170,26 @@ class FrameQueue {
     return wake;
   }
 
-  // JS thread. Takes everything queued so far: *frames (malloc()ed, the caller
-  // free()s it; nullptr when empty) holds *frames_size bytes.
+  // JS thread. Takes everything queued so far: *frames (malloc()ed, *frames_cap
+  // bytes; the caller free()s it or hands it back with Recycle(); nullptr when
+  // empty) holds *frames_size bytes.
   // *watermark: every seq below it has been pushed or dropped, so JS can hand
   // frames to the store in seq order (the reader and writer threads push
   // concurrently, after forwarding, so push order is not seq order).
-  void Drain(uint8_t** frames, size_t* frames_size, size_t* count, uint64_t* watermark,
+  void Drain(uint8_t** frames, size_t* frames_size, size_t* frames_cap, size_t* count, uint64_t* watermark,
              std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters) {
     std::lock_guard<std::mutex> lock(mu_);
     *watermark = inflight_.empty() ? next_seq_ : inflight_.front();
-    *frames = buf_.Release(frames_size);
+    *frames = buf_.Release(frames_size, frames_cap);
+    if (!spare_.empty()) {
+      // The largest: a region the queue outgrows is regrown, with fresh pages for the rest.
+      size_t best = 0;
+      for (size_t i = 1; i < spare_.size(); i++) {
+        if (spare_[i].second > spare_[best].second) best = i;
+      }
+      buf_.Adopt(spare_[best].first, spare_[best].second);
+      spare_.erase(spare_.begin() + best);
+    }
     *count = count_;
     count_ = 0;
     procs->swap(procs_);
@@ -179,7 +198,36 @@ class FrameQueue {
     wake_pending_ = false;
   }
 
+  // JS thread: a drained region (from Drain, `cap` bytes) JS no longer reads. The pumps
+  // fill it again instead of a fresh malloc(): every fresh region of a full capture is
+  // new pages, one minor fault (and a kernel zeroing) per 4 KiB the pumps copy into, which
+  // was most of the writer thread's time on a 1 GiB read. Regions are as large as the
+  // queue grew while JS was busy (up to max_bytes_), so the spares are bounded by count
+  // (kSpareRegions) and together by max_bytes_: the memory kept is at most what the
+  // queue may hold anyway; the rest is freed.
+  void Recycle(uint8_t* p, size_t cap) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (buf_.capacity() == 0) {
+      buf_.Adopt(p, cap);
+      return;
+    }
+    // Keep the largest regions that fit the bounds; free the others.
+    spare_.emplace_back(p, cap);
+    std::sort(spare_.begin(), spare_.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    size_t kept = 0;
+    size_t n = 0;
+    for (; n < spare_.size() && n < kSpareRegions && kept + spare_[n].second <= max_bytes_; n++) kept += spare_[n].second;
+    for (size_t i = n; i < spare_.size(); i++) std::free(spare_[i].first);
+    spare_.resize(n);
+  }
+
+  ~FrameQueue() {
+    for (auto& s : spare_) std::free(s.first);
+  }
+
  private:
+  static constexpr size_t kSpareRegions = 2;
+
   // Under mu_. At most one seq per pump thread is in flight (taken, forwarding, not yet
   // pushed), so a short sorted vector replaces the std::set that cost a malloc and a free
   // per frame.
@@ -199,6 +247,7 @@ class FrameQueue {
   const size_t wake_bytes_;
   const size_t wake_frames_;
   ByteBuf buf_;
+  std::vector<std::pair<uint8_t*, size_t>> spare_;  // recycled empty regions and their capacity
   size_t count_ = 0;
   uint64_t next_seq_ = 0;
   std::vector<uint64_t> inflight_;  // sorted

@@ -117,10 +117,12 @@ class Pump {
   // the last /dev/fuse fd aborts a still-mounted connection: fuse_dev_release).
   void Stop();
   // JS thread.
-  void Drain(uint8_t** frames, size_t* frames_size, size_t* count, uint64_t* watermark,
+  void Drain(uint8_t** frames, size_t* frames_size, size_t* frames_cap, size_t* count, uint64_t* watermark,
              std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters) {
-    queue_.Drain(frames, frames_size, count, watermark, procs, counters);
+    queue_.Drain(frames, frames_size, frames_cap, count, watermark, procs, counters);
   }
+  // JS thread: hands back a region Drain() gave out (see FrameQueue::Recycle).
+  void Recycle(uint8_t* p, size_t cap) { queue_.Recycle(p, cap); }
   // JS thread.
   PumpStatus Status();
   // JS thread: true when Stop() had to leave a notify thread blocked in write();

@@ -80,6 +80,11 @@ export class SeqOrderer {
     return out;
   }
 
+  /** Whether a held frame's data lies in `buf` (a drained Buffer, see Pump.recycle). */
+  holds(buf: Buffer): boolean {
+    return this.held.some((f) => f.data.buffer === buf.buffer);
+  }
+
   /** A held frame by seq, if any. */
   find(seq: number): PumpFrame | undefined {
     return this.held.find((f) => f.seq === seq);

@@ -83,6 +83,12 @@ export interface Pump {
   /** Ends the threads and closes both fds (the last /dev/fuse fd closing aborts the connection). */
   stop(): void;
   drain(): PumpDrain;
+  /**
+   * Hands a drained `frames` Buffer back for the pump to fill again (instead of faulting in fresh
+   * pages for every drain). Neither it nor any slice of it may be read afterwards: call it only once
+   * no frame record refers to it any more (after the writer's flush). Other Buffers are ignored.
+   */
+  recycle(frames: Buffer): void;
   status(): PumpStatus;
 }
 

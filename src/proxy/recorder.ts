@@ -72,6 +72,8 @@ export interface RecordResult {
 
 /** Commit period: a SIGKILLed fusetrace loses at most this much of the trace. */
 const FLUSH_MS = 100;
+/** Drained bytes past which drainOnce() flushes and recycles the pump's regions (see recycleDrained). */
+const RECYCLE_BYTES = 16 << 20;
 /** How long the server gets to exit after the connection ended, before SIGTERM (then SIGKILL). */
 const SERVER_GRACE_MS = 5_000;
 /** When to warn that the server has not answered FUSE_INIT. */
@@ -335,8 +337,33 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     }
   }
 
+  /**
+   * Drained Buffers the writer may still refer to (its records' `data` slices them until its next
+   * flush, see TraceWriter.addFrames; the orderer holds frames across drains). Handed back to the
+   * pump after a flush, so a full capture refills a few regions instead of faulting in new ones.
+   */
+  let drained: Buffer[] = [];
+  let drainedBytes = 0;
+  function recycleDrained(): void {
+    const keep: Buffer[] = [];
+    drainedBytes = 0;
+    for (const b of drained) {
+      if (orderer.holds(b)) {
+        keep.push(b);
+        drainedBytes += b.length;
+      } else {
+        pump.recycle(b);
+      }
+    }
+    drained = keep;
+  }
+
   function drainOnce(final = false): void {
     const d = pump.drain();
+    if (d.frames.length > 0 && !final) {
+      drained.push(d.frames);
+      drainedBytes += d.frames.length;
+    }
     for (const [pid, comm] of d.procs) writer.addProc(pid, comm);
     let frames = d.count > 0 ? unpackFrames(d.frames, d.count) : [];
     let patches: PumpFrame[] = [];
@@ -352,6 +379,13 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     if (ready.length > 0) {
       observe(ready);
       guarded(() => writer.addFrames(ready));
+    }
+    // A busy JS thread drains seldom and large (a full capture: tens to hundreds of MiB per
+    // drain, while commitTick's timer waits behind it): commit and hand the regions back now
+    // rather than at the next tick. The writer flushes past 16 MiB on its own anyway.
+    if (drainedBytes >= RECYCLE_BYTES && !final) {
+      guarded(() => writer.flush());
+      recycleDrained();
     }
     recorded = d.recorded;
     bytes = d.bytes;
@@ -397,6 +431,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     try {
       drainOnce();
       guarded(() => writer.flush());
+      recycleDrained();
       if (dropped !== lastDroppedWritten) {
         lastDroppedWritten = dropped;
         writer.updateSession({ dropped });
