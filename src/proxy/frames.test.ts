@@ -54,4 +54,16 @@ describe('SeqOrderer', () => {
     expect(o.push([f(7)], 7)).toEqual([]);
     expect(o.rest().map((x) => x.seq)).toEqual([7]);
   });
+
+  it('holds(buf) tells whether a frame it still holds slices that drained buffer (recycling is unsafe then)', () => {
+    const a = Buffer.alloc(64);
+    const b = Buffer.alloc(64);
+    const at = (seq: number, buf: Buffer) => ({ seq, data: buf.subarray(8, 16) }) as PumpFrame;
+    const o = new SeqOrderer();
+    expect(o.push([at(0, a), at(2, b)], 1).map((x) => x.seq)).toEqual([0]);
+    expect(o.holds(a)).toBe(false); // seq 0 was released: a may be recycled after the flush
+    expect(o.holds(b)).toBe(true); // seq 2 still waits for seq 1: b must stay
+    expect(o.push([], 3).map((x) => x.seq)).toEqual([2]);
+    expect(o.holds(b)).toBe(false);
+  });
 });
