@@ -3,7 +3,7 @@
  * accepts (write_errno 0), refuses with ENOENT (request_find failed), and what stays outstanding.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { Script, entryOut, name, openOut, recordScript, row, rows, tempTrace, u32, u64 } from './ledger-frames.js';
+import { Script, entryOut, name, openOut, recordScript, row, rows, closeTraces, trace, u32, u64 } from './ledger-frames.js';
 import { rebuildLedger } from '../src/store/ledger.js';
 
 const ENOENT = 2;
@@ -11,16 +11,7 @@ const EINTR = 4;
 const EAGAIN = 11;
 const EINVAL = 22;
 
-let cleanup: Array<() => void> = [];
-afterEach(() => {
-  for (const c of cleanup) c();
-  cleanup = [];
-});
-function trace() {
-  const t = tempTrace();
-  cleanup.push(t.close);
-  return t;
-}
+afterEach(closeTraces);
 
 /** fuse_read_in { fh, offset, size, read_flags, lock_owner, flags, padding }. */
 const readIn = (fh: number) => [u64(fh), u64(0), u32(4096), u32(0), u64(0), u32(0), u32(0)];

@@ -9,29 +9,22 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { requireFuse, repoRoot } from './helpers/fuse-env.js';
+import { requireFuse } from './helpers/fuse-env.js';
 import { buildExample, buildServer } from './helpers/build.js';
 import { CleanupRegistry, abortConnection, isMounted, waitExit, type ExitInfo } from './helpers/mount.js';
 import { openTraceDb } from '../src/store/db.js';
 import { rebuildLedger } from '../src/store/ledger.js';
 import { checkChromeTrace } from './export-trace-format.js';
+import { buildCli, CLI } from './helpers/record.js';
 
 const reg = new CleanupRegistry();
 afterEach(() => reg.cleanup());
 
-const ROOT = repoRoot();
-const CLI = join(ROOT, 'bin', 'fusetrace.js');
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 beforeAll(() => {
   requireFuse();
-  const tsc = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], {
-    encoding: 'utf8',
-  });
-  if (tsc.status !== 0) throw new Error(`tsc failed:\n${tsc.stdout}${tsc.stderr}`);
-  for (const f of ['fusetrace.node', 'fusetrace-exec']) {
-    if (!fs.existsSync(join(ROOT, 'build', 'Release', f))) throw new Error(`build/Release/${f} missing: run npx node-gyp rebuild`);
-  }
+  buildCli();
 }, 120_000);
 
 interface Recording {

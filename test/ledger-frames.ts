@@ -189,3 +189,15 @@ export function row(db: Database, session: number, seq: number): Record<string, 
   if (!r) throw new Error(`no requests row for seq ${seq}`);
   return r;
 }
+
+let traces: Array<() => void> = [];
+/** tempTrace() that closeTraces() (run it in afterEach) removes. */
+export function trace(): ReturnType<typeof tempTrace> {
+  const t = tempTrace();
+  traces.push(t.close);
+  return t;
+}
+export function closeTraces(): void {
+  for (const c of traces) c();
+  traces = [];
+}

@@ -4,19 +4,10 @@
  * READDIRPLUS entries and RENAME_EXCHANGE.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { Script, direntplus, entryOut, name, openOut, recordScript, row, tempTrace, u32, u64 } from './ledger-frames.js';
+import { Script, direntplus, entryOut, name, openOut, recordScript, row, closeTraces, trace, u32, u64 } from './ledger-frames.js';
 import { PathResolver } from '../src/store/paths.js';
 
-let cleanup: Array<() => void> = [];
-afterEach(() => {
-  for (const c of cleanup) c();
-  cleanup = [];
-});
-function trace() {
-  const t = tempTrace();
-  cleanup.push(t.close);
-  return t;
-}
+afterEach(closeTraces);
 
 const LOOKUP = 1, FORGET = 2, GETATTR = 3, SYMLINK = 6, MKNOD = 8, MKDIR = 9, UNLINK = 10, RMDIR = 11, RENAME = 12, LINK = 13;
 const CREATE = 35, BATCH_FORGET = 42, READDIRPLUS = 44, RENAME2 = 45, TMPFILE = 51;

@@ -5,28 +5,24 @@
 // mounts and processes are registered with a CleanupRegistry (never a lazy unmount).
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, writeFileSync, copyFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, writeFileSync, copyFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { requireFuse, repoRoot } from './helpers/fuse-env.js';
 import { buildServer } from './helpers/build.js';
 import { CleanupRegistry, isMounted, waitExit } from './helpers/mount.js';
-import { rebuildLedger } from '../src/store/ledger.js';
+import { buildCli, CLI } from './helpers/record.js';
 
 const reg = new CleanupRegistry();
 afterEach(() => reg.cleanup());
 
 const ROOT = repoRoot();
-const CLI = join(ROOT, 'bin', 'fusetrace.js');
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 beforeAll(() => {
   requireFuse();
-  const tsc = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, encoding: 'utf8' });
-  // Other parts of the tree may not type-check while they are being written; tsc still emits.
-  if (!existsSync(join(ROOT, 'dist', 'src', 'tui', 'run.js'))) throw new Error(`tsc failed:\n${tsc.stdout}${tsc.stderr}`);
-  if (!existsSync(join(ROOT, 'build', 'Release', 'fusetrace.node'))) throw new Error('build/Release/fusetrace.node missing: run npx node-gyp rebuild');
+  buildCli();
 }, 180_000);
 
 /** Records interrupt_fs while sigread reads slow_eintr and gets SIGINT 200 ms in; returns the trace file. */
@@ -54,13 +50,11 @@ async function recordInterruptedRead(): Promise<string> {
   expect(readFileSync(join(mnt, 'data'), 'utf8')).toMatch(/^generation/);
   expect(spawnSync('umount', [mnt]).status).toBe(0);
   await exited;
-  // `record` may not run the request ledger yet; derive the rows from the frames as it would.
+  // The request ledger is filled by record itself, live.
   const h = new Database(db);
   try {
     const session = h.prepare('SELECT max(id) FROM sessions').pluck().get() as number;
-    const rows = h.prepare('SELECT count(*) FROM requests WHERE session = ?').pluck().get(session) as number;
-    if (rows === 0) rebuildLedger(h, session);
-    expect(h.prepare("SELECT count(*) FROM requests WHERE state = 'interrupted'").pluck().get()).toBe(1);
+    expect(h.prepare("SELECT count(*) FROM requests WHERE session = ? AND state = 'interrupted'").pluck().get(session)).toBe(1);
     h.pragma('wal_checkpoint(TRUNCATE)');
   } finally {
     h.close();

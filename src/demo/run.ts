@@ -218,7 +218,8 @@ function ledgerStates(dbPath: string, session: number): Record<string, number> {
   try {
     const rows = db.prepare('SELECT count(*) FROM requests WHERE session = ?').pluck().get(session) as number;
     const frames = db.prepare('SELECT count(*) FROM frames WHERE session = ?').pluck().get(session) as number;
-    // The recorder may not feed the ledger as it records; the rows come from the frames alone either way.
+    // record fills the ledger as it records; if the ledger stopped on an error (the frames still
+    // commit, and record says so), derive the rows from the frames.
     if (rows === 0 && frames > 0) rebuildLedger(db, session);
     const out: Record<string, number> = {};
     for (const r of db.prepare('SELECT state, outcome, count(*) AS n FROM requests WHERE session = ? GROUP BY state, outcome ORDER BY state, outcome').all(session) as Array<{
