@@ -198,6 +198,34 @@ describe('TraceWriter + TraceReader', () => {
     db.close();
   });
 
+  it('commits one large addFrames in bounded transactions; an observer error mid-array loses no frame', () => {
+    const file = path.join(dir, 't.db');
+    const db = openTraceDb(file, { create: true });
+    const w = new TraceWriter(db);
+    const id = w.beginSession({ command: ['x'], startedWallNs: 1n, startedMonoNs: 1n });
+    const batches: Array<{ first: number; count: number; bytes: number }> = [];
+    w.onFrames((_s, frames) => {
+      batches.push({ first: frames[0].seq, count: frames.length, bytes: frames.reduce((n, f) => n + f.data.length, 0) });
+      if (batches.length === 1) throw new Error('ledger bug');
+    });
+    // 600 frames of 64 KiB + a header (a full-capture READ reply): 37.5 MiB handed over at once.
+    const frames = Array.from({ length: 600 }, (_, seq) => {
+      const data = Buffer.alloc(65536 + 16, seq & 0xff);
+      return { seq, tsNs: BigInt(seq), fwdNs: null, dir: 1 as const, unique: BigInt(seq), opcode: null, error: 0, len: data.length, data, writeErrno: 0 };
+    });
+    // The first transaction's observer throws: reported once the whole array is in.
+    expect(() => w.addFrames(frames)).toThrow('ledger bug');
+    expect(batches.length).toBe(2); // two 16 MiB transactions, not one of 37.5 MiB
+    for (const b of batches) expect(b.bytes).toBeLessThan(16 * 1024 * 1024 + 65552);
+    w.flush();
+    expect(batches.map((b) => b.count).reduce((a, b) => a + b)).toBe(600);
+    const reader = new TraceReader(db);
+    expect(reader.frameCount(id)).toBe(600);
+    let seq = 0;
+    for (const f of reader.frames(id)) expect(f.seq === seq && f.data.length === 65552 && f.data[100] === (seq++ & 0xff)).toBe(true);
+    db.close();
+  });
+
   it('a writer SIGKILLed mid-recording leaves a readable file holding every committed batch', async () => {
     // The child runs the compiled writer, as `fusetrace record` would.
     const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, encoding: 'utf8' });

@@ -170,11 +170,28 @@ export class TraceWriter {
    */
   addFrames(frames: FrameRecord[]): void {
     this.checkSession();
-    for (const f of frames) {
+    // Flush as soon as a threshold is crossed, not after the whole array: a busy recorder hands
+    // over hundreds of MiB at once, and a transaction larger than the connection's page cache
+    // (db.ts tune) spills to the WAL mid-transaction at several times the cost.
+    let observerErrors: unknown[] = [];
+    const n = frames.length;
+    for (let i = 0; i < n; i++) {
+      const f = frames[i];
       this.frames.push(f);
       this.bufferedBytes += f.data.length;
+      if (this.frames.length < FLUSH_FRAMES && this.bufferedBytes < FLUSH_BYTES) continue;
+      try {
+        const errors = this.commitBuffered();
+        if (observerErrors.length === 0) observerErrors = errors;
+      } catch (err) {
+        // The commit failed (disk full): keep every frame buffered for a retry, as flush() does.
+        for (let j = i + 1; j < n; j++) this.frames.push(frames[j]);
+        this.bufferedBytes += frames.slice(i + 1).reduce((sum, g) => sum + g.data.length, 0);
+        throw err;
+      }
     }
-    if (this.frames.length >= FLUSH_FRAMES || this.bufferedBytes >= FLUSH_BYTES) this.flush();
+    // An observer's error (its writes rolled back, the frames committed) after all frames are in.
+    if (observerErrors.length > 0) throw observerErrors[0];
   }
 
   /** Records a pid's process name once per session (the first name seen wins). */
@@ -214,13 +231,7 @@ export class TraceWriter {
   /** Commits everything buffered now, in one transaction. */
   flush(): void {
     this.checkOpen();
-    if (this.frames.length === 0 && this.procs.length === 0) return;
-    const frames = this.frames;
-    // Only forget the buffer once committed: a failed commit (disk full) can be retried.
-    const errors = this.commit(frames);
-    this.frames = [];
-    this.bufferedBytes = 0;
-    this.procs = [];
+    const errors = this.commitBuffered();
     if (errors.length > 0) throw errors[0];
   }
 
@@ -229,6 +240,17 @@ export class TraceWriter {
     if (this.closed) return;
     if (this.session !== 0) this.flush();
     this.closed = true;
+  }
+
+  /** Commits the buffer; throws if the commit fails, returns the observers' errors. */
+  private commitBuffered(): unknown[] {
+    if (this.frames.length === 0 && this.procs.length === 0) return [];
+    // Only forget the buffer once committed: a failed commit (disk full) can be retried.
+    const errors = this.commit(this.frames);
+    this.frames = [];
+    this.bufferedBytes = 0;
+    this.procs = [];
+    return errors;
   }
 
   /** Runs inside the transaction; returns the observers' errors. */
