@@ -18,6 +18,17 @@
       "type": "executable",
       "sources": ["native/exec_helper.c"],
       "cflags": ["-O2", "-Wall", "-Wextra"]
+    },
+    {
+      "target_name": "fusetrace-preload",
+      "type": "shared_library",
+      "product_name": "fusetrace-preload",
+      "product_prefix": "lib",
+      "product_extension": "so",
+      "sources": ["native/preload.c"],
+      "defines": ["_GNU_SOURCE"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-fPIC", "-fvisibility=default"],
+      "ldflags": ["-pthread", "-ldl"]
     }
   ]
 }

@@ -111,7 +111,7 @@ async function start(cfg: Config, server: string, src: string, work: string, reg
 }
 
 /** The pump's threads by the names native/pump.cc gives them; every other recorder thread is "js". */
-const PUMP_THREADS = new Set(['ft-reader', 'ft-writer', 'ft-notify']);
+const PUMP_THREADS = new Set(['ft-reader', 'ft-writer', 'ft-notify', 'ft-ring']);
 
 /**
  * CPU time (user + system, ms) of `pid` and all its descendants, from /proc (proc(5) stat), in

@@ -156,6 +156,9 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
     opts.max_pages_limit = uint32_t(num("maxPagesLimit", 0));
     Napi::Value gate = o.Get("gate");
     opts.gate = gate.IsBoolean() ? gate.As<Napi::Boolean>().Value() : true;
+    Napi::Value inprocess = o.Get("inProcess");
+    opts.inprocess = inprocess.IsBoolean() && inprocess.As<Napi::Boolean>().Value();
+    opts.ring_bytes = size_t(num("ringBytes", double(opts.ring_bytes)));
     Napi::Value mask = o.Get("initMask");
     if (mask.IsBigInt()) {
       bool lossless;
@@ -256,6 +259,8 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
     o.Set("partial", Napi::Number::New(env, double(s.partial)));
     o.Set("emsgsize", Napi::Number::New(env, double(s.emsgsize)));
     o.Set("gateWaits", Napi::Number::New(env, double(s.gate_waits)));
+    o.Set("transport", Napi::String::New(env, s.transport));
+    o.Set("ringLost", Napi::Number::New(env, double(s.ring_lost)));
     o.Set("notifyBlockedNs", Napi::BigInt::New(env, static_cast<uint64_t>(s.notify_blocked_ns)));
     const fusetrace::InitInfo& ii = s.init;
     Napi::Object init = Napi::Object::New(env);

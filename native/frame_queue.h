@@ -155,6 +155,23 @@ class FrameQueue {
     return true;
   }
 
+  // Ring thread: whether a frame of `len` bytes would be kept now. While it would not, the ring
+  // thread leaves frames in the ring, so that the server waits for room there (preload.c).
+  bool Fits(uint32_t len) {
+    uint32_t cap = snaplen_ != 0 && len > snaplen_ ? snaplen_ : len;
+    size_t need = sizeof(FrameHeader) + ((cap + 7u) & ~size_t(7));
+    std::lock_guard<std::mutex> lock(mu_);
+    return buf_.size() + need <= max_bytes_ && count_ < max_frames_;
+  }
+
+  // Ring thread: frames the in-process ring could not hold (native/ring.h), counted like ours.
+  void AddDropped(uint64_t frames, uint64_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    counters_.bytes += bytes;
+    counters_.dropped += frames;
+    counters_.dropped_bytes += bytes;
+  }
+
   // Reader thread, once per new pid. JS picks it up with the next drain.
   void PushProc(uint32_t pid, std::string comm) {
     std::lock_guard<std::mutex> lock(mu_);

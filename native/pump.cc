@@ -7,7 +7,11 @@
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -49,11 +53,14 @@ std::string ErrnoText(const char* what, int err) {
 Pump::Pump(const PumpOptions& opts, std::function<void()> wake)
     : opts_(opts), wake_(std::move(wake)), queue_(opts.queue_bytes, opts.queue_frames, opts.snaplen) {
   stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  pause_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 }
 
 Pump::~Pump() {
   Stop();
   if (stop_fd_ >= 0 && !leaked_) close(stop_fd_);
+  if (pause_fd_ >= 0 && !leaked_) close(pause_fd_);
+  if (ring_ && !leaked_) munmap(ring_, ring_map_bytes_);
 }
 
 void Pump::Start() {
@@ -81,8 +88,19 @@ void Pump::Stop() {
   if (started_ && opts_.sock_fd >= 0) shutdown(opts_.sock_fd, SHUT_RD);
   { std::lock_guard<std::mutex> lock(notify_mu_); }
   notify_cv_.notify_all();
+  if (ring_ != nullptr) syscall(SYS_futex, &ring_->sleeping, FUTEX_WAKE, 1, nullptr, nullptr, 0);
   if (reader_.joinable()) reader_.join();
   if (writer_.joinable()) writer_.join();
+  if (ring_thread_.joinable()) ring_thread_.join();
+  if (ring_ != nullptr) {
+    ConsumeRing(true);
+    // Reserved and never published: a server thread died in the middle of a record.
+    uint64_t left = __atomic_load_n(&ring_->head, __ATOMIC_ACQUIRE) - ring_->tail;
+    if (left > 0) {
+      std::lock_guard<std::mutex> lock(status_mu_);
+      status_.ring_lost = left;
+    }
+  }
   bool leak_dev = false;
   if (notify_.joinable()) {
     // A notify write that the kernel keeps blocked cannot be interrupted; give
@@ -106,11 +124,12 @@ void Pump::Record(FrameHeader hdr, const uint8_t* data) {
   if (queue_.Push(hdr, data) && wake_) wake_();
 }
 
-bool Pump::WaitFor(int fd, short events) {
-  struct pollfd fds[2] = {{fd, events, 0}, {stop_fd_, POLLIN, 0}};
+bool Pump::WaitFor(int fd, short events, bool pausable) {
+  struct pollfd fds[3] = {{fd, events, 0}, {stop_fd_, POLLIN, 0}, {pause_fd_, POLLIN, 0}};
   for (;;) {
     if (stopping_) return false;
-    int r = poll(fds, 2, -1);
+    if (pausable && pause_) return true;
+    int r = poll(fds, pausable ? 3 : 2, -1);
     if (r < 0 && errno == EINTR) continue;
     if (fds[1].revents) return false;
     return true;
@@ -134,6 +153,11 @@ bool Pump::GateOnSocket() {
 }
 
 void Pump::EndReader(const std::string& why) {
+  {
+    std::lock_guard<std::mutex> lock(pause_mu_);
+    reader_done_ = true;
+    pause_cv_.notify_all();
+  }
   {
     std::lock_guard<std::mutex> lock(status_mu_);
     if (status_.reader_end.empty()) status_.reader_end = why;
@@ -170,7 +194,7 @@ void Pump::MaskInitRequest(uint8_t* buf, size_t n) {
   ii.kernel_flags_fwd = ext ? fwd : (fwd & 0xffffffffull);
 }
 
-void Pump::ClampInitReply(uint8_t* buf, size_t n) {
+void Pump::ClampInitReply(uint8_t* buf, size_t n, bool clamp) {
   // struct fuse_init_out: major 0, minor 4, max_readahead 8, flags 12,
   // max_background 16, congestion_threshold 18, max_write 20, time_gran 24,
   // max_pages 28 (valid with FUSE_MAX_PAGES), map_alignment 30, flags2 32.
@@ -187,14 +211,14 @@ void Pump::ClampInitReply(uint8_t* buf, size_t n) {
   uint32_t flags2 = n >= kOutHeader + 36 && (flags & kInitExt) ? Get32(out + 32) : 0;
   ii.server_flags = uint64_t(flags) | (uint64_t(flags2) << 32);
   ii.max_write = ii.max_write_fwd = Get32(out + 20);
-  if (opts_.max_write_limit && ii.max_write > opts_.max_write_limit) {
+  if (clamp && opts_.max_write_limit && ii.max_write > opts_.max_write_limit) {
     ii.max_write_fwd = opts_.max_write_limit;
     Put32(out + 20, ii.max_write_fwd);
   }
   if (n >= kOutHeader + 30 && (flags & kMaxPages)) {
     ii.has_max_pages = true;
     ii.max_pages = ii.max_pages_fwd = Get16(out + 28);
-    if (opts_.max_pages_limit && ii.max_pages > opts_.max_pages_limit) {
+    if (clamp && opts_.max_pages_limit && ii.max_pages > opts_.max_pages_limit) {
       ii.max_pages_fwd = opts_.max_pages_limit;
       Put16(out + 28, uint16_t(ii.max_pages_fwd));
     }
@@ -244,7 +268,14 @@ void Pump::ReaderLoop() {
     // read() per request whenever the pump keeps up (find+stat: 5 syscalls per request, one of
     // them an EAGAIN), and the gate must only wait once a request is pending anyway, so an idle
     // pump sleeps in poll() instead of spinning on SIOCOUTQ.
-    if (!WaitFor(opts_.dev_fd, POLLIN)) return EndReader("stopped");
+    if (!WaitFor(opts_.dev_fd, POLLIN, true)) return EndReader("stopped");
+    if (pause_) {
+      // The server took /dev/fuse over (Takeover()): everything read so far is in the socket.
+      std::lock_guard<std::mutex> lock(pause_mu_);
+      reader_done_ = true;
+      pause_cv_.notify_all();
+      return;
+    }
     if (opts_.gate) {
       int outq = 0;
       if (ioctl(opts_.sock_fd, SIOCOUTQ, &outq) == 0 && outq > 0 && !GateOnSocket()) return EndReader("stopped");
@@ -370,6 +401,10 @@ void Pump::WriterLoop() {
       }
       continue;
     }
+    if (got == 16 && h.code == FT_TAKEOVER_CODE && h.unique == FT_MAGIC) {
+      Takeover();
+      continue;
+    }
     if (h.unique == 0) {
       // A notification (fuse_out_header.error is the notify code): its own
       // thread, because the kernel may block this write.
@@ -410,6 +445,195 @@ void Pump::NotifyLoop() {
     notify_in_write_ = false;
     { std::lock_guard<std::mutex> lock(status_mu_); status_.notify_blocked_ns += fwd - t0; }
     queue_.PushPatch(pn.seq, fwd, werr);
+  }
+}
+
+int Pump::CreateRing() {
+  size_t size = opts_.ring_bytes;
+  // A power of two that holds the largest frame twice (a record may have to skip to the start).
+  size_t want = 2 * (opts_.max_frame + sizeof(ft_ring_rec) + 4096);
+  if (size < want) size = want;
+  size_t p2 = 1;
+  while (p2 < size) p2 <<= 1;
+  size = p2;
+  int fd = memfd_create("fusetrace-ring", MFD_CLOEXEC);
+  if (fd < 0) return -1;
+  size_t total = FT_RING_HDR_BYTES + size;
+  void* map = MAP_FAILED;
+  if (ftruncate(fd, off_t(total)) == 0) map = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) {
+    close(fd);
+    return -1;
+  }
+  auto* h = static_cast<ft_ring_hdr*>(map);
+  h->magic = FT_RING_MAGIC;
+  h->version = FT_RING_VERSION;
+  h->size = size;
+  h->snaplen = opts_.snaplen;
+  uint64_t key = uint64_t(NowNs()) * 0x9e3779b97f4a7c15ull;
+  if (getrandom(&key, sizeof key, GRND_NONBLOCK) != sizeof key) key ^= uint64_t(getpid()) << 32;
+  h->key = key;
+  ring_ = h;
+  ring_data_ = static_cast<uint8_t*>(map) + FT_RING_HDR_BYTES;
+  ring_map_bytes_ = total;
+  return fd;
+}
+
+void Pump::Takeover() {
+  // The takeover request comes from the server's first read of the socket. The pump must have
+  // read FUSE_INIT first (queued at mount time), so that INIT keeps its masking and is recorded
+  // as forwarded; give the reader a moment for that, else stay a relay.
+  bool ok = opts_.inprocess && ring_ == nullptr;
+  for (int i = 0; ok; i++) {
+    { std::lock_guard<std::mutex> lock(status_mu_); if (status_.init.request_seen) break; }
+    if (i >= 2000 || stopping_) ok = false;
+    else usleep(1000);
+  }
+  int ring_fd = ok ? CreateRing() : -1;
+  ok = ok && ring_fd >= 0;
+  if (ok) {
+    // Stop the reader at the top of its loop: whatever it read is then queued in the socket,
+    // ahead of the answer below, and the server reads it from there first.
+    pause_ = true;
+    uint64_t one = 1;
+    (void)!write(pause_fd_, &one, sizeof one);
+    std::unique_lock<std::mutex> lock(pause_mu_);
+    pause_cv_.wait(lock, [&] { return reader_done_; });
+    std::lock_guard<std::mutex> slock(status_mu_);
+    ok = status_.reader_end.empty();  // the reader ended for another reason (unmount): no takeover
+  }
+  if (ok) {
+    // The server reads this fd from now on: it must block like the fd it would have been given.
+    fcntl(opts_.dev_fd, F_SETFL, fcntl(opts_.dev_fd, F_GETFL) & ~O_NONBLOCK);
+  }
+  uint8_t ack[FT_ACK_LEN] = {};
+  Put32(ack, FT_ACK_LEN);
+  Put32(ack + 4, FT_ACK_OPCODE);
+  uint64_t magic = FT_MAGIC;
+  memcpy(ack + 8, &magic, 8);
+  Put32(ack + 40, ok ? FT_ACK_ACCEPTED : 1u);
+  struct iovec iov = {ack, sizeof ack};
+  struct msghdr m = {};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  union {
+    struct cmsghdr h;
+    char space[CMSG_SPACE(sizeof(int) * 2)];
+  } ctl;
+  if (ok) {
+    memset(&ctl, 0, sizeof ctl);
+    m.msg_control = ctl.space;
+    m.msg_controllen = sizeof ctl.space;
+    struct cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * 2);
+    int fds[2] = {opts_.dev_fd, ring_fd};
+    memcpy(CMSG_DATA(c), fds, sizeof fds);
+  }
+  ssize_t s;
+  do { s = sendmsg(opts_.sock_fd, &m, MSG_NOSIGNAL); } while (s < 0 && errno == EINTR);
+  if (ring_fd >= 0) close(ring_fd);
+  if (!ok || s < 0) return;
+  {
+    std::lock_guard<std::mutex> lock(status_mu_);
+    status_.transport = "in-process";
+  }
+  ring_ready_.store(true, std::memory_order_release);
+  ring_thread_ = std::thread(&Pump::RingLoop, this);
+  if (queue_.MarkChanged() && wake_) wake_();
+}
+
+size_t Pump::ConsumeRing(bool force, bool* full) {
+  std::lock_guard<std::mutex> lock(ring_mu_);
+  ft_ring_hdr* h = ring_;
+  uint64_t mask = h->size - 1;
+  uint64_t tail = h->tail;
+  uint64_t head = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+  size_t n = 0;
+  bool stalled = false;  // records left in the ring for want of room in the queue
+  for (uint64_t at = tail; at < head;) {
+    auto* r = reinterpret_cast<ft_ring_rec*>(ring_data_ + (at & mask));
+    uint64_t stamp = __atomic_load_n(&r->stamp, __ATOMIC_ACQUIRE);
+    if ((stamp & ~uint64_t(7)) != (FT_STAMP(at, h->key, 0) & ~uint64_t(7))) break;  // not yet published
+    uint32_t st = uint32_t(stamp & 7);
+    uint32_t len = r->rec_len;
+    if (len < 8 || (len & 7) != 0 || len > h->size || (st != FT_REC_SKIP && len < sizeof(ft_ring_rec))) break;
+    if (stalled) {
+      // Only look ahead for the end of the connection: JS must know of an unmount before it
+      // sees the server exit, even while the frames before it wait for room.
+      if (st == FT_REC_EVENT && r->code == FT_EV_ENODEV) EndReader("unmount");
+      at += len;
+      continue;
+    }
+    if (st == FT_REC_FRAME && !force && !queue_.Fits(r->len)) {
+      if (full) *full = true;
+      stalled = true;
+      at += len;
+      continue;
+    }
+    if (st == FT_REC_FRAME) {
+      FrameHeader fh{};
+      fh.seq = queue_.TakeSeq();
+      fh.ts_ns = r->ts_ns;
+      fh.fwd_ns = r->fwd_ns;
+      fh.unique = r->unique;
+      fh.len = r->len;
+      fh.code = r->code;
+      fh.write_errno = r->write_errno;
+      fh.dir = r->dir;
+      const uint8_t* data = reinterpret_cast<const uint8_t*>(r + 1);
+      if (r->dir == 1 && r->unique == init_unique_.load() && r->cap_len >= kOutHeader) {
+        uint8_t copy[kOutHeader + 64] = {};
+        size_t c = r->cap_len < sizeof copy ? r->cap_len : sizeof copy;
+        memcpy(copy, data, c);
+        ClampInitReply(copy, c, false);
+      }
+      Record(fh, data);
+      if (r->dir == 0) NotePid(r->pid);
+      n++;
+    } else if (st == FT_REC_EVENT) {
+      if (r->code == FT_EV_ENODEV) EndReader("unmount");
+    }
+    at += len;
+    tail = at;
+    __atomic_store_n(&h->tail, tail, __ATOMIC_RELEASE);
+  }
+  uint64_t d = __atomic_load_n(&h->dropped, __ATOMIC_RELAXED);
+  uint64_t db = __atomic_load_n(&h->dropped_bytes, __ATOMIC_RELAXED);
+  if (d != ring_dropped_seen_) {
+    queue_.AddDropped(d - ring_dropped_seen_, db - ring_dropped_bytes_seen_);
+    ring_dropped_seen_ = d;
+    ring_dropped_bytes_seen_ = db;
+  }
+  return n;
+}
+
+void Pump::RingLoop() {
+  pthread_setname_np(pthread_self(), "ft-ring");
+  // The ring is drained on a short timer, not per frame (a wake-up per frame is what the
+  // takeover saves); producers wake this thread early once an eighth of the ring is in use.
+  // While the queue to JS is full, records stay in the ring: the server then waits for room
+  // (preload.c ring_wait) instead of losing frames, up to a bound.
+  int idle = 0;
+  for (;;) {
+    bool stop = stopping_;
+    bool full = false;
+    size_t n = ConsumeRing(false, &full);
+    if (stop) return;  // Stop() consumes once more after the join
+    if (full) {
+      if (queue_.MarkChanged() && wake_) wake_();  // JS drains on a 100 ms timer otherwise
+      usleep(1000);
+      continue;
+    }
+    idle = n > 0 ? 0 : idle + 1;
+    long ms = idle < 10 ? 2 : 20;  // 2 ms while frames come, 20 ms once idle for a while
+    __atomic_store_n(&ring_->sleeping, 1u, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&ring_->head, __ATOMIC_SEQ_CST) - ring_->tail < ring_->size / 8 && !stopping_) {
+      struct timespec ts = {0, ms * 1000000L};
+      syscall(SYS_futex, &ring_->sleeping, FUTEX_WAIT, 1, &ts, nullptr, 0);
+    }
+    __atomic_store_n(&ring_->sleeping, 0u, __ATOMIC_RELAXED);
   }
 }
 

@@ -62,6 +62,7 @@
 #include <vector>
 
 #include "frame_queue.h"
+#include "ring.h"
 
 namespace fusetrace {
 
@@ -76,6 +77,8 @@ struct PumpOptions {
   uint32_t max_write_limit = 0; // clamp for fuse_init_out.max_write, 0 = none
   uint32_t max_pages_limit = 0; // clamp for fuse_init_out.max_pages, 0 = none
   bool gate = true;             // at most one request unread in the socket (killability)
+  bool inprocess = false;       // accept a server's takeover request (native/ring.h)
+  size_t ring_bytes = 64u << 20;  // data area of the in-process ring, a power of two
 };
 
 // What the pump saw and changed in the INIT exchange.
@@ -101,6 +104,8 @@ struct PumpStatus {
   uint64_t emsgsize = 0;    // requests the socket refused (EMSGSIZE), answered with EIO
   uint64_t gate_waits = 0;  // times the reader waited for the server to take the previous request
   uint64_t notify_blocked_ns = 0;  // total time notify writes spent in write()
+  std::string transport = "relay";  // "in-process" once the server took the device over (ring.h)
+  uint64_t ring_lost = 0;  // ring bytes a producer reserved and never published (it died mid-record)
   InitInfo init;
 };
 
@@ -119,6 +124,7 @@ class Pump {
   // JS thread.
   void Drain(uint8_t** frames, size_t* frames_size, size_t* frames_cap, size_t* count, uint64_t* watermark,
              std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters) {
+    if (ring_ready_.load(std::memory_order_acquire)) ConsumeRing();
     queue_.Drain(frames, frames_size, frames_cap, count, watermark, procs, counters);
   }
   // JS thread: hands back a region Drain() gave out (see FrameQueue::Recycle).
@@ -133,11 +139,21 @@ class Pump {
   void ReaderLoop();   // reader thread
   void WriterLoop();   // writer thread
   void NotifyLoop();   // notify thread
+  void RingLoop();     // ring thread (in-process recording)
+
+  // writer thread: answers a server's takeover request (ring.h); starts the ring thread.
+  void Takeover();
+  // writer thread: the ring memfd, mapped; -1 on failure.
+  int CreateRing();
+  // ring thread or JS thread: moves published ring records into the queue, while it has room
+  // (all of them when `force`: the session is over). *full: stopped for want of room.
+  size_t ConsumeRing(bool force = false, bool* full = nullptr);
 
   // reader thread: clears init_mask in a FUSE_INIT request in place.
   void MaskInitRequest(uint8_t* buf, size_t n);
-  // writer thread: clamps max_write/max_pages in the INIT reply in place.
-  void ClampInitReply(uint8_t* buf, size_t n);
+  // writer thread: clamps max_write/max_pages in the INIT reply in place; ring thread: only
+  // notes the reply (clamp false: the server wrote it to /dev/fuse itself).
+  void ClampInitReply(uint8_t* buf, size_t n, bool clamp = true);
   // reader thread: records the comm of a pid seen for the first time.
   void NotePid(uint32_t pid);
   // reader or writer thread: answers `unique` with -EIO on /dev/fuse because
@@ -146,7 +162,7 @@ class Pump {
   // any pump thread
   void Record(FrameHeader hdr, const uint8_t* data);
   // any pump thread: wait for `events` on fd or for Stop(); false when stopping.
-  bool WaitFor(int fd, short events);
+  bool WaitFor(int fd, short events, bool pausable = false);
   // reader thread: blocks while the server has not taken the previous request.
   bool GateOnSocket();
   void EndReader(const std::string& why);
@@ -158,7 +174,17 @@ class Pump {
   int stop_fd_ = -1;  // eventfd: readable once Stop() was called
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> init_unique_{~0ull};
-  std::thread reader_, writer_, notify_;
+  std::thread reader_, writer_, notify_, ring_thread_;
+  int pause_fd_ = -1;  // eventfd: readable once the reader must stop reading /dev/fuse (takeover)
+  std::atomic<bool> pause_{false};
+  std::mutex pause_mu_;
+  std::condition_variable pause_cv_;
+  bool reader_done_ = false;  // under pause_mu_
+  std::mutex ring_mu_;        // one consumer at a time: the ring thread or Drain()
+  struct ft_ring_hdr* ring_ = nullptr;
+  uint8_t* ring_data_ = nullptr;
+  size_t ring_map_bytes_ = 0;
+  uint64_t ring_dropped_seen_ = 0, ring_dropped_bytes_seen_ = 0;
   bool started_ = false, stopped_ = false, leaked_ = false;
 
   std::mutex status_mu_;
@@ -174,6 +200,7 @@ class Pump {
   std::condition_variable notify_cv_;
   std::deque<PendingNotify> notify_q_;
   std::atomic<bool> notify_in_write_{false};
+  std::atomic<bool> ring_ready_{false};
 };
 
 }  // namespace fusetrace

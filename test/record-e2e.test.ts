@@ -25,6 +25,9 @@ beforeAll(() => {
 }, 120_000);
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+/** The server's environment that keeps it on the socket relay (no in-process takeover, native/ring.h). */
+const RELAY = { ...process.env, FUSETRACE_INPROCESS: '0' };
+const transportOf = (meta: string | null) => JSON.parse(meta!).transport as string;
 
 function pidAlive(pid: number): boolean {
   try {
@@ -48,10 +51,14 @@ async function waitGone(pid: number, ms = 10_000): Promise<boolean> {
 }
 
 describe('fusetrace record with libfuse hello', () => {
-  it('records every frame of ls + cat with complete pairing, ends on user unmount with exit 0', async () => {
+  for (const transport of ['in-process', 'relay']) {
+  it(`records every frame of ls + cat with complete pairing, ends on user unmount with exit 0 (${transport})`, async () => {
     const work = reg.tempDir();
     const mnt = reg.mountpoint();
-    const rec = await startRecord(buildExample('hello'), ['-f'], mnt, dbIn(work), { extra: ['--name', 'hello-test'] });
+    const rec = await startRecord(buildExample('hello'), ['-f'], mnt, dbIn(work), {
+      extra: ['--name', 'hello-test'],
+      env: transport === 'relay' ? RELAY : process.env,
+    });
     expect(mountAt(mnt)?.fsType).toBe('fuse.example-hello');
     const ls = spawnSync('ls', ['-l', mnt], { encoding: 'utf8' });
     expect(ls.stdout).toContain('hello');
@@ -63,8 +70,16 @@ describe('fusetrace record with libfuse hello', () => {
 
     const { session, frames, procs } = readTrace(rec.db);
     expect(session).toMatchObject({ end_reason: 'unmount', exit_status: 0, dropped: 0, kernel_minor: 45 });
-    // libfuse reads end-of-file instead of ENODEV and exits non-zero; that is recorded, not our status.
-    expect(session.server_exit_code).not.toBe(0);
+    expect(transportOf(session.meta)).toBe(transport);
+    if (transport === 'relay') {
+      // libfuse reads end-of-file instead of ENODEV and exits non-zero; that is recorded, not our status.
+      expect(session.server_exit_code).not.toBe(0);
+      expect(rec.stderr()).toMatch(/; relayed; ended by unmount/);
+    } else {
+      // In-process the server holds /dev/fuse itself: it reads ENODEV and exits 0, as natively.
+      expect(session.server_exit_code).toBe(0);
+      expect(rec.stderr()).toMatch(/; recorded in-process; ended by unmount/);
+    }
     expect(session.ended_mono_ns).not.toBeNull();
     expect(session.frames).toBe(frames.length);
     expectCompletePairing(frames);
@@ -91,6 +106,7 @@ describe('fusetrace record with libfuse hello', () => {
       d.close();
     }
   });
+  }
 
   it('masks the INIT bits that need a real /dev/fuse fd and records the change', async () => {
     const work = reg.tempDir();
@@ -257,13 +273,15 @@ describe('fusetrace record with libfuse hello', () => {
 });
 
 describe('fusetrace record with libfuse passthrough_ll', () => {
-  for (const variant of [[], ['-o', 'clone_fd']]) {
-    it(`serves 200 MB in and out, ls -lR and 2,000-file churn identically to the source ${variant.join(' ')}`, async () => {
+  for (const [variant, transport] of [[[], 'in-process'], [['-o', 'clone_fd'], 'in-process'], [[], 'relay']] as const) {
+    it(`serves 200 MB in and out, ls -lR and 2,000-file churn identically to the source ${variant.join(' ')} (${transport})`, async () => {
       const work = reg.tempDir();
       const src = join(work, 'src');
       populateTree(src);
       const mnt = reg.mountpoint();
-      const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`, ...variant], mnt, dbIn(work));
+      const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`, ...variant], mnt, dbIn(work), {
+        env: transport === 'relay' ? RELAY : process.env,
+      });
       const copy = await copyInOut(mnt, { mb: 200 });
       expect(copy.readBack).toBe(copy.expected);
       expect(copy.copiedOut).toBe(copy.expected);
@@ -280,6 +298,7 @@ describe('fusetrace record with libfuse passthrough_ll', () => {
       expect(isMounted(mnt)).toBe(false);
       const { session, frames } = readTrace(rec.db);
       expect(session.dropped).toBe(0);
+      expect(transportOf(session.meta)).toBe(transport);
       const { requests } = expectCompletePairing(frames);
       expect(requests).toBeGreaterThan(10_000);
       // The big WRITEs went through whole: max_write is libfuse's 1 MiB unless the socket forced a clamp.
@@ -295,17 +314,27 @@ describe('hazards', () => {
   // splice_fs answers READ the way passthrough_hp does: vmsplice the header into a pipe, splice
   // the file data behind it, splice the pipe into the fuse fd. Page-cache reads of 128 KiB make
   // replies of 128 KiB + 16, above the ~61 KiB where a pipe->socket splice splits into messages.
-  it('splice-writing server: replies > 61 KiB arrive whole (seccomp makes libfuse fall back to writev)', async () => {
+  // Relay and in-process with the seccomp filter: libfuse falls back to writev. In-process without
+  // it (and with SPLICE_READ too): the preload turns each splice into a recorded read or write.
+  for (const [transport, seccomp, splice] of [
+    ['relay', true, []],
+    ['in-process', true, []],
+    ['in-process', false, ['--splice-read']],
+  ] as const) {
+  it(`splice-writing server: replies > 61 KiB arrive whole (${transport}, ${seccomp ? 'seccomp' : 'no seccomp'} ${splice.join(' ')})`, async () => {
     const work = reg.tempDir();
     const source = join(work, 'source.bin');
     const sha = writeDeterministicFile(source, 8 << 20, 'splice');
     const mnt = reg.mountpoint();
-    const rec = await startRecord(buildServer('splice_fs'), ['-f', `--source=${source}`], mnt, dbIn(work));
+    const env = { ...(transport === 'relay' ? RELAY : process.env), ...(seccomp ? {} : { FUSETRACE_SECCOMP: '0' }) };
+    const rec = await startRecord(buildServer('splice_fs'), ['-f', `--source=${source}`, ...splice], mnt, dbIn(work), { env });
     const got = await sha256File(join(mnt, 'big'));
     expect(got).toEqual({ sha256: sha, bytes: 8 << 20 });
     expect(spawnSync('umount', [mnt]).status).toBe(0);
     expect((await rec.exited).code).toBe(0);
-    const { frames } = readTrace(rec.db);
+    const { session, frames } = readTrace(rec.db);
+    expect(transportOf(session.meta)).toBe(transport);
+    expect(session.dropped).toBe(0);
     expectCompletePairing(frames);
     const reads = new Set(frames.filter((f) => f.dir === 0 && f.opcode === 15).map((f) => f.unique_id));
     const replies = frames.filter((f) => f.dir === 1 && reads.has(f.unique_id));
@@ -313,6 +342,7 @@ describe('hazards', () => {
     expect(replies.every((f) => f.error === 0 && f.write_errno === 0)).toBe(true);
     expect(frames.filter((f) => f.write_errno === 74 /* EBADMSG: partial */)).toEqual([]);
   });
+  }
 
   it('without the seccomp filter the split replies are caught: recorded as partial, never forwarded, requester answered EIO', async () => {
     const work = reg.tempDir();
@@ -320,7 +350,7 @@ describe('hazards', () => {
     writeDeterministicFile(source, 2 << 20, 'splice');
     const mnt = reg.mountpoint();
     const rec = await startRecord(buildServer('splice_fs'), ['-f', `--source=${source}`], mnt, dbIn(work), {
-      env: { ...process.env, FUSETRACE_SECCOMP: '0' },
+      env: { ...RELAY, FUSETRACE_SECCOMP: '0' },
     });
     // The read finishes (no hang): the kernel got EIO for the split replies and fell back to
     // smaller reads, whose replies fit in one message.
@@ -352,7 +382,8 @@ describe('hazards', () => {
     const mnt = reg.mountpoint();
     // 128 KiB asked, the kernel doubles it: sk_sndbuf 256 KiB, far below a 1 MiB WRITE frame.
     const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, dbIn(work), {
-      env: { ...process.env, FUSETRACE_SNDBUF: String(128 << 10) },
+      // The socket carries frames only on the relay; in-process the server writes /dev/fuse itself.
+      env: { ...RELAY, FUSETRACE_SNDBUF: String(128 << 10) },
     });
     const copy = await copyInOut(mnt, { mb: 16 });
     expect(copy.readBack).toBe(copy.expected);
@@ -467,8 +498,11 @@ describe('hazards', () => {
   }
 
   it('killability: with the server stopped, SIGKILLed readers die at once except the one request held unread', async () => {
-    expect(await killedQuickly(process.env)).toBe(3);
-    expect(await killedQuickly({ ...process.env, FUSETRACE_GATE: '0' })).toBe(0);
+    // On the relay the gate holds all but one request back in the kernel.
+    expect(await killedQuickly(RELAY)).toBe(3);
+    expect(await killedQuickly({ ...RELAY, FUSETRACE_GATE: '0' })).toBe(0);
+    // In-process the server reads /dev/fuse itself: every reader dies at once, as natively.
+    expect(await killedQuickly(process.env)).toBe(4);
   });
 });
 
@@ -488,7 +522,11 @@ describe('other servers and users', () => {
     expect(await lsTree(join(mnt, 'tree'))).toBe(await lsTree(join(work, 'tree')));
     rec.child.kill('SIGINT');
     expect((await rec.exited).code).toBe(0);
-    const { frames } = readTrace(rec.db);
+    const { session, frames } = readTrace(rec.db);
+    // Go makes its own syscalls, past the preload's libc wrappers: it never asks to take /dev/fuse
+    // over and stays on the relay, by itself.
+    expect(transportOf(session.meta)).toBe('relay');
+    expect(rec.stderr()).toMatch(/; relayed; /);
     expectCompletePairing(frames);
   }, 120_000);
 
@@ -508,7 +546,7 @@ describe('other servers and users', () => {
     expect(await rec.exited).toEqual({ code: 0, signal: null });
     expect(rec.stderr()).not.toMatch(/cannot unmount/);
     const { session, frames } = readTrace(rec.db);
-    expect(JSON.parse(session.meta!)).toMatchObject({ uid: nobody, mountedVia: 'fusermount3' });
+    expect(JSON.parse(session.meta!)).toMatchObject({ uid: nobody, mountedVia: 'fusermount3', transport: 'in-process' });
     expect(session).toMatchObject({ end_reason: 'signal', exit_status: 0 });
     expectCompletePairing(frames);
   });

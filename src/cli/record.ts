@@ -13,6 +13,7 @@ interface RecordFlags {
   mountpoint?: string;
   o?: string[];
   snaplen?: string;
+  relay?: boolean;
 }
 
 /** --snaplen: a positive integer byte count. */
@@ -79,6 +80,7 @@ export function registerRecord(program: Command): void {
     .option('--mountpoint <dir>', 'which server argument is the mountpoint (default: the last existing directory)')
     .option('-o <opts>', 'extra mount options (comma-separated, like mount -o)', (v: string, prev: string[] = []) => [...prev, v])
     .option('--snaplen <bytes>', 'bytes kept per frame (default: whole frames)')
+    .option('--relay', 'relay every frame through the proxy socket even when the server could record in-process (slower; for comparison or a server that misbehaves under LD_PRELOAD)')
     .option('--tui', 'watch the recording live in the terminal UI (quitting it ends the recording)')
     .argument('<server...>', 'the FUSE server command line, after --')
     .action(async (server: string[], flags: RecordFlags, cmd: Command) => {
@@ -90,6 +92,7 @@ export function registerRecord(program: Command): void {
         mountOptions: flags.o?.join(','),
         snaplen,
         command: server,
+        ...(flags.relay ? { inProcess: false } : {}),
       };
       const result = flags.tui ? await recordWithTui(options) : await record(options);
       process.exitCode = result.exitStatus;

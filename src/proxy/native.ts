@@ -27,6 +27,10 @@ export interface PumpOptions {
   maxPagesLimit?: number;
   /** Keep at most one request unread in the socket (killability, see native/pump.h). */
   gate?: boolean;
+  /** Accept a server's takeover request: it then reads /dev/fuse itself and records into a shared ring (native/ring.h). */
+  inProcess?: boolean;
+  /** Data bytes of that ring (rounded up to a power of two that holds two of the largest frame). */
+  ringBytes?: number;
 }
 
 /** What drain() hands over. `frames` packs `count` frames, see frames.ts. */
@@ -75,6 +79,10 @@ export interface PumpStatus {
   /** Times the reader waited for the server to take the previous request. */
   gateWaits: number;
   notifyBlockedNs: bigint;
+  /** 'relay' (every frame crosses the socket) or 'in-process' (the server took /dev/fuse over, native/ring.h). */
+  transport: 'relay' | 'in-process';
+  /** Ring bytes a server thread reserved and never filled (it died in the middle of a record). */
+  ringLost: number;
   init: PumpInitInfo;
 }
 
@@ -126,6 +134,11 @@ export function native(): Addon {
 }
 
 /** Path of the exec helper that installs the splice seccomp filter (native/exec_helper.c). */
+/** The LD_PRELOAD library of in-process recording (native/preload.c). */
+export function preloadPath(): string {
+  return join(buildDir(), 'libfusetrace-preload.so');
+}
+
 export function execHelperPath(): string {
   return join(buildDir(), 'fusetrace-exec');
 }

@@ -16,7 +16,7 @@
  *    server reads end-of-file; frames are committed every FLUSH_MS so the trace stays readable.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, closeSync, constants, existsSync, readFileSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, fstatSync, readFileSync, statSync } from 'node:fs';
 import { constants as osConstants, release } from 'node:os';
 import { basename, delimiter, join, resolve } from 'node:path';
 import { UserError } from '../cli/errors.js';
@@ -27,7 +27,7 @@ import { classifyMountOptions, collectDashO, findMountpoint, splitOptions, type 
 import { FRAME_FLAG_PATCH, SeqOrderer, unpackFrames, type PumpFrame } from './frames.js';
 import { frameLimits, initChanges, initMask } from './init.js';
 import { canonicalMountPath, mountAsRoot, mountAt, mountWithFusermount, unmountFuse, type FuseMount } from './mount.js';
-import { execHelperPath, native, type Pump, type PumpStatus } from './native.js';
+import { execHelperPath, native, preloadPath, type Pump, type PumpStatus } from './native.js';
 
 /** What `record` was asked to do. */
 export interface RecordOptions {
@@ -52,6 +52,12 @@ export interface RecordOptions {
   gate?: boolean;
   /** Start the server through the seccomp exec helper (default: true unless FUSETRACE_SECCOMP=0, a diagnostic switch). */
   seccomp?: boolean;
+  /**
+   * Let a server that reads /dev/fuse through libc (libfuse, pyfuse3, fuser) take the device over
+   * and record in its own process (native/ring.h); servers that bypass libc (go-fuse) stay on the
+   * relay either way. Default: true unless FUSETRACE_INPROCESS=0; `record --relay` turns it off.
+   */
+  inProcess?: boolean;
   /** Socket send buffer to ask for (default: enough for the largest frame; FUSETRACE_SNDBUF overrides, to exercise the INIT clamp). */
   sndbuf?: number;
 }
@@ -159,6 +165,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   // FUSETRACE_GATE=0 turns the killability gate off, to measure what it costs and buys.
   const gate = opts.gate ?? process.env.FUSETRACE_GATE !== '0';
   const seccomp = opts.seccomp ?? process.env.FUSETRACE_SECCOMP !== '0';
+  const inProcess = (opts.inProcess ?? process.env.FUSETRACE_INPROCESS !== '0') && existsSync(preloadPath());
   const envSndbuf = Number(process.env.FUSETRACE_SNDBUF);
   const log = opts.log ?? process.stderr;
   const progName = basename(p.server);
@@ -216,6 +223,8 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
         maxFrame,
         gate,
         seccomp,
+        // 'relay' until the server takes /dev/fuse over ('in-process', written when it happens).
+        transport: 'relay',
       },
     });
 
@@ -234,6 +243,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
         maxWriteLimit: limits.maxWrite,
         maxPagesLimit: limits.maxPages,
         gate,
+        inProcess,
       },
       () => onWake(),
     );
@@ -252,6 +262,14 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
 
   const serverArgv = [...p.argv];
   serverArgv[p.mountIndex] = '/dev/fd/3';
+  const env = { ...process.env };
+  if (inProcess) {
+    // native/preload.c: inert unless fd 3 is still this very socket when the server reads it.
+    env.LD_PRELOAD = [preloadPath(), ...(env.LD_PRELOAD ?? '').split(/[: ]/).filter(Boolean)].join(':');
+    env.FUSETRACE_FD = '3';
+    env.FUSETRACE_SOCK_INO = String(fstatSync(serverSock).ino);
+    env.FUSETRACE_MAX_FRAME = String(maxFrame);
+  }
   // Own process group: a terminal's Ctrl-C reaches fusetrace only, which then ends the session
   // in order (unmount first, then the server sees end-of-file).
   let child: ChildProcess;
@@ -261,6 +279,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       stdio: opts.serverOutput === undefined ? ['inherit', 'inherit', 'inherit', serverSock] : ['ignore', opts.serverOutput, opts.serverOutput, serverSock],
       detached: true,
       argv0: p.argv[0],
+      env,
     });
   } finally {
     closeSync(serverSock);
@@ -274,6 +293,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   let errors = 0;
   const inFlight = new Set<bigint>();
   let initRecorded = false;
+  let inProcessNoted = false;
   let initAnswered = false;
   let lastStatus: PumpStatus | undefined;
   let lastDroppedWritten = 0;
@@ -392,6 +412,11 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     dropped = d.dropped;
     const st = pump.status();
     lastStatus = st;
+    if (st.transport === 'in-process' && !inProcessNoted) {
+      inProcessNoted = true;
+      guarded(() => writer.flush());
+      db.prepare("UPDATE sessions SET meta = json_set(meta, '$.transport', 'in-process') WHERE id = ?").run(session);
+    }
     if (st.init.replySeen && !initRecorded) {
       initRecorded = true;
       initAnswered = st.init.replyError === 0;
@@ -681,7 +706,9 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     log.write(
       `fusetrace: session ${session} in ${opts.dbPath}: ${recorded} frames (${bytes} bytes), ` +
         `${errors} errors, ${dropped} dropped${st?.partial ? `, ${st.partial} partial (not forwarded)` : ''}` +
-        `${st?.gateWaits ? `, ${st.gateWaits} gate waits` : ''}; ` +
+        `${st?.gateWaits ? `, ${st.gateWaits} gate waits` : ''}` +
+        `${st?.ringLost ? `, ${st.ringLost} ring bytes lost` : ''}; ` +
+        `${st?.transport === 'in-process' ? 'recorded in-process' : 'relayed'}; ` +
         `ended by ${reason}; ${server}${afterEof}\n`,
     );
     finishResolve({

@@ -32,6 +32,7 @@ struct options {
 	char *source;
 	int direct_io;
 	int no_splice;
+	int splice_read;
 };
 
 static struct options opt;
@@ -40,6 +41,7 @@ static const struct fuse_opt option_spec[] = {
 	{ "--source=%s", offsetof(struct options, source), 0 },
 	{ "--direct-io", offsetof(struct options, direct_io), 1 },
 	{ "--no-splice", offsetof(struct options, no_splice), 1 },
+	{ "--splice-read", offsetof(struct options, splice_read), 1 },
 	FUSE_OPT_END
 };
 
@@ -69,6 +71,9 @@ static void sfs_init(void *userdata, struct fuse_conn_info *conn)
 	(void)userdata;
 	if (!opt.no_splice && (conn->capable & FUSE_CAP_SPLICE_WRITE))
 		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+	/* Requests too: libfuse then splices each request from the fuse fd into a pipe. */
+	if (opt.splice_read && (conn->capable & FUSE_CAP_SPLICE_READ))
+		conn->want |= FUSE_CAP_SPLICE_READ;
 	if (opt.no_splice)
 		conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ);
 }
@@ -174,7 +179,7 @@ int main(int argc, char *argv[])
 	if (fuse_parse_cmdline(&args, &cmd) != 0)
 		return 1;
 	if (cmd.show_help || !cmd.mountpoint || !opt.source) {
-		printf("usage: %s --source=FILE [--direct-io] [--no-splice] [options] <mountpoint>\n", argv[0]);
+		printf("usage: %s --source=FILE [--direct-io] [--no-splice] [--splice-read] [options] <mountpoint>\n", argv[0]);
 		fuse_cmdline_help();
 		fuse_lowlevel_help();
 		ret = cmd.show_help ? 0 : 1;

@@ -1,0 +1,625 @@
+/*
+ * libfusetrace-preload.so: in-process recording, loaded into the FUSE server with LD_PRELOAD by
+ * `fusetrace record` (see ring.h for why and for the handshake).
+ *
+ * It is inert unless FUSETRACE_FD names the fd the server was given as /dev/fd/N and that fd is
+ * still the socket fusetrace created (FUSETRACE_SOCK_INO). It wraps the libc calls a FUSE server
+ * moves frames with: read/readv (requests), write/writev (replies and notifications), splice from
+ * the device (libfuse SPLICE_READ). A server that bypasses libc (Go's raw syscalls) never calls
+ * these wrappers on N, never asks for the takeover, and is relayed by the pump as before.
+ *
+ * Anything this file cannot do the same way as the relay makes it give up before the takeover
+ * (poll/epoll/select on N: the requests it holds would never make the device readable), so the
+ * fallback is always the relay, never a half-recorded session.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ring.h"
+
+/* fuse_kernel.h: FUSE_DEV_IOC_CLONE = _IOR(229, 0, uint32_t) */
+#define FT_DEV_IOC_CLONE _IOR(229, 0, uint32_t)
+
+enum { ST_INERT = 0, ST_WAITING = 1, ST_ACTIVE = 2, ST_RELAY = 3 };
+
+static int g_fd = -1;          /* N: the fd the server reads frames from */
+static int g_state = ST_INERT;
+static int g_orphan;           /* fusetrace is gone: reads return end-of-file, as through the relay */
+static int g_watch_fd = -1;    /* the socket, kept after the takeover to notice fusetrace's end */
+static unsigned long long g_sock_ino;
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct ft_ring_hdr* g_ring;
+static uint8_t* g_data;
+
+/* Requests the pump read from /dev/fuse and queued in the socket before the takeover (in practice
+ * FUSE_INIT): the server reads them first. The pump recorded them already. */
+struct pending {
+  struct pending* next;
+  size_t len;
+  uint8_t data[];
+};
+static struct pending* g_pending;
+static struct pending** g_pending_tail = &g_pending;
+static int g_pending_count;
+
+static ssize_t (*real_read)(int, void*, size_t);
+static ssize_t (*real_readv)(int, const struct iovec*, int);
+static ssize_t (*real_write)(int, const void*, size_t);
+static ssize_t (*real_writev)(int, const struct iovec*, int);
+static ssize_t (*real_splice)(int, loff_t*, int, loff_t*, size_t, unsigned int);
+static int (*real_ioctl)(int, unsigned long, ...);
+static int (*real_close)(int);
+static int (*real_dup2)(int, int);
+static int (*real_dup3)(int, int, int);
+static int (*real_poll)(struct pollfd*, nfds_t, int);
+static int (*real_ppoll)(struct pollfd*, nfds_t, const struct timespec*, const sigset_t*);
+static int (*real_epoll_ctl)(int, int, int, struct epoll_event*);
+static int (*real_select)(int, fd_set*, fd_set*, fd_set*, struct timeval*);
+
+static void resolve(void) {
+  real_read = dlsym(RTLD_NEXT, "read");
+  real_readv = dlsym(RTLD_NEXT, "readv");
+  real_write = dlsym(RTLD_NEXT, "write");
+  real_writev = dlsym(RTLD_NEXT, "writev");
+  real_splice = dlsym(RTLD_NEXT, "splice");
+  real_ioctl = dlsym(RTLD_NEXT, "ioctl");
+  real_close = dlsym(RTLD_NEXT, "close");
+  real_dup2 = dlsym(RTLD_NEXT, "dup2");
+  real_dup3 = dlsym(RTLD_NEXT, "dup3");
+  real_poll = dlsym(RTLD_NEXT, "poll");
+  real_ppoll = dlsym(RTLD_NEXT, "ppoll");
+  real_epoll_ctl = dlsym(RTLD_NEXT, "epoll_ctl");
+  real_select = dlsym(RTLD_NEXT, "select");
+}
+
+__attribute__((constructor)) static void ft_init(void) {
+  resolve();
+  const char* fd = getenv("FUSETRACE_FD");
+  const char* ino = getenv("FUSETRACE_SOCK_INO");
+  if (!fd || !ino) return;
+  char* end;
+  long n = strtol(fd, &end, 10);
+  if (*fd == '\0' || *end != '\0' || n < 0 || n > 1 << 20) return;
+  g_sock_ino = strtoull(ino, &end, 10);
+  g_state = ST_WAITING;
+  __atomic_store_n(&g_fd, (int)n, __ATOMIC_RELEASE);
+}
+
+static inline int tracked(int fd) { return fd >= 0 && fd == __atomic_load_n(&g_fd, __ATOMIC_RELAXED); }
+static inline int state(void) { return __atomic_load_n(&g_state, __ATOMIC_ACQUIRE); }
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- the ring (producer side; ring.h) ---- */
+
+/* Reserves a record of `need` bytes (a multiple of 8); NULL when the ring is full. *pos is the
+ * record's absolute position, for its stamp. */
+static struct ft_ring_rec* ring_reserve(uint64_t need, uint64_t* pos) {
+  struct ft_ring_hdr* h = g_ring;
+  uint64_t size = h->size;
+  uint64_t head = __atomic_load_n(&h->head, __ATOMIC_RELAXED);
+  for (;;) {
+    uint64_t off = head & (size - 1);
+    uint64_t skip = off + need > size ? size - off : 0;
+    uint64_t tail = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
+    if (head + skip + need - tail > size) return NULL;
+    if (__atomic_compare_exchange_n(&h->head, &head, head + skip + need, 1, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+      if (skip) {
+        struct ft_ring_rec* s = (struct ft_ring_rec*)(g_data + off);
+        s->rec_len = (uint32_t)skip;
+        __atomic_store_n(&s->stamp, FT_STAMP(head, h->key, FT_REC_SKIP), __ATOMIC_RELEASE);
+      }
+      *pos = head + skip;
+      return (struct ft_ring_rec*)(g_data + ((head + skip) & (size - 1)));
+    }
+  }
+}
+
+/* How long a server thread waits for room in a full ring before the frame is dropped. While
+ * fusetrace keeps up this never happens; while it is merely slower (a full capture of a fast
+ * read: SQLite takes ~1.2 s per GiB) the server goes at fusetrace's pace and nothing is lost
+ * (JS commits in batches, so single waits of a few hundred ms are normal then); if fusetrace
+ * stalls, one wait runs out and the ring drops (counted) until it is half empty again, so a
+ * stalled recorder costs the filesystem this once, not per frame. */
+#define FT_WAIT_NS (1000ull * 1000000ull)
+
+static int g_dropping;
+
+static void wake_consumer(void) {
+  struct ft_ring_hdr* h = g_ring;
+  if (__atomic_load_n(&h->sleeping, __ATOMIC_RELAXED) && __atomic_exchange_n(&h->sleeping, 0, __ATOMIC_ACQ_REL))
+    syscall(SYS_futex, &h->sleeping, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+static struct ft_ring_rec* ring_reserve_wait(uint64_t need, uint64_t* pos) {
+  struct ft_ring_rec* r = ring_reserve(need, pos);
+  if (r) return r;
+  struct ft_ring_hdr* h = g_ring;
+  if (__atomic_load_n(&g_dropping, __ATOMIC_RELAXED)) {
+    if (__atomic_load_n(&h->head, __ATOMIC_RELAXED) - __atomic_load_n(&h->tail, __ATOMIC_RELAXED) > h->size / 2) return NULL;
+    __atomic_store_n(&g_dropping, 0, __ATOMIC_RELAXED);
+  }
+  wake_consumer();
+  uint64_t start = now_ns();
+  struct timespec nap = {0, 100000};  /* 100 us */
+  while (!(r = ring_reserve(need, pos))) {
+    if (__atomic_load_n(&g_dropping, __ATOMIC_RELAXED) || __atomic_load_n(&g_orphan, __ATOMIC_RELAXED)) return NULL;
+    if (now_ns() - start > FT_WAIT_NS) {
+      __atomic_store_n(&g_dropping, 1, __ATOMIC_RELAXED);
+      return NULL;
+    }
+    nanosleep(&nap, NULL);
+  }
+  return r;
+}
+
+static void ring_publish(struct ft_ring_rec* r, uint64_t pos, uint32_t type) {
+  struct ft_ring_hdr* h = g_ring;
+  __atomic_store_n(&r->stamp, FT_STAMP(pos, h->key, type), __ATOMIC_RELEASE);
+  /* The consumer sleeps on a timer; wake it early only when an eighth of the ring is in use. */
+  if (__atomic_load_n(&h->sleeping, __ATOMIC_RELAXED) &&
+      __atomic_load_n(&h->head, __ATOMIC_RELAXED) - __atomic_load_n(&h->tail, __ATOMIC_RELAXED) >= h->size / 8 &&
+      __atomic_exchange_n(&h->sleeping, 0, __ATOMIC_ACQ_REL)) {
+    syscall(SYS_futex, &h->sleeping, FUTEX_WAKE, 1, NULL, NULL, 0);
+  }
+}
+
+static void ring_drop(uint64_t len) {
+  __atomic_add_fetch(&g_ring->dropped, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&g_ring->dropped_bytes, len, __ATOMIC_RELAXED);
+}
+
+/* Records a frame held in `iov` (total `len` bytes). */
+static void record_iov(uint8_t dir, const struct iovec* iov, int iovcnt, size_t len, uint64_t ts, uint64_t fwd,
+                       int werr) {
+  uint32_t snap = g_ring->snaplen;
+  size_t cap = snap && len > snap ? snap : len;
+  uint64_t pos;
+  struct ft_ring_rec* r = ring_reserve_wait(sizeof *r + FT_REC_ALIGN(cap), &pos);
+  if (!r) {
+    ring_drop(len);
+    return;
+  }
+  uint8_t* out = (uint8_t*)(r + 1);
+  size_t done = 0;
+  uint8_t hdr[40];
+  size_t hdr_have = 0;
+  for (int i = 0; i < iovcnt && done < len; i++) {
+    size_t take = iov[i].iov_len;
+    if (take > len - done) take = len - done;
+    if (done < cap) memcpy(out + done, iov[i].iov_base, take < cap - done ? take : cap - done);
+    if (hdr_have < sizeof hdr) {
+      size_t h = take < sizeof hdr - hdr_have ? take : sizeof hdr - hdr_have;
+      memcpy(hdr + hdr_have, iov[i].iov_base, h);
+      hdr_have += h;
+    }
+    done += take;
+  }
+  r->rec_len = (uint32_t)(sizeof *r + FT_REC_ALIGN(cap));
+  r->ts_ns = ts;
+  r->fwd_ns = fwd;
+  r->len = (uint32_t)len;
+  r->cap_len = (uint32_t)cap;
+  r->write_errno = werr;
+  r->dir = dir;
+  r->unique = 0;
+  r->code = 0;
+  r->pid = 0;
+  if (dir == 0 && hdr_have >= 40) {
+    /* fuse_in_header: len 0, opcode 4, unique 8, nodeid 16, uid 24, gid 28, pid 32 */
+    memcpy(&r->code, hdr + 4, 4);
+    memcpy(&r->unique, hdr + 8, 8);
+    memcpy(&r->pid, hdr + 32, 4);
+  } else if (dir == 1 && hdr_have >= 16) {
+    /* fuse_out_header: len 0, error 4, unique 8 */
+    memcpy(&r->code, hdr + 4, 4);
+    memcpy(&r->unique, hdr + 8, 8);
+  }
+  ring_publish(r, pos, FT_REC_FRAME);
+}
+
+
+static void record_event(int code) {
+  uint64_t pos;
+  struct ft_ring_rec* r = ring_reserve_wait(sizeof *r, &pos);
+  if (!r) return;
+  memset((uint8_t*)r + 8, 0, sizeof *r - 8);
+  r->rec_len = sizeof *r;
+  r->ts_ns = now_ns();
+  r->code = code;
+  ring_publish(r, pos, FT_REC_EVENT);
+}
+
+/* ---- the takeover ---- */
+
+/* fusetrace closed its end of the socket (it ended or was killed): end the server as the relay
+ * would (its reads see end-of-file), and ask it to exit so that threads asleep in read() go too. */
+static void* watch_main(void* arg) {
+  (void)arg;
+  char b[64];
+  for (;;) {
+    ssize_t r = recv(g_watch_fd, b, sizeof b, 0);
+    if (r > 0) continue;
+    if (r < 0 && errno == EINTR) continue;
+    break;
+  }
+  __atomic_store_n(&g_orphan, 1, __ATOMIC_RELEASE);
+  kill(getpid(), SIGTERM);
+  return NULL;
+}
+
+static void pending_push(const uint8_t* data, size_t len) {
+  struct pending* p = malloc(sizeof *p + len);
+  if (!p) return;
+  p->next = NULL;
+  p->len = len;
+  memcpy(p->data, data, len);
+  *g_pending_tail = p;
+  g_pending_tail = &p->next;
+  __atomic_add_fetch(&g_pending_count, 1, __ATOMIC_RELEASE);
+}
+
+/* Hands the next request queued before the takeover to a read; -2 when there is none. */
+static ssize_t pending_pop(const struct iovec* iov, int iovcnt) {
+  if (__atomic_load_n(&g_pending_count, __ATOMIC_ACQUIRE) == 0) return -2;
+  pthread_mutex_lock(&g_mu);
+  struct pending* p = g_pending;
+  if (p) {
+    g_pending = p->next;
+    if (!g_pending) g_pending_tail = &g_pending;
+    __atomic_sub_fetch(&g_pending_count, 1, __ATOMIC_RELEASE);
+  }
+  pthread_mutex_unlock(&g_mu);
+  if (!p) return -2;
+  size_t room = 0;
+  for (int i = 0; i < iovcnt; i++) room += iov[i].iov_len;
+  if (room < p->len) {
+    /* The kernel would refuse such a read (fs/fuse/dev.c: -EINVAL for a buffer smaller than the
+     * request) and keep the request; do the same. */
+    pthread_mutex_lock(&g_mu);
+    p->next = g_pending;
+    g_pending = p;
+    if (!p->next) g_pending_tail = &p->next;
+    __atomic_add_fetch(&g_pending_count, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&g_mu);
+    errno = EINVAL;
+    return -1;
+  }
+  size_t done = 0;
+  for (int i = 0; i < iovcnt && done < p->len; i++) {
+    size_t take = iov[i].iov_len < p->len - done ? iov[i].iov_len : p->len - done;
+    memcpy(iov[i].iov_base, p->data + done, take);
+    done += take;
+  }
+  ssize_t n = (ssize_t)p->len;
+  free(p);
+  return n;
+}
+
+/* Called with g_mu held, state ST_WAITING. Ends in ST_ACTIVE or ST_RELAY. */
+static void takeover_locked(void) {
+  int fd = g_fd;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) || (unsigned long long)st.st_ino != g_sock_ino) {
+    __atomic_store_n(&g_state, ST_RELAY, __ATOMIC_RELEASE);
+    return;
+  }
+  uint8_t req[16];
+  uint32_t len = 16;
+  int32_t code = FT_TAKEOVER_CODE;
+  uint64_t magic = FT_MAGIC;
+  memcpy(req, &len, 4);
+  memcpy(req + 4, &code, 4);
+  memcpy(req + 8, &magic, 8);
+  /* Room for any frame the pump may have queued before its answer. */
+  size_t bufsize = (1u << 20) + (64u << 10);
+  const char* mf = getenv("FUSETRACE_MAX_FRAME");
+  if (mf && atol(mf) > 0) bufsize = (size_t)atol(mf) + 4096;
+  uint8_t* buf = malloc(bufsize);
+  if (!buf || send(fd, req, sizeof req, MSG_NOSIGNAL) != (ssize_t)sizeof req) {
+    free(buf);
+    __atomic_store_n(&g_state, ST_RELAY, __ATOMIC_RELEASE);
+    return;
+  }
+  int fds[2] = {-1, -1};
+  int accepted = 0;
+  for (;;) {
+    union {
+      struct cmsghdr h;
+      char space[CMSG_SPACE(sizeof(int) * 2)];
+    } ctl;
+    struct iovec iov = {buf, bufsize};
+    struct msghdr m = {0};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl.space;
+    m.msg_controllen = sizeof ctl.space;
+    ssize_t n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      __atomic_store_n(&g_orphan, 1, __ATOMIC_RELEASE);
+      break;
+    }
+    uint32_t op = 0;
+    uint64_t uq = 0;
+    if (n >= 40) {
+      memcpy(&op, buf + 4, 4);
+      memcpy(&uq, buf + 8, 8);
+    }
+    if (n == FT_ACK_LEN && op == FT_ACK_OPCODE && uq == FT_MAGIC) {
+      uint32_t status;
+      memcpy(&status, buf + 40, 4);
+      for (struct cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len >= CMSG_LEN(sizeof(int) * 2)) {
+          memcpy(fds, CMSG_DATA(c), sizeof fds);
+        }
+      }
+      accepted = status == FT_ACK_ACCEPTED && fds[0] >= 0 && fds[1] >= 0;
+      break;
+    }
+    pending_push(buf, (size_t)n);
+  }
+  free(buf);
+  if (accepted) {
+    struct stat rs;
+    void* map = MAP_FAILED;
+    if (fstat(fds[1], &rs) == 0 && rs.st_size > (off_t)FT_RING_HDR_BYTES)
+      map = mmap(NULL, (size_t)rs.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
+    struct ft_ring_hdr* h = map == MAP_FAILED ? NULL : (struct ft_ring_hdr*)map;
+    int watch = h && h->magic == FT_RING_MAGIC && h->version == FT_RING_VERSION ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : -1;
+    int fdflags = fcntl(fd, F_GETFD);
+    if (watch >= 0 && real_dup3(fds[0], fd, (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0) == fd) {
+      g_ring = h;
+      g_data = (uint8_t*)map + FT_RING_HDR_BYTES;
+      g_watch_fd = watch;
+      pthread_t t;
+      pthread_attr_t a;
+      sigset_t all, old;
+      pthread_attr_init(&a);
+      pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+      pthread_attr_setstacksize(&a, 64 << 10);
+      /* Signals stay with the server's own threads. */
+      sigfillset(&all);
+      pthread_sigmask(SIG_SETMASK, &all, &old);
+      pthread_create(&t, &a, watch_main, NULL);
+      pthread_sigmask(SIG_SETMASK, &old, NULL);
+      pthread_attr_destroy(&a);
+      __atomic_store_n(&g_state, ST_ACTIVE, __ATOMIC_RELEASE);
+    } else {
+      /* Cannot happen short of running out of fds; the pump already stopped reading /dev/fuse,
+       * so the session cannot go on through the socket either: the reads below fail. */
+      if (watch >= 0) real_close(watch);
+      if (map != MAP_FAILED) munmap(map, (size_t)rs.st_size);
+      __atomic_store_n(&g_orphan, 1, __ATOMIC_RELEASE);
+      __atomic_store_n(&g_state, ST_RELAY, __ATOMIC_RELEASE);
+    }
+    real_close(fds[0]);
+    real_close(fds[1]);
+    return;
+  }
+  if (fds[0] >= 0) real_close(fds[0]);
+  if (fds[1] >= 0) real_close(fds[1]);
+  __atomic_store_n(&g_state, ST_RELAY, __ATOMIC_RELEASE);
+}
+
+static void ensure_takeover(void) {
+  if (state() != ST_WAITING) return;
+  pthread_mutex_lock(&g_mu);
+  if (state() == ST_WAITING) takeover_locked();
+  pthread_mutex_unlock(&g_mu);
+}
+
+/* A server that waits for N to become readable must stay on the relay: the requests received
+ * during a takeover would never make the device readable. */
+static void no_takeover(void) {
+  if (state() != ST_WAITING) return;
+  pthread_mutex_lock(&g_mu);
+  if (state() == ST_WAITING) __atomic_store_n(&g_state, ST_RELAY, __ATOMIC_RELEASE);
+  pthread_mutex_unlock(&g_mu);
+}
+
+/* ---- wrappers ---- */
+
+static ssize_t traced_readv(int fd, const struct iovec* iov, int iovcnt) {
+  ensure_takeover();
+  ssize_t p = pending_pop(iov, iovcnt);
+  if (p != -2) return p;
+  if (__atomic_load_n(&g_orphan, __ATOMIC_ACQUIRE)) return 0;
+  if (state() != ST_ACTIVE) return iovcnt == 1 ? real_read(fd, iov[0].iov_base, iov[0].iov_len) : real_readv(fd, iov, iovcnt);
+  ssize_t n = iovcnt == 1 ? real_read(fd, iov[0].iov_base, iov[0].iov_len) : real_readv(fd, iov, iovcnt);
+  if (n > 0) {
+    uint64_t ts = now_ns();
+    record_iov(0, iov, iovcnt, (size_t)n, ts, ts, 0);
+  } else if (n < 0 && errno == ENODEV) {
+    int e = errno;
+    record_event(FT_EV_ENODEV);
+    errno = e;
+  }
+  return n;
+}
+
+static ssize_t traced_writev(int fd, const struct iovec* iov, int iovcnt) {
+  if (state() != ST_ACTIVE) return iovcnt == 1 ? real_write(fd, iov[0].iov_base, iov[0].iov_len) : real_writev(fd, iov, iovcnt);
+  size_t len = 0;
+  for (int i = 0; i < iovcnt; i++) len += iov[i].iov_len;
+  uint64_t ts = now_ns();
+  ssize_t n = iovcnt == 1 ? real_write(fd, iov[0].iov_base, iov[0].iov_len) : real_writev(fd, iov, iovcnt);
+  int e = n < 0 ? errno : 0;
+  record_iov(1, iov, iovcnt, len, ts, now_ns(), e);
+  if (n < 0) errno = e;
+  return n;
+}
+
+ssize_t read(int fd, void* buf, size_t count) {
+  if (!real_read) resolve();
+  if (!tracked(fd)) return real_read(fd, buf, count);
+  struct iovec iov = {buf, count};
+  return traced_readv(fd, &iov, 1);
+}
+
+ssize_t readv(int fd, const struct iovec* iov, int iovcnt) {
+  if (!real_readv) resolve();
+  if (!tracked(fd)) return real_readv(fd, iov, iovcnt);
+  return traced_readv(fd, iov, iovcnt);
+}
+
+ssize_t write(int fd, const void* buf, size_t count) {
+  if (!real_write) resolve();
+  if (!tracked(fd)) return real_write(fd, buf, count);
+  struct iovec iov = {(void*)buf, count};
+  return traced_writev(fd, &iov, 1);
+}
+
+ssize_t writev(int fd, const struct iovec* iov, int iovcnt) {
+  if (!real_writev) resolve();
+  if (!tracked(fd)) return real_writev(fd, iov, iovcnt);
+  return traced_writev(fd, iov, iovcnt);
+}
+
+ssize_t splice(int fd_in, loff_t* off_in, int fd_out, loff_t* off_out, size_t len, unsigned int flags) {
+  if (!real_splice) resolve();
+  int out = tracked(fd_out) && state() == ST_ACTIVE;
+  if (!out && !tracked(fd_in)) return real_splice(fd_in, off_in, fd_out, off_out, len, flags);
+  /* The frame passes through this thread's buffer instead of a pipe, so it is recorded like any
+   * other (the fusetrace-exec seccomp filter already makes vmsplice fail, so libfuse and go-fuse
+   * normally write replies with writev; this path is for a server started without it). */
+  static __thread uint8_t* tbuf;
+  static __thread size_t tcap;
+  if (tcap < len) {
+    uint8_t* nb = realloc(tbuf, len);
+    if (!nb) {
+      errno = ENOMEM;
+      return -1;
+    }
+    tbuf = nb;
+    tcap = len;
+  }
+  if (out) {
+    /* A reply spliced from a pipe (libfuse SPLICE_WRITE: header vmspliced, data spliced behind
+     * it): the pipe holds the whole reply of `len` bytes; read it and write it in one piece. */
+    size_t got = 0;
+    while (got < len) {
+      ssize_t r = real_read(fd_in, tbuf + got, len - got);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;
+      got += (size_t)r;
+    }
+    if (got == 0) return -1;
+    struct iovec wiov = {tbuf, got};
+    return traced_writev(fd_out, &wiov, 1);
+  }
+  ensure_takeover();
+  if (state() != ST_ACTIVE && __atomic_load_n(&g_pending_count, __ATOMIC_ACQUIRE) == 0)
+    return real_splice(fd_in, off_in, fd_out, off_out, len, flags);
+  /* libfuse SPLICE_READ moves a request from the device into its pipe. Read it instead (so it is
+   * recorded like any request), then fill the pipe: libfuse sized the pipe for a whole request
+   * and drains it before the next one, so this write does not block. */
+  struct iovec iov = {tbuf, len};
+  ssize_t n = traced_readv(fd_in, &iov, 1);
+  if (n <= 0) return n;
+  size_t done = 0;
+  while (done < (size_t)n) {
+    ssize_t w = real_write(fd_out, tbuf + done, (size_t)n - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    done += (size_t)w;
+  }
+  return n;
+}
+
+int ioctl(int fd, unsigned long request, ...) {
+  va_list ap;
+  va_start(ap, request);
+  void* arg = va_arg(ap, void*);
+  va_end(ap);
+  if (!real_ioctl) resolve();
+  if (request == FT_DEV_IOC_CLONE && arg && state() != ST_INERT) {
+    uint32_t master;
+    memcpy(&master, arg, sizeof master);
+    if (tracked((int)master)) {
+      /* Through the relay the kernel refuses to clone a socket (EINVAL) and libfuse goes on
+       * without clone_fd; keep that, so both transports read every request from N. */
+      errno = EINVAL;
+      return -1;
+    }
+  }
+  return real_ioctl(fd, request, arg);
+}
+
+static void untrack(int fd) {
+  if (tracked(fd)) __atomic_store_n(&g_fd, -1, __ATOMIC_RELEASE);
+}
+
+int close(int fd) {
+  if (!real_close) resolve();
+  if (tracked(fd)) untrack(fd);
+  return real_close(fd);
+}
+
+int dup2(int oldfd, int newfd) {
+  if (!real_dup2) resolve();
+  if (oldfd != newfd && tracked(newfd)) untrack(newfd);
+  return real_dup2(oldfd, newfd);
+}
+
+int dup3(int oldfd, int newfd, int flags) {
+  if (!real_dup3) resolve();
+  if (tracked(newfd)) untrack(newfd);
+  return real_dup3(oldfd, newfd, flags);
+}
+
+int poll(struct pollfd* fds, nfds_t n, int timeout) {
+  if (!real_poll) resolve();
+  if (g_fd >= 0)
+    for (nfds_t i = 0; i < n; i++)
+      if (tracked(fds[i].fd)) no_takeover();
+  return real_poll(fds, n, timeout);
+}
+
+int ppoll(struct pollfd* fds, nfds_t n, const struct timespec* ts, const sigset_t* mask) {
+  if (!real_ppoll) resolve();
+  if (g_fd >= 0)
+    for (nfds_t i = 0; i < n; i++)
+      if (tracked(fds[i].fd)) no_takeover();
+  return real_ppoll(fds, n, ts, mask);
+}
+
+int epoll_ctl(int epfd, int op, int fd, struct epoll_event* ev) {
+  if (!real_epoll_ctl) resolve();
+  if (tracked(fd)) no_takeover();
+  return real_epoll_ctl(epfd, op, fd, ev);
+}
+
+int select(int nfds, fd_set* r, fd_set* w, fd_set* x, struct timeval* tv) {
+  if (!real_select) resolve();
+  int fd = g_fd;
+  if (fd >= 0 && fd < nfds && fd < FD_SETSIZE && ((r && FD_ISSET(fd, r)) || (w && FD_ISSET(fd, w)) || (x && FD_ISSET(fd, x))))
+    no_takeover();
+  return real_select(nfds, r, w, x, tv);
+}
