@@ -24,6 +24,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -49,6 +50,7 @@ static int g_state = ST_INERT;
 static int g_orphan;           /* fusetrace is gone: reads return end-of-file, as through the relay */
 static int g_watch_fd = -1;    /* the socket, kept after the takeover to notice fusetrace's end */
 static unsigned long long g_sock_ino;
+static unsigned g_test_delay_us;  /* FUSETRACE_TEST_WRITE_DELAY_US: widen the write-to-publish gap (tests) */
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct ft_ring_hdr* g_ring;
 static uint8_t* g_data;
@@ -103,6 +105,8 @@ __attribute__((constructor)) static void ft_init(void) {
   long n = strtol(fd, &end, 10);
   if (*fd == '\0' || *end != '\0' || n < 0 || n > 1 << 20) return;
   g_sock_ino = strtoull(ino, &end, 10);
+  const char* delay = getenv("FUSETRACE_TEST_WRITE_DELAY_US");
+  if (delay) g_test_delay_us = (unsigned)strtoul(delay, NULL, 10);
   g_state = ST_WAITING;
   __atomic_store_n(&g_fd, (int)n, __ATOMIC_RELEASE);
 }
@@ -195,16 +199,16 @@ static void ring_drop(uint64_t len) {
   __atomic_add_fetch(&g_ring->dropped_bytes, len, __ATOMIC_RELAXED);
 }
 
-/* Records a frame held in `iov` (total `len` bytes). */
-static void record_iov(uint8_t dir, const struct iovec* iov, int iovcnt, size_t len, uint64_t ts, uint64_t fwd,
-                       int werr) {
+/* Reserves and fills the record of a frame held in `iov` (total `len` bytes); the caller sets
+ * fwd_ns/write_errno and publishes it (record_end). NULL when the ring had no room (counted). */
+static struct ft_ring_rec* record_begin(uint8_t dir, const struct iovec* iov, int iovcnt, size_t len, uint64_t ts,
+                                        uint64_t* pos) {
   uint32_t snap = g_ring->snaplen;
   size_t cap = snap && len > snap ? snap : len;
-  uint64_t pos;
-  struct ft_ring_rec* r = ring_reserve_wait(sizeof *r + FT_REC_ALIGN(cap), &pos);
+  struct ft_ring_rec* r = ring_reserve_wait(sizeof *r + FT_REC_ALIGN(cap), pos);
   if (!r) {
     ring_drop(len);
-    return;
+    return NULL;
   }
   uint8_t* out = (uint8_t*)(r + 1);
   size_t done = 0;
@@ -223,11 +227,12 @@ static void record_iov(uint8_t dir, const struct iovec* iov, int iovcnt, size_t 
   }
   r->rec_len = (uint32_t)(sizeof *r + FT_REC_ALIGN(cap));
   r->ts_ns = ts;
-  r->fwd_ns = fwd;
+  r->fwd_ns = ts;
   r->len = (uint32_t)len;
   r->cap_len = (uint32_t)cap;
-  r->write_errno = werr;
+  r->write_errno = 0;
   r->dir = dir;
+  r->flags = 0;
   r->unique = 0;
   r->code = 0;
   r->pid = 0;
@@ -241,9 +246,20 @@ static void record_iov(uint8_t dir, const struct iovec* iov, int iovcnt, size_t 
     memcpy(&r->code, hdr + 4, 4);
     memcpy(&r->unique, hdr + 8, 8);
   }
-  ring_publish(r, pos, FT_REC_FRAME);
+  return r;
 }
 
+static void record_patch(uint64_t target, uint64_t fwd, int werr) {
+  uint64_t pos;
+  struct ft_ring_rec* r = ring_reserve_wait(sizeof *r, &pos);
+  if (!r) return;  /* the notification keeps fwd_ns 0: "not known to be forwarded" */
+  memset((uint8_t*)r + 8, 0, sizeof *r - 8);
+  r->rec_len = sizeof *r;
+  r->unique = target;
+  r->fwd_ns = fwd;
+  r->write_errno = werr;
+  ring_publish(r, pos, FT_REC_PATCH);
+}
 
 static void record_event(int code) {
   uint64_t pos;
@@ -446,6 +462,51 @@ static void no_takeover(void) {
 
 /* ---- wrappers ---- */
 
+/* Requesting pids already named in the ring. The name is read here, in the server thread that got
+ * the pid's first request, because the requester is alive then: it waits for the reply (the ring
+ * thread drains every few ms, long after a short-lived `ls` has gone). Open addressing, insert
+ * only; once 3/4 full, new pids are left to the pump (named later, if still alive). */
+#define FT_PIDS 8192
+static uint32_t g_pids[FT_PIDS];
+static uint32_t g_pids_used;
+
+static int pid_first_seen(uint32_t pid) {
+  if (pid == 0) return 0;
+  if (__atomic_load_n(&g_pids_used, __ATOMIC_RELAXED) >= FT_PIDS / 4 * 3) return 0;
+  for (uint32_t i = (pid * 2654435761u) % FT_PIDS, n = 0; n < FT_PIDS; i = (i + 1) % FT_PIDS, n++) {
+    uint32_t cur = __atomic_load_n(&g_pids[i], __ATOMIC_ACQUIRE);
+    if (cur == pid) return 0;
+    if (cur != 0) continue;
+    uint32_t zero = 0;
+    if (__atomic_compare_exchange_n(&g_pids[i], &zero, pid, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      __atomic_add_fetch(&g_pids_used, 1, __ATOMIC_RELAXED);
+      return 1;
+    }
+    if (zero == pid) return 0;
+  }
+  return 0;
+}
+
+static void record_proc(uint32_t pid) {
+  char path[32], comm[64];
+  snprintf(path, sizeof path, "/proc/%u/comm", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ssize_t n = real_read(fd, comm, sizeof comm);
+  real_close(fd);
+  if (n <= 0) return;
+  if (comm[n - 1] == '\n') n--;
+  uint64_t pos;
+  struct ft_ring_rec* r = ring_reserve_wait(sizeof *r + FT_REC_ALIGN((uint64_t)n), &pos);
+  if (!r) return;
+  memset((uint8_t*)r + 8, 0, sizeof *r - 8);
+  memcpy(r + 1, comm, (size_t)n);
+  r->rec_len = (uint32_t)(sizeof *r + FT_REC_ALIGN((uint64_t)n));
+  r->pid = pid;
+  r->len = r->cap_len = (uint32_t)n;
+  ring_publish(r, pos, FT_REC_PROC);
+}
+
 static ssize_t traced_readv(int fd, const struct iovec* iov, int iovcnt) {
   ensure_takeover();
   ssize_t p = pending_pop(iov, iovcnt);
@@ -455,7 +516,13 @@ static ssize_t traced_readv(int fd, const struct iovec* iov, int iovcnt) {
   ssize_t n = iovcnt == 1 ? real_read(fd, iov[0].iov_base, iov[0].iov_len) : real_readv(fd, iov, iovcnt);
   if (n > 0) {
     uint64_t ts = now_ns();
-    record_iov(0, iov, iovcnt, (size_t)n, ts, ts, 0);
+    uint32_t pid = 0;
+    /* fuse_in_header.pid at offset 32 */
+    if (iov[0].iov_len >= 40 && n >= 40) memcpy(&pid, (const uint8_t*)iov[0].iov_base + 32, 4);
+    if (pid_first_seen(pid)) record_proc(pid);
+    uint64_t pos;
+    struct ft_ring_rec* r = record_begin(0, iov, iovcnt, (size_t)n, ts, &pos);
+    if (r) ring_publish(r, pos, FT_REC_FRAME);
   } else if (n < 0 && errno == ENODEV) {
     int e = errno;
     record_event(FT_EV_ENODEV);
@@ -468,10 +535,25 @@ static ssize_t traced_writev(int fd, const struct iovec* iov, int iovcnt) {
   if (state() != ST_ACTIVE) return iovcnt == 1 ? real_write(fd, iov[0].iov_base, iov[0].iov_len) : real_writev(fd, iov, iovcnt);
   size_t len = 0;
   for (int i = 0; i < iovcnt; i++) len += iov[i].iov_len;
-  uint64_t ts = now_ns();
+  uint64_t pos;
+  struct ft_ring_rec* r = record_begin(1, iov, iovcnt, len, now_ns(), &pos);
+  int notify = r && r->unique == 0;
+  if (notify) {
+    r->flags = FT_RECF_PATCH_FOLLOWS;
+    r->fwd_ns = 0;
+    ring_publish(r, pos, FT_REC_FRAME);
+  }
   ssize_t n = iovcnt == 1 ? real_write(fd, iov[0].iov_base, iov[0].iov_len) : real_writev(fd, iov, iovcnt);
   int e = n < 0 ? errno : 0;
-  record_iov(1, iov, iovcnt, len, ts, now_ns(), e);
+  uint64_t fwd = now_ns();
+  if (g_test_delay_us) usleep(g_test_delay_us);
+  if (notify) {
+    record_patch(pos, fwd, e);
+  } else if (r) {
+    r->fwd_ns = fwd;
+    r->write_errno = e;
+    ring_publish(r, pos, FT_REC_FRAME);
+  }
   if (n < 0) errno = e;
   return n;
 }

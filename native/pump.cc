@@ -590,8 +590,18 @@ size_t Pump::ConsumeRing(bool force, bool* full) {
         ClampInitReply(copy, c, false);
       }
       Record(fh, data);
+      if (r->flags & FT_RECF_PATCH_FOLLOWS) ring_patches_[at] = fh.seq;
       if (r->dir == 0) NotePid(r->pid);
       n++;
+    } else if (st == FT_REC_PROC) {
+      if (r->pid != 0 && pids_.insert(r->pid).second)
+        queue_.PushProc(r->pid, std::string(reinterpret_cast<const char*>(r + 1), r->cap_len));
+    } else if (st == FT_REC_PATCH) {
+      auto it = ring_patches_.find(r->unique);
+      if (it != ring_patches_.end()) {
+        queue_.PushPatch(it->second, r->fwd_ns, r->write_errno);
+        ring_patches_.erase(it);
+      }
     } else if (st == FT_REC_EVENT) {
       if (r->code == FT_EV_ENODEV) EndReader("unmount");
     }

@@ -66,6 +66,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -193,6 +194,7 @@ class Pump {
   uint8_t* ring_data_ = nullptr;
   size_t ring_map_bytes_ = 0;
   uint64_t ring_dropped_seen_ = 0, ring_dropped_bytes_seen_ = 0;
+  std::unordered_map<uint64_t, uint64_t> ring_patches_;  // ring position of a notification -> its seq
   bool started_ = false, stopped_ = false, leaked_ = false;
 
   std::mutex status_mu_;

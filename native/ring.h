@@ -42,6 +42,10 @@
 #define FT_REC_FRAME 1u
 #define FT_REC_SKIP 2u    /* the rest of the data area before a wrap: no content */
 #define FT_REC_EVENT 3u   /* not a frame: code is an FT_EV_* */
+#define FT_REC_PROC 5u    /* not a frame: pid's process name (comm, cap_len bytes), read by the server
+                             thread that got pid's first request, while pid still waits for it */
+#define FT_REC_PATCH 4u   /* not a frame: the write result (fwd_ns, write_errno) of the notification
+                             recorded at ring position `unique`, published before its write */
 #define FT_STAMP(pos, key, type) ((((uint64_t)(pos) ^ (uint64_t)(key)) & ~(uint64_t)7) | (uint64_t)(type))
 
 #define FT_EV_ENODEV 1    /* a read() of /dev/fuse returned ENODEV: unmounted or aborted */
@@ -74,8 +78,16 @@ struct ft_ring_rec {
   int32_t code;        /* opcode (dir 0), fuse_out_header.error (dir 1), FT_EV_* (event) */
   int32_t write_errno; /* errno of the write to /dev/fuse, 0 on success */
   uint8_t dir;         /* 0 kernel->server, 1 server->kernel */
-  uint8_t pad[7];
+  uint8_t flags;       /* FT_RECF_* */
+  uint8_t pad[6];
 };
+
+/* A notification's write may block in the kernel (fs/fuse/dev.c: NOTIFY_INVAL_* waits for inode
+ * locks), so it is published before the write and its result follows as an FT_REC_PATCH. A reply
+ * is reserved before its write and published after it: its position then precedes every request
+ * the kernel could only send once it had the reply (a GETATTR after a WRITE's reply must not be
+ * recorded before that reply, or a replay would reorder them). */
+#define FT_RECF_PATCH_FOLLOWS 1u
 
 #define FT_REC_ALIGN(n) (((n) + 7u) & ~(uint64_t)7u)
 

@@ -506,6 +506,46 @@ describe('hazards', () => {
   });
 });
 
+describe('trace order', () => {
+  // Replay walks the recorded order, so a reply must come before every request the kernel could
+  // only send once it had that reply (a GETATTR after a WRITE's reply sees the new size). The
+  // preload reserves a reply's place in the ring before its write; FUSETRACE_TEST_WRITE_DELAY_US
+  // holds each server thread 20 ms between the write and the publish, which, with the place taken
+  // after the write, let the next request (read by another libfuse worker) in ahead of the reply.
+  for (const transport of ['in-process', 'relay']) {
+    it(`records each reply before every request read after its write returned (${transport})`, async () => {
+      const work = reg.tempDir();
+      const src = join(work, 'src');
+      mkdirSync(src);
+      const mnt = reg.mountpoint();
+      const env = { ...(transport === 'relay' ? RELAY : process.env), FUSETRACE_TEST_WRITE_DELAY_US: '20000' };
+      const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, dbIn(work), { env });
+      for (let i = 0; i < 8; i++) {
+        writeFileSync(join(mnt, `f${i}`), 'x'.repeat(i + 1));
+        expect(statSync(join(mnt, `f${i}`)).size).toBe(i + 1);
+      }
+      expect(spawnSync('umount', [mnt]).status).toBe(0);
+      expect((await rec.exited).code).toBe(0);
+      const { session, frames } = readTrace(rec.db);
+      expect(transportOf(session.meta)).toBe(transport);
+      expectCompletePairing(frames);
+      const replies = frames.filter((f) => f.dir === 1 && f.unique_id !== 0 && f.fwd_ns !== null);
+      const requests = frames.filter((f) => f.dir === 0);
+      let pairs = 0;
+      const misordered: string[] = [];
+      for (const p of replies) {
+        for (const q of requests) {
+          if (q.ts_ns <= p.fwd_ns!) continue;
+          pairs++;
+          if (q.seq < p.seq) misordered.push(`request seq ${q.seq} (op ${q.opcode}) before reply seq ${p.seq}`);
+        }
+      }
+      expect(pairs).toBeGreaterThan(100);
+      expect(misordered).toEqual([]);
+    });
+  }
+});
+
 describe('other servers and users', () => {
   it('gocryptfs (go-fuse) serves a 32 MB copy and a tree through fusetrace', async () => {
     const work = reg.tempDir();
