@@ -19,6 +19,17 @@ afterEach(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
+/** Compiles the sources once for the tests that run the writer in a child process, as `fusetrace record` does. */
+let compiled: { db: string; writer: string; ledger: string } | undefined;
+function compiledStore(): { db: string; writer: string; ledger: string } {
+  if (compiled) return compiled;
+  const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, encoding: 'utf8' });
+  const out = (name: string) => path.join(ROOT, 'dist', 'src', 'store', `${name}.js`);
+  if (!fs.existsSync(out('writer'))) throw new Error(`tsc did not produce ${out('writer')}:\n${tsc.stdout}${tsc.stderr}`);
+  compiled = { db: out('db'), writer: out('writer'), ledger: out('ledger') };
+  return compiled;
+}
+
 /** Uniques that break naive storage: above 2^53 (lost in a double) and at/above 2^63 (sign bit). */
 const HARD_UNIQUES = [0n, 1n, 2n ** 53n + 1n, 2n ** 62n + 3n, 2n ** 63n - 1n, 2n ** 63n, 2n ** 63n + 5n, 2n ** 64n - 1n];
 
@@ -226,16 +237,72 @@ describe('TraceWriter + TraceReader', () => {
     db.close();
   });
 
+  it('a full capture with the ledger creates no temp files (statement journals stay in memory)', async () => {
+    // SQLite reads SQLITE_TMPDIR when it starts, so the writer runs in a child told to use tmp/.
+    const { db: dbJs, writer: writerJs, ledger: ledgerJs } = compiledStore();
+    const tmp = path.join(dir, 'tmp');
+    fs.mkdirSync(tmp);
+    const script = path.join(dir, 'child.mjs');
+    fs.writeFileSync(
+      script,
+      `import { openTraceDb } from ${JSON.stringify(dbJs)};
+       import { TraceWriter } from ${JSON.stringify(writerJs)};
+       import { Ledger } from ${JSON.stringify(ledgerJs)};
+       const db = openTraceDb(process.argv[2], { create: true });
+       const w = new TraceWriter(db);
+       const session = w.beginSession({ command: ['srv'], startedWallNs: 1n, startedMonoNs: 1000n });
+       const ledger = new Ledger(db, session);
+       w.onFrames((_s, frames) => ledger.add(frames));
+       // READ requests and 64 KiB replies, 16 MiB per flush, as recorder.ts commits a full capture.
+       let seq = 0;
+       for (let flush = 0; flush < 6; flush++) {
+         for (let i = 0; i < 256; i++) {
+           const unique = BigInt(2 + seq);
+           const req = Buffer.alloc(80);
+           req.writeUInt32LE(80, 0); req.writeUInt32LE(15, 4); req.writeBigUInt64LE(unique, 8); req.writeBigUInt64LE(1n, 16);
+           const reply = Buffer.alloc(16 + 65536, i);
+           reply.writeUInt32LE(reply.length, 0); reply.writeBigUInt64LE(unique, 8);
+           w.addFrames([
+             { seq, tsNs: 2000n + BigInt(seq), fwdNs: 2001n + BigInt(seq), dir: 0, unique, opcode: 15, error: null, len: 80, data: req, writeErrno: 0 },
+             { seq: seq + 1, tsNs: 2002n + BigInt(seq), fwdNs: 2003n + BigInt(seq), dir: 1, unique, opcode: null, error: 0, len: reply.length, data: reply, writeErrno: 0 },
+           ]);
+           seq += 2;
+         }
+         w.flush();
+       }
+       w.close();
+       db.close();`,
+    );
+    // The file exists first: creating its schema (before WAL mode) does use a temp file, once.
+    openTraceDb(path.join(dir, 'full.db'), { create: true }).close();
+    // SQLite unlinks a temp file right after creating it: watch the directory for any event.
+    const created: string[] = [];
+    const watcher = fs.watch(tmp, (_event, name) => created.push(String(name)));
+    try {
+      const child = spawn(process.execPath, [script, path.join(dir, 'full.db')], {
+        stdio: ['ignore', 'inherit', 'inherit'],
+        env: { ...process.env, SQLITE_TMPDIR: tmp },
+      });
+      const [code] = (await new Promise((r) => child.once('exit', (...a) => r(a)))) as [number | null];
+      expect(code).toBe(0);
+      await new Promise((r) => setTimeout(r, 50)); // let the last watch events arrive
+    } finally {
+      watcher.close();
+    }
+    expect(created).toEqual([]);
+    const db = openTraceDb(path.join(dir, 'full.db'), { readonly: true });
+    expect(db.prepare("SELECT count(*) FROM requests WHERE state = 'ok'").pluck().get()).toBe(6 * 256);
+    db.close();
+  }, 60_000);
+
   it('a writer SIGKILLed mid-recording leaves a readable file holding every committed batch', async () => {
     // The child runs the compiled writer, as `fusetrace record` would.
-    const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, encoding: 'utf8' });
-    const writerJs = path.join(ROOT, 'dist', 'src', 'store', 'writer.js');
-    if (!fs.existsSync(writerJs)) throw new Error(`tsc did not produce ${writerJs}:\n${tsc.stdout}${tsc.stderr}`);
+    const writerJs = compiledStore().writer;
     const file = path.join(dir, 'killed.db');
     const script = path.join(dir, 'child.mjs');
     fs.writeFileSync(
       script,
-      `import { openTraceDb } from ${JSON.stringify(path.join(ROOT, 'dist', 'src', 'store', 'db.js'))};
+      `import { openTraceDb } from ${JSON.stringify(compiledStore().db)};
        import { TraceWriter } from ${JSON.stringify(writerJs)};
        const db = openTraceDb(process.argv[2], { create: true });
        const w = new TraceWriter(db);

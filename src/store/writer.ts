@@ -124,9 +124,19 @@ export class TraceWriter {
   private readonly bumpCounters: Statement;
   private readonly commit: (frames: FrameRecord[]) => unknown[];
   private closed = false;
+  /** The connection's temp_store before this writer set it (restored by close()). */
+  private readonly tempStore: number;
 
   constructor(db: Database) {
     this.db = db;
+    // Statement journals in memory. Each flush runs the observers under a savepoint, so SQLite
+    // saves every page they change that existed before it (the requests table's and its indexes'
+    // right edges) in a statement journal, which spills to a temp file past 64 KiB, i.e. at its
+    // first 64 KiB page: every flush created, wrote and unlinked a file in /var/tmp (~70 per GiB
+    // of a full capture). Only while recording: index builds and ledger rebuilds on this
+    // connection keep sorting through temp files rather than in memory.
+    this.tempStore = db.pragma('temp_store', { simple: true }) as number;
+    db.pragma('temp_store = MEMORY');
     this.insertChunk = db.prepare(
       `INSERT INTO frames (${FRAME_COLUMNS}) VALUES ${Array(INSERT_CHUNK).fill(FRAME_PLACEHOLDERS).join(',')}`,
     );
@@ -240,6 +250,7 @@ export class TraceWriter {
     if (this.closed) return;
     if (this.session !== 0) this.flush();
     this.closed = true;
+    this.db.pragma(`temp_store = ${this.tempStore}`);
   }
 
   /** Commits the buffer; throws if the commit fails, returns the observers' errors. */
