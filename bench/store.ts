@@ -65,7 +65,8 @@ export async function benchStore(): Promise<void> {
     const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     process.stdout.write(
       `record path, 1 GiB read in ${chunk / 1024} KiB replies (unpack + orderer + writer + ledger): ` +
-        `CPU median ${med(r.map((x) => x.cpuMs)).toFixed(0)} ms/GiB (runs ${r.map((x) => x.cpuMs.toFixed(0)).join(', ')}), ` +
+        `CPU median ${med(r.map((x) => x.cpuMs)).toFixed(0)} ms/GiB (runs ${r.map((x) => x.cpuMs.toFixed(0)).join(', ')}; ` +
+        `JS thread ${med(r.map((x) => x.jsCpuMs)).toFixed(0)}, session end ${med(r.map((x) => x.endCpuMs)).toFixed(0)}), ` +
         `JS thread wall median ${med(r.map((x) => x.wallMs)).toFixed(0)} ms, session end ${med(r.map((x) => x.endMs)).toFixed(0)} ms, ` +
         `file ${(r[0].fileBytes / 1e6).toFixed(0)} MB\n`,
     );
@@ -179,16 +180,23 @@ function packReadPairs(buf: Buffer, pairs: number, chunk: number, seq: number, u
   return at;
 }
 
+/** CPU time of the calling thread, ns: the first field of /proc/thread-self/schedstat (then run-queue wait, timeslices). */
+function threadCpuNs(): number {
+  return Number(fs.readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
+}
+
 /**
  * The JS side of `record` during a full-capture sequential read, without the mount: packed drains
  * of READ requests and `chunk`-byte replies go through what recorder.ts's drainOnce does
  * (unpackFrames, SeqOrderer, TraceWriter.addFrames with the Ledger observing each flush, a flush
  * per 16 MiB drained), then the session end (final flush, ledger finish, duration indexes).
- * Returns CPU ms per GiB of reply data and wall ms.
+ * Returns CPU ms per GiB of reply data, of the whole process (cpuMs) and of the calling thread
+ * alone (jsCpuMs: the recorder's event loop), the session end's CPU and the wall times.
+ * `pragmas` run on the writing connection first, to try a setting without editing db.ts.
  */
 export function benchRecordPath(
   opts: { gib?: number; chunk?: number; pairsPerDrain?: number; dir?: string; pragmas?: string[] } = {},
-): { cpuMs: number; wallMs: number; endMs: number; fileBytes: number } {
+): { cpuMs: number; jsCpuMs: number; endCpuMs: number; wallMs: number; endMs: number; fileBytes: number } {
   const gib = opts.gib ?? 1;
   const chunk = opts.chunk ?? 65536;
   const pairsPerDrain = opts.pairsPerDrain ?? 64;
@@ -208,6 +216,7 @@ export function benchRecordPath(
     const regionBytes = pairsPerDrain * (2 * PACKED_HEADER + IN_HEADER + READ_IN + ((OUT_HEADER + chunk + 7) & ~7));
     const regions = Array.from({ length: 8 }, () => Buffer.alloc(regionBytes));
     let cpuUs = 0;
+    let threadNs = 0;
     let wall = 0n;
     let drainedBytes = 0;
     let seq = 0;
@@ -218,6 +227,7 @@ export function benchRecordPath(
       const region = regions[r % regions.length];
       const n = packReadPairs(region, pairs, chunk, seq, unique, t, BigInt(done * chunk));
       const c = process.cpuUsage();
+      const tc = threadCpuNs();
       const w = process.hrtime.bigint();
       // drainOnce
       const frames = unpackFrames(region.subarray(0, n), 2 * pairs);
@@ -230,6 +240,7 @@ export function benchRecordPath(
       }
       const dc = process.cpuUsage(c);
       cpuUs += dc.user + dc.system;
+      threadNs += threadCpuNs() - tc;
       wall += process.hrtime.bigint() - w;
       done += pairs;
       seq += 2 * pairs;
@@ -238,6 +249,7 @@ export function benchRecordPath(
     }
     // The session end, as recorder.ts's finish() does it.
     const c = process.cpuUsage();
+    const tc = threadCpuNs();
     const w = process.hrtime.bigint();
     writer.flush();
     writer.updateSession({ endedMonoNs: t, endReason: 'unmount', exitStatus: 0 });
@@ -247,10 +259,18 @@ export function benchRecordPath(
     db.close();
     const dc = process.cpuUsage(c);
     const endUs = dc.user + dc.system;
+    threadNs += threadCpuNs() - tc;
     const endWall = Number(process.hrtime.bigint() - w) / 1e6;
     let fileBytes = 0;
     for (const p of [file, `${file}-wal`]) fileBytes += fs.existsSync(p) ? fs.statSync(p).size : 0;
-    return { cpuMs: (cpuUs + endUs) / 1000 / gib, wallMs: Number(wall) / 1e6 + endWall, endMs: endWall, fileBytes };
+    return {
+      cpuMs: (cpuUs + endUs) / 1000 / gib,
+      jsCpuMs: threadNs / 1e6 / gib,
+      endCpuMs: endUs / 1000,
+      wallMs: Number(wall) / 1e6 + endWall,
+      endMs: endWall,
+      fileBytes,
+    };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
