@@ -140,10 +140,11 @@ function tune(db: DatabaseT): void {
   // A reader (fusetrace tui) may hold the WAL briefly; wait instead of failing the recorder.
   db.pragma('busy_timeout = 5000');
   // Room for one TraceWriter flush (FLUSH_BYTES of frames, ~1.15x that in 64 KiB pages once the
-  // overflow pages are counted, plus the index and ledger pages it touches). The default 2 MB
-  // (31 pages of 64 KiB) made every flush spill its dirty pages into the WAL mid-transaction, and
-  // with the ledger's savepoint open each spilled page was first copied to a statement journal in
-  // a temp file (pagerStress -> subjournalPageIfRequired): ~10% of the recorder's CPU per GiB.
+  // overflow pages are counted, plus the index and ledger pages it touches). better-sqlite3's
+  // default, 16 MB (SQLITE_DEFAULT_CACHE_SIZE=-16000: 244 pages of 64 KiB), made every flush of a
+  // full capture spill dirty pages into the WAL mid-transaction, and with the ledger's savepoint
+  // open each spilled page was first copied to a statement journal (pagerStress ->
+  // subjournalPageIfRequired): 18% of the perf samples of the record path in bench/store.ts.
   db.pragma(`cache_size = -${WRITER_CACHE_KIB}`);
 }
 
