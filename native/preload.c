@@ -9,8 +9,9 @@
  * these wrappers on N, never asks for the takeover, and is relayed by the pump as before.
  *
  * Anything this file cannot do the same way as the relay makes it give up before the takeover
- * (poll/epoll/select on N: the requests it holds would never make the device readable), so the
- * fallback is always the relay, never a half-recorded session.
+ * (epoll/select on N: the requests it holds from the takeover would never make the device
+ * readable; poll and ppoll it answers itself), so the fallback is always the relay, never a
+ * half-recorded session.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -51,6 +52,8 @@ static int g_orphan;           /* fusetrace is gone: reads return end-of-file, a
 static int g_watch_fd = -1;    /* the socket, kept after the takeover to notice fusetrace's end */
 static unsigned long long g_sock_ino;
 static unsigned g_test_delay_us;  /* FUSETRACE_TEST_WRITE_DELAY_US: widen the write-to-publish gap (tests) */
+static unsigned g_test_read_delay_us;  /* FUSETRACE_TEST_READ_DELAY_US: widen the read-to-record gap of
+                                          requests other than FUSE_INTERRUPT (tests) */
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct ft_ring_hdr* g_ring;
 static uint8_t* g_data;
@@ -107,6 +110,8 @@ __attribute__((constructor)) static void ft_init(void) {
   g_sock_ino = strtoull(ino, &end, 10);
   const char* delay = getenv("FUSETRACE_TEST_WRITE_DELAY_US");
   if (delay) g_test_delay_us = (unsigned)strtoul(delay, NULL, 10);
+  const char* rdelay = getenv("FUSETRACE_TEST_READ_DELAY_US");
+  if (rdelay) g_test_read_delay_us = (unsigned)strtoul(rdelay, NULL, 10);
   g_state = ST_WAITING;
   __atomic_store_n(&g_fd, (int)n, __ATOMIC_RELEASE);
 }
@@ -410,7 +415,10 @@ static void takeover_locked(void) {
     struct ft_ring_hdr* h = map == MAP_FAILED ? NULL : (struct ft_ring_hdr*)map;
     int watch = h && h->magic == FT_RING_MAGIC && h->version == FT_RING_VERSION ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : -1;
     int fdflags = fcntl(fd, F_GETFD);
+    int flflags = fcntl(fd, F_GETFL);
     if (watch >= 0 && real_dup3(fds[0], fd, (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0) == fd) {
+      /* The device blocks like the socket did, or not (the pump made it blocking). */
+      if (flflags >= 0 && (flflags & O_NONBLOCK)) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
       g_ring = h;
       g_data = (uint8_t*)map + FT_RING_HDR_BYTES;
       g_watch_fd = watch;
@@ -451,7 +459,7 @@ static void ensure_takeover(void) {
   pthread_mutex_unlock(&g_mu);
 }
 
-/* A server that waits for N to become readable must stay on the relay: the requests received
+/* A server that waits for N with epoll or select must stay on the relay: the requests received
  * during a takeover would never make the device readable. */
 static void no_takeover(void) {
   if (state() != ST_WAITING) return;
@@ -519,6 +527,7 @@ static ssize_t traced_readv(int fd, const struct iovec* iov, int iovcnt) {
     uint32_t pid = 0;
     /* fuse_in_header.pid at offset 32 */
     if (iov[0].iov_len >= 40 && n >= 40) memcpy(&pid, (const uint8_t*)iov[0].iov_base + 32, 4);
+    if (g_test_read_delay_us && iov[0].iov_len >= 8 && ((const uint32_t*)iov[0].iov_base)[1] != 36) usleep(g_test_read_delay_us);
     if (pid_first_seen(pid)) record_proc(pid);
     uint64_t pos;
     struct ft_ring_rec* r = record_begin(0, iov, iovcnt, (size_t)n, ts, &pos);
@@ -542,6 +551,9 @@ static ssize_t traced_writev(int fd, const struct iovec* iov, int iovcnt) {
     r->flags = FT_RECF_PATCH_FOLLOWS;
     r->fwd_ns = 0;
     ring_publish(r, pos, FT_REC_FRAME);
+  } else if (r) {
+    r->fwd_ns = 0;
+    __atomic_store_n(&r->stamp, FT_STAMP(pos, g_ring->key, FT_REC_PENDING), __ATOMIC_RELEASE);
   }
   ssize_t n = iovcnt == 1 ? real_write(fd, iov[0].iov_base, iov[0].iov_len) : real_writev(fd, iov, iovcnt);
   int e = n < 0 ? errno : 0;
@@ -676,20 +688,37 @@ int dup3(int oldfd, int newfd, int flags) {
   return real_dup3(oldfd, newfd, flags);
 }
 
+/* poll/ppoll on N: the takeover happens here if the server polls before it reads (an event loop
+ * such as test/servers/interrupt_fs.c), and requests held from the takeover make N readable, as
+ * they would be if they were still queued in the kernel. */
+static int poll_common(struct pollfd* fds, nfds_t n, int timeout, const struct timespec* ts, const sigset_t* mask,
+                       int use_ppoll) {
+  int mine = -1;
+  if (__atomic_load_n(&g_fd, __ATOMIC_RELAXED) >= 0)
+    for (nfds_t i = 0; i < n; i++)
+      if (tracked(fds[i].fd)) mine = (int)i;
+  if (mine >= 0) {
+    ensure_takeover();
+    if (__atomic_load_n(&g_pending_count, __ATOMIC_ACQUIRE) > 0 && (fds[mine].events & POLLIN)) {
+      struct timespec zero = {0, 0};
+      int r = use_ppoll ? real_ppoll(fds, n, &zero, mask) : real_poll(fds, n, 0);
+      if (r < 0) return r;
+      if (fds[mine].revents == 0) r++;
+      fds[mine].revents |= POLLIN;
+      return r;
+    }
+  }
+  return use_ppoll ? real_ppoll(fds, n, ts, mask) : real_poll(fds, n, timeout);
+}
+
 int poll(struct pollfd* fds, nfds_t n, int timeout) {
   if (!real_poll) resolve();
-  if (g_fd >= 0)
-    for (nfds_t i = 0; i < n; i++)
-      if (tracked(fds[i].fd)) no_takeover();
-  return real_poll(fds, n, timeout);
+  return poll_common(fds, n, timeout, NULL, NULL, 0);
 }
 
 int ppoll(struct pollfd* fds, nfds_t n, const struct timespec* ts, const sigset_t* mask) {
   if (!real_ppoll) resolve();
-  if (g_fd >= 0)
-    for (nfds_t i = 0; i < n; i++)
-      if (tracked(fds[i].fd)) no_takeover();
-  return real_ppoll(fds, n, ts, mask);
+  return poll_common(fds, n, 0, ts, mask, 1);
 }
 
 int epoll_ctl(int epfd, int op, int fd, struct epoll_event* ev) {

@@ -29,6 +29,7 @@ constexpr size_t kOutHeader = 16;
 constexpr uint32_t kOpInit = 26;           // FUSE_INIT
 constexpr uint32_t kOpForget = 2;          // FUSE_FORGET: no reply
 constexpr uint32_t kOpBatchForget = 42;    // FUSE_BATCH_FORGET: no reply
+constexpr uint32_t kOpInterrupt = 36;      // FUSE_INTERRUPT: fuse_interrupt_in.unique names its target
 constexpr uint32_t kInitExt = 1u << 30;    // FUSE_INIT_EXT: flags2 is valid
 constexpr uint32_t kMaxPages = 1u << 22;   // FUSE_MAX_PAGES: max_pages is valid
 
@@ -557,6 +558,10 @@ size_t Pump::ConsumeRing(bool force, bool* full) {
     uint64_t stamp = __atomic_load_n(&r->stamp, __ATOMIC_ACQUIRE);
     if ((stamp & ~uint64_t(7)) != (FT_STAMP(at, h->key, 0) & ~uint64_t(7))) break;  // not yet published
     uint32_t st = uint32_t(stamp & 7);
+    if (st == FT_REC_PENDING) {
+      if (!force) break;  // its write is under way
+      st = FT_REC_FRAME;  // the server died in the write: recorded as not known to be forwarded
+    }
     uint32_t len = r->rec_len;
     if (len < 8 || (len & 7) != 0 || len > h->size || (st != FT_REC_SKIP && len < sizeof(ft_ring_rec))) break;
     if (stalled) {
@@ -574,7 +579,6 @@ size_t Pump::ConsumeRing(bool force, bool* full) {
     }
     if (st == FT_REC_FRAME) {
       FrameHeader fh{};
-      fh.seq = queue_.TakeSeq();
       fh.ts_ns = r->ts_ns;
       fh.fwd_ns = r->fwd_ns;
       fh.unique = r->unique;
@@ -589,8 +593,20 @@ size_t Pump::ConsumeRing(bool force, bool* full) {
         memcpy(copy, data, c);
         ClampInitReply(copy, c, false);
       }
-      Record(fh, data);
-      if (r->flags & FT_RECF_PATCH_FOLLOWS) ring_patches_[at] = fh.seq;
+      fh.cap_len = r->cap_len;
+      uint64_t target = 0;
+      if (r->dir == 0 && uint32_t(r->code) == kOpInterrupt && r->cap_len >= kInHeader + 8) {
+        target = Get64(data + kInHeader);  // fuse_interrupt_in.unique
+      }
+      if (target != 0 && !recent_reqs_.count(target) && !force) {
+        held_.push_back(HeldFrame{target, NowNs() + 1000000000ull, fh, std::vector<uint8_t>(data, data + r->cap_len)});
+      } else if (r->flags & FT_RECF_PATCH_FOLLOWS) {
+        fh.seq = queue_.TakeSeq();
+        Record(fh, data);
+        ring_patches_[at] = fh.seq;
+      } else {
+        EmitRingFrame(fh, data);
+      }
       if (r->dir == 0) NotePid(r->pid);
       n++;
     } else if (st == FT_REC_PROC) {
@@ -609,6 +625,20 @@ size_t Pump::ConsumeRing(bool force, bool* full) {
     tail = at;
     __atomic_store_n(&h->tail, tail, __ATOMIC_RELEASE);
   }
+  if (!held_.empty()) {
+    // Targets that never came (or a session ending): record the INTERRUPTs as they are.
+    uint64_t now = NowNs();
+    std::vector<HeldFrame> keep;
+    for (HeldFrame& hf : held_) {
+      if (force || now >= hf.deadline_ns) {
+        hf.hdr.seq = queue_.TakeSeq();
+        Record(hf.hdr, hf.data.data());
+      } else {
+        keep.push_back(std::move(hf));
+      }
+    }
+    held_.swap(keep);
+  }
   uint64_t d = __atomic_load_n(&h->dropped, __ATOMIC_RELAXED);
   uint64_t db = __atomic_load_n(&h->dropped_bytes, __ATOMIC_RELAXED);
   if (d != ring_dropped_seen_) {
@@ -617,6 +647,28 @@ size_t Pump::ConsumeRing(bool force, bool* full) {
     ring_dropped_bytes_seen_ = db;
   }
   return n;
+}
+
+void Pump::EmitRingFrame(FrameHeader hdr, const uint8_t* data) {
+  hdr.seq = queue_.TakeSeq();
+  Record(hdr, data);
+  if (hdr.dir != 0) return;
+  recent_reqs_.insert(hdr.unique);
+  recent_order_.push_back(hdr.unique);
+  if (recent_order_.size() > 65536) {
+    recent_reqs_.erase(recent_order_.front());
+    recent_order_.pop_front();
+  }
+  for (size_t i = 0; i < held_.size();) {
+    if (held_[i].target == hdr.unique) {
+      HeldFrame hf = std::move(held_[i]);
+      held_.erase(held_.begin() + long(i));
+      hf.hdr.seq = queue_.TakeSeq();
+      Record(hf.hdr, hf.data.data());
+    } else {
+      i++;
+    }
+  }
 }
 
 void Pump::RingLoop() {

@@ -195,6 +195,20 @@ class Pump {
   size_t ring_map_bytes_ = 0;
   uint64_t ring_dropped_seen_ = 0, ring_dropped_bytes_seen_ = 0;
   std::unordered_map<uint64_t, uint64_t> ring_patches_;  // ring position of a notification -> its seq
+  // In-process, each server thread records a request after its read() returned, so a thread
+  // preempted right there can have the FUSE_INTERRUPT naming its request (read by another
+  // thread) recorded first. Such an INTERRUPT is held until its target is recorded (or 1 s).
+  struct HeldFrame {
+    uint64_t target;
+    uint64_t deadline_ns;
+    FrameHeader hdr;
+    std::vector<uint8_t> data;
+  };
+  std::vector<HeldFrame> held_;
+  std::unordered_set<uint64_t> recent_reqs_;  // uniques of the latest requests recorded
+  std::deque<uint64_t> recent_order_;
+  // ring thread / Drain(), under ring_mu_: records hdr (its seq taken now) and what waited for it.
+  void EmitRingFrame(FrameHeader hdr, const uint8_t* data);
   bool started_ = false, stopped_ = false, leaked_ = false;
 
   std::mutex status_mu_;

@@ -42,6 +42,9 @@
 #define FT_REC_FRAME 1u
 #define FT_REC_SKIP 2u    /* the rest of the data area before a wrap: no content */
 #define FT_REC_EVENT 3u   /* not a frame: code is an FT_EV_* */
+#define FT_REC_PENDING 6u /* a reply whose write has not returned yet: complete but for fwd_ns and
+                             write_errno; consumed as such only once the server is gone (it died
+                             in the write), else waited for */
 #define FT_REC_PROC 5u    /* not a frame: pid's process name (comm, cap_len bytes), read by the server
                              thread that got pid's first request, while pid still waits for it */
 #define FT_REC_PATCH 4u   /* not a frame: the write result (fwd_ns, write_errno) of the notification

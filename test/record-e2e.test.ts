@@ -449,7 +449,9 @@ describe('hazards', () => {
     expect(readFileSync(join(mnt, 'retrieved'), 'utf8')).toMatch(/^stored by notify 1/);
     expect(spawnSync('umount', [mnt]).status).toBe(0);
     await rec.exited;
-    const { frames } = readTrace(rec.db);
+    const { session, frames } = readTrace(rec.db);
+    // interrupt_fs polls the fuse fd before it reads: the takeover happens at that poll.
+    expect(transportOf(session.meta)).toBe('in-process');
     expectCompletePairing(frames);
     const intr = frames.find((f) => f.dir === 0 && f.opcode === FUSE_INTERRUPT)!;
     expect(intr).toBeDefined();
@@ -544,6 +546,39 @@ describe('trace order', () => {
       expect(misordered).toEqual([]);
     });
   }
+});
+
+describe('trace order of interrupts', () => {
+  // In-process each server thread records a request after its read() returned. A thread held
+  // there (FUSETRACE_TEST_READ_DELAY_US: 400 ms for every request but FUSE_INTERRUPT) lets the
+  // INTERRUPT naming its request, read 200 ms later by another passthrough_ll worker, reach the
+  // ring first; the pump holds it back until its target is recorded.
+  it('records a FUSE_INTERRUPT after the request it names, even when its thread recorded it first', async () => {
+    const work = reg.tempDir();
+    const src = join(work, 'src');
+    mkdirSync(src);
+    writeFileSync(join(src, 'data'), 'some bytes\n');
+    const mnt = reg.mountpoint();
+    const env = { ...process.env, FUSETRACE_TEST_READ_DELAY_US: '400000' };
+    // cache=never: direct I/O, so the READ is the reader's own request (page-cache reads are sent
+    // in the background and never interrupted).
+    const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src},cache=never`], mnt, dbIn(work), { env });
+    const r = spawnSync(buildServer('sigread'), [join(mnt, 'data'), '200'], { encoding: 'utf8', timeout: 20_000 });
+    expect(r.stdout).toMatch(/signal=1/);
+    expect(spawnSync('umount', [mnt]).status).toBe(0);
+    expect((await rec.exited).code).toBe(0);
+    const { session, frames } = readTrace(rec.db);
+    expect(transportOf(session.meta)).toBe('in-process');
+    const intr = frames.find((f) => f.dir === 0 && f.opcode === FUSE_INTERRUPT)!;
+    expect(intr).toBeDefined();
+    const target = Number(intr.data.readBigUInt64LE(40));
+    const read = frames.find((f) => f.dir === 0 && f.unique_id === target)!;
+    expect(read.opcode).toBe(15);
+    // The INTERRUPT was read while the READ's thread was still held: its timestamp is earlier.
+    expect(intr.ts_ns).toBeLessThan(read.ts_ns + 400e6);
+    expect(intr.seq).toBeGreaterThan(read.seq);
+    expectCompletePairing(frames);
+  });
 });
 
 describe('other servers and users', () => {
