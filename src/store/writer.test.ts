@@ -283,7 +283,7 @@ describe('TraceWriter + TraceReader', () => {
         stdio: ['ignore', 'inherit', 'inherit'],
         env: { ...process.env, SQLITE_TMPDIR: tmp },
       });
-      const [code] = (await new Promise((r) => child.once('exit', (...a) => r(a)))) as [number | null];
+      const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
       expect(code).toBe(0);
       await new Promise((r) => setTimeout(r, 50)); // let the last watch events arrive
     } finally {
