@@ -237,6 +237,43 @@ describe('TraceWriter + TraceReader', () => {
     db.close();
   });
 
+  it('checkpoints a large recording on a worker thread, never on the writing connection, with the WAL bounded', () => {
+    const file = path.join(dir, 't.db');
+    const db = openTraceDb(file, { create: true });
+    const w = new TraceWriter(db);
+    const id = w.beginSession({ command: ['x'], startedWallNs: 1n, startedMonoNs: 1n });
+    // 2,560 frames of 128 KiB (a full capture of READ replies): 320 MiB, past the 256 MiB at
+    // which the writer waits for the checkpointer to let the WAL start over.
+    const size = 128 * 1024 + 16;
+    let maxWal = 0;
+    let maxDb = 0;
+    for (let c = 0; c < 20; c++) {
+      const frames = Array.from({ length: 128 }, (_, k) => {
+        const seq = c * 128 + k;
+        const data = Buffer.alloc(size, seq & 0xff);
+        return { seq, tsNs: BigInt(seq), fwdNs: null, dir: 1 as const, unique: BigInt(seq), opcode: null, error: 0, len: size, data, writeErrno: 0 };
+      });
+      w.addFrames(frames);
+      w.flush();
+      maxWal = Math.max(maxWal, fs.statSync(`${file}-wal`).size);
+      maxDb = Math.max(maxDb, fs.statSync(file).size);
+      // Once the checkpointer runs (64 MiB in), the writing connection does no checkpoint itself.
+      if (c >= 6) expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(0);
+    }
+    // The pages reached the database file while recording, so someone else checkpointed them.
+    expect(maxDb).toBeGreaterThan(200 * 1024 * 1024);
+    expect(maxWal).toBeLessThan(320 * 1024 * 1024);
+    w.close();
+    expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(1000);
+    const reader = new TraceReader(db);
+    expect(reader.frameCount(id)).toBe(2560);
+    let seq = 0;
+    let ok = 0;
+    for (const f of reader.frames(id)) if (f.seq === seq && f.data.length === size && f.data[size - 1] === (seq++ & 0xff)) ok++;
+    expect(ok).toBe(2560);
+    db.close();
+  }, 60_000);
+
   it('a full capture with the ledger creates no temp files (statement journals stay in memory)', async () => {
     // SQLite reads SQLITE_TMPDIR when it starts, so the writer runs in a child told to use tmp/.
     const { db: dbJs, writer: writerJs, ledger: ledgerJs } = compiledStore();
