@@ -101,9 +101,10 @@ async function start(cfg: Config, server: string, src: string, work: string, reg
   }
   const db = join(work, `trace-${run}.db`);
   const snap = cfg.snaplen ? ['--snaplen', String(cfg.snaplen)] : [];
+  // The command itself (its #! line sets the node flags a user's `fusetrace` runs with).
   const fs = await runDirect(
-    process.execPath,
-    [join(repoRoot(), 'bin', 'fusetrace.js'), '--db', db, 'record', ...snap, '--', server, '-f', ...serverArgs],
+    join(repoRoot(), 'bin', 'fusetrace.js'),
+    ['--db', db, 'record', ...snap, '--', server, '-f', ...serverArgs],
     mnt,
     { registry: reg, logFile: join(work, `record-${run}.log`), timeoutMs: 15_000 },
   );
