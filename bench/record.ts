@@ -6,6 +6,7 @@
  *   debug log (-d)       the server's own per-request debug log, written to a file
  *   record               `fusetrace record`, whole frames
  *   record --snaplen 256 `fusetrace record --snaplen 256`
+ *   record --relay       `fusetrace record --relay`: every frame through the proxy socket (no target)
  *
  * Every run gets a fresh mount (cold FUSE caches; the source tree stays in the host page cache for
  * all of them) and configurations are interleaved so drift hits them alike. Times are medians.
@@ -29,6 +30,8 @@ interface Config {
   name: string;
   kind: 'direct' | 'debug' | 'record';
   snaplen?: number;
+  /** Keep the session on the socket relay (record --relay). */
+  relay?: boolean;
   /** Upper bound of the ratio against direct, per workload, where there is a target. */
   target?: { metadata?: number; read?: number };
 }
@@ -38,6 +41,8 @@ const CONFIGS: Config[] = [
   { name: 'debug log (-d)', kind: 'debug' },
   { name: 'record', kind: 'record', target: { metadata: 1.3, read: 1.5 } },
   { name: 'record --snaplen 256', kind: 'record', snaplen: 256, target: { metadata: 1.3, read: 1.1 } },
+  // What a server that cannot record in-process (go-fuse, static binaries) pays: no target.
+  { name: 'record --relay', kind: 'record', relay: true },
 ];
 
 type Workload = 'metadata' | 'read';
@@ -100,7 +105,7 @@ async function start(cfg: Config, server: string, src: string, work: string, reg
     return { fs: await runDirect(server, ['-d', ...serverArgs], mnt, { registry: reg, logFile: log }), side: log };
   }
   const db = join(work, `trace-${run}.db`);
-  const snap = cfg.snaplen ? ['--snaplen', String(cfg.snaplen)] : [];
+  const snap = [...(cfg.snaplen ? ['--snaplen', String(cfg.snaplen)] : []), ...(cfg.relay ? ['--relay'] : [])];
   // The command itself (its #! line sets the node flags a user's `fusetrace` runs with).
   const fs = await runDirect(
     join(repoRoot(), 'bin', 'fusetrace.js'),
