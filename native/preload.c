@@ -170,6 +170,9 @@ static struct ft_ring_rec* ring_reserve_wait(uint64_t need, uint64_t* pos) {
   struct ft_ring_rec* r = ring_reserve(need, pos);
   if (r) return r;
   struct ft_ring_hdr* h = g_ring;
+  /* The ring holds two of the largest frame the kernel sends; a bigger record (a server's huge
+   * notification) gets no wait it could rarely end well. */
+  if (need > h->size / 2) return NULL;
   if (__atomic_load_n(&g_dropping, __ATOMIC_RELAXED)) {
     if (__atomic_load_n(&h->head, __ATOMIC_RELAXED) - __atomic_load_n(&h->tail, __ATOMIC_RELAXED) > h->size / 2) return NULL;
     __atomic_store_n(&g_dropping, 0, __ATOMIC_RELAXED);
@@ -205,7 +208,7 @@ static void ring_drop(uint64_t len) {
 }
 
 /* Reserves and fills the record of a frame held in `iov` (total `len` bytes); the caller sets
- * fwd_ns/write_errno and publishes it (record_end). NULL when the ring had no room (counted). */
+ * fwd_ns/write_errno and publishes it (ring_publish). NULL when the ring had no room (counted). */
 static struct ft_ring_rec* record_begin(uint8_t dir, const struct iovec* iov, int iovcnt, size_t len, uint64_t ts,
                                         uint64_t* pos) {
   uint32_t snap = g_ring->snaplen;
@@ -288,6 +291,12 @@ static void* watch_main(void* arg) {
     ssize_t r = recv(g_watch_fd, b, sizeof b, 0);
     if (r > 0) continue;
     if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno == EAGAIN) {
+      /* A dup of the server's fd: non-blocking if the server made it so. */
+      struct pollfd pfd = {g_watch_fd, POLLIN, 0};
+      real_poll(&pfd, 1, -1);
+      continue;
+    }
     break;
   }
   __atomic_store_n(&g_orphan, 1, __ATOMIC_RELEASE);
@@ -383,6 +392,12 @@ static void takeover_locked(void) {
     m.msg_controllen = sizeof ctl.space;
     ssize_t n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) {
+      /* The server made the socket non-blocking (an event loop): wait for the answer anyway. */
+      struct pollfd pfd = {fd, POLLIN, 0};
+      real_poll(&pfd, 1, -1);
+      continue;
+    }
     if (n <= 0) {
       __atomic_store_n(&g_orphan, 1, __ATOMIC_RELEASE);
       break;

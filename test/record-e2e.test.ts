@@ -508,6 +508,25 @@ describe('hazards', () => {
   });
 });
 
+describe('in-process takeover', () => {
+  // interrupt_fs --nonblock polls, then reads a non-blocking fd (an event loop's): the takeover
+  // happens at its first poll, must wait for the pump's answer on that non-blocking socket, and
+  // the device it gets in exchange must be non-blocking too (the loop takes EAGAIN for "nothing").
+  it('takes over from an event loop that polls a non-blocking fuse fd', async () => {
+    const work = reg.tempDir();
+    const mnt = reg.mountpoint();
+    const rec = await startRecord(buildServer('interrupt_fs'), ['-f', '--nonblock'], mnt, dbIn(work));
+    for (let i = 0; i < 5; i++) expect(readFileSync(join(mnt, 'data'), 'utf8')).toMatch(/^generation 0/);
+    expect(spawnSync('umount', [mnt]).status).toBe(0);
+    expect(await rec.exited).toEqual({ code: 0, signal: null });
+    const { session, frames } = readTrace(rec.db);
+    expect(transportOf(session.meta)).toBe('in-process');
+    expect(session).toMatchObject({ end_reason: 'unmount', server_exit_code: 0, dropped: 0 });
+    expectCompletePairing(frames);
+    expect(frames.filter((f) => f.dir === 0 && f.opcode === 15).length).toBeGreaterThan(0); // READs
+  });
+});
+
 describe('trace order', () => {
   // Replay walks the recorded order, so a reply must come before every request the kernel could
   // only send once it had that reply (a GETATTR after a WRITE's reply sees the new size). The

@@ -43,6 +43,7 @@
 #include <linux/fuse.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -92,6 +93,7 @@ static const char *names[INO_COUNT] = {
 struct options {
 	unsigned delay_ms;
 	unsigned wait_ms;
+	int nonblock;
 };
 
 static struct options opt = { .delay_ms = 300, .wait_ms = 20000 };
@@ -99,6 +101,8 @@ static struct options opt = { .delay_ms = 300, .wait_ms = 20000 };
 static const struct fuse_opt option_spec[] = {
 	{ "--delay-ms=%u", offsetof(struct options, delay_ms), 0 },
 	{ "--wait-ms=%u", offsetof(struct options, wait_ms), 0 },
+	/* An event loop's fd: reads that find nothing return EAGAIN (the loop polls first anyway). */
+	{ "--nonblock", offsetof(struct options, nonblock), 1 },
 	FUSE_OPT_END
 };
 
@@ -511,7 +515,7 @@ int main(int argc, char *argv[])
 	if (fuse_parse_cmdline(&args, &cmd) != 0)
 		return 1;
 	if (cmd.show_help || !cmd.mountpoint) {
-		printf("usage: %s [--delay-ms=N] [--wait-ms=N] [options] <mountpoint>\n", argv[0]);
+		printf("usage: %s [--delay-ms=N] [--wait-ms=N] [--nonblock] [options] <mountpoint>\n", argv[0]);
 		fuse_cmdline_help();
 		fuse_lowlevel_help();
 		ret = cmd.show_help ? 0 : 1;
@@ -525,6 +529,10 @@ int main(int argc, char *argv[])
 	if (fuse_session_mount(se, cmd.mountpoint) != 0)
 		goto out_signals;
 	fuse_daemonize(cmd.foreground);
+	if (opt.nonblock) {
+		int fd = fuse_session_fd(se);
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	}
 	ret = loop() == 0 ? 0 : 1;
 	fuse_session_unmount(se);
 out_signals:
