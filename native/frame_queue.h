@@ -14,6 +14,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <sys/mman.h>
 #include <utility>
 #include <vector>
 
@@ -67,6 +68,7 @@ class ByteBuf {
       while (cap < size_ + n) cap *= 2;
       void* p = std::realloc(data_, cap);
       if (!p) return nullptr;
+      Populate(static_cast<uint8_t*>(p) + cap_, cap - cap_);
       data_ = static_cast<uint8_t*>(p);
       cap_ = cap;
     }
@@ -75,6 +77,13 @@ class ByteBuf {
     return at;
   }
   size_t capacity() const { return cap_; }
+  // Faults the pages of [p, p + n) in with one madvise (Linux 5.14 MADV_POPULATE_WRITE) instead
+  // of one page fault per 4 KiB as the pump copies frames in; ignored where unsupported.
+  static void Populate(uint8_t* p, size_t n) {
+    uintptr_t a = (reinterpret_cast<uintptr_t>(p) + 4095) & ~uintptr_t(4095);
+    uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n) & ~uintptr_t(4095);
+    if (e > a) madvise(reinterpret_cast<void*>(a), e - a, 23 /* MADV_POPULATE_WRITE */);
+  }
   // Hands the memory (malloc()ed, `*cap` bytes) to the caller and leaves this buffer empty.
   uint8_t* Release(size_t* size, size_t* cap) {
     uint8_t* p = data_;
