@@ -4,7 +4,7 @@
 // unmounts (never lazily) and stops what it started, by PID.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -525,6 +525,43 @@ describe('in-process takeover', () => {
     expectCompletePairing(frames);
     expect(frames.filter((f) => f.dir === 0 && f.opcode === 15).length).toBeGreaterThan(0); // READs
   });
+});
+
+describe('a server that goes to the background', () => {
+  // libfuse without -f forks (fuse_daemonize): the process fusetrace started exits 0 at once and
+  // its child serves. The session goes on until the unmount, which the child sees and exits on.
+  for (const transport of ['in-process', 'relay']) {
+    it(`records a daemonizing server until the unmount (${transport})`, async () => {
+      const work = reg.tempDir();
+      const mnt = reg.mountpoint();
+      const server = buildExample('hello');
+      const rec = await startRecord(server, [], mnt, dbIn(work), { env: transport === 'relay' ? RELAY : process.env, daemon: true });
+      for (let i = 0; i < 3; i++) expect(readFileSync(join(mnt, 'hello'), 'utf8')).toBe('Hello World!\n');
+      const serving = () =>
+        readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
+          try {
+            const argv = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+            return argv[0] === server && readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]?.[0] !== 'Z';
+          } catch {
+            return false;
+          }
+        });
+      expect(serving().length).toBe(1); // the background child
+      // fusetrace notices the fork once the first process has exited and the socket stayed open.
+      for (let i = 0; i < 100 && !/the server went to the background/.test(rec.stderr()); i++) await sleep(50);
+      expect(rec.stderr()).toMatch(/the server went to the background/);
+      expect(spawnSync('umount', [mnt]).status).toBe(0);
+      expect(await rec.exited).toEqual({ code: 0, signal: null });
+      expect(rec.stderr()).toMatch(/ended by unmount; server in the background/);
+      const { session, frames } = readTrace(rec.db);
+      expect(transportOf(session.meta)).toBe(transport);
+      expect(session).toMatchObject({ end_reason: 'unmount', exit_status: 0 });
+      expectCompletePairing(frames);
+      // The child saw the unmount and is gone.
+      for (let i = 0; i < 100 && serving().length > 0; i++) await sleep(50);
+      expect(serving()).toEqual([]);
+    });
+  }
 });
 
 describe('trace order', () => {

@@ -431,14 +431,16 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
         initChanges: initChanges(st.init, maxFrame),
       });
     }
+    // The end of the connection first: a background server that read ENODEV (in-process) closes
+    // its end of the socket as it exits, and that is the unmount, not the server going away.
+    if (st.readerEnd && !connectionEnded) {
+      connectionEnded = true;
+      onConnectionEnded(st.readerEnd);
+    }
     if (daemonized && st.writerEnd !== '' && !serverExit && phase === 'running') {
       // The background server closed its fuse fd: its status is unknown.
       serverExit = { code: null, signal: null };
       void onServerExit();
-    }
-    if (st.readerEnd && !connectionEnded) {
-      connectionEnded = true;
-      onConnectionEnded(st.readerEnd);
     }
   }
 
@@ -700,8 +702,12 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       exitStatus = exitStatus || 1;
     }
     if (live) log.write('\r\x1b[K');
-    const server = sx.signal ? `server killed by ${sx.signal}` : `server exited ${sx.code}`;
-    const afterEof = (reason === 'unmount' || reason === 'signal') && sx.code !== 0 && !sx.signal ? ' (end-of-file on its fuse fd after the unmount: expected)' : '';
+    const server = sx.signal
+      ? `server killed by ${sx.signal}`
+      : sx.code === null && daemonized
+        ? 'server in the background (its exit status is not ours to see)'
+        : `server exited ${sx.code}`;
+    const afterEof = (reason === 'unmount' || reason === 'signal') && sx.code !== 0 && sx.code !== null && !sx.signal ? ' (end-of-file on its fuse fd after the unmount: expected)' : '';
     for (const n of notes) log.write(`fusetrace: ${n}\n`);
     log.write(
       `fusetrace: session ${session} in ${opts.dbPath}: ${recorded} frames (${bytes} bytes), ` +

@@ -48,6 +48,12 @@ export interface StartOptions {
   env?: NodeJS.ProcessEnv;
   /** Do not wait for the mount (for tests of refusals). */
   noWait?: boolean;
+  /**
+   * The server forks to the background (libfuse without -f): the process fusetrace started has
+   * exited by the time the mount answers, so there is no server PID to take (serverPid stays 0;
+   * the unmount in the registry's cleanup ends the background child).
+   */
+  daemon?: boolean;
 }
 
 /** Starts `fusetrace --db DB record [extra] -- SERVER ARGS...` and waits until INIT is answered. */
@@ -109,6 +115,7 @@ async function startRecord(reg: CleanupRegistry, server: string, args: string[],
     const r = inNamespaceAs(rec.pid, opts.asUser, ['stat', mnt]);
     if (r.status !== 0) throw new Error(`stat in the namespace failed: ${r.stderr}\n${stderr()}`);
   }
+  if (opts.daemon) return rec;
   rec.serverPid = serverPidOf(rec.pid);
   if (opts.asUser === undefined) reg.process(rec.serverPid);
   return rec;
