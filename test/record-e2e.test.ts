@@ -190,6 +190,31 @@ describe('fusetrace record with libfuse hello', () => {
     expect(session).toMatchObject({ end_reason: 'signal', exit_status: 0 });
   });
 
+  // In-process a reply's record is written before its write() and published after it. A server
+  // killed in between (FUSETRACE_TEST_WRITE_DELAY_US widens that moment to 1 s) has handed the
+  // reply to the kernel; the trace keeps it, as not known to be forwarded, instead of losing it.
+  it('keeps the reply a server was writing when it was killed (in-process)', async () => {
+    const work = reg.tempDir();
+    const mnt = reg.mountpoint();
+    const env = { ...process.env, FUSETRACE_TEST_WRITE_DELAY_US: '1000000' };
+    const rec = await startRecord(buildExample('hello'), ['-f'], mnt, dbIn(work), { env });
+    const cat = reg.process(spawn('cat', [join(mnt, 'hello')], { stdio: 'ignore' }));
+    await sleep(400); // LOOKUP read, answered, its reply's record not yet published
+    process.kill(rec.serverPid, 'SIGKILL');
+    await waitExit(cat);
+    expect(await rec.exited).toEqual({ code: 137, signal: null });
+    expect(rec.stderr()).not.toMatch(/ring bytes lost/);
+    const { session, frames } = readTrace(rec.db);
+    expect(transportOf(session.meta)).toBe('in-process');
+    const lookup = frames.find((f) => f.dir === 0 && f.opcode === 1)!;
+    expect(lookup).toBeDefined();
+    const reply = frames.find((f) => f.dir === 1 && f.unique_id === lookup.unique_id)!;
+    expect(reply).toBeDefined();
+    expect(reply.len).toBe(reply.data.readUInt32LE(0));
+    expect(reply.fwd_ns).toBeNull();
+    expect(await unmount(mnt)).toBe('umount');
+  });
+
   it('mirrors a native crash: the server killed by SIGSEGV leaves a disconnected mount (ENOTCONN), exit 139', async () => {
     const work = reg.tempDir();
     const mnt = reg.mountpoint();
