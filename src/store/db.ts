@@ -125,10 +125,10 @@ function initialise(db: DatabaseT): void {
   })();
 }
 
-/** Pragmas of a writing connection (they are per connection, except journal_mode which is persistent). */
 /** Address space a reading connection maps of the trace file. */
 const READER_MMAP_BYTES = 1 << 30;
 
+/** Pragmas of a writing connection (they are per connection, except journal_mode which is persistent). */
 function tune(db: DatabaseT): void {
   db.pragma('journal_mode = WAL');
   // NORMAL in WAL mode: a commit is durable against process death (SIGKILL of the recorder),
