@@ -36,6 +36,8 @@ describe('fusetrace doctor', () => {
     expect(r.stdout).toMatch(/^ok {4}\/dev\/fuse: character device, mode \d+, read\/write for this user$/m);
     expect(r.stdout).toMatch(/^ok {4}privileges: running as root: mounts with mount\(2\)$/m);
     expect(r.stdout).toMatch(/^ok {4}kernel protocol: a test mount got FUSE 7\.(\d+); masked from servers: /m);
+    // The library record preloads into servers really loads into a program here.
+    expect(r.stdout).toMatch(/^ok {4}in-process recording: /m);
     expect(r.stdout.trim().split('\n').at(-1)).toBe('recording can work on this machine');
     expect(readMountInfo().length).toBe(before); // the test mount is gone
   });

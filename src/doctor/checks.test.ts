@@ -12,6 +12,7 @@ function facts(over: Partial<Facts> = {}): Facts {
     wmemMax: 4194304,
     dbPath: './fusetrace.db',
     dbWritable: { ok: true, reason: '/w/fusetrace.db can be created' },
+    preload: { ok: true, detail: '/x/build/Release/libfusetrace-preload.so' },
     kernelInit: { ok: true, major: 7, minor: 45, masked: 'FUSE_PASSTHROUGH' },
     ...over,
   };
@@ -29,6 +30,7 @@ describe('doctor verdicts', () => {
       'ok    kernel protocol: a test mount got FUSE 7.45; masked from servers: FUSE_PASSTHROUGH',
       'ok    fusectl: mounted at /sys/fs/fuse/connections',
       'ok    socket buffer: net.core.wmem_max 4194304: largest frame 8388576 bytes, max_write not clamped',
+      'ok    in-process recording: servers that read /dev/fuse through libc (libfuse, pyfuse3, fuser) record without the relay',
       'ok    trace file: /w/fusetrace.db can be created',
     ]);
     expect(evaluate(facts()).some((c) => c.verdict === 'fail')).toBe(false);
@@ -78,6 +80,14 @@ describe('doctor verdicts', () => {
   ])('%s: exact advice', (_name, over, expected) => {
     const out = lines(facts(over as Partial<Facts>));
     expect(out).toContain(expected);
+  });
+
+  it('warns, without failing, when the in-process library does not load: every server is then relayed', () => {
+    const out = lines(facts({ preload: { ok: false, detail: '/x/libfusetrace-preload.so is missing' } }));
+    expect(out).toContain(
+      'warn  in-process recording: the preload library does not load (/x/libfusetrace-preload.so is missing): every server is relayed, about 2x slower on metadata  -> rebuild the native part: npm ci (or npm rebuild fusetrace)',
+    );
+    expect(evaluate(facts({ preload: { ok: false, detail: 'x' } })).some((c) => c.verdict === 'fail')).toBe(false);
   });
 
   it('warns about fusectl and a small socket buffer, without failing', () => {

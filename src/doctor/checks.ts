@@ -1,6 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { readMountInfo } from '../proxy/mountinfo.js';
+import { preloadPath } from '../proxy/native.js';
 
 /** One line of `fusetrace doctor`: what was checked, the verdict, and what to do about it. */
 export interface Check {
@@ -24,6 +26,8 @@ export interface Facts {
   wmemMax: number | null;
   dbPath: string;
   dbWritable: { ok: boolean; reason: string };
+  /** Whether the in-process recording library loads into a program (LD_PRELOAD), or why not. */
+  preload: { ok: boolean; detail: string };
   /** The kernel's INIT as read from a real mount, or why it could not be read; null when not probed. */
   kernelInit: { ok: true; major: number; minor: number; masked: string } | { ok: false; error: string } | null;
 }
@@ -58,6 +62,17 @@ function dbWritable(dbPath: string): { ok: boolean; reason: string } {
     const code = (err as NodeJS.ErrnoException).code ?? 'error';
     return { ok: false, reason: `${abs}: ${code}` };
   }
+}
+
+/** Loads the in-process recording library into /bin/true the way record loads it into a server. */
+function preloadLoads(): { ok: boolean; detail: string } {
+  const lib = preloadPath();
+  if (!fs.existsSync(lib)) return { ok: false, detail: `${lib} is missing` };
+  const r = spawnSync('/bin/true', { env: { ...process.env, LD_PRELOAD: lib }, encoding: 'utf8', timeout: 10_000 });
+  // ld.so says "object '...' from LD_PRELOAD cannot be preloaded (...): ignored." and goes on.
+  const complaint = (r.stderr ?? '').split('\n').find((l) => l.includes('LD_PRELOAD'));
+  if (r.error || complaint) return { ok: false, detail: (complaint ?? r.error?.message ?? 'does not load').trim() };
+  return { ok: true, detail: lib };
 }
 
 /** Reads the machine's state; no side effects. */
@@ -110,6 +125,7 @@ export function gatherFacts(dbPath: string): Facts {
     wmemMax,
     dbPath,
     dbWritable: dbWritable(dbPath),
+    preload: preloadLoads(),
     kernelInit: null,
   };
 }
@@ -230,6 +246,22 @@ export function evaluate(f: Facts, opts: { allowOther?: boolean } = {}): Check[]
       advice: clamped ? `sysctl -w net.core.wmem_max=${2 * (LIBFUSE_DEFAULT_MAX_WRITE + 4096)} to record 1 MiB writes unclamped` : '',
     });
   }
+
+  out.push(
+    f.preload.ok
+      ? {
+          name: 'in-process recording',
+          verdict: 'ok',
+          detail: 'servers that read /dev/fuse through libc (libfuse, pyfuse3, fuser) record without the relay',
+          advice: '',
+        }
+      : {
+          name: 'in-process recording',
+          verdict: 'warn',
+          detail: `the preload library does not load (${f.preload.detail}): every server is relayed, about 2x slower on metadata`,
+          advice: 'rebuild the native part: npm ci (or npm rebuild fusetrace)',
+        },
+  );
 
   out.push(
     f.dbWritable.ok
