@@ -71,6 +71,7 @@ static int g_pending_count;
 
 static ssize_t (*real_read)(int, void*, size_t);
 static ssize_t (*real_readv)(int, const struct iovec*, int);
+static ssize_t (*real_read_chk)(int, void*, size_t, size_t);
 static ssize_t (*real_write)(int, const void*, size_t);
 static ssize_t (*real_writev)(int, const struct iovec*, int);
 static ssize_t (*real_splice)(int, loff_t*, int, loff_t*, size_t, unsigned int);
@@ -86,6 +87,7 @@ static int (*real_select)(int, fd_set*, fd_set*, fd_set*, struct timeval*);
 static void resolve(void) {
   real_read = dlsym(RTLD_NEXT, "read");
   real_readv = dlsym(RTLD_NEXT, "readv");
+  real_read_chk = dlsym(RTLD_NEXT, "__read_chk");
   real_write = dlsym(RTLD_NEXT, "write");
   real_writev = dlsym(RTLD_NEXT, "writev");
   real_splice = dlsym(RTLD_NEXT, "splice");
@@ -588,6 +590,15 @@ static ssize_t traced_writev(int fd, const struct iovec* iov, int iovcnt) {
 ssize_t read(int fd, void* buf, size_t count) {
   if (!real_read) resolve();
   if (!tracked(fd)) return real_read(fd, buf, count);
+  struct iovec iov = {buf, count};
+  return traced_readv(fd, &iov, 1);
+}
+
+/* _FORTIFY_SOURCE turns read() into a fixed-size buffer into __read_chk(): the same call. */
+ssize_t __read_chk(int fd, void* buf, size_t count, size_t buflen) {
+  if (!real_read_chk) resolve();
+  /* An overflow, or not ours: glibc's own check and read. */
+  if (count > buflen || !tracked(fd)) return real_read_chk(fd, buf, count, buflen);
   struct iovec iov = {buf, count};
   return traced_readv(fd, &iov, 1);
 }
