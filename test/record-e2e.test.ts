@@ -55,9 +55,9 @@ describe('fusetrace record with libfuse hello', () => {
   it(`records every frame of ls + cat with complete pairing, ends on user unmount with exit 0 (${transport})`, async () => {
     const work = reg.tempDir();
     const mnt = reg.mountpoint();
+    // The relay through the command-line flag here; the other relay tests use FUSETRACE_INPROCESS=0.
     const rec = await startRecord(buildExample('hello'), ['-f'], mnt, dbIn(work), {
-      extra: ['--name', 'hello-test'],
-      env: transport === 'relay' ? RELAY : process.env,
+      extra: ['--name', 'hello-test', ...(transport === 'relay' ? ['--relay'] : [])],
     });
     expect(mountAt(mnt)?.fsType).toBe('fuse.example-hello');
     const ls = spawnSync('ls', ['-l', mnt], { encoding: 'utf8' });
