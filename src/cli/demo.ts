@@ -6,7 +6,7 @@
  */
 import { Command } from 'commander';
 import { dbPath } from './options.js';
-import { UserError } from './errors.js';
+import { UserError } from '../errors.js';
 import { registerShow } from './show.js';
 import { registerStats } from './stats.js';
 import { DemoInterrupted, runDemo } from '../demo/run.js';

@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
 import type { Database } from 'better-sqlite3';
-import { UserError } from './errors.js';
+import { UserError } from '../errors.js';
 import { dbPath } from './options.js';
 import { openTraceDb } from '../store/db.js';
 import { TraceReader } from '../store/reader.js';

@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { UserError } from './errors.js';
+import { UserError } from '../errors.js';
 type Register = (program: Command) => void;
 
 /**

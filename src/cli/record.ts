@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { UserError } from './errors.js';
+import { UserError } from '../errors.js';
 import { dbPath } from './options.js';
 import { closeSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
-import { UserError } from './errors.js';
+import { UserError } from '../errors.js';
 import { dbPath } from './options.js';
 import { openTraceDb } from '../store/db.js';
 import { rebuildLedger } from '../store/ledger.js';

@@ -8,7 +8,7 @@
  */
 import type { Command } from 'commander';
 import type { Database, Statement } from 'better-sqlite3';
-import { UserError } from './errors.js';
+import { UserError } from '../errors.js';
 import { dbPath } from './options.js';
 import { openTraceDb } from '../store/db.js';
 import { TraceReader } from '../store/reader.js';

@@ -4,7 +4,7 @@
  * time went (paths, processes). The figures come from src/store/stats.ts.
  */
 import type { Command } from 'commander';
-import { UserError } from './errors.js';
+import { UserError } from '../errors.js';
 import { dbPath } from './options.js';
 import { compileUserFilter, formatBytes, formatDuration } from './show.js';
 import { openTraceDb } from '../store/db.js';

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { dbPath } from './options.js';
-import { UserError } from './errors.js';
+import { UserError } from '../errors.js';
 import { loadTui } from '../tui/load.js';
 
 export function registerTui(program: Command): void {

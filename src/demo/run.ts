@@ -14,7 +14,7 @@ import { readFile, readdir, stat, writeFile, appendFile } from 'node:fs/promises
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Database } from 'better-sqlite3';
-import { UserError } from '../cli/errors.js';
+import { UserError } from '../errors.js';
 import { openTraceDb } from '../store/db.js';
 import { rebuildLedger } from '../store/ledger.js';
 import { mountAt, unmountFuse } from '../proxy/mount.js';

@@ -19,7 +19,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, closeSync, constants, existsSync, fstatSync, readFileSync, statSync } from 'node:fs';
 import { constants as osConstants, release } from 'node:os';
 import { basename, delimiter, join, resolve } from 'node:path';
-import { UserError } from '../cli/errors.js';
+import { UserError } from '../errors.js';
 import { createDurationIndexes, dropDurationIndexes, openTraceDb } from '../store/db.js';
 import { TraceWriter } from '../store/writer.js';
 import { Ledger } from '../store/ledger.js';

@@ -8,7 +8,7 @@
  * together, are held until their turn, so the result does not depend on thread scheduling in
  * the server: the same session against the same server gives the same report.
  */
-import { UserError } from '../cli/errors.js';
+import { UserError } from '../errors.js';
 import { decodeReply, decodeRequest, errnoName, formatLine, negotiateInit, opcodeName, type DecodedFrame } from '../protocol/index.js';
 import { compareTrees, flatten, show, type FieldDiff, type NormRule } from './compare.js';
 import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER } from './ids.js';

@@ -8,7 +8,7 @@
  * server saw (after the proxy masked capability bits): the replay sends exactly that.
  */
 import type { Database } from 'better-sqlite3';
-import { UserError } from '../cli/errors.js';
+import { UserError } from '../errors.js';
 import { iterateRequests, parseRange } from '../store/query.js';
 import { TraceReader } from '../store/reader.js';
 import type { FrameRecord } from '../store/writer.js';

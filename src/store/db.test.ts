@@ -4,7 +4,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { UserError } from '../cli/errors.js';
+import { UserError } from '../errors.js';
 import { openTraceDb } from './db.js';
 import { APPLICATION_ID, FORMAT_VERSION } from './schema.js';
 import { TraceWriter } from './writer.js';

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Database as DatabaseT } from 'better-sqlite3';
-import { UserError } from '../cli/errors.js';
+import { UserError } from '../errors.js';
 import { APPLICATION_ID, DURATION_INDEX_SQL, FORMAT_VERSION, SCHEMA_SQL } from './schema.js';
 
 export type { DatabaseT as Database };

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { UserError } from '../cli/errors.js';
+import { UserError } from '../errors.js';
 import { openTraceDb } from './db.js';
 import { addSession, createFixtureDb, type FixtureDb, type FixtureRequest } from './fixture.js';
 import { countRequests, parseRange, queryRequests } from './query.js';

@@ -4,7 +4,7 @@
  * `session = ?` first, so it runs on the (session, ...) indexes of schema.ts.
  */
 import type { Database, Statement } from 'better-sqlite3';
-import { UserError } from '../cli/errors.js';
+import { UserError } from '../errors.js';
 import { compileFilter, errnoName, opcodeName, registerFilterFunctions, type CompiledFilter, type SqlParam } from './filter.js';
 
 /** A u64 FUSE value (unique, nodeid, fh): a number when it is a safe integer, else a bigint. */

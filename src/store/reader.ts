@@ -1,5 +1,5 @@
 import type { Database, Statement } from 'better-sqlite3';
-import { UserError } from '../cli/errors.js';
+import { UserError } from '../errors.js';
 import { fromSqlU64, type FrameRecord } from './writer.js';
 
 /** One row of `sessions`, in TypeScript terms (see schema.ts for what each column means). */

@@ -6,7 +6,7 @@
 import React from 'react';
 import { render } from 'ink';
 import type { Database } from 'better-sqlite3';
-import { UserError } from '../cli/errors.js';
+import { UserError } from '../errors.js';
 import { openTraceDb } from '../store/db.js';
 import { App } from './components/App.js';
 import { TuiSource } from './data.js';
