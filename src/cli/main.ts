@@ -11,6 +11,8 @@ const COMMANDS: ReadonlyArray<readonly [string, () => Promise<Register>]> = [
   ['sessions', async () => (await import('./sessions.js')).registerSessions],
   ['show', async () => (await import('./show.js')).registerShow],
   ['stats', async () => (await import('./stats.js')).registerStats],
+  ['diff', async () => (await import('./diff.js')).registerDiff],
+  ['query', async () => (await import('./query.js')).registerQuery],
   ['export', async () => (await import('./export.js')).registerExport],
   ['replay', async () => (await import('./replay.js')).registerReplay],
   ['tui', async () => (await import('./tui.js')).registerTui],
