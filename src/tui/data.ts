@@ -8,6 +8,8 @@ import type { Database } from 'better-sqlite3';
 import { compileFilter, parseFilter, type CompiledFilter, type FilterNode, type SqlParam } from '../store/filter.js';
 import { countRequests, queryRequests, type RequestRow } from '../store/query.js';
 import { stats, type SessionStats } from '../store/stats.js';
+import { sessionProfile } from '../store/profile.js';
+import { diffProfiles, type SessionDiff } from '../diff/diff.js';
 import { decodeReply, FUSE_INT_REQ_BIT, OPCODE_TABLE, OUT_HEADER_SIZE, structs, type DecodeContext, type StructDesc } from '../protocol/index.js';
 const { fuse_entry_out, fuse_open_out } = structs;
 import type { InFlightScope, SortOrder } from './state.js';
@@ -123,6 +125,12 @@ export class TuiSource {
   constructor(db: Database, opts: { walkMaxLookups?: number } = {}) {
     this.db = db;
     this.walkMaxLookups = opts.walkMaxLookups ?? WALK_MAX_LOOKUPS;
+  }
+
+  /** Session `a` against session `b` (the requests matching `filter` in each), as `fusetrace diff` computes it. */
+  diff(a: number, b: number, filter: string): SessionDiff {
+    const f = compileFilter(filter);
+    return diffProfiles(sessionProfile(this.db, a, f), sessionProfile(this.db, b, f), { a: String(a), b: String(b) }, { top: 10 });
   }
 
   /** The sessions with their headline numbers (per-state counts come from the requests_state index). */
