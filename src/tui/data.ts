@@ -130,7 +130,11 @@ export class TuiSource {
   /** Session `a` against session `b` (the requests matching `filter` in each), as `fusetrace diff` computes it. */
   diff(a: number, b: number, filter: string): SessionDiff {
     const f = compileFilter(filter);
-    return diffProfiles(sessionProfile(this.db, a, f), sessionProfile(this.db, b, f), { a: String(a), b: String(b) }, { top: 10 });
+    const label = (id: number): string => {
+      const name = this.sessions().find((x) => x.id === id)?.name;
+      return name ? `${id} ${JSON.stringify(name)}` : String(id);
+    };
+    return diffProfiles(sessionProfile(this.db, a, f), sessionProfile(this.db, b, f), { a: label(a), b: label(b) }, { top: 10 });
   }
 
   /** The sessions with their headline numbers (per-state counts come from the requests_state index). */
