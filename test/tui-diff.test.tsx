@@ -3,14 +3,15 @@
 import React from 'react';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { cleanup, render } from 'ink-testing-library';
+import { Opcode } from '../src/protocol/index.js';
 import { addSession, createFixtureDb, type FixtureDb, type FixtureRequest } from '../src/store/fixture.js';
 import { openTraceDb } from '../src/store/db.js';
 import { TuiSource } from '../src/tui/data.js';
 import { App } from '../src/tui/components/App.js';
 import { initialState, reducer } from '../src/tui/state.js';
 
-const READ = 15;
-const LOOKUP = 1;
+const READ = Opcode.READ!;
+const LOOKUP = Opcode.LOOKUP!;
 const rows = (n: number, r: FixtureRequest): FixtureRequest[] => Array.from({ length: n }, () => ({ ...r }));
 
 let fx: FixtureDb;

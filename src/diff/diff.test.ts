@@ -1,5 +1,6 @@
 // diff.ts, fail-if.ts and report.ts on two sessions of known ledger rows in a real trace file.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Opcode, errnoNumber } from '../protocol/index.js';
 import { createFixtureDb, addSession, type FixtureDb, type FixtureRequest } from '../store/fixture.js';
 import { formatFilterError, FilterError } from '../store/filter.js';
 import { sessionProfile } from '../store/profile.js';
@@ -7,12 +8,9 @@ import { diffProfiles, type SessionDiff } from './diff.js';
 import { evaluateFailIf, parseFailIf } from './fail-if.js';
 import { diffReport } from './report.js';
 
-const READ = 15;
-const GETATTR = 3;
-const OPEN = 14;
-const LOOKUP = 1;
-const EIO = 5;
-const ENOENT = 2;
+const { READ, GETATTR, OPEN, LOOKUP } = Opcode as Record<'READ' | 'GETATTR' | 'OPEN' | 'LOOKUP', number>;
+const EIO = errnoNumber('EIO')!;
+const ENOENT = errnoNumber('ENOENT')!;
 
 let fx: FixtureDb;
 let diff: SessionDiff;

@@ -100,88 +100,123 @@ function lex(src: string): Tok[] {
 
 /** Parses a --fail-if expression; throws FilterError with the column of the first mistake. */
 export function parseFailIf(expression: string): FailIfNode {
-  const toks = lex(expression);
-  let pos = 0;
-  const peek = (): Tok => toks[pos]!;
-  const take = (): Tok => toks[pos++]!;
-  const fail = (msg: string, t: Tok, tail = ''): never => {
-    throw new FilterError(`${msg} at column ${t.col}${tail}`, t.col, expression);
-  };
-  const isOp = (t: Tok, ...ops: string[]): boolean => t.kind === 'op' && ops.includes(t.value);
-  const isWord = (t: Tok, ...ws: string[]): boolean => t.kind === 'word' && ws.includes(t.value.toLowerCase());
-  const describe = (t: Tok): string => (t.kind === 'end' ? 'the end of the expression' : `'${t.text}'`);
+  return new Parser(expression).parse();
+}
 
-  if (peek().kind === 'end') fail(`expected a check such as 'p99(READ) > 1.2x'`, peek());
-  const parseOr = (): FailIfNode => {
-    let left = parseAnd();
-    while (isOp(peek(), '||') || isWord(peek(), 'or')) {
-      take();
-      left = { type: 'or', left, right: parseAnd() };
+/** A recursive-descent parser over the tokens of one expression (the grammar at the top of the file). */
+class Parser {
+  private readonly toks: Tok[];
+  private pos = 0;
+  constructor(private readonly expression: string) {
+    this.toks = lex(expression);
+  }
+
+  parse(): FailIfNode {
+    if (this.peek().kind === 'end') this.fail(`expected a check such as 'p99(READ) > 1.2x'`, this.peek());
+    const tree = this.parseOr();
+    const rest = this.peek();
+    if (rest.kind !== 'end') {
+      if (isOp(rest, ')')) this.fail("unexpected ')' without a matching '('", rest);
+      this.fail(`expected '&&', '||' or the end after a check, found ${describe(rest)}`, rest);
+    }
+    return tree;
+  }
+
+  private peek(): Tok {
+    return this.toks[this.pos]!;
+  }
+
+  private take(): Tok {
+    return this.toks[this.pos++]!;
+  }
+
+  /** Throws "<msg> at column N<tail>", pointing at `t`. */
+  private fail(msg: string, t: Tok, tail = ''): never {
+    throw new FilterError(`${msg} at column ${t.col}${tail}`, t.col, this.expression);
+  }
+
+  private parseOr(): FailIfNode {
+    let left = this.parseAnd();
+    while (isOp(this.peek(), '||') || isWord(this.peek(), 'or')) {
+      this.take();
+      left = { type: 'or', left, right: this.parseAnd() };
     }
     return left;
-  };
-  const parseAnd = (): FailIfNode => {
-    let left = parseUnary();
-    while (isOp(peek(), '&&') || isWord(peek(), 'and')) {
-      take();
-      left = { type: 'and', left, right: parseUnary() };
+  }
+
+  private parseAnd(): FailIfNode {
+    let left = this.parseUnary();
+    while (isOp(this.peek(), '&&') || isWord(this.peek(), 'and')) {
+      this.take();
+      left = { type: 'and', left, right: this.parseUnary() };
     }
     return left;
-  };
-  const parseUnary = (): FailIfNode => {
-    const t = peek();
+  }
+
+  private parseUnary(): FailIfNode {
+    const t = this.peek();
     if (isOp(t, '!') || isWord(t, 'not')) {
-      take();
-      return { type: 'not', expr: parseUnary() };
+      this.take();
+      return { type: 'not', expr: this.parseUnary() };
     }
     if (isOp(t, '(')) {
-      take();
-      const inner = parseOr();
-      if (!isOp(peek(), ')')) fail(`expected ')' to close the '(' at column ${t.col}, found ${describe(peek())}`, peek());
-      take();
+      this.take();
+      const inner = this.parseOr();
+      if (!isOp(this.peek(), ')')) this.fail(`expected ')' to close the '(' at column ${t.col}, found ${describe(this.peek())}`, this.peek());
+      this.take();
       return inner;
     }
-    if (t.kind === 'word') return parseCheck();
-    return fail(`expected a metric (${METRIC_NAMES.join(', ')}), found ${describe(t)}`, t);
-  };
-  const parseCheck = (): FailIfNode => {
-    const mt = take();
+    if (t.kind === 'word') return this.parseCheck();
+    return this.fail(`expected a metric (${METRIC_NAMES.join(', ')}), found ${describe(t)}`, t);
+  }
+
+  private parseCheck(): FailIfNode {
+    const mt = this.take();
     const metric = mt.value.toLowerCase();
     const kind = OP_METRICS[metric] ?? SESSION_METRICS[metric];
     if (!kind) {
       const hint = closest(metric, METRIC_NAMES);
-      fail(`unknown metric '${mt.text}'`, mt, `${hint ? `; did you mean ${hint}?` : ''}; metrics: ${METRIC_NAMES.join(', ')}`);
+      this.fail(`unknown metric '${mt.text}'`, mt, `${hint ? `; did you mean ${hint}?` : ''}; metrics: ${METRIC_NAMES.join(', ')}`);
     }
-    let opcode: number | null = null;
-    if (isOp(peek(), '(')) {
-      const open = take();
-      if (!OP_METRICS[metric]) fail(`${metric} is a figure of the whole session and takes no opcode`, open);
-      const ot = take();
-      if (ot.kind !== 'word' && ot.kind !== 'number') fail(`expected an opcode after '(', found ${describe(ot)}`, ot);
-      opcode = ot.kind === 'number' && /^\d+$/.test(ot.text) ? Number(ot.text) : (opcodeNumber(ot.value) ?? null);
-      if (opcode === null) {
-        const hint = closest(ot.value.toUpperCase().replace(/^FUSE_/, ''), OPCODE_TABLE.map((o) => o.name));
-        fail(`unknown opcode '${ot.text}'`, ot, hint ? `; did you mean ${hint}?` : '');
-      }
-      if (!isOp(peek(), ')')) fail(`expected ')' after the opcode, found ${describe(peek())}`, peek());
-      take();
+    const opcode = isOp(this.peek(), '(') ? this.parseOpcode(metric) : null;
+    const ct = this.take();
+    if (!isOp(ct, '>', '>=', '<', '<=', '==', '!=')) {
+      this.fail(`expected a comparison (> >= < <= == !=) after '${metric}${opcode === null ? '' : `(${opcodeName(opcode)})`}', found ${describe(ct)}`, ct);
     }
-    const ct = take();
-    if (!isOp(ct, '>', '>=', '<', '<=', '==', '!=')) fail(`expected a comparison (> >= < <= == !=) after '${metric}${opcode === null ? '' : `(${opcodeName(opcode)})`}', found ${describe(ct)}`, ct);
-    const vt = take();
-    if (vt.kind !== 'number') fail(`expected a threshold after '${ct.text}' (e.g. 1.2x, 20%, +5ms, 10ms, 0), found ${describe(vt)}`, vt);
-    const { mode, threshold } = thresholdOf(metric, kind!, vt, fail);
-    const text = expression.slice(mt.col - 1, vt.col - 1 + vt.text.length);
+    const vt = this.take();
+    if (vt.kind !== 'number') this.fail(`expected a threshold after '${ct.text}' (e.g. 1.2x, 20%, +5ms, 10ms, 0), found ${describe(vt)}`, vt);
+    const { mode, threshold } = thresholdOf(metric, kind!, vt, (m, t, tail) => this.fail(m, t, tail));
+    const text = this.expression.slice(mt.col - 1, vt.col - 1 + vt.text.length);
     return { type: 'check', text, metric, opcode, cmp: ct.value as Cmp, mode, threshold };
-  };
-
-  const tree = parseOr();
-  const rest = peek();
-  if (rest.kind !== 'end') {
-    if (isOp(rest, ')')) fail("unexpected ')' without a matching '('", rest);
-    fail(`expected '&&', '||' or the end after a check, found ${describe(rest)}`, rest);
   }
-  return tree;
+
+  /** `(OPCODE)` after a per-opcode metric: a name (READ, read, FUSE_READ) or a number. */
+  private parseOpcode(metric: string): number {
+    const open = this.take();
+    if (!OP_METRICS[metric]) this.fail(`${metric} is a figure of the whole session and takes no opcode`, open);
+    const ot = this.take();
+    if (ot.kind !== 'word' && ot.kind !== 'number') this.fail(`expected an opcode after '(', found ${describe(ot)}`, ot);
+    const opcode = ot.kind === 'number' && /^\d+$/.test(ot.text) ? Number(ot.text) : (opcodeNumber(ot.value) ?? null);
+    if (opcode === null) {
+      const hint = closest(ot.value.toUpperCase().replace(/^FUSE_/, ''), OPCODE_TABLE.map((o) => o.name));
+      this.fail(`unknown opcode '${ot.text}'`, ot, hint ? `; did you mean ${hint}?` : '');
+    }
+    if (!isOp(this.peek(), ')')) this.fail(`expected ')' after the opcode, found ${describe(this.peek())}`, this.peek());
+    this.take();
+    return opcode!;
+  }
+}
+
+function isOp(t: Tok, ...ops: string[]): boolean {
+  return t.kind === 'op' && ops.includes(t.value);
+}
+
+function isWord(t: Tok, ...ws: string[]): boolean {
+  return t.kind === 'word' && ws.includes(t.value.toLowerCase());
+}
+
+function describe(t: Tok): string {
+  return t.kind === 'end' ? 'the end of the expression' : `'${t.text}'`;
 }
 
 /** What a threshold token means for a metric: 1.2x, 20%, +5ms, 10ms, 3. */
