@@ -62,7 +62,7 @@ export function registerDiff(program: Command): void {
         process.stdout.write(`${JSON.stringify({ filter: opts.filter ?? null, ...diff, fail_if: verdict })}\n`);
       } else {
         const tty = process.stdout.isTTY === true;
-        const lines = diffReport(diff, tty ? { ops: 12, rows: 5 } : {});
+        const lines = tty ? oneScreen(diff, process.stdout.rows) : diffReport(diff);
         process.stdout.write(render(lines, tty && !process.env.NO_COLOR));
       }
       if (verdict?.tripped) {
@@ -71,6 +71,23 @@ export function registerDiff(program: Command): void {
         process.exitCode = 1;
       }
     });
+}
+
+/**
+ * The report cut to the terminal's height: the most opcode rows and list rows that fit, trying
+ * fewer list rows before fewer opcodes (the opcode table says what changed most); the smallest
+ * cut when even that does not fit.
+ */
+function oneScreen(diff: SessionDiff, rows: number | undefined): ReportLine[] {
+  const room = Math.max(10, (rows ?? 50) - 2);
+  let lines: ReportLine[] = [];
+  for (const ops of [12, 8, 5, 3]) {
+    for (const list of [5, 3, 2]) {
+      lines = diffReport(diff, { ops, rows: list });
+      if (lines.length <= room) return lines;
+    }
+  }
+  return lines;
 }
 
 /** --fail-if parsed; a mistake is a UserError with the expression and a caret, as for --filter. */

@@ -99,7 +99,15 @@ export function diffReport(d: SessionDiff, limits: ReportLimits = {}): ReportLin
       tone: e.b > e.a ? 'worse' : 'better',
     }))));
   }
-  const amp = d.amplification.filter((m) => m.a === null || m.b === null || Math.abs((m.b - m.a) / Math.max(Math.abs(m.a), 1e-9)) > 0.005);
+  // The ratios that changed, the largest change (as a factor either way) first.
+  const size = (m: Change): number => {
+    const r = ratio(m);
+    return r === null ? -1 : r === 0 || r === Infinity ? Infinity : Math.abs(Math.log(r));
+  };
+  const amp = d.amplification
+    .filter((m) => m.a === null || m.b === null || Math.abs((m.b - m.a) / Math.max(Math.abs(m.a), 1e-9)) > 0.005)
+    .sort((x, y) => size(y) - size(x))
+    .slice(0, rows);
   if (amp.length > 0) {
     out.push({ text: '' });
     const num = (v: number | null): string => (v === null ? '-' : v >= 100 ? v.toFixed(0) : v.toFixed(2));
