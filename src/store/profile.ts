@@ -37,22 +37,32 @@ const READDIR_OPS = [Opcode.READDIR!, Opcode.READDIRPLUS!];
 /** The profile of the requests of `session` that match `filter`. */
 export function sessionProfile(db: Database, session: number, filter?: string | CompiledFilter | null): SessionProfile {
   registerFilterFunctions(db);
-  const s = stats(db, session, filter, { top: 0 });
-  const { where, params } = requestWhere(session, { filter });
-  const all = <T>(sql: string, ...extra: unknown[]): T[] => db.prepare(sql).all(...params, ...extra) as T[];
+  // Every path and pid: stats' one scan already sums time per path and per pid (its sweep), where
+  // a GROUP BY path here sorted every row again (2 s each for paths and processes on 1M requests).
+  const s = stats(db, session, filter, { top: Number.MAX_SAFE_INTEGER });
+  const paths = new Map(s.top_paths.map((p) => [p.path, { requests: p.requests, total_ns: p.total_ns }]));
+  const comms = new Map<string, TimeTotal>();
+  for (const p of s.top_procs) {
+    const key = p.comm ?? '?';
+    const t = comms.get(key) ?? { requests: 0, total_ns: 0 };
+    comms.set(key, { requests: t.requests + p.requests, total_ns: t.total_ns + p.total_ns });
+  }
+  // The profile keeps them; the stats it hands on keep the usual top 10.
+  const top = { top_paths: s.top_paths.slice(0, 10), top_procs: s.top_procs.slice(0, 10) };
 
+  const { where, params } = requestWhere(session, { filter });
+  const all = <T>(sql: string): T[] => db.prepare(sql).all(...params) as T[];
+  // On the whole session a covering scan of requests_op_dur (session, opcode, dur_ns).
   const opTime = new Map<number, number>();
   for (const r of all<{ opcode: number; t: number }>(`SELECT opcode, coalesce(sum(dur_ns), 0) AS t FROM requests WHERE ${where} GROUP BY opcode`)) {
     opTime.set(r.opcode, r.t);
   }
+  // `+opcode`: grouped by the index on opcode, SQLite looked every row up from requests_op_dur in
+  // opcode order (9 s on 1M requests); scanned in table order and grouped in a temp b-tree, 0.5 s.
   const errors = all<{ opcode: number; errno: number; n: number }>(
-    `SELECT opcode, errno, count(*) AS n FROM requests WHERE ${where} AND errno > 0 GROUP BY opcode, errno`,
+    `SELECT opcode, errno, count(*) AS n FROM requests WHERE ${where} AND errno > 0 GROUP BY +opcode, +errno`,
   ).map((r) => ({ opcode: r.opcode, op: opcodeName(r.opcode), errno: r.errno, err: errnoName(r.errno), count: r.n }));
-  const totals = (sql: string): Map<string, TimeTotal> =>
-    new Map(all<{ k: string; n: number; t: number }>(sql).map((r) => [r.k, { requests: r.n, total_ns: r.t }]));
-  const paths = totals(`SELECT path AS k, count(*) AS n, coalesce(sum(dur_ns), 0) AS t FROM requests WHERE ${where} AND path IS NOT NULL GROUP BY path`);
-  const comms = totals(`SELECT coalesce(comm, '?') AS k, count(*) AS n, coalesce(sum(dur_ns), 0) AS t FROM requests WHERE ${where} GROUP BY 1`);
-  return { session, stats: s, opTime, errors, paths, comms, dirents: countDirents(db, session, where, params) };
+  return { session, stats: { ...s, ...top }, opTime, errors, paths, comms, dirents: countDirents(db, session, where, params) };
 }
 
 /**
