@@ -21,17 +21,17 @@ beforeAll(() => {
   fx = createFixtureDb();
   // A: 10 READs of 1 ms (4 KiB each), 2 OPENs, 2 GETATTRs, a LOOKUP that fails ENOENT.
   addSession(fx.db, [
-    ...rows(2, { opcode: OPEN, path: '/a', comm: 'cat' }),
-    ...rows(10, { opcode: READ, path: '/a', dur_ns: 1_000_000, reply_len: 16 + 4096, comm: 'cat' }),
-    ...rows(2, { opcode: GETATTR, path: '/a', dur_ns: 10_000, comm: 'ls' }),
-    { opcode: LOOKUP, path: '/missing', errno: ENOENT, comm: 'ls' },
+    ...rows(2, { opcode: OPEN, path: '/a', comm: 'cat', pid: 10 }),
+    ...rows(10, { opcode: READ, path: '/a', dur_ns: 1_000_000, reply_len: 16 + 4096, comm: 'cat', pid: 10 }),
+    ...rows(2, { opcode: GETATTR, path: '/a', dur_ns: 10_000, comm: 'ls', pid: 11 }),
+    { opcode: LOOKUP, path: '/missing', errno: ENOENT, comm: 'ls', pid: 11 },
   ], { name: 'a' });
   // B: the same READs at 3 ms and one failing EIO, a GETATTR storm, and the ENOENT gone.
   addSession(fx.db, [
-    ...rows(2, { opcode: OPEN, path: '/a', comm: 'cat' }),
-    ...rows(10, { opcode: READ, path: '/a', dur_ns: 3_000_000, reply_len: 16 + 4096, comm: 'cat' }),
-    { opcode: READ, path: '/b', dur_ns: 50_000, errno: EIO, comm: 'cat' },
-    ...rows(8, { opcode: GETATTR, path: '/a', dur_ns: 10_000, comm: 'ls' }),
+    ...rows(2, { opcode: OPEN, path: '/a', comm: 'cat', pid: 10 }),
+    ...rows(10, { opcode: READ, path: '/a', dur_ns: 3_000_000, reply_len: 16 + 4096, comm: 'cat', pid: 10 }),
+    { opcode: READ, path: '/b', dur_ns: 50_000, errno: EIO, comm: 'cat', pid: 10 },
+    ...rows(8, { opcode: GETATTR, path: '/a', dur_ns: 10_000, comm: 'ls', pid: 11 }),
   ], { name: 'b' });
   diff = diffProfiles(sessionProfile(fx.db, 1), sessionProfile(fx.db, 2), { a: 'a', b: 'b' });
 });
