@@ -100,6 +100,22 @@ describe('fusetrace diff on two recordings of one workload', () => {
     expect(r.stdout).toMatch(/LOOKUPs per directory entry listed \(lookups_per_dirent\)/);
   });
 
+  it('fits the report to the terminal, in colour unless NO_COLOR', () => {
+    // `script` gives the CLI a pseudo-terminal of 20 rows.
+    const run = (env: NodeJS.ProcessEnv) =>
+      spawnSync('script', ['-qec', `stty rows 20 cols 160; ${process.execPath} ${CLI} --db ${db} diff base slow`, '/dev/null'], { encoding: 'utf8', env: { ...process.env, ...env } });
+    const plain = run({ NO_COLOR: '1' });
+    expect(plain.status).toBe(0);
+    const lines = plain.stdout.replace(/\r/g, '').trimEnd().split('\n');
+    expect(lines.length).toBeLessThanOrEqual(18);
+    expect(lines[2]).toMatch(/^most changed: READ \+/);
+    expect(plain.stdout).toMatch(/\(\d+ more opcodes; --json or a pipe shows all\)/);
+    expect(lines[lines.length - 1]).toMatch(/^ {2}\(\d+ more lines; a pipe or --json shows all\)$/);
+    expect(plain.stdout).not.toContain('\x1b[');
+    const NO_COLOR = undefined;
+    expect(run({ NO_COLOR }).stdout).toMatch(/\x1b\[31m {2}READ /);
+  });
+
   it('reports every figure in --json: latency, errors that appeared, LOOKUPs per listed entry', async () => {
     const r = await fusetrace('diff', 'base', 'slow', '--json');
     expect(r.status).toBe(0);
@@ -143,6 +159,7 @@ describe('fusetrace diff on two recordings of one workload', () => {
 
   it.each([
     [['diff', 'base', 'nosuch'], /^fusetrace: no session "nosuch" in .*trace\.db \(fusetrace sessions lists them\)\n$/],
+    [['diff', 'base', '/nonexistent/old.db:1'], /^fusetrace: no trace file at \/nonexistent\/old\.db \(in '\/nonexistent\/old\.db:1'; FILE:SESSION names a session of another trace file\)\n$/],
     [['diff', 'base', 'slow', '--fail-if', 'p99(READ) > 20'], /^fusetrace: bad --fail-if:\n {2}p99\(READ\) > 20\n {14}\^ p99 needs a time unit \(ns, us, ms, s\) at column 13, e\.g\. 20ms, or a factor such as 1\.2x\n$/],
   ])('refuses %j with one message and status 2', async (args, message) => {
     const r = await fusetrace(...args);

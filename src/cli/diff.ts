@@ -75,19 +75,20 @@ export function registerDiff(program: Command): void {
 
 /**
  * The report cut to the terminal's height: the most opcode rows and list rows that fit, trying
- * fewer list rows before fewer opcodes (the opcode table says what changed most); the smallest
- * cut when even that does not fit.
+ * fewer list rows before fewer opcodes (the opcode table says what changed most); the top of the
+ * smallest report when even that does not fit.
  */
 function oneScreen(diff: SessionDiff, rows: number | undefined): ReportLine[] {
   const room = Math.max(10, (rows ?? 50) - 2);
   let lines: ReportLine[] = [];
   for (const ops of [12, 8, 5, 3]) {
-    for (const list of [5, 3, 2]) {
+    for (const list of [5, 3, 2, 1]) {
       lines = diffReport(diff, { ops, rows: list });
       if (lines.length <= room) return lines;
     }
   }
-  return lines;
+  // A very short terminal: the top of the smallest report, which holds what changed most.
+  return [...lines.slice(0, room - 1), { text: `  (${lines.length - room + 1} more lines; a pipe or --json shows all)`, tone: 'dim' }];
 }
 
 /** --fail-if parsed; a mistake is a UserError with the expression and a caret, as for --filter. */
@@ -146,6 +147,9 @@ function profileOf(files: Files, arg: string, filter: CompiledFilter): SessionPr
     file = arg.slice(0, colon);
     session = arg.slice(colon + 1);
     if (session === '') throw new UserError(`'${arg}' names no session after the ':' (FILE:SESSION, e.g. ${file}:1)`);
+  } else if (colon > 0 && /\/|\.db$/.test(arg.slice(0, colon))) {
+    // Looks like FILE:SESSION with a file that is not there: say so rather than "no session".
+    throw new UserError(`no trace file at ${arg.slice(0, colon)} (in '${arg}'; FILE:SESSION names a session of another trace file)`);
   }
   const { db, reader } = files.get(file);
   return sessionProfile(db, reader.resolveSession(session), filter);
