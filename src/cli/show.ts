@@ -14,7 +14,7 @@ import { openTraceDb } from '../store/db.js';
 import { TraceReader } from '../store/reader.js';
 import { FilterError, compileFilter, formatFilterError, type CompiledFilter } from '../store/filter.js';
 import { iterateRequests, parseRange, type RequestRow, type UniqueRange } from '../store/query.js';
-import { decodeReply, decodeRequest, formatFields, formatLine, type DecodeContext, type DecodedFrame } from '../protocol/index.js';
+import { OP, decodeReply, decodeRequest, formatFields, formatLine, type DecodeContext, type DecodedFrame } from '../protocol/index.js';
 
 interface ShowOptions {
   filter?: string;
@@ -312,8 +312,8 @@ interface DecodedFrameWithFields {
   fields: Array<[string, string]>;
 }
 
-/** FUSE_INTERRUPT (include/uapi/linux/fuse.h): its reply carries the interrupt's own opcode. */
-const INTERRUPT = 36;
+/** A reply to FUSE_INTERRUPT (EAGAIN, ENOSYS) decodes as one: it carries the INTERRUPT's own unique. */
+const { INTERRUPT } = OP;
 
 class FrameSource {
   private readonly ctx: DecodeContext = {};

@@ -3,7 +3,7 @@
  * the protocol codec (every field named, flags and errnos by name), the INTERRUPT frames that
  * belong to it, then hex dumps of the raw bytes. Pure: RequestDetail in, lines out.
  */
-import { decodeReply, decodeRequest, errnoName, formatFields, formatLine, type DecodeContext, type DecodedFrame } from '../protocol/index.js';
+import { OP, decodeReply, decodeRequest, errnoName, formatFields, formatLine, type DecodeContext, type DecodedFrame } from '../protocol/index.js';
 import type { FrameRow, RequestDetail } from './data.js';
 import { formatDur, formatResult, formatTime, hexDump, stateColor } from './format.js';
 
@@ -15,8 +15,7 @@ export interface DetailLine {
   dim?: boolean;
 }
 
-/** FUSE_INTERRUPT, include/uapi/linux/fuse.h. */
-const INTERRUPT = 36;
+const { INTERRUPT } = OP;
 
 const heading = (text: string): DetailLine => ({ text: `── ${text} `.padEnd(72, '─'), bold: true, color: 'cyan' });
 
