@@ -19,6 +19,7 @@ import { TraceReader } from '../store/reader.js';
 import { requestJson } from './show.js';
 import { iterateRequests, type RequestRow } from '../store/query.js';
 import { FilterError, compileFilter, formatFilterError, type CompiledFilter } from '../store/filter.js';
+import { errnoName, interruptTargetOf } from '../protocol/index.js';
 
 const FORMATS = ['jsonl', 'perfetto'] as const;
 type Format = (typeof FORMATS)[number];
@@ -156,35 +157,24 @@ interface InterruptEvent {
 function loadInterrupts(db: Database, session: number, startMono: bigint): Map<bigint, InterruptEvent[]> {
   const byTarget = new Map<bigint, InterruptEvent[]>();
   const intrUnique = new Map<bigint, bigint>();
-  const sent = db
-    .prepare('SELECT seq, ts_ns, unique_id, data FROM frames WHERE session = ? AND dir = 0 AND opcode = 36 ORDER BY seq')
-    .safeIntegers(true)
-    .all(session) as Array<{ seq: bigint; ts_ns: bigint; unique_id: bigint; data: Buffer }>;
-  for (const f of sent) {
-    const unique = BigInt.asUintN(64, f.unique_id);
-    const target = f.data.length >= 48 ? f.data.readBigUInt64LE(40) : unique & ~1n;
-    intrUnique.set(unique, target);
-    const list = byTarget.get(target) ?? [];
-    list.push({ tsNs: Number(f.ts_ns - startMono), name: 'INTERRUPT', args: { unique: target, interrupt_unique: unique, seq: f.seq } });
-    byTarget.set(target, list);
-  }
-  if (sent.length === 0) return byTarget;
-  const answers = db
-    .prepare(
-      `SELECT seq, ts_ns, unique_id, error, write_errno FROM frames WHERE session = ? AND dir = 1 AND unique_id IN
-       (SELECT unique_id FROM frames WHERE session = ? AND dir = 0 AND opcode = 36) ORDER BY seq`,
-    )
-    .safeIntegers(true)
-    .all(session, session) as Array<{ seq: bigint; ts_ns: bigint; unique_id: bigint; error: bigint | null; write_errno: bigint }>;
-  for (const f of answers) {
-    const unique = BigInt.asUintN(64, f.unique_id);
-    const target = intrUnique.get(unique);
+  // In seq order: each INTERRUPT comes before the server's answer to it.
+  for (const f of new TraceReader(db).interruptFrames(session)) {
+    const tsNs = Number(f.tsNs - startMono);
+    if (f.dir === 0) {
+      const target = interruptTargetOf(f.data, f.unique);
+      intrUnique.set(f.unique, target);
+      const list = byTarget.get(target) ?? [];
+      list.push({ tsNs, name: 'INTERRUPT', args: { unique: target, interrupt_unique: f.unique, seq: f.seq } });
+      byTarget.set(target, list);
+      continue;
+    }
+    const target = intrUnique.get(f.unique);
     if (target === undefined) continue;
-    const err = f.error === null ? 0 : -Number(f.error);
+    const err = f.error === null ? 0 : -f.error;
     byTarget.get(target)!.push({
-      tsNs: Number(f.ts_ns - startMono),
-      name: `INTERRUPT answered ${err === 11 ? 'EAGAIN' : err === 38 ? 'ENOSYS' : err === 0 ? 'OK' : `errno ${err}`}`,
-      args: { unique: target, interrupt_unique: unique, seq: f.seq, errno: err, write_errno: Number(f.write_errno) },
+      tsNs,
+      name: `INTERRUPT answered ${err === 0 ? 'OK' : errnoName(err)}`,
+      args: { unique: target, interrupt_unique: f.unique, seq: f.seq, errno: err, write_errno: f.writeErrno },
     });
   }
   return byTarget;

@@ -7,14 +7,14 @@
  * session of a million requests is never held in memory and `| head` stops the query early.
  */
 import type { Command } from 'commander';
-import type { Database, Statement } from 'better-sqlite3';
+import type { Database } from 'better-sqlite3';
 import { UserError } from '../errors.js';
 import { dbPath } from './options.js';
 import { openTraceDb } from '../store/db.js';
 import { TraceReader } from '../store/reader.js';
 import { FilterError, compileFilter, formatFilterError, type CompiledFilter } from '../store/filter.js';
 import { iterateRequests, parseRange, type RequestRow, type UniqueRange } from '../store/query.js';
-import { OP, decodeReply, decodeRequest, formatFields, formatLine, type DecodeContext, type DecodedFrame } from '../protocol/index.js';
+import { OP, decodeReply, decodeRequest, sessionContext, formatFields, formatLine, type DecodeContext, type DecodedFrame } from '../protocol/index.js';
 
 interface ShowOptions {
   filter?: string;
@@ -316,50 +316,38 @@ interface DecodedFrameWithFields {
 const { INTERRUPT } = OP;
 
 class FrameSource {
-  private readonly ctx: DecodeContext = {};
+  private readonly ctx: DecodeContext;
   private readonly startMono: bigint;
-  private readonly stmt: Statement;
+  private readonly reader: TraceReader;
   constructor(
     db: Database,
     private readonly session: number,
   ) {
-    const s = db
-      .prepare('SELECT started_mono_ns, kernel_minor, server_minor, init_flags FROM sessions WHERE id = ?')
-      .safeIntegers(true)
-      .get(session) as { started_mono_ns: bigint; kernel_minor: bigint | null; server_minor: bigint | null; init_flags: bigint | null };
-    this.startMono = s.started_mono_ns;
-    // Frames after INIT decode at the negotiated minor: the smaller of the two sides' (fuse_lowlevel.c do_init).
-    if (s.kernel_minor !== null && s.server_minor !== null) this.ctx.minor = Number(s.kernel_minor < s.server_minor ? s.kernel_minor : s.server_minor);
-    if (s.init_flags !== null) this.ctx.flags = BigInt.asUintN(64, s.init_flags);
-    this.stmt = db
-      .prepare('SELECT seq, ts_ns, dir, data, write_errno FROM frames WHERE session = ? AND seq IN (?, ?, ?) ORDER BY seq')
-      .safeIntegers(true);
+    this.reader = new TraceReader(db);
+    const s = this.reader.getSession(session)!;
+    this.startMono = s.startedMonoNs;
+    // Frames after INIT decode at the negotiated minor and flags.
+    this.ctx = sessionContext(s);
   }
 
   /** The request's own frames: the request, the FUSE_INTERRUPT naming it, the reply (schema.ts requests.*_seq). */
   decoded(r: RequestRow): { request?: DecodedFrameWithFields; reply?: DecodedFrameWithFields; all: DecodedFrameWithFields[] } {
-    const rows = this.stmt.all(this.session, r.seq, r.interrupt_seq ?? -1, r.reply_seq ?? -1) as {
-      seq: bigint;
-      ts_ns: bigint;
-      dir: bigint;
-      data: Buffer;
-      write_errno: bigint;
-    }[];
+    const rows = this.reader.framesAt(this.session, [r.seq, r.interrupt_seq ?? -1, r.reply_seq ?? -1]);
     let reqFrame: DecodedFrame | undefined;
     const all: DecodedFrameWithFields[] = [];
     let request: DecodedFrameWithFields | undefined;
     let reply: DecodedFrameWithFields | undefined;
     for (const f of rows) {
-      const seq = Number(f.seq);
+      const seq = f.seq;
       const res =
-        Number(f.dir) === 0
+        f.dir === 0
           ? decodeRequest(f.data, this.ctx)
           : decodeReply(f.data, { ...this.ctx, opcode: seq === r.reply_seq ? r.opcode : INTERRUPT, request: seq === r.reply_seq ? reqFrame : undefined });
       if (seq === r.seq) reqFrame = res.frame;
       const line = res.frame
         ? formatLine(res.frame, seq === r.reply_seq && r.dur_ns !== null ? { durNs: r.dur_ns } : {})
         : `${f.data.length} bytes, undecodable: ${res.error?.kind ?? 'short'}`;
-      const d: DecodedFrameWithFields = { seq, tsNs: Number(f.ts_ns - this.startMono), writeErrno: Number(f.write_errno), line, fields: formatFields(res) };
+      const d: DecodedFrameWithFields = { seq, tsNs: Number(f.tsNs - this.startMono), writeErrno: f.writeErrno, line, fields: formatFields(res) };
       all.push(d);
       if (seq === r.seq) request = d;
       if (seq === r.reply_seq) reply = d;

@@ -65,7 +65,7 @@ export class TraceReader {
   /** The file name used in error messages. */
   readonly label: string;
   private readonly stmts: Record<
-    'sessions' | 'session' | 'latest' | 'byName' | 'frames' | 'count' | 'procs' | 'counts' | 'outcomes' | 'lastFrame' | 'ofUnique' | 'interrupts',
+    'sessions' | 'session' | 'latest' | 'byName' | 'frames' | 'at3' | 'count' | 'procs' | 'counts' | 'outcomes' | 'lastFrame' | 'ofUnique' | 'interrupts',
     Statement
   >;
 
@@ -79,6 +79,7 @@ export class TraceReader {
       latest: p('SELECT max(id) FROM sessions').pluck(),
       byName: p('SELECT max(id) FROM sessions WHERE name = ?').pluck(),
       frames: p(`SELECT ${FRAME_COLS} FROM frames WHERE session = ? AND seq >= ? AND seq <= ? ORDER BY seq LIMIT ${FRAME_PAGE}`).raw(true),
+      at3: p(`SELECT ${FRAME_COLS} FROM frames WHERE session = ? AND seq IN (?, ?, ?) ORDER BY seq`).raw(true),
       count: p('SELECT count(*) FROM frames WHERE session = ?').pluck(),
       procs: p('SELECT pid, comm FROM procs WHERE session = ? ORDER BY pid'),
       // GROUP BY state reads only the requests_state index (session, state), not the rows.
@@ -145,13 +146,14 @@ export class TraceReader {
 
   /** The frames with these seqs (those that exist), in seq order. */
   framesAt(session: number, seqs: readonly number[]): FrameRecord[] {
-    if (seqs.length === 0) return [];
-    const rows = this.db
-      .prepare(`SELECT ${FRAME_COLS} FROM frames WHERE session = ? AND seq IN (${seqs.map(() => '?').join(', ')}) ORDER BY seq`)
-      .safeIntegers(true)
-      .raw(true)
-      .all(session, ...seqs) as unknown[][];
-    return rows.map(toFrame);
+    // Three at a time through one prepared statement (-1 pads: no such seq): `show --json` asks
+    // for a request's request, INTERRUPT and reply frames once per row.
+    const out: FrameRecord[] = [];
+    for (let i = 0; i < seqs.length; i += 3) {
+      const three = [seqs[i], seqs[i + 1] ?? -1, seqs[i + 2] ?? -1];
+      out.push(...(this.stmts.at3.all(session, ...three) as unknown[][]).map(toFrame));
+    }
+    return seqs.length > 3 ? out.sort((a, b) => a.seq - b.seq) : out;
   }
 
   /**

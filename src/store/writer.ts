@@ -276,6 +276,7 @@ export class TraceWriter {
   private readonly insertOne: Statement;
   private readonly insertProc: Statement;
   private readonly bumpCounters: Statement;
+  private patchFrame: Statement | undefined;
   private readonly commit: (frames: FrameRecord[]) => unknown[];
   private closed = false;
   /** Runs the WAL checkpoints once this writer has committed CHECKPOINTER_AFTER_BYTES (null before, or after it failed). */
@@ -385,6 +386,23 @@ export class TraceWriter {
     }
     if (sets.length === 0) return;
     this.db.prepare(`UPDATE sessions SET ${sets.join(', ')} WHERE id = ?`).run(...values, this.session);
+  }
+
+  /**
+   * Sets the forwarding write's result of an already committed frame (a notification whose write()
+   * returned after the batch holding it was flushed). A frame still buffered is the caller's to change.
+   */
+  patchFrameWrite(seq: number, fwdNs: bigint | null, writeErrno: number): void {
+    this.checkSession();
+    this.patchFrame ??= this.db.prepare('UPDATE frames SET fwd_ns = ?, write_errno = ? WHERE session = ? AND seq = ?');
+    this.patchFrame.run(fwdNs, writeErrno, this.session, seq);
+  }
+
+  /** Sets one key of the session's meta object (sessions.meta, JSON), e.g. `transport` once in-process recording took over. */
+  setMeta(key: string, value: string | number | null): void {
+    this.checkSession();
+    if (!/^\w+$/.test(key)) throw new TypeError(`setMeta: key must be a word, not ${JSON.stringify(key)}`);
+    this.db.prepare(`UPDATE sessions SET meta = json_set(coalesce(meta, '{}'), '$.${key}', ?) WHERE id = ?`).run(value, this.session);
   }
 
   /**
