@@ -10,6 +10,7 @@ import type { Command } from 'commander';
 import type { Database } from 'better-sqlite3';
 import { UserError } from '../errors.js';
 import { dbPath } from './options.js';
+import { formatDuration, formatResult, formatTime, paintState } from '../format.js';
 import { openTraceDb } from '../store/db.js';
 import { TraceReader } from '../store/reader.js';
 import { FilterError, compileFilter, formatFilterError, type CompiledFilter } from '../store/filter.js';
@@ -146,43 +147,6 @@ class Output {
   }
 }
 
-/** A duration with 3 significant figures in the unit that fits: `812ns`, `14.2µs`, `3.07ms`, `1.25s`. */
-export function formatDuration(ns: number | null): string {
-  if (ns === null) return '-';
-  for (const [scale, unit] of [[1e9, 's'], [1e6, 'ms'], [1e3, 'µs']] as const) {
-    if (ns >= scale) {
-      const v = ns / scale;
-      return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)}${unit}`;
-    }
-  }
-  return `${Math.round(ns)}ns`;
-}
-
-/** Bytes in binary units: `512B`, `4.0KiB`, `1.50MiB`, `2.25GiB`. */
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n}B`;
-  for (const [scale, unit] of [[2 ** 40, 'TiB'], [2 ** 30, 'GiB'], [2 ** 20, 'MiB'], [2 ** 10, 'KiB']] as const) {
-    if (n >= scale) {
-      const v = n / scale;
-      return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)}${unit}`;
-    }
-  }
-  return `${n}B`;
-}
-
-/** ANSI colours of the lifecycle states on a terminal: what went wrong stands out. */
-const STATE_SGR: Record<string, string> = {
-  ok: '32', // green
-  error: '31', // red
-  interrupted: '35;1', // bold magenta
-  late: '33;1', // bold yellow
-  unanswered: '33', // yellow
-  aborted: '31;1', // bold red
-  noreply: '2', // dim
-  notify: '36', // cyan
-  unknown: '41;37', // white on red: the classifier could not place it
-};
-
 const COLUMNS: [string, number, 'l' | 'r'][] = [
   ['UNIQUE', 8, 'r'],
   ['TIME', 12, 'r'],
@@ -199,10 +163,10 @@ const COLUMNS: [string, number, 'l' | 'r'][] = [
 function cells(r: RequestRow): string[] {
   return [
     String(r.unique),
-    (r.start_ns / 1e9).toFixed(6),
+    formatTime(r.start_ns),
     r.op,
     formatDuration(r.dur_ns),
-    r.errno === null ? '-' : r.errno === 0 ? 'OK' : (r.err ?? String(r.errno)),
+    formatResult(r.errno),
     r.state + (r.outcome ? `:${r.outcome}` : ''),
     r.pid === null ? '-' : String(r.pid),
     r.comm ?? '-',
@@ -222,7 +186,7 @@ async function printTable(rows: Iterable<RequestRow>, out: Output, colour: boole
       .map((cell, i) => {
         const [, w, align] = COLUMNS[i]!;
         let text = align === 'r' ? cell.padStart(w) : cell.padEnd(w);
-        if (colour && i === 5 && state && STATE_SGR[state]) text = `\x1b[${STATE_SGR[state]}m${text}\x1b[0m`;
+        if (colour && i === 5 && state) text = paintState(text, state);
         return text;
       })
       .join(' ')
@@ -289,9 +253,9 @@ async function printFrames(rows: Iterable<RequestRow>, frames: FrameSource, out:
     const lines: string[] = [];
     for (const f of d.all) {
       const write = f.writeErrno ? ` [write ${f.writeErrno === 2 ? 'ENOENT: the kernel no longer knew this unique' : `errno ${f.writeErrno}`}]` : '';
-      lines.push(`${(f.tsNs / 1e9).toFixed(6)} #${f.seq} ${f.line}${write}\n`);
+      lines.push(`${formatTime(f.tsNs)} #${f.seq} ${f.line}${write}\n`);
     }
-    if (lines.length === 0) lines.push(`${(r.start_ns / 1e9).toFixed(6)} unique ${r.unique} ${r.op}: no frames recorded for this request\n`);
+    if (lines.length === 0) lines.push(`${formatTime(r.start_ns)} unique ${r.unique} ${r.op}: no frames recorded for this request\n`);
     const p = out.write(lines.join(''));
     if (p) await p;
   }

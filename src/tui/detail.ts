@@ -6,7 +6,7 @@
 import { OP, decodeReply, decodeRequest, errnoName, formatFields, formatLine, type DecodeContext, type DecodedFrame } from '../protocol/index.js';
 import type { FrameRecord } from '../store/writer.js';
 import type { RequestDetail } from './data.js';
-import { formatDur, formatResult, formatTime, hexDump, stateColor } from './format.js';
+import { formatDuration, formatResult, formatTime, hexDump, stateColor } from '../format.js';
 
 /** One line of the pane with how to draw it. */
 export interface DetailLine {
@@ -22,7 +22,7 @@ const heading = (text: string): DetailLine => ({ text: `── ${text} `.padEnd(
 
 function rel(ns: number | null, base: number): string {
   if (ns === null) return '-';
-  return `${formatTime(ns)}s (+${formatDur(ns - base)})`;
+  return `${formatTime(ns)}s (+${formatDuration(ns - base, 'us')})`;
 }
 
 /** A frame's time as the views show it: ns since the session's start (frames carry CLOCK_MONOTONIC). */
@@ -72,7 +72,7 @@ export function detailLines(d: RequestDetail): DetailLine[] {
   out.push({ text: `  read       ${formatTime(r.start_ns)}s` });
   out.push({ text: `  forwarded  ${rel(r.fwd_ns, r.start_ns)}` });
   out.push({ text: `  replied    ${rel(r.reply_ns, r.start_ns)}` });
-  out.push({ text: `  duration   ${formatDur(r.dur_ns)}   request ${r.len} bytes, reply ${r.reply_len ?? '-'} bytes` });
+  out.push({ text: `  duration   ${formatDuration(r.dur_ns, 'us')}   request ${r.len} bytes, reply ${r.reply_len ?? '-'} bytes` });
 
   // The lifecycle at a glance: one line per frame, in the order the proxy saw them.
   const all: Array<[string, FrameRecord]> = [];
@@ -89,7 +89,7 @@ export function detailLines(d: RequestDetail): DetailLine[] {
     const line = x.frame ? formatLine(x.frame) : `${f.len} bytes (undecodable)`;
     const failed = f.writeErrno !== 0 ? `  write ${errnoName(f.writeErrno)}` : '';
     out.push({
-      text: `  +${formatDur(sinceStart(f, d) - r.start_ns).padEnd(8)} frame ${String(f.seq).padEnd(6)} ${line}${failed}`,
+      text: `  +${formatDuration(sinceStart(f, d) - r.start_ns, 'us').padEnd(8)} frame ${String(f.seq).padEnd(6)} ${line}${failed}`,
       color: what.startsWith('INTERRUPT') ? 'magenta' : failed ? 'yellow' : undefined,
       bold: what.startsWith('INTERRUPT'),
     });
