@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openTraceDb } from '../src/store/db.js';
-import { compileFilter } from '../src/store/filter.js';
-import { TuiSource, type ListQuery } from '../src/tui/data.js';
-import { detailLines } from '../src/tui/detail.js';
-import { writeTuiFixture, type TuiFixture } from './tui-fixture.js';
+import { openTraceDb } from '../store/db.js';
+import { compileFilter } from '../store/filter.js';
+import { TuiSource, type ListQuery } from './data.js';
+import { detailLines } from './detail.js';
+import { writeTuiFixture, type TuiFixture } from './session.fixture.js';
 
 let fx: TuiFixture;
 let source: TuiSource;
@@ -127,7 +127,7 @@ describe('TuiSource.page picks an index per list but always returns the list ord
 
 describe('resolveSession', () => {
   it('takes an id or a name, opens the only session by default, and names the sessions when it fails', async () => {
-    const { resolveSession } = await import('../src/tui/run.js');
+    const { resolveSession } = await import('./run.js');
     expect(resolveSession(source, undefined)).toBe(fx.session);
     expect(resolveSession(source, 'fixture')).toBe(fx.session);
     expect(resolveSession(source, String(fx.session))).toBe(fx.session);

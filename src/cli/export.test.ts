@@ -6,11 +6,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Script, entryOut, name, recordScript, rows, tempTrace, u32, u64 } from './ledger-frames.js';
-import { main } from '../src/cli/main.js';
-import { requestJson } from '../src/cli/show.js';
-import { queryRequests } from '../src/store/query.js';
-import { checkChromeTrace } from './export-trace-format.js';
+import { Script, entryOut, name, recordScript, rows, tempTrace, u32, u64 } from '../store/ledger-frames.fixture.js';
+import { main } from './main.js';
+import { requestJson } from './show.js';
+import { queryRequests } from '../store/query.js';
+import { checkChromeTrace } from './export-trace-format.fixture.js';
 
 let cleanup: Array<() => void> = [];
 afterEach(() => {

@@ -7,12 +7,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openTraceDb } from '../src/store/db.js';
-import { FORMAT_VERSION } from '../src/store/schema.js';
-import { TraceWriter } from '../src/store/writer.js';
-import { asUser } from './helpers/as-user.js';
+import { openTraceDb } from '../store/db.js';
+import { FORMAT_VERSION } from '../store/schema.js';
+import { TraceWriter } from '../store/writer.js';
+import { asUser } from '../../test/helpers/as-user.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = path.join(ROOT, 'bin', 'fusetrace.js');
 
 let dir: string;
