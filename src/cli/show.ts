@@ -10,6 +10,7 @@ import type { Command } from 'commander';
 import type { Database } from 'better-sqlite3';
 import { UserError } from '../errors.js';
 import { dbPath } from './options.js';
+import { Output, exactJson } from './output.js';
 import { formatDuration, formatResult, formatTime, paintState } from '../format.js';
 import { openTraceDb } from '../store/db.js';
 import { TraceReader } from '../store/reader.js';
@@ -59,7 +60,7 @@ Filter fields: op unique nodeid fh path pid comm uid err state dur t len
         const limit = count('--limit', opts.limit);
         const offset = count('--offset', opts.offset);
         const rows = iterateRequests(db, session, { filter, range, sort, limit, offset });
-        const out = new Output(process.stdout);
+        const out = await Output.open();
         let frames: FrameSource | undefined;
         if (opts.frames || opts.json) {
           framesDb = openTraceDb(file, { readonly: true });
@@ -106,45 +107,6 @@ function count(flag: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
   if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) throw new UserError(`${flag} needs a whole number, not '${v}'`);
   return Number(v);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Output
-// ---------------------------------------------------------------------------------------------
-
-/** Buffered stdout that waits for 'drain' and notices when the reader went away (EPIPE from `| head`). */
-class Output {
-  private chunks: string[] = [];
-  private size = 0;
-  closed = false;
-  constructor(private readonly stream: NodeJS.WriteStream) {
-    stream.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EPIPE') this.closed = true;
-      else throw err;
-    });
-  }
-  write(text: string): Promise<void> | undefined {
-    this.chunks.push(text);
-    this.size += text.length;
-    return this.size >= 65536 ? this.flush() : undefined;
-  }
-  async flush(): Promise<void> {
-    if (this.size === 0 || this.closed) return;
-    const data = this.chunks.join('');
-    this.chunks = [];
-    this.size = 0;
-    if (!this.stream.write(data)) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          this.stream.off('drain', done);
-          this.stream.off('error', done);
-          resolve();
-        };
-        this.stream.on('drain', done);
-        this.stream.on('error', done);
-      });
-    }
-  }
 }
 
 const COLUMNS: [string, number, 'l' | 'r'][] = [
@@ -202,11 +164,6 @@ async function printTable(rows: Iterable<RequestRow>, out: Output, colour: boole
   }
 }
 
-/** 64-bit values as exact JSON numbers: digits, never rounded through a double. */
-function json(v: unknown): string {
-  return JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? `\u0000${x}` : x)).replace(/"\\u0000(-?\d+)"/g, '$1');
-}
-
 /** One request as `show --json` (and `export --format jsonl`) name its fields. */
 export function requestJson(r: RequestRow): Record<string, unknown> {
   return {
@@ -237,7 +194,7 @@ async function printJson(rows: Iterable<RequestRow>, frames: FrameSource, out: O
     // The decoded request and reply, field by field, when the frames were recorded.
     const d = frames.decoded(r);
     if (d.request || d.reply) obj.decoded = { request: d.request && fieldsJson(d.request), reply: d.reply && fieldsJson(d.reply) };
-    const p = out.write(`${json(obj)}\n`);
+    const p = out.write(`${exactJson(obj)}\n`);
     if (p) await p;
   }
 }
