@@ -16,7 +16,7 @@ import { openTraceDb } from '../store/db.js';
 import { TraceReader } from '../store/reader.js';
 import { FilterError, compileFilter, formatFilterError, type CompiledFilter } from '../store/filter.js';
 import { iterateRequests, parseRange, type RequestRow, type UniqueRange } from '../store/query.js';
-import { OP, decodeReply, decodeRequest, sessionContext, formatFields, formatLine, type DecodeContext, type DecodedFrame } from '../protocol/index.js';
+import { OP, decodeReply, decodeRequest, errnoName, sessionContext, formatFields, formatLine, type DecodeContext, type DecodedFrame } from '../protocol/index.js';
 
 interface ShowOptions {
   filter?: string;
@@ -209,7 +209,7 @@ async function printFrames(rows: Iterable<RequestRow>, frames: FrameSource, out:
     const d = frames.decoded(r);
     const lines: string[] = [];
     for (const f of d.all) {
-      const write = f.writeErrno ? ` [write ${f.writeErrno === 2 ? 'ENOENT: the kernel no longer knew this unique' : `errno ${f.writeErrno}`}]` : '';
+      const write = f.writeErrno ? ` [write ${errnoName(f.writeErrno) === 'ENOENT' ? 'ENOENT: the kernel no longer knew this unique' : `errno ${f.writeErrno}`}]` : '';
       lines.push(`${formatTime(f.tsNs)} #${f.seq} ${f.line}${write}\n`);
     }
     if (lines.length === 0) lines.push(`${formatTime(r.start_ns)} unique ${r.unique} ${r.op}: no frames recorded for this request\n`);

@@ -44,7 +44,7 @@ function fieldLines(rows: Array<[string, string]>): DetailLine[] {
 /** The write() of a forwarded frame failed: ENOENT means the kernel no longer waited for that unique. */
 function writeNote(f: FrameRecord): DetailLine[] {
   if (f.writeErrno === 0) return [];
-  const why = f.writeErrno === 2 ? ' (the kernel no longer knew this unique: the request had been interrupted or aborted)' : '';
+  const why = errnoName(f.writeErrno) === 'ENOENT' ? ' (the kernel no longer knew this unique: the request had been interrupted or aborted)' : '';
   return [{ text: `  forwarding write() failed: ${errnoName(f.writeErrno)}${why}`, color: 'yellow', bold: true }];
 }
 
