@@ -44,10 +44,10 @@ const MIX: [number, number, number][] = [
   [OP.READDIRPLUS, 3, 400_000],
   [OP.OPENDIR, 1, 40_000],
   [OP.RELEASEDIR, 1, 20_000],
-  [2, 4, 0], // FORGET (no reply)
-  [35, 1, 150_000], // CREATE
-  [10, 1, 100_000], // UNLINK
-  [22, 1, 25_000], // GETXATTR
+  [OP.FORGET, 4, 0], // no reply
+  [OP.CREATE, 1, 150_000],
+  [OP.UNLINK, 1, 100_000],
+  [OP.GETXATTR, 1, 25_000],
 ];
 
 function build(file: string): void {
