@@ -5,7 +5,7 @@ import { dbPath } from './options.js';
 import { openTraceDb } from '../store/db.js';
 import { rebuildLedger } from '../store/ledger.js';
 import { countRequests } from '../store/query.js';
-import { resolveExecutable } from '../proxy/recorder.js';
+import { resolveExecutable } from '../server/process.js';
 import { DEFAULT_RULES, parseRules, type NormRule } from '../replay/compare.js';
 import { initFailure, runReplay, type InjectedInterrupt, type Timing } from '../replay/engine.js';
 import { buildPlan, resolveSession } from '../replay/plan.js';

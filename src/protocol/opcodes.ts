@@ -201,9 +201,9 @@ export const OP: Readonly<Record<OpcodeName, number>> = Object.freeze(
 export const Opcode: Readonly<Record<string, number>> = OP;
 
 /**
- * Requests the kernel sends without waiting for a reply: the table's noReply rows (FORGET,
- * BATCH_FORGET, NOTIFY_REPLY, and INTERRUPT, which a server answers only to say EAGAIN or ENOSYS).
- * They are never "in flight".
+ * Opcodes the server never answers (the table's noReply: FORGET, BATCH_FORGET, NOTIFY_REPLY) or
+ * answers only sometimes (INTERRUPT: fs/fuse/dev.c queues no reply for it; the server may answer
+ * EAGAIN/ENOSYS). A request of these is never "in flight".
  */
 export const NO_REPLY_OPCODES: ReadonlySet<number> = new Set(OPCODE_TABLE.filter((o) => o.noReply).map((o) => o.opcode));
 

@@ -167,9 +167,9 @@ describe('TraceWriter + TraceReader', () => {
     const frames = Array.from({ length: 10 }, (_, i) => synthFrame(i, next, 1n));
     w.addFrames(frames);
     w.flush();
-    w.patchFrameWrite(4, 123456n, 2);
-    w.setMeta('transport', 'in-process');
-    expect(() => w.setMeta("x') --", 1)).toThrow(TypeError);
+    w.patchCommittedFrame(4, 123456n, 2);
+    w.setSessionMeta('transport', 'in-process');
+    expect(() => w.setSessionMeta("x') --", 1)).toThrow(TypeError);
     w.close();
     const reader = new TraceReader(db);
     const [patched] = reader.framesAt(1, [4]);

@@ -136,6 +136,7 @@ export class TraceWriter {
   private checkpointer: Checkpointer | null = null;
   /** Frame bytes committed while no checkpointer runs; -1 once the writer no longer starts one. */
   private committedBytes = 0;
+  /** UPDATE of one committed frame's forwarding result, prepared on first use. */
   /** The connection's temp_store before this writer set it (restored by close()). */
   private readonly tempStore: number;
 
@@ -242,20 +243,24 @@ export class TraceWriter {
   }
 
   /**
-   * Sets the forwarding write's result of an already committed frame (a notification whose write()
-   * returned after the batch holding it was flushed). A frame still buffered is the caller's to change.
+   * Sets one key of the current session's meta JSON (e.g. `transport` once a server took /dev/fuse
+   * over); buffered frames are flushed first, as with updateSession.
    */
-  patchFrameWrite(seq: number, fwdNs: bigint | null, writeErrno: number): void {
+  setSessionMeta(key: string, value: string | number): void {
+    this.checkSession();
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new TypeError(`setSessionMeta: bad key ${key}`);
+    this.flush();
+    this.db.prepare(`UPDATE sessions SET meta = json_set(meta, '$.${key}', ?) WHERE id = ?`).run(value, this.session);
+  }
+
+  /**
+   * Writes the forwarding result of a frame already committed (a notification whose write to the
+   * kernel finished after its frame was flushed; native/pump.h FRAME_FLAG_PATCH).
+   */
+  patchCommittedFrame(seq: number, fwdNs: bigint | null, writeErrno: number): void {
     this.checkSession();
     this.patchFrame ??= this.db.prepare('UPDATE frames SET fwd_ns = ?, write_errno = ? WHERE session = ? AND seq = ?');
     this.patchFrame.run(fwdNs, writeErrno, this.session, seq);
-  }
-
-  /** Sets one key of the session's meta object (sessions.meta, JSON), e.g. `transport` once in-process recording took over. */
-  setMeta(key: string, value: string | number | null): void {
-    this.checkSession();
-    if (!/^\w+$/.test(key)) throw new TypeError(`setMeta: key must be a word, not ${JSON.stringify(key)}`);
-    this.db.prepare(`UPDATE sessions SET meta = json_set(coalesce(meta, '{}'), '$.${key}', ?) WHERE id = ?`).run(value, this.session);
   }
 
   /**
