@@ -4,7 +4,7 @@ import React from 'react';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { cleanup, render } from 'ink-testing-library';
 import { Opcode } from '../src/protocol/index.js';
-import { addSession, createFixtureDb, type FixtureDb, type FixtureRequest } from '../src/store/fixture.js';
+import { addSession, createFixtureDb, type FixtureDb, type FixtureRequest } from '../src/store/requests.fixture.js';
 import { openTraceDb } from '../src/store/db.js';
 import { TuiSource } from '../src/tui/data.js';
 import { App } from '../src/tui/components/App.js';

@@ -16,7 +16,7 @@ import { sessionProfile, type SessionProfile } from '../store/profile.js';
 import { diffProfiles, type SessionDiff } from '../diff/diff.js';
 import { evaluateFailIf, parseFailIf, type CheckResult, type FailIfNode } from '../diff/fail-if.js';
 import { diffReport, formatFactor, type ReportLine, type Tone } from '../diff/report.js';
-import { formatDuration } from './show.js';
+import { formatDuration } from '../format.js';
 
 interface DiffOptions {
   filter?: string;

@@ -1,7 +1,7 @@
 // diff.ts, fail-if.ts and report.ts on two sessions of known ledger rows in a real trace file.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Opcode, errnoNumber } from '../protocol/index.js';
-import { createFixtureDb, addSession, type FixtureDb, type FixtureRequest } from '../store/fixture.js';
+import { createFixtureDb, addSession, type FixtureDb, type FixtureRequest } from '../store/requests.fixture.js';
 import { formatFilterError, FilterError } from '../store/filter.js';
 import { sessionProfile } from '../store/profile.js';
 import { diffProfiles, type SessionDiff } from './diff.js';

@@ -2,7 +2,7 @@
  * The human form of a diff, as lines with a tone: `fusetrace diff` prints them (colour on a
  * terminal, plain in a pipe) and the TUI's diff view draws them, so both say the same thing.
  */
-import { formatDuration } from '../cli/show.js';
+import { formatDuration } from '../format.js';
 import { delta, ratio, type Change, type SessionDiff, type TimeDiff } from './diff.js';
 
 /** head: a heading; worse / better: B is slower or has more errors / the reverse. */
