@@ -6,7 +6,10 @@
  * which ui.perfetto.dev and chrome://tracing open: one track per requesting pid, named from its
  * comm, one complete slice per request, interrupts and notifications as instant events.
  *
- * Both stream: rows come from an SQLite cursor and leave in 64 KiB chunks, so a session of a
+ * pcapng: one packet per recorded frame, for Wireshark with the dissector `fusetrace wireshark`
+ * names (src/export/pcap-session.ts writes it, src/export/wireshark.ts generates the dissector).
+ *
+ * All stream: rows come from an SQLite cursor and leave in 64 KiB chunks, so a session of a
  * million requests never sits in memory as one array or one string.
  */
 import fs from 'node:fs';
@@ -16,11 +19,12 @@ import { UserError } from '../errors.js';
 import { dbPath } from './options.js';
 import { openTraceDb } from '../store/db.js';
 import { TraceReader } from '../store/reader.js';
-import { requestJson } from './show.js';
+import { compileUserFilter, requestJson } from './show.js';
+import { exportPcapng } from '../export/pcap-session.js';
 import { iterateRequests, type RequestRow } from '../store/query.js';
 import { FilterError, compileFilter, formatFilterError, type CompiledFilter } from '../store/filter.js';
 
-const FORMATS = ['jsonl', 'perfetto'] as const;
+const FORMATS = ['jsonl', 'perfetto', 'pcapng'] as const;
 type Format = (typeof FORMATS)[number];
 
 interface ExportOptions {
@@ -32,7 +36,7 @@ interface ExportOptions {
 export function registerExport(program: Command): void {
   program
     .command('export')
-    .description('Export a session as JSON lines or a Perfetto (Chrome trace event) JSON file')
+    .description('Export a session as JSON lines, a Perfetto (Chrome trace event) JSON file or pcapng for Wireshark')
     .argument('[session]', 'session id or name (default: the latest)')
     .requiredOption('--format <format>', `output format: ${FORMATS.join(' or ')}`)
     .option('-o, --output <file>', 'write to FILE instead of stdout')
@@ -42,6 +46,9 @@ export function registerExport(program: Command): void {
       if (!FORMATS.includes(format)) {
         throw new UserError(`unknown --format '${opts.format}' (expected ${FORMATS.join(' or ')})`);
       }
+      if (format === 'pcapng' && (opts.output === undefined || opts.output === '-') && process.stdout.isTTY) {
+        throw new UserError('pcapng is binary: write it with -o FILE.pcapng or pipe it (e.g. | tshark -r -)');
+      }
       const file = dbPath(cmd);
       const db = openTraceDb(file, { readonly: true });
       try {
@@ -49,7 +56,8 @@ export function registerExport(program: Command): void {
         const out = await Output.open(opts.output);
         try {
           if (format === 'jsonl') await exportJsonl(db, id, out, opts.filter);
-          else await exportPerfetto(db, id, out, opts.filter);
+          else if (format === 'perfetto') await exportPerfetto(db, id, out, opts.filter);
+          else await exportPcapng(db, id, out, opts.filter === undefined ? null : compileUserFilter(opts.filter));
         } finally {
           await out.close();
         }
@@ -61,12 +69,12 @@ export function registerExport(program: Command): void {
 
 /** Where an export writes: a promise when the caller must wait for the consumer before writing more. */
 export interface Sink {
-  write(text: string): Promise<void> | undefined;
+  write(chunk: string | Buffer): Promise<void> | undefined;
 }
 
 /** Buffered writer to a file or stdout that waits for 'drain' (a slow pipe never piles up in memory). */
 class Output implements Sink {
-  private chunks: string[] = [];
+  private chunks: Array<string | Buffer> = [];
   private size = 0;
   private constructor(
     private readonly stream: NodeJS.WritableStream,
@@ -85,16 +93,16 @@ class Output implements Sink {
     return new Output(stream, true);
   }
 
-  /** Queues text; resolves at once unless the buffer is full, then after the stream took it. */
-  write(text: string): Promise<void> | undefined {
-    this.chunks.push(text);
-    this.size += text.length;
+  /** Queues text or bytes; resolves at once unless the buffer is full, then after the stream took it. */
+  write(chunk: string | Buffer): Promise<void> | undefined {
+    this.chunks.push(chunk);
+    this.size += chunk.length;
     return this.size >= 65536 ? this.flush() : undefined;
   }
 
   async flush(): Promise<void> {
     if (this.size === 0) return;
-    const data = this.chunks.join('');
+    const data = this.chunks.every((c) => typeof c === 'string') ? this.chunks.join('') : Buffer.concat(this.chunks.map((c) => (typeof c === 'string' ? Buffer.from(c) : c)));
     this.chunks = [];
     this.size = 0;
     if (!this.stream.write(data)) await new Promise<void>((r) => this.stream.once('drain', () => r()));

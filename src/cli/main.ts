@@ -12,6 +12,8 @@ const COMMANDS: ReadonlyArray<readonly [string, () => Promise<Register>]> = [
   ['show', async () => (await import('./show.js')).registerShow],
   ['stats', async () => (await import('./stats.js')).registerStats],
   ['export', async () => (await import('./export.js')).registerExport],
+  ['wireshark', async () => (await import('./wireshark.js')).registerWireshark],
+  ['bundle', async () => (await import('./bundle.js')).registerBundle],
   ['replay', async () => (await import('./replay.js')).registerReplay],
   ['tui', async () => (await import('./tui.js')).registerTui],
   ['demo', async () => (await import('./demo.js')).registerDemo],
