@@ -1,0 +1,167 @@
+// `fusetrace export --format pcapng` on a real recorded session (the demo filesystem under `fusetrace
+// demo`: a 300 ms slow.txt, an interrupted read, a read answered anyway after 400 ms, one never
+// answered), opened with Debian's tshark and the dissector `fusetrace wireshark` prints: every
+// packet has the opcode the trace has, requests and replies point at each other, and a display
+// filter on fuse.time selects exactly the slow READs the ledger has. Then a bundle of the same
+// session with its data redacted still replays against the demo server with `--data length`.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { CleanupRegistry } from './helpers/mount.js';
+import { buildForDemo, cleanupAfterDemo, parseDemoStderr, runCli } from './demo-helpers.js';
+import { demoServerArgv } from '../src/demo/fixture.js';
+import { generateDissector } from '../src/export/wireshark.js';
+import { opcodeName } from '../src/protocol/index.js';
+
+// One recording for the whole file: its directory goes when the file is done.
+const reg = new CleanupRegistry();
+afterAll(() => reg.cleanup());
+
+let work = '';
+let db = '';
+let session = 0;
+
+beforeAll(async () => {
+  buildForDemo();
+  if (spawnSync('tshark', ['--version']).status !== 0) throw new Error('tshark is missing: apt-get install tshark (the pcapng tests never skip)');
+  work = reg.tempDir('fusetrace-pcapng-test-');
+  db = join(work, 'trace.db');
+  const demoReg = new CleanupRegistry();
+  cleanupAfterDemo(demoReg, work);
+  try {
+    const r = await runCli(['--db', db, 'demo', '--no-tui'], 60_000, { TMPDIR: work });
+    if (r.code !== 0) throw new Error(`demo failed (${r.code}):\n${r.stderr}`);
+    session = parseDemoStderr(r.stderr).session;
+  } finally {
+    await demoReg.cleanup();
+  }
+}, 120_000);
+
+/** Runs tshark with the dissector; fails on any Lua error (tshark itself still exits 0 then). */
+function tshark(lua: string, args: string[]): string {
+  const r = spawnSync('tshark', ['-X', `lua_script:${lua}`, ...args], { encoding: 'utf8', timeout: 60_000 });
+  expect(r.status, r.stderr).toBe(0);
+  expect(r.stderr).not.toMatch(/Lua: Error|lua_script|Error during loading/);
+  return r.stdout;
+}
+
+interface Packet {
+  number: number;
+  dir: number;
+  unique: bigint;
+  opcode: number;
+  op: string;
+  responseIn: number | null;
+  responseTo: number | null;
+  time: number | null;
+}
+
+function fieldsOf(lua: string, pcap: string, filter?: string): Packet[] {
+  const fields = ['frame.number', 'fuse.dir', 'fuse.unique', 'fuse.opcode', 'fuse.op', 'fuse.response_in', 'fuse.response_to', 'fuse.time'];
+  const out = tshark(lua, ['-r', pcap, '-T', 'fields', '-E', 'separator=\t', ...fields.flatMap((f) => ['-e', f]), ...(filter ? ['-Y', filter] : [])]);
+  return out.trimEnd().split('\n').filter(Boolean).map((l) => {
+    const c = l.split('\t');
+    return {
+      number: Number(c[0]),
+      dir: Number(c[1]),
+      unique: BigInt(c[2]!),
+      opcode: Number(c[3]),
+      op: c[4]!,
+      responseIn: c[5] ? Number(c[5]) : null,
+      responseTo: c[6] ? Number(c[6]) : null,
+      time: c[7] ? Number(c[7]) : null,
+    };
+  });
+}
+
+describe('export --format pcapng with the generated Wireshark dissector', () => {
+  it('each frame a packet with its opcode, request/response tracking, and fuse.time selecting exactly the slow READs', async () => {
+    const pcap = join(work, 'trace.pcapng');
+    const exp = await runCli(['--db', db, 'export', String(session), '--format', 'pcapng', '-o', pcap], 30_000);
+    expect(exp.code, exp.stderr).toBe(0);
+    const ws = await runCli(['wireshark'], 30_000);
+    expect(ws.code, ws.stderr).toBe(0);
+    const lua = ws.stdout.trim();
+    // The shipped file is exactly what the protocol tables generate now.
+    expect(readFileSync(lua, 'utf8')).toBe(generateDissector());
+
+    const h = new Database(db, { readonly: true });
+    let frames: Array<{ seq: number; dir: number; unique_id: bigint; opcode: number | null }>;
+    let requests: Array<{ seq: number; reply_seq: number | null; opcode: number; unique_id: bigint; dur_ns: number | null }>;
+    try {
+      frames = h.prepare('SELECT seq, dir, unique_id, opcode FROM frames WHERE session = ? ORDER BY seq').safeIntegers(false).all(session) as typeof frames;
+      requests = h.prepare('SELECT seq, reply_seq, opcode, unique_id, dur_ns FROM requests WHERE session = ?').all(session) as typeof requests;
+    } finally {
+      h.close();
+    }
+    const packets = fieldsOf(lua, pcap);
+    expect(packets.length).toBe(frames.length);
+    const bySeq = new Map(requests.map((r) => [r.seq, r]));
+    const byReplySeq = new Map(requests.filter((r) => r.reply_seq !== null).map((r) => [r.reply_seq!, r]));
+    let paired = 0;
+    frames.forEach((f, i) => {
+      const p = packets[i]!;
+      expect(p.number).toBe(i + 1);
+      expect(p.dir).toBe(f.dir);
+      expect(p.unique).toBe(BigInt(f.unique_id));
+      if (f.dir === 0) {
+        // Requests: the opcode the kernel sent, by name; the reply's packet when the ledger has one.
+        expect(p.opcode).toBe(f.opcode);
+        expect(p.op).toBe(opcodeName(f.opcode!));
+        const r = bySeq.get(f.seq);
+        if (r?.reply_seq != null) {
+          expect(p.responseIn).toBe(r.reply_seq + 1);
+          paired++;
+        }
+      } else if (byReplySeq.has(f.seq)) {
+        const r = byReplySeq.get(f.seq)!;
+        expect(p.opcode).toBe(r.opcode);
+        expect(p.responseTo).toBe(r.seq + 1);
+        expect(p.time).toBeCloseTo(r.dur_ns! / 1e9, 6);
+      }
+    });
+    expect(paired).toBeGreaterThan(20);
+
+    // The display filter of the issue: exactly the READs the ledger says took longer than 200 ms.
+    const slow = fieldsOf(lua, pcap, 'fuse.opcode == "READ" && fuse.time > 0.2');
+    const expected = requests.filter((r) => r.opcode === 15 && r.dur_ns !== null && r.dur_ns > 0.2e9).map((r) => BigInt(r.unique_id)).sort();
+    expect(expected.length).toBeGreaterThanOrEqual(2); // slow.txt (300 ms) and wait-anyway (400 ms)
+    expect(slow.map((p) => p.unique).sort()).toEqual(expected);
+    expect(slow.every((p) => p.dir === 1 && p.op === 'READ')).toBe(true);
+
+    // tshark -z statistics over the dissector's fields.
+    const stats = tshark(lua, ['-r', pcap, '-q', '-z', 'io,stat,0,COUNT(fuse.time)fuse.time && fuse.opcode == "READ",MAX(fuse.time)fuse.time && fuse.opcode == "READ"']);
+    const readReplies = requests.filter((r) => r.opcode === 15 && r.reply_seq !== null).length;
+    expect(stats).toMatch(new RegExp(`\\|\\s+${readReplies}\\s+\\|`));
+
+    // Field names as show --json names them: fuse_read_in.offset is fuse.read_in.offset.
+    const verbose = tshark(lua, ['-r', pcap, '-V', '-O', 'fuse', '-Y', 'fuse.opcode == "LOOKUP" && fuse.dir == 0']);
+    expect(verbose).toMatch(/fuse_in_header\.nodeid: 1 \(n1\)/);
+    expect(verbose).toMatch(/name\[0\] name: slow\.txt/);
+    expect(verbose).not.toMatch(/Malformed|Lua Error/);
+  }, 120_000);
+
+  it('--filter keeps only the matching requests and their replies, renumbered and still paired', async () => {
+    const pcap = join(work, 'reads.pcapng');
+    const exp = await runCli(['--db', db, 'export', String(session), '--format', 'pcapng', '--filter', 'op==READ && dur>200ms', '-o', pcap], 30_000);
+    expect(exp.code, exp.stderr).toBe(0);
+    const lua = (await runCli(['wireshark'], 30_000)).stdout.trim();
+    const packets = fieldsOf(lua, pcap).filter((p) => p.op === 'READ');
+    expect(packets.length).toBeGreaterThanOrEqual(4);
+    for (const p of packets) {
+      if (p.dir === 0) expect(packets.find((q) => q.number === p.responseIn)?.unique).toBe(p.unique);
+      else expect(p.time!).toBeGreaterThan(0.2);
+    }
+  }, 60_000);
+
+  it('a bundle with the data redacted replays against the demo server with --data length, every reply matching', async () => {
+    const bundle = join(work, 'data-only.db');
+    const b = await runCli(['--db', db, 'bundle', String(session), '-o', bundle, '--redact', 'data'], 30_000);
+    expect(b.code, b.stderr).toBe(0);
+    const replay = await runCli(['--db', bundle, 'replay', '--data', 'length', '--', ...demoServerArgv()], 60_000);
+    expect(replay.code, `${replay.stdout}${replay.stderr}`).toBe(0);
+    expect(replay.stdout + replay.stderr).toMatch(/all replies matched/);
+  }, 90_000);
+});
