@@ -1,17 +1,19 @@
-// `fusetrace export --format pcapng` on a real recorded session (the demo filesystem under `fusetrace
-// demo`: a 300 ms slow.txt, an interrupted read, a read answered anyway after 400 ms, one never
-// answered), opened with Debian's tshark and the dissector `fusetrace wireshark` prints: every
+// `fusetrace export --format pcapng` on a real recorded session (the demo filesystem server under
+// `fusetrace record`: a 300 ms slow.txt, wait-anyway answered after 400 ms, an EIO, a directory
+// listing, a write), opened with Debian's tshark and the dissector `fusetrace wireshark` prints: every
 // packet has the opcode the trace has, requests and replies point at each other, and a display
 // filter on fuse.time selects exactly the slow READs the ledger has. Then a bundle of the same
 // session with its data redacted still replays against the demo server with `--data length`.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import fs, { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { CleanupRegistry } from './helpers/mount.js';
-import { buildForDemo, cleanupAfterDemo, parseDemoStderr, runCli } from './demo-helpers.js';
-import { demoServerArgv } from '../src/demo/fixture.js';
+import { runCli } from './demo-helpers.js';
+import { buildCli, recorder } from './helpers/record.js';
+import { requireFuse } from './helpers/fuse-env.js';
+import { demoServerArgv, demoServerPath } from '../src/demo/fixture.js';
 import { generateDissector } from '../src/export/wireshark.js';
 import { opcodeName } from '../src/protocol/index.js';
 
@@ -24,19 +26,20 @@ let db = '';
 let session = 0;
 
 beforeAll(async () => {
-  buildForDemo();
+  requireFuse();
+  buildCli();
   if (spawnSync('tshark', ['--version']).status !== 0) throw new Error('tshark is missing: apt-get install tshark (the pcapng tests never skip)');
   work = reg.tempDir('fusetrace-pcapng-test-');
   db = join(work, 'trace.db');
-  const demoReg = new CleanupRegistry();
-  cleanupAfterDemo(demoReg, work);
-  try {
-    const r = await runCli(['--db', db, 'demo', '--no-tui'], 60_000, { TMPDIR: work });
-    if (r.code !== 0) throw new Error(`demo failed (${r.code}):\n${r.stderr}`);
-    session = parseDemoStderr(r.stderr).session;
-  } finally {
-    await demoReg.cleanup();
-  }
+  const mnt = reg.mountpoint();
+  const rec = await recorder(reg)(process.execPath, [demoServerPath()], mnt, db);
+  for (const f of ['hello.txt', 'slow.txt', 'wait-anyway']) fs.readFileSync(join(mnt, f));
+  expect(() => fs.readFileSync(join(mnt, 'broken'))).toThrow(/EIO/);
+  fs.readdirSync(join(mnt, 'notes'));
+  fs.writeFileSync(join(mnt, 'scratch.txt'), 'written through the mount');
+  expect(spawnSync('umount', [mnt]).status).toBe(0);
+  await rec.exited;
+  session = 1;
 }, 120_000);
 
 /** Runs tshark with the dissector; fails on any Lua error (tshark itself still exits 0 then). */
@@ -127,7 +130,7 @@ describe('export --format pcapng with the generated Wireshark dissector', () => 
     // The display filter of the issue: exactly the READs the ledger says took longer than 200 ms.
     const slow = fieldsOf(lua, pcap, 'fuse.opcode == "READ" && fuse.time > 0.2');
     const expected = requests.filter((r) => r.opcode === 15 && r.dur_ns !== null && r.dur_ns > 0.2e9).map((r) => BigInt(r.unique_id)).sort();
-    expect(expected.length).toBeGreaterThanOrEqual(2); // slow.txt (300 ms) and wait-anyway (400 ms)
+    expect(expected.length).toBe(2); // slow.txt (300 ms) and wait-anyway (400 ms)
     expect(slow.map((p) => p.unique).sort()).toEqual(expected);
     expect(slow.every((p) => p.dir === 1 && p.op === 'READ')).toBe(true);
 
@@ -135,6 +138,13 @@ describe('export --format pcapng with the generated Wireshark dissector', () => 
     const stats = tshark(lua, ['-r', pcap, '-q', '-z', 'io,stat,0,COUNT(fuse.time)fuse.time && fuse.opcode == "READ",MAX(fuse.time)fuse.time && fuse.opcode == "READ"']);
     const readReplies = requests.filter((r) => r.opcode === 15 && r.reply_seq !== null).length;
     expect(stats).toMatch(new RegExp(`\\|\\s+${readReplies}\\s+\\|`));
+
+    // The packet list's Info of every request is `show --frames`'s line for it (same tables, same printer rules).
+    const shown = (await runCli(['--db', db, 'show', String(session), '--frames'], 30_000)).stdout
+      .split('\n').map((l) => l.replace(/^[\d.]+ #\d+ /, '').replace(/ \[write .*\]$/, '')).filter((l) => l.startsWith('rx ')).sort();
+    const info = tshark(lua, ['-r', pcap, '-T', 'fields', '-e', '_ws.col.Info', '-Y', 'fuse.dir == 0']).trimEnd().split('\n').sort();
+    expect(info.length).toBe(frames.filter((f) => f.dir === 0).length);
+    expect(info).toEqual(shown);
 
     // Field names as show --json names them: fuse_read_in.offset is fuse.read_in.offset.
     const verbose = tshark(lua, ['-r', pcap, '-V', '-O', 'fuse', '-Y', 'fuse.opcode == "LOOKUP" && fuse.dir == 0']);
@@ -149,7 +159,7 @@ describe('export --format pcapng with the generated Wireshark dissector', () => 
     expect(exp.code, exp.stderr).toBe(0);
     const lua = (await runCli(['wireshark'], 30_000)).stdout.trim();
     const packets = fieldsOf(lua, pcap).filter((p) => p.op === 'READ');
-    expect(packets.length).toBeGreaterThanOrEqual(4);
+    expect(packets.length).toBe(4);
     for (const p of packets) {
       if (p.dir === 0) expect(packets.find((q) => q.number === p.responseIn)?.unique).toBe(p.unique);
       else expect(p.time!).toBeGreaterThan(0.2);

@@ -127,6 +127,47 @@ local function fmtvalue(fmt, v)
   return nil
 end
 
+-- A value as the one-line printer writes it; 64-bit values exactly, from their UInt64 objects.
+local function vtext(fmt, v, raw)
+  if fmt == "hex" then
+    if raw ~= nil then return "0x" .. (raw:tohex():gsub("^0+(.)", "%1")) end
+    return string.format("0x%x", v)
+  end
+  local t = fmtvalue(fmt, v)
+  if t then return t end
+  if raw ~= nil then return tostring(raw) end
+  return string.format("%.0f", v)
+end
+
+local FMT = {}
+for sname, s in pairs(STRUCTS) do
+  FMT[sname] = {}
+  for _, l in ipairs(s.layouts[#s.layouts].leaves) do FMT[sname][l.p] = l.fmt end
+end
+
+-- A struct's summary from its brief items (print.ts briefStruct): zero flag words left out.
+local function brief(sname, values)
+  local s, out = STRUCTS[sname], {}
+  for _, b in ipairs(s.brief or {}) do
+    local path, label, when = b[1], b[2], b[3]
+    local v = values[path]
+    local shown = v ~= nil and not (when and not hasbit(values[when[1]] or 0, when[2]))
+    local fmt = FMT[sname][path]
+    local set = fmt and FORMATS[fmt]
+    local quiet = v == 0 and ((set and set.kind == "flags" and not set.field) or fmt == "hex" or path == "backing_id" or path == "flags2")
+    if shown and not quiet and fmt ~= "init2" then
+      local text
+      -- INIT flags print as one 64-bit set: flags | flags2 << 32 (fuse.h 7.36, FUSE_INIT_EXT).
+      if fmt == "init" then text = fmtflags(FORMATS.init, v + (values.flags2 or 0) * TWO32)
+      else text = vtext(fmt, v, values["#" .. path]) end
+      out[#out + 1] = (label ~= "" and (label .. " ") or "") .. text
+    end
+  end
+  return table.concat(out, " ")
+end
+
+local function push(list, text) if text ~= nil and text ~= "" then list[#list + 1] = text end end
+
 -- ---- structs ----
 
 local function layoutAt(sname, minor)
@@ -158,8 +199,10 @@ local function dstruct(tvb, tree, off, sname, avail, minor, size, title)
       local at = off + leaf.o + i * w
       local item = st:add_le(pf, tvb(at, w))
       if i == 0 then
-        local v = tonum(readleaf(tvb, at, leaf.t, w))
+        local raw = readleaf(tvb, at, leaf.t, w)
+        local v = tonum(raw)
         values[leaf.p] = v
+        if leaf.s == 8 then values["#" .. leaf.p] = raw end
         local text = fmtvalue(leaf.fmt, v)
         if text then item:append_text(" (" .. text .. ")") end
       end
@@ -223,38 +266,46 @@ local function dissect_request(tvb, tree, h, pinfo)
   local info = OPCODES[hdr.opcode or -1]
   local name = info and info.name or ("OPCODE-" .. tostring(hdr.opcode))
   tree:add(F.op, name):set_generated()
+  -- The one-line printer's request line (print.ts formatLine): name n<nodeid> "names" brief N bytes pid P.
+  local line = { name, "n" .. tostring(hdr["#nodeid"] or 0) }
   local argstop = stop
   local extlen = (minor >= 38) and (hdr.total_extlen or 0) * 8 or 0
   if extlen > 0 and extlen <= stop - IN_HDR then argstop = stop - extlen end
-  local pos, names = IN_HDR, {}
+  local pos = IN_HDR
   if not info then
     trailing(tvb, tree, pos, argstop)
   else
     local arg = {}
     if info.req then
-      local size
+      local size, aminor = nil, minor
       if hdr.opcode == OP.INIT or hdr.opcode == OP.CUSE_INIT then
         -- INIT is decoded by its length (8 bytes before 7.6, 16 until 7.35, 64 since 7.36).
         size = math.min(argstop - pos, layoutAt(info.req, KERNEL_MINOR).size)
-        minor = KERNEL_MINOR
+        aminor = KERNEL_MINOR
       elseif hdr.opcode == OP.SETXATTR then
         size = hasbit(h.init_flags, SETXATTR_EXT) and 16 or 8
       end
       local c
-      arg, c = dstruct(tvb, tree, pos, info.req, argstop - pos, minor, size)
+      arg, c = dstruct(tvb, tree, pos, info.req, argstop - pos, aminor, size)
       pos = pos + c
     end
+    local names = {}
     for i = 1, info.names do
       if pos >= argstop then break end
       local n
       pos, n = dname(tvb, tree, pos, argstop, "name[" .. (i - 1) .. "]")
       names[#names + 1] = '"' .. n .. '"'
     end
+    push(line, table.concat(names, " "))
+    if info.req then push(line, brief(info.req, arg)) end
+    local before = pos
     pos = dtail(tvb, tree, info.tail, arg, pos, argstop, minor)
+    if info.tail.kind == "data" and pos > before then push(line, (pos - before) .. " bytes") end
     trailing(tvb, tree, pos, argstop)
   end
   if argstop < stop then dextensions(tvb, tree, argstop, stop, minor) end
-  return name .. (#names > 0 and (" " .. table.concat(names, " ")) or "")
+  push(line, "pid " .. (hdr.pid or 0))
+  return table.concat(line, " ")
 end
 
 -- ---- replies and notifications ----
@@ -296,29 +347,44 @@ local function dnotify(tvb, tree, pos, stop, code, minor)
   return name
 end
 
+-- The reply's body by the answered opcode's layout; returns the one-line printer's summary items.
 local function dreply_body(tvb, tree, pos, stop, info, h, minor)
-  local shape = info.reply
+  local shape, line = info.reply, {}
   if shape.kind == "structs" then
     for _, sname in ipairs(shape.structs) do
-      local size = (h.opcode == OP.INIT) and math.min(stop - pos, layoutAt(sname, KERNEL_MINOR).size) or nil
-      local _, c = dstruct(tvb, tree, pos, sname, stop - pos, (h.opcode == OP.INIT) and KERNEL_MINOR or minor, size)
+      local init = h.opcode == OP.INIT
+      local size = init and math.min(stop - pos, layoutAt(sname, KERNEL_MINOR).size) or nil
+      local v, c = dstruct(tvb, tree, pos, sname, stop - pos, init and KERNEL_MINOR or minor, size)
+      push(line, table.concat({ STRUCTS[sname].label or "", brief(sname, v) }, " "):gsub("^ ", ""))
       pos = pos + c
     end
   elseif shape.kind == "data" then
+    if shape.text and stop > pos then push(line, '"' .. tvb(pos, stop - pos):string() .. '"')
+    else push(line, (stop - pos) .. " bytes") end
     pos = dbytes(tvb, tree, "data", pos, stop)
   elseif shape.kind == "xattr" then
     if h.xattr_size_query == 1 then
-      pos = pos + select(2, dstruct(tvb, tree, pos, "fuse_getxattr_out", stop - pos, minor))
+      local v, c = dstruct(tvb, tree, pos, "fuse_getxattr_out", stop - pos, minor)
+      push(line, "xattr " .. brief("fuse_getxattr_out", v))
+      pos = pos + c
     elseif shape.names then
-      while pos < stop do pos = dname(tvb, tree, pos, stop, "xattr") end
+      local names = {}
+      while pos < stop do
+        local n
+        pos, n = dname(tvb, tree, pos, stop, "xattr")
+        names[#names + 1] = '"' .. n .. '"'
+      end
+      push(line, table.concat(names, " "))
     else
+      push(line, (stop - pos) .. " bytes")
       pos = dbytes(tvb, tree, "data", pos, stop)
     end
   elseif shape.kind == "dirents" then
-    ddirents(tvb, tree, pos, stop, shape.plus, minor)
+    push(line, ddirents(tvb, tree, pos, stop, shape.plus, minor) .. " entries")
     pos = stop
   elseif shape.kind == "ioctl" then
     local out, c = dstruct(tvb, tree, pos, "fuse_ioctl_out", stop - pos, minor)
+    push(line, "ioctl " .. brief("fuse_ioctl_out", out))
     pos = pos + c
     if out.flags and hasbit(out.flags, IOCTL_RETRY) then
       for _ = 1, (out.in_iovs or 0) + (out.out_iovs or 0) do
@@ -333,6 +399,7 @@ local function dreply_body(tvb, tree, pos, stop, info, h, minor)
     pos = dbytes(tvb, tree, "data", pos, stop)
   end
   trailing(tvb, tree, pos, stop)
+  return table.concat(line, " ")
 end
 
 local function dissect_reply(tvb, tree, h, pinfo)
@@ -345,12 +412,13 @@ local function dissect_reply(tvb, tree, h, pinfo)
   local info = OPCODES[h.opcode]
   local name = info and info.name or "REPLY"
   tree:add(F.op, name):set_generated()
+  local summary = ""
   if err ~= 0 or not info then
     if stop > OUT_HDR then dbytes(tvb, tree, (err ~= 0) and "tail" or "data", OUT_HDR, stop) end
   else
-    dreply_body(tvb, tree, OUT_HDR, stop, info, h, minor)
+    summary = dreply_body(tvb, tree, OUT_HDR, stop, info, h, minor)
   end
-  return name .. " " .. errname(err)
+  return name .. " " .. errname(err) .. (summary ~= "" and (" " .. summary) or "")
 end
 
 -- ---- the packet header and the entry point ----

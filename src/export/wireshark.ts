@@ -49,7 +49,8 @@ function structLayouts(s: StructDesc): LuaValue {
     prev = key;
     out.push({ since: minor, size: l.size, leaves });
   }
-  return { label: s.label, layouts: out };
+  // brief: the one-line printer's summary items (print.ts briefStruct): [path, label, [when field, mask]].
+  return { label: s.label, brief: s.brief?.map(([p, label, when]) => [p, label, when ? [when[0], when[1]] : undefined]), layouts: out };
 }
 
 const tail = (t: Tail): LuaValue => (t.kind === 'list' ? { kind: 'list', item: t.item.name } : { kind: t.kind });
