@@ -166,6 +166,21 @@ describe('export --format pcapng with the generated Wireshark dissector', () => 
     }
   }, 60_000);
 
+  it('--install puts the dissector where tshark loads it by itself', async () => {
+    const home = join(work, 'home');
+    fs.mkdirSync(home);
+    const r = await runCli(['wireshark', '--install'], 30_000, { HOME: home });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe(join(home, '.local', 'lib', 'wireshark', 'plugins', 'fusetrace.lua'));
+    expect(readFileSync(r.stdout.trim(), 'utf8')).toBe(generateDissector());
+    const pcap = join(work, 'install.pcapng');
+    expect((await runCli(['--db', db, 'export', '--format', 'pcapng', '-o', pcap], 30_000)).code).toBe(0);
+    const t = spawnSync('tshark', ['-r', pcap, '-T', 'fields', '-e', 'fuse.op', '-Y', 'fuse.opcode == "OPEN" && fuse.dir == 0'], { encoding: 'utf8', env: { ...process.env, HOME: home }, timeout: 60_000 });
+    expect(t.status, t.stderr).toBe(0);
+    expect(t.stdout.trim().split('\n').every((l) => l === 'OPEN')).toBe(true);
+    expect(t.stdout.trim().split('\n').length).toBeGreaterThanOrEqual(5);
+  }, 60_000);
+
   it('a bundle with the data redacted replays against the demo server with --data length, every reply matching', async () => {
     const bundle = join(work, 'data-only.db');
     const b = await runCli(['--db', db, 'bundle', String(session), '-o', bundle, '--redact', 'data'], 30_000);
