@@ -16,7 +16,7 @@
  * opcode, trailing bytes) are zeroed: nothing unrecognised passes through.
  */
 import {
-  Opcode, SessionDecoder, encode, opcodeInfo, structs, type DecodedFrame, type Part,
+  Opcode, SessionDecoder, encode, layout, opcodeInfo, structs, type DecodedFrame, type Part,
 } from '../protocol/index.js';
 import type { NameHasher } from './names.js';
 
@@ -65,6 +65,10 @@ const CLASS_OF: Record<Exclude<Content, 'unknown' | 'keep'>, RedactClass> = {
 
 const align8 = (n: number): number => (n + 7) & ~7;
 
+/** Where a frame's length sits: fuse_in_header.len and fuse_out_header.len (both the first field). */
+const LEN_AT = layout(structs.fuse_in_header).leaves.find((l) => l.path[0] === 'len')!.offset;
+if (LEN_AT !== layout(structs.fuse_out_header).leaves.find((l) => l.path[0] === 'len')!.offset) throw new Error('fuse_in_header.len and fuse_out_header.len differ in offset');
+
 /** Redacts the frames of one session, in order (the decoder learns INIT and pairs replies as it goes). */
 export class FrameRedactor {
   private readonly decoder = new SessionDecoder();
@@ -82,8 +86,7 @@ export class FrameRedactor {
     if (parts === null) return { data, len };
     const out = encode({ parts });
     const newLen = len + (out.length - data.length);
-    // fuse_in_header.len and fuse_out_header.len are both the first u32 (include/uapi/linux/fuse.h).
-    if (out.length >= 4) out.writeUInt32LE(newLen, 0);
+    if (out.length >= LEN_AT + 4) out.writeUInt32LE(newLen, LEN_AT);
     return { data: out, len: newLen };
   }
 
