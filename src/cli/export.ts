@@ -26,6 +26,8 @@ import { FilterError, compileFilter, formatFilterError, type CompiledFilter } fr
 
 const FORMATS = ['jsonl', 'perfetto', 'pcapng'] as const;
 type Format = (typeof FORMATS)[number];
+/** `jsonl, perfetto or pcapng`, for the help and the refusal. */
+const FORMAT_LIST = `${FORMATS.slice(0, -1).join(', ')} or ${FORMATS[FORMATS.length - 1]}`;
 
 interface ExportOptions {
   format?: string;
@@ -38,13 +40,13 @@ export function registerExport(program: Command): void {
     .command('export')
     .description('Export a session as JSON lines, a Perfetto (Chrome trace event) JSON file or pcapng for Wireshark')
     .argument('[session]', 'session id or name (default: the latest)')
-    .requiredOption('--format <format>', `output format: ${FORMATS.join(' or ')}`)
+    .requiredOption('--format <format>', `output format: ${FORMAT_LIST}`)
     .option('-o, --output <file>', 'write to FILE instead of stdout')
     .option('--filter <expr>', "only the requests matching a filter expression (e.g. 'op==READ && dur>1ms')")
     .action(async (session: string | undefined, opts: ExportOptions, cmd: Command) => {
       const format = opts.format as Format;
       if (!FORMATS.includes(format)) {
-        throw new UserError(`unknown --format '${opts.format}' (expected ${FORMATS.join(' or ')})`);
+        throw new UserError(`unknown --format '${opts.format}' (expected ${FORMAT_LIST})`);
       }
       if (format === 'pcapng' && (opts.output === undefined || opts.output === '-') && process.stdout.isTTY) {
         throw new UserError('pcapng is binary: write it with -o FILE.pcapng or pipe it (e.g. | tshark -r -)');

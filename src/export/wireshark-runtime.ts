@@ -430,7 +430,12 @@ local function dheader(tvb, tree)
     local size = HSIZE[f.type]
     local r = tvb(f.offset, size)
     if f.type == "comm" then ht:add(F[f.name], r); h[f.name] = r:stringz()
-    else ht:add_le(F[f.name], r); h[f.name] = tonum(readleaf(tvb, f.offset, f.type, size)) end
+    else
+      ht:add_le(F[f.name], r)
+      local raw = readleaf(tvb, f.offset, f.type, size)
+      h[f.name] = tonum(raw)
+      h["#" .. f.name] = raw
+    end
   end
   if h.minor == 0 then h.minor = KERNEL_MINOR end
   return h
@@ -455,7 +460,8 @@ function fuse.dissector(tvb, pinfo, tree)
   local frame = tvb(h.hdr_len):tvb()
   local text
   if h.dir == 0 then text = dissect_request(frame, root, h, pinfo) else text = dissect_reply(frame, root, h, pinfo) end
-  local summary = string.format("%s %.0f %s", h.dir == 0 and "rx" or "tx", h.unique, text)
+  -- The unique from its UInt64: a resent request's (FUSE_UNIQUE_RESEND, bit 63) is beyond a double's precision.
+  local summary = string.format("%s %s %s", h.dir == 0 and "rx" or "tx", tostring(h["#unique"]), text)
   if h.dir == 1 and h.partner > 0 then summary = summary .. string.format(" %.2fms", h.time_ns / 1e6) end
   if h.write_errno ~= 0 then summary = summary .. " [write " .. errname(h.write_errno) .. "]" end
   pinfo.cols.info = summary
