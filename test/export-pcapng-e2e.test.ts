@@ -36,7 +36,8 @@ beforeAll(async () => {
   for (const f of ['hello.txt', 'slow.txt', 'wait-anyway']) fs.readFileSync(join(mnt, f));
   expect(() => fs.readFileSync(join(mnt, 'broken'))).toThrow(/EIO/);
   fs.readdirSync(join(mnt, 'notes'));
-  fs.writeFileSync(join(mnt, 'scratch.txt'), 'written through the mount');
+  // One WRITE frame over 256 KiB: Wireshark reads no longer packet, so the export must cut it.
+  fs.writeFileSync(join(mnt, 'scratch.txt'), Buffer.alloc(300_000, 'w'));
   expect(spawnSync('umount', [mnt]).status).toBe(0);
   await rec.exited;
   session = 1;
@@ -101,6 +102,12 @@ describe('export --format pcapng with the generated Wireshark dissector', () => 
     }
     const packets = fieldsOf(lua, pcap);
     expect(packets.length).toBe(frames.length);
+    const h2 = new Database(db, { readonly: true });
+    try {
+      expect(h2.prepare('SELECT max(len) FROM frames WHERE session = ?').pluck().get(session) as number).toBeGreaterThan(262144);
+    } finally {
+      h2.close();
+    }
     const bySeq = new Map(requests.map((r) => [r.seq, r]));
     const byReplySeq = new Map(requests.filter((r) => r.reply_seq !== null).map((r) => [r.reply_seq!, r]));
     let paired = 0;

@@ -27,7 +27,7 @@ export const PACKET_HEADER_VERSION = 1;
 export const HeaderFlag = {
   /** fwd_ns is known: the frame was forwarded (frames.fwd_ns not NULL). */
   FORWARDED: 1,
-  /** The frame was cut by --snaplen: the FUSE bytes are shorter than their header's len. */
+  /** The frame was cut (by --snaplen, or to Wireshark's largest packet): the FUSE bytes are shorter than their header's len. */
   TRUNCATED: 2,
   /** `partner` names the other frame of the exchange (the reply of a request, the request of a reply). */
   PAIRED: 4,
@@ -41,7 +41,7 @@ export const PACKET_HEADER: readonly HeaderField[] = [
   { name: 'hdr_len', type: 'u16', offset: 0, doc: 'length of this header; the FUSE frame starts after it' },
   { name: 'version', type: 'u8', offset: 2, doc: 'header version' },
   { name: 'dir', type: 'u8', offset: 3, doc: '0 kernel to server (request), 1 server to kernel (reply or notification)' },
-  { name: 'flags', type: 'u32', offset: 4, doc: '1 forwarded, 2 truncated by snaplen, 4 paired' },
+  { name: 'flags', type: 'u32', offset: 4, doc: '1 forwarded, 2 truncated (snaplen, or the 256 KiB packet limit), 4 paired' },
   { name: 'unique', type: 'u64', offset: 8, doc: 'fuse_in_header.unique / fuse_out_header.unique' },
   { name: 'ts_ns', type: 'u64', offset: 16, doc: 'read by the proxy, ns since the session started' },
   { name: 'fwd_ns', type: 'u64', offset: 24, doc: 'forwarding write returned, ns since the session started' },

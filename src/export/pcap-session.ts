@@ -17,7 +17,7 @@ import type { FrameRecord } from '../store/writer.js';
 import {
   IN_HEADER_SIZE, KERNEL_MINOR, Opcode, interruptTarget, isInterruptUnique, layout, opcodeInfo, structs,
 } from '../protocol/index.js';
-import { EPB_INBOUND, EPB_OUTBOUND, LINKTYPE_USER0, enhancedPacket, interfaceDescription, sectionHeader } from './pcapng.js';
+import { EPB_INBOUND, EPB_OUTBOUND, LINKTYPE_USER0, MAX_PACKET, enhancedPacket, interfaceDescription, sectionHeader } from './pcapng.js';
 import { HeaderFlag, PACKET_HEADER_VERSION, PACKET_HEADER_LEN, encodePacketHeader } from './packet-header.js';
 
 /** Where the bytes go; a promise when the caller must wait before writing more. */
@@ -122,7 +122,8 @@ function packetFor(f: FrameRecord, p: Pairing, ctx: SessionContext): Buffer {
     hdr_len: PACKET_HEADER_LEN,
     version: PACKET_HEADER_VERSION,
     dir: f.dir,
-    flags: (f.fwdNs !== null ? HeaderFlag.FORWARDED : 0) | (f.data.length < f.len ? HeaderFlag.TRUNCATED : 0) | (partnerNumber ? HeaderFlag.PAIRED : 0),
+    // Cut by --snaplen, or here: Wireshark reads no packet over MAX_PACKET (the cut bytes are payload).
+    flags: (f.fwdNs !== null ? HeaderFlag.FORWARDED : 0) | (f.data.length < f.len || PACKET_HEADER_LEN + f.data.length > MAX_PACKET ? HeaderFlag.TRUNCATED : 0) | (partnerNumber ? HeaderFlag.PAIRED : 0),
     unique: f.unique,
     ts_ns: f.tsNs - start,
     fwd_ns: f.fwdNs === null ? 0n : f.fwdNs - start,
@@ -141,7 +142,7 @@ function packetFor(f: FrameRecord, p: Pairing, ctx: SessionContext): Buffer {
   return enhancedPacket({
     iface: 0,
     timeNs: ctx.info.startedWallNs + (f.tsNs - start),
-    data: Buffer.concat([header, f.data]),
+    data: Buffer.concat([header, f.data.subarray(0, MAX_PACKET - PACKET_HEADER_LEN)]),
     origLen: PACKET_HEADER_LEN + f.len,
     // Seen from the server: requests come in, replies and notifications go out.
     direction: f.dir === 0 ? EPB_INBOUND : EPB_OUTBOUND,

@@ -24,6 +24,13 @@ const EPB_FLAGS = 2;
 export const EPB_INBOUND = 1;
 export const EPB_OUTBOUND = 2;
 
+/**
+ * The largest packet Wireshark reads for a link type it has no larger limit for
+ * (WTAP_MAX_PACKET_SIZE_STANDARD): a file with a longer one is "damaged or corrupt" to it, and it
+ * stops reading there. FUSE frames reach 1 MiB + headers (max_write), so longer ones are cut.
+ */
+export const MAX_PACKET = 262144;
+
 /** LINKTYPE_USER0 (tcpdump.org link-layer header types): private use, no registration needed. */
 export const LINKTYPE_USER0 = 147;
 
@@ -71,7 +78,7 @@ export function sectionHeader(application: string): Buffer {
 export function interfaceDescription(linktype: number, name: string, description: string): Buffer {
   const fixed = Buffer.alloc(8);
   fixed.writeUInt16LE(linktype, 0);
-  fixed.writeUInt32LE(0, 4); // snaplen: no limit
+  fixed.writeUInt32LE(MAX_PACKET, 4); // snaplen
   return block(
     IDB,
     Buffer.concat([

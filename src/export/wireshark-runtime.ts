@@ -300,7 +300,9 @@ local function dissect_request(tvb, tree, h, pinfo)
     if info.req then push(line, brief(info.req, arg)) end
     local before = pos
     pos = dtail(tvb, tree, info.tail, arg, pos, argstop, minor)
-    if info.tail.kind == "data" and pos > before then push(line, (pos - before) .. " bytes") end
+    -- The payload's size from the header's len: a frame cut for the pcapng packet limit still says its whole size.
+    local full = (hdr.len or stop) - (argstop < stop and extlen or 0)
+    if info.tail.kind == "data" and math.max(full, pos) > before then push(line, (math.max(full, pos) - before) .. " bytes") end
     trailing(tvb, tree, pos, argstop)
   end
   if argstop < stop then dextensions(tvb, tree, argstop, stop, minor) end
@@ -348,7 +350,7 @@ local function dnotify(tvb, tree, pos, stop, code, minor)
 end
 
 -- The reply's body by the answered opcode's layout; returns the one-line printer's summary items.
-local function dreply_body(tvb, tree, pos, stop, info, h, minor)
+local function dreply_body(tvb, tree, pos, stop, full, info, h, minor)
   local shape, line = info.reply, {}
   if shape.kind == "structs" then
     for _, sname in ipairs(shape.structs) do
@@ -360,7 +362,7 @@ local function dreply_body(tvb, tree, pos, stop, info, h, minor)
     end
   elseif shape.kind == "data" then
     if shape.text and stop > pos then push(line, '"' .. tvb(pos, stop - pos):string() .. '"')
-    else push(line, (stop - pos) .. " bytes") end
+    else push(line, (math.max(full, stop) - pos) .. " bytes") end
     pos = dbytes(tvb, tree, "data", pos, stop)
   elseif shape.kind == "xattr" then
     if h.xattr_size_query == 1 then
@@ -416,7 +418,7 @@ local function dissect_reply(tvb, tree, h, pinfo)
   if err ~= 0 or not info then
     if stop > OUT_HDR then dbytes(tvb, tree, (err ~= 0) and "tail" or "data", OUT_HDR, stop) end
   else
-    summary = dreply_body(tvb, tree, OUT_HDR, stop, info, h, minor)
+    summary = dreply_body(tvb, tree, OUT_HDR, stop, hdr.len or stop, info, h, minor)
   end
   return name .. " " .. errname(err) .. (summary ~= "" and (" " .. summary) or "")
 end
