@@ -14,6 +14,8 @@ const COMMANDS: ReadonlyArray<readonly [string, () => Promise<Register>]> = [
   ['diff', async () => (await import('./diff.js')).registerDiff],
   ['query', async () => (await import('./query.js')).registerQuery],
   ['export', async () => (await import('./export.js')).registerExport],
+  ['wireshark', async () => (await import('./wireshark.js')).registerWireshark],
+  ['bundle', async () => (await import('./bundle.js')).registerBundle],
   ['replay', async () => (await import('./replay.js')).registerReplay],
   ['tui', async () => (await import('./tui.js')).registerTui],
   ['demo', async () => (await import('./demo.js')).registerDemo],
