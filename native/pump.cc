@@ -118,7 +118,14 @@ void Pump::Stop() {
 
 PumpStatus Pump::Status() {
   std::lock_guard<std::mutex> lock(status_mu_);
-  return status_;
+  PumpStatus s = status_;
+  s.backpressure_waits = relay_waits_.load();
+  s.backpressure_ns = relay_wait_ns_.load();
+  if (ring_ready_.load(std::memory_order_acquire)) {
+    s.backpressure_waits += __atomic_load_n(&ring_->waits, __ATOMIC_RELAXED);
+    s.backpressure_ns += __atomic_load_n(&ring_->wait_ns, __ATOMIC_RELAXED);
+  }
+  return s;
 }
 
 void Pump::Record(FrameHeader hdr, const uint8_t* data) {
@@ -276,6 +283,19 @@ void Pump::ReaderLoop() {
       reader_done_ = true;
       pause_cv_.notify_all();
       return;
+    }
+    if (!opts_.lossy && queue_.HalfFull()) {
+      // Backpressure instead of loss: JS (the trace writer) is behind; leave the next request in
+      // the kernel until it catches up, as an in-process server waits for room in the ring. The
+      // replies of requests already forwarded still fit in the other half.
+      uint64_t t0 = NowNs();
+      while (queue_.HalfFull() && !stopping_) {
+        if (queue_.MarkChanged() && wake_) wake_();
+        usleep(1000);
+      }
+      relay_waits_++;
+      relay_wait_ns_ += NowNs() - t0;
+      if (stopping_) return EndReader("stopped");
     }
     if (opts_.gate) {
       int outq = 0;
@@ -459,7 +479,10 @@ int Pump::CreateRing() {
   size = p2;
   int fd = memfd_create("fusetrace-ring", MFD_CLOEXEC);
   if (fd < 0) return -1;
-  size_t total = FT_RING_HDR_BYTES + size;
+  // --lossy: room for the uniques of dropped frames after the data area (sparse: a memfd's
+  // pages exist only once written).
+  size_t lost_cap = opts_.lossy ? kMaxLostUniques : 0;
+  size_t total = FT_RING_HDR_BYTES + size + lost_cap * sizeof(uint64_t);
   void* map = MAP_FAILED;
   if (ftruncate(fd, off_t(total)) == 0) map = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (map == MAP_FAILED) {
@@ -471,6 +494,8 @@ int Pump::CreateRing() {
   h->version = FT_RING_VERSION;
   h->size = size;
   h->snaplen = opts_.snaplen;
+  h->flags = opts_.lossy ? FT_RING_LOSSY : 0;
+  h->lost_cap = lost_cap;
   uint64_t key = uint64_t(NowNs()) * 0x9e3779b97f4a7c15ull;
   if (getrandom(&key, sizeof key, GRND_NONBLOCK) != sizeof key) key ^= uint64_t(getpid()) << 32;
   h->key = key;
@@ -639,6 +664,7 @@ size_t Pump::ConsumeRing(bool force, bool* full) {
     }
     held_.swap(keep);
   }
+  ConsumeLost();
   uint64_t d = __atomic_load_n(&h->dropped, __ATOMIC_RELAXED);
   uint64_t db = __atomic_load_n(&h->dropped_bytes, __ATOMIC_RELAXED);
   if (d != ring_dropped_seen_) {
@@ -647,6 +673,26 @@ size_t Pump::ConsumeRing(bool force, bool* full) {
     ring_dropped_bytes_seen_ = db;
   }
   return n;
+}
+
+void Pump::ConsumeLost() {
+  ft_ring_hdr* h = ring_;
+  uint64_t head = __atomic_load_n(&h->lost_head, __ATOMIC_ACQUIRE);
+  uint64_t cap = h->lost_cap;
+  const uint64_t* lost = reinterpret_cast<const uint64_t*>(ring_data_ + h->size);
+  uint64_t end = head < cap ? head : cap;
+  // A slot is reserved before it is written: stop at the first unwritten one and come back.
+  while (ring_lost_seen_ < end) {
+    uint64_t v = __atomic_load_n(&lost[ring_lost_seen_], __ATOMIC_ACQUIRE);
+    if (v == 0) return;
+    queue_.AddLost(v - 1);
+    ring_lost_seen_++;
+  }
+  if (head > cap && ring_lost_seen_ >= cap && head > ring_lost_seen_) {
+    // The list is full: the rest are only counted (ring_lost_seen_ then counts slots past cap).
+    queue_.AddLostUnnamed(head - (ring_lost_seen_ > cap ? ring_lost_seen_ : cap));
+    ring_lost_seen_ = head;
+  }
 }
 
 void Pump::EmitRingFrame(FrameHeader hdr, const uint8_t* data) {

@@ -88,6 +88,7 @@ struct PumpOptions {
   bool gate = true;             // at most one request unread in the socket (killability)
   bool inprocess = false;       // accept a server's takeover request (native/ring.h)
   size_t ring_bytes = 64u << 20;  // data area of the in-process ring, a power of two
+  bool lossy = false;           // record --lossy: drop (and name) frames instead of making the server wait
 };
 
 // What the pump saw and changed in the INIT exchange.
@@ -115,6 +116,8 @@ struct PumpStatus {
   uint64_t notify_blocked_ns = 0;  // total time notify writes spent in write()
   std::string transport = "relay";  // "in-process" once the server took the device over (ring.h)
   uint64_t ring_lost = 0;  // ring bytes a producer reserved and never published (it died mid-record)
+  uint64_t backpressure_waits = 0;   // times the server (in-process) or the reader (relay) waited for the recorder
+  uint64_t backpressure_ns = 0;      // total time spent so
   InitInfo init;
 };
 
@@ -132,9 +135,10 @@ class Pump {
   void Stop();
   // JS thread.
   void Drain(uint8_t** frames, size_t* frames_size, size_t* frames_cap, size_t* count, uint64_t* watermark,
-             std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters) {
+             std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters,
+             std::vector<uint64_t>* lost) {
     if (ring_ready_.load(std::memory_order_acquire)) ConsumeRing();
-    queue_.Drain(frames, frames_size, frames_cap, count, watermark, procs, counters);
+    queue_.Drain(frames, frames_size, frames_cap, count, watermark, procs, counters, lost);
   }
   // JS thread: hands back a region Drain() gave out (see FrameQueue::Recycle).
   void Recycle(uint8_t* p, size_t cap) { queue_.Recycle(p, cap); }
@@ -194,6 +198,10 @@ class Pump {
   uint8_t* ring_data_ = nullptr;
   size_t ring_map_bytes_ = 0;
   uint64_t ring_dropped_seen_ = 0, ring_dropped_bytes_seen_ = 0;
+  uint64_t ring_lost_seen_ = 0;  // lost-list slots moved to the queue (ring.h)
+  // ring thread / Drain(), under ring_mu_: moves the ring's lost list (--lossy) into the queue.
+  void ConsumeLost();
+  std::atomic<uint64_t> relay_waits_{0}, relay_wait_ns_{0};  // reader thread: backpressure on the relay
   std::unordered_map<uint64_t, uint64_t> ring_patches_;  // ring position of a notification -> its seq
   // In-process, each server thread records a request after its read() returned, so a thread
   // preempted right there can have the FUSE_INTERRUPT naming its request (read by another

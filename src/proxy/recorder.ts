@@ -23,6 +23,7 @@ import { UserError } from '../errors.js';
 import { createDurationIndexes, dropDurationIndexes, openTraceDb } from '../store/db.js';
 import { TraceWriter } from '../store/writer.js';
 import { Ledger } from '../store/ledger.js';
+import { TraceReader } from '../store/reader.js';
 import { classifyMountOptions, collectDashO, findMountpoint, splitOptions, type MountOptions } from './args.js';
 import { FRAME_FLAG_PATCH, SeqOrderer, unpackFrames, type PumpFrame } from './frames.js';
 import { frameLimits, initChanges, initMask } from './init.js';
@@ -58,6 +59,11 @@ export interface RecordOptions {
    * relay either way. Default: true unless FUSETRACE_INPROCESS=0; `record --relay` turns it off.
    */
   inProcess?: boolean;
+  /**
+   * --lossy: when the recorder falls behind, drop frames (each request they belong to is labelled
+   * `lost`) instead of making the server wait (backpressure, the default).
+   */
+  lossy?: boolean;
   /** Socket send buffer to ask for (default: enough for the largest frame; FUSETRACE_SNDBUF overrides, to exercise the INIT clamp). */
   sndbuf?: number;
 }
@@ -225,6 +231,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
         seccomp,
         // 'relay' until the server takes /dev/fuse over ('in-process', written when it happens).
         transport: 'relay',
+        lossy: opts.lossy === true,
       },
     });
 
@@ -244,6 +251,9 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
         maxPagesLimit: limits.maxPages,
         gate,
         inProcess,
+        lossy: opts.lossy === true,
+        // FUSETRACE_RING_BYTES: a smaller in-process ring (tests make --lossy drop with it).
+        ...(Number(process.env.FUSETRACE_RING_BYTES) > 0 ? { ringBytes: Number(process.env.FUSETRACE_RING_BYTES) } : {}),
       },
       () => onWake(),
     );
@@ -290,6 +300,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   let recorded = 0;
   let bytes = 0;
   let dropped = 0;
+  let lostUnnamed = 0;
   let errors = 0;
   const inFlight = new Set<bigint>();
   let initRecorded = false;
@@ -385,6 +396,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       drainedBytes += d.frames.length;
     }
     for (const [pid, comm] of d.procs) writer.addProc(pid, comm);
+    if (d.lost.length > 0) writer.addLost(d.lost);
     let frames = d.count > 0 ? unpackFrames(d.frames, d.count) : [];
     let patches: PumpFrame[] = [];
     if (frames.some((f) => f.flags & FRAME_FLAG_PATCH)) {
@@ -410,6 +422,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     recorded = d.recorded;
     bytes = d.bytes;
     dropped = d.dropped;
+    lostUnnamed = d.lostUnnamed;
     const st = pump.status();
     lastStatus = st;
     if (st.transport === 'in-process' && !inProcessNoted) {
@@ -462,6 +475,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       if (dropped !== lastDroppedWritten) {
         lastDroppedWritten = dropped;
         writer.updateSession({ dropped });
+        if (lostUnnamed > 0) db.prepare("UPDATE sessions SET meta = json_set(meta, '$.lostUnlisted', ?) WHERE id = ?").run(lostUnnamed, session);
       }
     } catch (err) {
       fail(err);
@@ -469,10 +483,19 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   }
 
   const live = log.isTTY === true;
+  // The server waited for the recorder within the last live-line period: say who is the bottleneck.
+  let lastWaits = 0;
+  const bottleneck = (): string => {
+    const w = lastStatus?.backpressureWaits ?? 0;
+    const slow = w > lastWaits;
+    lastWaits = w;
+    return slow ? ' (the recorder is the bottleneck: the filesystem waits for the trace writer)' : '';
+  };
   const liveLine = () =>
     `fusetrace: ${recorded} frames, ${inFlight.size} in flight, ${errors} errors` +
     (dropped ? `, ${dropped} dropped` : '') +
-    (lastStatus?.partial ? `, ${lastStatus.partial} partial` : '');
+    (lastStatus?.partial ? `, ${lastStatus.partial} partial` : '') +
+    bottleneck();
   timers.push(setInterval(commitTick, FLUSH_MS));
   // A server that ignores /dev/fd/N and mounts by itself (libfuse 2, fuser's own mount) keeps
   // running without ever reading our INIT: say so once instead of waiting silently.
@@ -679,8 +702,10 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     else if (reason === 'server-crash') exitStatus = 128 + (sx.signal ? (osConstants.signals[sx.signal] ?? 0) : 0);
     else if (reason === 'error') exitStatus = 1;
     if (reason === 'server-exit' && !initAnswered && exitStatus === 0) exitStatus = 1;
+    let lost = 0;
     try {
       guarded(() => writer.flush());
+      if (lostUnnamed > 0) db.prepare("UPDATE sessions SET meta = json_set(meta, '$.lostUnlisted', ?) WHERE id = ?").run(lostUnnamed, session);
       writer.updateSession({
         endedMonoNs: native().monotonicNs(),
         endReason: reason,
@@ -692,6 +717,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       writer.close();
       try {
         ledger.finish({ endReason: reason });
+        if (dropped > 0) lost = new TraceReader(db).getSession(session)?.lost ?? 0;
       } catch (err) {
         notes.push(`the request ledger failed (rebuild it from the frames): ${String(err)}`);
       }
@@ -711,9 +737,10 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     for (const n of notes) log.write(`fusetrace: ${n}\n`);
     log.write(
       `fusetrace: session ${session} in ${opts.dbPath}: ${recorded} frames (${bytes} bytes), ` +
-        `${errors} errors, ${dropped} dropped${st?.partial ? `, ${st.partial} partial (not forwarded)` : ''}` +
+        `${errors} errors, ${dropped} dropped${dropped > 0 ? ` (${lost} requests lost)` : ''}${st?.partial ? `, ${st.partial} partial (not forwarded)` : ''}` +
         `${st?.gateWaits ? `, ${st.gateWaits} gate waits` : ''}` +
-        `${st?.ringLost ? `, ${st.ringLost} ring bytes lost` : ''}; ` +
+        `${st?.ringLost ? `, ${st.ringLost} ring bytes lost` : ''}` +
+        `${st?.backpressureWaits ? `, the server waited ${(st.backpressureNs / 1e9).toFixed(1)} s for the recorder` : ''}; ` +
         `${st?.transport === 'in-process' ? 'recorded in-process' : 'relayed'}; ` +
         `ended by ${reason}; ${server}${afterEof}\n`,
     );

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Database as DatabaseT } from 'better-sqlite3';
 import { UserError } from '../errors.js';
-import { APPLICATION_ID, DURATION_INDEX_SQL, FORMAT_VERSION, SCHEMA_SQL } from './schema.js';
+import { APPLICATION_ID, DURATION_INDEX_SQL, FORMAT_VERSION, LOST_SQL, SCHEMA_SQL } from './schema.js';
 
 export type { DatabaseT as Database };
 
@@ -93,6 +93,7 @@ export function openTraceDb(path: string, opts: OpenTraceDbOptions = {}): Databa
     } else if (version < 1) {
       throw notOurs(path);
     }
+    if (!opts.readonly && version === 1) upgradeFrom1(db);
     if (!opts.readonly) tune(db);
     // Readers (show, stats, export, the TUI) look rows up at random on 64 KiB pages: mapping the file
     // saves a copy per page (stats --filter 'op==READ && dur>1ms' on 1M requests: 226 -> 63 ms).
@@ -122,6 +123,18 @@ function initialise(db: DatabaseT): void {
     db.exec(SCHEMA_SQL);
     db.pragma(`application_id = ${APPLICATION_ID}`);
     db.pragma(`user_version = ${FORMAT_VERSION}`);
+  })();
+}
+
+/**
+ * Format 1 -> 2 (schema.ts FORMAT_CHANGELOG), only when opening for writing: a reader never changes
+ * the file, and reads a version 1 file as it is (no lost table, no sessions.lost: nothing was lost).
+ */
+function upgradeFrom1(db: DatabaseT): void {
+  db.transaction(() => {
+    db.exec(LOST_SQL);
+    db.exec('ALTER TABLE sessions ADD COLUMN lost INTEGER NOT NULL DEFAULT 0');
+    db.pragma('user_version = 2');
   })();
 }
 

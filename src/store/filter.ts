@@ -39,7 +39,7 @@ export function opcodeNumber(name: string): number | undefined {
 }
 
 /** The lifecycle states of a request (schema.ts, `requests.state`). */
-export const STATES = ['ok', 'error', 'interrupted', 'late', 'unanswered', 'aborted', 'noreply', 'notify', 'unknown'] as const;
+export const STATES = ['ok', 'error', 'interrupted', 'late', 'unanswered', 'aborted', 'noreply', 'notify', 'unknown', 'lost'] as const;
 export type RequestState = (typeof STATES)[number];
 
 // ---------------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ export interface SessionInfo {
   frames: number;
   bytes: number;
   dropped: number;
+  /** Requests whose record is incomplete because frames were dropped (0 in a format 1 file). */
+  lost: number;
   meta: Record<string, unknown> | null;
 }
 
@@ -39,6 +41,10 @@ export interface RequestCounts {
   interrupted: number;
   /** state = 'unanswered': no reply by the end of the session. */
   unanswered: number;
+  /** state = 'aborted': outstanding when the session ended. */
+  aborted: number;
+  /** state = 'lost': frames of the request were dropped (record --lossy), so its record is incomplete. */
+  lost: number;
 }
 
 /** A range of frames.seq, both ends included. */
@@ -163,7 +169,14 @@ export class TraceReader {
     const by = new Map((this.stmts.counts.all(session) as Row[]).map((r) => [r.state as string, num(r.n)]));
     let requests = 0;
     for (const n of by.values()) requests += n;
-    return { requests, errors: by.get('error') ?? 0, interrupted: by.get('interrupted') ?? 0, unanswered: by.get('unanswered') ?? 0 };
+    return {
+      requests,
+      errors: by.get('error') ?? 0,
+      interrupted: by.get('interrupted') ?? 0,
+      unanswered: by.get('unanswered') ?? 0,
+      aborted: by.get('aborted') ?? 0,
+      lost: by.get('lost') ?? 0,
+    };
   }
 
   /**
@@ -201,6 +214,7 @@ function toSession(r: Row): SessionInfo {
     frames: num(r.frames),
     bytes: num(r.bytes),
     dropped: num(r.dropped),
+    lost: r.lost === undefined ? 0 : num(r.lost),
     meta: jsonOrNull(r.meta) as Record<string, unknown> | null,
   };
 }

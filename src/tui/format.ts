@@ -46,6 +46,8 @@ export function stateColor(state: string): { color?: string; bold?: boolean; dim
       return { dim: true };
     case 'unknown':
       return { color: 'cyan' };
+    case 'lost':
+      return { color: 'yellow', dim: true };
     default:
       return {};
   }
