@@ -41,6 +41,8 @@
 
 #include "ring.h"
 
+extern char** environ;
+
 /* fuse_kernel.h: FUSE_DEV_IOC_CLONE = _IOR(229, 0, uint32_t) */
 #define FT_DEV_IOC_CLONE _IOR(229, 0, uint32_t)
 
@@ -101,19 +103,88 @@ static void resolve(void) {
   real_select = dlsym(RTLD_NEXT, "select");
 }
 
+static size_t g_max_frame_env;  /* FUSETRACE_MAX_FRAME, read at load time (environ is cleaned then) */
+
+/* True in fusetrace-exec, the seccomp helper fusetrace starts the server through: the variables
+ * must reach the server it execs, so the helper leaves them alone. */
+static int in_exec_helper(void) {
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return 0;
+  exe[n] = '\0';
+  const char* base = strrchr(exe, '/');
+  return strcmp(base ? base + 1 : exe, "fusetrace-exec") == 0;
+}
+
+/* Nothing of fusetrace reaches the server's own children (issue 12): once the variables are read,
+ * FUSETRACE_* go from the environment and this library from LD_PRELOAD (other entries stay), so a
+ * program the server runs (a mount helper, a shell, a child it forks and execs) starts as it would
+ * natively. Runs in the constructor, before the server has threads, so editing environ is safe. */
+static void clean_environment(void) {
+  Dl_info self;
+  const char* me = dladdr((void*)clean_environment, &self) && self.dli_fname ? self.dli_fname : NULL;
+  const char* pre = getenv("LD_PRELOAD");
+  if (pre && me) {
+    const char* mebase = strrchr(me, '/') ? strrchr(me, '/') + 1 : me;
+    size_t n = strlen(pre);
+    char* keep = malloc(n + 1);
+    char* copy = strdup(pre);
+    if (keep && copy) {
+      keep[0] = '\0';
+      for (char* save = NULL, *tok = strtok_r(copy, ": ", &save); tok; tok = strtok_r(NULL, ": ", &save)) {
+        const char* tb = strrchr(tok, '/') ? strrchr(tok, '/') + 1 : tok;
+        if (strcmp(tok, me) == 0 || strcmp(tb, mebase) == 0) continue;
+        if (keep[0]) strcat(keep, ":");
+        strcat(keep, tok);
+      }
+      if (keep[0]) setenv("LD_PRELOAD", keep, 1);
+      else unsetenv("LD_PRELOAD");
+    }
+    free(keep);
+    free(copy);
+  }
+  /* Collect the names first: unsetenv() shifts environ under a running loop. */
+  char names[32][64];
+  int count = 0;
+  for (char** e = environ; *e && count < 32; e++) {
+    if (strncmp(*e, "FUSETRACE_", 10) != 0) continue;
+    const char* eq = strchr(*e, '=');
+    size_t len = eq ? (size_t)(eq - *e) : strlen(*e);
+    if (len >= sizeof names[0]) continue;
+    memcpy(names[count], *e, len);
+    names[count++][len] = '\0';
+  }
+  for (int i = 0; i < count; i++) unsetenv(names[i]);
+}
+
 __attribute__((constructor)) static void ft_init(void) {
   resolve();
+  if (in_exec_helper()) return;
   const char* fd = getenv("FUSETRACE_FD");
   const char* ino = getenv("FUSETRACE_SOCK_INO");
-  if (!fd || !ino) return;
+  if (!fd || !ino) {
+    clean_environment();
+    return;
+  }
   char* end;
   long n = strtol(fd, &end, 10);
-  if (*fd == '\0' || *end != '\0' || n < 0 || n > 1 << 20) return;
+  int ok = *fd != '\0' && *end == '\0' && n >= 0 && n <= 1 << 20;
   g_sock_ino = strtoull(ino, &end, 10);
   const char* delay = getenv("FUSETRACE_TEST_WRITE_DELAY_US");
   if (delay) g_test_delay_us = (unsigned)strtoul(delay, NULL, 10);
   const char* rdelay = getenv("FUSETRACE_TEST_READ_DELAY_US");
   if (rdelay) g_test_read_delay_us = (unsigned)strtoul(rdelay, NULL, 10);
+  const char* mf = getenv("FUSETRACE_MAX_FRAME");
+  if (mf && atol(mf) > 0) g_max_frame_env = (size_t)atol(mf);
+  clean_environment();
+  if (!ok) return;
+  /* The server's fuse fd is close-on-exec, as a /dev/fuse fd libfuse opens itself is
+   * (fuse_mount_sys: O_CLOEXEC): fusetrace hands it over without the flag only so that it
+   * survives the exec of the server; a program the server execs must not hold the connection
+   * open (a crashed server's child would keep the mount alive: `ls` hangs instead of ENOTCONN). */
+  struct stat st;
+  if (fstat((int)n, &st) == 0 && S_ISSOCK(st.st_mode) && (unsigned long long)st.st_ino == g_sock_ino)
+    fcntl((int)n, F_SETFD, fcntl((int)n, F_GETFD) | FD_CLOEXEC);
   g_state = ST_WAITING;
   __atomic_store_n(&g_fd, (int)n, __ATOMIC_RELEASE);
 }
@@ -384,8 +455,7 @@ static void takeover_locked(void) {
   memcpy(req + 8, &magic, 8);
   /* Room for any frame the pump may have queued before its answer. */
   size_t bufsize = (1u << 20) + (64u << 10);
-  const char* mf = getenv("FUSETRACE_MAX_FRAME");
-  if (mf && atol(mf) > 0) bufsize = (size_t)atol(mf) + 4096;
+  if (g_max_frame_env > 0) bufsize = g_max_frame_env + 4096;
   uint8_t* buf = malloc(bufsize);
   if (!buf || send(fd, req, sizeof req, MSG_NOSIGNAL) != (ssize_t)sizeof req) {
     free(buf);
