@@ -43,7 +43,7 @@ export function registerExport(program: Command): void {
         throw new UserError(`unknown --format '${opts.format}' (expected ${FORMATS.join(' or ')})`);
       }
       const file = dbPath(cmd);
-      const db = openTraceDb(file, { readonly: true });
+      const db = openTraceDb(file, { readonly: true, streaming: true });
       try {
         const id = new TraceReader(db, file).resolveSession(session);
         const out = await Output.open(opts.output);

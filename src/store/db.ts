@@ -14,6 +14,12 @@ export interface OpenTraceDbOptions {
   create?: boolean;
   /** Open read-only: for readers (sessions, show, tui) that must never change the file. */
   readonly?: boolean;
+  /**
+   * A reader that walks a whole session once (show --json/--frames, export): no memory map. Every
+   * page it touches would stay mapped, and count in its RSS, until it exits: `show --json` of a
+   * 118,000-request session of large frames reached 1.2 GB that way.
+   */
+  streaming?: boolean;
 }
 
 /** The first 16 bytes of every SQLite 3 database file (https://sqlite.org/fileformat.html#magic_header_string). */
@@ -103,7 +109,7 @@ export function openTraceDb(path: string, opts: OpenTraceDbOptions = {}): Databa
     // Readers (show, stats, export, the TUI) look rows up at random on 64 KiB pages: mapping the file
     // saves a copy per page (stats --filter 'op==READ && dur>1ms' on 1M requests: 226 -> 63 ms).
     // Only readers: nothing truncates a trace file under them (no auto_vacuum, no VACUUM).
-    else db.pragma(`mmap_size = ${READER_MMAP_BYTES}`);
+    else db.pragma(`mmap_size = ${opts.streaming ? 0 : READER_MMAP_BYTES}`);
     return db;
   } catch (err) {
     db.close();
