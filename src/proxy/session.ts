@@ -19,7 +19,7 @@
  *    server reads end-of-file; frames are committed every FLUSH_MS so the trace stays readable.
  */
 import type { Database } from 'better-sqlite3';
-import { createDurationIndexes } from '../store/db.js';
+import { createDurationIndexes, storeEnvironmentError } from '../store/db.js';
 import type { Ledger } from '../store/ledger.js';
 import { TraceReader } from '../store/reader.js';
 import type { TraceWriter } from '../store/writer.js';
@@ -432,13 +432,18 @@ export class RecordSession {
         ledger.finish({ endReason: reason });
         if (pipeline.counts.dropped > 0) this.lost = new TraceReader(db).getSession(this.p.session)?.lost ?? 0;
       } catch (err) {
-        this.p.status.notes.push(`the request ledger failed (rebuild it from the frames): ${String(err)}`);
+        this.p.status.notes.push(`the request ledger failed (rebuild it from the frames): ${storeEnvironmentError(err)?.message ?? String(err)}`);
       }
       createDurationIndexes(db);
       db.close();
       return true;
     } catch (err) {
-      this.p.status.notes.push(`cannot commit the trace: ${String(err)}`);
+      this.p.status.notes.push(`cannot commit the end of the session: ${storeEnvironmentError(err)?.message ?? String(err)}`);
+      try {
+        if (db.open) db.close();
+      } catch {
+        // the file stays as the last commit left it: readable
+      }
       return false;
     }
   }

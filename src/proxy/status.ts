@@ -95,7 +95,8 @@ export function summaryLine(f: SummaryFacts): string {
       ? ' (end-of-file on its fuse fd after the unmount: expected)'
       : '';
   return (
-    `fusetrace: session ${f.session} in ${f.dbPath}: ${c.recorded} frames (${c.bytes} bytes), ` +
+    `fusetrace: session ${f.session} in ${f.dbPath}: ${c.recorded - c.notKept} frames (${c.bytes} bytes seen), ` +
+    `${c.notKept ? `${c.notKept} frames not kept (${c.storeFailure}), ` : ''}` +
     `${c.errors} errors, ${c.dropped} dropped${c.dropped > 0 ? ` (${f.lost} requests lost)` : ''}${st?.partial ? `, ${st.partial} partial (not forwarded)` : ''}` +
     `${st?.gateWaits ? `, ${st.gateWaits} gate waits` : ''}` +
     `${st?.ringLost ? `, ${st.ringLost} ring bytes lost` : ''}` +

@@ -385,6 +385,19 @@ export class TraceWriter {
     for (const u of uniques) this.lost.push(u);
   }
 
+  /**
+   * Forgets everything buffered and not committed (the store failed: disk full): returns how many
+   * frames that was, so the recorder can count them as not kept.
+   */
+  discardBuffered(): number {
+    const n = this.frames.length;
+    this.frames = [];
+    this.bufferedBytes = 0;
+    this.procs = [];
+    this.lost = [];
+    return n;
+  }
+
   /** Sets session columns; buffered frames are flushed first so that e.g. ended_mono_ns never precedes them. */
   updateSession(patch: SessionPatch): void {
     this.checkSession();
