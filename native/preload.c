@@ -31,6 +31,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -178,6 +179,14 @@ __attribute__((constructor)) static void ft_init(void) {
   if (mf && atol(mf) > 0) g_max_frame_env = (size_t)atol(mf);
   clean_environment();
   if (!ok) return;
+  /* fusetrace is this server's parent (it exec'd the server through fusetrace-exec, keeping its
+   * pid). If fusetrace is SIGKILLed, a server that never reads its fd (one that never answered
+   * INIT) would otherwise live on as an orphan: end it as fusetrace would have (SIGTERM). A server
+   * that reads sees end-of-file or is sent SIGTERM by watch_main anyway. Not inherited by the
+   * server's own children (cleared at fork), and cleared by the kernel for a setuid exec. */
+  pid_t parent = getppid();
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (getppid() != parent) raise(SIGTERM);
   /* The server's fuse fd is close-on-exec, as a /dev/fuse fd libfuse opens itself is
    * (fuse_mount_sys: O_CLOEXEC): fusetrace hands it over without the flag only so that it
    * survives the exec of the server; a program the server execs must not hold the connection

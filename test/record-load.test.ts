@@ -122,6 +122,8 @@ describe('in-process recording under parallel load (issue 12 item 2)', () => {
     await load(mnt, LOAD_S);
     await unmountAndWait(rec);
     const o = outcome(dbIn(work));
+    // The figures of the run, for the record (issue 12: 76% dropped, 240 unknown, 197 aborted before).
+    console.log(`default: ${JSON.stringify(o)}; ${rec.stderr().trim().split('\n').pop()}`);
     expect(o.transport).toBe('in-process');
     expect(o.dropped).toBe(0);
     expect(o.lost).toBe(0);
@@ -148,6 +150,7 @@ describe('in-process recording under parallel load (issue 12 item 2)', () => {
     await load(mnt, LOAD_S);
     await unmountAndWait(rec);
     const o = outcome(dbIn(work));
+    console.log(`lossy: ${JSON.stringify(o)}; ${rec.stderr().trim().split('\n').pop()}`);
     expect(o.transport).toBe('in-process');
     expect(o.dropped).toBeGreaterThan(0);
     expect(o.lostUniques).toBeGreaterThan(0);

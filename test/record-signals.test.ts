@@ -74,6 +74,30 @@ describe('every end state ends (issue 12 items 3 and 6)', () => {
     }, 60_000);
   }
 
+  it('a SIGKILLed fusetrace leaves no orphan: the server that never read its fd gets SIGTERM', async () => {
+    const work = reg.tempDir('fusetrace-orphan-');
+    const mnt = join(work, 'mnt');
+    mkdirSync(mnt);
+    const rec = await startRecord('/bin/sh', ['-c', 'exec sleep 600', 'sh'], mnt, dbIn(work), { noWait: true });
+    await mounted(mnt, rec.stderr);
+    let server = 0;
+    for (let i = 0; i < 100 && server === 0; i++) {
+      server = childrenOf(rec.pid)[0] ?? 0;
+      if (server === 0) await sleep(20);
+    }
+    expect(server).toBeGreaterThan(0);
+    reg.process(server);
+    // The server has loaded the preload (and exec'd sleep) by the time it sleeps.
+    for (let i = 0; i < 100 && !readFileSync(`/proc/${server}/cmdline`, 'utf8').startsWith('sleep'); i++) await sleep(20);
+    process.kill(rec.pid, 'SIGKILL');
+    await rec.exited;
+    const until = Date.now() + 3_000;
+    while (existsSync(`/proc/${server}`) && Date.now() < until) await sleep(50);
+    // Gone, or at most a zombie of init's.
+    const alive = existsSync(`/proc/${server}`) && !/\) Z /.test(readFileSync(`/proc/${server}/stat`, 'utf8'));
+    expect(alive).toBe(false);
+  }, 60_000);
+
   it('a server that exits before answering INIT, while a process stats the mountpoint, leaves no mount', async () => {
     const work = reg.tempDir('fusetrace-failstart-');
     const mnt = join(work, 'mnt');
