@@ -250,8 +250,13 @@ export class RecordSession {
         'the server exited before answering FUSE_INIT: it may not accept a mounted fd as /dev/fd/N ' +
           '(libfuse >= 3.3, pyfuse3 and go-fuse >= 2.2 do; libfuse 2 and fuser mount by themselves)',
       );
-      // A failed start never leaves a mount behind, connected or not, whoever is waiting on it.
-      this.end(sx.signal ? 'server-crash' : 'server-exit', 'ending');
+    }
+    if (!this.p.pipeline.initAnswered && !sx.signal) {
+      // A failed start never leaves a mount behind, connected or not, whoever is waiting on it
+      // (libfuse unmounts on its way out too). A crash keeps the native behaviour below: the mount
+      // stays disconnected; in-process, an INIT reply the server wrote just before dying may also
+      // not be published yet.
+      this.end('server-exit', 'ending');
       await this.endUnserved();
       return;
     }
