@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openTraceDb } from '../src/store/db.js';
-import { addSession } from '../src/store/fixture.js';
+import { addSession } from '../src/store/requests.fixture.js';
 import { runCommand } from './helpers/mount.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

@@ -9,10 +9,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openTraceDb } from '../src/store/db.js';
-import { addFramedSession } from '../src/store/fixture.js';
+import { openTraceDb } from '../store/db.js';
+import { addFramedSession } from '../store/requests.fixture.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = path.join(ROOT, 'bin', 'fusetrace.js');
 const REQUESTS = 50_000;
 const RSS_LIMIT_KB = 300 * 1024;
