@@ -159,6 +159,8 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
     Napi::Value inprocess = o.Get("inProcess");
     opts.inprocess = inprocess.IsBoolean() && inprocess.As<Napi::Boolean>().Value();
     opts.ring_bytes = size_t(num("ringBytes", double(opts.ring_bytes)));
+    Napi::Value lossy = o.Get("lossy");
+    opts.lossy = lossy.IsBoolean() && lossy.As<Napi::Boolean>().Value();
     Napi::Value mask = o.Get("initMask");
     if (mask.IsBigInt()) {
       bool lossless;
@@ -197,7 +199,8 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
     return info.Env().Undefined();
   }
 
-  // Returns { frames: Buffer, count, watermark, procs: [[pid, comm], ...], recorded, bytes, dropped, droppedBytes }.
+  // Returns { frames: Buffer, count, watermark, procs: [[pid, comm], ...], recorded, bytes, dropped, droppedBytes,
+  // lost: [unique (BigInt) of each frame dropped since the last drain], lostUnnamed }.
   // The Buffer owns the packed frames without a copy, until JS hands it to recycle().
   Napi::Value Drain(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -208,7 +211,8 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
     std::vector<std::pair<uint32_t, std::string>> procs;
     fusetrace::QueueCounters c;
     uint64_t watermark = 0;
-    pump_->Drain(&frames, &frames_size, &frames_cap, &count, &watermark, &procs, &c);
+    std::vector<uint64_t> lost;
+    pump_->Drain(&frames, &frames_size, &frames_cap, &count, &watermark, &procs, &c, &lost);
     Napi::Object o = Napi::Object::New(env);
     if (frames == nullptr) {
       o.Set("frames", Napi::Buffer<uint8_t>::New(env, 0));
@@ -231,6 +235,10 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
     o.Set("bytes", Napi::Number::New(env, double(c.bytes)));
     o.Set("dropped", Napi::Number::New(env, double(c.dropped)));
     o.Set("droppedBytes", Napi::Number::New(env, double(c.dropped_bytes)));
+    Napi::Array la = Napi::Array::New(env, lost.size());
+    for (size_t i = 0; i < lost.size(); i++) la.Set(uint32_t(i), Napi::BigInt::New(env, lost[i]));
+    o.Set("lost", la);
+    o.Set("lostUnnamed", Napi::Number::New(env, double(c.lost_unnamed)));
     return o;
   }
 
@@ -261,6 +269,8 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
     o.Set("gateWaits", Napi::Number::New(env, double(s.gate_waits)));
     o.Set("transport", Napi::String::New(env, s.transport));
     o.Set("ringLost", Napi::Number::New(env, double(s.ring_lost)));
+    o.Set("backpressureWaits", Napi::Number::New(env, double(s.backpressure_waits)));
+    o.Set("backpressureNs", Napi::Number::New(env, double(s.backpressure_ns)));
     o.Set("notifyBlockedNs", Napi::BigInt::New(env, static_cast<uint64_t>(s.notify_blocked_ns)));
     const fusetrace::InitInfo& ii = s.init;
     Napi::Object init = Napi::Object::New(env);

@@ -82,6 +82,7 @@ const STATE_STYLES: Readonly<Record<string, StateStyle>> = {
   noreply: { dim: true },
   notify: { dim: true },
   unknown: { color: 'cyan' },
+  lost: { color: 'yellow', dim: true },
 };
 
 /** The style of a lifecycle state for Ink (`<Text {...stateColor(s)}>`); ok and unknown names draw plain. */

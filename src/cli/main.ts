@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../errors.js';
+import { storeEnvironmentError } from '../store/db.js';
 type Register = (program: Command) => void;
 
 /**
@@ -69,9 +70,11 @@ export async function main(argv: string[]): Promise<number> {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
       return 2;
     }
-    if (err instanceof UserError) {
-      process.stderr.write(`fusetrace: ${err.message}\n`);
-      return err.exitCode;
+    // A damaged, truncated or unwritable trace met after it was opened is the environment, not a bug.
+    const env = err instanceof UserError ? err : storeEnvironmentError(err);
+    if (env) {
+      process.stderr.write(`fusetrace: ${env.message}\n`);
+      return env.exitCode;
     }
     throw err;
   }

@@ -31,6 +31,11 @@ export interface PumpOptions {
   inProcess?: boolean;
   /** Data bytes of that ring (rounded up to a power of two that holds two of the largest frame). */
   ringBytes?: number;
+  /**
+   * record --lossy: a full ring or queue drops frames (each request they belong to is named in
+   * `lost`) instead of making the server wait for the recorder (backpressure, the default).
+   */
+  lossy?: boolean;
 }
 
 /** What drain() hands over. `frames` packs `count` frames, see frames.ts. */
@@ -45,6 +50,10 @@ export interface PumpDrain {
   bytes: number;
   dropped: number;
   droppedBytes: number;
+  /** Uniques of the frames dropped since the last drain: their requests' records are incomplete (state `lost`). */
+  lost: bigint[];
+  /** Total dropped frames of requests whose unique could not be kept (the list overflowed). */
+  lostUnnamed: number;
 }
 
 /** The INIT exchange as the pump saw and changed it. */
@@ -83,6 +92,10 @@ export interface PumpStatus {
   transport: 'relay' | 'in-process';
   /** Ring bytes a server thread reserved and never filled (it died in the middle of a record). */
   ringLost: number;
+  /** Times the server (in-process) or the relay's reader waited for the recorder to make room: backpressure. */
+  backpressureWaits: number;
+  /** Total time spent in those waits, ns. */
+  backpressureNs: number;
   init: PumpInitInfo;
 }
 

@@ -17,11 +17,12 @@
 export const APPLICATION_ID = 0x46545243;
 
 /** `PRAGMA user_version`: bump on every schema change and add a line to FORMAT_CHANGELOG. */
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
 
 /** What each format version changed; the reader and writer live together with it. */
 export const FORMAT_CHANGELOG: Record<number, string> = {
   1: 'first format: sessions, frames, procs, requests',
+  2: "lost table (uniques of dropped frames), sessions.lost, requests.state 'lost'; a version 1 file is upgraded when opened for writing",
 };
 
 /** Frame direction: read from /dev/fuse (a request, or INTERRUPT/FORGET) = 0; written to /dev/fuse (reply or notify) = 1. */
@@ -40,6 +41,17 @@ export const DURATION_INDEX_SQL = `
 CREATE INDEX IF NOT EXISTS requests_dur ON requests(session, dur_ns);
 -- Per-opcode latency percentiles are index seeks on this (stats.ts), and "op==READ && dur>1ms" a range scan.
 CREATE INDEX IF NOT EXISTS requests_op_dur ON requests(session, opcode, dur_ns);
+`;
+
+/** Format 2: the lost table (also created when a version 1 file is opened for writing). */
+export const LOST_SQL = `
+-- Frames fusetrace saw but could not keep (record --lossy drops them when the recorder falls behind):
+-- one row per unique they carried, so that the ledger labels those requests 'lost' instead of guessing.
+CREATE TABLE IF NOT EXISTS lost (
+  session    INTEGER NOT NULL,           -- sessions.id
+  unique_id  INTEGER NOT NULL,           -- the dropped frame's unique (an INTERRUPT's: the request's unique | 1)
+  PRIMARY KEY (session, unique_id)
+) WITHOUT ROWID;
 `;
 
 export const SCHEMA_SQL = `
@@ -65,7 +77,8 @@ CREATE TABLE sessions (
   exit_status      INTEGER,              -- fusetrace's own exit status
   frames           INTEGER NOT NULL DEFAULT 0,  -- frames recorded
   bytes            INTEGER NOT NULL DEFAULT 0,  -- frame bytes seen (full lengths, before snaplen)
-  dropped          INTEGER NOT NULL DEFAULT 0,  -- frames passed through but not recorded (queue full); never silent
+  dropped          INTEGER NOT NULL DEFAULT 0,  -- frames passed through but not recorded (record --lossy, or a full queue); never silent
+  lost             INTEGER NOT NULL DEFAULT 0,  -- requests whose record is incomplete because frames were dropped: rows in state lost plus those with no row (every frame dropped)
   meta             TEXT                  -- JSON: anything else (fusetrace version, uid, kernel release, ...)
 );
 
@@ -116,14 +129,15 @@ CREATE TABLE requests (
   errno       INTEGER,                   -- positive errno of the reply, 0 for success, NULL without a reply; for a notification the errno of its write to /dev/fuse
   len         INTEGER NOT NULL,          -- request length
   reply_len   INTEGER,                   -- reply length
-  state       TEXT NOT NULL,             -- ok | error | interrupted | late | unanswered | aborted | noreply | notify | unknown
-  outcome     TEXT,                      -- sub-state (ledger.ts): interrupted eintr | answered | eagain; late not-waited | duplicate | interrupt-after-finish | interrupt-not-waited; aborted the session's end_reason; notify the notify code name; unknown what was odd
+  state       TEXT NOT NULL,             -- ok | error | interrupted | late | unanswered | aborted | noreply | notify | unknown | lost
+  outcome     TEXT,                      -- sub-state (ledger.ts): interrupted eintr | answered | eagain; late not-waited | duplicate | interrupt-after-finish | interrupt-not-waited; aborted the session's end_reason; notify the notify code name; unknown what was odd; lost which frames are missing (reply-not-recorded | request-not-recorded | frames-not-recorded | unlisted)
   background  INTEGER NOT NULL DEFAULT 0, -- 1 when no process waits on it (RELEASE, writeback, readahead, INIT)
   reply_seq   INTEGER,                   -- frames.seq of the reply
   interrupt_seq INTEGER,                 -- frames.seq of the first FUSE_INTERRUPT naming this request (INTERRUPTs have no row of their own; on kernels >= 5.0 all of them and their answers have unique_id = unique | 1)
   PRIMARY KEY (session, seq)
 ) WITHOUT ROWID;
 CREATE INDEX requests_unique ON requests(session, unique_id);
+${LOST_SQL}
 CREATE INDEX requests_start ON requests(session, start_ns);
 CREATE INDEX requests_state ON requests(session, state);
 ` + DURATION_INDEX_SQL;

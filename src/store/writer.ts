@@ -123,6 +123,9 @@ export class TraceWriter {
   private frames: FrameRecord[] = [];
   private bufferedBytes = 0;
   private procs: Array<[number, string | null]> = [];
+  /** Uniques of dropped frames not yet committed (lost table). */
+  private lost: bigint[] = [];
+  private readonly insertLost: Statement;
   private readonly procsSeen = new Set<number>();
   private readonly observers: Array<(session: number, frames: FrameRecord[]) => void> = [];
   private readonly insertChunk: Statement;
@@ -155,6 +158,7 @@ export class TraceWriter {
     );
     this.insertOne = db.prepare(`INSERT INTO frames (${FRAME_COLUMNS}) VALUES ${FRAME_PLACEHOLDERS}`);
     this.insertProc = db.prepare('INSERT OR IGNORE INTO procs (session, pid, comm) VALUES (?, ?, ?)');
+    this.insertLost = db.prepare('INSERT OR IGNORE INTO lost (session, unique_id) VALUES (?, ?)');
     this.bumpCounters = db.prepare('UPDATE sessions SET frames = frames + ?, bytes = bytes + ? WHERE id = ?');
     this.commit = db.transaction((frames: FrameRecord[]) => this.writeBatch(frames));
   }
@@ -223,6 +227,28 @@ export class TraceWriter {
     if (this.procsSeen.has(pid)) return;
     this.procsSeen.add(pid);
     this.procs.push([pid, comm]);
+  }
+
+  /**
+   * Records the uniques of frames that were dropped (record --lossy): their requests are labelled
+   * `lost` when the session ends (labelLost in ledger.ts). Committed with the next flush.
+   */
+  addLost(uniques: readonly bigint[]): void {
+    this.checkSession();
+    for (const u of uniques) this.lost.push(u);
+  }
+
+  /**
+   * Forgets everything buffered and not committed (the store failed: disk full): returns how many
+   * frames that was, so the recorder can count them as not kept.
+   */
+  discardBuffered(): number {
+    const n = this.frames.length;
+    this.frames = [];
+    this.bufferedBytes = 0;
+    this.procs = [];
+    this.lost = [];
+    return n;
   }
 
   /** Sets session columns; buffered frames are flushed first so that e.g. ended_mono_ns never precedes them. */
@@ -297,7 +323,7 @@ export class TraceWriter {
 
   /** Commits the buffer; throws if the commit fails, returns the observers' errors. */
   private commitBuffered(): unknown[] {
-    if (this.frames.length === 0 && this.procs.length === 0) return [];
+    if (this.frames.length === 0 && this.procs.length === 0 && this.lost.length === 0) return [];
     this.checkpointer?.catchUp();
     // Only forget the buffer once committed: a failed commit (disk full) can be retried.
     const errors = this.commit(this.frames);
@@ -305,6 +331,7 @@ export class TraceWriter {
     this.frames = [];
     this.bufferedBytes = 0;
     this.procs = [];
+    this.lost = [];
     this.checkpoints(bytes);
     return errors;
   }
@@ -374,6 +401,7 @@ export class TraceWriter {
       );
     }
     for (const [pid, comm] of this.procs) this.insertProc.run(session, pid, comm);
+    for (const u of this.lost) this.insertLost.run(session, BigInt.asIntN(64, u));
     if (n > 0) this.bumpCounters.run(n, bytes, session);
     const errors: unknown[] = [];
     if (n > 0) {
