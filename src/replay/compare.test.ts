@@ -27,17 +27,17 @@ describe('normalisation rules', () => {
       { field: 'attr.s*', mode: 'length', why: '' },
       { field: 'size@dir', mode: 'ignore', why: '' },
     ];
-    expect(ruleFor(rules, ['entry_out', 'attr', 'mtime'], false)?.mode).toBe('ignore');
-    expect(ruleFor(rules, ['entry_out', 'attr', 'mtimensec'], false)).toBeUndefined();
-    expect(ruleFor(rules, ['entry_out', 'attr', 'size'], false)?.mode).toBe('length');
-    expect(ruleFor(rules, ['entry_out', 'attr', 'size'], true)?.mode).toBe('ignore');
-    expect(ruleFor(rules, ['size'], false)).toBeUndefined();
+    expect(ruleFor(rules, ['entry_out', 'attr', 'mtime'], 0)?.mode).toBe('ignore');
+    expect(ruleFor(rules, ['entry_out', 'attr', 'mtimensec'], 0)).toBeUndefined();
+    expect(ruleFor(rules, ['entry_out', 'attr', 'size'], 0)?.mode).toBe('length');
+    expect(ruleFor(rules, ['entry_out', 'attr', 'size'], 0o040000)?.mode).toBe('ignore');
+    expect(ruleFor(rules, ['size'], 0)).toBeUndefined();
   });
 
   it('the last matching rule wins, so command-line rules override the defaults', () => {
     const rules = [...DEFAULT_RULES, ...parseRules('mtime=exact')];
-    expect(ruleFor(rules, ['attr_out', 'attr', 'mtime'], false)?.mode).toBe('exact');
-    expect(ruleFor(DEFAULT_RULES, ['attr_out', 'attr', 'mtime'], false)?.mode).toBe('ignore');
+    expect(ruleFor(rules, ['attr_out', 'attr', 'mtime'], 0)?.mode).toBe('exact');
+    expect(ruleFor(DEFAULT_RULES, ['attr_out', 'attr', 'mtime'], 0)?.mode).toBe('ignore');
   });
 
   it('parseRules validates FIELD=MODE with exact messages', () => {

@@ -10,11 +10,12 @@
  */
 import { UserError } from '../errors.js';
 import { decodeReply, decodeRequest, errnoName, formatLine, negotiateInit, opcodeName, type DecodedFrame } from '../protocol/index.js';
-import { compareTrees, flatten, show, type FieldDiff, type NormRule } from './compare.js';
-import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER } from './ids.js';
+import { compareTrees, direntsByName, flatten, readdirAsSet, show, type FieldDiff, type NormRule } from './compare.js';
+import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER, isNoReply } from './ids.js';
 import { IdMap } from './idmap.js';
 import { ServerLink, type ServerExit } from './link.js';
 import { prng } from '../util/prng.js';
+import { RecentMap, RecentSet } from './recent.js';
 import { interruptUnique, type PlanEvent, type PlanFrame, type ReplayPlan, type SendEvent } from './plan.js';
 
 /** --timing: `asap` sends as soon as the recorded order allows; `recorded` keeps recorded gaps, divided by `scale`. */
@@ -37,6 +38,12 @@ export interface ReplayOptions {
   seed?: number;
   /** How long to wait for a recorded reply beyond its recorded duration before calling it a hang. */
   replyTimeoutMs: number;
+  /**
+   * Which results to keep in ReplayResult.results: `all` (default), or `failing`: only those a
+   * report lists one by one (not matched, not `sent`); the others are only counted (`elided`), so
+   * a million matching requests cost no memory.
+   */
+  keep?: 'all' | 'failing';
 }
 
 /**
@@ -49,8 +56,10 @@ export interface ReplayOptions {
  * - uncomparable: the recorded request or reply was cut by --snaplen;
  * - injected: --interrupt changed it on purpose; both replies are shown, not counted as divergence;
  * - sent: no reply expected (FORGET, BATCH_FORGET, an INTERRUPT that got none) and none came.
+ * - race: it differs, and in the recording it was in flight together with a request on the same
+ *   node or handle that changes it (race.ts): the server may run the two in either order.
  */
-export type Outcome = 'matched' | 'diverged' | 'missing' | 'skipped' | 'uncomparable' | 'injected' | 'sent';
+export type Outcome = 'matched' | 'diverged' | 'race' | 'missing' | 'skipped' | 'uncomparable' | 'injected' | 'sent';
 
 export interface RequestResult {
   seq: number;
@@ -70,6 +79,8 @@ export interface RequestResult {
   note?: string;
   /** INTERRUPTs sent for it, e.g. `INTERRUPT 100 ms after sending (as recorded)`. */
   interrupts?: string[];
+  /** For a `race`: the uniques of the conflicting requests it was in flight with when recorded. */
+  racedWith?: bigint[];
 }
 
 /** A frame the live server sent that the recording has no place for. */
@@ -83,8 +94,10 @@ export interface UnexpectedFrame {
 export interface ReplayResult {
   results: RequestResult[];
   unexpected: UnexpectedFrame[];
-  /** Uniques in the order they were sent (after --seed permutation). */
+  /** Uniques in the order they were sent, with --seed (after its permutation); empty without. */
   order: bigint[];
+  /** Results not kept in `results` (ReplayOptions.keep), counted by outcome. */
+  elided: Partial<Record<Outcome, number>>;
   server: ServerExit & { early: boolean; stderr: string };
   /** Requests sent to the server. */
   sent: number;
@@ -101,25 +114,29 @@ export { prng };
  * answered in between: the server had all of them in flight together, so any order among them is
  * one the kernel could have produced. INTERRUPTs stay where they are (they follow their target).
  */
-export function permuteInFlight(events: PlanEvent[], seed: number): PlanEvent[] {
+export function* permuteInFlight(events: Iterable<PlanEvent>, seed: number): Generator<PlanEvent> {
   const rand = prng(seed);
-  const out = [...events];
   const movable = (e: PlanEvent): boolean => e.kind === 'send' && e.opcode !== OP.INTERRUPT;
-  let i = 0;
-  while (i < out.length) {
-    if (!movable(out[i])) {
-      i++;
+  // Streaming: only the current run of back-to-back requests is held.
+  let run: PlanEvent[] = [];
+  const shuffled = (): PlanEvent[] => {
+    for (let k = run.length - 1; k > 0; k--) {
+      const r = Math.floor(rand() * (k + 1));
+      [run[k], run[r]] = [run[r], run[k]];
+    }
+    const out = run;
+    run = [];
+    return out;
+  };
+  for (const e of events) {
+    if (movable(e)) {
+      run.push(e);
       continue;
     }
-    let j = i;
-    while (j < out.length && movable(out[j])) j++;
-    for (let k = j - 1; k > i; k--) {
-      const r = i + Math.floor(rand() * (k - i + 1));
-      [out[k], out[r]] = [out[r], out[k]];
-    }
-    i = j;
+    yield* shuffled();
+    yield e;
   }
-  return out;
+  yield* shuffled();
 }
 
 /** Replies that hand out identifiers (nodeid, fh, directory cookies). */
@@ -139,6 +156,12 @@ export function initFailure(r: ReplayResult): string | null {
   return `the server never answered INIT (${how})${why ? `: ${why}` : ''}`;
 }
 
+/**
+ * How many recent uniques the walk remembers (sent, answered, not sent). Entries go as soon as the
+ * recorded reply is reached; the bound only matters for requests the recording never answered.
+ */
+const RECENT = 1 << 18;
+
 /** Consecutive hangs after which the rest of the session is given up as missing. */
 const MAX_HANGS = 3;
 
@@ -155,18 +178,24 @@ class Replayer {
   private readonly arrived = new Map<bigint, Buffer[]>();
   private readonly waiters = new Map<bigint, (f: Buffer | null) => void>();
   private gone = false;
-  private readonly results: RequestResult[] = [];
-  private readonly resultBySeq = new Map<number, RequestResult>();
+  private results: RequestResult[] = [];
+  /** Results settled as matched or sent with keep `failing`: dropped from `results` at the next compaction. */
+  private readonly droppable = new WeakSet<RequestResult>();
+  private droppableCount = 0;
+  /** Results whose recorded reply the walk has not reached yet, by seq and by unique. */
+  private readonly resultBySeq = new RecentMap<number, RequestResult>(RECENT);
+  private readonly resultByUnique = new RecentMap<bigint, RequestResult>(RECENT);
+  private readonly elided: Partial<Record<Outcome, number>> = {};
   private readonly unexpected: UnexpectedFrame[] = [];
   private readonly order: bigint[] = [];
   /** Live send time (ms, performance.now) of each unique, for INTERRUPT points. */
-  private readonly sentAt = new Map<bigint, number>();
+  private readonly sentAt = new RecentMap<bigint, number>(RECENT);
   /** Uniques answered live. */
-  private readonly answered = new Set<bigint>();
+  private readonly answered = new RecentSet<bigint>(RECENT);
   /** Requests not sent (skipped), by unique: their recorded replies are not awaited. */
-  private readonly notSent = new Set<bigint>();
-  /** The request each live unique stands for (to describe unexpected replies). */
-  private readonly sentRequests = new Map<bigint, SendEvent>();
+  private readonly notSent = new RecentSet<bigint>(RECENT);
+  /** The request each live unique stands for (to describe unexpected replies), until its recorded reply is reached. */
+  private readonly sentRequests = new RecentMap<bigint, SendEvent>(RECENT);
   private recCtx: { minor: number; flags?: bigint } = { minor: 45 };
   private liveCtx: { minor: number; flags?: bigint } = { minor: 45 };
   private sentCount = 0;
@@ -184,7 +213,12 @@ class Replayer {
   private readonly pending: Array<Promise<unknown>> = [];
   private readonly decoded = new WeakMap<SendEvent, DecodedFrame | undefined>();
 
-  constructor(private readonly plan: ReplayPlan, private readonly opts: ReplayOptions) {}
+  /** The `readdir=set` rule is in effect (compare.ts). */
+  private readonly readdirAsSet: boolean;
+
+  constructor(private readonly plan: ReplayPlan, private readonly opts: ReplayOptions) {
+    this.readdirAsSet = readdirAsSet(opts.rules);
+  }
 
   async run(): Promise<ReplayResult> {
     const maxFrame = Math.max(this.plan.maxLen, 256 * 4096 + 4096) + 4096;
@@ -238,6 +272,7 @@ class Replayer {
       if (this.injected?.timer) clearTimeout(this.injected.timer);
     }
     const exit = await this.link.stop();
+    this.compact();
     for (const [unique, frames] of this.arrived) {
       for (const f of frames) this.noteUnexpected(unique, f);
     }
@@ -246,6 +281,7 @@ class Replayer {
       results: this.results,
       unexpected: this.unexpected,
       order: this.order,
+      elided: { ...this.elided },
       server: { ...exit, early, stderr: this.link.stderr },
       sent: this.sentCount,
       interruptLateMs: this.interruptLateMs,
@@ -412,15 +448,17 @@ class Replayer {
       return;
     }
     this.sentCount++;
-    this.sentRequests.set(f.unique, ev);
+    if (!isNoReply(ev.opcode) || ev.opcode === OP.INTERRUPT) this.sentRequests.set(f.unique, ev);
     this.ids.noteSent(data, ev.opcode);
     if (result) {
       if (cut) {
         result.outcome = 'uncomparable';
         result.note = `request cut by --snaplen (${f.data.length} of ${f.len} bytes recorded)`;
-      } else if (!ev.reply) {
+      } else {
+        // `sent` until its recorded reply comes up in the walk (the plan may not have read it yet).
         result.outcome = 'sent';
       }
+      if (isNoReply(ev.opcode)) this.settle(result);
     }
     if (this.opts.interrupt && this.opts.interrupt.unique === f.unique && ev.opcode !== OP.INTERRUPT) this.inject(f.unique);
   }
@@ -432,14 +470,28 @@ class Replayer {
       this.gone = true;
       return false;
     }
-    this.order.push(unique);
+    if (this.opts.seed !== undefined) this.order.push(unique);
     this.sentAt.set(unique, performance.now());
     return true;
   }
 
   private async expect(ev: Extract<PlanEvent, { kind: 'expect' }>): Promise<void> {
-    const f = ev.frame;
     const req = ev.request;
+    if (req && req.opcode !== OP.INTERRUPT) {
+      // Its recorded reply is reached: nothing later refers to it but INTERRUPTs (sentAt, answered).
+      const u = req.frame.unique;
+      const result = this.resultBySeq.get(req.frame.seq);
+      if (this.notSent.delete(u)) return;
+      await this.expectReply(ev, req);
+      this.sentRequests.delete(u);
+      if (result) this.settle(result);
+      return;
+    }
+    await this.expectReply(ev, req);
+  }
+
+  private async expectReply(ev: Extract<PlanEvent, { kind: 'expect' }>, req: SendEvent | undefined): Promise<void> {
+    const f = ev.frame;
     if (req && this.notSent.has(req.frame.unique)) return;
     if (req?.opcode === OP.INTERRUPT) {
       await this.expectInterruptReply(req, f);
@@ -543,11 +595,16 @@ class Replayer {
     if (!recD.frame || !liveD.frame) {
       result.outcome = recorded.equals(live) ? 'matched' : 'diverged';
       if (result.outcome === 'diverged') result.diffs.push({ field: 'frame', recorded: recorded.toString('hex'), live: live.toString('hex'), mode: 'exact' });
+      this.classifyRace(result, req);
       return;
     }
     this.learn(req, recD.frame, liveD.frame);
     const recTree = recordedTree(recD.frame);
     const liveTree = replyTree(liveD.frame);
+    if (this.readdirAsSet) {
+      direntsByName(recTree);
+      direntsByName(liveTree);
+    }
     const recFh = requestFh(req);
     const diffs = compareTrees(recTree, liveTree, this.opts.rules, (kind, rec, lv) => this.checkId(kind, rec, lv, recFh));
     const replyCut = recorded.length < (req.reply?.len ?? recorded.length);
@@ -565,6 +622,7 @@ class Replayer {
     }
     result.diffs.push(...diffs);
     result.outcome = result.diffs.length === 0 ? 'matched' : 'diverged';
+    this.classifyRace(result, req);
     if (result.outcome === 'matched') {
       // A matching reply is the recorded one up to the rules; its live identifiers change from
       // run to run and would make two identical replays' reports differ.
@@ -573,6 +631,16 @@ class Replayer {
       result.recordedFields = fieldList(recTree);
       result.liveFields = fieldList(liveTree);
     }
+  }
+
+  /** A divergence of a request that raced in the recording with a conflicting one is a `race` (race.ts). */
+  private classifyRace(result: RequestResult, req: SendEvent): void {
+    if (result.outcome !== 'diverged' || !req.races?.length) return;
+    result.outcome = 'race';
+    const others = req.races.slice(0, 3).map((t) => `unique ${t.unique} ${opcodeName(t.opcode)}`).join(', ');
+    const more = req.races.length > 3 ? ` and ${req.races.length - 3} more` : '';
+    result.note = appendNote(result.note, `in flight together with ${others}${more} on the same node or handle when recorded`);
+    result.racedWith = req.races.map((t) => t.unique);
   }
 
   private learnOnly(req: SendEvent, recorded: Buffer, live: Buffer): void {
@@ -707,12 +775,34 @@ class Replayer {
     };
     this.results.push(r);
     this.resultBySeq.set(ev.frame.seq, r);
+    this.resultByUnique.set(ev.frame.unique, r);
     return r;
   }
 
   private resultOfUnique(unique: bigint): RequestResult | undefined {
-    for (let i = this.results.length - 1; i >= 0; i--) if (this.results[i].unique === unique) return this.results[i];
-    return undefined;
+    return this.resultByUnique.get(unique);
+  }
+
+  /**
+   * The walk is done with a result (its recorded reply was reached, or it expects none). With keep
+   * `failing`, a matched or merely sent one leaves `results` at the next compaction and is counted.
+   */
+  private settle(r: RequestResult): void {
+    this.resultBySeq.delete(r.seq);
+    if (this.opts.keep !== 'failing' || (r.outcome !== 'matched' && r.outcome !== 'sent')) return;
+    this.droppable.add(r);
+    if (++this.droppableCount >= 4096) this.compact();
+  }
+
+  /** Drops the droppable results from `results`, counting them by outcome (kept in send order). */
+  private compact(): void {
+    if (this.droppableCount === 0) return;
+    this.results = this.results.filter((r) => {
+      if (!this.droppable.has(r)) return true;
+      this.elided[r.outcome] = (this.elided[r.outcome] ?? 0) + 1;
+      return false;
+    });
+    this.droppableCount = 0;
   }
 
   private missing(result: RequestResult, note: string): void {
@@ -729,7 +819,8 @@ class Replayer {
     this.notSent.add(ev.frame.unique);
     if (!ev.selected || ev.opcode === OP.INTERRUPT) return;
     const r = this.newResult(ev);
-    if (ev.reply) this.missing(r, this.gone ? 'not replayed: the server is gone' : `not replayed: ${MAX_HANGS} hangs in a row`);
+    // The plan may not have read its recorded reply yet: any request but FORGET expects one.
+    if (ev.reply || !isNoReply(ev.opcode)) this.missing(r, this.gone ? 'not replayed: the server is gone' : `not replayed: ${MAX_HANGS} hangs in a row`);
     else r.outcome = 'skipped';
   }
 
