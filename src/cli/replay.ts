@@ -8,7 +8,7 @@ import { resolveExecutable } from '../proxy/recorder.js';
 import { DEFAULT_RULES, parseRules, parseRulesFile, type NormRule } from '../replay/compare.js';
 import { initFailure, runReplay, type InjectedInterrupt, type Timing } from '../replay/engine.js';
 import { buildPlan, resolveSession, sessionHasRequest } from '../replay/plan.js';
-import { ReplaySource } from '../store/replay-source.js';
+import { ReplaySource, streamOnce } from '../store/replay-source.js';
 import { buildReport, exitStatus, formatReport, REPORT_FORMATS, type ReportFormat } from '../replay/report.js';
 
 interface ReplayFlags {
@@ -153,6 +153,7 @@ export function registerReplay(program: Command): void {
         if (interrupt && !sessionHasRequest(db, session, interrupt.unique)) {
           throw new UserError(`--interrupt ${flags.interrupt}: session ${session} sends no request with unique ${interrupt.unique}`);
         }
+        streamOnce(db);
         plan = buildPlan(db, session, { filter: flags.filter, range });
         // A text report lists only what did not match: matching results need not be kept.
         const keep = flags.report === 'text' ? 'failing' : 'all';

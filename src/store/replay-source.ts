@@ -19,6 +19,16 @@ export interface ReplaySelection {
   lastSeq: number;
 }
 
+/**
+ * Sets a connection up for one pass over a whole session: no memory map. openTraceDb maps the file
+ * for readers (random lookups), but a replay reads every frame once, and mapped pages of a 1 GB
+ * trace stay resident and count in the process's RSS; read() through SQLite's small page cache
+ * keeps a replay's memory independent of the trace's size.
+ */
+export function streamOnce(db: Database): void {
+  db.pragma('mmap_size = 0');
+}
+
 /** Rows per page of the selection scan of a session without a ledger. */
 const PAGE = 4096;
 
