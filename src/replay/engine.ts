@@ -16,6 +16,7 @@ import { IdMap } from './idmap.js';
 import { ServerLink, type ServerExit } from './link.js';
 import { prng } from '../util/prng.js';
 import { RecentMap, RecentSet } from './recent.js';
+import { mustFollow, orderTouch, type OrderTouch } from './pipeline.js';
 import { interruptUnique, type PlanEvent, type PlanFrame, type ReplayPlan, type SendEvent } from './plan.js';
 
 /** --timing: `asap` sends as soon as the recorded order allows; `recorded` keeps recorded gaps, divided by `scale`. */
@@ -44,6 +45,8 @@ export interface ReplayOptions {
    * a million matching requests cost no memory.
    */
   keep?: 'all' | 'failing';
+  /** Send requests ahead of their place where they cannot depend on what is pending (pipeline.ts); default true. */
+  pipeline?: boolean;
 }
 
 /**
@@ -162,6 +165,10 @@ export function initFailure(r: ReplayResult): string | null {
  */
 const RECENT = 1 << 18;
 
+/** Events the walk looks ahead for requests to send early, and requests it lets be pending at once. */
+const AHEAD_WINDOW = 128;
+const AHEAD_MAX = 32;
+
 /** Consecutive hangs after which the rest of the session is given up as missing. */
 const MAX_HANGS = 3;
 
@@ -215,9 +222,17 @@ class Replayer {
 
   /** The `readdir=set` rule is in effect (compare.ts). */
   private readonly readdirAsSet: boolean;
+  /** Requests may be sent ahead of their place (pipeline.ts): asap, and no --seed or --interrupt to honour. */
+  private readonly pipelining: boolean;
+  /** Requests sent ahead whose place in the walk has not come yet. */
+  private readonly early = new Set<SendEvent>();
+  /** Sent requests the walk has not passed the recorded reply of, by unique: what sendAhead must not overtake. */
+  private readonly walking = new Map<bigint, SendEvent>();
+  private readonly orderTouches = new WeakMap<SendEvent, OrderTouch>();
 
   constructor(private readonly plan: ReplayPlan, private readonly opts: ReplayOptions) {
     this.readdirAsSet = readdirAsSet(opts.rules);
+    this.pipelining = opts.timing.mode === 'asap' && opts.seed === undefined && opts.interrupt === undefined && opts.pipeline !== false;
   }
 
   async run(): Promise<ReplayResult> {
@@ -246,9 +261,10 @@ class Replayer {
       // No INIT reply: nothing else can be replayed against this server (the walk gives up).
       if (!(await this.replayInit())) this.gone = true;
       const events = this.opts.seed === undefined ? this.plan.events : permuteInFlight(this.plan.events, this.opts.seed);
+      const win = new Lookahead(events[Symbol.iterator]());
       const t0 = performance.now();
       const rec0 = this.plan.init.frame.fwdNs ?? this.plan.init.frame.tsNs;
-      for (const ev of events) {
+      for (let ev = win.next(); ev !== undefined; ev = win.next()) {
         if (this.hangs >= MAX_HANGS || this.gone) {
           this.giveUp(ev);
           continue;
@@ -260,6 +276,8 @@ class Replayer {
           }
           await this.send(ev);
         } else {
+          // While the reply is not there yet, what cannot depend on it goes out (pipeline.ts).
+          if (this.pipelining && !this.arrived.has(ev.frame.unique)) this.sendAhead(win);
           await this.expect(ev);
         }
       }
@@ -402,6 +420,12 @@ class Replayer {
   private async send(ev: SendEvent): Promise<void> {
     const f = ev.frame;
     const result = ev.selected && ev.opcode !== OP.INTERRUPT ? this.newResult(ev) : undefined;
+    if (this.early.delete(ev)) {
+      // Sent ahead by sendAhead(); its result takes its place in the recorded order now.
+      if (result) result.outcome = 'sent';
+      if (result && isNoReply(ev.opcode)) this.settle(result);
+      return;
+    }
     if (ev.opcode === OP.INTERRUPT) {
       // The server saw this INTERRUPT, so it gets it, whether or not the request is answered yet:
       // the kernel queues an INTERRUPT when the signal arrives and may deliver it after the reply
@@ -447,9 +471,7 @@ class Replayer {
       if (result) this.missing(result, 'the server is gone');
       return;
     }
-    this.sentCount++;
-    if (!isNoReply(ev.opcode) || ev.opcode === OP.INTERRUPT) this.sentRequests.set(f.unique, ev);
-    this.ids.noteSent(data, ev.opcode);
+    this.noteSent(ev, data);
     if (result) {
       if (cut) {
         result.outcome = 'uncomparable';
@@ -463,9 +485,70 @@ class Replayer {
     if (this.opts.interrupt && this.opts.interrupt.unique === f.unique && ev.opcode !== OP.INTERRUPT) this.inject(f.unique);
   }
 
+  /** Bookkeeping of a request the server now has (sent in its place, or ahead of it). */
+  private noteSent(ev: SendEvent, data: Buffer): void {
+    this.sentCount++;
+    if (!isNoReply(ev.opcode) || ev.opcode === OP.INTERRUPT) this.sentRequests.set(ev.frame.unique, ev);
+    if (this.pipelining && !isNoReply(ev.opcode) && ev.opcode !== OP.INTERRUPT) this.walking.set(ev.frame.unique, ev);
+    this.ids.noteSent(data, ev.opcode);
+  }
+
+  // ---- sending ahead (pipeline.ts) ----
+
+  private orderOf(ev: SendEvent): OrderTouch {
+    let t = this.orderTouches.get(ev);
+    if (!t) {
+      t = orderTouch(ev);
+      this.orderTouches.set(ev, t);
+    }
+    // The recorded reply may have been read by the plan since.
+    if (t.binds === null && ev.reply) t.binds = orderTouch(ev).binds;
+    return t;
+  }
+
+  /**
+   * Sends the requests of the look-ahead window that cannot depend on anything sent and not yet
+   * walked past, nor on the unsent requests before them (pipeline.ts mustFollow). Stops at a
+   * barrier, at a notification the recording expects, and when the socket has no room.
+   */
+  private sendAhead(win: Lookahead<PlanEvent>): void {
+    const bound = (n: bigint): boolean => this.ids.liveNodeid(n) !== undefined;
+    const pending: OrderTouch[] = [];
+    for (const sent of this.walking.values()) pending.push(this.orderOf(sent));
+    for (const ev of win.peek(AHEAD_WINDOW)) {
+      if (this.walking.size >= AHEAD_MAX) return;
+      if (ev.kind === 'expect') {
+        if (!ev.request) return;
+        continue;
+      }
+      if (this.early.has(ev)) continue;
+      if (ev.opcode === OP.INTERRUPT) return;
+      const t = this.orderOf(ev);
+      if (t.barrier) return;
+      if (pending.some((p) => mustFollow(p, t, bound)) || !this.sendEarly(ev)) pending.push(t);
+    }
+  }
+
+  /** Sends one request ahead of its place if its ids translate and the socket has room now. */
+  private sendEarly(ev: SendEvent): boolean {
+    const f = ev.frame;
+    if (this.gone || f.data.length < f.len) return false;
+    const tr = this.ids.translateRequest(f.data, ev.opcode);
+    if ('missing' in tr) return false;
+    try {
+      if (!this.link.sendNow(tr.frame)) return false;
+    } catch {
+      return false;
+    }
+    this.early.add(ev);
+    this.sentAt.set(f.unique, performance.now());
+    this.noteSent(ev, f.data);
+    return true;
+  }
+
   private async rawSend(frame: Buffer, unique: bigint): Promise<boolean> {
     try {
-      await this.link.send(frame);
+      if (!this.link.sendNow(frame)) await this.link.send(frame);
     } catch {
       this.gone = true;
       return false;
@@ -484,6 +567,7 @@ class Replayer {
       if (this.notSent.delete(u)) return;
       await this.expectReply(ev, req);
       this.sentRequests.delete(u);
+      this.walking.delete(u);
       if (result) this.settle(result);
       return;
     }
@@ -839,6 +923,41 @@ class Replayer {
 }
 
 // ---- helpers ----
+
+/** An iterator with a bounded look-ahead: peek(n) reads up to n events ahead without consuming them. */
+class Lookahead<T> {
+  private buf: T[] = [];
+  private head = 0;
+  private done = false;
+
+  constructor(private readonly it: Iterator<T>) {}
+
+  next(): T | undefined {
+    if (this.head < this.buf.length) {
+      const v = this.buf[this.head++];
+      // Drop what was consumed now and then (peek() keeps the buffer from ever running empty).
+      if (this.head >= 1024) {
+        this.buf = this.buf.slice(this.head);
+        this.head = 0;
+      }
+      return v;
+    }
+    if (this.done) return undefined;
+    const r = this.it.next();
+    if (r.done) this.done = true;
+    return r.done ? undefined : r.value;
+  }
+
+  /** The next (up to) n items, not consumed. */
+  peek(n: number): T[] {
+    while (!this.done && this.buf.length - this.head < n) {
+      const r = this.it.next();
+      if (r.done) this.done = true;
+      else this.buf.push(r.value);
+    }
+    return this.buf.slice(this.head, this.head + n);
+  }
+}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
