@@ -188,6 +188,8 @@ class Replayer {
   private results: RequestResult[] = [];
   /** Results settled as matched or sent with keep `failing`: dropped from `results` at the next compaction. */
   private readonly droppable = new WeakSet<RequestResult>();
+  /** The event of each result whose request text is still to be made (keep `failing`). */
+  private readonly eventOf = new WeakMap<RequestResult, SendEvent>();
   private droppableCount = 0;
   /** Results whose recorded reply the walk has not reached yet, by seq and by unique. */
   private readonly resultBySeq = new RecentMap<number, RequestResult>(RECENT);
@@ -290,7 +292,7 @@ class Replayer {
       if (this.injected?.timer) clearTimeout(this.injected.timer);
     }
     const exit = await this.link.stop();
-    this.compact();
+    this.compact(true);
     for (const [unique, frames] of this.arrived) {
       for (const f of frames) this.noteUnexpected(unique, f);
     }
@@ -674,12 +676,18 @@ class Replayer {
     const reqD = this.decodedRequest(req);
     const recD = decodeReply(recorded, { ...this.recCtx, opcode: req.opcode, request: reqD });
     const liveD = decodeReply(live, { ...this.liveCtx, opcode: req.opcode, request: reqD });
-    result.recordedReply = describeReply(recD.frame);
-    result.liveReply = describeReply(liveD.frame);
+    // The one-line texts cost as much as the comparison: with keep `failing` a matching result is
+    // dropped, so they are made only for the others.
+    const describe = (): void => {
+      result.recordedReply = describeReply(recD.frame);
+      result.liveReply = describeReply(liveD.frame);
+    };
+    if (this.opts.keep !== 'failing') describe();
     if (!recD.frame || !liveD.frame) {
       result.outcome = recorded.equals(live) ? 'matched' : 'diverged';
       if (result.outcome === 'diverged') result.diffs.push({ field: 'frame', recorded: recorded.toString('hex'), live: live.toString('hex'), mode: 'exact' });
       this.classifyRace(result, req);
+      if (result.outcome !== 'matched') describe();
       return;
     }
     this.learn(req, recD.frame, liveD.frame);
@@ -693,12 +701,14 @@ class Replayer {
     const diffs = compareTrees(recTree, liveTree, this.opts.rules, (kind, rec, lv) => this.checkId(kind, rec, lv, recFh));
     const replyCut = recorded.length < (req.reply?.len ?? recorded.length);
     if (result.outcome === 'injected') {
+      describe();
       result.diffs = diffs;
       result.recordedFields = fieldList(recTree);
       result.liveFields = fieldList(liveTree);
       return;
     }
     if (result.outcome === 'uncomparable' || replyCut) {
+      describe();
       result.outcome = 'uncomparable';
       if (replyCut) result.note = appendNote(result.note, `reply cut by --snaplen (${recorded.length} of ${req.reply?.len} bytes recorded)`);
       delete result.liveReply;
@@ -712,6 +722,7 @@ class Replayer {
       // run to run and would make two identical replays' reports differ.
       delete result.liveReply;
     } else {
+      describe();
       result.recordedFields = fieldList(recTree);
       result.liveFields = fieldList(liveTree);
     }
@@ -847,17 +858,19 @@ class Replayer {
   }
 
   private newResult(ev: SendEvent): RequestResult {
-    const d = this.decodedRequest(ev);
+    // With keep `failing` the request's text is made only for results that stay (settle, compact).
+    const lazy = this.opts.keep === 'failing';
     const r: RequestResult = {
       seq: ev.frame.seq,
       unique: ev.frame.unique,
       opcode: ev.opcode,
       op: opcodeName(ev.opcode),
-      request: describeRequest(d, ev),
+      request: lazy ? '' : describeRequest(this.decodedRequest(ev), ev),
       outcome: 'matched',
       diffs: [],
     };
     this.results.push(r);
+    if (lazy) this.eventOf.set(r, ev);
     this.resultBySeq.set(ev.frame.seq, r);
     this.resultByUnique.set(ev.frame.unique, r);
     return r;
@@ -873,13 +886,24 @@ class Replayer {
    */
   private settle(r: RequestResult): void {
     this.resultBySeq.delete(r.seq);
-    if (this.opts.keep !== 'failing' || (r.outcome !== 'matched' && r.outcome !== 'sent')) return;
+    if (this.opts.keep !== 'failing') return;
+    if (r.outcome !== 'matched' && r.outcome !== 'sent') {
+      this.describeRequestOf(r);
+      return;
+    }
     this.droppable.add(r);
     if (++this.droppableCount >= 4096) this.compact();
   }
 
+  /** Fills in a result's request text (made lazily with keep `failing`). */
+  private describeRequestOf(r: RequestResult): void {
+    const ev = this.eventOf.get(r);
+    if (ev && !r.request) r.request = describeRequest(this.decodedRequest(ev), ev);
+  }
+
   /** Drops the droppable results from `results`, counting them by outcome (kept in send order). */
-  private compact(): void {
+  private compact(final = false): void {
+    if (final) for (const r of this.results) if (!this.droppable.has(r)) this.describeRequestOf(r);
     if (this.droppableCount === 0) return;
     this.results = this.results.filter((r) => {
       if (!this.droppable.has(r)) return true;
