@@ -164,6 +164,8 @@ export function initFailure(r: ReplayResult): string | null {
  * recorded reply is reached; the bound only matters for requests the recording never answered.
  */
 const RECENT = 1 << 18;
+/** Settled results kept findable by unique (an INTERRUPT recorded after its request's reply). */
+const RECENT_RESULTS = 1 << 12;
 
 /** Events the walk looks ahead for requests to send early, and requests it lets be pending at once. */
 const AHEAD_WINDOW = 128;
@@ -193,7 +195,8 @@ class Replayer {
   private droppableCount = 0;
   /** Results whose recorded reply the walk has not reached yet, by seq and by unique. */
   private readonly resultBySeq = new RecentMap<number, RequestResult>(RECENT);
-  private readonly resultByUnique = new RecentMap<bigint, RequestResult>(RECENT);
+  /** By unique also once settled, for INTERRUPTs that come after the reply, but only the recent ones. */
+  private readonly resultByUnique = new RecentMap<bigint, RequestResult>(RECENT_RESULTS);
   private readonly elided: Partial<Record<Outcome, number>> = {};
   private readonly unexpected: UnexpectedFrame[] = [];
   private readonly order: bigint[] = [];
@@ -887,10 +890,10 @@ class Replayer {
   private settle(r: RequestResult): void {
     this.resultBySeq.delete(r.seq);
     if (this.opts.keep !== 'failing') return;
-    if (r.outcome !== 'matched' && r.outcome !== 'sent') {
-      this.describeRequestOf(r);
-      return;
-    }
+    if (r.outcome !== 'matched' && r.outcome !== 'sent') this.describeRequestOf(r);
+    // The event holds the recorded frames: a settled result must not keep them alive.
+    this.eventOf.delete(r);
+    if (r.outcome !== 'matched' && r.outcome !== 'sent') return;
     this.droppable.add(r);
     if (++this.droppableCount >= 4096) this.compact();
   }
