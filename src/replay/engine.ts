@@ -530,7 +530,9 @@ class Replayer {
       if (ev.opcode === OP.INTERRUPT) return;
       const t = this.orderOf(ev);
       if (t.barrier) return;
-      if (pending.some((p) => mustFollow(p, t, bound)) || !this.sendEarly(ev)) pending.push(t);
+      // Sent now or not, what comes after it in the window must not overtake it.
+      if (!pending.some((p) => mustFollow(p, t, bound))) this.sendEarly(ev);
+      pending.push(t);
     }
   }
 
