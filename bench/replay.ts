@@ -61,7 +61,8 @@ export async function benchReplay(): Promise<void> {
     statSync(mnt); // INIT
     workload(mnt);
     await new Promise((r) => setTimeout(r, 300)); // releases and forgets reach the server
-    const exit = await rec.stop();
+    // A 500,000-request session takes the recorder a while to commit after the unmount.
+    const exit = await rec.stop(300_000);
     if (exit.code !== 0) throw new Error(`fusetrace record exited ${exit.code ?? exit.signal}:\n${rec.log()}`);
     process.stdout.write(`recorded in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
 

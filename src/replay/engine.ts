@@ -164,8 +164,12 @@ export function initFailure(r: ReplayResult): string | null {
  * recorded reply is reached; the bound only matters for requests the recording never answered.
  */
 const RECENT = 1 << 18;
-/** Settled results kept findable by unique (an INTERRUPT recorded after its request's reply). */
-const RECENT_RESULTS = 1 << 12;
+/**
+ * Settled results kept findable by unique, and live send times and answers kept: only INTERRUPTs
+ * look them up, and an INTERRUPT follows its request closely. (At 1 << 18 these alone grew a
+ * 500,000-request replay past 300 MB.)
+ */
+const RECENT_RESULTS = 1 << 14;
 
 /** Events the walk looks ahead for requests to send early, and requests it lets be pending at once. */
 const AHEAD_WINDOW = 128;
@@ -201,9 +205,9 @@ class Replayer {
   private readonly unexpected: UnexpectedFrame[] = [];
   private readonly order: bigint[] = [];
   /** Live send time (ms, performance.now) of each unique, for INTERRUPT points. */
-  private readonly sentAt = new RecentMap<bigint, number>(RECENT);
-  /** Uniques answered live. */
-  private readonly answered = new RecentSet<bigint>(RECENT);
+  private readonly sentAt = new RecentMap<bigint, number>(RECENT_RESULTS);
+  /** Uniques answered live (recent ones: only INTERRUPTs ask, and they follow their request closely). */
+  private readonly answered = new RecentSet<bigint>(RECENT_RESULTS);
   /** Requests not sent (skipped), by unique: their recorded replies are not awaited. */
   private readonly notSent = new RecentSet<bigint>(RECENT);
   /** The request each live unique stands for (to describe unexpected replies), until its recorded reply is reached. */
