@@ -73,7 +73,7 @@ export async function benchReplay(): Promise<void> {
       const copy = join(work, 'copy');
       rmSync(copy, { recursive: true, force: true });
       initialTree(copy);
-      const r = await runMeasured(process.execPath, [cli, '--db', db, 'replay', '--', server, ...serverOpts, '-o', `source=${copy}`], 30 * 60_000,
+      const r = await runMeasured(process.execPath, [cli, '--db', db, 'replay', '--send-ahead', '--', server, ...serverOpts, '-o', `source=${copy}`], 30 * 60_000,
         (pid) => reg.process(pid));
       if (r.code !== 0) throw new Error(`the replay failed (${r.code ?? r.signal}):\n${(r.stdout + r.stderr).split('\n').slice(0, 60).join('\n')}`);
       const m = /requests replayed (\d+), compared \d+: matched (\d+)/.exec(r.stdout);

@@ -112,7 +112,7 @@ describe('a large session replays in bounded memory', () => {
     } finally {
       t.close();
     }
-    const r = await replay(db, [String(big), '--', passthrough, '-f', '-o', 'cache=never', '-o', `source=${src}`]);
+    const r = await replay(db, [String(big), '--send-ahead', '--', passthrough, '-f', '-o', 'cache=never', '-o', `source=${src}`]);
     expect(r.code, r.out).toBe(0);
     expect(r.counts.replayed).toBeGreaterThanOrEqual(REQUESTS);
     expect(r.counts.diverged + r.counts.missing + r.counts.unexpected + r.counts.skipped).toBe(0);

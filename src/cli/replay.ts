@@ -23,6 +23,7 @@ interface ReplayFlags {
   rules?: string[];
   data?: string;
   strict?: boolean;
+  sendAhead?: boolean;
   replyTimeout: string;
 }
 
@@ -114,6 +115,7 @@ export function registerReplay(program: Command): void {
     .option('--rules <file>', 'normalisation rules from FILE, one FIELD=MODE a line (# comments); repeatable',
       (v: string, prev: string[] = []) => [...prev, v])
     .option('--data <mode>', 'compare file data: exact (the default rule) or length')
+    .option('--send-ahead', 'send requests that cannot depend on a pending reply without waiting for it (faster; --timing asap only)')
     .option('--strict', 'races (divergences of requests that raced with a conflicting one when recorded) fail too')
     .option('--reply-timeout <ms>', 'wait this long beyond the recorded duration before reporting a hang', '5000')
     .action(async (_operands: string[], flags: ReplayFlags, cmd: Command) => {
@@ -157,7 +159,7 @@ export function registerReplay(program: Command): void {
         plan = buildPlan(db, session, { filter: flags.filter, range });
         // A text report lists only what did not match: matching results need not be kept.
         const keep = flags.report === 'text' ? 'failing' : 'all';
-        result = await runReplay(plan, { argv: [program, ...server.slice(1)], rules, timing, interrupt, seed, replyTimeoutMs, keep });
+        result = await runReplay(plan, { argv: [program, ...server.slice(1)], rules, timing, interrupt, seed, replyTimeoutMs, keep, pipeline: flags.sendAhead === true });
       } finally {
         db.close();
       }

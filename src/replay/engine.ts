@@ -45,7 +45,10 @@ export interface ReplayOptions {
    * a million matching requests cost no memory.
    */
   keep?: 'all' | 'failing';
-  /** Send requests ahead of their place where they cannot depend on what is pending (pipeline.ts); default true. */
+  /**
+   * Send requests ahead of their place where they cannot depend on what is pending (pipeline.ts).
+   * Off by default: a server that parks a request on a thread another one needs answers differently.
+   */
   pipeline?: boolean;
 }
 
@@ -241,7 +244,7 @@ class Replayer {
 
   constructor(private readonly plan: ReplayPlan, private readonly opts: ReplayOptions) {
     this.readdirAsSet = readdirAsSet(opts.rules);
-    this.pipelining = opts.timing.mode === 'asap' && opts.seed === undefined && opts.interrupt === undefined && opts.pipeline !== false;
+    this.pipelining = opts.timing.mode === 'asap' && opts.seed === undefined && opts.interrupt === undefined && opts.pipeline === true;
   }
 
   async run(): Promise<ReplayResult> {
