@@ -14,7 +14,7 @@ import { CleanupRegistry, unmount, waitExit } from './helpers/mount.js';
 import { buildCli, CLI, recorder } from './helpers/record.js';
 import { runMeasured } from './helpers/measure.js';
 import { openTraceDb } from '../src/store/db.js';
-import { cloneSession } from '../src/store/fixture.js';
+import { cloneSession } from '../src/store/requests.fixture.js';
 import { TraceReader } from '../src/store/reader.js';
 import type { FrameRecord } from '../src/store/writer.js';
 import { Opcode, layout, structs } from '../src/protocol/index.js';

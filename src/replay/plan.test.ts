@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildReply, buildRequest, Opcode } from '../protocol/index.js';
 import { UserError } from '../errors.js';
-import { createFixtureDb, type FixtureDb } from '../store/fixture.js';
+import { createFixtureDb, type FixtureDb } from '../store/requests.fixture.js';
 import { TraceWriter, type FrameRecord } from '../store/writer.js';
 import { buildPlan, type PlanEvent, type SendEvent } from './plan.js';
 import { mustFollow, orderTouch } from './pipeline.js';

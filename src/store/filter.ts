@@ -491,7 +491,7 @@ function escapeRegex(c: string): string {
 }
 
 /** The candidate nearest to `word` by edit distance, if it is near enough to be a plausible typo. */
-function closest(word: string, candidates: readonly string[]): string | undefined {
+export function closest(word: string, candidates: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestD = Infinity;
   const w = word.toUpperCase();
