@@ -94,6 +94,16 @@ Napi::Value SetCloexec(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// sendNoWait(fd, buffer): bytes sent, or -errno (-EAGAIN: the socket's send buffer is full).
+// JS thread; never blocks, so the replay may send on it without the thread pool.
+Napi::Value SendNoWait(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgs(info, 2, "sendNoWait(fd, buffer)")) return env.Undefined();
+  Napi::Buffer<uint8_t> b = info[1].As<Napi::Buffer<uint8_t>>();
+  long r = fusetrace::SendNoWait(info[0].As<Napi::Number>().Int32Value(), b.Data(), b.Length());
+  return Napi::Number::New(env, static_cast<double>(r));
+}
+
 Napi::Value MonotonicNs(const Napi::CallbackInfo& info) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -310,6 +320,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("recvFd", Napi::Function::New(env, RecvFd));
   exports.Set("setCloexec", Napi::Function::New(env, SetCloexec));
   exports.Set("monotonicNs", Napi::Function::New(env, MonotonicNs));
+  exports.Set("sendNoWait", Napi::Function::New(env, SendNoWait));
   exports.Set("Pump", PumpWrap::Define(env));
   return exports;
 }

@@ -121,6 +121,8 @@ interface Addon {
   recvFd(sock: number): number;
   setCloexec(fd: number, on: boolean): void;
   monotonicNs(): bigint;
+  /** send(2) with MSG_DONTWAIT: bytes sent, or -errno (-EAGAIN when the socket's buffer is full). */
+  sendNoWait(fd: number, frame: Buffer): number;
   Pump: new (opts: PumpOptions, onWake: () => void) => Pump;
 }
 

@@ -7,6 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Database } from 'better-sqlite3';
 import { openTraceDb } from './db.js';
+import { TraceReader } from './reader.js';
+import { TraceWriter, type FrameRecord } from './writer.js';
 
 /** A requests row; omitted fields get plausible defaults (a successful GETATTR). */
 export interface FixtureRequest {
@@ -89,6 +91,43 @@ export function addRequests(db: Database, id: number, rows: FixtureRequest[]): v
       );
     });
   })();
+}
+
+/**
+ * Copies a recorded session's frames into a new session, each frame replaced by what `expand`
+ * yields for it (the frame itself, plus e.g. clones with new uniques), seqs renumbered in order:
+ * a large session made of real frames without recording one. Streams both ways, so the copy may
+ * be far larger than memory. The session row (command, INIT changes, end) is copied too; the
+ * ledger is not (rebuild it from the frames when a test needs it). Returns the new session's id.
+ */
+export function cloneSession(db: Database, from: number, expand: (f: FrameRecord) => Iterable<FrameRecord>): number {
+  const reader = new TraceReader(db);
+  const src = reader.getSession(from);
+  if (!src) throw new Error(`cloneSession: no session ${from}`);
+  const w = new TraceWriter(db);
+  try {
+    w.beginSession({ name: `${src.name ?? 'session'}-clone`, command: src.command, snaplen: src.snaplen ?? undefined,
+      startedWallNs: src.startedWallNs, startedMonoNs: src.startedMonoNs });
+    let seq = 0;
+    let batch: FrameRecord[] = [];
+    for (const f of reader.frames(from)) {
+      for (const g of expand(f)) {
+        batch.push({ ...g, seq: seq++ });
+        if (batch.length >= 4096) {
+          w.addFrames(batch);
+          batch = [];
+        }
+      }
+    }
+    w.addFrames(batch);
+    w.updateSession({
+      initChanges: (src.initChanges ?? undefined) as object | undefined, endedMonoNs: src.endedMonoNs ?? undefined,
+      endReason: (src.endReason ?? undefined) as never, serverExitCode: src.serverExitCode, serverSignal: src.serverSignal,
+    });
+    return w.sessionId;
+  } finally {
+    w.close();
+  }
 }
 
 /** u64 values are stored bit for bit as SQLite's signed INTEGER (schema.ts). */
