@@ -5,6 +5,7 @@
       "sources": [
         "native/binding.cc",
         "native/pump.cc",
+        "native/attach.cc",
         "native/mount_util.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -8,6 +8,7 @@ type Register = (program: Command) => void;
  */
 const COMMANDS: ReadonlyArray<readonly [string, () => Promise<Register>]> = [
   ['record', async () => (await import('./record.js')).registerRecord],
+  ['attach', async () => (await import('./attach.js')).registerAttach],
   ['sessions', async () => (await import('./sessions.js')).registerSessions],
   ['show', async () => (await import('./show.js')).registerShow],
   ['stats', async () => (await import('./stats.js')).registerStats],

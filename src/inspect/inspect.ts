@@ -232,6 +232,13 @@ function probeAborted(mountPoint: string): boolean | null {
   return r.stdout === 'ok' ? false : null;
 }
 
+/** The processes holding the connection of `mount`'s device fds (for attach), and how they were matched. */
+export function deviceHolders(mount: MountEntry): { pids: Map<number, number[]>; method: MatchMethod; unreadable: number[] } {
+  clearMountCache();
+  const { fds, unreadable } = scanDeviceFds();
+  return { ...findServers(mount, connectionId(mount.device), fds), unreadable };
+}
+
 /** Inspects the FUSE mount `mount`. */
 export function inspectMount(mount: MountEntry, hungAfterMs: number): HangReport {
   clearMountCache();

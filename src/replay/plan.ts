@@ -72,6 +72,11 @@ export function resolveSession(db: Database, spec: string | undefined): number {
 function loadSession(reader: TraceReader, id: number): SessionInfo {
   const row = reader.getSession(id);
   if (!row) throw new UserError(`no session ${id} in the trace file`);
+  if (row.origin === 'attached') {
+    // The replayer plays the kernel from FUSE_INIT on; an attached session has no INIT, and the
+    // requests read before the attach (their nodeids, file handles, the server's state) are missing.
+    throw new UserError(`session ${id} was recorded by fusetrace attach, from the middle of a running connection: it has no FUSE_INIT and no beginning, so it cannot be replayed`);
+  }
   const info: SessionInfo = {
     id: row.id, name: row.name, command: row.command, snaplen: row.snaplen,
     endReason: row.endReason, serverExitCode: row.serverExitCode, serverSignal: row.serverSignal,

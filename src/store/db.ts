@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Database as DatabaseT } from 'better-sqlite3';
 import { UserError } from '../errors.js';
-import { APPLICATION_ID, DURATION_INDEX_SQL, FORMAT_VERSION, SCHEMA_SQL } from './schema.js';
+import { APPLICATION_ID, DURATION_INDEX_SQL, FORMAT_VERSION, MIGRATIONS, SCHEMA_SQL } from './schema.js';
 
 export type { DatabaseT as Database };
 
@@ -93,7 +93,11 @@ export function openTraceDb(path: string, opts: OpenTraceDbOptions = {}): Databa
     } else if (version < 1) {
       throw notOurs(path);
     }
-    if (!opts.readonly) tune(db);
+    if (!opts.readonly) {
+      tune(db);
+      const current = db.pragma('user_version', { simple: true }) as number;
+      if (current < FORMAT_VERSION) migrate(db, current);
+    }
     // Readers (show, stats, export, the TUI) look rows up at random on 64 KiB pages: mapping the file
     // saves a copy per page (stats --filter 'op==READ && dur>1ms' on 1M requests: 226 -> 63 ms).
     // Only readers: nothing truncates a trace file under them (no auto_vacuum, no VACUUM).
@@ -122,6 +126,16 @@ function initialise(db: DatabaseT): void {
     db.exec(SCHEMA_SQL);
     db.pragma(`application_id = ${APPLICATION_ID}`);
     db.pragma(`user_version = ${FORMAT_VERSION}`);
+  })();
+}
+
+/** Upgrades a file written by an older fusetrace in place, one version at a time (MIGRATIONS in schema.ts). */
+function migrate(db: DatabaseT, from: number): void {
+  db.transaction(() => {
+    for (let v = from + 1; v <= FORMAT_VERSION; v++) {
+      db.exec(MIGRATIONS[v]);
+      db.pragma(`user_version = ${v}`);
+    }
   })();
 }
 

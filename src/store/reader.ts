@@ -28,6 +28,10 @@ export interface SessionInfo {
   bytes: number;
   dropped: number;
   meta: Record<string, unknown> | null;
+  /** 'record' or 'attached' (joined a running server: no beginning); 'record' in format 1 files. */
+  origin: string;
+  /** 'frames' or 'tracepoints' (headers from the kernel's tracepoints only). */
+  capture: string;
 }
 
 /** Per-session counts from the `requests` table (0 until the ledger has filled it). */
@@ -202,5 +206,7 @@ function toSession(r: Row): SessionInfo {
     bytes: num(r.bytes),
     dropped: num(r.dropped),
     meta: jsonOrNull(r.meta) as Record<string, unknown> | null,
+    origin: typeof r.origin === 'string' ? r.origin : 'record',
+    capture: typeof r.capture === 'string' ? r.capture : 'frames',
   };
 }
