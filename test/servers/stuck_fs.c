@@ -10,6 +10,9 @@
  *              single-threaded loop) no thread is left to read the device: every later request
  *              waits too.
  *   hello      READ answers "hello\n" at once.
+ *   held       READ at offset 0: the handling thread waits (pthread_cond_wait) until `wake` is
+ *              read, then answers: a request that stays with the server as long as a test wants.
+ *   wake       READ: releases every held READ, then answers.
  *
  * --limbo: after mounting, the device fd is sent over an AF_UNIX socketpair whose other end
  * nobody ever reads, then closed. The open file then lives only in the socket's receive queue
@@ -37,12 +40,14 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { INO_ROOT = 1, INO_SLOW, INO_DEADLOCK, INO_HELLO, INO_COUNT };
+enum { INO_ROOT = 1, INO_SLOW, INO_DEADLOCK, INO_HELLO, INO_HELD, INO_WAKE, INO_COUNT };
 
 static const char *names[INO_COUNT] = {
 	[INO_SLOW] = "slow",
 	[INO_DEADLOCK] = "deadlock",
 	[INO_HELLO] = "hello",
+	[INO_HELD] = "held",
+	[INO_WAKE] = "wake",
 };
 
 #define HELLO "hello\n"
@@ -61,6 +66,9 @@ static const struct fuse_opt option_spec[] = {
 };
 
 static pthread_mutex_t stuck_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t held_cond = PTHREAD_COND_INITIALIZER;
+static unsigned wake_generation;
 
 static void fill_stat(fuse_ino_t ino, struct stat *st)
 {
@@ -127,6 +135,23 @@ static void sfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, str
 		/* The second lock never returns: the thread stays in futex(FUTEX_WAIT). */
 		pthread_mutex_lock(&stuck_lock);
 		pthread_mutex_lock(&stuck_lock);
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	if (ino == INO_HELD && off == 0) {
+		pthread_mutex_lock(&held_lock);
+		unsigned gen = wake_generation;
+		while (gen == wake_generation)
+			pthread_cond_wait(&held_cond, &held_lock);
+		pthread_mutex_unlock(&held_lock);
+		fuse_reply_buf(req, HELLO, strlen(HELLO) < size ? strlen(HELLO) : size);
+		return;
+	}
+	if (ino == INO_WAKE) {
+		pthread_mutex_lock(&held_lock);
+		wake_generation++;
+		pthread_cond_broadcast(&held_cond);
+		pthread_mutex_unlock(&held_lock);
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
