@@ -222,6 +222,11 @@ class AttachWrap : public Napi::ObjectWrap<AttachWrap> {
   Napi::Value Start(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     int err = tracer_->Start();
+    if (err != 0 && !stopped_) {
+      // Nothing is attached: let go of the callback, which would otherwise keep Node's loop alive.
+      stopped_ = true;
+      tsfn_.Release();
+    }
     if (err != 0) {
       Napi::Error e = Napi::Error::New(env, std::string("ptrace(PTRACE_SEIZE): ") + strerror(err));
       e.Set("errno", Napi::Number::New(env, err));

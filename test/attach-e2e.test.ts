@@ -198,6 +198,23 @@ describe('fusetrace attach', () => {
     expect(reqs.filter((r) => r.op === FUSE_WRITE).every((r) => r.state === 'ok')).toBe(true);
   });
 
+  it('falls back to the tracepoints by itself when another tracer holds the server (strace -p)', async () => {
+    const work = reg.tempDir('fusetrace-attach-');
+    const m = await runDirect(buildServer('stuck_fs'), ['-f'], reg.mountpoint('fusetrace-attach-mnt-'), { registry: reg });
+    const strace = spawn('strace', ['-f', '-p', String(m.pid), '-o', '/dev/null'], { stdio: 'ignore' });
+    reg.process(strace);
+    const deadline = Date.now() + 10_000;
+    while (/^TracerPid:\s+0$/m.test(readFileSync(`/proc/${m.pid}/status`, 'utf8')) && Date.now() < deadline) await sleep(20);
+    const a = await attach(dbIn(work), m.mountpoint);
+    expect(a.stderr()).toMatch(/full frames are not available \(ptrace refused \(EPERM: no permission, or another tracer is attached\)\): recording the kernel's fuse tracepoints instead/);
+    expect((await readFile(join(m.mountpoint, 'hello'), 'utf8'))).toBe('hello\n');
+    await sleep(200);
+    expect((await detach(a)).code).toBe(0);
+    const t = readTrace(dbIn(work));
+    expect((t.session as unknown as { capture: string }).capture).toBe('tracepoints');
+    expect(t.frames.some((f) => f.dir === 0 && f.opcode === FUSE_READ)).toBe(true);
+  });
+
   it('refuses a process that serves no FUSE mount, in one line', async () => {
     const r = spawnSync(process.execPath, [CLI, 'attach', String(process.pid)], { encoding: 'utf8', timeout: 20_000 });
     expect(r.status).toBe(2);
