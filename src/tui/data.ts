@@ -18,6 +18,8 @@ export interface SessionSummary {
   name: string | null;
   /** ns since the Unix epoch. */
   startedWallNs: bigint;
+  /** CLOCK_MONOTONIC ns at the start: frame times, and a live session's "now", are on this clock. */
+  startedMonoNs: bigint;
   /** ns; null while recording (or after the recorder was killed). */
   durationNs: number | null;
   command: string;
@@ -155,6 +157,7 @@ export class TuiSource {
         id,
         name: r.name as string | null,
         startedWallNs: r.started_wall_ns as bigint,
+        startedMonoNs: r.started_mono_ns as bigint,
         durationNs: r.ended_mono_ns === null ? null : Number((r.ended_mono_ns as bigint) - (r.started_mono_ns as bigint)),
         command,
         mountpoint: r.mountpoint as string | null,

@@ -88,3 +88,18 @@ export function formatCount(n: number): string {
   // Not toLocaleString: it is slow enough to show up when the status line is redrawn per chunk.
   return String(Math.trunc(n)).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
 }
+
+/** A request outstanding this long in a live session is flagged as hung (the same default as `fusetrace hang`). */
+export const HUNG_AFTER_NS = 5e9;
+
+/**
+ * The duration and state cells of a row in a live session: an `unanswered` request shows its age
+ * so far (`2.01s+`), and `HUNG` once it has waited HUNG_AFTER_NS. Other rows, or no live clock
+ * (`nowNs` undefined: a finished session), show their recorded values.
+ */
+export function liveCells(r: { state: string; outcome: string | null; start_ns: number; dur_ns: number | null }, nowNs: number | undefined): { dur: string; state: string } {
+  const recorded = { dur: formatDur(r.dur_ns), state: r.outcome ? `${r.state} (${r.outcome})` : r.state };
+  if (nowNs === undefined || r.state !== 'unanswered') return recorded;
+  const age = Math.max(0, nowNs - r.start_ns);
+  return { dur: `${formatDur(age)}+`, state: age >= HUNG_AFTER_NS ? `HUNG ${formatDur(age)}` : r.state };
+}
