@@ -13,6 +13,7 @@ import { buildExample, buildServer } from './helpers/build.js';
 import { CleanupRegistry, runDirect, waitExit, type DirectMount, type ExitInfo } from './helpers/mount.js';
 import { gocryptfsArgs, gocryptfsInit } from './helpers/gocryptfs.js';
 import { buildCli, CLI, dbIn, expectCompletePairing, readTrace } from './helpers/record.js';
+import { IN_HEADER_SIZE, Opcode, OUT_HEADER_SIZE } from '../src/protocol/index.js';
 
 const reg = new CleanupRegistry();
 afterEach(() => reg.cleanup());
@@ -23,8 +24,8 @@ beforeAll(() => {
 }, 120_000);
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const FUSE_READ = 15;
-const FUSE_WRITE = 16;
+const FUSE_READ = Opcode.READ;
+const FUSE_WRITE = Opcode.WRITE;
 
 interface Attached {
   child: ChildProcess;
@@ -129,10 +130,11 @@ async function attachAndCheck(m: DirectMount, work: string) {
   expect([s.origin, s.capture, s.end_reason]).toEqual(['attached', 'frames', 'detached']);
   expectCompletePairing(t.frames);
   // The payload crossed the device whole: in a WRITE request and in a READ reply.
-  const inWrite = t.frames.filter((f) => f.dir === 0 && f.opcode === FUSE_WRITE).map((f) => f.data.subarray(80));
+  // fuse_in_header + fuse_write_in (40 bytes at minor >= 9) precede a WRITE's data.
+  const inWrite = t.frames.filter((f) => f.dir === 0 && f.opcode === FUSE_WRITE).map((f) => f.data.subarray(IN_HEADER_SIZE + 40));
   expect(Buffer.concat(inWrite).includes(data.subarray(0, 4096))).toBe(true);
   const reads = new Set(t.frames.filter((f) => f.dir === 0 && f.opcode === FUSE_READ).map((f) => f.unique_id));
-  const readReplies = t.frames.filter((f) => f.dir === 1 && reads.has(f.unique_id)).map((f) => f.data.subarray(16));
+  const readReplies = t.frames.filter((f) => f.dir === 1 && reads.has(f.unique_id)).map((f) => f.data.subarray(OUT_HEADER_SIZE));
   expect(Buffer.concat(readReplies).includes(data.subarray(4096, 8192))).toBe(true);
   const reqs = requests(db);
   expect(reqs.filter((r) => r.path === '/payload.bin').length).toBeGreaterThan(2);
@@ -191,7 +193,7 @@ describe('fusetrace attach', () => {
     expect([s.origin, s.capture]).toEqual(['attached', 'tracepoints']);
     expect(JSON.parse(t.session.meta!).lacks).toContain('payloads');
     // Headers only: every frame is cut like a snaplen capture, requests and replies pair up.
-    expect(t.frames.every((f) => f.cap_len === (f.dir === 0 ? 40 : 16))).toBe(true);
+    expect(t.frames.every((f) => f.cap_len === (f.dir === 0 ? IN_HEADER_SIZE : OUT_HEADER_SIZE))).toBe(true);
     const ops = new Set(t.frames.filter((f) => f.dir === 0).map((f) => f.opcode));
     expect([...ops]).toEqual(expect.arrayContaining([FUSE_WRITE, FUSE_READ]));
     const reqs = requests(dbIn(work));

@@ -6,6 +6,7 @@
  */
 import { UserError } from '../errors.js';
 import { native } from '../proxy/native.js';
+import { KERNEL_MAJOR, KERNEL_MINOR } from '../protocol/index.js';
 import { readMountInfo } from '../proxy/mountinfo.js';
 import { createDurationIndexes, dropDurationIndexes, openTraceDb, type Database } from '../store/db.js';
 import { Ledger } from '../store/ledger.js';
@@ -91,7 +92,7 @@ async function record(db: Database, source: CaptureSource, opts: AttachSessionOp
     startedMonoNs,
     origin: 'attached',
     capture: source.capture,
-    meta: { attachedPid: t.pid, connection: t.conn, mechanism: source.mechanism, lacks: source.lacks, protocol: 'no INIT seen: 7.45 structs assumed' },
+    meta: { attachedPid: t.pid, connection: t.conn, mechanism: source.mechanism, lacks: source.lacks, protocol: `no INIT seen: the structs of ${KERNEL_MAJOR}.${KERNEL_MINOR} assumed` },
   });
   opts.log(`fusetrace: attached to pid ${t.pid} with ${source.mechanism}: recording session ${session}; Ctrl-C detaches`);
   const ledger = new Ledger(db, session, { attached: true });

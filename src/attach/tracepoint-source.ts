@@ -16,12 +16,13 @@ import { closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, rea
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
+import { IN_HEADER_SIZE, OUT_HEADER_SIZE } from '../protocol/index.js';
 import type { FrameRecord } from '../store/writer.js';
 import type { CaptureSource, SourceDrain } from './ptrace-source.js';
 import type { AttachTarget } from './target.js';
 
-const IN_HEADER = 40; // sizeof(struct fuse_in_header)
-const OUT_HEADER = 16; // sizeof(struct fuse_out_header)
+const IN_HEADER = IN_HEADER_SIZE;
+const OUT_HEADER = OUT_HEADER_SIZE;
 
 /** One line of trace_pipe: `comm-PID [CPU] FLAGS SECONDS: fuse_request_send: connection C req U opcode O (NAME) len L`. */
 const LINE = /-(\d+)\s+\[\d+\]\s+\S+\s+(\d+)\.(\d+): fuse_request_(send|end): connection \d+ req (\d+) (?:opcode (\d+) \(\w+\) len (\d+)|len (\d+) error (-?\d+))/;
