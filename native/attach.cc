@@ -235,6 +235,8 @@ void Tracer::OnSyscall(pid_t tid) {
 
 // Tracer thread: the entry of a system call.
 void Tracer::OnEntry(pid_t tid, TracedCall& c, long nr, const uint64_t* args) {
+  // A write whose exit was never seen still releases its seq (the watermark would stall on it).
+  if (c.active && IsWrite(c.nr)) PushHeld(c, c.ts_ns);
   c.active = false;
   int fd0 = int(args[0]);
   if (nr == SYS_close) device_fds_.erase(fd0);
@@ -394,8 +396,10 @@ void Tracer::DetachAll() {
       continue;
     }
     if (!WIFSTOPPED(status)) continue;
-    if (it != threads_.end() && it->second.active && IsWrite(it->second.nr)) PushHeld(it->second, it->second.ts_ns);
     int sig = WSTOPSIG(status);
+    // A system call stop on the way: a read that just returned a request is recorded like any other.
+    if (sig == (SIGTRAP | 0x80)) OnSyscall(tid);
+    if (it != threads_.end() && it->second.active && IsWrite(it->second.nr)) PushHeld(it->second, it->second.ts_ns);
     bool signal_stop = (status >> 16) == 0 && sig != (SIGTRAP | 0x80);
     Ptrace(PTRACE_DETACH, tid, 0, signal_stop ? sig : 0);
     if (it != threads_.end()) threads_.erase(it);
