@@ -6,6 +6,9 @@
         "native/binding.cc",
         "native/pump.cc",
         "native/attach.cc",
+        "native/frame_sink.cc",
+        "native/relay.cc",
+        "native/ring_consumer.cc",
         "native/mount_util.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

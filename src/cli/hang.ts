@@ -3,7 +3,7 @@ import { createInterface } from 'node:readline/promises';
 import { UserError } from '../errors.js';
 import { abortConnection, findFuseMount } from '../inspect/connection.js';
 import { inspectMount, type BlockedTask, type HangReport, type ServerThread } from '../inspect/inspect.js';
-import { formatDuration } from './sessions.js';
+import { formatSessionLength } from '../format.js';
 import { parseDurationOption } from './options.js';
 
 interface HangFlags {
@@ -13,7 +13,7 @@ interface HangFlags {
   hungAfter: string;
 }
 
-const ms = (v: number | null): string => (v === null ? '?' : formatDuration(BigInt(Math.round(v)) * 1_000_000n));
+const ms = (v: number | null): string => (v === null ? '?' : formatSessionLength(BigInt(Math.round(v)) * 1_000_000n));
 
 function threadLine(t: ServerThread): string {
   const call = t.syscall.kind === 'syscall' ? t.syscall.name : t.syscall.kind;

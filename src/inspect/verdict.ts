@@ -3,7 +3,7 @@
  * so that every case is tested on its own (verdict.test.ts) as well as on real mounts.
  */
 import type { HangReport, ServerThread } from './inspect.js';
-import { formatDuration } from '../cli/sessions.js';
+import { formatSessionLength } from '../format.js';
 
 /** What is wrong, in one word. */
 export type VerdictKind = 'idle' | 'busy' | 'slow' | 'stuck' | 'deadlock' | 'stopped' | 'no-server';
@@ -16,7 +16,7 @@ export interface Verdict {
   actions: string[];
 }
 
-const ms = (v: number | null): string => (v === null ? '?' : formatDuration(BigInt(Math.round(v)) * 1_000_000n));
+const ms = (v: number | null): string => (v === null ? '?' : formatSessionLength(BigInt(Math.round(v)) * 1_000_000n));
 const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 /** "3 in futex, 1 in epoll_wait": where a set of threads sits, most common first. */

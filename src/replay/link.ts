@@ -1,7 +1,8 @@
 /**
  * The replayer's side of the wire: the FUSE server runs on one end of an AF_UNIX SOCK_SEQPACKET
- * socketpair, handed to it as `/dev/fd/N` in place of its mountpoint, under the same exec helper
- * (and seccomp filter against spliced replies) as `fusetrace record`. Nothing is mounted.
+ * socketpair, handed to it as `/dev/fd/N` in place of its mountpoint, started by the same
+ * ServerProcess as `fusetrace record` (src/server/process.ts: exec helper, seccomp filter against
+ * spliced replies, daemon detection, SIGTERM then SIGKILL). Nothing is mounted.
  *
  * SEQPACKET keeps message boundaries: each read(2) returns exactly one frame and each write(2)
  * sends one, as /dev/fuse does. The fd is blocking, so reads and writes go through libuv's thread
@@ -16,13 +17,9 @@
  * background server reads end-of-file and ends too. (A server whose process exits 0 while another
  * process holds its end has gone to the background: the replay goes on with it until stop().)
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import { findMountpoint } from '../proxy/args.js';
-import { execHelperPath, native } from '../proxy/native.js';
-
-/** The fd number the server finds its end of the socketpair at (stdio slot 3). */
-export const SERVER_FD = 3;
+import { native } from '../proxy/native.js';
+import { DevFdArgv, ServerProcess } from '../server/process.js';
 
 /** How the server ended. */
 export interface ServerExit {
@@ -43,43 +40,20 @@ export interface ServerLinkOptions {
   onEnd: (error?: Error) => void;
 }
 
-/**
- * Replaces the mountpoint argument (the last non-option argument that is an existing directory,
- * found as `record` finds it) with /dev/fd/N, or appends /dev/fd/N when there is none: a replay
- * needs no mountpoint at all.
- */
-export function serverArgv(argv: readonly string[], fd = SERVER_FD): string[] {
-  const isDir = (p: string): boolean => {
-    try {
-      return fs.statSync(p).isDirectory();
-    } catch {
-      return false;
-    }
-  };
-  const out = [...argv];
-  const found = findMountpoint(argv, isDir);
-  if (found) out[found.mountIndex] = `/dev/fd/${fd}`;
-  else out.push(`/dev/fd/${fd}`);
-  return out;
-}
-
 /** The one-byte wake-up message (see the file comment). */
 const WAKE = Buffer.from([0]);
 
 /** A running server and the socket the replayer plays the kernel on. */
 export class ServerLink {
-  readonly child: ChildProcess;
+  readonly server: ServerProcess;
   readonly exited: Promise<ServerExit>;
   /** The socket's send buffer: no message (frame) larger than this minus 32 bytes fits (net/unix/af_unix.c). */
   readonly sndbuf: number;
-  /** The server's stderr (the last 16 KiB), for diagnostics. */
-  stderr = '';
   private readonly fd: number;
   /** Our copy of the server's end, kept to wake our own read (file comment). */
   private readonly peerFd: number;
   private readonly readBuf: Buffer;
   private ended = false;
-  private endedByUs = false;
   /** The server went to the background: a process it started holds its end of the socket. */
   daemonized = false;
   private waking = false;
@@ -95,33 +69,27 @@ export class ServerLink {
     this.peerFd = theirs;
     this.readBuf = Buffer.allocUnsafe(opts.maxFrame + 65536);
     this.endPromise = new Promise((r) => (this.endSeen = r));
-    const argv = serverArgv(opts.argv);
-    // stdio slot 3 dup2()s `theirs` to fd 3 in the child without O_CLOEXEC; both our fds keep
-    // SOCK_CLOEXEC, so no other child ever holds them.
-    const child = spawn(execHelperPath(), [String(SERVER_FD), ...argv], {
-      stdio: ['ignore', 'ignore', 'pipe', theirs],
-      argv0: opts.argv[0],
+    // Both our fds keep SOCK_CLOEXEC; `theirs` stays open here, as the wake-up channel.
+    this.server = new ServerProcess({
+      argv: opts.argv,
+      serverFd: theirs,
+      strategy: new DevFdArgv(),
+      output: 'capture',
+      // libfuse without -f (fuse_daemonize) forks: the parent exits 0 and a child it started
+      // serves on the inherited fd. Then the socket stays up until we close it at stop().
+      stillServed: () => ServerProcess.socketHeldElsewhere(this.peerFd),
     });
-    this.child = child;
-    child.stderr?.setEncoding('utf8');
-    child.stderr?.on('data', (s: string) => {
-      this.stderr = (this.stderr + s).slice(-16384);
-    });
-    this.exited = new Promise((resolve) => {
-      child.once('error', (err) => {
-        this.stderr += `\n${err.message}`;
-        this.wake();
-        resolve({ code: null, signal: null, byReplayer: false });
-      });
-      child.once('exit', (code, signal) => {
-        // libfuse without -f (fuse_daemonize) forks: the parent exits 0 and a child it started
-        // serves on the inherited fd. Then the socket stays up until we close it at stop().
-        if (code === 0 && signal === null && !this.endedByUs && this.heldElsewhere()) this.daemonized = true;
-        else this.wake();
-        resolve({ code, signal, byReplayer: this.endedByUs });
-      });
+    this.exited = this.server.exited.then((exit) => {
+      if (exit.daemonized) this.daemonized = true;
+      else this.wake();
+      return { code: exit.code, signal: exit.signal, byReplayer: exit.byUs };
     });
     this.readLoop();
+  }
+
+  /** The server's stderr (the last 16 KiB), for diagnostics. */
+  get stderr(): string {
+    return this.server.stderr;
   }
 
   /** Sends one frame (one message). Rejects with the write's errno. */
@@ -145,49 +113,11 @@ export class ServerLink {
    * frame it sent was delivered and both ends of the socket are closed.
    */
   async stop(graceMs = 3000): Promise<ServerExit> {
-    this.endedByUs = true;
-    if (this.child.exitCode === null && this.child.signalCode === null && this.child.pid !== undefined) {
-      this.child.kill('SIGTERM');
-      const timer = setTimeout(() => {
-        if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
-      }, graceMs);
-      await this.exited;
-      clearTimeout(timer);
-    }
+    if (this.server.running) await this.server.stop({ killAfterMs: graceMs });
     const exit = await this.exited;
     this.wake();
     await this.endPromise;
     return exit;
-  }
-
-  /**
-   * True when a process other than us holds the server's end of the socket (/proc/PID/fd links
-   * name the socket's inode, proc(5)); only read, never acted upon beyond closing our own ends.
-   */
-  private heldElsewhere(): boolean {
-    let target: string;
-    try {
-      target = fs.readlinkSync(`/proc/self/fd/${this.peerFd}`);
-    } catch {
-      return false;
-    }
-    for (const pid of fs.readdirSync('/proc')) {
-      if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
-      let fds: string[];
-      try {
-        fds = fs.readdirSync(`/proc/${pid}/fd`);
-      } catch {
-        continue;
-      }
-      for (const fd of fds) {
-        try {
-          if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === target) return true;
-        } catch {
-          /* closed meanwhile */
-        }
-      }
-    }
-    return false;
   }
 
   /** Writes the wake-up message into the server's end, once. */

@@ -1,7 +1,7 @@
 import React from 'react';
 import { Box, Text } from 'ink';
 import type { RequestRow } from '../../store/query.js';
-import { fit, fitLeft, formatResult, formatTime, liveCells, stateColor } from '../format.js';
+import { fit, fitLeft, formatResult, formatTime, liveCells, stateColor } from '../../format.js';
 
 /** Fixed column widths; the path takes what is left. */
 const COLS = { time: 11, unique: 9, op: 12, proc: 22, dur: 8, result: 10, state: 22 };
