@@ -137,7 +137,9 @@ async function attachAndCheck(m: DirectMount, work: string) {
   const readReplies = t.frames.filter((f) => f.dir === 1 && reads.has(f.unique_id)).map((f) => f.data.subarray(OUT_HEADER_SIZE));
   expect(Buffer.concat(readReplies).includes(data.subarray(4096, 8192))).toBe(true);
   const reqs = requests(db);
-  expect(reqs.filter((r) => r.path === '/payload.bin').length).toBeGreaterThan(2);
+  // The warm-up looked payload.bin up before the attach: while the kernel's entry stays cached the
+  // session never sees its LOOKUP, and its nodeid shows as <nodeid:N> (a session from the middle).
+  expect(reqs.filter((r) => r.path === '/payload.bin' || /^<nodeid:\d+>$/.test(r.path ?? '')).length).toBeGreaterThan(2);
   expect(reqs.every((r) => r.state === 'ok' || r.state === 'error')).toBe(true);
   // Replay refuses a session without a beginning, with the reason.
   const rp = spawnSync(process.execPath, [CLI, '--db', db, 'replay', '--', '/bin/true'], { encoding: 'utf8', timeout: 20_000 });
