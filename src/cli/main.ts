@@ -9,6 +9,7 @@ type Register = (program: Command) => void;
  */
 const COMMANDS: ReadonlyArray<readonly [string, () => Promise<Register>]> = [
   ['record', async () => (await import('./record.js')).registerRecord],
+  ['attach', async () => (await import('./attach.js')).registerAttach],
   ['sessions', async () => (await import('./sessions.js')).registerSessions],
   ['show', async () => (await import('./show.js')).registerShow],
   ['stats', async () => (await import('./stats.js')).registerStats],
@@ -21,7 +22,11 @@ const COMMANDS: ReadonlyArray<readonly [string, () => Promise<Register>]> = [
   ['tui', async () => (await import('./tui.js')).registerTui],
   ['demo', async () => (await import('./demo.js')).registerDemo],
   ['doctor', async () => (await import('./doctor.js')).registerDoctor],
+  ['hang', async () => (await import('./hang.js')).registerHang],
 ];
+
+/** Other names of commands (commander's aliases), so that only the command's module is loaded. */
+const ALIASES: Record<string, string> = { inspect: 'hang' };
 
 /** Global options that take a value, so that the command name can be found after them. */
 const GLOBAL_VALUE_OPTIONS = new Set(['--db']);
@@ -53,7 +58,8 @@ export async function buildProgram(only?: string): Promise<Command> {
     .option('--db <file>', 'trace database (default: $FUSETRACE_DB or ./fusetrace.db)')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  const one = COMMANDS.find(([name]) => name === only);
+  const wanted = only !== undefined ? (ALIASES[only] ?? only) : undefined;
+  const one = COMMANDS.find(([name]) => name === wanted);
   for (const [, load] of one ? [one] : COMMANDS) (await load())(program);
   return program;
 }

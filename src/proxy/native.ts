@@ -113,6 +113,40 @@ export interface Pump {
   status(): PumpStatus;
 }
 
+/** Options of `new Attach()`, see native/attach.h AttachOptions. */
+export interface AttachOptions {
+  /** The server process: every one of its threads is traced. */
+  pid: number;
+  /** fusectl connection whose /dev/fuse fds are recorded (fdinfo fuse_connection); 0 = any /dev/fuse fd. */
+  conn?: number;
+  /** Bytes kept per frame, 0 = whole frames. */
+  snaplen?: number;
+  queueBytes?: number;
+  queueFrames?: number;
+}
+
+export interface AttachStatus {
+  /** '' while tracing; 'exited' (every thread of the server is gone), 'detached', 'error: ...'. */
+  end: string;
+  /** Threads traced now. */
+  threads: number;
+  /** System call stops so far (two per call of any kind). */
+  stops: number;
+  /** splice(2) calls on the device, whose bytes never cross the server's memory: not recorded. */
+  spliced: number;
+}
+
+/** The ptrace recorder of `fusetrace attach` (native/attach.h). */
+export interface Attach {
+  /** Seizes every thread; throws with code EPERM (no permission, or another tracer) or ESRCH. */
+  start(): void;
+  /** Detaches from every thread: the server runs on untraced. */
+  stop(): void;
+  drain(): PumpDrain;
+  recycle(frames: Buffer): void;
+  status(): AttachStatus;
+}
+
 interface Addon {
   version(): number;
   mountFuse(source: string, target: string, fstype: string, flags: number, data: string): void;
@@ -124,6 +158,7 @@ interface Addon {
   /** send(2) with MSG_DONTWAIT: bytes sent, or -errno (-EAGAIN when the socket's buffer is full). */
   sendNoWait(fd: number, frame: Buffer): number;
   Pump: new (opts: PumpOptions, onWake: () => void) => Pump;
+  Attach: new (opts: AttachOptions, onWake: () => void) => Attach;
 }
 
 function buildDir(): string {

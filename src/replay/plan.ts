@@ -92,6 +92,11 @@ export function sessionHasRequest(db: Database, sessionId: number, unique: bigin
 
 function loadSession(src: ReplaySource, id: number): SessionInfo {
   const row = src.session(id);
+  if (row.origin === 'attached') {
+    // The replayer plays the kernel from FUSE_INIT on; an attached session has no INIT, and the
+    // requests read before the attach (their nodeids, file handles, the server's state) are missing.
+    throw new UserError(`session ${id} was recorded by fusetrace attach, from the middle of a running connection: it has no FUSE_INIT and no beginning, so it cannot be replayed`);
+  }
   const info: SessionInfo = {
     id: row.id, name: row.name, command: row.command, snaplen: row.snaplen,
     endReason: row.endReason, serverExitCode: row.serverExitCode, serverSignal: row.serverSignal,

@@ -4,7 +4,7 @@ import nodePath from 'node:path';
 import Database from 'better-sqlite3';
 import type { Database as DatabaseT } from 'better-sqlite3';
 import { UserError } from '../errors.js';
-import { APPLICATION_ID, DURATION_INDEX_SQL, FORMAT_VERSION, LOST_SQL, SCHEMA_SQL } from './schema.js';
+import { APPLICATION_ID, DURATION_INDEX_SQL, FORMAT_VERSION, MIGRATIONS, SCHEMA_SQL } from './schema.js';
 
 export type { DatabaseT as Database };
 
@@ -104,8 +104,11 @@ export function openTraceDb(path: string, opts: OpenTraceDbOptions = {}): Databa
     } else if (version < 1) {
       throw notOurs(path);
     }
-    if (!opts.readonly && version === 1) upgradeFrom1(db);
-    if (!opts.readonly) tune(db);
+    if (!opts.readonly) {
+      tune(db);
+      const current = db.pragma('user_version', { simple: true }) as number;
+      if (current < FORMAT_VERSION) migrate(db, current);
+    }
     // Readers (show, stats, export, the TUI) look rows up at random on 64 KiB pages: mapping the file
     // saves a copy per page (stats --filter 'op==READ && dur>1ms' on 1M requests: 226 -> 63 ms).
     // Only readers: nothing truncates a trace file under them (no auto_vacuum, no VACUUM).
@@ -278,15 +281,13 @@ function initialise(db: DatabaseT): void {
   })();
 }
 
-/**
- * Format 1 -> 2 (schema.ts FORMAT_CHANGELOG), only when opening for writing: a reader never changes
- * the file, and reads a version 1 file as it is (no lost table, no sessions.lost: nothing was lost).
- */
-function upgradeFrom1(db: DatabaseT): void {
+/** Upgrades a file written by an older fusetrace in place, one version at a time (MIGRATIONS in schema.ts). */
+function migrate(db: DatabaseT, from: number): void {
   db.transaction(() => {
-    db.exec(LOST_SQL);
-    db.exec('ALTER TABLE sessions ADD COLUMN lost INTEGER NOT NULL DEFAULT 0');
-    db.pragma('user_version = 2');
+    for (let v = from + 1; v <= FORMAT_VERSION; v++) {
+      db.exec(MIGRATIONS[v]);
+      db.pragma(`user_version = ${v}`);
+    }
   })();
 }
 

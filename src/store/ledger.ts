@@ -192,6 +192,12 @@ export interface LedgerOptions {
   minor?: number;
   /** Finished requests kept in memory (default 16384); tests lower it to exercise the read-back path. */
   recentMax?: number;
+  /**
+   * The session joined a running connection (fusetrace attach): a reply whose request was read
+   * before the attach is expected, and its row says so (state unknown, outcome before-attach)
+   * instead of no-request.
+   */
+  attached?: boolean;
 }
 
 /**
@@ -207,6 +213,7 @@ export class Ledger {
   /** Struct sizes for the negotiated protocol minor (the INIT reply's). */
   private sizes: WireSizes;
   private readonly recentMax: number;
+  private readonly attached: boolean;
   /** Requests waiting for their reply, by unique. */
   private readonly pending = new Map<bigint, Req>();
   /** Recently finished requests, by unique, oldest first. */
@@ -236,6 +243,7 @@ export class Ledger {
     this.startMono = start;
     this.sizes = wireSizes(opts.minor ?? 45);
     this.recentMax = opts.recentMax ?? RECENT_MAX;
+    this.attached = opts.attached ?? false;
     const cols =
       'session, seq, unique_id, opcode, nodeid, fh, path, pid, comm, uid, gid, start_ns, fwd_ns, reply_ns, dur_ns, errno, len, reply_len, state, outcome, background, reply_seq, interrupt_seq';
     const one = `(${Array(23).fill('?').join(',')})`;
@@ -606,7 +614,7 @@ export class Ledger {
   private orphan(f: FrameRecord, error: number, note = 'no-request'): void {
     const r = this.newReq(f, 0, null);
     r.kind = 'unknown';
-    r.note = note;
+    r.note = note === 'no-request' && this.attached ? 'before-attach' : note;
     r.replyNs = r.startNs;
     r.replySeq = f.seq;
     r.replyLen = f.len;

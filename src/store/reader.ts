@@ -31,6 +31,10 @@ export interface SessionInfo {
   /** Requests whose record is incomplete because frames were dropped (0 in a format 1 file). */
   lost: number;
   meta: Record<string, unknown> | null;
+  /** 'record' or 'attached' (joined a running server: no beginning); 'record' in format 1 files. */
+  origin: string;
+  /** 'frames' or 'tracepoints' (headers from the kernel's tracepoints only). */
+  capture: string;
 }
 
 /** Per-session counts from the `requests` table (0 until the ledger has filled it). */
@@ -285,5 +289,7 @@ function toSession(r: Row): SessionInfo {
     dropped: num(r.dropped),
     lost: r.lost === undefined ? 0 : num(r.lost),
     meta: jsonOrNull(r.meta) as Record<string, unknown> | null,
+    origin: typeof r.origin === 'string' ? r.origin : 'record',
+    capture: typeof r.capture === 'string' ? r.capture : 'frames',
   };
 }

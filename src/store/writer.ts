@@ -35,6 +35,10 @@ export interface SessionStart {
   startedWallNs: bigint;
   startedMonoNs: bigint;
   meta?: Record<string, unknown>;
+  /** 'attached' for `fusetrace attach` (schema.ts sessions.origin); default 'record'. */
+  origin?: 'record' | 'attached';
+  /** 'tracepoints' when only the kernel's fuse tracepoints were available (sessions.capture); default 'frames'. */
+  capture?: 'frames' | 'tracepoints';
 }
 
 /** Session columns filled in as the session goes (INIT, end); undefined fields are left alone. */
@@ -48,7 +52,8 @@ export interface SessionPatch {
   maxWrite?: number;
   initChanges?: object;
   endedMonoNs?: bigint;
-  endReason?: 'unmount' | 'signal' | 'server-exit' | 'server-crash' | 'error';
+  /** `detached`: fusetrace attach let go of a server that runs on (its outstanding requests stay unanswered). */
+  endReason?: 'unmount' | 'signal' | 'server-exit' | 'server-crash' | 'error' | 'detached';
   serverExitCode?: number | null;
   serverSignal?: string | null;
   exitStatus?: number;
@@ -169,8 +174,8 @@ export class TraceWriter {
     this.flush();
     const r = this.db
       .prepare(
-        `INSERT INTO sessions (name, started_wall_ns, started_mono_ns, command, mountpoint, snaplen, meta)
-         VALUES (?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO sessions (name, started_wall_ns, started_mono_ns, command, mountpoint, snaplen, meta, origin, capture)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(
         info.name ?? null,
@@ -180,6 +185,8 @@ export class TraceWriter {
         info.mountpoint ?? null,
         info.snaplen ?? null,
         info.meta === undefined ? null : JSON.stringify(info.meta),
+        info.origin ?? 'record',
+        info.capture ?? 'frames',
       );
     this.session = Number(r.lastInsertRowid);
     this.procsSeen.clear();
@@ -266,6 +273,13 @@ export class TraceWriter {
     }
     if (sets.length === 0) return;
     this.db.prepare(`UPDATE sessions SET ${sets.join(', ')} WHERE id = ?`).run(...values, this.session);
+  }
+
+  /** Merges `fields` into the session's meta JSON (json_patch: a null value removes a key). */
+  mergeMeta(fields: Record<string, unknown>): void {
+    this.checkSession();
+    this.flush();
+    this.db.prepare("UPDATE sessions SET meta = json_patch(coalesce(meta, '{}'), ?) WHERE id = ?").run(JSON.stringify(fields), this.session);
   }
 
   /**

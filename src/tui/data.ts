@@ -23,6 +23,8 @@ export interface SessionSummary {
   name: string | null;
   /** ns since the Unix epoch. */
   startedWallNs: bigint;
+  /** CLOCK_MONOTONIC ns at the start: frame times, and a live session's "now", are on this clock. */
+  startedMonoNs: bigint;
   /** ns; null while recording (or after the recorder was killed). */
   durationNs: number | null;
   command: string;
@@ -125,6 +127,7 @@ export class TuiSource extends RequestBrowser {
         id: s.id,
         name: s.name,
         startedWallNs: s.startedWallNs,
+        startedMonoNs: s.startedMonoNs,
         durationNs: s.endedMonoNs === null ? null : Number(s.endedMonoNs - s.startedMonoNs),
         command: s.command.join(' '),
         mountpoint: s.mountpoint,

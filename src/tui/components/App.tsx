@@ -196,6 +196,8 @@ export function App({ source, session = null, live = false, columns, rows }: App
   useCommands(context, onCommand, (text) => dispatch({ type: 'filterInsert', text }));
 
   const current = sessions.find((x) => x.id === state.session);
+  // While the session is recorded, "now" on its clock (frame times are CLOCK_MONOTONIC, as is hrtime).
+  const liveNowNs = live && current && current.durationNs === null ? Number(process.hrtime.bigint() - current.startedMonoNs) : undefined;
   const title = `fusetrace  ${current ? `session ${current.id}${current.name ? ` "${current.name}"` : ''}  ${current.command}` : `${formatCount(sessions.length)} sessions`}${live ? '  [live]' : ''}`;
   const views = `[1 sessions] [2 requests] [3 stats] [4 diff] [R replay]  ? keys  q quit`;
 
@@ -227,7 +229,7 @@ export function App({ source, session = null, live = false, columns, rows }: App
     detailRef.current = Math.max(0, (detail?.length ?? 0) - detailHeight);
     body = (
       <Box flexDirection="column">
-        <RequestTable rows={list.rows} top={s.top} cursor={s.cursor} height={listRows} width={size.columns} />
+        <RequestTable rows={list.rows} top={s.top} cursor={s.cursor} height={listRows} width={size.columns} liveNowNs={liveNowNs} />
         {s.detail && detail ? <DetailPane lines={detail} scroll={s.detail.scroll} height={detailHeight} /> : null}
       </Box>
     );
