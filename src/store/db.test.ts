@@ -51,7 +51,7 @@ describe('openTraceDb', () => {
       expect(db.pragma('application_id', { simple: true })).toBe(APPLICATION_ID);
       expect(db.pragma('user_version', { simple: true })).toBe(FORMAT_VERSION);
       const tables = db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").pluck().all();
-      expect(tables).toEqual(['frames', 'procs', 'requests', 'sessions']);
+      expect(tables).toEqual(['frames', 'lost', 'procs', 'requests', 'sessions']);
       db.close();
     } finally {
       process.umask(old);
@@ -135,8 +135,12 @@ describe('openTraceDb', () => {
     for (const [name, bytes] of cases) {
       const file = path.join(dir, name);
       fs.writeFileSync(file, bytes);
-      expect(refusal(file, { readonly: true })).toBe(`${file} is not a fusetrace trace file`);
-      if (bytes.length > 0) expect(refusal(file, { create: true })).toBe(`${file} is not a fusetrace trace file`);
+      // SQLite's magic followed by garbage is an SQLite file that was damaged (issue 12: say so).
+      const want = name === 'corrupt.db'
+        ? `${file} is damaged or truncated (SQLite: file is not a database); record a new trace, or restore a copy`
+        : `${file} is not a fusetrace trace file`;
+      expect(refusal(file, { readonly: true })).toBe(want);
+      if (bytes.length > 0) expect(refusal(file, { create: true })).toBe(want);
       expect(fs.readFileSync(file).equals(bytes)).toBe(true);
     }
   });

@@ -44,7 +44,7 @@ const tableLines = (frame: string) => frame.split('\n').filter((l) => /^\s+\d+\.
 describe('tui App (ink-testing-library)', () => {
   it('shows the sessions with headline numbers and opens one with Enter', async () => {
     const { frame, type } = await start();
-    expect(frame()).toMatch(/1 fixture .* 47 +1 +1 +0 +0 +1 unmount +interrupt_fs -f \/mnt\/fx/);
+    expect(frame()).toMatch(/1 fixture .* 47 +1 +1 +0 +0 +1 +0 unmount +interrupt_fs -f \/mnt\/fx/);
     const f = await type(ENTER);
     expect(f).toContain('row 1 of 47');
     expect(tableLines(f)[3]).toMatch(/8 READ +\/data\.txt +4242 cat +2\.20ms EINTR +interrupted \(eintr\)/);
