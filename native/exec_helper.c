@@ -29,6 +29,10 @@
  * without clone_fd, and every request keeps arriving on the one fd fusetrace placed. Nothing
  * per request (read, write, openat, ...) ever reaches fusetrace.
  *
+ * fusetrace-exec --probe-addfd (run by `fusetrace doctor` under the filter above): calls a FUSE
+ * mount(2) with fd=N naming /dev/null and checks that fusetrace answered 0 and put a socket at N,
+ * i.e. that user notification, reading the caller's memory and ADDFD with SETFD all work here.
+ *
  * Without CAP_SYS_ADMIN the kernel requires no_new_privs before a filter: the setuid
  * fusermount3 then runs with the caller's rights, and its mount(2) is intercepted like the
  * server's own (fusetrace performs the real mount, through the real fusermount3 outside the
@@ -44,7 +48,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -176,7 +183,27 @@ static long parse_fd(const char* s) {
   return fd;
 }
 
+static int probe_addfd(void) {
+  int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return 1;
+  char data[128];
+  snprintf(data, sizeof data, "fd=%d,rootmode=40000,user_id=%u,group_id=%u", fd, getuid(), getgid());
+  if (mount("fusetrace-probe", "/", "fuse.fusetrace-probe", MS_NOSUID | MS_NODEV, data) != 0) {
+    printf("mount answered %s\n", strerrorname_np(errno));
+    return 1;
+  }
+  struct stat st;
+  int fl = fcntl(fd, F_GETFD);
+  if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) || fl < 0 || !(fl & FD_CLOEXEC)) {
+    printf("fd %d is not the socket fusetrace placed (or lost close-on-exec)\n", fd);
+    return 1;
+  }
+  printf("ok\n");
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc == 2 && strcmp(argv[1], "--probe-addfd") == 0) return probe_addfd();
   int arg = 1;
   long chan = -1;
   if (argc > 2 && strcmp(argv[1], "--notify") == 0) {
