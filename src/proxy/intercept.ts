@@ -139,6 +139,8 @@ export interface InterceptStrategy {
   mount(call: FuseMountCall): Promise<number>;
   /** The caller unmounts a mountpoint `mount` answered (umount2 `flags`). Throwing fails the call. */
   unmount(call: FuseMountCall, flags: number): Promise<void>;
+  /** The fd `mount` returned is now the caller's too (ADDFD succeeded); e.g. close our copy. */
+  placed?(call: FuseMountCall, fd: number): void;
 }
 
 /** What happened to one intercepted call, for the caller's log and the session. */
@@ -234,6 +236,7 @@ export class Interceptor {
       await this.strategy.unmount(call, 0).catch(() => undefined);
       return this.fail(r, errnoOf(err), `cannot place fd ${call.parsed.fd} in pid ${r.pid}: ${(err as Error).message}`);
     }
+    this.strategy.placed?.(call, fd);
     this.onEvent({ kind: 'mount', call });
     this.reply(r, 0);
   }
