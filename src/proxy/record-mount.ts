@@ -12,8 +12,14 @@
  * unmounted it: through a socket libfuse cannot see POLLERR, lib/mount.c fuse_kern_unmount, and
  * unmounts anyway) it is answered 0 without touching whatever is mounted there now.
  */
+import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { closeSync } from 'node:fs';
-import { mountLikeCaller, type FuseMountCall, type InterceptStrategy } from './intercept.js';
+import { constants as osConstants } from 'node:os';
+import { UserError } from '../errors.js';
+import { errnoName } from '../protocol/errno.js';
+import {
+  mountLikeCaller, spawnIntercepted, type FuseMountCall, type InterceptedServer, type InterceptEvent, type InterceptStrategy, type Interceptor,
+} from './intercept.js';
 import { MNT_DETACH, mountAt, unmountFuse, type FuseMount } from './mount.js';
 
 /** The recorded mount: what the server asked for and what fusetrace made of it. */
@@ -95,4 +101,135 @@ export class RecordMountStrategy implements InterceptStrategy {
       this.serverFd = -1;
     }
   }
+}
+
+/** How waiting for the server's first mount ended. */
+export type MountWait =
+  | { kind: 'mounted'; recorded: RecordedMount }
+  /** The server, and every process it started under the filter, ended without a FUSE mount. */
+  | { kind: 'exited'; code: number | null; signal: NodeJS.Signals | null }
+  /** SIGINT/SIGTERM reached fusetrace first: the server was ended by its PID. */
+  | { kind: 'signal'; signal: NodeJS.Signals; server: { code: number | null; signal: NodeJS.Signals | null } };
+
+export interface MountWaitOptions {
+  strategy: RecordMountStrategy;
+  /** Resolves when no process is under the filter any more (Interceptor.done). */
+  filterGone: Promise<void>;
+  /** Resolves when the process we started exited (with its status). */
+  serverExited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Sends a signal to the process we started (by its PID, nothing else). */
+  kill: (sig: NodeJS.Signals) => void;
+  say: (line: string) => void;
+  /** When to say that nothing was mounted yet (default 10 s). */
+  warnMs?: number;
+  /** After SIGTERM, how long the server gets before SIGKILL (default 3 s). */
+  killAfterMs?: number;
+}
+
+/**
+ * Waits for the server's first FUSE mount. A server that exits non-zero before it mounted ends
+ * the wait at once; one that exits 0 may have gone to the background before mounting (a process
+ * it started is still under the filter), so the wait goes on until the filter has no process
+ * left. A signal to fusetrace ends the server by its PID (SIGTERM, then SIGKILL).
+ */
+export async function awaitFirstMount(o: MountWaitOptions): Promise<MountWait> {
+  const timers: NodeJS.Timeout[] = [];
+  let onSignal!: (sig: NodeJS.Signals) => void;
+  const signalled = new Promise<NodeJS.Signals>((r) => (onSignal = r));
+  const sigint = () => onSignal('SIGINT');
+  const sigterm = () => onSignal('SIGTERM');
+  process.on('SIGINT', sigint);
+  process.on('SIGTERM', sigterm);
+  const warnMs = o.warnMs ?? 10_000;
+  timers.push(
+    setTimeout(
+      () => o.say(`the server has not mounted anything after ${warnMs / 1000} s (recording starts at its mount; Ctrl-C ends it)`),
+      warnMs,
+    ),
+  );
+  const exited = o.serverExited.then(async (x) => {
+    if (x.code === 0 && x.signal === null) await o.filterGone;
+    return x;
+  });
+  try {
+    const first = await Promise.race([
+      o.strategy.first.then((recorded) => ({ kind: 'mounted' as const, recorded })),
+      exited.then((x) => ({ kind: 'exited' as const, ...x })),
+      signalled.then((signal) => ({ kind: 'signal' as const, signal })),
+    ]);
+    if (first.kind !== 'signal') return first;
+    o.kill('SIGTERM');
+    timers.push(setTimeout(() => o.kill('SIGKILL'), o.killAfterMs ?? 3_000));
+    return { kind: 'signal', signal: first.signal, server: await o.serverExited };
+  } finally {
+    for (const t of timers) clearTimeout(t);
+    process.off('SIGINT', sigint);
+    process.off('SIGTERM', sigterm);
+  }
+}
+
+/** A server started under interception whose first mount is made. */
+export interface InterceptedStart {
+  child: ChildProcess;
+  interceptor: Interceptor;
+  strategy: RecordMountStrategy;
+  recorded: RecordedMount;
+}
+
+export interface InterceptedSpawn {
+  /** The server's argv, unchanged; `program` is what execvp() runs (argv[0] stays as given). */
+  argv: string[];
+  program: string;
+  env: NodeJS.ProcessEnv;
+  stdio: StdioOptions;
+  /** Our copy of the server end of the socketpair: it takes the number of the server's fuse fd. */
+  serverFd: number;
+  say: (line: string) => void;
+  warnMs?: number;
+}
+
+/**
+ * Starts the server with its command line unchanged under the interception filter and waits for
+ * its first FUSE mount. Every way it can end without one is a one-line UserError: the server's
+ * own exit status when it exited before mounting, 128 + signal when fusetrace was signalled (the
+ * server is then ended by its PID). Nothing is left behind in either case.
+ */
+export async function startIntercepted(s: InterceptedSpawn): Promise<InterceptedStart> {
+  const strategy = new RecordMountStrategy(s.serverFd, s.say);
+  const onEvent = (e: InterceptEvent) => {
+    if (e.kind === 'failed') s.say(`the server's ${e.request.syscall} failed with ${errnoName(e.errno)}: ${e.message}`);
+  };
+  let started: InterceptedServer;
+  try {
+    // Own process group: a terminal's Ctrl-C reaches fusetrace only, which ends the session in order.
+    started = spawnIntercepted([s.program, ...s.argv.slice(1)], strategy, { stdio: s.stdio, env: s.env, detached: true, argv0: s.argv[0] }, onEvent);
+  } catch (err) {
+    strategy.close();
+    throw new UserError(`cannot start ${s.argv[0]} under the mount interception: ${(err as Error).message} (FUSETRACE_INTERCEPT=0 falls back to /dev/fd/N)`);
+  }
+  const { child, interceptor } = started;
+  const serverExited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => {
+    child.once('error', () => r({ code: 127, signal: null }));
+    child.once('exit', (code, signal) => r({ code, signal }));
+  });
+  const wait = await awaitFirstMount({
+    strategy,
+    filterGone: interceptor.done,
+    serverExited,
+    kill: (sig) => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(sig);
+    },
+    say: s.say,
+    warnMs: s.warnMs,
+  });
+  if (wait.kind === 'mounted') return { child, interceptor, strategy, recorded: wait.recorded };
+  interceptor.stop();
+  strategy.close();
+  if (wait.kind === 'exited') {
+    const status = wait.signal ? `was killed by ${wait.signal}` : `exited with status ${wait.code}`;
+    const exitCode = wait.signal ? 128 + (osConstants.signals[wait.signal] ?? 0) : wait.code || 1;
+    throw new UserError(`${s.argv[0]} ${status} before it mounted anything: nothing was recorded`, exitCode);
+  }
+  const how = wait.server.signal ? `ended by ${wait.server.signal}` : `exited ${wait.server.code}`;
+  throw new UserError(`${wait.signal} before ${s.argv[0]} mounted anything: the server (pid ${child.pid}) ${how}; nothing was recorded`, 128 + (osConstants.signals[wait.signal] ?? 0));
 }

@@ -15,7 +15,7 @@
  *  - fusetrace is SIGKILLed: the kernel closes our /dev/fuse fd (connection aborted) and the
  *    server reads end-of-file; frames are committed every FLUSH_MS so the trace stays readable.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { accessSync, closeSync, constants, existsSync, fstatSync, readFileSync, statSync } from 'node:fs';
 import { constants as osConstants, release } from 'node:os';
 import { basename, delimiter, join, resolve } from 'node:path';
@@ -28,6 +28,8 @@ import { FRAME_FLAG_PATCH, SeqOrderer, unpackFrames, type PumpFrame } from './fr
 import { frameLimits, initChanges, initMask } from './init.js';
 import { canonicalMountPath, mountAsRoot, mountAt, mountWithFusermount, unmountFuse, type FuseMount } from './mount.js';
 import { execHelperPath, native, preloadPath, type Pump, type PumpStatus } from './native.js';
+import { userNotifAvailable } from './intercept.js';
+import { startIntercepted, type InterceptedStart } from './record-mount.js';
 
 /** What `record` was asked to do. */
 export interface RecordOptions {
@@ -58,6 +60,11 @@ export interface RecordOptions {
    * relay either way. Default: true unless FUSETRACE_INPROCESS=0; `record --relay` turns it off.
    */
   inProcess?: boolean;
+  /**
+   * Let the server mount by itself and intercept its mount (intercept.ts; default: true where seccomp
+   * user notification exists, unless FUSETRACE_INTERCEPT=0); false: the /dev/fd/N fallback.
+   */
+  intercept?: boolean;
   /** Socket send buffer to ask for (default: enough for the largest frame; FUSETRACE_SNDBUF overrides, to exercise the INIT clamp). */
   sndbuf?: number;
 }
@@ -129,13 +136,14 @@ function largestFrame(): number {
 interface Plan {
   server: string;
   argv: string[];
-  mountIndex: number;
-  mountpoint: string;
+  /** The mountpoint argument; with interception only what the user expects (the server decides). */
+  mountIndex: number | undefined;
+  mountpoint: string | undefined;
   mountOptions: MountOptions;
   asRoot: boolean;
 }
 
-function plan(opts: RecordOptions): Plan {
+function plan(opts: RecordOptions, intercept: boolean): Plan {
   const argv = opts.command;
   if (argv.length === 0) throw new UserError('record needs the server command: fusetrace record [options] -- SERVER [ARGS...] MOUNTPOINT');
   const server = resolveExecutable(argv[0]);
@@ -149,22 +157,54 @@ function plan(opts: RecordOptions): Plan {
     if (i > 0) found = { mountIndex: i, mountpoint: argv[i] };
     else throw new UserError(`--mountpoint ${opts.mountpoint} is not one of the server's arguments`);
   }
+  const extra = opts.mountOptions ? splitOptions(opts.mountOptions) : [];
+  const mountOptions = classifyMountOptions([...collectDashO(argv), ...extra]);
+  const asRoot = process.geteuid?.() === 0;
+  // With interception the server names its own mountpoint; a directory among its arguments is
+  // only what the user expects (a different one is reported).
+  if (!found && intercept) return { server, argv, mountIndex: undefined, mountpoint: undefined, mountOptions, asRoot };
   if (!found) throw new UserError('no mountpoint among the server arguments (an existing directory); name it with --mountpoint');
   if (!isDirectory(found.mountpoint)) throw new UserError(`mountpoint is not a directory: ${found.mountpoint}`);
   const mountpoint = canonicalMountPath(resolve(found.mountpoint));
   const busy = mountAt(mountpoint);
   if (busy) throw new UserError(`mountpoint ${mountpoint} is busy: already a ${busy.fsType} mount (unmount it first)`);
-  const extra = opts.mountOptions ? splitOptions(opts.mountOptions) : [];
-  const mountOptions = classifyMountOptions([...collectDashO(argv), ...extra]);
-  return { server, argv, mountIndex: found.mountIndex, mountpoint, mountOptions, asRoot: process.geteuid?.() === 0 };
+  return { server, argv, mountIndex: found.mountIndex, mountpoint, mountOptions, asRoot };
+}
+
+/** The server's environment: with in-process recording, the preload library and what it checks. */
+function serverEnv(serverSock: number, maxFrame: number, inProcess: boolean, fd: string): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  if (inProcess) {
+    // native/preload.c: inert unless fd FUSETRACE_FD (or, with `any`, the fd it finds) is this very
+    // socket when the server reads it.
+    env.LD_PRELOAD = [preloadPath(), ...(env.LD_PRELOAD ?? '').split(/[: ]/).filter(Boolean)].join(':');
+    env.FUSETRACE_FD = fd;
+    env.FUSETRACE_SOCK_INO = String(fstatSync(serverSock).ino);
+    env.FUSETRACE_MAX_FRAME = String(maxFrame);
+  }
+  return env;
+}
+
+/**
+ * Mounts for the fallback path (no interception): fusetrace mounts the mountpoint argument itself
+ * with the options read from argv, and the server gets /dev/fd/3.
+ */
+async function mountForDevFd(p: Plan, progName: string): Promise<FuseMount> {
+  try {
+    return p.asRoot ? mountAsRoot(p.mountpoint!, p.mountOptions, progName) : await mountWithFusermount(p.mountpoint!, p.mountOptions, progName);
+  } catch (err) {
+    throw new UserError(`cannot mount ${p.mountpoint}: ${(err as Error).message}`);
+  }
 }
 
 /** Runs one recording to its end; resolves with how it ended (never rejects after the mount). */
 export async function record(opts: RecordOptions): Promise<RecordResult> {
-  const p = plan(opts);
+  const seccomp = opts.seccomp ?? process.env.FUSETRACE_SECCOMP !== '0';
+  // Mount interception (intercept.ts) unless it cannot work here (doctor says) or is switched off.
+  const intercept = opts.intercept ?? (seccomp && process.env.FUSETRACE_INTERCEPT !== '0' && userNotifAvailable());
+  const p = plan(opts, intercept);
   // FUSETRACE_GATE=0 turns the killability gate off, to measure what it costs and buys.
   const gate = opts.gate ?? process.env.FUSETRACE_GATE !== '0';
-  const seccomp = opts.seccomp ?? process.env.FUSETRACE_SECCOMP !== '0';
   const inProcess = (opts.inProcess ?? process.env.FUSETRACE_INPROCESS !== '0') && existsSync(preloadPath());
   const envSndbuf = Number(process.env.FUSETRACE_SNDBUF);
   const log = opts.log ?? process.stderr;
@@ -182,16 +222,36 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   const limits = frameLimits(maxFrame);
   const [proxySock, serverSock] = pair.fds;
 
+  const stdio: StdioOptions = opts.serverOutput === undefined ? ['inherit', 'inherit', 'inherit'] : ['ignore', opts.serverOutput, opts.serverOutput];
+  const earlyNotes: string[] = [];
   let mount: FuseMount;
+  let started: InterceptedStart | undefined;
   try {
-    mount = p.asRoot ? mountAsRoot(p.mountpoint, p.mountOptions, progName) : await mountWithFusermount(p.mountpoint, p.mountOptions, progName);
+    if (intercept) {
+      // The server runs with its command line unchanged and mounts by itself; its first FUSE mount
+      // is made for real with its own options, and our socket takes its fuse fd's number.
+      started = await startIntercepted({
+        argv: p.argv,
+        program: p.server,
+        env: serverEnv(serverSock, maxFrame, inProcess, 'any'),
+        stdio,
+        serverFd: serverSock,
+        say: (line) => log.write(`fusetrace: ${line}\n`),
+      });
+      mount = started.recorded.mount;
+      if (p.mountpoint !== undefined && p.mountpoint !== mount.mountpoint) {
+        earlyNotes.push(`the server mounted ${mount.mountpoint}, not ${p.mountpoint} (the directory among its arguments)`);
+      }
+    } else {
+      mount = await mountForDevFd(p, progName);
+    }
   } catch (err) {
     closeSync(proxySock);
-    closeSync(serverSock);
+    if (!intercept) closeSync(serverSock); // startIntercepted owns it, and closes it
     db.close();
-    const e = err as NodeJS.ErrnoException;
-    throw new UserError(`cannot mount ${p.mountpoint}: ${e.message}`);
+    throw err;
   }
+  const mountpoint = mount.mountpoint;
 
   const startedMonoNs = native().monotonicNs();
   const startedWallNs = BigInt(Date.now()) * 1_000_000n;
@@ -208,7 +268,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     session = writer.beginSession({
       name: opts.name,
       command: opts.command,
-      mountpoint: p.mountpoint,
+      mountpoint,
       snaplen: opts.snaplen,
       startedWallNs,
       startedMonoNs,
@@ -217,7 +277,19 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
         kernel: release(),
         mountedVia: mount.via,
         mountOptions: mount.options,
-        ignoredOptions: p.mountOptions.ignored,
+        // With interception: the server's own mount(2), exactly as it made it (intercept.ts).
+        ...(started
+          ? {
+              intercepted: true,
+              serverMount: {
+                source: started.recorded.call.source,
+                fstype: started.recorded.call.fstype,
+                flags: started.recorded.call.flags,
+                data: started.recorded.call.data,
+                target: started.recorded.call.target,
+              },
+            }
+          : { intercepted: false, ignoredOptions: p.mountOptions.ignored }),
         sndbuf: pair.sndbuf,
         sndbufForced: pair.forced,
         maxFrame,
@@ -254,35 +326,33 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       closeSync(mount.devFd);
       closeSync(proxySock);
     }
-    closeSync(serverSock);
+    if (started) {
+      // The server already runs, on a mount nobody will serve: end it by its PID.
+      started.child.kill('SIGKILL');
+      started.interceptor.stop();
+      started.strategy.close();
+    } else {
+      closeSync(serverSock);
+    }
     await unmountFuse(mount).catch(() => undefined);
     db.close();
     throw err;
   }
 
-  const serverArgv = [...p.argv];
-  serverArgv[p.mountIndex] = '/dev/fd/3';
-  const env = { ...process.env };
-  if (inProcess) {
-    // native/preload.c: inert unless fd 3 is still this very socket when the server reads it.
-    env.LD_PRELOAD = [preloadPath(), ...(env.LD_PRELOAD ?? '').split(/[: ]/).filter(Boolean)].join(':');
-    env.FUSETRACE_FD = '3';
-    env.FUSETRACE_SOCK_INO = String(fstatSync(serverSock).ino);
-    env.FUSETRACE_MAX_FRAME = String(maxFrame);
-  }
   // Own process group: a terminal's Ctrl-C reaches fusetrace only, which then ends the session
   // in order (unmount first, then the server sees end-of-file).
   let child: ChildProcess;
-  try {
-    const [file, args] = seccomp ? [execHelperPath(), ['3', p.server, ...serverArgv.slice(1)]] : [p.server, serverArgv.slice(1)];
-    child = spawn(file, args, {
-      stdio: opts.serverOutput === undefined ? ['inherit', 'inherit', 'inherit', serverSock] : ['ignore', opts.serverOutput, opts.serverOutput, serverSock],
-      detached: true,
-      argv0: p.argv[0],
-      env,
-    });
-  } finally {
-    closeSync(serverSock);
+  if (started) {
+    child = started.child;
+  } else {
+    const serverArgv = [...p.argv];
+    serverArgv[p.mountIndex!] = '/dev/fd/3';
+    try {
+      const [file, args] = seccomp ? [execHelperPath(), ['3', p.server, ...serverArgv.slice(1)]] : [p.server, serverArgv.slice(1)];
+      child = spawn(file, args, { stdio: [...stdio, serverSock], detached: true, argv0: p.argv[0], env: serverEnv(serverSock, maxFrame, inProcess, '3') });
+    } finally {
+      closeSync(serverSock);
+    }
   }
   if (opts.onSession) setImmediate(opts.onSession, session);
 
@@ -309,7 +379,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   const finished = new Promise<RecordResult>((r) => (finishResolve = r));
   const timers: NodeJS.Timeout[] = [];
   let graceTimer: NodeJS.Timeout | undefined;
-  const notes: string[] = [];
+  const notes: string[] = [...earlyNotes];
 
   const observe = (frames: PumpFrame[]) => {
     for (const f of frames) {
@@ -480,7 +550,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     if (!initRecorded && phase === 'running' && !serverExit) {
       log.write(
         `${live ? '\n' : ''}fusetrace: the server has not answered FUSE_INIT after ${INIT_WARN_MS / 1000} s: ` +
-          'it may ignore /dev/fd/N and mount by itself (libfuse 2, fuser); fusetrace sees nothing of such a mount\n',
+          (started ? 'it mounted but does not serve\n' : 'it may ignore /dev/fd/N and mount by itself (libfuse 2, fuser); fusetrace sees nothing of such a mount\n'),
       );
     }
   }, INIT_WARN_MS);
@@ -531,7 +601,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       log.write(
-        `${live ? '\n' : ''}fusetrace: cannot unmount ${p.mountpoint}: ${e.message}` +
+        `${live ? '\n' : ''}fusetrace: cannot unmount ${mountpoint}: ${e.message}` +
           (e.code === 'EBUSY' || /busy/i.test(e.message) ? ' (files are open there; close them, or signal again to abort the connection)' : '') +
           '\n',
       );
@@ -569,7 +639,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       phase = 'ending';
       abortConnection();
       // The mount is disconnected now; a plain unmount succeeds unless files are still open.
-      if (!(await unmountNow())) notes.push(`${p.mountpoint} is left disconnected: unmount it with umount/fusermount3 -u`);
+      if (!(await unmountNow())) notes.push(`${mountpoint} is left disconnected: unmount it with umount/fusermount3 -u`);
       startGrace();
     }
   }
@@ -617,7 +687,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     }
     phase = 'ending';
     const sx = serverExit!;
-    if (!initAnswered) {
+    if (!initAnswered && !started) {
       notes.push(
         'the server exited before answering FUSE_INIT: it may not accept a mounted fd as /dev/fd/N ' +
           '(libfuse >= 3.3, pyfuse3 and go-fuse >= 2.2 do; libfuse 2 and fuser mount by themselves)',
@@ -627,12 +697,12 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       endReason = 'server-crash';
       // Native behaviour of a crashed server: the connection aborts, the mount stays (ENOTCONN).
       abortConnection();
-      notes.push(`${p.mountpoint} is left disconnected like after a native crash: unmount it with umount/fusermount3 -u`);
+      notes.push(`${mountpoint} is left disconnected like after a native crash: unmount it with umount/fusermount3 -u`);
     } else {
       endReason = 'server-exit';
       if (!(await unmountNow())) {
         abortConnection();
-        notes.push(`${p.mountpoint} is left disconnected: unmount it with umount/fusermount3 -u`);
+        notes.push(`${mountpoint} is left disconnected: unmount it with umount/fusermount3 -u`);
       }
     }
     await finish();
@@ -661,6 +731,13 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     }
     if (graceTimer) clearTimeout(graceTimer);
     pump.stop();
+    if (started) {
+      // A server in the background may still be unmounting (its umount2 waits for our answer):
+      // give the processes under the filter a moment to end before the listener closes.
+      await Promise.race([started.interceptor.done, new Promise((r) => setTimeout(r, daemonized ? 2_000 : 500))]);
+      started.interceptor.stop();
+      started.strategy.close();
+    }
     for (const t of timers) clearInterval(t); // clearInterval clears timeouts too
     process.off('SIGINT', sigint);
     process.off('SIGTERM', sigterm);
