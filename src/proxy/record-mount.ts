@@ -21,6 +21,24 @@ import {
   mountLikeCaller, spawnIntercepted, type FuseMountCall, type InterceptedServer, type InterceptEvent, type InterceptStrategy, type Interceptor,
 } from './intercept.js';
 import { MNT_DETACH, mountAt, unmountFuse, type FuseMount } from './mount.js';
+import { MOUNT_FLAG_OPTIONS, type MountOptions } from './args.js';
+
+/**
+ * The server's mount with `record -o` options added: MS_* flags set or cleared, kernel options
+ * appended unless present, fsname= as the source and subtype= in the type.
+ */
+export function withExtraOptions(call: FuseMountCall, extra: MountOptions): FuseMountCall {
+  let flags = call.flags;
+  for (const o of extra.all) {
+    const f = MOUNT_FLAG_OPTIONS[o];
+    if (f) flags = f.set ? flags | f.flag : flags & ~f.flag;
+  }
+  const have = new Set(call.parsed.options.map((o) => o.split('=')[0]));
+  const added = extra.kernel.filter((o) => !have.has(o.split('=')[0]));
+  const parsed = { ...call.parsed, options: [...call.parsed.options, ...added] };
+  const fstype = extra.subtype ? `${call.fstype === 'fuseblk' ? 'fuseblk' : 'fuse'}.${extra.subtype}` : call.fstype;
+  return { ...call, flags, fstype, source: extra.fsname ?? call.source, parsed };
+}
 
 /** The recorded mount: what the server asked for and what fusetrace made of it. */
 export interface RecordedMount {
@@ -46,16 +64,24 @@ export class RecordMountStrategy implements InterceptStrategy {
   constructor(
     private serverFd: number,
     private readonly say: (line: string) => void,
+    /** `fusetrace record -o`: options the user adds to the server's own (flags, kernel options, names). */
+    private readonly extra?: MountOptions,
   ) {
     this.first = new Promise((r) => (this.firstResolve = r));
   }
+
+  /** The recorded connection ended (unmounted, or aborted by fusetrace): see unmount(). */
+  connectionEnded(): void {
+    this.ended = true;
+  }
+  private ended = false;
 
   async mount(call: FuseMountCall): Promise<number> {
     const isFirst = !this.claimed;
     this.claimed = true;
     let mount: FuseMount;
     try {
-      mount = await mountLikeCaller(call);
+      mount = await mountLikeCaller(isFirst && this.extra ? withExtraOptions(call, this.extra) : call);
     } catch (err) {
       if (isFirst) this.claimed = false;
       throw err;
@@ -80,8 +106,10 @@ export class RecordMountStrategy implements InterceptStrategy {
   async unmount(call: FuseMountCall, flags: number): Promise<void> {
     const lazy = flags & MNT_DETACH;
     if (this.recorded && this.recorded.call === call) {
-      // Already gone: the user's umount or fusetrace's own ended the session first.
-      if (mountAt(call.target)?.device !== this.recorded.device) return;
+      // Already gone: the user's umount or fusetrace's own ended the session first. Or aborted:
+      // natively the server would see POLLERR on its fd and leave the disconnected mount alone
+      // (lib/mount.c fuse_kern_unmount); through the socket it cannot, so do what it would.
+      if (this.ended || mountAt(call.target)?.device !== this.recorded.device) return;
       await unmountFuse(this.recorded.mount, lazy);
       return;
     }
@@ -186,6 +214,8 @@ export interface InterceptedSpawn {
   serverFd: number;
   say: (line: string) => void;
   warnMs?: number;
+  /** `record -o`: options added to the server's own. */
+  extra?: MountOptions;
 }
 
 /**
@@ -195,7 +225,7 @@ export interface InterceptedSpawn {
  * server is then ended by its PID). Nothing is left behind in either case.
  */
 export async function startIntercepted(s: InterceptedSpawn): Promise<InterceptedStart> {
-  const strategy = new RecordMountStrategy(s.serverFd, s.say);
+  const strategy = new RecordMountStrategy(s.serverFd, s.say, s.extra);
   const onEvent = (e: InterceptEvent) => {
     if (e.kind === 'failed') s.say(`the server's ${e.request.syscall} failed with ${errnoName(e.errno)}: ${e.message}`);
   };

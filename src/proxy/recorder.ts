@@ -16,7 +16,7 @@
  *    server reads end-of-file; frames are committed every FLUSH_MS so the trace stays readable.
  */
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { accessSync, closeSync, constants, existsSync, fstatSync, readFileSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, fstatSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { constants as osConstants, release } from 'node:os';
 import { basename, delimiter, join, resolve } from 'node:path';
 import { UserError } from '../errors.js';
@@ -212,6 +212,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
 
   // The trace file before the mount: a refusal (permissions, a foreign file) must not leave a
   // mount that nobody serves.
+  const dbExisted = existsSync(opts.dbPath);
   const db = openTraceDb(opts.dbPath, { create: true });
 
   // The socket first: its buffer size decides the largest frame and thus the INIT clamp.
@@ -237,6 +238,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
         stdio,
         serverFd: serverSock,
         say: (line) => log.write(`fusetrace: ${line}\n`),
+        extra: opts.mountOptions ? classifyMountOptions(splitOptions(opts.mountOptions)) : undefined,
       });
       mount = started.recorded.mount;
       if (p.mountpoint !== undefined && p.mountpoint !== mount.mountpoint) {
@@ -249,6 +251,8 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     closeSync(proxySock);
     if (!intercept) closeSync(serverSock); // startIntercepted owns it, and closes it
     db.close();
+    // Nothing was recorded (the server never mounted): leave no trace file we created.
+    if (!dbExisted) for (const f of [opts.dbPath, `${opts.dbPath}-wal`, `${opts.dbPath}-shm`]) rmSync(f, { force: true });
     throw err;
   }
   const mountpoint = mount.mountpoint;
@@ -505,6 +509,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
     // its end of the socket as it exits, and that is the unmount, not the server going away.
     if (st.readerEnd && !connectionEnded) {
       connectionEnded = true;
+      started?.strategy.connectionEnded();
       onConnectionEnded(st.readerEnd);
     }
     if (daemonized && st.writerEnd !== '' && !serverExit && phase === 'running') {
@@ -612,6 +617,7 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   function abortConnection(): void {
     if (aborted) return;
     aborted = true;
+    started?.strategy.connectionEnded();
     pump.stop(); // closes the only /dev/fuse fd: fuse_dev_release -> fuse_abort_conn
   }
 
