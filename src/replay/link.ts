@@ -19,7 +19,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { findMountpoint } from '../proxy/args.js';
+import { constants as osConstants } from 'node:os';
 import { execHelperPath, native } from '../proxy/native.js';
+import { spawnIntercepted, userNotifAvailable, type Interceptor, type InterceptStrategy } from '../proxy/intercept.js';
 
 /** The fd number the server finds its end of the socketpair at (stdio slot 3). */
 export const SERVER_FD = 3;
@@ -63,6 +65,44 @@ export function serverArgv(argv: readonly string[], fd = SERVER_FD): string[] {
   return out;
 }
 
+/**
+ * Whether the replay intercepts the server's own mount (its argv unchanged) rather than handing
+ * it /dev/fd/N: where seccomp user notification works (FUSETRACE_INTERCEPT=0 turns it off) and the
+ * command line names a mountpoint for the server to mount, and /dev/fuse can be opened. Without one (a server that takes
+ * /dev/fd/N, such as the demo server run as `node server.js`) /dev/fd/N is appended.
+ */
+export function interceptReplay(argv: readonly string[]): boolean {
+  if (process.env.FUSETRACE_INTERCEPT === '0' || !userNotifAvailable()) return false;
+  // The server opens /dev/fuse before it mounts (libfuse, go-fuse, fusermount3): without a usable
+  // device (a CI container) only /dev/fd/N can work.
+  try {
+    fs.accessSync('/dev/fuse', fs.constants.R_OK | fs.constants.W_OK);
+  } catch {
+    return false;
+  }
+  const isDir = (p: string): boolean => {
+    try {
+      return fs.statSync(p).isDirectory();
+    } catch {
+      return false;
+    }
+  };
+  return findMountpoint(argv, isDir) !== undefined;
+}
+
+/** Replay's answer to the server's mounts: success without a mount, the replay socket at its fd. */
+class ReplayMountStrategy implements InterceptStrategy {
+  private mounted = false;
+  constructor(private readonly serverFd: number) {}
+  async mount(): Promise<number> {
+    // One replay is one connection; a second mount has nothing to talk to.
+    if (this.mounted) throw Object.assign(new Error('a replay serves one FUSE connection'), { errno: osConstants.errno.EBUSY });
+    this.mounted = true;
+    return this.serverFd;
+  }
+  async unmount(): Promise<void> {}
+}
+
 /** The one-byte wake-up message (see the file comment). */
 const WAKE = Buffer.from([0]);
 
@@ -85,6 +125,8 @@ export class ServerLink {
   private waking = false;
   private endSeen!: () => void;
   private readonly endPromise: Promise<void>;
+  /** The mount interception, when the server mounts by itself (interceptReplay). */
+  private interceptor: Interceptor | undefined;
 
   constructor(private readonly opts: ServerLinkOptions) {
     // SEQPACKET messages must fit the send buffer (net/unix/af_unix.c): size it like record does.
@@ -95,13 +137,22 @@ export class ServerLink {
     this.peerFd = theirs;
     this.readBuf = Buffer.allocUnsafe(opts.maxFrame + 65536);
     this.endPromise = new Promise((r) => (this.endSeen = r));
-    const argv = serverArgv(opts.argv);
-    // stdio slot 3 dup2()s `theirs` to fd 3 in the child without O_CLOEXEC; both our fds keep
-    // SOCK_CLOEXEC, so no other child ever holds them.
-    const child = spawn(execHelperPath(), [String(SERVER_FD), ...argv], {
-      stdio: ['ignore', 'ignore', 'pipe', theirs],
-      argv0: opts.argv[0],
-    });
+    let child: ChildProcess;
+    if (interceptReplay(opts.argv)) {
+      // The server runs with its command line unchanged; its mount(2) is answered 0 without a
+      // mount and its fuse fd becomes our socket (intercept.ts), as record intercepts it.
+      const started = spawnIntercepted(opts.argv, new ReplayMountStrategy(theirs), { stdio: ['ignore', 'ignore', 'pipe'] });
+      this.interceptor = started.interceptor;
+      child = started.child;
+    } else {
+      const argv = serverArgv(opts.argv);
+      // stdio slot 3 dup2()s `theirs` to fd 3 in the child without O_CLOEXEC; both our fds keep
+      // SOCK_CLOEXEC, so no other child ever holds them.
+      child = spawn(execHelperPath(), [String(SERVER_FD), ...argv], {
+        stdio: ['ignore', 'ignore', 'pipe', theirs],
+        argv0: opts.argv[0],
+      });
+    }
     this.child = child;
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (s: string) => {
@@ -157,6 +208,11 @@ export class ServerLink {
     const exit = await this.exited;
     this.wake();
     await this.endPromise;
+    if (this.interceptor) {
+      // A server in the background unmounts as it ends: answer that before the listener closes.
+      await Promise.race([this.interceptor.done, new Promise((r) => setTimeout(r, 1_000))]);
+      this.interceptor.stop();
+    }
     return exit;
   }
 
