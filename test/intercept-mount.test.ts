@@ -6,12 +6,12 @@
 // source and options identical, the same data, a clean unmount and the same exit status.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { requireFuse } from './helpers/fuse-env.js';
 import { buildExample, buildServer } from './helpers/build.js';
 import { CleanupRegistry, isMounted, mountAt, runDirect, unmount, waitExit, type ExitInfo } from './helpers/mount.js';
-import { gocryptfsArgs, gocryptfsInit } from './helpers/gocryptfs.js';
+import { CASES, requireBin, source } from './helpers/server-families.js';
 import { DirectStrategy, spawnIntercepted, type InterceptEvent } from '../src/proxy/intercept.js';
 
 const reg = new CleanupRegistry();
@@ -57,71 +57,6 @@ function mountShape(mnt: string) {
   return { fsType: m.fsType, source: m.source, mountOptions: m.mountOptions, superOptions: m.superOptions };
 }
 
-interface ServerCase {
-  name: string;
-  /** The server's argv without the mountpoint (appended last), built in a fresh directory. */
-  setup(dir: string): string[];
-  /** What a reader sees through the mount (compared between the direct and the intercepted run). */
-  check(mnt: string): string;
-  /** The tool must be installed (never skipped: a missing package fails the test). */
-  bin?: string;
-}
-
-const readTree = (mnt: string) => JSON.stringify(readdirSync(mnt).sort()) + readFileSync(join(mnt, 'a'), 'utf8');
-function source(dir: string): string {
-  const src = join(dir, 'src');
-  mkdirSync(src, { mode: 0o755 });
-  chmodSync(src, 0o755);
-  writeFileSync(join(src, 'a'), 'content of a\n', { mode: 0o644 });
-  return src;
-}
-
-const CASES: ServerCase[] = [
-  { name: 'passthrough_ll (libfuse 3)', setup: (d) => [buildExample('passthrough_ll'), '-f', '-o', `source=${source(d)}`], check: readTree },
-  { name: 'unionfs-fuse (libfuse 2)', bin: 'unionfs-fuse', setup: (d) => ['unionfs-fuse', '-f', source(d)], check: readTree },
-  { name: 'mergerfs (static, own libfuse)', bin: 'mergerfs', setup: (d) => ['mergerfs', '-f', source(d)], check: readTree },
-  {
-    name: 'rclone mount (bazil, through fusermount3)',
-    bin: 'rclone',
-    setup: (d) => ['rclone', 'mount', '--config', '/dev/null', source(d)],
-    check: readTree,
-  },
-  {
-    name: 'gocryptfs (go-fuse; max_read)',
-    bin: 'gocryptfs',
-    setup: (d) => {
-      const c = join(d, 'cipher');
-      mkdirSync(c);
-      gocryptfsInit(c);
-      return ['gocryptfs', ...gocryptfsArgs(c)];
-    },
-    check: (mnt) => {
-      writeFileSync(join(mnt, 'a'), 'written through gocryptfs\n');
-      const out = readTree(mnt);
-      rmSync(join(mnt, 'a'));
-      return out;
-    },
-  },
-  {
-    name: 'fuse-overlayfs (allow_other and noatime set in its code)',
-    bin: 'fuse-overlayfs',
-    setup: (d) => {
-      const upper = join(d, 'upper');
-      const work = join(d, 'work');
-      mkdirSync(upper);
-      mkdirSync(work);
-      return ['fuse-overlayfs', '-f', '-o', `lowerdir=${source(d)},upperdir=${upper},workdir=${work}`];
-    },
-    check: readTree,
-  },
-];
-
-function requireBin(bin?: string): void {
-  if (!bin) return;
-  const r = spawnSync('sh', ['-c', `command -v ${bin}`]);
-  if (r.status !== 0) throw new Error(`${bin} is not installed (see .ci/run's apt-get line)`);
-}
-
 describe('mount interception, as root', () => {
   for (const c of CASES) {
     it(`${c.name}: mounts by itself with its command line unchanged; mountinfo, data and exit as a direct mount`, async () => {
@@ -161,7 +96,7 @@ describe('mount interception, as root', () => {
     requireBin('fuse-overlayfs');
     const dir = reg.tempDir();
     chmodSync(dir, 0o755);
-    const argv = CASES[5].setup(dir);
+    const argv = CASES.find((c) => c.bin === 'fuse-overlayfs')!.setup(dir);
     const mnt = reg.mountpoint();
     const run = await runIntercepted([...argv, mnt], mnt);
     expect(mountShape(mnt).superOptions.split(',')).toContain('allow_other');

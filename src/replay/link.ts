@@ -70,6 +70,10 @@ export function serverArgv(argv: readonly string[], fd = SERVER_FD): string[] {
  * it /dev/fd/N: where seccomp user notification works (FUSETRACE_INTERCEPT=0 turns it off) and the
  * command line names a mountpoint for the server to mount, and /dev/fuse can be opened. Without one (a server that takes
  * /dev/fd/N, such as the demo server run as `node server.js`) /dev/fd/N is appended.
+ *
+ * go-fuse servers get /dev/fd/N too (go-fuse >= 2.2 takes it): after mounting by itself, go-fuse
+ * opens a file in its own mountpoint (fuse/poll.go pollHack, in WaitMount), which without a real
+ * mount reaches the directory underneath and fails, so the server gives up before serving.
  */
 export function interceptReplay(argv: readonly string[]): boolean {
   if (process.env.FUSETRACE_INTERCEPT === '0' || !userNotifAvailable()) return false;
@@ -87,7 +91,25 @@ export function interceptReplay(argv: readonly string[]): boolean {
       return false;
     }
   };
-  return findMountpoint(argv, isDir) !== undefined;
+  return findMountpoint(argv, isDir) !== undefined && !usesGoFuse(argv[0]);
+}
+
+/**
+ * True when the program (as execvp would find it) is a Go binary built with go-fuse and not with
+ * bazil.org/fuse (module paths are in the Go build info). rclone links both: `rclone mount` is
+ * bazil and is intercepted; `rclone mount2` (go-fuse) then does not replay.
+ */
+function usesGoFuse(cmd: string): boolean {
+  const dirs = cmd.includes('/') ? [''] : (process.env.PATH ?? '/usr/bin:/bin').split(':');
+  for (const dir of dirs) {
+    try {
+      const bin = fs.readFileSync(dir ? `${dir}/${cmd}` : cmd);
+      return bin.includes('github.com/hanwen/go-fuse') && !bin.includes('bazil.org/fuse');
+    } catch {
+      /* not here */
+    }
+  }
+  return false;
 }
 
 /** Replay's answer to the server's mounts: success without a mount, the replay socket at its fd. */
