@@ -5,6 +5,9 @@
       "sources": [
         "native/binding.cc",
         "native/pump.cc",
+        "native/frame_sink.cc",
+        "native/relay.cc",
+        "native/ring_consumer.cc",
         "native/mount_util.cc",
         "native/supervisor.cc"
       ],

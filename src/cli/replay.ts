@@ -4,7 +4,7 @@ import { UserError } from '../errors.js';
 import { dbPath } from './options.js';
 import { openTraceDb } from '../store/db.js';
 import { rebuildLedger } from '../store/ledger.js';
-import { resolveExecutable } from '../proxy/recorder.js';
+import { resolveExecutable } from '../server/process.js';
 import { DEFAULT_RULES, parseRules, type NormRule } from '../replay/compare.js';
 import { initFailure, runReplay, type InjectedInterrupt, type Timing } from '../replay/engine.js';
 import { buildPlan, resolveSession } from '../replay/plan.js';

@@ -17,7 +17,7 @@ export type {
   ExtInfo, RequestSpec, ReplySpec, NotifySpec,
 } from './codec.js';
 export {
-  OPCODE_TABLE, NOTIFY_TABLE, COMPAT_SIZES, Opcode, NotifyCode, opcodeInfo, opcodeByName, opcodeName, notifyInfo,
+  OPCODE_TABLE, NOTIFY_TABLE, COMPAT_SIZES, NO_REPLY_OPCODES, Opcode, NotifyCode, opcodeInfo, opcodeByName, opcodeName, notifyInfo,
   notifyName, checkTables, assertTablesConsistent,
 } from './opcodes.js';
 export type { OpcodeInfo, NotifyInfo, ReplyShape, Tail } from './opcodes.js';

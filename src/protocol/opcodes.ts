@@ -185,6 +185,12 @@ export function notifyName(code: number): string {
 
 /** Opcode numbers by name: `Opcode.LOOKUP === 1`. */
 export const Opcode: Readonly<Record<string, number>> = Object.freeze(Object.fromEntries(OPCODE_TABLE.map((o) => [o.name, o.opcode])));
+/**
+ * Opcodes the server never answers (the table's noReply: FORGET, BATCH_FORGET, NOTIFY_REPLY) or
+ * answers only sometimes (INTERRUPT: fs/fuse/dev.c queues no reply for it; the server may answer
+ * EAGAIN/ENOSYS). A request of these is never "in flight".
+ */
+export const NO_REPLY_OPCODES: ReadonlySet<number> = new Set(OPCODE_TABLE.filter((o) => o.noReply).map((o) => o.opcode));
 /** Notify codes by name without the prefix: `NotifyCode.INVAL_ENTRY === 3`. */
 export const NotifyCode: Readonly<Record<string, number>> = Object.freeze(
   Object.fromEntries(NOTIFY_TABLE.map((n) => [n.name.replace(/^NOTIFY_/, ''), n.code])),

@@ -12,14 +12,11 @@
  * unmounted it: through a socket libfuse cannot see POLLERR, lib/mount.c fuse_kern_unmount, and
  * unmounts anyway) it is answered 0 without touching whatever is mounted there now.
  */
-import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { closeSync } from 'node:fs';
-import { constants as osConstants } from 'node:os';
 import { UserError } from '../errors.js';
+import { InterceptMount, ServerProcess } from '../server/process.js';
 import { errnoName } from '../protocol/errno.js';
-import {
-  mountLikeCaller, spawnIntercepted, type FuseMountCall, type InterceptedServer, type InterceptEvent, type InterceptStrategy, type Interceptor,
-} from './intercept.js';
+import { mountLikeCaller, type FuseMountCall, type InterceptEvent, type InterceptStrategy, type Interceptor } from './intercept.js';
 import { MNT_DETACH, mountAt, unmountFuse, type FuseMount } from './mount.js';
 import { MOUNT_FLAG_OPTIONS, type MountOptions } from './args.js';
 
@@ -198,7 +195,7 @@ export async function awaitFirstMount(o: MountWaitOptions): Promise<MountWait> {
 
 /** A server started under interception whose first mount is made. */
 export interface InterceptedStart {
-  child: ChildProcess;
+  server: ServerProcess;
   interceptor: Interceptor;
   strategy: RecordMountStrategy;
   recorded: RecordedMount;
@@ -209,13 +206,21 @@ export interface InterceptedSpawn {
   argv: string[];
   program: string;
   env: NodeJS.ProcessEnv;
-  stdio: StdioOptions;
+  output: 'inherit' | number;
   /** Our copy of the server end of the socketpair: it takes the number of the server's fuse fd. */
   serverFd: number;
   say: (line: string) => void;
+  /** The session's daemon check, once the server has mounted (ServerProcessOptions.stillServed). */
+  stillServed: () => Promise<boolean>;
   warnMs?: number;
   /** `record -o`: options added to the server's own. */
   extra?: MountOptions;
+}
+
+/** Before its mount, a server that exited 0 went to the background if a process it started is still under the filter. */
+async function filterPopulated(interceptor: Interceptor | undefined): Promise<boolean> {
+  if (!interceptor) return false;
+  return Promise.race([interceptor.done.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 100))]);
 }
 
 /**
@@ -229,37 +234,40 @@ export async function startIntercepted(s: InterceptedSpawn): Promise<Intercepted
   const onEvent = (e: InterceptEvent) => {
     if (e.kind === 'failed') s.say(`the server's ${e.request.syscall} failed with ${errnoName(e.errno)}: ${e.message}`);
   };
-  let started: InterceptedServer;
+  let mounted = false;
+  void strategy.first.then(() => (mounted = true));
+  let server: ServerProcess;
   try {
-    // Own process group: a terminal's Ctrl-C reaches fusetrace only, which ends the session in order.
-    started = spawnIntercepted([s.program, ...s.argv.slice(1)], strategy, { stdio: s.stdio, env: s.env, detached: true, argv0: s.argv[0] }, onEvent);
+    server = new ServerProcess({
+      argv: s.argv,
+      program: s.program,
+      strategy: new InterceptMount(strategy, onEvent),
+      env: s.env,
+      output: s.output,
+      // Own process group: a terminal's Ctrl-C reaches fusetrace only, which ends the session in order.
+      detached: true,
+      stillServed: () => (mounted ? s.stillServed() : filterPopulated(server.interceptor)),
+    });
   } catch (err) {
     strategy.close();
     throw new UserError(`cannot start ${s.argv[0]} under the mount interception: ${(err as Error).message} (FUSETRACE_INTERCEPT=0 falls back to /dev/fd/N)`);
   }
-  const { child, interceptor } = started;
-  const serverExited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => {
-    child.once('error', () => r({ code: 127, signal: null }));
-    child.once('exit', (code, signal) => r({ code, signal }));
-  });
+  const interceptor = server.interceptor!;
   const wait = await awaitFirstMount({
     strategy,
     filterGone: interceptor.done,
-    serverExited,
-    kill: (sig) => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(sig);
-    },
+    serverExited: server.exited.then((x) => (x.spawnError !== undefined ? { code: 127, signal: null } : { code: x.code, signal: x.signal })),
+    kill: (sig) => void server.signal(sig),
     say: s.say,
     warnMs: s.warnMs,
   });
-  if (wait.kind === 'mounted') return { child, interceptor, strategy, recorded: wait.recorded };
+  if (wait.kind === 'mounted') return { server, interceptor, strategy, recorded: wait.recorded };
   interceptor.stop();
   strategy.close();
   if (wait.kind === 'exited') {
     const status = wait.signal ? `was killed by ${wait.signal}` : `exited with status ${wait.code}`;
-    const exitCode = wait.signal ? 128 + (osConstants.signals[wait.signal] ?? 0) : wait.code || 1;
-    throw new UserError(`${s.argv[0]} ${status} before it mounted anything: nothing was recorded`, exitCode);
+    throw new UserError(`${s.argv[0]} ${status} before it mounted anything: nothing was recorded`, ServerProcess.statusOf(wait) || 1);
   }
   const how = wait.server.signal ? `ended by ${wait.server.signal}` : `exited ${wait.server.code}`;
-  throw new UserError(`${wait.signal} before ${s.argv[0]} mounted anything: the server (pid ${child.pid}) ${how}; nothing was recorded`, 128 + (osConstants.signals[wait.signal] ?? 0));
+  throw new UserError(`${wait.signal} before ${s.argv[0]} mounted anything: the server (pid ${server.pid}) ${how}; nothing was recorded`, ServerProcess.statusOf({ code: null, signal: wait.signal }));
 }

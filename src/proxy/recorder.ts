@@ -3,33 +3,34 @@
  * a SOCK_SEQPACKET socketpair), runs the native pump between the two and commits every frame to
  * the trace file, then ends the session the way the user or the server asked.
  *
- * Session ends (DESIGN.md):
- *  - the user unmounts: the pump's read() gets ENODEV, the server gets end-of-file and exits
- *    (libfuse: "short read on fuse device", status 1); the session ended by `unmount`, exit 0;
- *  - SIGINT/SIGTERM: we unmount (never lazily), then as above; `signal`, exit 0;
- *  - the server exits by itself: we unmount as libfuse's fuse_session_unmount would have;
- *    `server-exit`, fusetrace exits with the server's status;
- *  - the server dies of a signal: like a native crash, closing the last /dev/fuse fd aborts the
- *    connection and the mount is left disconnected (ENOTCONN), not lazily unmounted;
- *    `server-crash`, exit 128 + signal;
- *  - fusetrace is SIGKILLed: the kernel closes our /dev/fuse fd (connection aborted) and the
- *    server reads end-of-file; frames are committed every FLUSH_MS so the trace stays readable.
+ * This file validates the request (plan) and builds the parts in an order that never leaves a
+ * mount nobody serves: the trace file, the socket, the mount, the writer and the pump, then the
+ * server. The parts, mirroring the replayer (src/replay/engine.ts):
+ *  - RecordSession (session.ts): phases, end reasons, signals; the one place that decides;
+ *  - FramePipeline (pipeline.ts): drain, patches, seq order, buffer recycling, into the writer;
+ *  - RecordStatus (status.ts): the live line, notes and the summary;
+ *  - ServerProcess (src/server/process.ts): starting and ending the server, shared with replay.
  */
-import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
-import { accessSync, closeSync, constants, existsSync, fstatSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { constants as osConstants, release } from 'node:os';
-import { basename, delimiter, join, resolve } from 'node:path';
+import { closeSync, existsSync, fstatSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { release } from 'node:os';
+import { basename, resolve } from 'node:path';
+import type { Database } from 'better-sqlite3';
 import { UserError } from '../errors.js';
-import { createDurationIndexes, dropDurationIndexes, openTraceDb } from '../store/db.js';
+import { DevFdArgv, SERVER_FD, ServerProcess, resolveExecutable } from '../server/process.js';
+import { dropDurationIndexes, openTraceDb } from '../store/db.js';
 import { TraceWriter } from '../store/writer.js';
 import { Ledger } from '../store/ledger.js';
 import { classifyMountOptions, collectDashO, findMountpoint, splitOptions, type MountOptions } from './args.js';
-import { FRAME_FLAG_PATCH, SeqOrderer, unpackFrames, type PumpFrame } from './frames.js';
-import { frameLimits, initChanges, initMask } from './init.js';
+import { frameLimits, initMask } from './init.js';
 import { canonicalMountPath, mountAsRoot, mountAt, mountWithFusermount, unmountFuse, type FuseMount } from './mount.js';
-import { execHelperPath, native, preloadPath, type Pump, type PumpStatus } from './native.js';
+import { native, preloadPath, type Pump } from './native.js';
 import { userNotifAvailable } from './intercept.js';
 import { startIntercepted, type InterceptedStart } from './record-mount.js';
+import { FramePipeline } from './pipeline.js';
+import { RecordSession, type RecordResult } from './session.js';
+import { RecordStatus } from './status.js';
+
+export type { EndReason, RecordResult } from './session.js';
 
 /** What `record` was asked to do. */
 export interface RecordOptions {
@@ -67,49 +68,6 @@ export interface RecordOptions {
   intercept?: boolean;
   /** Socket send buffer to ask for (default: enough for the largest frame; FUSETRACE_SNDBUF overrides, to exercise the INIT clamp). */
   sndbuf?: number;
-}
-
-export type EndReason = 'unmount' | 'signal' | 'server-exit' | 'server-crash' | 'error';
-
-/** How the recording ended. */
-export interface RecordResult {
-  session: number;
-  endReason: EndReason;
-  exitStatus: number;
-  serverExitCode: number | null;
-  serverSignal: string | null;
-  frames: number;
-  dropped: number;
-  partial: number;
-}
-
-/** Commit period: a SIGKILLed fusetrace loses at most this much of the trace. */
-const FLUSH_MS = 100;
-/** Drained bytes past which drainOnce() flushes and recycles the pump's regions (see recycleDrained). */
-const RECYCLE_BYTES = 16 << 20;
-/** How long the server gets to exit after the connection ended, before SIGTERM (then SIGKILL). */
-const SERVER_GRACE_MS = 5_000;
-/** When to warn that the server has not answered FUSE_INIT. */
-const INIT_WARN_MS = 10_000;
-/** fuse_in_header.opcode of requests that never get a reply (FORGET, BATCH_FORGET) or only sometimes (INTERRUPT). */
-const NO_REPLY_OPCODES = new Set([2, 36, 42]);
-
-/** Resolves a command like execvp() would; undefined when not found or not executable. */
-export function resolveExecutable(cmd: string): string | undefined {
-  const ok = (p: string) => {
-    try {
-      accessSync(p, constants.X_OK);
-      return statSync(p).isFile();
-    } catch {
-      return false;
-    }
-  };
-  if (cmd.includes('/')) return ok(cmd) ? resolve(cmd) : undefined;
-  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(delimiter)) {
-    const p = join(dir || '.', cmd);
-    if (ok(p)) return p;
-  }
-  return undefined;
 }
 
 function isDirectory(p: string): boolean {
@@ -171,646 +129,255 @@ function plan(opts: RecordOptions, intercept: boolean): Plan {
   return { server, argv, mountIndex: found.mountIndex, mountpoint, mountOptions, asRoot };
 }
 
+/** The socket between pump and server, sized for the largest frame (see DESIGN.md hazards). */
+interface Socket {
+  proxyFd: number;
+  serverFd: number;
+  sndbuf: number;
+  forced: boolean;
+  maxFrame: number;
+}
+
+function openSocket(opts: RecordOptions): Socket {
+  const envSndbuf = Number(process.env.FUSETRACE_SNDBUF);
+  // The socket first: its buffer size decides the largest frame and thus the INIT clamp.
+  const want = largestFrame();
+  const pair = native().seqpacketPair(opts.sndbuf ?? (envSndbuf > 0 ? envSndbuf : want + 65536));
+  // A SEQPACKET message must fit sk_sndbuf - 32 (net/unix/af_unix.c unix_dgram_sendmsg); keep a margin.
+  const maxFrame = Math.min(want, pair.sndbuf - 32 - 512);
+  return { proxyFd: pair.fds[0], serverFd: pair.fds[1], sndbuf: pair.sndbuf, forced: pair.forced, maxFrame };
+}
+
+/** Switches of one recording, from the options and the diagnostic environment variables. */
+interface Switches {
+  /** FUSETRACE_GATE=0 turns the killability gate off, to measure what it costs and buys. */
+  gate: boolean;
+  seccomp: boolean;
+  inProcess: boolean;
+  /** Mount interception (intercept.ts) unless it cannot work here (doctor says) or is switched off. */
+  intercept: boolean;
+}
+
+function switches(opts: RecordOptions): Switches {
+  const seccomp = opts.seccomp ?? process.env.FUSETRACE_SECCOMP !== '0';
+  return {
+    gate: opts.gate ?? process.env.FUSETRACE_GATE !== '0',
+    seccomp,
+    intercept: opts.intercept ?? (seccomp && process.env.FUSETRACE_INTERCEPT !== '0' && userNotifAvailable()),
+    inProcess: (opts.inProcess ?? process.env.FUSETRACE_INPROCESS !== '0') && existsSync(preloadPath()),
+  };
+}
+
+/** The writer and ledger of a new session, and the pump between /dev/fuse and the socket. */
+interface Recording {
+  writer: TraceWriter;
+  ledger: Ledger;
+  session: number;
+  pump: Pump;
+}
+
+/**
+ * Begins the session and starts the pump. `started` receives the pump once it exists: from then on
+ * it owns /dev/fuse and the socket's proxy end (a failure must close them through pump.stop()).
+ */
+function startRecording(
+  opts: RecordOptions, p: Plan, db: Database, m: ServerMount, sock: Socket, sw: Switches, onWake: () => void,
+  started: { pump?: Pump },
+): Recording {
+  const mount = m.mount;
+  const call = m.intercepted?.recorded.call;
+  const startedMonoNs = native().monotonicNs();
+  const startedWallNs = BigInt(Date.now()) * 1_000_000n;
+  // The live ledger is several times faster without the duration indexes; they come back at the end.
+  dropDurationIndexes(db);
+  const writer = new TraceWriter(db);
+  const session = writer.beginSession({
+    name: opts.name,
+    command: opts.command,
+    mountpoint: mount.mountpoint,
+    snaplen: opts.snaplen,
+    startedWallNs,
+    startedMonoNs,
+    meta: {
+      uid: process.getuid?.(),
+      kernel: release(),
+      mountedVia: mount.via,
+      mountOptions: mount.options,
+      // With interception: the server's own mount(2), exactly as it made it (intercept.ts).
+      ...(call
+        ? { intercepted: true, serverMount: { source: call.source, fstype: call.fstype, flags: call.flags, data: call.data, target: call.target } }
+        : { intercepted: false, ignoredOptions: p.mountOptions.ignored }),
+      sndbuf: sock.sndbuf,
+      sndbufForced: sock.forced,
+      maxFrame: sock.maxFrame,
+      gate: sw.gate,
+      seccomp: sw.seccomp,
+      // 'relay' until the server takes /dev/fuse over ('in-process', written when it happens).
+      transport: 'relay',
+    },
+  });
+  // The request ledger runs inside each flush's transaction, so the `requests` rows commit with
+  // their frames (and survive a SIGKILL just as the frames do).
+  const ledger = new Ledger(db, session);
+  writer.onFrames((_s, frames) => ledger.add(frames));
+  const limits = frameLimits(sock.maxFrame);
+  const pump = new (native().Pump)(
+    {
+      devFd: mount.devFd,
+      sockFd: sock.proxyFd,
+      maxFrame: sock.maxFrame,
+      snaplen: opts.snaplen ?? 0,
+      initMask: initMask(),
+      maxWriteLimit: limits.maxWrite,
+      maxPagesLimit: limits.maxPages,
+      gate: sw.gate,
+      inProcess: sw.inProcess,
+    },
+    onWake,
+  );
+  started.pump = pump;
+  pump.start();
+  return { writer, ledger, session, pump };
+}
+
 /** The server's environment: with in-process recording, the preload library and what it checks. */
-function serverEnv(serverSock: number, maxFrame: number, inProcess: boolean, fd: string): NodeJS.ProcessEnv {
+function serverEnv(sock: Socket, inProcess: boolean, fd: string): NodeJS.ProcessEnv {
   const env = { ...process.env };
   if (inProcess) {
-    // native/preload.c: inert unless fd FUSETRACE_FD (or, with `any`, the fd it finds) is this very
-    // socket when the server reads it.
+    // native/preload.c: inert unless fd FUSETRACE_FD (with `any`: whichever fd it finds) is this
+    // very socket when the server reads it.
     env.LD_PRELOAD = [preloadPath(), ...(env.LD_PRELOAD ?? '').split(/[: ]/).filter(Boolean)].join(':');
     env.FUSETRACE_FD = fd;
-    env.FUSETRACE_SOCK_INO = String(fstatSync(serverSock).ino);
-    env.FUSETRACE_MAX_FRAME = String(maxFrame);
+    env.FUSETRACE_SOCK_INO = String(fstatSync(sock.serverFd).ino);
+    env.FUSETRACE_MAX_FRAME = String(sock.maxFrame);
   }
   return env;
 }
 
+/** The recorded FUSE mount, and with interception the server that made it. */
+interface ServerMount {
+  mount: FuseMount;
+  intercepted?: InterceptedStart;
+}
+
 /**
- * Mounts for the fallback path (no interception): fusetrace mounts the mountpoint argument itself
- * with the options read from argv, and the server gets /dev/fd/3.
+ * Gets the mount to record. With interception the server starts now, with its command line
+ * unchanged, and this resolves at its first FUSE mount (record-mount.ts); `stillServed` is the
+ * session's daemon check, bound later. Otherwise fusetrace mounts the mountpoint argument with
+ * the options read from argv (the /dev/fd/N fallback). Closes the socket's fds on failure.
  */
-async function mountForDevFd(p: Plan, progName: string): Promise<FuseMount> {
+async function mountServer(opts: RecordOptions, p: Plan, sock: Socket, sw: Switches, stillServed: () => Promise<boolean>): Promise<ServerMount> {
+  const log = opts.log ?? process.stderr;
   try {
-    return p.asRoot ? mountAsRoot(p.mountpoint!, p.mountOptions, progName) : await mountWithFusermount(p.mountpoint!, p.mountOptions, progName);
+    if (!sw.intercept) {
+      const progName = basename(p.server);
+      return { mount: p.asRoot ? mountAsRoot(p.mountpoint!, p.mountOptions, progName) : await mountWithFusermount(p.mountpoint!, p.mountOptions, progName) };
+    }
+    const intercepted = await startIntercepted({
+      argv: p.argv,
+      program: p.server,
+      env: serverEnv(sock, sw.inProcess, 'any'),
+      output: opts.serverOutput ?? 'inherit',
+      serverFd: sock.serverFd,
+      say: (line) => log.write(`fusetrace: ${line}\n`),
+      stillServed,
+      extra: opts.mountOptions ? classifyMountOptions(splitOptions(opts.mountOptions)) : undefined,
+    });
+    return { mount: intercepted.recorded.mount, intercepted };
   } catch (err) {
+    closeSync(sock.proxyFd);
+    if (!sw.intercept) closeSync(sock.serverFd); // startIntercepted owns it, and closes it
+    if (err instanceof UserError) throw err;
     throw new UserError(`cannot mount ${p.mountpoint}: ${(err as Error).message}`);
   }
 }
 
 /** Runs one recording to its end; resolves with how it ended (never rejects after the mount). */
 export async function record(opts: RecordOptions): Promise<RecordResult> {
-  const seccomp = opts.seccomp ?? process.env.FUSETRACE_SECCOMP !== '0';
-  // Mount interception (intercept.ts) unless it cannot work here (doctor says) or is switched off.
-  const intercept = opts.intercept ?? (seccomp && process.env.FUSETRACE_INTERCEPT !== '0' && userNotifAvailable());
-  const p = plan(opts, intercept);
-  // FUSETRACE_GATE=0 turns the killability gate off, to measure what it costs and buys.
-  const gate = opts.gate ?? process.env.FUSETRACE_GATE !== '0';
-  const inProcess = (opts.inProcess ?? process.env.FUSETRACE_INPROCESS !== '0') && existsSync(preloadPath());
-  const envSndbuf = Number(process.env.FUSETRACE_SNDBUF);
+  const sw = switches(opts);
+  const p = plan(opts, sw.intercept);
   const log = opts.log ?? process.stderr;
-  const progName = basename(p.server);
-
   // The trace file before the mount: a refusal (permissions, a foreign file) must not leave a
   // mount that nobody serves.
   const dbExisted = existsSync(opts.dbPath);
   const db = openTraceDb(opts.dbPath, { create: true });
-
-  // The socket first: its buffer size decides the largest frame and thus the INIT clamp.
-  const want = largestFrame();
-  const pair = native().seqpacketPair(opts.sndbuf ?? (envSndbuf > 0 ? envSndbuf : want + 65536));
-  // A SEQPACKET message must fit sk_sndbuf - 32 (net/unix/af_unix.c unix_dgram_sendmsg); keep a margin.
-  const maxFrame = Math.min(want, pair.sndbuf - 32 - 512);
-  const limits = frameLimits(maxFrame);
-  const [proxySock, serverSock] = pair.fds;
-
-  const stdio: StdioOptions = opts.serverOutput === undefined ? ['inherit', 'inherit', 'inherit'] : ['ignore', opts.serverOutput, opts.serverOutput];
-  const earlyNotes: string[] = [];
-  let mount: FuseMount;
-  let started: InterceptedStart | undefined;
+  const sock = openSocket(opts);
+  let stillServed: (() => Promise<boolean>) | undefined;
+  let m: ServerMount;
   try {
-    if (intercept) {
-      // The server runs with its command line unchanged and mounts by itself; its first FUSE mount
-      // is made for real with its own options, and our socket takes its fuse fd's number.
-      started = await startIntercepted({
-        argv: p.argv,
-        program: p.server,
-        env: serverEnv(serverSock, maxFrame, inProcess, 'any'),
-        stdio,
-        serverFd: serverSock,
-        say: (line) => log.write(`fusetrace: ${line}\n`),
-        extra: opts.mountOptions ? classifyMountOptions(splitOptions(opts.mountOptions)) : undefined,
-      });
-      mount = started.recorded.mount;
-      if (p.mountpoint !== undefined && p.mountpoint !== mount.mountpoint) {
-        earlyNotes.push(`the server mounted ${mount.mountpoint}, not ${p.mountpoint} (the directory among its arguments)`);
-      }
-    } else {
-      mount = await mountForDevFd(p, progName);
-    }
+    m = await mountServer(opts, p, sock, sw, () => stillServed?.() ?? Promise.resolve(false));
   } catch (err) {
-    closeSync(proxySock);
-    if (!intercept) closeSync(serverSock); // startIntercepted owns it, and closes it
     db.close();
     // Nothing was recorded (the server never mounted): leave no trace file we created.
     if (!dbExisted) for (const f of [opts.dbPath, `${opts.dbPath}-wal`, `${opts.dbPath}-shm`]) rmSync(f, { force: true });
     throw err;
   }
-  const mountpoint = mount.mountpoint;
-
-  const startedMonoNs = native().monotonicNs();
-  const startedWallNs = BigInt(Date.now()) * 1_000_000n;
+  const { mount, intercepted } = m;
   // From here on a failure must not leave a mount nobody serves: close our /dev/fuse fd (the
   // connection aborts) and unmount before reporting it.
-  let writer!: TraceWriter;
-  let session!: number;
-  let ledger!: Ledger;
-  let pump!: Pump;
+  let wake = (): void => undefined;
+  let rec: Recording;
+  const started: { pump?: Pump } = {};
   try {
-    // The live ledger is several times faster without the duration indexes; they come back at the end.
-    dropDurationIndexes(db);
-    writer = new TraceWriter(db);
-    session = writer.beginSession({
-      name: opts.name,
-      command: opts.command,
-      mountpoint,
-      snaplen: opts.snaplen,
-      startedWallNs,
-      startedMonoNs,
-      meta: {
-        uid: process.getuid?.(),
-        kernel: release(),
-        mountedVia: mount.via,
-        mountOptions: mount.options,
-        // With interception: the server's own mount(2), exactly as it made it (intercept.ts).
-        ...(started
-          ? {
-              intercepted: true,
-              serverMount: {
-                source: started.recorded.call.source,
-                fstype: started.recorded.call.fstype,
-                flags: started.recorded.call.flags,
-                data: started.recorded.call.data,
-                target: started.recorded.call.target,
-              },
-            }
-          : { intercepted: false, ignoredOptions: p.mountOptions.ignored }),
-        sndbuf: pair.sndbuf,
-        sndbufForced: pair.forced,
-        maxFrame,
-        gate,
-        seccomp,
-        // 'relay' until the server takes /dev/fuse over ('in-process', written when it happens).
-        transport: 'relay',
-      },
-    });
-
-    // The request ledger runs inside each flush's transaction, so the `requests` rows commit with
-    // their frames (and survive a SIGKILL just as the frames do).
-    ledger = new Ledger(db, session);
-    writer.onFrames((_s, frames) => ledger.add(frames));
-
-    pump = new (native().Pump)(
-      {
-        devFd: mount.devFd,
-        sockFd: proxySock,
-        maxFrame,
-        snaplen: opts.snaplen ?? 0,
-        initMask: initMask(),
-        maxWriteLimit: limits.maxWrite,
-        maxPagesLimit: limits.maxPages,
-        gate,
-        inProcess,
-      },
-      () => onWake(),
-    );
-    pump.start();
+    rec = startRecording(opts, p, db, m, sock, sw, () => wake(), started);
   } catch (err) {
-    if (pump) pump.stop(); // closes both of its fds
+    if (started.pump) started.pump.stop(); // closes both of its fds
     else {
       closeSync(mount.devFd);
-      closeSync(proxySock);
+      closeSync(sock.proxyFd);
     }
-    if (started) {
+    if (intercepted) {
       // The server already runs, on a mount nobody will serve: end it by its PID.
-      started.child.kill('SIGKILL');
-      started.interceptor.stop();
-      started.strategy.close();
+      intercepted.server.signal('SIGKILL');
+      intercepted.interceptor.stop();
+      intercepted.strategy.close();
     } else {
-      closeSync(serverSock);
+      closeSync(sock.serverFd);
     }
     await unmountFuse(mount).catch(() => undefined);
     db.close();
     throw err;
   }
-
-  // Own process group: a terminal's Ctrl-C reaches fusetrace only, which then ends the session
-  // in order (unmount first, then the server sees end-of-file).
-  let child: ChildProcess;
-  if (started) {
-    child = started.child;
-  } else {
-    const serverArgv = [...p.argv];
-    serverArgv[p.mountIndex!] = '/dev/fd/3';
+  const status = new RecordStatus(log);
+  if (p.mountpoint !== undefined && p.mountpoint !== mount.mountpoint) {
+    status.notes.push(`the server mounted ${mount.mountpoint}, not ${p.mountpoint} (the directory among its arguments)`);
+  }
+  const pipeline = new FramePipeline(rec.pump, rec.writer, rec.ledger, sock.maxFrame, (line) => log.write(line));
+  const session = new RecordSession({
+    ...rec, dbPath: opts.dbPath, mountpoint: mount.mountpoint, mount, db, pipeline, status,
+    interception: intercepted && { connectionEnded: () => intercepted.strategy.connectionEnded(), finish: (d) => finishInterception(intercepted, d) },
+  });
+  wake = () => session.onWake();
+  const finished = session.run((ss) => {
+    stillServed = ss;
+    if (intercepted) return intercepted.server;
     try {
-      const [file, args] = seccomp ? [execHelperPath(), ['3', p.server, ...serverArgv.slice(1)]] : [p.server, serverArgv.slice(1)];
-      child = spawn(file, args, { stdio: [...stdio, serverSock], detached: true, argv0: p.argv[0], env: serverEnv(serverSock, maxFrame, inProcess, '3') });
+      return new ServerProcess({
+        argv: p.argv,
+        program: p.server,
+        serverFd: sock.serverFd,
+        strategy: new DevFdArgv(p.mountIndex),
+        seccomp: sw.seccomp,
+        env: serverEnv(sock, sw.inProcess, String(SERVER_FD)),
+        output: opts.serverOutput ?? 'inherit',
+        detached: true,
+        stillServed: ss,
+      });
     } finally {
-      closeSync(serverSock);
+      closeSync(sock.serverFd);
     }
-  }
-  if (opts.onSession) setImmediate(opts.onSession, session);
-
-  // ---- live state ----
-  let recorded = 0;
-  let bytes = 0;
-  let dropped = 0;
-  let errors = 0;
-  const inFlight = new Set<bigint>();
-  let initRecorded = false;
-  let inProcessNoted = false;
-  let initAnswered = false;
-  let lastStatus: PumpStatus | undefined;
-  let lastDroppedWritten = 0;
-
-  let phase: 'running' | 'unmounting' | 'ending' | 'done' = 'running';
-  let endReason: EndReason | undefined;
-  let serverExit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  let unmountBusy = false;
-  let connectionEnded = false; // the pump read ENODEV
-  let aborted = false;
-  let daemonized = false;
-  let finishResolve!: (r: RecordResult) => void;
-  const finished = new Promise<RecordResult>((r) => (finishResolve = r));
-  const timers: NodeJS.Timeout[] = [];
-  let graceTimer: NodeJS.Timeout | undefined;
-  const notes: string[] = [...earlyNotes];
-
-  const observe = (frames: PumpFrame[]) => {
-    for (const f of frames) {
-      if (f.dir === 0) {
-        if (f.opcode !== null && !NO_REPLY_OPCODES.has(f.opcode) && f.writeErrno === 0) inFlight.add(f.unique);
-        if (f.writeErrno !== 0) errors++;
-      } else {
-        if (f.unique !== 0n) inFlight.delete(f.unique);
-        if ((f.error ?? 0) < 0 && f.unique !== 0n) errors++;
-        else if (f.writeErrno !== 0) errors++;
-      }
-    }
-  };
-
-  const orderer = new SeqOrderer();
-  /** Notifications not yet committed, by seq: their write result (a patch) may still change them. */
-  const unflushedNotifies = new Map<number, PumpFrame>();
-  writer.onFrames((_s, frames) => {
-    for (const f of frames) if (f.dir === 1 && f.unique === 0n) unflushedNotifies.delete(f.seq);
   });
-  const patchRow = db.prepare('UPDATE frames SET fwd_ns = ?, write_errno = ? WHERE session = ? AND seq = ?');
-  /** Applies a notification's write result: to the frame if not yet committed, else to its row. */
-  function patchNotify(p: PumpFrame): void {
-    const f = unflushedNotifies.get(p.seq) ?? orderer.find(p.seq);
-    if (f) {
-      f.fwdNs = p.fwdNs;
-      f.writeErrno = p.writeErrno;
-    } else {
-      patchRow.run(p.fwdNs, p.writeErrno, session, p.seq);
-    }
-    if (p.writeErrno !== 0) errors++;
-  }
-
-  let ledgerNoted = false;
-  /** Runs a writer call; an error of the ledger observer (the frames still committed) stops only the ledger. */
-  function guarded(fn: () => void): void {
-    try {
-      fn();
-    } catch (err) {
-      if (!ledger.failure) throw err;
-      if (!ledgerNoted) {
-        ledgerNoted = true;
-        log.write(`fusetrace: the request ledger stopped (frames are still recorded; rebuild it later): ${String(err)}\n`);
-      }
-    }
-  }
-
-  /**
-   * Drained Buffers the writer may still refer to (its records' `data` slices them until its next
-   * flush, see TraceWriter.addFrames; the orderer holds frames across drains). Handed back to the
-   * pump after a flush, so a full capture refills a few regions instead of faulting in new ones.
-   */
-  let drained: Buffer[] = [];
-  let drainedBytes = 0;
-  function recycleDrained(): void {
-    const keep: Buffer[] = [];
-    drainedBytes = 0;
-    for (const b of drained) {
-      if (orderer.holds(b)) {
-        keep.push(b);
-        drainedBytes += b.length;
-      } else {
-        pump.recycle(b);
-      }
-    }
-    drained = keep;
-  }
-
-  function drainOnce(final = false): void {
-    const d = pump.drain();
-    if (d.frames.length > 0 && !final) {
-      drained.push(d.frames);
-      drainedBytes += d.frames.length;
-    }
-    for (const [pid, comm] of d.procs) writer.addProc(pid, comm);
-    let frames = d.count > 0 ? unpackFrames(d.frames, d.count) : [];
-    let patches: PumpFrame[] = [];
-    if (frames.some((f) => f.flags & FRAME_FLAG_PATCH)) {
-      patches = frames.filter((f) => f.flags & FRAME_FLAG_PATCH);
-      frames = frames.filter((f) => !(f.flags & FRAME_FLAG_PATCH));
-    }
-    let ready = orderer.push(frames, d.watermark);
-    if (final) ready = ready.concat(orderer.rest());
-    for (const f of ready) if (f.dir === 1 && f.unique === 0n && !(f.flags & 1)) unflushedNotifies.set(f.seq, f);
-    // A patch always follows its notification in the queue: the frame is held, pending, or committed.
-    for (const p of patches) patchNotify(p);
-    if (ready.length > 0) {
-      observe(ready);
-      guarded(() => writer.addFrames(ready));
-    }
-    // A busy JS thread drains seldom and large (a full capture: tens to hundreds of MiB per
-    // drain, while commitTick's timer waits behind it): commit and hand the regions back now
-    // rather than at the next tick. The writer flushes past 16 MiB on its own anyway.
-    if (drainedBytes >= RECYCLE_BYTES && !final) {
-      guarded(() => writer.flush());
-      recycleDrained();
-    }
-    recorded = d.recorded;
-    bytes = d.bytes;
-    dropped = d.dropped;
-    const st = pump.status();
-    lastStatus = st;
-    if (st.transport === 'in-process' && !inProcessNoted) {
-      inProcessNoted = true;
-      guarded(() => writer.flush());
-      db.prepare("UPDATE sessions SET meta = json_set(meta, '$.transport', 'in-process') WHERE id = ?").run(session);
-    }
-    if (st.init.replySeen && !initRecorded) {
-      initRecorded = true;
-      initAnswered = st.init.replyError === 0;
-      guarded(() => writer.flush()); // updateSession flushes first; keep a ledger error out of it
-      writer.updateSession({
-        kernelMajor: st.init.kernelMajor,
-        kernelMinor: st.init.kernelMinor,
-        serverMajor: st.init.serverMajor,
-        serverMinor: st.init.serverMinor,
-        initFlags: st.init.serverFlags,
-        maxWrite: st.init.maxWriteForwarded,
-        initChanges: initChanges(st.init, maxFrame),
-      });
-    }
-    // The end of the connection first: a background server that read ENODEV (in-process) closes
-    // its end of the socket as it exits, and that is the unmount, not the server going away.
-    if (st.readerEnd && !connectionEnded) {
-      connectionEnded = true;
-      started?.strategy.connectionEnded();
-      onConnectionEnded(st.readerEnd);
-    }
-    if (daemonized && st.writerEnd !== '' && !serverExit && phase === 'running') {
-      // The background server closed its fuse fd: its status is unknown.
-      serverExit = { code: null, signal: null };
-      void onServerExit();
-    }
-  }
-
-  function onWake(): void {
-    if (phase === 'done') return;
-    try {
-      drainOnce();
-    } catch (err) {
-      fail(err);
-    }
-  }
-
-  function commitTick(): void {
-    if (phase === 'done') return;
-    try {
-      drainOnce();
-      guarded(() => writer.flush());
-      recycleDrained();
-      if (dropped !== lastDroppedWritten) {
-        lastDroppedWritten = dropped;
-        writer.updateSession({ dropped });
-      }
-    } catch (err) {
-      fail(err);
-    }
-  }
-
-  const live = log.isTTY === true;
-  const liveLine = () =>
-    `fusetrace: ${recorded} frames, ${inFlight.size} in flight, ${errors} errors` +
-    (dropped ? `, ${dropped} dropped` : '') +
-    (lastStatus?.partial ? `, ${lastStatus.partial} partial` : '');
-  timers.push(setInterval(commitTick, FLUSH_MS));
-  // A server that ignores /dev/fd/N and mounts by itself (libfuse 2, fuser's own mount) keeps
-  // running without ever reading our INIT: say so once instead of waiting silently.
-  const initTimer = setTimeout(() => {
-    if (!initRecorded && phase === 'running' && !serverExit) {
-      log.write(
-        `${live ? '\n' : ''}fusetrace: the server has not answered FUSE_INIT after ${INIT_WARN_MS / 1000} s: ` +
-          (started ? 'it mounted but does not serve\n' : 'it may ignore /dev/fd/N and mount by itself (libfuse 2, fuser); fusetrace sees nothing of such a mount\n'),
-      );
-    }
-  }, INIT_WARN_MS);
-  initTimer.unref();
-  timers.push(initTimer);
-  if (live) {
-    timers.push(
-      setInterval(() => {
-        if (phase !== 'done') log.write(`\r\x1b[K${liveLine()}`);
-      }, 500),
-    );
-  }
-
-  function startGrace(): void {
-    if (graceTimer || serverExit) return;
-    graceTimer = setTimeout(() => {
-      if (serverExit) return;
-      notes.push(`server did not exit ${SERVER_GRACE_MS / 1000}s after the connection ended: sent SIGTERM`);
-      child.kill('SIGTERM');
-      graceTimer = setTimeout(() => {
-        if (!serverExit) {
-          notes.push('server ignored SIGTERM: sent SIGKILL');
-          child.kill('SIGKILL');
-        }
-      }, 3_000);
-    }, SERVER_GRACE_MS);
-  }
-
-  function onConnectionEnded(how: string): void {
-    if (how === 'unmount') {
-      if (phase === 'running') {
-        endReason = 'unmount';
-        phase = 'ending';
-      }
-    } else if (how !== 'stopped' && how !== 'server-gone' && phase === 'running') {
-      endReason = 'error';
-      notes.push(`pump: ${how}`);
-      phase = 'ending';
-    }
-    if (serverExit || daemonized) void finish();
-    else startGrace();
-  }
-
-  async function unmountNow(): Promise<boolean> {
-    try {
-      await unmountFuse(mount);
-      return true;
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      log.write(
-        `${live ? '\n' : ''}fusetrace: cannot unmount ${mountpoint}: ${e.message}` +
-          (e.code === 'EBUSY' || /busy/i.test(e.message) ? ' (files are open there; close them, or signal again to abort the connection)' : '') +
-          '\n',
-      );
-      return false;
-    }
-  }
-
-  function abortConnection(): void {
-    if (aborted) return;
-    aborted = true;
-    started?.strategy.connectionEnded();
-    pump.stop(); // closes the only /dev/fuse fd: fuse_dev_release -> fuse_abort_conn
-  }
-
-  async function onSignal(sig: NodeJS.Signals): Promise<void> {
-    if (phase === 'done') return;
-    if (phase === 'running') {
-      phase = 'unmounting';
-      endReason = 'signal';
-      notes.push(`${sig} received`);
-      if (await unmountNow()) {
-        phase = 'ending';
-        return;
-      }
-      unmountBusy = true;
-      return;
-    }
-    if (unmountBusy && phase === 'unmounting') {
-      // Signalled again while the mount was busy: the files may be closed by now; if not, abort
-      // the connection, as `echo 1 > /sys/fs/fuse/connections/N/abort` would.
-      if (await unmountNow()) {
-        phase = 'ending';
-        return;
-      }
-      notes.push(`${sig} again: connection aborted`);
-      phase = 'ending';
-      abortConnection();
-      // The mount is disconnected now; a plain unmount succeeds unless files are still open.
-      if (!(await unmountNow())) notes.push(`${mountpoint} is left disconnected: unmount it with umount/fusermount3 -u`);
-      startGrace();
-    }
-  }
-  const sigint = () => void onSignal('SIGINT');
-  const sigterm = () => void onSignal('SIGTERM');
-  process.on('SIGINT', sigint);
-  process.on('SIGTERM', sigterm);
-
-  child.on('error', (err) => {
-    notes.push(`cannot start the server: ${err.message}`);
-    serverExit = { code: 127, signal: null };
-    void onServerExit();
-  });
-  child.on('exit', (code, signal) => {
-    if (serverExit) return;
-    // The pump publishes an unmount before the server can read end-of-file: look at it first,
-    // so a server exiting because of the unmount is not taken for the server ending the session.
-    onWake();
-    void (async () => {
-      if (code === 0 && phase === 'running') {
-        // A server that daemonizes (libfuse without -f) exits 0 in the parent while its child keeps
-        // the socket open. The process's fds close before it is reaped, so give the writer thread
-        // a moment to see end-of-file before concluding that the server went to the background.
-        for (let i = 0; i < 20 && pump.status().writerEnd === '' && phase === 'running'; i++) {
-          await new Promise((r) => setTimeout(r, 10));
-        }
-        if (pump.status().writerEnd === '' && phase === 'running') {
-          daemonized = true;
-          log.write('fusetrace: the server went to the background (it forked); recording continues until unmount or until it closes its fuse fd\n');
-          return;
-        }
-      }
-      serverExit = { code, signal };
-      void onServerExit();
-    })();
-  });
-
-  async function onServerExit(): Promise<void> {
-    if (phase === 'done') return;
-    if (graceTimer) clearTimeout(graceTimer);
-    if (phase !== 'running') {
-      // We (or the user) ended the connection; the server's status after end-of-file is expected.
-      await finish();
-      return;
-    }
-    phase = 'ending';
-    const sx = serverExit!;
-    if (!initAnswered && !started) {
-      notes.push(
-        'the server exited before answering FUSE_INIT: it may not accept a mounted fd as /dev/fd/N ' +
-          '(libfuse >= 3.3, pyfuse3 and go-fuse >= 2.2 do; libfuse 2 and fuser mount by themselves)',
-      );
-    }
-    if (sx.signal) {
-      endReason = 'server-crash';
-      // Native behaviour of a crashed server: the connection aborts, the mount stays (ENOTCONN).
-      abortConnection();
-      notes.push(`${mountpoint} is left disconnected like after a native crash: unmount it with umount/fusermount3 -u`);
-    } else {
-      endReason = 'server-exit';
-      if (!(await unmountNow())) {
-        abortConnection();
-        notes.push(`${mountpoint} is left disconnected: unmount it with umount/fusermount3 -u`);
-      }
-    }
-    await finish();
-  }
-
-  function fail(err: unknown): void {
-    if (phase === 'done') return;
-    notes.push(`internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-    endReason = 'error';
-    phase = 'ending';
-    void (async () => {
-      if (!(await unmountNow())) abortConnection();
-      startGrace();
-    })();
-  }
-
-  let finishing = false;
-  async function finish(): Promise<void> {
-    if (finishing) return;
-    finishing = true;
-    // Wait for the server process to be reaped before the final commit (it may still be writing
-    // replies that the pump records until the socket reaches end-of-file).
-    if (!serverExit && !daemonized) {
-      startGrace();
-      await new Promise<void>((r) => child.once('exit', () => r()));
-    }
-    if (graceTimer) clearTimeout(graceTimer);
-    pump.stop();
-    if (started) {
-      // A server in the background may still be unmounting (its umount2 waits for our answer):
-      // give the processes under the filter a moment to end before the listener closes.
-      await Promise.race([started.interceptor.done, new Promise((r) => setTimeout(r, daemonized ? 2_000 : 500))]);
-      started.interceptor.stop();
-      started.strategy.close();
-    }
-    for (const t of timers) clearInterval(t); // clearInterval clears timeouts too
-    process.off('SIGINT', sigint);
-    process.off('SIGTERM', sigterm);
-    let st: PumpStatus | undefined;
-    try {
-      drainOnce(true);
-      st = lastStatus;
-    } catch (err) {
-      notes.push(`final drain failed: ${String(err)}`);
-    }
-    phase = 'done';
-    const sx = serverExit ?? { code: null, signal: null };
-    const reason: EndReason = endReason ?? (sx.signal ? 'server-crash' : 'server-exit');
-    let exitStatus = 0;
-    if (reason === 'server-exit') exitStatus = sx.code ?? 0;
-    else if (reason === 'server-crash') exitStatus = 128 + (sx.signal ? (osConstants.signals[sx.signal] ?? 0) : 0);
-    else if (reason === 'error') exitStatus = 1;
-    if (reason === 'server-exit' && !initAnswered && exitStatus === 0) exitStatus = 1;
-    try {
-      guarded(() => writer.flush());
-      writer.updateSession({
-        endedMonoNs: native().monotonicNs(),
-        endReason: reason,
-        serverExitCode: sx.code,
-        serverSignal: sx.signal,
-        exitStatus,
-        dropped,
-      });
-      writer.close();
-      try {
-        ledger.finish({ endReason: reason });
-      } catch (err) {
-        notes.push(`the request ledger failed (rebuild it from the frames): ${String(err)}`);
-      }
-      createDurationIndexes(db);
-      db.close();
-    } catch (err) {
-      notes.push(`cannot commit the trace: ${String(err)}`);
-      exitStatus = exitStatus || 1;
-    }
-    if (live) log.write('\r\x1b[K');
-    const server = sx.signal
-      ? `server killed by ${sx.signal}`
-      : sx.code === null && daemonized
-        ? 'server in the background (its exit status is not ours to see)'
-        : `server exited ${sx.code}`;
-    const afterEof = (reason === 'unmount' || reason === 'signal') && sx.code !== 0 && sx.code !== null && !sx.signal ? ' (end-of-file on its fuse fd after the unmount: expected)' : '';
-    for (const n of notes) log.write(`fusetrace: ${n}\n`);
-    log.write(
-      `fusetrace: session ${session} in ${opts.dbPath}: ${recorded} frames (${bytes} bytes), ` +
-        `${errors} errors, ${dropped} dropped${st?.partial ? `, ${st.partial} partial (not forwarded)` : ''}` +
-        `${st?.gateWaits ? `, ${st.gateWaits} gate waits` : ''}` +
-        `${st?.ringLost ? `, ${st.ringLost} ring bytes lost` : ''}; ` +
-        `${st?.transport === 'in-process' ? 'recorded in-process' : 'relayed'}; ` +
-        `ended by ${reason}; ${server}${afterEof}\n`,
-    );
-    finishResolve({
-      session,
-      endReason: reason,
-      exitStatus,
-      serverExitCode: sx.code,
-      serverSignal: sx.signal,
-      frames: recorded,
-      dropped,
-      partial: st?.partial ?? 0,
-    });
-  }
-
+  if (opts.onSession) setImmediate(opts.onSession, rec.session);
   return finished;
+}
+
+/**
+ * The end of an intercepted session, once the server is gone (or in the background): a server in
+ * the background may still be unmounting (its umount2 waits for our answer), so the processes
+ * under the filter get a moment to end before the listener closes.
+ */
+async function finishInterception(i: InterceptedStart, daemonized: boolean): Promise<void> {
+  await Promise.race([i.interceptor.done, new Promise((r) => setTimeout(r, daemonized ? 2_000 : 500))]);
+  i.interceptor.stop();
+  i.strategy.close();
 }

@@ -1,7 +1,8 @@
 /**
  * The replayer's side of the wire: the FUSE server runs on one end of an AF_UNIX SOCK_SEQPACKET
- * socketpair, handed to it as `/dev/fd/N` in place of its mountpoint, under the same exec helper
- * (and seccomp filter against spliced replies) as `fusetrace record`. Nothing is mounted.
+ * socketpair, handed to it as `/dev/fd/N` in place of its mountpoint, started by the same
+ * ServerProcess as `fusetrace record` (src/server/process.ts: exec helper, seccomp filter against
+ * spliced replies, daemon detection, SIGTERM then SIGKILL). Nothing is mounted.
  *
  * SEQPACKET keeps message boundaries: each read(2) returns exactly one frame and each write(2)
  * sends one, as /dev/fuse does. The fd is blocking, so reads and writes go through libuv's thread
@@ -16,15 +17,12 @@
  * background server reads end-of-file and ends too. (A server whose process exits 0 while another
  * process holds its end has gone to the background: the replay goes on with it until stop().)
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import { findMountpoint } from '../proxy/args.js';
+import { native } from '../proxy/native.js';
 import { constants as osConstants } from 'node:os';
-import { execHelperPath, native } from '../proxy/native.js';
-import { spawnIntercepted, userNotifAvailable, type Interceptor, type InterceptStrategy } from '../proxy/intercept.js';
-
-/** The fd number the server finds its end of the socketpair at (stdio slot 3). */
-export const SERVER_FD = 3;
+import { findMountpoint } from '../proxy/args.js';
+import { userNotifAvailable, type InterceptStrategy } from '../proxy/intercept.js';
+import { DevFdArgv, InterceptMount, ServerProcess } from '../server/process.js';
 
 /** How the server ended. */
 export interface ServerExit {
@@ -46,30 +44,11 @@ export interface ServerLinkOptions {
 }
 
 /**
- * Replaces the mountpoint argument (the last non-option argument that is an existing directory,
- * found as `record` finds it) with /dev/fd/N, or appends /dev/fd/N when there is none: a replay
- * needs no mountpoint at all.
- */
-export function serverArgv(argv: readonly string[], fd = SERVER_FD): string[] {
-  const isDir = (p: string): boolean => {
-    try {
-      return fs.statSync(p).isDirectory();
-    } catch {
-      return false;
-    }
-  };
-  const out = [...argv];
-  const found = findMountpoint(argv, isDir);
-  if (found) out[found.mountIndex] = `/dev/fd/${fd}`;
-  else out.push(`/dev/fd/${fd}`);
-  return out;
-}
-
-/**
  * Whether the replay intercepts the server's own mount (its argv unchanged) rather than handing
- * it /dev/fd/N: where seccomp user notification works (FUSETRACE_INTERCEPT=0 turns it off) and the
- * command line names a mountpoint for the server to mount, and /dev/fuse can be opened. Without one (a server that takes
- * /dev/fd/N, such as the demo server run as `node server.js`) /dev/fd/N is appended.
+ * it /dev/fd/N: where seccomp user notification works (FUSETRACE_INTERCEPT=0 turns it off), the
+ * command line names a mountpoint for the server to mount, and /dev/fuse can be opened. Without
+ * one (a server that takes /dev/fd/N, such as the demo server run as `node server.js`) /dev/fd/N
+ * is appended.
  *
  * go-fuse servers get /dev/fd/N too (go-fuse >= 2.2 takes it): after mounting by itself, go-fuse
  * opens a file in its own mountpoint (fuse/poll.go pollHack, in WaitMount), which without a real
@@ -130,25 +109,20 @@ const WAKE = Buffer.from([0]);
 
 /** A running server and the socket the replayer plays the kernel on. */
 export class ServerLink {
-  readonly child: ChildProcess;
+  readonly server: ServerProcess;
   readonly exited: Promise<ServerExit>;
   /** The socket's send buffer: no message (frame) larger than this minus 32 bytes fits (net/unix/af_unix.c). */
   readonly sndbuf: number;
-  /** The server's stderr (the last 16 KiB), for diagnostics. */
-  stderr = '';
   private readonly fd: number;
   /** Our copy of the server's end, kept to wake our own read (file comment). */
   private readonly peerFd: number;
   private readonly readBuf: Buffer;
   private ended = false;
-  private endedByUs = false;
   /** The server went to the background: a process it started holds its end of the socket. */
   daemonized = false;
   private waking = false;
   private endSeen!: () => void;
   private readonly endPromise: Promise<void>;
-  /** The mount interception, when the server mounts by itself (interceptReplay). */
-  private interceptor: Interceptor | undefined;
 
   constructor(private readonly opts: ServerLinkOptions) {
     // SEQPACKET messages must fit the send buffer (net/unix/af_unix.c): size it like record does.
@@ -159,42 +133,29 @@ export class ServerLink {
     this.peerFd = theirs;
     this.readBuf = Buffer.allocUnsafe(opts.maxFrame + 65536);
     this.endPromise = new Promise((r) => (this.endSeen = r));
-    let child: ChildProcess;
-    if (interceptReplay(opts.argv)) {
-      // The server runs with its command line unchanged; its mount(2) is answered 0 without a
-      // mount and its fuse fd becomes our socket (intercept.ts), as record intercepts it.
-      const started = spawnIntercepted(opts.argv, new ReplayMountStrategy(theirs), { stdio: ['ignore', 'ignore', 'pipe'] });
-      this.interceptor = started.interceptor;
-      child = started.child;
-    } else {
-      const argv = serverArgv(opts.argv);
-      // stdio slot 3 dup2()s `theirs` to fd 3 in the child without O_CLOEXEC; both our fds keep
-      // SOCK_CLOEXEC, so no other child ever holds them.
-      child = spawn(execHelperPath(), [String(SERVER_FD), ...argv], {
-        stdio: ['ignore', 'ignore', 'pipe', theirs],
-        argv0: opts.argv[0],
-      });
-    }
-    this.child = child;
-    child.stderr?.setEncoding('utf8');
-    child.stderr?.on('data', (s: string) => {
-      this.stderr = (this.stderr + s).slice(-16384);
+    // Both our fds keep SOCK_CLOEXEC; `theirs` stays open here, as the wake-up channel.
+    this.server = new ServerProcess({
+      argv: opts.argv,
+      serverFd: theirs,
+      // The server runs with its command line unchanged where it can mount by itself: its mount(2)
+      // is answered 0 without a mount and its fuse fd becomes our socket, as record intercepts it.
+      strategy: interceptReplay(opts.argv) ? new InterceptMount(new ReplayMountStrategy(theirs)) : new DevFdArgv(),
+      output: 'capture',
+      // libfuse without -f (fuse_daemonize) forks: the parent exits 0 and a child it started
+      // serves on the inherited fd. Then the socket stays up until we close it at stop().
+      stillServed: () => ServerProcess.socketHeldElsewhere(this.peerFd),
     });
-    this.exited = new Promise((resolve) => {
-      child.once('error', (err) => {
-        this.stderr += `\n${err.message}`;
-        this.wake();
-        resolve({ code: null, signal: null, byReplayer: false });
-      });
-      child.once('exit', (code, signal) => {
-        // libfuse without -f (fuse_daemonize) forks: the parent exits 0 and a child it started
-        // serves on the inherited fd. Then the socket stays up until we close it at stop().
-        if (code === 0 && signal === null && !this.endedByUs && this.heldElsewhere()) this.daemonized = true;
-        else this.wake();
-        resolve({ code, signal, byReplayer: this.endedByUs });
-      });
+    this.exited = this.server.exited.then((exit) => {
+      if (exit.daemonized) this.daemonized = true;
+      else this.wake();
+      return { code: exit.code, signal: exit.signal, byReplayer: exit.byUs };
     });
     this.readLoop();
+  }
+
+  /** The server's stderr (the last 16 KiB), for diagnostics. */
+  get stderr(): string {
+    return this.server.stderr;
   }
 
   /** Sends one frame (one message). Rejects with the write's errno. */
@@ -218,54 +179,17 @@ export class ServerLink {
    * frame it sent was delivered and both ends of the socket are closed.
    */
   async stop(graceMs = 3000): Promise<ServerExit> {
-    this.endedByUs = true;
-    if (this.child.exitCode === null && this.child.signalCode === null && this.child.pid !== undefined) {
-      this.child.kill('SIGTERM');
-      const timer = setTimeout(() => {
-        if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
-      }, graceMs);
-      await this.exited;
-      clearTimeout(timer);
-    }
+    if (this.server.running) await this.server.stop({ killAfterMs: graceMs });
     const exit = await this.exited;
     this.wake();
     await this.endPromise;
-    if (this.interceptor) {
+    const interceptor = this.server.interceptor;
+    if (interceptor) {
       // A server in the background unmounts as it ends: answer that before the listener closes.
-      await Promise.race([this.interceptor.done, new Promise((r) => setTimeout(r, 1_000))]);
-      this.interceptor.stop();
+      await Promise.race([interceptor.done, new Promise((r) => setTimeout(r, 1_000))]);
+      interceptor.stop();
     }
     return exit;
-  }
-
-  /**
-   * True when a process other than us holds the server's end of the socket (/proc/PID/fd links
-   * name the socket's inode, proc(5)); only read, never acted upon beyond closing our own ends.
-   */
-  private heldElsewhere(): boolean {
-    let target: string;
-    try {
-      target = fs.readlinkSync(`/proc/self/fd/${this.peerFd}`);
-    } catch {
-      return false;
-    }
-    for (const pid of fs.readdirSync('/proc')) {
-      if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
-      let fds: string[];
-      try {
-        fds = fs.readdirSync(`/proc/${pid}/fd`);
-      } catch {
-        continue;
-      }
-      for (const fd of fds) {
-        try {
-          if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === target) return true;
-        } catch {
-          /* closed meanwhile */
-        }
-      }
-    }
-    return false;
   }
 
   /** Writes the wake-up message into the server's end, once. */

@@ -282,6 +282,8 @@ export class TraceWriter {
   private checkpointer: Checkpointer | null = null;
   /** Frame bytes committed while no checkpointer runs; -1 once the writer no longer starts one. */
   private committedBytes = 0;
+  /** UPDATE of one committed frame's forwarding result, prepared on first use. */
+  private patchFrame: Statement | undefined;
   /** The connection's temp_store before this writer set it (restored by close()). */
   private readonly tempStore: number;
 
@@ -385,6 +387,27 @@ export class TraceWriter {
     }
     if (sets.length === 0) return;
     this.db.prepare(`UPDATE sessions SET ${sets.join(', ')} WHERE id = ?`).run(...values, this.session);
+  }
+
+  /**
+   * Sets one key of the current session's meta JSON (e.g. `transport` once a server took /dev/fuse
+   * over); buffered frames are flushed first, as with updateSession.
+   */
+  setSessionMeta(key: string, value: string | number | boolean): void {
+    this.checkSession();
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new TypeError(`setSessionMeta: bad key ${key}`);
+    this.flush();
+    this.db.prepare(`UPDATE sessions SET meta = json_set(meta, '$.${key}', ?) WHERE id = ?`).run(value, this.session);
+  }
+
+  /**
+   * Writes the forwarding result of a frame already committed (a notification whose write to the
+   * kernel finished after its frame was flushed; native/pump.h FRAME_FLAG_PATCH).
+   */
+  patchCommittedFrame(seq: number, fwdNs: bigint | null, writeErrno: number): void {
+    this.checkSession();
+    this.patchFrame ??= this.db.prepare('UPDATE frames SET fwd_ns = ?, write_errno = ? WHERE session = ? AND seq = ?');
+    this.patchFrame.run(fwdNs, writeErrno, this.session, seq);
   }
 
   /**

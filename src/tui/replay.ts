@@ -4,7 +4,7 @@
  * does (default rules, timing asap), then hands back the text report.
  */
 import type { Database } from 'better-sqlite3';
-import { resolveExecutable } from '../proxy/recorder.js';
+import { resolveExecutable } from '../server/process.js';
 import { DEFAULT_RULES } from '../replay/compare.js';
 import { runReplay } from '../replay/engine.js';
 import { buildPlan } from '../replay/plan.js';

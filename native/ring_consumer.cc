@@ -1,0 +1,228 @@
+#include "ring_consumer.h"
+
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "wire.h"
+
+namespace fusetrace {
+
+using namespace wire;
+
+RingConsumer::~RingConsumer() {
+  if (thread_.joinable()) thread_.join();
+  if (ring_) munmap(ring_, map_bytes_);
+}
+
+int RingConsumer::Create() {
+  size_t size = opts_.ring_bytes;
+  // A power of two that holds the largest frame twice (a record may have to skip to the start).
+  size_t want = 2 * (opts_.max_frame + sizeof(ft_ring_rec) + 4096);
+  if (size < want) size = want;
+  size_t p2 = 1;
+  while (p2 < size) p2 <<= 1;
+  size = p2;
+  int fd = memfd_create("fusetrace-ring", MFD_CLOEXEC);
+  if (fd < 0) return -1;
+  size_t total = FT_RING_HDR_BYTES + size;
+  void* map = MAP_FAILED;
+  if (ftruncate(fd, off_t(total)) == 0) map = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) {
+    close(fd);
+    return -1;
+  }
+  auto* h = static_cast<ft_ring_hdr*>(map);
+  h->magic = FT_RING_MAGIC;
+  h->version = FT_RING_VERSION;
+  h->size = size;
+  h->snaplen = opts_.snaplen;
+  uint64_t key = uint64_t(NowNs()) * 0x9e3779b97f4a7c15ull;
+  if (getrandom(&key, sizeof key, GRND_NONBLOCK) != sizeof key) key ^= uint64_t(getpid()) << 32;
+  h->key = key;
+  ring_ = h;
+  data_ = static_cast<uint8_t*>(map) + FT_RING_HDR_BYTES;
+  map_bytes_ = total;
+  return fd;
+}
+
+void RingConsumer::Start() {
+  ready_.store(true, std::memory_order_release);
+  thread_ = std::thread(&RingConsumer::Loop, this);
+}
+
+void RingConsumer::RequestStop() {
+  stopping_ = true;
+  if (ring_ != nullptr) syscall(SYS_futex, &ring_->sleeping, FUTEX_WAKE, 1, nullptr, nullptr, 0);
+}
+
+void RingConsumer::Finish() {
+  if (thread_.joinable()) thread_.join();
+  if (ring_ == nullptr) return;
+  Consume(true);
+  // Reserved and never published: a server thread died in the middle of a record.
+  uint64_t left = __atomic_load_n(&ring_->head, __ATOMIC_ACQUIRE) - ring_->tail;
+  if (left > 0) sink_.WithStatus([&](PumpStatus& s) { s.ring_lost = left; });
+}
+
+size_t RingConsumer::Consume(bool force, bool* full) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ft_ring_hdr* h = ring_;
+  uint64_t mask = h->size - 1;
+  uint64_t head = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+  size_t n = 0;
+  bool stalled = false;  // records left in the ring for want of room in the queue
+  for (uint64_t at = h->tail; at < head;) {
+    auto* r = reinterpret_cast<ft_ring_rec*>(data_ + (at & mask));
+    uint64_t stamp = __atomic_load_n(&r->stamp, __ATOMIC_ACQUIRE);
+    if ((stamp & ~uint64_t(7)) != (FT_STAMP(at, h->key, 0) & ~uint64_t(7))) break;  // not yet published
+    uint32_t st = uint32_t(stamp & 7);
+    if (st == FT_REC_PENDING) {
+      if (!force) break;  // its write is under way
+      st = FT_REC_FRAME;  // the server died in the write: recorded as not known to be forwarded
+    }
+    uint32_t len = r->rec_len;
+    if (len < 8 || (len & 7) != 0 || len > h->size || (st != FT_REC_SKIP && len < sizeof(ft_ring_rec))) break;
+    if (!stalled && st == FT_REC_FRAME && !force && !sink_.queue().Fits(r->len)) {
+      if (full) *full = true;
+      stalled = true;
+    }
+    if (stalled) {
+      // Only look ahead for the end of the connection: JS must know of an unmount before it
+      // sees the server exit, even while the frames before it wait for room.
+      if (st == FT_REC_EVENT && r->code == FT_EV_ENODEV) sink_.EndReader("unmount");
+      at += len;
+      continue;
+    }
+    if (st == FT_REC_FRAME) {
+      ConsumeFrame(r, at, force);
+      n++;
+    } else if (st == FT_REC_PROC) {
+      std::string comm(reinterpret_cast<const char*>(r + 1), r->cap_len);
+      sink_.NotePid(r->pid, &comm);
+    } else if (st == FT_REC_PATCH) {
+      auto it = patches_.find(r->unique);
+      if (it != patches_.end()) {
+        sink_.queue().PushPatch(it->second, r->fwd_ns, r->write_errno);
+        patches_.erase(it);
+      }
+    } else if (st == FT_REC_EVENT) {
+      if (r->code == FT_EV_ENODEV) sink_.EndReader("unmount");
+    }
+    at += len;
+    __atomic_store_n(&h->tail, at, __ATOMIC_RELEASE);
+  }
+  ReleaseHeld(force);
+  uint64_t d = __atomic_load_n(&h->dropped, __ATOMIC_RELAXED);
+  uint64_t db = __atomic_load_n(&h->dropped_bytes, __ATOMIC_RELAXED);
+  if (d != dropped_seen_) {
+    sink_.queue().AddDropped(d - dropped_seen_, db - dropped_bytes_seen_);
+    dropped_seen_ = d;
+    dropped_bytes_seen_ = db;
+  }
+  return n;
+}
+
+void RingConsumer::ConsumeFrame(const ft_ring_rec* r, uint64_t at, bool force) {
+  FrameHeader fh{};
+  fh.ts_ns = r->ts_ns;
+  fh.fwd_ns = r->fwd_ns;
+  fh.unique = r->unique;
+  fh.len = r->len;
+  fh.code = r->code;
+  fh.write_errno = r->write_errno;
+  fh.dir = r->dir;
+  const uint8_t* data = reinterpret_cast<const uint8_t*>(r + 1);
+  if (r->dir == 1 && r->unique == sink_.init_unique.load() && r->cap_len >= kOutHeader) {
+    uint8_t copy[kOutHeader + 64] = {};
+    size_t c = r->cap_len < sizeof copy ? r->cap_len : sizeof copy;
+    memcpy(copy, data, c);
+    sink_.ClampInitReply(copy, c, false);
+  }
+  fh.cap_len = r->cap_len;
+  uint64_t target = 0;
+  if (r->dir == 0 && uint32_t(r->code) == kOpInterrupt && r->cap_len >= kInHeader + 8) {
+    target = Get64(data + kInHeader);  // fuse_interrupt_in.unique
+  }
+  if (target != 0 && !recent_reqs_.count(target) && !force) {
+    held_.push_back(HeldFrame{target, NowNs() + 1000000000ull, fh, std::vector<uint8_t>(data, data + r->cap_len)});
+  } else if (r->flags & FT_RECF_PATCH_FOLLOWS) {
+    fh.seq = sink_.queue().TakeSeq();
+    sink_.Record(fh, data);
+    patches_[at] = fh.seq;
+  } else {
+    Emit(fh, data);
+  }
+  if (r->dir == 0) sink_.NotePid(r->pid);
+}
+
+void RingConsumer::ReleaseHeld(bool force) {
+  if (held_.empty()) return;
+  // Targets that never came (or a session ending): record the INTERRUPTs as they are.
+  uint64_t now = NowNs();
+  std::vector<HeldFrame> keep;
+  for (HeldFrame& hf : held_) {
+    if (force || now >= hf.deadline_ns) {
+      hf.hdr.seq = sink_.queue().TakeSeq();
+      sink_.Record(hf.hdr, hf.data.data());
+    } else {
+      keep.push_back(std::move(hf));
+    }
+  }
+  held_.swap(keep);
+}
+
+void RingConsumer::Emit(FrameHeader hdr, const uint8_t* data) {
+  hdr.seq = sink_.queue().TakeSeq();
+  sink_.Record(hdr, data);
+  if (hdr.dir != 0) return;
+  recent_reqs_.insert(hdr.unique);
+  recent_order_.push_back(hdr.unique);
+  if (recent_order_.size() > 65536) {
+    recent_reqs_.erase(recent_order_.front());
+    recent_order_.pop_front();
+  }
+  for (size_t i = 0; i < held_.size();) {
+    if (held_[i].target == hdr.unique) {
+      HeldFrame hf = std::move(held_[i]);
+      held_.erase(held_.begin() + long(i));
+      hf.hdr.seq = sink_.queue().TakeSeq();
+      sink_.Record(hf.hdr, hf.data.data());
+    } else {
+      i++;
+    }
+  }
+}
+
+void RingConsumer::Loop() {
+  pthread_setname_np(pthread_self(), "ft-ring");
+  // The ring is drained on a short timer, not per frame (a wake-up per frame is what the
+  // takeover saves); producers wake this thread early once an eighth of the ring is in use.
+  // While the queue to JS is full, records stay in the ring: the server then waits for room
+  // (preload.c ring_wait) instead of losing frames, up to a bound.
+  int idle = 0;
+  for (;;) {
+    bool stop = stopping_;
+    bool full = false;
+    size_t n = Consume(false, &full);
+    if (stop) return;  // Finish() consumes once more after the join
+    if (full) {
+      sink_.WakeForStatus();  // JS drains on a 100 ms timer otherwise
+      usleep(1000);
+      continue;
+    }
+    idle = n > 0 ? 0 : idle + 1;
+    long ms = idle < 10 ? 2 : 20;  // 2 ms while frames come, 20 ms once idle for a while
+    __atomic_store_n(&ring_->sleeping, 1u, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&ring_->head, __ATOMIC_SEQ_CST) - ring_->tail < ring_->size / 8 && !stopping_) {
+      struct timespec ts = {0, ms * 1000000L};
+      syscall(SYS_futex, &ring_->sleeping, FUTEX_WAIT, 1, &ts, nullptr, 0);
+    }
+    __atomic_store_n(&ring_->sleeping, 0u, __ATOMIC_RELAXED);
+  }
+}
+
+}  // namespace fusetrace

@@ -1,0 +1,98 @@
+/**
+ * What a recording tells the user while it runs and when it ends: the live line on a terminal
+ * (redrawn in place), one-off warnings, the notes gathered along the way, and the summary.
+ */
+import type { PipelineCounts } from './pipeline.js';
+import type { PumpStatus } from './native.js';
+import type { EndReason } from './session.js';
+
+/** How often the live line is redrawn. */
+const LIVE_MS = 500;
+
+/** Everything the summary line reports. */
+export interface SummaryFacts {
+  session: number;
+  dbPath: string;
+  counts: PipelineCounts;
+  status: PumpStatus | undefined;
+  reason: EndReason;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  daemonized: boolean;
+}
+
+export class RecordStatus {
+  /** Things to say at the end, in order (each becomes a `fusetrace: ...` line before the summary). */
+  readonly notes: string[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  /** The log is a terminal: the live line is drawn. */
+  private readonly live: boolean;
+
+  constructor(private readonly log: NodeJS.WriteStream) {
+    this.live = log.isTTY === true;
+  }
+
+  /** Draws the live line every LIVE_MS on a terminal, from `read()`. */
+  startLive(read: () => { counts: PipelineCounts; status: PumpStatus | undefined }): void {
+    if (!this.live) return;
+    this.timer = setInterval(() => {
+      const { counts, status } = read();
+      this.log.write(`\r\x1b[K${liveLine(counts, status)}`);
+    }, LIVE_MS);
+  }
+
+  /** Stops the live line and clears it. */
+  stopLive(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    if (this.live) this.log.write('\r\x1b[K');
+  }
+
+  /** Writes a line now (below the live line, which the next redraw puts back). */
+  say(line: string): void {
+    this.log.write(`${this.live ? '\n' : ''}fusetrace: ${line}\n`);
+  }
+
+  /** Writes a line now, as is (the live line is not broken first). */
+  raw(text: string): void {
+    this.log.write(text);
+  }
+
+  /** Writes the notes and the summary line. */
+  summary(f: SummaryFacts): void {
+    for (const n of this.notes) this.log.write(`fusetrace: ${n}\n`);
+    this.log.write(summaryLine(f));
+  }
+}
+
+/** The live line: frames, requests in flight, errors (and losses, when there are any). */
+export function liveLine(c: PipelineCounts, st: PumpStatus | undefined): string {
+  return (
+    `fusetrace: ${c.recorded} frames, ${c.inFlight} in flight, ${c.errors} errors` +
+    (c.dropped ? `, ${c.dropped} dropped` : '') +
+    (st?.partial ? `, ${st.partial} partial` : '')
+  );
+}
+
+/** The summary at the end of a recording. */
+export function summaryLine(f: SummaryFacts): string {
+  const { counts: c, status: st, reason, code, signal } = f;
+  const server = signal
+    ? `server killed by ${signal}`
+    : code === null && f.daemonized
+      ? 'server in the background (its exit status is not ours to see)'
+      : `server exited ${code}`;
+  // libfuse prints "short read on fuse device" and exits 1 at end-of-file (DESIGN.md hazards).
+  const afterEof =
+    (reason === 'unmount' || reason === 'signal') && code !== 0 && code !== null && !signal
+      ? ' (end-of-file on its fuse fd after the unmount: expected)'
+      : '';
+  return (
+    `fusetrace: session ${f.session} in ${f.dbPath}: ${c.recorded} frames (${c.bytes} bytes), ` +
+    `${c.errors} errors, ${c.dropped} dropped${st?.partial ? `, ${st.partial} partial (not forwarded)` : ''}` +
+    `${st?.gateWaits ? `, ${st.gateWaits} gate waits` : ''}` +
+    `${st?.ringLost ? `, ${st.ringLost} ring bytes lost` : ''}; ` +
+    `${st?.transport === 'in-process' ? 'recorded in-process' : 'relayed'}; ` +
+    `ended by ${reason}; ${server}${afterEof}\n`
+  );
+}
