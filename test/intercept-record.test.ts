@@ -5,13 +5,13 @@
 // unmount, nothing left (no mount, no process).
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { requireFuse } from './helpers/fuse-env.js';
 import { buildExample } from './helpers/build.js';
 import { CleanupRegistry, isMounted, mountAt, runDirect, unmount, waitExit } from './helpers/mount.js';
 import { CASES, requireBin, source } from './helpers/server-families.js';
-import { buildCli, CLI, dbIn, expectCompletePairing, readTrace, recorder } from './helpers/record.js';
+import { buildCli, CLI, dbIn, expectCompletePairing, inNamespaceAs, readTrace, recorder } from './helpers/record.js';
 
 const reg = new CleanupRegistry();
 afterEach(() => reg.cleanup());
@@ -134,4 +134,31 @@ describe('record and replay with the command line unchanged, as root', () => {
     expect(pidGone(serverPid)).toBe(true);
     expect(existsSync(dbIn(dir))).toBe(false);
   }, 40_000);
+});
+
+describe('record as an ordinary user (uid 65534, a 0666 /dev/fuse in a private mount namespace)', () => {
+  // Under no_new_privs the setuid fusermount3 the server runs is not setuid: its mount(2) is
+  // intercepted like the server's own, and fusetrace mounts through the real fusermount3.
+  const nobody = 65534;
+  for (const c of CASES.filter((x) => x.bin === 'unionfs-fuse' || x.bin === 'gocryptfs')) {
+    it(`${c.name}: records with its command line unchanged, its options in mountinfo`, async () => {
+      requireBin(c.bin);
+      const dir = reg.tempDir();
+      const argv = c.setup(dir);
+      spawnSync('chown', ['-R', `${nobody}:${nobody}`, dir]);
+      chmodSync(dir, 0o755);
+      const mnt = reg.mountpoint();
+      chownSync(mnt, nobody, nobody);
+      const rec = await startRecord(argv[0], argv.slice(1), mnt, dbIn(dir), { asUser: nobody });
+      const line = readFileSync(`/proc/${rec.pid}/mountinfo`, 'utf8').split('\n').find((l) => l.split(' ')[4] === mnt)!;
+      expect(line).toMatch(/ - fuse\.\S+ \S+ rw,user_id=65534,group_id=65534/);
+      if (c.bin === 'gocryptfs') expect(line).toMatch(/max_read=131072/);
+      else expect(inNamespaceAs(rec.pid, nobody, ['cat', join(mnt, 'a')]).stdout).toBe('content of a\n');
+      rec.child.kill('SIGTERM'); // unshare, sh and setpriv exec()ed: this PID is fusetrace itself
+      expect(await rec.exited).toEqual({ code: 0, signal: null });
+      const { session, frames } = readTrace(rec.db);
+      expect(JSON.parse(session.meta!)).toMatchObject({ uid: nobody, mountedVia: 'fusermount3', intercepted: true });
+      expectCompletePairing(frames);
+    });
+  }
 });
