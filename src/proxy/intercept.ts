@@ -26,6 +26,10 @@ import { execHelperPath, native, type MountRequest, type Supervisor } from './na
 
 const { EINVAL, EFAULT, EIO } = osConstants.errno;
 
+/** mount(2) flags that change an existing mount instead of making one (include/uapi/linux/mount.h):
+ *  MS_REMOUNT 0x20, MS_BIND 0x1000, MS_MOVE 0x2000, MS_PRIVATE 0x40000, MS_SLAVE 0x80000, MS_SHARED 0x100000. */
+const NOT_A_NEW_MOUNT = 0x20 | 0x1000 | 0x2000 | 0x40000 | 0x80000 | 0x100000;
+
 /** The data string of a FUSE mount(2), as the kernel parses it (fs/fuse/inode.c fuse_fs_parameters). */
 export interface FuseMountData {
   /** fd=N: the caller's /dev/fuse fd, replaced by the strategy's. */
@@ -208,9 +212,8 @@ export class Interceptor {
   }
 
   private async answerMount(r: MountRequest): Promise<void> {
-    // Remounts, binds and moves of a FUSE mount carry MS_REMOUNT/MS_BIND/MS_MOVE and no fd=.
-    const special = 0x20 | 0x1000 | 0x2000 | 0x40000 | 0x80000 | 0x100000; // REMOUNT BIND MOVE PRIVATE SLAVE SHARED
-    if (!isFuseType(r.fstype) || r.flags & special) {
+    // Remounts, binds, moves and propagation changes of a FUSE mount carry no fd=: they run as made.
+    if (!isFuseType(r.fstype) || r.flags & NOT_A_NEW_MOUNT) {
       this.onEvent({ kind: 'passed', request: r });
       return this.reply(r, 0, true);
     }
@@ -316,7 +319,8 @@ export function spawnIntercepted(
 ): InterceptedServer {
   const pair = native().seqpacketPair(65536);
   const [ours, theirs] = pair.fds;
-  const stdio = (spawnOpts.stdio as unknown[] | undefined) ?? ['inherit', 'inherit', 'inherit'];
+  const given = spawnOpts.stdio ?? 'inherit';
+  const stdio: unknown[] = typeof given === 'string' ? [given, given, given] : [...given];
   const chanFd = stdio.length;
   let child: ChildProcess;
   try {
