@@ -32,6 +32,8 @@ interface Config {
   snaplen?: number;
   /** Keep the session on the socket relay (record --relay). */
   relay?: boolean;
+  /** FUSETRACE_INTERCEPT=0: fusetrace mounts and the server gets /dev/fd/N (the fallback). */
+  noIntercept?: boolean;
   /** Upper bound of the ratio against direct, per workload, where there is a target. */
   target?: { metadata?: number; read?: number };
 }
@@ -43,6 +45,9 @@ const CONFIGS: Config[] = [
   { name: 'record --snaplen 256', kind: 'record', snaplen: 256, target: { metadata: 1.3, read: 1.1 } },
   // What a server that cannot record in-process (go-fuse, static binaries) pays: no target.
   { name: 'record --relay', kind: 'record', relay: true },
+  // Mount interception costs a notification at mount time only: the per-request ratios of `record`
+  // (interception) and of this row (fusetrace mounts, /dev/fd/N) must be the same.
+  { name: 'record, no interception', kind: 'record', noIntercept: true },
 ];
 
 type Workload = 'metadata' | 'read';
@@ -111,7 +116,12 @@ async function start(cfg: Config, server: string, src: string, work: string, reg
     join(repoRoot(), 'bin', 'fusetrace.js'),
     ['--db', db, 'record', ...snap, '--', server, '-f', ...serverArgs],
     mnt,
-    { registry: reg, logFile: join(work, `record-${run}.log`), timeoutMs: 15_000 },
+    {
+      registry: reg,
+      logFile: join(work, `record-${run}.log`),
+      timeoutMs: 15_000,
+      env: cfg.noIntercept ? { ...process.env, FUSETRACE_INTERCEPT: '0' } : process.env,
+    },
   );
   return { fs, side: db };
 }

@@ -1,5 +1,5 @@
 // JS entry points of the fusetrace addon. This file only converts JS values;
-// the logic lives in the small C++ classes beside it (pump.h, attach.h, mount_util.h).
+// the logic lives in the small C++ classes beside it (pump.h, attach.h, mount_util.h, supervisor.h).
 // Every function here runs on the JS thread.
 #include <napi.h>
 #include <stdlib.h>
@@ -13,6 +13,7 @@
 #include "mount_util.h"
 #include "attach.h"
 #include "pump.h"
+#include "supervisor.h"
 
 namespace {
 
@@ -408,6 +409,105 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
   bool stopped_ = false;
 };
 
+// new Supervisor(listenerFd, onRequest, onEnd): see src/proxy/native.ts. onRequest gets one
+// object per intercepted call; onEnd is called once when no process is under the filter any more.
+class SupervisorWrap : public Napi::ObjectWrap<SupervisorWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Supervisor",
+                       {InstanceMethod("start", &SupervisorWrap::Start), InstanceMethod("stop", &SupervisorWrap::Stop),
+                        InstanceMethod("reply", &SupervisorWrap::Reply), InstanceMethod("addFd", &SupervisorWrap::AddFd)});
+  }
+
+  explicit SupervisorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SupervisorWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsFunction() || !info[2].IsFunction()) {
+      Napi::TypeError::New(env, "new Supervisor(listenerFd, onRequest, onEnd)").ThrowAsJavaScriptException();
+      return;
+    }
+    request_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "fusetrace-supervisor", 0, 1);
+    end_ = Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "fusetrace-supervisor-end", 0, 1);
+    Napi::ThreadSafeFunction req = request_, end = end_;
+    sup_ = std::make_unique<fusetrace::Supervisor>(
+        info[0].As<Napi::Number>().Int32Value(),
+        [req](fusetrace::MountRequest r) mutable {
+          auto* copy = new fusetrace::MountRequest(std::move(r));
+          napi_status s = req.BlockingCall(copy, [](Napi::Env env, Napi::Function fn, fusetrace::MountRequest* m) {
+            std::unique_ptr<fusetrace::MountRequest> own(m);
+            fn.Call({ToObject(env, *m)});
+          });
+          if (s != napi_ok) delete copy;
+        },
+        [end]() mutable { end.BlockingCall(); });
+  }
+
+  ~SupervisorWrap() override {
+    if (sup_) sup_->Stop();
+  }
+
+ private:
+  static Napi::Object ToObject(Napi::Env env, const fusetrace::MountRequest& m) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("id", Napi::BigInt::New(env, static_cast<uint64_t>(m.id)));
+    o.Set("pid", Napi::Number::New(env, m.pid));
+    o.Set("syscall", Napi::String::New(env, m.syscall));
+    auto opt = [&](const char* k, bool has, const std::string& v) {
+      o.Set(k, has ? Napi::Value(Napi::String::New(env, v)) : env.Null());
+    };
+    opt("source", m.has_source, m.source);
+    o.Set("target", Napi::String::New(env, m.target));
+    opt("fstype", m.has_fstype, m.fstype);
+    opt("data", m.has_data, m.data);
+    o.Set("flags", Napi::Number::New(env, double(m.flags)));
+    o.Set("cwd", Napi::String::New(env, m.cwd));
+    o.Set("root", Napi::String::New(env, m.root));
+    o.Set("error", m.error.empty() ? env.Null() : Napi::Value(Napi::String::New(env, m.error)));
+    return o;
+  }
+
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    sup_->Start();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    if (sup_ && !stopped_) {
+      stopped_ = true;
+      sup_->Stop();
+      request_.Release();
+      end_.Release();
+    }
+    return info.Env().Undefined();
+  }
+
+  // reply(id, error, continue): see Supervisor::Reply.
+  Napi::Value Reply(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!CheckArgs(info, 3, "reply(id, errno, continue)")) return env.Undefined();
+    bool lossless;
+    uint64_t id = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
+    int r = sup_->Reply(id, info[1].As<Napi::Number>().Int32Value(), info[2].ToBoolean());
+    if (r < 0) ThrowErrno(env, "SECCOMP_IOCTL_NOTIF_SEND", -r);
+    return env.Undefined();
+  }
+
+  // addFd(id, pid, srcFd, targetFd): see Supervisor::AddFd.
+  Napi::Value AddFd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!CheckArgs(info, 4, "addFd(id, pid, srcFd, targetFd)")) return env.Undefined();
+    bool lossless;
+    uint64_t id = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
+    int r = sup_->AddFd(id, info[1].As<Napi::Number>().Uint32Value(), info[2].As<Napi::Number>().Int32Value(),
+                        info[3].As<Napi::Number>().Int32Value());
+    if (r < 0) ThrowErrno(env, "SECCOMP_IOCTL_NOTIF_ADDFD", -r);
+    return env.Undefined();
+  }
+
+  std::unique_ptr<fusetrace::Supervisor> sup_;
+  Napi::ThreadSafeFunction request_, end_;
+  bool stopped_ = false;
+};
+
 Napi::Value Version(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), 1); }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -421,6 +521,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sendNoWait", Napi::Function::New(env, SendNoWait));
   exports.Set("Pump", PumpWrap::Define(env));
   exports.Set("Attach", AttachWrap::Define(env));
+  exports.Set("Supervisor", SupervisorWrap::Define(env));
   return exports;
 }
 

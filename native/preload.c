@@ -3,7 +3,11 @@
  * `fusetrace record` (see ring.h for why and for the handshake).
  *
  * It is inert unless FUSETRACE_FD names the fd the server was given as /dev/fd/N and that fd is
- * still the socket fusetrace created (FUSETRACE_SOCK_INO). It wraps the libc calls a FUSE server
+ * still the socket fusetrace created (FUSETRACE_SOCK_INO). With FUSETRACE_FD=any (mount
+ * interception, src/proxy/intercept.ts) the socket lands at the number of the server's own
+ * /dev/fuse fd when it mounts, or wherever fusermount3's SCM_RIGHTS message puts it: until it is
+ * found, the first calls that could be frame reads on an fd (read, readv, poll, ...) fstat it
+ * and compare the inode; once found, N is a plain integer compare as before. It wraps the libc calls a FUSE server
  * moves frames with: read/readv (requests), write/writev (replies and notifications), splice from
  * the device (libfuse SPLICE_READ). A server that bypasses libc (Go's raw syscalls) never calls
  * these wrappers on N, never asks for the takeover, and is relayed by the pump as before.
@@ -54,6 +58,7 @@ static int g_state = ST_INERT;
 static int g_orphan;           /* fusetrace is gone: reads return end-of-file, as through the relay */
 static int g_watch_fd = -1;    /* the socket, kept after the takeover to notice fusetrace's end */
 static unsigned long long g_sock_ino;
+static int g_discover;         /* FUSETRACE_FD=any: N is wherever the socket lands (see above) */
 static unsigned g_test_delay_us;  /* FUSETRACE_TEST_WRITE_DELAY_US: widen the write-to-publish gap (tests) */
 static unsigned g_test_read_delay_us;  /* FUSETRACE_TEST_READ_DELAY_US: widen the read-to-record gap of
                                           requests other than FUSE_INTERRUPT (tests) */
@@ -168,8 +173,16 @@ __attribute__((constructor)) static void ft_init(void) {
     return;
   }
   char* end;
-  long n = strtol(fd, &end, 10);
-  int ok = *fd != '\0' && *end == '\0' && n >= 0 && n <= 1 << 20;
+  long n = -1;
+  int ok = 1;
+  if (strcmp(fd, "any") == 0) {
+    /* Interception: the socket lands at the server's own fuse fd number (or wherever fusermount3's
+     * SCM_RIGHTS puts it); it is found by inode at the first read or poll (discover()). */
+    g_discover = 1;
+  } else {
+    n = strtol(fd, &end, 10);
+    ok = *fd != '\0' && *end == '\0' && n >= 0 && n <= 1 << 20;
+  }
   g_sock_ino = strtoull(ino, &end, 10);
   const char* delay = getenv("FUSETRACE_TEST_WRITE_DELAY_US");
   if (delay) g_test_delay_us = (unsigned)strtoul(delay, NULL, 10);
@@ -192,14 +205,33 @@ __attribute__((constructor)) static void ft_init(void) {
    * survives the exec of the server; a program the server execs must not hold the connection
    * open (a crashed server's child would keep the mount alive: `ls` hangs instead of ENOTCONN). */
   struct stat st;
-  if (fstat((int)n, &st) == 0 && S_ISSOCK(st.st_mode) && (unsigned long long)st.st_ino == g_sock_ino)
+  if (n >= 0 && fstat((int)n, &st) == 0 && S_ISSOCK(st.st_mode) && (unsigned long long)st.st_ino == g_sock_ino)
     fcntl((int)n, F_SETFD, fcntl((int)n, F_GETFD) | FD_CLOEXEC);
   g_state = ST_WAITING;
   __atomic_store_n(&g_fd, (int)n, __ATOMIC_RELEASE);
 }
 
-static inline int tracked(int fd) { return fd >= 0 && fd == __atomic_load_n(&g_fd, __ATOMIC_RELAXED); }
 static inline int state(void) { return __atomic_load_n(&g_state, __ATOMIC_ACQUIRE); }
+
+/* Still looking for the socket (FUSETRACE_FD=any, before the takeover). */
+static inline int discovering(void) {
+  return g_discover && __atomic_load_n(&g_fd, __ATOMIC_RELAXED) < 0 && state() == ST_WAITING;
+}
+
+/* Is `fd` fusetrace's socket? Then it becomes N. */
+static int discover(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) || (unsigned long long)st.st_ino != g_sock_ino) return 0;
+  int none = -1;
+  __atomic_compare_exchange_n(&g_fd, &none, fd, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+  return __atomic_load_n(&g_fd, __ATOMIC_ACQUIRE) == fd;
+}
+
+static inline int tracked(int fd) {
+  if (fd < 0) return 0;
+  if (fd == __atomic_load_n(&g_fd, __ATOMIC_RELAXED)) return 1;
+  return discovering() && discover(fd);
+}
 
 static uint64_t now_ns(void) {
   struct timespec ts;
@@ -815,7 +847,7 @@ int dup3(int oldfd, int newfd, int flags) {
 static int poll_common(struct pollfd* fds, nfds_t n, int timeout, const struct timespec* ts, const sigset_t* mask,
                        int use_ppoll) {
   int mine = -1;
-  if (__atomic_load_n(&g_fd, __ATOMIC_RELAXED) >= 0)
+  if (__atomic_load_n(&g_fd, __ATOMIC_RELAXED) >= 0 || discovering())
     for (nfds_t i = 0; i < n; i++)
       if (tracked(fds[i].fd)) mine = (int)i;
   if (mine >= 0) {
@@ -850,6 +882,9 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event* ev) {
 
 int select(int nfds, fd_set* r, fd_set* w, fd_set* x, struct timeval* tv) {
   if (!real_select) resolve();
+  if (discovering() && r)
+    for (int i = 0; i < nfds && i < FD_SETSIZE && discovering(); i++)
+      if (FD_ISSET(i, r)) tracked(i);
   int fd = g_fd;
   if (fd >= 0 && fd < nfds && fd < FD_SETSIZE && ((r && FD_ISSET(fd, r)) || (w && FD_ISSET(fd, w)) || (x && FD_ISSET(fd, x))))
     no_takeover();

@@ -38,6 +38,8 @@ describe('fusetrace doctor', () => {
     expect(r.stdout).toMatch(/^ok {4}kernel protocol: a test mount got FUSE 7\.(\d+); masked from servers: /m);
     // The library record preloads into servers really loads into a program here.
     expect(r.stdout).toMatch(/^ok {4}in-process recording: /m);
+    // A real FUSE mount(2) of the exec helper's probe went through user notification and ADDFD.
+    expect(r.stdout).toMatch(/^ok {4}mount interception: a FUSE mount\(2\) was intercepted \(fuse\.fusetrace-probe \/ fd=\d+\) and answered with ADDFD/m);
     expect(r.stdout.trim().split('\n').at(-1)).toBe('recording can work on this machine');
     expect(readMountInfo().length).toBe(before); // the test mount is gone
   });
@@ -57,6 +59,8 @@ describe('fusetrace doctor', () => {
     expect(r.stdout).toContain('ok    /dev/fuse: character device, mode 666, read/write for this user');
     expect(r.stdout).toContain('ok    privileges: not root: mounts through /usr/bin/fusermount3 (setuid root)');
     expect(r.stdout).toMatch(/^ok {4}kernel protocol: a test mount got FUSE 7\.\d+; masked from servers: /m);
+    // As an ordinary user the filter comes with no_new_privs; notification and ADDFD work alike.
+    expect(r.stdout).toMatch(/^ok {4}mount interception: /m);
     expect(r.status).toBe(0);
   });
 });

@@ -130,7 +130,7 @@ describe('fusetrace record with libfuse hello', () => {
     expect(session.max_write).toBe(changes.maxWrite.forwarded);
   });
 
-  it("applies the server's own -o mount options and fusetrace's -o, which libfuse skips with /dev/fd/N", async () => {
+  it("keeps the server's own mount options (it mounts by itself) and adds fusetrace's -o", async () => {
     const work = reg.tempDir();
     const mnt = reg.mountpoint();
     const rec = await startRecord(buildExample('hello'), ['-f', '-o', 'fsname=myhello,ro,clone_fd'], mnt, dbIn(work), {
@@ -138,7 +138,8 @@ describe('fusetrace record with libfuse hello', () => {
     });
     const line = readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === mnt)!;
     const [source, , fstype, options] = line.split(' ');
-    expect([source, fstype]).toEqual(['myhello', 'fuse.example-hello']);
+    // As hello mounts without fusetrace: libfuse adds no subtype to an explicit fsname.
+    expect([source, fstype]).toEqual(['myhello', 'fuse']);
     expect(options.split(',')).toEqual(expect.arrayContaining(['ro', 'nosuid', 'nodev', 'allow_other', 'default_permissions']));
     // Another user can read: allow_other reached the kernel.
     const r = spawnSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', 'cat', join(mnt, 'hello')], { encoding: 'utf8' });
@@ -146,7 +147,10 @@ describe('fusetrace record with libfuse hello', () => {
     expect(spawnSync('umount', [mnt]).status).toBe(0);
     expect((await rec.exited).code).toBe(0);
     const meta = JSON.parse(readTrace(rec.db).session.meta!);
-    expect(meta.ignoredOptions).toEqual(['clone_fd']); // libfuse-only: left to the server
+    // The server's own mount(2), exactly as it made it (MS_RDONLY|MS_NOSUID|MS_NODEV = 7), and what fusetrace mounted.
+    expect(meta.serverMount).toMatchObject({ source: 'myhello', fstype: 'fuse', flags: 7, target: mnt });
+    expect(meta.serverMount.data).toMatch(/^fd=\d+,rootmode=40000,user_id=0,group_id=0$/);
+    expect(meta.mountOptions).toMatch(/^fd=\d+,rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions$/);
   });
 
   it('ends with exit 0 on SIGINT and on SIGTERM: unmounted, server gone, trace committed', async () => {
@@ -268,10 +272,11 @@ describe('fusetrace record with libfuse hello', () => {
     const snap = run(['--snaplen', 'x', '--', buildExample('hello'), '-f', work]);
     expect(snap.status).toBe(2);
     expect(snap.stderr.trim()).toBe("fusetrace: --snaplen must be a positive number of bytes, got 'x'");
+    // Without a mountpoint the server itself refuses (it mounts by itself): its status, one line of ours.
     const nomnt = run(['--', buildExample('hello'), '-f']);
     expect(nomnt.status).toBe(2);
-    expect(nomnt.stderr).toMatch(/no mountpoint among the server arguments/);
-    expect(existsSync(dbIn(work))).toBe(false); // refused before anything was written
+    expect(nomnt.stderr).toMatch(/^fusetrace: .*example-hello exited with status 2 before it mounted anything: nothing was recorded$/m);
+    expect(existsSync(dbIn(work))).toBe(false); // nothing recorded, no trace file left
     // A trace file that is not ours is refused before the mount: no mount is left unserved.
     const foreign = join(work, 'foreign.db');
     writeFileSync(foreign, 'not a database');
@@ -432,11 +437,21 @@ describe('hazards', () => {
     expectCompletePairing(frames);
   });
 
-  it('says so in one line when the server exits before answering INIT (a framework that ignores /dev/fd/N)', async () => {
+  it('says so in one line, with its status, when the server exits before it mounted anything', async () => {
+    const work = reg.tempDir();
+    const mnt = reg.mountpoint();
+    const rec = await startRecord('sh', ['-c', 'exit 3', 'sh'], mnt, dbIn(work), { noWait: true });
+    expect(await rec.exited).toEqual({ code: 3, signal: null });
+    expect(rec.stderr()).toBe('fusetrace: sh exited with status 3 before it mounted anything: nothing was recorded\n');
+    expect(isMounted(mnt)).toBe(false);
+    expect(existsSync(rec.db)).toBe(false);
+  });
+
+  it('without interception (FUSETRACE_INTERCEPT=0) says so when the server ignores /dev/fd/N and exits before INIT', async () => {
     const work = reg.tempDir();
     const mnt = reg.mountpoint();
     // `false` stands for a libfuse 2 / fuser program: it never reads the fd it was given.
-    const rec = await startRecord('false', [], mnt, dbIn(work), { noWait: true });
+    const rec = await startRecord('false', [], mnt, dbIn(work), { noWait: true, env: { ...process.env, FUSETRACE_INTERCEPT: '0' } });
     expect(await rec.exited).toEqual({ code: 1, signal: null });
     expect(rec.stderr()).toMatch(/^fusetrace: the server exited before answering FUSE_INIT: it may not accept a mounted fd as \/dev\/fd\/N/m);
     expect(isMounted(mnt)).toBe(false);

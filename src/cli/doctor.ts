@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { dbPath } from './options.js';
 import { evaluate, gatherFacts, type Check, type Facts } from '../doctor/checks.js';
-import { probeKernelInit } from '../doctor/probe.js';
+import { probeInterception, probeKernelInit } from '../doctor/probe.js';
 
 const MARK: Record<Check['verdict'], string> = { ok: 'ok  ', warn: 'warn', fail: 'FAIL' };
 
@@ -31,6 +31,7 @@ export function registerDoctor(program: Command): void {
     .action(async (opts: { options?: string; mount: boolean }, cmd: Command) => {
       const allowOther = (opts.options ?? '').split(',').includes('allow_other');
       const facts = gatherFacts(dbPath(cmd));
+      facts.interception = await probeInterception();
       if (opts.mount && facts.devFuse.exists) facts.kernelInit = await probe(facts);
       const checks = evaluate(facts, { allowOther });
       for (const c of checks) process.stdout.write(`${formatCheck(c)}\n`);

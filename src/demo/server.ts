@@ -2,11 +2,13 @@
  * The demo FUSE server, written on fusetrace's own codec (src/protocol), so the demo needs no
  * libfuse and no compiler: only Node and /dev/fuse.
  *
- *   node dist/src/demo/server.js /dev/fd/N
+ *   node dist/src/demo/server.js MOUNTPOINT     (mounts by itself, like any FUSE server)
+ *   node dist/src/demo/server.js /dev/fd/N      (an fd that is already a FUSE connection)
  *
- * It never mounts anything: it runs only behind `fusetrace record` (which mounts /dev/fuse and
- * hands the server one end of a SOCK_SEQPACKET socketpair as /dev/fd/N in place of its
- * mountpoint) or behind `fusetrace replay` (which plays the kernel on such a socket). Each read()
+ * Given a directory it mounts it the way libfuse does (mount(2) with fd=N,... as root, fusermount3
+ * otherwise: src/proxy/mount.ts); under `fusetrace record` or `replay` that mount is intercepted
+ * and fd N becomes fusetrace's socket (src/proxy/intercept.ts). Given /dev/fd/N it serves that fd
+ * (the fallback where mount interception is unavailable, and `replay` without a mountpoint). Each read()
  * of the socket returns exactly one request frame and each write() sends one reply frame, like
  * /dev/fuse itself (fs/fuse/dev.c fuse_dev_do_read / fuse_dev_do_write).
  *
@@ -20,6 +22,8 @@
  */
 import fs from 'node:fs';
 import { pathToFileURL } from 'node:url';
+import { classifyMountOptions } from '../proxy/args.js';
+import { mountAsRoot, mountWithFusermount, unmountFuse, type FuseMount } from '../proxy/mount.js';
 import { buildReply, decodeRequest, Opcode, type DecodedFrame, type Fields } from '../protocol/index.js';
 import { INIT_FLAG } from '../protocol/flags.js';
 import { errnoNumber } from '../protocol/errno.js';
@@ -412,14 +416,38 @@ export function serve(fd: number): Promise<number> {
   });
 }
 
-/** Entry point: `node server.js /dev/fd/N`. */
+function isDirectory(p: string): boolean {
+  try {
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** Mounts `dir` as libfuse would, with the demo's name as fsname and subtype. */
+async function mountSelf(dir: string): Promise<FuseMount> {
+  const mo = classifyMountOptions([]);
+  const name = 'fusetrace-demo';
+  return process.getuid?.() === 0 ? mountAsRoot(dir, mo, name) : mountWithFusermount(dir, mo, name);
+}
+
+/** Entry point: `node server.js MOUNTPOINT` or `node server.js /dev/fd/N`. */
 async function main(): Promise<void> {
-  const fd = fdFromArg(process.argv[2]);
+  const arg = process.argv[2];
+  let fd = fdFromArg(arg);
+  let mount: FuseMount | undefined;
+  if (fd === undefined && arg !== undefined && process.argv.length === 3 && isDirectory(arg)) {
+    mount = await mountSelf(arg);
+    fd = mount.devFd;
+    // Ended by a signal: unmount as libfuse's fuse_session_unmount does (the read then ends).
+    const unmount = () => void unmountFuse(mount!).catch(() => undefined);
+    process.on('SIGTERM', unmount);
+    process.on('SIGINT', unmount);
+  }
   if (fd === undefined || process.argv.length !== 3) {
     process.stderr.write(
-      'usage: server.js /dev/fd/N\n' +
-        'The demo server speaks FUSE on an fd it is given and never mounts anything itself: run it through\n' +
-        '`fusetrace demo`, `fusetrace record -- node server.js MOUNTPOINT` or `fusetrace replay SESSION -- node server.js`.\n',
+      'usage: server.js MOUNTPOINT | /dev/fd/N\n' +
+        'Run it through `fusetrace demo`, `fusetrace record -- node server.js MOUNTPOINT` or `fusetrace replay SESSION -- node server.js`.\n',
     );
     process.exitCode = 2;
     return;

@@ -13,6 +13,7 @@ function facts(over: Partial<Facts> = {}): Facts {
     dbPath: './fusetrace.db',
     dbWritable: { ok: true, reason: '/w/fusetrace.db can be created' },
     preload: { ok: true, detail: '/x/build/Release/libfusetrace-preload.so' },
+    interception: null,
     kernelInit: { ok: true, major: 7, minor: 45, masked: 'FUSE_PASSTHROUGH' },
     ...over,
   };
@@ -88,6 +89,18 @@ describe('doctor verdicts', () => {
       'warn  in-process recording: the preload library does not load (/x/libfusetrace-preload.so is missing): every server is relayed, about 2x slower on metadata  -> rebuild the native part: npm ci (or npm rebuild fusetrace)',
     );
     expect(evaluate(facts({ preload: { ok: false, detail: 'x' } })).some((c) => c.verdict === 'fail')).toBe(false);
+  });
+
+  it('says whether mount interception works; without it record falls back to /dev/fd/N (a warning)', () => {
+    const ok = lines(facts({ interception: { ok: true, detail: 'a FUSE mount(2) was intercepted (fuse.x / fd=3) and answered with ADDFD' } }));
+    expect(ok).toContain(
+      'ok    mount interception: a FUSE mount(2) was intercepted (fuse.x / fd=3) and answered with ADDFD: servers mount by themselves, command lines unchanged',
+    );
+    const f = facts({ interception: { ok: false, detail: 'mount answered ENOSYS' } });
+    expect(lines(f)).toContain(
+      "warn  mount interception: mount answered ENOSYS: record falls back to /dev/fd/N (libfuse >= 3.3, pyfuse3 and go-fuse >= 2.2 only; options set in a server's own code are lost)  -> Linux >= 5.9 with seccomp user notification; in a container, a seccomp profile that allows seccomp(2)",
+    );
+    expect(evaluate(f).some((c) => c.verdict === 'fail')).toBe(false);
   });
 
   it('warns about fusectl and a small socket buffer, without failing', () => {

@@ -30,6 +30,8 @@ export interface Facts {
   dbWritable: { ok: boolean; reason: string };
   /** Whether the in-process recording library loads into a program (LD_PRELOAD), or why not. */
   preload: { ok: boolean; detail: string };
+  /** Whether mount interception (seccomp user notification + ADDFD) works, or why not; null when not probed. */
+  interception: { ok: boolean; detail: string } | null;
   /** The kernel's INIT as read from a real mount, or why it could not be read; null when not probed. */
   kernelInit: { ok: true; major: number; minor: number; masked: string } | { ok: false; error: string } | null;
 }
@@ -120,6 +122,7 @@ export function gatherFacts(dbPath: string): Facts {
     dbPath,
     dbWritable: dbWritable(dbPath),
     preload: preloadLoads(),
+    interception: null,
     kernelInit: null,
   };
 }
@@ -256,6 +259,19 @@ export function evaluate(f: Facts, opts: { allowOther?: boolean } = {}): Check[]
           advice: 'rebuild the native part: npm ci (or npm rebuild fusetrace)',
         },
   );
+
+  if (f.interception) {
+    out.push(
+      f.interception.ok
+        ? { name: 'mount interception', verdict: 'ok', detail: `${f.interception.detail}: servers mount by themselves, command lines unchanged`, advice: '' }
+        : {
+            name: 'mount interception',
+            verdict: 'warn',
+            detail: `${f.interception.detail}: record falls back to /dev/fd/N (libfuse >= 3.3, pyfuse3 and go-fuse >= 2.2 only; options set in a server's own code are lost)`,
+            advice: 'Linux >= 5.9 with seccomp user notification; in a container, a seccomp profile that allows seccomp(2)',
+          },
+    );
+  }
 
   out.push(
     f.dbWritable.ok

@@ -5,6 +5,8 @@ import { decodeRequest, formatFlags, INIT_FLAG, INIT_FLAGS, OP } from '../protoc
 import { classifyMountOptions } from '../proxy/args.js';
 import { initMask } from '../proxy/init.js';
 import { mountAsRoot, mountWithFusermount, unmountFuse, type FuseMount } from '../proxy/mount.js';
+import { spawnIntercepted, userNotifAvailable, type InterceptStrategy } from '../proxy/intercept.js';
+import { execHelperPath, native } from '../proxy/native.js';
 
 /** What the kernel offered in a real FUSE_INIT request. */
 export interface KernelInit {
@@ -57,5 +59,39 @@ export async function probeKernelInit(): Promise<KernelInit> {
       }
     }
     rmdirSync(dir);
+  }
+}
+
+/**
+ * Whether mount interception works here: the exec helper runs its own --probe-addfd under the
+ * interception filter; its FUSE mount(2) must reach us as a user notification whose arguments we
+ * can read, and the socket we answer with must land at its fd number (ADDFD with SETFD). Nothing is
+ * mounted. Resolves with a one-line reason when it does not work.
+ */
+export async function probeInterception(): Promise<{ ok: boolean; detail: string }> {
+  if (!userNotifAvailable()) return { ok: false, detail: 'the kernel has no seccomp user notification (SECCOMP_RET_USER_NOTIF, Linux >= 5.0; ADDFD >= 5.9)' };
+  const pair = native().seqpacketPair(4096);
+  let seen = '';
+  const strategy: InterceptStrategy = {
+    mount: async (call) => {
+      seen = `${call.fstype} ${call.target} fd=${call.parsed.fd}`;
+      return pair.fds[1];
+    },
+    unmount: async () => undefined,
+  };
+  let out = '';
+  try {
+    const { child, interceptor } = spawnIntercepted([execHelperPath(), '--probe-addfd'], strategy, { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+    const code = await new Promise<number | null>((r) => child.once('close', (c) => r(c)));
+    interceptor.stop();
+    if (code === 0) return { ok: true, detail: `a FUSE mount(2) was intercepted (${seen}) and answered with ADDFD` };
+    return { ok: false, detail: out.trim().split('\n')[0] || `the probe exited ${code}` };
+  } catch (err) {
+    return { ok: false, detail: (err as Error).message.split('\n')[0] };
+  } finally {
+    closeSync(pair.fds[0]);
+    closeSync(pair.fds[1]);
   }
 }

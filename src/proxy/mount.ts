@@ -64,6 +64,9 @@ export function mountAsRoot(mountpoint: string, mo: MountOptions, progName: stri
   return { devFd, mountpoint, via: 'mount', options: joinOptions(data) };
 }
 
+/** umount2(2) flag: detach now, finish when no longer busy (include/linux/fs.h). */
+export const MNT_DETACH = 2;
+
 /** Result of a short child process. */
 interface ChildResult {
   code: number | null;
@@ -88,7 +91,14 @@ export async function mountWithFusermount(mountpoint: string, mo: MountOptions, 
   const opts = [...mo.all];
   if (!mo.fsname) opts.push(`fsname=${progName}`);
   if (!mo.subtype) opts.push(`subtype=${progName}`);
-  const optString = joinOptions(opts);
+  return fusermountMount(mountpoint, joinOptions(opts));
+}
+
+/**
+ * Runs the real fusermount3 with `-o optString` on `mountpoint` and receives the mounted /dev/fuse
+ * fd over _FUSE_COMMFD (lib/mount.c fuse_mount_fusermount). Rejects with fusermount3's message.
+ */
+export async function fusermountMount(mountpoint: string, optString: string): Promise<FuseMount> {
   // Small buffers suffice: one message with one fd.
   const pair = native().seqpacketPair(65536);
   const [ours, theirs] = pair.fds;
@@ -126,14 +136,17 @@ export async function mountWithFusermount(mountpoint: string, mo: MountOptions, 
 
 /**
  * Unmounts without MNT_DETACH (a lazy unmount would hide a busy mount and expose the directory
- * underneath). Throws with the reason (EBUSY ...) when it cannot.
+ * underneath). Throws with the reason (EBUSY ...) when it cannot. `flags` are umount2's, for a
+ * server whose own unmount fusetrace performs (libfuse unmounts with MNT_DETACH at exit).
  */
-export async function unmountFuse(m: Pick<FuseMount, 'mountpoint' | 'via'>): Promise<void> {
+export async function unmountFuse(m: Pick<FuseMount, 'mountpoint' | 'via'>, flags = 0): Promise<void> {
   if (m.via === 'mount') {
-    native().umount(m.mountpoint, 0);
+    native().umount(m.mountpoint, flags);
     return;
   }
-  const child = spawn('fusermount3', ['-u', '--', m.mountpoint], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // fusermount3 -z is its MNT_DETACH (util/fusermount.c); only a server's own lazy unmount asks for it.
+  const lazy = flags & MNT_DETACH ? ['-z'] : [];
+  const child = spawn('fusermount3', ['-u', ...lazy, '--', m.mountpoint], { stdio: ['ignore', 'ignore', 'pipe'] });
   const r = await waitChild(child);
   if (r.code !== 0) throw new Error(`fusermount3 -u: ${r.stderr.trim() || `exit ${r.code}`}`);
 }

@@ -11,6 +11,8 @@ export interface MountEntry {
   /** st_dev "major:minor"; for FUSE the minor is the fusectl connection number. */
   device: string;
   mountPoint: string;
+  /** Per-mount options (rw,nosuid,nodev,noatime,...: the MS_* flags). */
+  mountOptions: string;
   fsType: string;
   source: string;
   superOptions: string;
@@ -43,6 +45,7 @@ export function readMountInfoFile(path: string): MountEntry[] {
       mountId: Number(f[0]),
       device: f[2],
       mountPoint: unescapeMountPath(f[4]),
+      mountOptions: f[5] ?? '',
       fsType: f[sep + 1],
       source: unescapeMountPath(f[sep + 2] ?? ''),
       superOptions: f[sep + 3] ?? '',

@@ -147,6 +147,40 @@ export interface Attach {
   status(): AttachStatus;
 }
 
+/** One intercepted mount-family call, its pointer arguments read from the caller (native/supervisor.h). */
+export interface MountRequest {
+  /** The notification's cookie: every answer carries it. */
+  id: bigint;
+  /** The calling thread. */
+  pid: number;
+  syscall: 'mount' | 'umount2' | 'umount';
+  /** mount: source (the fsname of a FUSE mount); null when the caller passed NULL. */
+  source: string | null;
+  /** As the caller passed it: may be relative to `cwd`. */
+  target: string;
+  fstype: string | null;
+  /** mount: the data string (`fd=N,rootmode=...` for FUSE). */
+  data: string | null;
+  /** mount: mountflags; umount2: its flags. */
+  flags: number;
+  /** The caller's working directory and root (readlink of /proc/PID/cwd and /root). */
+  cwd: string;
+  root: string;
+  /** Set when the arguments could not be read (the call is then failed with EFAULT). */
+  error: string | null;
+}
+
+/** The seccomp user-notification supervisor (native/supervisor.h). */
+export interface Supervisor {
+  start(): void;
+  /** Closes the listener: calls not yet answered, and later ones, fail with ENOSYS in the caller. */
+  stop(): void;
+  /** Answers `id`: errno > 0 fails the call, 0 returns 0, `cont` runs the call as made. Throws ENOENT when the caller is gone. */
+  reply(id: bigint, errno: number, cont: boolean): void;
+  /** Puts our `srcFd` at number `targetFd` in `pid` (ADDFD + SETFD, keeping the close-on-exec flag the caller's fd had). */
+  addFd(id: bigint, pid: number, srcFd: number, targetFd: number): void;
+}
+
 interface Addon {
   version(): number;
   mountFuse(source: string, target: string, fstype: string, flags: number, data: string): void;
@@ -159,6 +193,7 @@ interface Addon {
   sendNoWait(fd: number, frame: Buffer): number;
   Pump: new (opts: PumpOptions, onWake: () => void) => Pump;
   Attach: new (opts: AttachOptions, onWake: () => void) => Attach;
+  Supervisor: new (listenerFd: number, onRequest: (r: MountRequest) => void, onEnd: () => void) => Supervisor;
 }
 
 function buildDir(): string {
@@ -183,12 +218,12 @@ export function native(): Addon {
   return addon;
 }
 
-/** Path of the exec helper that installs the splice seccomp filter (native/exec_helper.c). */
 /** The LD_PRELOAD library of in-process recording (native/preload.c). */
 export function preloadPath(): string {
   return join(buildDir(), 'libfusetrace-preload.so');
 }
 
+/** Path of the exec helper that installs the seccomp filter (native/exec_helper.c). */
 export function execHelperPath(): string {
   return join(buildDir(), 'fusetrace-exec');
 }

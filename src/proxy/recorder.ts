@@ -11,7 +11,7 @@
  *  - RecordStatus (status.ts): the live line, notes and the summary;
  *  - ServerProcess (src/server/process.ts): starting and ending the server, shared with replay.
  */
-import { closeSync, existsSync, fstatSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { constants as osConstants, release } from 'node:os';
 import { basename, resolve } from 'node:path';
 import type { Database } from 'better-sqlite3';
@@ -24,6 +24,8 @@ import { classifyMountOptions, collectDashO, findMountpoint, splitOptions, type 
 import { frameLimits, initMask } from './init.js';
 import { canonicalMountPath, mountAsRoot, mountAt, mountWithFusermount, unmountFuse, type FuseMount } from './mount.js';
 import { native, preloadPath, type Pump } from './native.js';
+import { userNotifAvailable } from './intercept.js';
+import { startIntercepted, type InterceptedStart } from './record-mount.js';
 import { FramePipeline } from './pipeline.js';
 import { RecordSession, type RecordResult } from './session.js';
 import { RecordStatus } from './status.js';
@@ -64,6 +66,11 @@ export interface RecordOptions {
    * `lost`) instead of making the server wait (backpressure, the default).
    */
   lossy?: boolean;
+  /**
+   * Let the server mount by itself and intercept its mount (intercept.ts; default: true where seccomp
+   * user notification exists, unless FUSETRACE_INTERCEPT=0); false: the /dev/fd/N fallback.
+   */
+  intercept?: boolean;
   /** Socket send buffer to ask for (default: enough for the largest frame; FUSETRACE_SNDBUF overrides, to exercise the INIT clamp). */
   sndbuf?: number;
 }
@@ -92,13 +99,14 @@ function largestFrame(): number {
 interface Plan {
   server: string;
   argv: string[];
-  mountIndex: number;
-  mountpoint: string;
+  /** The mountpoint argument; with interception only what the user expects (the server decides). */
+  mountIndex: number | undefined;
+  mountpoint: string | undefined;
   mountOptions: MountOptions;
   asRoot: boolean;
 }
 
-function plan(opts: RecordOptions): Plan {
+function plan(opts: RecordOptions, intercept: boolean): Plan {
   const argv = opts.command;
   if (argv.length === 0) throw new UserError('record needs the server command: fusetrace record [options] -- SERVER [ARGS...] MOUNTPOINT');
   const server = resolveExecutable(argv[0]);
@@ -112,14 +120,18 @@ function plan(opts: RecordOptions): Plan {
     if (i > 0) found = { mountIndex: i, mountpoint: argv[i] };
     else throw new UserError(`--mountpoint ${opts.mountpoint} is not one of the server's arguments`);
   }
+  const extra = opts.mountOptions ? splitOptions(opts.mountOptions) : [];
+  const mountOptions = classifyMountOptions([...collectDashO(argv), ...extra]);
+  const asRoot = process.geteuid?.() === 0;
+  // With interception the server names its own mountpoint; a directory among its arguments is
+  // only what the user expects (a different one is reported).
+  if (!found && intercept) return { server, argv, mountIndex: undefined, mountpoint: undefined, mountOptions, asRoot };
   if (!found) throw new UserError('no mountpoint among the server arguments (an existing directory); name it with --mountpoint');
   if (!isDirectory(found.mountpoint)) throw new UserError(`mountpoint is not a directory: ${found.mountpoint}`);
   const mountpoint = canonicalMountPath(resolve(found.mountpoint));
   const busy = mountAt(mountpoint);
   if (busy) throw new UserError(`mountpoint ${mountpoint} is busy: already a ${busy.fsType} mount (unmount it first)`);
-  const extra = opts.mountOptions ? splitOptions(opts.mountOptions) : [];
-  const mountOptions = classifyMountOptions([...collectDashO(argv), ...extra]);
-  return { server, argv, mountIndex: found.mountIndex, mountpoint, mountOptions, asRoot: process.geteuid?.() === 0 };
+  return { server, argv, mountIndex: found.mountIndex, mountpoint, mountOptions, asRoot };
 }
 
 /** The socket between pump and server, sized for the largest frame (see DESIGN.md hazards). */
@@ -147,12 +159,16 @@ interface Switches {
   gate: boolean;
   seccomp: boolean;
   inProcess: boolean;
+  /** Mount interception (intercept.ts) unless it cannot work here (doctor says) or is switched off. */
+  intercept: boolean;
 }
 
 function switches(opts: RecordOptions): Switches {
+  const seccomp = opts.seccomp ?? process.env.FUSETRACE_SECCOMP !== '0';
   return {
     gate: opts.gate ?? process.env.FUSETRACE_GATE !== '0',
-    seccomp: opts.seccomp ?? process.env.FUSETRACE_SECCOMP !== '0',
+    seccomp,
+    intercept: opts.intercept ?? (seccomp && process.env.FUSETRACE_INTERCEPT !== '0' && userNotifAvailable()),
     inProcess: (opts.inProcess ?? process.env.FUSETRACE_INPROCESS !== '0') && existsSync(preloadPath()),
   };
 }
@@ -170,9 +186,11 @@ interface Recording {
  * it owns /dev/fuse and the socket's proxy end (a failure must close them through pump.stop()).
  */
 function startRecording(
-  opts: RecordOptions, p: Plan, db: Database, mount: FuseMount, sock: Socket, sw: Switches, onWake: () => void,
+  opts: RecordOptions, p: Plan, db: Database, m: ServerMount, sock: Socket, sw: Switches, onWake: () => void,
   started: { pump?: Pump },
 ): Recording {
+  const mount = m.mount;
+  const call = m.intercepted?.recorded.call;
   const startedMonoNs = native().monotonicNs();
   const startedWallNs = BigInt(Date.now()) * 1_000_000n;
   // The live ledger is several times faster without the duration indexes; they come back at the end.
@@ -181,7 +199,7 @@ function startRecording(
   const session = writer.beginSession({
     name: opts.name,
     command: opts.command,
-    mountpoint: p.mountpoint,
+    mountpoint: mount.mountpoint,
     snaplen: opts.snaplen,
     startedWallNs,
     startedMonoNs,
@@ -190,7 +208,10 @@ function startRecording(
       kernel: release(),
       mountedVia: mount.via,
       mountOptions: mount.options,
-      ignoredOptions: p.mountOptions.ignored,
+      // With interception: the server's own mount(2), exactly as it made it (intercept.ts).
+      ...(call
+        ? { intercepted: true, serverMount: { source: call.source, fstype: call.fstype, flags: call.flags, data: call.data, target: call.target } }
+        : { intercepted: false, ignoredOptions: p.mountOptions.ignored }),
       sndbuf: sock.sndbuf,
       sndbufForced: sock.forced,
       maxFrame: sock.maxFrame,
@@ -229,16 +250,55 @@ function startRecording(
 }
 
 /** The server's environment: with in-process recording, the preload library and what it checks. */
-function serverEnv(sock: Socket, inProcess: boolean): NodeJS.ProcessEnv {
+function serverEnv(sock: Socket, inProcess: boolean, fd: string): NodeJS.ProcessEnv {
   const env = { ...process.env };
   if (inProcess) {
-    // native/preload.c: inert unless fd 3 is still this very socket when the server reads it.
+    // native/preload.c: inert unless fd FUSETRACE_FD (with `any`: whichever fd it finds) is this
+    // very socket when the server reads it.
     env.LD_PRELOAD = [preloadPath(), ...(env.LD_PRELOAD ?? '').split(/[: ]/).filter(Boolean)].join(':');
-    env.FUSETRACE_FD = String(SERVER_FD);
+    env.FUSETRACE_FD = fd;
     env.FUSETRACE_SOCK_INO = String(fstatSync(sock.serverFd).ino);
     env.FUSETRACE_MAX_FRAME = String(sock.maxFrame);
   }
   return env;
+}
+
+/** The recorded FUSE mount, and with interception the server that made it. */
+interface ServerMount {
+  mount: FuseMount;
+  intercepted?: InterceptedStart;
+}
+
+/**
+ * Gets the mount to record. With interception the server starts now, with its command line
+ * unchanged, and this resolves at its first FUSE mount (record-mount.ts); `stillServed` is the
+ * session's daemon check, bound later. Otherwise fusetrace mounts the mountpoint argument with
+ * the options read from argv (the /dev/fd/N fallback). Closes the socket's fds on failure.
+ */
+async function mountServer(opts: RecordOptions, p: Plan, sock: Socket, sw: Switches, stillServed: () => Promise<boolean>): Promise<ServerMount> {
+  const log = opts.log ?? process.stderr;
+  try {
+    if (!sw.intercept) {
+      const progName = basename(p.server);
+      return { mount: p.asRoot ? mountAsRoot(p.mountpoint!, p.mountOptions, progName) : await mountWithFusermount(p.mountpoint!, p.mountOptions, progName) };
+    }
+    const intercepted = await startIntercepted({
+      argv: p.argv,
+      program: p.server,
+      env: serverEnv(sock, sw.inProcess, 'any'),
+      output: opts.serverOutput ?? 'inherit',
+      serverFd: sock.serverFd,
+      say: (line) => log.write(`fusetrace: ${line}\n`),
+      stillServed,
+      extra: opts.mountOptions ? classifyMountOptions(splitOptions(opts.mountOptions)) : undefined,
+    });
+    return { mount: intercepted.recorded.mount, intercepted };
+  } catch (err) {
+    closeSync(sock.proxyFd);
+    if (!sw.intercept) closeSync(sock.serverFd); // startIntercepted owns it, and closes it
+    if (err instanceof UserError) throw err;
+    throw new UserError(`cannot mount ${p.mountpoint}: ${(err as Error).message}`);
+  }
 }
 
 /** Runs one recording to its end; resolves with how it ended (never rejects after the mount). */
@@ -259,11 +319,12 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
 }
 
 async function recordSession(opts: RecordOptions, early: () => NodeJS.Signals | undefined): Promise<RecordResult> {
-  const p = plan(opts);
   const sw = switches(opts);
+  const p = plan(opts, sw.intercept);
   const log = opts.log ?? process.stderr;
   // The trace file before the mount: a refusal (permissions, a foreign file) must not leave a
   // mount that nobody serves.
+  const dbExisted = existsSync(opts.dbPath);
   const db = openTraceDb(opts.dbPath, { create: true });
   const sock = openSocket(opts);
   if (early()) {
@@ -273,39 +334,55 @@ async function recordSession(opts: RecordOptions, early: () => NodeJS.Signals | 
     const sig = early()!;
     throw new UserError(`${sig} received before the mount: nothing recorded`, 128 + (osConstants.signals[sig] ?? 0));
   }
-  let mount: FuseMount;
+  let stillServed: (() => Promise<boolean>) | undefined;
+  let m: ServerMount;
   try {
-    const progName = basename(p.server);
-    mount = p.asRoot ? mountAsRoot(p.mountpoint, p.mountOptions, progName) : await mountWithFusermount(p.mountpoint, p.mountOptions, progName);
+    m = await mountServer(opts, p, sock, sw, () => stillServed?.() ?? Promise.resolve(false));
   } catch (err) {
-    closeSync(sock.proxyFd);
-    closeSync(sock.serverFd);
     db.close();
-    throw new UserError(`cannot mount ${p.mountpoint}: ${(err as Error).message}`);
+    // Nothing was recorded (the server never mounted): leave no trace file we created.
+    if (!dbExisted) for (const f of [opts.dbPath, `${opts.dbPath}-wal`, `${opts.dbPath}-shm`]) rmSync(f, { force: true });
+    throw err;
   }
+  const { mount, intercepted } = m;
   // From here on a failure must not leave a mount nobody serves: close our /dev/fuse fd (the
   // connection aborts) and unmount before reporting it.
   let wake = (): void => undefined;
   let rec: Recording;
   const started: { pump?: Pump } = {};
   try {
-    rec = startRecording(opts, p, db, mount, sock, sw, () => wake(), started);
+    rec = startRecording(opts, p, db, m, sock, sw, () => wake(), started);
   } catch (err) {
     if (started.pump) started.pump.stop(); // closes both of its fds
     else {
       closeSync(mount.devFd);
       closeSync(sock.proxyFd);
     }
-    closeSync(sock.serverFd);
+    if (intercepted) {
+      // The server already runs, on a mount nobody will serve: end it by its PID.
+      intercepted.server.signal('SIGKILL');
+      intercepted.interceptor.stop();
+      intercepted.strategy.close();
+    } else {
+      closeSync(sock.serverFd);
+    }
     await unmountFuse(mount).catch(() => undefined);
     db.close();
     throw err;
   }
   const status = new RecordStatus(log);
+  if (p.mountpoint !== undefined && p.mountpoint !== mount.mountpoint) {
+    status.notes.push(`the server mounted ${mount.mountpoint}, not ${p.mountpoint} (the directory among its arguments)`);
+  }
   const pipeline = new FramePipeline(rec.pump, rec.writer, rec.ledger, sock.maxFrame, (line) => log.write(line));
-  const session = new RecordSession({ ...rec, dbPath: opts.dbPath, mountpoint: p.mountpoint, mount, db, pipeline, status });
+  const session = new RecordSession({
+    ...rec, dbPath: opts.dbPath, mountpoint: mount.mountpoint, mount, db, pipeline, status,
+    interception: intercepted && { connectionEnded: () => intercepted.strategy.connectionEnded(), finish: (d) => finishInterception(intercepted, d) },
+  });
   wake = () => session.onWake();
-  const finished = session.run((stillServed) => {
+  const finished = session.run((ss) => {
+    stillServed = ss;
+    if (intercepted) return intercepted.server;
     try {
       return new ServerProcess({
         argv: p.argv,
@@ -313,10 +390,10 @@ async function recordSession(opts: RecordOptions, early: () => NodeJS.Signals | 
         serverFd: sock.serverFd,
         strategy: new DevFdArgv(p.mountIndex),
         seccomp: sw.seccomp,
-        env: serverEnv(sock, sw.inProcess),
+        env: serverEnv(sock, sw.inProcess, String(SERVER_FD)),
         output: opts.serverOutput ?? 'inherit',
         detached: true,
-        stillServed,
+        stillServed: ss,
       });
     } finally {
       closeSync(sock.serverFd);
@@ -326,4 +403,15 @@ async function recordSession(opts: RecordOptions, early: () => NodeJS.Signals | 
   if (pending) void session.onSignal(pending);
   if (opts.onSession) setImmediate(opts.onSession, rec.session);
   return finished;
+}
+
+/**
+ * The end of an intercepted session, once the server is gone (or in the background): a server in
+ * the background may still be unmounting (its umount2 waits for our answer), so the processes
+ * under the filter get a moment to end before the listener closes.
+ */
+async function finishInterception(i: InterceptedStart, daemonized: boolean): Promise<void> {
+  await Promise.race([i.interceptor.done, new Promise((r) => setTimeout(r, daemonized ? 2_000 : 500))]);
+  i.interceptor.stop();
+  i.strategy.close();
 }

@@ -55,6 +55,13 @@ export interface SessionParts {
   pump: Pump;
   pipeline: FramePipeline;
   status: RecordStatus;
+  /** With mount interception (record-mount.ts): the server mounted by itself. */
+  interception?: {
+    /** The connection ended (unmount seen by the pump, or aborted): the server's own unmount is then answered without acting. */
+    connectionEnded(): void;
+    /** The server is gone (or in the background): close the interception. */
+    finish(daemonized: boolean): Promise<void>;
+  };
 }
 
 type Phase = 'running' | 'unmounting' | 'ending' | 'done';
@@ -137,6 +144,7 @@ export class RecordSession {
     // its end of the socket as it exits, and that is the unmount, not the server going away.
     if (st.readerEnd && !this.connectionEnded) {
       this.connectionEnded = true;
+      this.p.interception?.connectionEnded();
       this.onConnectionEnded(st.readerEnd);
     }
     if (this.daemonized && st.writerEnd !== '' && !this.serverEnd && this.phase === 'running') {
@@ -151,7 +159,9 @@ export class RecordSession {
     if (this.p.pipeline.initRecorded || this.phase !== 'running' || this.serverEnd) return;
     this.p.status.say(
       `the server has not answered FUSE_INIT after ${INIT_WARN_MS / 1000} s: ` +
-        'it may ignore /dev/fd/N and mount by itself (libfuse 2, fuser); fusetrace sees nothing of such a mount',
+        (this.p.interception
+          ? 'it mounted but does not serve'
+          : 'it may ignore /dev/fd/N and mount by itself (libfuse 2, fuser); fusetrace sees nothing of such a mount'),
     );
   }
 
@@ -245,7 +255,7 @@ export class RecordSession {
     // endUnserved() finishes by itself once the mount is gone.
     if (this.phase !== 'running') return this.unserving ? undefined : this.finish();
     const sx = this.serverEnd!;
-    if (!this.p.pipeline.initAnswered) {
+    if (!this.p.pipeline.initAnswered && !this.p.interception) {
       this.p.status.notes.push(
         'the server exited before answering FUSE_INIT: it may not accept a mounted fd as /dev/fd/N ' +
           '(libfuse >= 3.3, pyfuse3 and go-fuse >= 2.2 do; libfuse 2 and fuser mount by themselves)',
@@ -365,6 +375,7 @@ export class RecordSession {
   private abortConnection(): void {
     if (this.aborted) return;
     this.aborted = true;
+    this.p.interception?.connectionEnded();
     this.p.pump.stop(); // closes the only /dev/fuse fd: fuse_dev_release -> fuse_abort_conn
   }
 
@@ -379,6 +390,7 @@ export class RecordSession {
       await this.server.exited;
     }
     this.p.pump.stop();
+    await this.p.interception?.finish(this.daemonized);
     for (const t of this.timers) clearInterval(t); // clearInterval clears timeouts too
     process.off('SIGINT', this.sigint);
     process.off('SIGTERM', this.sigterm);

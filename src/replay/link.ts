@@ -20,7 +20,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { native } from '../proxy/native.js';
-import { DevFdArgv, ServerProcess } from '../server/process.js';
+import { constants as osConstants } from 'node:os';
+import { findMountpoint } from '../proxy/args.js';
+import { userNotifAvailable, type InterceptStrategy } from '../proxy/intercept.js';
+import { DevFdArgv, InterceptMount, ServerProcess } from '../server/process.js';
 
 /** How the server ended. */
 export interface ServerExit {
@@ -39,6 +42,67 @@ export interface ServerLinkOptions {
   onFrame: (frame: Buffer) => void;
   /** Called once when the server is gone (it exited, or the socket failed) and every frame it sent was delivered. */
   onEnd: (error?: Error) => void;
+}
+
+/**
+ * Whether the replay intercepts the server's own mount (its argv unchanged) rather than handing
+ * it /dev/fd/N: where seccomp user notification works (FUSETRACE_INTERCEPT=0 turns it off), the
+ * command line names a mountpoint for the server to mount, and /dev/fuse can be opened. Without
+ * one (a server that takes /dev/fd/N, such as the demo server run as `node server.js`) /dev/fd/N
+ * is appended.
+ *
+ * go-fuse servers get /dev/fd/N too (go-fuse >= 2.2 takes it): after mounting by itself, go-fuse
+ * opens a file in its own mountpoint (fuse/poll.go pollHack, in WaitMount), which without a real
+ * mount reaches the directory underneath and fails, so the server gives up before serving.
+ */
+export function interceptReplay(argv: readonly string[]): boolean {
+  if (process.env.FUSETRACE_INTERCEPT === '0' || !userNotifAvailable()) return false;
+  // The server opens /dev/fuse before it mounts (libfuse, go-fuse, fusermount3): without a usable
+  // device (a CI container) only /dev/fd/N can work.
+  try {
+    fs.accessSync('/dev/fuse', fs.constants.R_OK | fs.constants.W_OK);
+  } catch {
+    return false;
+  }
+  const isDir = (p: string): boolean => {
+    try {
+      return fs.statSync(p).isDirectory();
+    } catch {
+      return false;
+    }
+  };
+  return findMountpoint(argv, isDir) !== undefined && !usesGoFuse(argv[0]);
+}
+
+/**
+ * True when the program (as execvp would find it) is a Go binary built with go-fuse and not with
+ * bazil.org/fuse (module paths are in the Go build info). rclone links both: `rclone mount` is
+ * bazil and is intercepted; `rclone mount2` (go-fuse) then does not replay.
+ */
+function usesGoFuse(cmd: string): boolean {
+  const dirs = cmd.includes('/') ? [''] : (process.env.PATH ?? '/usr/bin:/bin').split(':');
+  for (const dir of dirs) {
+    try {
+      const bin = fs.readFileSync(dir ? `${dir}/${cmd}` : cmd);
+      return bin.includes('github.com/hanwen/go-fuse') && !bin.includes('bazil.org/fuse');
+    } catch {
+      /* not here */
+    }
+  }
+  return false;
+}
+
+/** Replay's answer to the server's mounts: success without a mount, the replay socket at its fd. */
+class ReplayMountStrategy implements InterceptStrategy {
+  private mounted = false;
+  constructor(private readonly serverFd: number) {}
+  async mount(): Promise<number> {
+    // One replay is one connection; a second mount has nothing to talk to.
+    if (this.mounted) throw Object.assign(new Error('a replay serves one FUSE connection'), { errno: osConstants.errno.EBUSY });
+    this.mounted = true;
+    return this.serverFd;
+  }
+  async unmount(): Promise<void> {}
 }
 
 /** The one-byte wake-up message (see the file comment). */
@@ -74,7 +138,9 @@ export class ServerLink {
     this.server = new ServerProcess({
       argv: opts.argv,
       serverFd: theirs,
-      strategy: new DevFdArgv(),
+      // The server runs with its command line unchanged where it can mount by itself: its mount(2)
+      // is answered 0 without a mount and its fuse fd becomes our socket, as record intercepts it.
+      strategy: interceptReplay(opts.argv) ? new InterceptMount(new ReplayMountStrategy(theirs)) : new DevFdArgv(),
       output: 'capture',
       // libfuse without -f (fuse_daemonize) forks: the parent exits 0 and a child it started
       // serves on the inherited fd. Then the socket stays up until we close it at stop().
@@ -139,6 +205,12 @@ export class ServerLink {
     const exit = await this.exited;
     this.wake();
     await this.endPromise;
+    const interceptor = this.server.interceptor;
+    if (interceptor) {
+      // A server in the background unmounts as it ends: answer that before the listener closes.
+      await Promise.race([interceptor.done, new Promise((r) => setTimeout(r, 1_000))]);
+      interceptor.stop();
+    }
     return exit;
   }
 

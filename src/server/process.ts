@@ -7,8 +7,8 @@
  * SOCK_SEQPACKET socketpair placed at fd 3). It is started through the exec helper
  * (native/exec_helper.c), which installs a seccomp filter against spliced replies and then
  * execvp()s the server, so the filter covers it and everything it starts. spawn() is the single
- * place where the helper's command line is built: the mount interception (issue 11) adds its
- * listener-fd channel there, and swaps the fd strategy for one that leaves argv unchanged.
+ * place where the helper's command line is built: the mount interception (issue 11, InterceptMount)
+ * adds its listener-fd channel there and leaves argv unchanged.
  *
  * Ending it: SIGTERM (libfuse's fuse_set_signal_handlers makes its loop exit), then SIGKILL, both
  * by the PID we started and nothing else. A server that daemonizes (libfuse without -f,
@@ -21,6 +21,7 @@ import { constants as osConstants } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
 import { findMountpoint } from '../proxy/args.js';
 import { execHelperPath } from '../proxy/native.js';
+import { spawnIntercepted, type InterceptEvent, type Interceptor, type InterceptStrategy } from '../proxy/intercept.js';
 
 /** The fd number the server finds its end of the socketpair at (stdio slot 3). */
 export const SERVER_FD = 3;
@@ -58,6 +59,26 @@ function isDirectory(p: string): boolean {
 export interface ServerFdStrategy {
   /** The argv the server runs with (argv[0] is the program as the user named it). */
   serverArgv(argv: readonly string[]): string[];
+  /** Mount interception: the server mounts by itself and these answer its mount calls (src/proxy/intercept.ts). */
+  intercept?: InterceptStrategy;
+  /** What happened to each intercepted call (for the log). */
+  onIntercept?: (e: InterceptEvent) => void;
+}
+
+/**
+ * Mount interception (issue 11): the argv unchanged; the server mounts by itself under the exec
+ * helper's --notify filter, and `intercept` answers its mount(2) and umount2(2) (record: a real
+ * mount with the server's options, the socket at its fd number; replay: no mount at all).
+ */
+export class InterceptMount implements ServerFdStrategy {
+  constructor(
+    readonly intercept: InterceptStrategy,
+    readonly onIntercept?: (e: InterceptEvent) => void,
+  ) {}
+
+  serverArgv(argv: readonly string[]): string[] {
+    return [...argv];
+  }
 }
 
 /**
@@ -96,8 +117,8 @@ export interface ServerProcessOptions {
   argv: readonly string[];
   /** The executable (resolveExecutable(argv[0])); default argv[0]. */
   program?: string;
-  /** Our fd of the server's end of the socketpair; it appears at SERVER_FD in the server. */
-  serverFd: number;
+  /** Our fd of the server's end of the socketpair; it appears at SERVER_FD in the server (not with InterceptMount: the strategy places it). */
+  serverFd?: number;
   strategy: ServerFdStrategy;
   /** Start through the seccomp exec helper (default true; `record` has a diagnostic switch to turn it off). */
   seccomp?: boolean;
@@ -120,6 +141,8 @@ export class ServerProcess {
   readonly exited: Promise<ProcessExit>;
   /** The server's stderr (the last 16 KiB) with output 'capture', for diagnostics. */
   stderr = '';
+  /** With InterceptMount: the supervisor of the server's mounts; stop() it once the server is gone. */
+  interceptor: Interceptor | undefined;
   private exit: ProcessExit | undefined;
   private stopping = false;
 
@@ -145,22 +168,28 @@ export class ServerProcess {
 
   /**
    * Starts the server: the one place the exec helper's command line is set up
-   * (`fusetrace-exec SOCKFD SERVER ARGS...`, native/exec_helper.c).
+   * (`fusetrace-exec SOCKFD SERVER ARGS...`, or `fusetrace-exec --notify CHANFD - SERVER ARGS...`
+   * with InterceptMount; native/exec_helper.c).
    */
   private spawn(): ChildProcess {
     const o = this.opts;
     const argv = o.strategy.serverArgv(o.argv);
     const program = o.program ?? argv[0];
-    const [file, args] = o.seccomp === false ? [program, argv.slice(1)] : [execHelperPath(), [String(SERVER_FD), program, ...argv.slice(1)]];
-    // stdio slot 3 dup2()s serverFd to fd 3 in the child without O_CLOEXEC; the caller's fds keep
-    // SOCK_CLOEXEC, so no other child ever holds them.
-    const stdio: StdioOptions =
-      o.output === 'inherit'
-        ? ['inherit', 'inherit', 'inherit', o.serverFd]
-        : o.output === 'capture'
-          ? ['ignore', 'ignore', 'pipe', o.serverFd]
-          : ['ignore', o.output, o.output, o.serverFd];
-    const child = spawn(file, args, { stdio, detached: o.detached ?? false, argv0: o.argv[0], env: o.env });
+    const std: StdioOptions =
+      o.output === 'inherit' ? ['inherit', 'inherit', 'inherit'] : o.output === 'capture' ? ['ignore', 'ignore', 'pipe'] : ['ignore', o.output, o.output];
+    let child: ChildProcess;
+    if (o.strategy.intercept) {
+      // The server's fds are as without fusetrace (0, 1, 2): the socket arrives at its mount.
+      const started = spawnIntercepted([program, ...argv.slice(1)], o.strategy.intercept, { stdio: std, detached: o.detached ?? false, argv0: o.argv[0], env: o.env }, o.strategy.onIntercept);
+      this.interceptor = started.interceptor;
+      child = started.child;
+    } else {
+      if (o.serverFd === undefined) throw new Error('ServerProcess: serverFd is required without InterceptMount');
+      const [file, args] = o.seccomp === false ? [program, argv.slice(1)] : [execHelperPath(), [String(SERVER_FD), program, ...argv.slice(1)]];
+      // stdio slot 3 dup2()s serverFd to fd 3 in the child without O_CLOEXEC; the caller's fds keep
+      // SOCK_CLOEXEC, so no other child ever holds them.
+      child = spawn(file, args, { stdio: [...(std as unknown[]), o.serverFd] as StdioOptions, detached: o.detached ?? false, argv0: o.argv[0], env: o.env });
+    }
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (s: string) => {
       this.stderr = (this.stderr + s).slice(-16384);
