@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Database } from 'better-sqlite3';
 import { openTraceDb } from '../src/store/db.js';
+import { OP } from '../src/protocol/index.js';
 import { FORMAT_VERSION } from '../src/store/schema.js';
 import { countRequests, queryRequests } from '../src/store/query.js';
 import { stats } from '../src/store/stats.js';
@@ -33,20 +34,20 @@ function rng(seed: number): () => number {
 
 /** Opcode mix of a build-and-grep workload: metadata dominates, then data. [opcode, weight, median dur ns] */
 const MIX: [number, number, number][] = [
-  [1, 22, 60_000], // LOOKUP
-  [3, 25, 30_000], // GETATTR
-  [15, 18, 250_000], // READ
-  [16, 8, 300_000], // WRITE
-  [14, 5, 80_000], // OPEN
-  [18, 5, 20_000], // RELEASE
-  [25, 5, 15_000], // FLUSH
-  [44, 3, 400_000], // READDIRPLUS
-  [27, 1, 40_000], // OPENDIR
-  [29, 1, 20_000], // RELEASEDIR
-  [2, 4, 0], // FORGET (no reply)
-  [35, 1, 150_000], // CREATE
-  [10, 1, 100_000], // UNLINK
-  [22, 1, 25_000], // GETXATTR
+  [OP.LOOKUP, 22, 60_000],
+  [OP.GETATTR, 25, 30_000],
+  [OP.READ, 18, 250_000],
+  [OP.WRITE, 8, 300_000],
+  [OP.OPEN, 5, 80_000],
+  [OP.RELEASE, 5, 20_000],
+  [OP.FLUSH, 5, 15_000],
+  [OP.READDIRPLUS, 3, 400_000],
+  [OP.OPENDIR, 1, 40_000],
+  [OP.RELEASEDIR, 1, 20_000],
+  [OP.FORGET, 4, 0], // no reply
+  [OP.CREATE, 1, 150_000],
+  [OP.UNLINK, 1, 100_000],
+  [OP.GETXATTR, 1, 25_000],
 ];
 
 function build(file: string): void {
@@ -80,7 +81,7 @@ function build(file: string): void {
       const [opcode, , median] = m;
       const p = Math.floor(rand() ** 2 * paths.length); // some paths are hot
       const pid = 1000 + Math.floor(rand() * 60);
-      const noreply = opcode === 2;
+      const noreply = opcode === OP.FORGET;
       // Log-normal durations around the opcode's median; about 1 in 20 READs takes over 1 ms.
       const dur = noreply ? null : Math.max(1000, Math.round(median * Math.exp(1.1 * gauss(rand))));
       const r = rand();
@@ -89,7 +90,7 @@ function build(file: string): void {
       if (noreply) {
         state = 'noreply';
         errno = null;
-      } else if (opcode === 1 && r < 0.15) {
+      } else if (opcode === OP.LOOKUP && r < 0.15) {
         state = 'error';
         errno = 2; // ENOENT
       } else if (r < 0.002) {
@@ -103,14 +104,14 @@ function build(file: string): void {
         errno = null;
       }
       const replied = errno !== null;
-      const len = opcode === 16 ? 80 + 4096 * (1 + Math.floor(rand() * 32)) : 40 + (opcode === 1 ? 20 : 24);
-      const replyLen = !replied ? null : opcode === 15 && errno === 0 ? 16 + 4096 * (1 + Math.floor(rand() * 32)) : errno ? 16 : 16 + 120;
+      const len = opcode === OP.WRITE ? 80 + 4096 * (1 + Math.floor(rand() * 32)) : 40 + (opcode === OP.LOOKUP ? 20 : 24);
+      const replyLen = !replied ? null : opcode === OP.READ && errno === 0 ? 16 + 4096 * (1 + Math.floor(rand() * 32)) : errno ? 16 : 16 + 120;
       ins.run(
         i * 2,
         2 * (i + 1),
         opcode,
         1 + p,
-        opcode === 15 || opcode === 16 || opcode === 18 || opcode === 25 ? 0x5600_0000 + p : null,
+        opcode === OP.READ || opcode === OP.WRITE || opcode === OP.RELEASE || opcode === OP.FLUSH ? 0x5600_0000 + p : null,
         paths[p],
         pid,
         comms[pid % comms.length],
@@ -123,7 +124,7 @@ function build(file: string): void {
         replyLen,
         state,
         state === 'interrupted' ? 'eintr' : null,
-        opcode === 18 || opcode === 29 ? 1 : 0,
+        opcode === OP.RELEASE || opcode === OP.RELEASEDIR ? 1 : 0,
         replied ? i * 2 + 1 : null,
       );
     }

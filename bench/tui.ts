@@ -12,20 +12,21 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { openTraceDb } from '../src/store/db.js';
+import { OP } from '../src/protocol/index.js';
 import { TraceWriter } from '../src/store/writer.js';
 import { TuiSource } from '../src/tui/data.js';
 
 /** Opcodes of the synthetic mix with their weights (roughly what a build or a `find` produces). */
 const MIX: Array<[opcode: number, weight: number]> = [
-  [1, 30], // LOOKUP
-  [3, 25], // GETATTR
-  [15, 15], // READ
-  [16, 8], // WRITE
-  [14, 5], // OPEN
-  [25, 5], // FLUSH
-  [18, 5], // RELEASE
-  [28, 4], // READDIR
-  [2, 3], // FORGET
+  [OP.LOOKUP, 30],
+  [OP.GETATTR, 25],
+  [OP.READ, 15],
+  [OP.WRITE, 8],
+  [OP.OPEN, 5],
+  [OP.FLUSH, 5],
+  [OP.RELEASE, 5],
+  [OP.READDIR, 4],
+  [OP.FORGET, 3],
 ];
 
 /**
@@ -61,7 +62,7 @@ export function writeSyntheticSession(file: string, n: number): number {
         let state = 'ok';
         let errno: number | null = 0;
         let outcome: string | null = null;
-        if (opcode === 2) {
+        if (opcode === OP.FORGET) {
           state = 'noreply';
           errno = null;
         } else if (r < 0.03) {
@@ -81,10 +82,10 @@ export function writeSyntheticSession(file: string, n: number): number {
         const replied = errno !== null || state === 'late';
         const dir = i % 100;
         insert.run(
-          session, i * 2, 2 + i * 2, opcode, 1 + (i % 5000), opcode === 15 || opcode === 16 ? 1 + (i % 300) : null,
+          session, i * 2, 2 + i * 2, opcode, 1 + (i % 5000), opcode === OP.READ || opcode === OP.WRITE ? 1 + (i % 300) : null,
           `/data/dir${dir}/file${i % 5000}.txt`, 1000 + (i % 50), `proc${i % 50}`, 0, 0,
           start, start + 2000, replied ? start + dur : null, replied ? dur : null, errno,
-          opcode === 16 ? 4176 : 64, replied ? 16 : null, state, outcome, 0, replied ? i * 2 + 1 : null, state === 'interrupted' ? i * 2 + 1 : null,
+          opcode === OP.WRITE ? 4176 : 64, replied ? 16 : null, state, outcome, 0, replied ? i * 2 + 1 : null, state === 'interrupted' ? i * 2 + 1 : null,
         );
       }
     });

@@ -14,7 +14,7 @@ import { buildExample, buildServer } from './helpers/build.js';
 import { CleanupRegistry, abortConnection, isMounted, waitExit, type ExitInfo } from './helpers/mount.js';
 import { openTraceDb } from '../src/store/db.js';
 import { rebuildLedger } from '../src/store/ledger.js';
-import { checkChromeTrace } from './export-trace-format.js';
+import { checkChromeTrace } from '../src/cli/export-trace-format.fixture.js';
 import { buildCli, CLI } from './helpers/record.js';
 
 const reg = new CleanupRegistry();

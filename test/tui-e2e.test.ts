@@ -204,7 +204,7 @@ describe('fusetrace tui in a real terminal (tmux)', () => {
 
   it('restores the terminal and prints one line when the TUI dies of an error or a signal', async () => {
     const dir = reg.tempDir('fusetrace-tui-e2e-');
-    const { writeTuiFixture } = await import('./tui-fixture.js');
+    const { writeTuiFixture } = await import('../src/tui/session.fixture.js');
     const fx = writeTuiFixture();
     reg.defer(() => fx.remove());
     // A trace file that passes the format checks but lost its requests table: the first query in
@@ -240,7 +240,7 @@ describe('fusetrace tui in a real terminal (tmux)', () => {
   });
 
   it('refuses to start without a terminal, and names the sessions when SESSION is wrong', async () => {
-    const { writeTuiFixture } = await import('./tui-fixture.js');
+    const { writeTuiFixture } = await import('../src/tui/session.fixture.js');
     const fx = writeTuiFixture();
     reg.defer(() => fx.remove());
     const piped = spawnSync(process.execPath, [CLI, 'tui', '--db', fx.file], { encoding: 'utf8', timeout: 20_000 });

@@ -9,16 +9,17 @@
  * Both stream: rows come from an SQLite cursor and leave in 64 KiB chunks, so a session of a
  * million requests never sits in memory as one array or one string.
  */
-import fs from 'node:fs';
 import type { Command } from 'commander';
 import type { Database } from 'better-sqlite3';
 import { UserError } from '../errors.js';
 import { dbPath } from './options.js';
+import { Output, exactJson, type Sink } from './output.js';
 import { openTraceDb } from '../store/db.js';
 import { TraceReader } from '../store/reader.js';
 import { requestJson } from './show.js';
 import { iterateRequests, type RequestRow } from '../store/query.js';
 import { FilterError, compileFilter, formatFilterError, type CompiledFilter } from '../store/filter.js';
+import { errnoName, interruptTargetOf } from '../protocol/index.js';
 
 const FORMATS = ['jsonl', 'perfetto'] as const;
 type Format = (typeof FORMATS)[number];
@@ -59,58 +60,6 @@ export function registerExport(program: Command): void {
     });
 }
 
-/** Where an export writes: a promise when the caller must wait for the consumer before writing more. */
-export interface Sink {
-  write(text: string): Promise<void> | undefined;
-}
-
-/** Buffered writer to a file or stdout that waits for 'drain' (a slow pipe never piles up in memory). */
-class Output implements Sink {
-  private chunks: string[] = [];
-  private size = 0;
-  private constructor(
-    private readonly stream: NodeJS.WritableStream,
-    private readonly owned: boolean,
-  ) {}
-
-  static async open(file: string | undefined): Promise<Output> {
-    if (file === undefined || file === '-') return new Output(process.stdout, false);
-    const stream = fs.createWriteStream(file);
-    await new Promise<void>((resolve, reject) => {
-      stream.once('open', () => resolve());
-      stream.once('error', (err: NodeJS.ErrnoException) =>
-        reject(new UserError(`cannot write ${file}: ${err.code === 'ENOENT' ? 'no such directory' : err.message}`)),
-      );
-    });
-    return new Output(stream, true);
-  }
-
-  /** Queues text; resolves at once unless the buffer is full, then after the stream took it. */
-  write(text: string): Promise<void> | undefined {
-    this.chunks.push(text);
-    this.size += text.length;
-    return this.size >= 65536 ? this.flush() : undefined;
-  }
-
-  async flush(): Promise<void> {
-    if (this.size === 0) return;
-    const data = this.chunks.join('');
-    this.chunks = [];
-    this.size = 0;
-    if (!this.stream.write(data)) await new Promise<void>((r) => this.stream.once('drain', () => r()));
-  }
-
-  async close(): Promise<void> {
-    await this.flush();
-    if (this.owned) {
-      await new Promise<void>((resolve, reject) => {
-        this.stream.once('error', reject);
-        this.stream.end(() => resolve());
-      });
-    }
-  }
-}
-
 function requests(db: Database, session: number, filter: string | undefined): IterableIterator<RequestRow> {
   let compiled: CompiledFilter;
   try {
@@ -122,14 +71,9 @@ function requests(db: Database, session: number, filter: string | undefined): It
   return iterateRequests(db, session, { filter: compiled, sort: 'time' });
 }
 
-/** 64-bit values as exact JSON numbers: digits, never rounded through a double. */
-function json(v: unknown): string {
-  return JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? `\u0000${x}` : x)).replace(/"\\u0000(-?\d+)"/g, '$1');
-}
-
 export async function exportJsonl(db: Database, session: number, out: Sink, filter?: string): Promise<void> {
   for (const r of requests(db, session, filter)) {
-    const p = out.write(`${json(requestJson(r))}\n`);
+    const p = out.write(`${exactJson(requestJson(r))}\n`);
     if (p) await p;
   }
 }
@@ -156,35 +100,24 @@ interface InterruptEvent {
 function loadInterrupts(db: Database, session: number, startMono: bigint): Map<bigint, InterruptEvent[]> {
   const byTarget = new Map<bigint, InterruptEvent[]>();
   const intrUnique = new Map<bigint, bigint>();
-  const sent = db
-    .prepare('SELECT seq, ts_ns, unique_id, data FROM frames WHERE session = ? AND dir = 0 AND opcode = 36 ORDER BY seq')
-    .safeIntegers(true)
-    .all(session) as Array<{ seq: bigint; ts_ns: bigint; unique_id: bigint; data: Buffer }>;
-  for (const f of sent) {
-    const unique = BigInt.asUintN(64, f.unique_id);
-    const target = f.data.length >= 48 ? f.data.readBigUInt64LE(40) : unique & ~1n;
-    intrUnique.set(unique, target);
-    const list = byTarget.get(target) ?? [];
-    list.push({ tsNs: Number(f.ts_ns - startMono), name: 'INTERRUPT', args: { unique: target, interrupt_unique: unique, seq: f.seq } });
-    byTarget.set(target, list);
-  }
-  if (sent.length === 0) return byTarget;
-  const answers = db
-    .prepare(
-      `SELECT seq, ts_ns, unique_id, error, write_errno FROM frames WHERE session = ? AND dir = 1 AND unique_id IN
-       (SELECT unique_id FROM frames WHERE session = ? AND dir = 0 AND opcode = 36) ORDER BY seq`,
-    )
-    .safeIntegers(true)
-    .all(session, session) as Array<{ seq: bigint; ts_ns: bigint; unique_id: bigint; error: bigint | null; write_errno: bigint }>;
-  for (const f of answers) {
-    const unique = BigInt.asUintN(64, f.unique_id);
-    const target = intrUnique.get(unique);
+  // In seq order: each INTERRUPT comes before the server's answer to it.
+  for (const f of new TraceReader(db).interruptFrames(session)) {
+    const tsNs = Number(f.tsNs - startMono);
+    if (f.dir === 0) {
+      const target = interruptTargetOf(f.data, f.unique);
+      intrUnique.set(f.unique, target);
+      const list = byTarget.get(target) ?? [];
+      list.push({ tsNs, name: 'INTERRUPT', args: { unique: target, interrupt_unique: f.unique, seq: f.seq } });
+      byTarget.set(target, list);
+      continue;
+    }
+    const target = intrUnique.get(f.unique);
     if (target === undefined) continue;
-    const err = f.error === null ? 0 : -Number(f.error);
+    const err = f.error === null ? 0 : -f.error;
     byTarget.get(target)!.push({
-      tsNs: Number(f.ts_ns - startMono),
-      name: `INTERRUPT answered ${err === 11 ? 'EAGAIN' : err === 38 ? 'ENOSYS' : err === 0 ? 'OK' : `errno ${err}`}`,
-      args: { unique: target, interrupt_unique: unique, seq: f.seq, errno: err, write_errno: Number(f.write_errno) },
+      tsNs,
+      name: `INTERRUPT answered ${err === 0 ? 'OK' : errnoName(err)}`,
+      args: { unique: target, interrupt_unique: f.unique, seq: f.seq, errno: err, write_errno: f.writeErrno },
     });
   }
   return byTarget;
@@ -222,7 +155,7 @@ export async function exportPerfetto(db: Database, session: number, out: Sink, f
   let nextSynthetic = SYNTHETIC_TID;
   let first = true;
   const emit = (ev: Record<string, unknown>): Promise<void> | undefined => {
-    const text = (first ? '\n' : ',\n') + json(ev);
+    const text = (first ? '\n' : ',\n') + exactJson(ev);
     first = false;
     return out.write(text);
   };

@@ -4,6 +4,7 @@ import { UserError } from '../errors.js';
 import { dbPath } from './options.js';
 import { openTraceDb } from '../store/db.js';
 import { rebuildLedger } from '../store/ledger.js';
+import { countRequests } from '../store/query.js';
 import { resolveExecutable } from '../server/process.js';
 import { DEFAULT_RULES, parseRules, type NormRule } from '../replay/compare.js';
 import { initFailure, runReplay, type InjectedInterrupt, type Timing } from '../replay/engine.js';
@@ -70,7 +71,7 @@ export function rulesFrom(flags: Pick<ReplayFlags, 'rule' | 'data'>): NormRule[]
 }
 
 function hasLedger(db: ReturnType<typeof openTraceDb>, session: number): boolean {
-  return (db.prepare('SELECT count(*) FROM requests WHERE session = ?').pluck().get(session) as number) > 0;
+  return countRequests(db, session) > 0;
 }
 
 /** Splits the command's operands into [SESSION] [RANGE] and the server command after `--`. */

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { openTraceDb } from '../store/db.js';
 import { TraceReader, type RequestCounts, type SessionInfo } from '../store/reader.js';
 import { dbPath } from './options.js';
+import { formatLocalTime, formatSessionLength } from '../format.js';
 
 /** Width the command column is cut to in a terminal; pipes and --json get it whole. */
 const COMMAND_WIDTH = 48;
@@ -51,7 +52,7 @@ function listSessions(reader: TraceReader, json: boolean, out: NodeJS.WriteStrea
     l.s.name ?? '-',
     formatLocalTime(l.s.startedWallNs),
     // A session without an end was still recording or its recorder was killed: "+" = at least.
-    formatDuration(l.durationNs) + (l.ended ? '' : '+'),
+    formatSessionLength(l.durationNs) + (l.ended ? '' : '+'),
     truncate(shellJoin(l.s.command), tty ? COMMAND_WIDTH : Infinity),
     String(l.counts.requests),
     String(l.counts.errors),
@@ -90,23 +91,6 @@ function toJson(l: Listed): Record<string, unknown> {
     dropped: s.dropped,
     ...counts,
   };
-}
-
-/** YYYY-MM-DD HH:MM:SS in the local time zone. */
-export function formatLocalTime(wallNs: bigint): string {
-  const d = new Date(Number(wallNs / 1_000_000n));
-  const p = (n: number): string => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
-}
-
-/** 850ms, 12.3s, 4m05s, 2h03m. */
-export function formatDuration(ns: bigint): string {
-  const ms = Number(ns / 1_000_000n);
-  if (ms < 1000) return `${ms}ms`;
-  if (ms < 60_000) return `${(ms / 1000).toFixed(1)}s`;
-  const s = Math.floor(ms / 1000);
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
-  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
 /** argv as a shell would need it typed: words with specials in single quotes. */

@@ -7,14 +7,16 @@
  * session of a million requests is never held in memory and `| head` stops the query early.
  */
 import type { Command } from 'commander';
-import type { Database, Statement } from 'better-sqlite3';
+import type { Database } from 'better-sqlite3';
 import { UserError } from '../errors.js';
 import { dbPath } from './options.js';
+import { Output, exactJson } from './output.js';
+import { formatDuration, formatResult, formatTime, paintState } from '../format.js';
 import { openTraceDb } from '../store/db.js';
 import { TraceReader } from '../store/reader.js';
 import { FilterError, compileFilter, formatFilterError, type CompiledFilter } from '../store/filter.js';
 import { iterateRequests, parseRange, type RequestRow, type UniqueRange } from '../store/query.js';
-import { decodeReply, decodeRequest, formatFields, formatLine, type DecodeContext, type DecodedFrame } from '../protocol/index.js';
+import { OP, decodeReply, decodeRequest, errnoName, sessionContext, formatFields, formatLine, type DecodeContext, type DecodedFrame } from '../protocol/index.js';
 
 interface ShowOptions {
   filter?: string;
@@ -58,7 +60,7 @@ Filter fields: op unique nodeid fh path pid comm uid err state dur t len
         const limit = count('--limit', opts.limit);
         const offset = count('--offset', opts.offset);
         const rows = iterateRequests(db, session, { filter, range, sort, limit, offset });
-        const out = new Output(process.stdout);
+        const out = await Output.open();
         let frames: FrameSource | undefined;
         if (opts.frames || opts.json) {
           framesDb = openTraceDb(file, { readonly: true });
@@ -107,82 +109,6 @@ function count(flag: string, v: string | undefined): number | undefined {
   return Number(v);
 }
 
-// ---------------------------------------------------------------------------------------------
-// Output
-// ---------------------------------------------------------------------------------------------
-
-/** Buffered stdout that waits for 'drain' and notices when the reader went away (EPIPE from `| head`). */
-class Output {
-  private chunks: string[] = [];
-  private size = 0;
-  closed = false;
-  constructor(private readonly stream: NodeJS.WriteStream) {
-    stream.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EPIPE') this.closed = true;
-      else throw err;
-    });
-  }
-  write(text: string): Promise<void> | undefined {
-    this.chunks.push(text);
-    this.size += text.length;
-    return this.size >= 65536 ? this.flush() : undefined;
-  }
-  async flush(): Promise<void> {
-    if (this.size === 0 || this.closed) return;
-    const data = this.chunks.join('');
-    this.chunks = [];
-    this.size = 0;
-    if (!this.stream.write(data)) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          this.stream.off('drain', done);
-          this.stream.off('error', done);
-          resolve();
-        };
-        this.stream.on('drain', done);
-        this.stream.on('error', done);
-      });
-    }
-  }
-}
-
-/** A duration with 3 significant figures in the unit that fits: `812ns`, `14.2µs`, `3.07ms`, `1.25s`. */
-export function formatDuration(ns: number | null): string {
-  if (ns === null) return '-';
-  for (const [scale, unit] of [[1e9, 's'], [1e6, 'ms'], [1e3, 'µs']] as const) {
-    if (ns >= scale) {
-      const v = ns / scale;
-      return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)}${unit}`;
-    }
-  }
-  return `${Math.round(ns)}ns`;
-}
-
-/** Bytes in binary units: `512B`, `4.0KiB`, `1.50MiB`, `2.25GiB`. */
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n}B`;
-  for (const [scale, unit] of [[2 ** 40, 'TiB'], [2 ** 30, 'GiB'], [2 ** 20, 'MiB'], [2 ** 10, 'KiB']] as const) {
-    if (n >= scale) {
-      const v = n / scale;
-      return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)}${unit}`;
-    }
-  }
-  return `${n}B`;
-}
-
-/** ANSI colours of the lifecycle states on a terminal: what went wrong stands out. */
-const STATE_SGR: Record<string, string> = {
-  ok: '32', // green
-  error: '31', // red
-  interrupted: '35;1', // bold magenta
-  late: '33;1', // bold yellow
-  unanswered: '33', // yellow
-  aborted: '31;1', // bold red
-  noreply: '2', // dim
-  notify: '36', // cyan
-  unknown: '41;37', // white on red: the classifier could not place it
-};
-
 const COLUMNS: [string, number, 'l' | 'r'][] = [
   ['UNIQUE', 8, 'r'],
   ['TIME', 12, 'r'],
@@ -199,10 +125,10 @@ const COLUMNS: [string, number, 'l' | 'r'][] = [
 function cells(r: RequestRow): string[] {
   return [
     String(r.unique),
-    (r.start_ns / 1e9).toFixed(6),
+    formatTime(r.start_ns),
     r.op,
     formatDuration(r.dur_ns),
-    r.errno === null ? '-' : r.errno === 0 ? 'OK' : (r.err ?? String(r.errno)),
+    formatResult(r.errno),
     r.state + (r.outcome ? `:${r.outcome}` : ''),
     r.pid === null ? '-' : String(r.pid),
     r.comm ?? '-',
@@ -222,7 +148,7 @@ async function printTable(rows: Iterable<RequestRow>, out: Output, colour: boole
       .map((cell, i) => {
         const [, w, align] = COLUMNS[i]!;
         let text = align === 'r' ? cell.padStart(w) : cell.padEnd(w);
-        if (colour && i === 5 && state && STATE_SGR[state]) text = `\x1b[${STATE_SGR[state]}m${text}\x1b[0m`;
+        if (colour && i === 5 && state) text = paintState(text, state);
         return text;
       })
       .join(' ')
@@ -236,11 +162,6 @@ async function printTable(rows: Iterable<RequestRow>, out: Output, colour: boole
     p = out.write(`${line(cells(r), r.state)}\n`);
     if (p) await p;
   }
-}
-
-/** 64-bit values as exact JSON numbers: digits, never rounded through a double. */
-function json(v: unknown): string {
-  return JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? `\u0000${x}` : x)).replace(/"\\u0000(-?\d+)"/g, '$1');
 }
 
 /** One request as `show --json` (and `export --format jsonl`) name its fields. */
@@ -273,7 +194,7 @@ async function printJson(rows: Iterable<RequestRow>, frames: FrameSource, out: O
     // The decoded request and reply, field by field, when the frames were recorded.
     const d = frames.decoded(r);
     if (d.request || d.reply) obj.decoded = { request: d.request && fieldsJson(d.request), reply: d.reply && fieldsJson(d.reply) };
-    const p = out.write(`${json(obj)}\n`);
+    const p = out.write(`${exactJson(obj)}\n`);
     if (p) await p;
   }
 }
@@ -288,10 +209,10 @@ async function printFrames(rows: Iterable<RequestRow>, frames: FrameSource, out:
     const d = frames.decoded(r);
     const lines: string[] = [];
     for (const f of d.all) {
-      const write = f.writeErrno ? ` [write ${f.writeErrno === 2 ? 'ENOENT: the kernel no longer knew this unique' : `errno ${f.writeErrno}`}]` : '';
-      lines.push(`${(f.tsNs / 1e9).toFixed(6)} #${f.seq} ${f.line}${write}\n`);
+      const write = f.writeErrno ? ` [write ${errnoName(f.writeErrno) === 'ENOENT' ? 'ENOENT: the kernel no longer knew this unique' : `errno ${f.writeErrno}`}]` : '';
+      lines.push(`${formatTime(f.tsNs)} #${f.seq} ${f.line}${write}\n`);
     }
-    if (lines.length === 0) lines.push(`${(r.start_ns / 1e9).toFixed(6)} unique ${r.unique} ${r.op}: no frames recorded for this request\n`);
+    if (lines.length === 0) lines.push(`${formatTime(r.start_ns)} unique ${r.unique} ${r.op}: no frames recorded for this request\n`);
     const p = out.write(lines.join(''));
     if (p) await p;
   }
@@ -312,54 +233,42 @@ interface DecodedFrameWithFields {
   fields: Array<[string, string]>;
 }
 
-/** FUSE_INTERRUPT (include/uapi/linux/fuse.h): its reply carries the interrupt's own opcode. */
-const INTERRUPT = 36;
+/** A reply to FUSE_INTERRUPT (EAGAIN, ENOSYS) decodes as one: it carries the INTERRUPT's own unique. */
+const { INTERRUPT } = OP;
 
 class FrameSource {
-  private readonly ctx: DecodeContext = {};
+  private readonly ctx: DecodeContext;
   private readonly startMono: bigint;
-  private readonly stmt: Statement;
+  private readonly reader: TraceReader;
   constructor(
     db: Database,
     private readonly session: number,
   ) {
-    const s = db
-      .prepare('SELECT started_mono_ns, kernel_minor, server_minor, init_flags FROM sessions WHERE id = ?')
-      .safeIntegers(true)
-      .get(session) as { started_mono_ns: bigint; kernel_minor: bigint | null; server_minor: bigint | null; init_flags: bigint | null };
-    this.startMono = s.started_mono_ns;
-    // Frames after INIT decode at the negotiated minor: the smaller of the two sides' (fuse_lowlevel.c do_init).
-    if (s.kernel_minor !== null && s.server_minor !== null) this.ctx.minor = Number(s.kernel_minor < s.server_minor ? s.kernel_minor : s.server_minor);
-    if (s.init_flags !== null) this.ctx.flags = BigInt.asUintN(64, s.init_flags);
-    this.stmt = db
-      .prepare('SELECT seq, ts_ns, dir, data, write_errno FROM frames WHERE session = ? AND seq IN (?, ?, ?) ORDER BY seq')
-      .safeIntegers(true);
+    this.reader = new TraceReader(db);
+    const s = this.reader.getSession(session)!;
+    this.startMono = s.startedMonoNs;
+    // Frames after INIT decode at the negotiated minor and flags.
+    this.ctx = sessionContext(s);
   }
 
   /** The request's own frames: the request, the FUSE_INTERRUPT naming it, the reply (schema.ts requests.*_seq). */
   decoded(r: RequestRow): { request?: DecodedFrameWithFields; reply?: DecodedFrameWithFields; all: DecodedFrameWithFields[] } {
-    const rows = this.stmt.all(this.session, r.seq, r.interrupt_seq ?? -1, r.reply_seq ?? -1) as {
-      seq: bigint;
-      ts_ns: bigint;
-      dir: bigint;
-      data: Buffer;
-      write_errno: bigint;
-    }[];
+    const rows = this.reader.framesAt(this.session, [r.seq, r.interrupt_seq ?? -1, r.reply_seq ?? -1]);
     let reqFrame: DecodedFrame | undefined;
     const all: DecodedFrameWithFields[] = [];
     let request: DecodedFrameWithFields | undefined;
     let reply: DecodedFrameWithFields | undefined;
     for (const f of rows) {
-      const seq = Number(f.seq);
+      const seq = f.seq;
       const res =
-        Number(f.dir) === 0
+        f.dir === 0
           ? decodeRequest(f.data, this.ctx)
           : decodeReply(f.data, { ...this.ctx, opcode: seq === r.reply_seq ? r.opcode : INTERRUPT, request: seq === r.reply_seq ? reqFrame : undefined });
       if (seq === r.seq) reqFrame = res.frame;
       const line = res.frame
         ? formatLine(res.frame, seq === r.reply_seq && r.dur_ns !== null ? { durNs: r.dur_ns } : {})
         : `${f.data.length} bytes, undecodable: ${res.error?.kind ?? 'short'}`;
-      const d: DecodedFrameWithFields = { seq, tsNs: Number(f.ts_ns - this.startMono), writeErrno: Number(f.write_errno), line, fields: formatFields(res) };
+      const d: DecodedFrameWithFields = { seq, tsNs: Number(f.tsNs - this.startMono), writeErrno: f.writeErrno, line, fields: formatFields(res) };
       all.push(d);
       if (seq === r.seq) request = d;
       if (seq === r.reply_seq) reply = d;

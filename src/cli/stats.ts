@@ -6,7 +6,8 @@
 import type { Command } from 'commander';
 import { UserError } from '../errors.js';
 import { dbPath } from './options.js';
-import { compileUserFilter, formatBytes, formatDuration } from './show.js';
+import { compileUserFilter } from './show.js';
+import { formatBytes, formatDuration, formatTime } from '../format.js';
 import { openTraceDb } from '../store/db.js';
 import { TraceReader } from '../store/reader.js';
 import { stats, type SessionStats } from '../store/stats.js';
@@ -58,7 +59,7 @@ export function render(session: number, filter: string | undefined, s: SessionSt
   if (s.requests === 0) return out;
   out += `  states: ${Object.entries(s.states).map(([k, v]) => `${k} ${v}`).join(', ')}\n`;
   out += `  read ${formatBytes(s.bytes_read)}, written ${formatBytes(s.bytes_written)}; `;
-  out += `most in flight: ${s.max_in_flight.count}${s.max_in_flight.at_ns !== null ? ` at ${(s.max_in_flight.at_ns / 1e9).toFixed(6)}s` : ''}\n\n`;
+  out += `most in flight: ${s.max_in_flight.count}${s.max_in_flight.at_ns !== null ? ` at ${formatTime(s.max_in_flight.at_ns)}s` : ''}\n\n`;
 
   const lat = (l: { answered: number; p50_ns: number | null; p90_ns: number | null; p99_ns: number | null; max_ns: number | null }): string[] => [
     String(l.answered),

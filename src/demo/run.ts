@@ -17,6 +17,7 @@ import type { Database } from 'better-sqlite3';
 import { UserError } from '../errors.js';
 import { openTraceDb } from '../store/db.js';
 import { rebuildLedger } from '../store/ledger.js';
+import { TraceReader } from '../store/reader.js';
 import { mountAt, unmountFuse } from '../proxy/mount.js';
 import { cliPath, demoServerArgv } from './fixture.js';
 
@@ -178,7 +179,7 @@ function lastSession(dbPath: string): number {
   if (!existsSync(dbPath)) return 0;
   const db = openTraceDb(dbPath, { readonly: true });
   try {
-    return (db.prepare('SELECT max(id) FROM sessions').pluck().get() as number | null) ?? 0;
+    return new TraceReader(db).latestSessionId() ?? 0;
   } finally {
     db.close();
   }
@@ -190,8 +191,7 @@ function initAnswered(dbPath: string, after: number): number | undefined {
   let db: Database | undefined;
   try {
     db = openTraceDb(dbPath, { readonly: true });
-    const row = db.prepare('SELECT id FROM sessions WHERE id > ? AND server_minor IS NOT NULL ORDER BY id LIMIT 1').get(after) as { id: number } | undefined;
-    return row?.id;
+    return new TraceReader(db).listSessions().find((s) => s.id > after && s.serverMinor !== null)?.id;
   } catch {
     return undefined; // being created
   } finally {
@@ -216,19 +216,14 @@ function abortViaFusectl(mnt: string): boolean {
 function ledgerStates(dbPath: string, session: number): Record<string, number> {
   const db = openTraceDb(dbPath);
   try {
-    const rows = db.prepare('SELECT count(*) FROM requests WHERE session = ?').pluck().get(session) as number;
-    const frames = db.prepare('SELECT count(*) FROM frames WHERE session = ?').pluck().get(session) as number;
+    const reader = new TraceReader(db);
     // record fills the ledger as it records; if the ledger stopped on an error (the frames still
     // commit, and record says so), derive the rows from the frames.
-    if (rows === 0 && frames > 0) rebuildLedger(db, session);
+    if (reader.requestCounts(session).requests === 0 && reader.frameCount(session) > 0) rebuildLedger(db, session);
     const out: Record<string, number> = {};
-    for (const r of db.prepare('SELECT state, outcome, count(*) AS n FROM requests WHERE session = ? GROUP BY state, outcome ORDER BY state, outcome').all(session) as Array<{
-      state: string;
-      outcome: string | null;
-      n: number;
-    }>) {
+    for (const r of reader.stateOutcomeCounts(session)) {
       const key = r.state === 'interrupted' || r.state === 'aborted' || r.state === 'late' ? `${r.state}/${r.outcome}` : r.state;
-      out[key] = (out[key] ?? 0) + r.n;
+      out[key] = (out[key] ?? 0) + r.count;
     }
     return out;
   } finally {

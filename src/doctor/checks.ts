@@ -3,6 +3,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { readMountInfo } from '../proxy/mountinfo.js';
 import { preloadPath } from '../proxy/native.js';
+import { WRITE_HEADERS_SIZE } from '../protocol/index.js';
 
 /** One line of `fusetrace doctor`: what was checked, the verdict, and what to do about it. */
 export interface Check {
@@ -130,8 +131,8 @@ export function gatherFacts(dbPath: string): Facts {
   };
 }
 
-/** fuse_in_header (40) + fuse_write_in (40): what a WRITE frame carries besides its data. */
-const WRITE_OVERHEAD = 80;
+/** fuse_in_header + fuse_write_in: what a WRITE frame carries besides its data. */
+const WRITE_OVERHEAD = WRITE_HEADERS_SIZE;
 /** libfuse's default max_write (FUSE_MAX_MAX_PAGES-independent default in lib/fuse_lowlevel.c): 1 MiB. */
 const LIBFUSE_DEFAULT_MAX_WRITE = 1 << 20;
 

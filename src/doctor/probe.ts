@@ -1,7 +1,7 @@
 import { closeSync, mkdtempSync, readSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { decodeRequest, formatFlags, INIT_FLAG, INIT_FLAGS, Opcode } from '../protocol/index.js';
+import { decodeRequest, formatFlags, INIT_FLAG, INIT_FLAGS, OP } from '../protocol/index.js';
 import { classifyMountOptions } from '../proxy/args.js';
 import { initMask } from '../proxy/init.js';
 import { mountAsRoot, mountWithFusermount, unmountFuse, type FuseMount } from '../proxy/mount.js';
@@ -37,7 +37,7 @@ export async function probeKernelInit(): Promise<KernelInit> {
     const res = decodeRequest(buf.subarray(0, n));
     const frame = res.frame;
     const init = frame?.args[0];
-    if (!frame || frame.opcode !== Opcode.INIT || !init) throw new Error('the first frame from /dev/fuse was not FUSE_INIT');
+    if (!frame || frame.opcode !== OP.INIT || !init) throw new Error('the first frame from /dev/fuse was not FUSE_INIT');
     const big = (v: unknown): bigint => (typeof v === 'bigint' ? v : typeof v === 'number' ? BigInt(v) : 0n);
     const lo = big(init.flags);
     const flags = lo | ((lo & INIT_FLAG.FUSE_INIT_EXT) !== 0n ? big(init.flags2) << 32n : 0n);

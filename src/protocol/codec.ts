@@ -8,17 +8,31 @@
 import { INIT_FLAG } from './flags.js';
 import { notifyInfo, notifyName, opcodeInfo, opcodeName, type OpcodeInfo, type Tail } from './opcodes.js';
 import {
-  decodeStruct, encodeStruct, fuse_dirent, fuse_entry_out, fuse_ext_header, fuse_in_header, fuse_ioctl_iovec,
-  fuse_ioctl_out, fuse_out_header, fuse_getxattr_out, cuse_init_out, sizeAt, type Fields, type StructDesc,
+  decodeStruct, encodeStruct, fuse_dirent, fuse_entry_out, fuse_ext_header, fuse_in_header, fuse_interrupt_in, fuse_ioctl_iovec,
+  fuse_ioctl_out, fuse_out_header, fuse_getxattr_out, fuse_write_in, cuse_init_out, layout, sizeAt, type Fields, type StructDesc,
 } from './structs.js';
 
 /** The protocol minor the codec speaks when nothing else is known. */
 export const KERNEL_MINOR = 45;
 export const KERNEL_MAJOR = 7;
-/** sizeof(struct fuse_in_header). */
-export const IN_HEADER_SIZE = 40;
-/** sizeof(struct fuse_out_header). */
-export const OUT_HEADER_SIZE = 16;
+/** sizeof(struct fuse_in_header): 40. */
+export const IN_HEADER_SIZE = fuse_in_header.size;
+/** sizeof(struct fuse_out_header): 16. */
+export const OUT_HEADER_SIZE = fuse_out_header.size;
+/**
+ * Where a FUSE_INTERRUPT frame names the request it interrupts: fuse_interrupt_in.unique, right
+ * after fuse_in_header (fs/fuse/dev.c fuse_read_interrupt).
+ */
+export const INTERRUPT_TARGET_OFFSET = IN_HEADER_SIZE + layout(fuse_interrupt_in).leaves.find((l) => l.path[0] === 'unique')!.offset;
+/**
+ * The unique an INTERRUPT request frame names (fuse_interrupt_in.unique), or, when the frame was
+ * cut short (--snaplen), the one its own unique implies (target | FUSE_INT_REQ_BIT).
+ */
+export function interruptTargetOf(frame: Buffer, unique: bigint): bigint {
+  return frame.length >= INTERRUPT_TARGET_OFFSET + 8 ? frame.readBigUInt64LE(INTERRUPT_TARGET_OFFSET) : interruptTarget(unique);
+}
+/** Bytes of a WRITE request before its data: fuse_in_header + fuse_write_in (40 + 40 since 7.9). */
+export const WRITE_HEADERS_SIZE = IN_HEADER_SIZE + fuse_write_in.size;
 /** The kernel marks a FUSE_INTERRUPT's own unique with this bit (fs/fuse/fuse_i.h): its unique is
  * the interrupted request's unique | FUSE_INT_REQ_BIT, and a reply to the INTERRUPT (EAGAIN/ENOSYS)
  * carries it. Ordinary uniques step by 2 (FUSE_REQ_ID_STEP), so this bit is free in them. */

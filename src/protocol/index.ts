@@ -9,7 +9,7 @@
  */
 export {
   KERNEL_MAJOR, KERNEL_MINOR, IN_HEADER_SIZE, OUT_HEADER_SIZE, FUSE_INT_REQ_BIT, FUSE_UNIQUE_RESEND, FUSE_ROOT_ID,
-  isInterruptUnique, interruptTarget,
+  isInterruptUnique, interruptTarget, INTERRUPT_TARGET_OFFSET, interruptTargetOf, WRITE_HEADERS_SIZE,
   decodeRequest, decodeReply, decodeFrame, encode, buildRequest, buildReply, buildNotify,
 } from './codec.js';
 export type {
@@ -17,10 +17,10 @@ export type {
   ExtInfo, RequestSpec, ReplySpec, NotifySpec,
 } from './codec.js';
 export {
-  OPCODE_TABLE, NOTIFY_TABLE, COMPAT_SIZES, NO_REPLY_OPCODES, Opcode, NotifyCode, opcodeInfo, opcodeByName, opcodeName, notifyInfo,
+  OPCODE_TABLE, NOTIFY_TABLE, COMPAT_SIZES, OP, Opcode, NO_REPLY_OPCODES, isNoReply, NotifyCode, opcodeInfo, opcodeByName, opcodeName, notifyInfo,
   notifyName, checkTables, assertTablesConsistent,
 } from './opcodes.js';
-export type { OpcodeInfo, NotifyInfo, ReplyShape, Tail } from './opcodes.js';
+export type { OpcodeInfo, OpcodeName, NotifyInfo, ReplyShape, Tail } from './opcodes.js';
 export { ALL_STRUCTS, layout, sizeAt, getPath, decodeStruct, encodeStruct } from './structs.js';
 export type { StructDesc, FieldDesc, Fields, Value, PrimType, Leaf } from './structs.js';
 export * as structs from './structs.js';
@@ -34,7 +34,7 @@ export type { FlagSet, EnumSet } from './flags.js';
 export { ERRNOS, errnoName, errnoNumber } from './errno.js';
 export { formatLine, formatFields, formatValue, briefStruct } from './print.js';
 export type { LineOptions } from './print.js';
-export { negotiateInit, SessionDecoder } from './init.js';
+export { negotiateInit, sessionContext, SessionDecoder } from './init.js';
 export type { InitInfo, SessionDecodeResult } from './init.js';
 
 // Fail loudly at start-up, not deep inside a decode, if the tables ever disagree with themselves.

@@ -4,7 +4,7 @@
  * are paired with their requests by unique.
  */
 import { INIT_FLAG } from './flags.js';
-import { decodeReply, decodeRequest, KERNEL_MINOR, type DecodedFrame, type DecodeResult, type Direction } from './codec.js';
+import { decodeReply, decodeRequest, KERNEL_MINOR, type DecodeContext, type DecodedFrame, type DecodeResult, type Direction } from './codec.js';
 import { Opcode, opcodeInfo } from './opcodes.js';
 
 export interface InitInfo {
@@ -70,6 +70,18 @@ export function negotiateInit(request: Buffer | DecodedFrame, reply: Buffer | De
     timeGran: num(o.time_gran), mapAlignment: num(o.map_alignment), maxStackDepth: num(o.max_stack_depth),
     requestTimeout: num(o.request_timeout), error: rep.error ?? 0,
   };
+}
+
+/**
+ * How to decode a recorded session's frames after INIT, from what the session kept of it: the
+ * negotiated minor is the smaller of the two sides' (fuse_lowlevel.c do_init, fs/fuse/inode.c
+ * process_init_reply), the flags are the server's as the kernel read them. Unknown parts stay unset.
+ */
+export function sessionContext(s: { kernelMinor: number | null; serverMinor: number | null; initFlags: bigint | null }): DecodeContext {
+  const ctx: DecodeContext = {};
+  if (s.kernelMinor !== null && s.serverMinor !== null) ctx.minor = Math.min(s.kernelMinor, s.serverMinor);
+  if (s.initFlags !== null) ctx.flags = BigInt.asUintN(64, s.initFlags);
+  return ctx;
 }
 
 /** A decoded frame plus, for replies, the request it answers. */

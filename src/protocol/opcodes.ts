@@ -60,13 +60,14 @@ const DATA: Tail = { kind: 'data' };
 const R_NONE: ReplyShape = { kind: 'none' };
 const R = (...structs: StructDesc[]): ReplyShape => ({ kind: 'structs', structs });
 
-const op = (
-  opcode: number, name: string, minor: number, request: StructDesc | null, names: number, reply: ReplyShape,
+// Generic in the name so that the table's names form a type (OpcodeName) and OP.<NAME> is checked by tsc.
+const op = <N extends string>(
+  opcode: number, name: N, minor: number, request: StructDesc | null, names: number, reply: ReplyShape,
   doc: string, extra: { tail?: Tail; noReply?: boolean } = {},
-): OpcodeInfo => ({ opcode, name, minor, request, names, tail: extra.tail ?? NONE, reply, noReply: extra.noReply ?? false, doc });
+): OpcodeInfo & { readonly name: N } => ({ opcode, name, minor, request, names, tail: extra.tail ?? NONE, reply, noReply: extra.noReply ?? false, doc });
 
-/** Every opcode of protocol 7.45, in number order. */
-export const OPCODE_TABLE: readonly OpcodeInfo[] = [
+/** The rows, with their names as literal types. */
+const ROWS = [
   op(1, 'LOOKUP', 0, null, 1, R(st.fuse_entry_out), 'look up a name in directory nodeid'),
   op(2, 'FORGET', 0, st.fuse_forget_in, 0, R_NONE, 'drop nlookup references to nodeid', { noReply: true }),
   op(3, 'GETATTR', 0, st.fuse_getattr_in, 0, R(st.fuse_attr_out), 'get attributes (fuse_getattr_in since 7.9)'),
@@ -126,7 +127,13 @@ export const OPCODE_TABLE: readonly OpcodeInfo[] = [
   op(52, 'STATX', 39, st.fuse_statx_in, 0, R(st.fuse_statx_out), 'statx(2) attributes'),
   op(53, 'COPY_FILE_RANGE_64', 45, st.fuse_copy_file_range_in, 0, R(st.fuse_copy_file_range_out), 'server-side copy (64-bit result)'),
   op(4096, 'CUSE_INIT', 12, st.cuse_init_in, 0, { kind: 'cuse' }, 'CUSE device initialisation'),
-];
+] as const;
+
+/** Every opcode of protocol 7.45, in number order. */
+export const OPCODE_TABLE: readonly OpcodeInfo[] = ROWS;
+
+/** An opcode name of the table, without FUSE_ (`LOOKUP`). */
+export type OpcodeName = (typeof ROWS)[number]['name'];
 
 export interface NotifyInfo {
   /** fuse_out_header.error value of a notify frame (its unique is 0). */
@@ -183,14 +190,27 @@ export function notifyName(code: number): string {
   return notifyByCode.get(code)?.name ?? `NOTIFY-${code}`;
 }
 
-/** Opcode numbers by name: `Opcode.LOOKUP === 1`. */
-export const Opcode: Readonly<Record<string, number>> = Object.freeze(Object.fromEntries(OPCODE_TABLE.map((o) => [o.name, o.opcode])));
+/**
+ * Opcode numbers by name, read off the table: `OP.LOOKUP === 1`. The one way to name an opcode
+ * outside src/protocol (a misspelt name fails to compile).
+ */
+export const OP: Readonly<Record<OpcodeName, number>> = Object.freeze(
+  Object.fromEntries(ROWS.map((o) => [o.name, o.opcode])) as Record<OpcodeName, number>,
+);
+/** OP, indexed by any string (for names that come from text, e.g. the filter language). */
+export const Opcode: Readonly<Record<string, number>> = OP;
+
 /**
  * Opcodes the server never answers (the table's noReply: FORGET, BATCH_FORGET, NOTIFY_REPLY) or
  * answers only sometimes (INTERRUPT: fs/fuse/dev.c queues no reply for it; the server may answer
  * EAGAIN/ENOSYS). A request of these is never "in flight".
  */
 export const NO_REPLY_OPCODES: ReadonlySet<number> = new Set(OPCODE_TABLE.filter((o) => o.noReply).map((o) => o.opcode));
+
+/** True for the opcodes of NO_REPLY_OPCODES. */
+export function isNoReply(opcode: number): boolean {
+  return NO_REPLY_OPCODES.has(opcode);
+}
 /** Notify codes by name without the prefix: `NotifyCode.INVAL_ENTRY === 3`. */
 export const NotifyCode: Readonly<Record<string, number>> = Object.freeze(
   Object.fromEntries(NOTIFY_TABLE.map((n) => [n.name.replace(/^NOTIFY_/, ''), n.code])),

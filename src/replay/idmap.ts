@@ -14,7 +14,8 @@
  * fs/fuse/inode.c fuse_iget) is above zero and FORGET / BATCH_FORGET subtract from it; an fh lives
  * until RELEASE / RELEASEDIR. The root (FUSE_ROOT_ID = 1) is fixed and never forgotten.
  */
-import { IN_HEADER, OP, REQUEST_ID_FIELDS, headerNodeidIsNode, type IdKind } from './ids.js';
+import { IN_HEADER_SIZE, OP } from '../protocol/index.js';
+import { REQUEST_ID_FIELDS, headerNodeidIsNode, type IdKind } from './ids.js';
 
 /** FUSE_ROOT_ID (fuse.h). */
 const ROOT_ID = 1n;
@@ -70,7 +71,7 @@ export class IdMap {
       if (out === frame) out = Buffer.from(frame);
       out.writeBigUInt64LE(value, off);
     };
-    if (frame.length >= IN_HEADER && headerNodeidIsNode(opcode)) {
+    if (frame.length >= IN_HEADER_SIZE && headerNodeidIsNode(opcode)) {
       const rec = frame.readBigUInt64LE(16);
       // nodeid 0 is legal in a few requests (e.g. kernel-internal STATFS on some paths); leave it.
       if (rec !== 0n) {
@@ -79,12 +80,12 @@ export class IdMap {
         if (live !== rec) patch(16, live);
       }
     }
-    const body = frame.subarray(IN_HEADER);
+    const body = frame.subarray(IN_HEADER_SIZE);
     if (opcode === OP.BATCH_FORGET && body.length >= 8) {
       // fuse_batch_forget_in { count, dummy } then count x fuse_forget_one { nodeid, nlookup }.
       const count = body.readUInt32LE(0);
       for (let i = 0; i < count && 8 + 16 * i + 16 <= body.length; i++) {
-        const off = IN_HEADER + 8 + 16 * i;
+        const off = IN_HEADER_SIZE + 8 + 16 * i;
         const rec = frame.readBigUInt64LE(off);
         const live = this.liveNodeid(rec);
         if (live === undefined) return { missing: { kind: 'nodeid', recorded: rec } };
@@ -107,14 +108,14 @@ export class IdMap {
         live = rec === 0n ? 0n : this.cookies.get(`${recFh}:${rec}`) ?? (recFh === undefined ? undefined : this.cutDirEnd.get(recFh));
       }
       if (live === undefined) return { missing: { kind: f.kind, recorded: rec } };
-      if (live !== rec) patch(IN_HEADER + f.off, live);
+      if (live !== rec) patch(IN_HEADER_SIZE + f.off, live);
     }
     return { frame: out };
   }
 
   /** Bookkeeping once a request has been sent: FORGET drops lookups, RELEASE ends an fh. */
   noteSent(recordedFrame: Buffer, opcode: number): void {
-    const body = recordedFrame.subarray(IN_HEADER);
+    const body = recordedFrame.subarray(IN_HEADER_SIZE);
     if (opcode === OP.FORGET && body.length >= 8) {
       this.forget(recordedFrame.readBigUInt64LE(16), body.readBigUInt64LE(0));
     } else if (opcode === OP.BATCH_FORGET && body.length >= 8) {

@@ -7,20 +7,11 @@
  * descriptors (src/protocol, the one source of truth for layouts), taken after the 40-byte
  * fuse_in_header.
  */
-import { FUSE_INT_REQ_BIT, IN_HEADER_SIZE, OUT_HEADER_SIZE, Opcode, layout, opcodeByName, opcodeInfo } from '../protocol/index.js';
+import { OP, layout, opcodeByName } from '../protocol/index.js';
 
-export { FUSE_INT_REQ_BIT };
-/** sizeof(struct fuse_in_header) / sizeof(struct fuse_out_header). */
-export const IN_HEADER = IN_HEADER_SIZE;
-export const OUT_HEADER = OUT_HEADER_SIZE;
-
-/** Opcode numbers by name, from the codec's one opcode table. */
-export const OP = Opcode;
-
-/** Requests the server never answers (FORGET, BATCH_FORGET, NOTIFY_REPLY: the opcode table's noReply). */
-export function isNoReply(opcode: number): boolean {
-  return opcodeInfo(opcode)?.noReply ?? false;
-}
+// engine.ts and plan.ts still import these protocol facts from here; their rewrite (issue 16)
+// imports them from src/protocol, where they live, and then these re-exports go.
+export { FUSE_INT_REQ_BIT, IN_HEADER_SIZE as IN_HEADER, OUT_HEADER_SIZE as OUT_HEADER, OP, isNoReply } from '../protocol/index.js';
 
 /** What kind of server-chosen identifier a request body field holds. */
 export type IdKind = 'nodeid' | 'fh' | 'dircookie';

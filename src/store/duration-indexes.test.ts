@@ -2,7 +2,7 @@
 // (schema.ts DURATION_INDEX_SQL). Everything that reads requests must work in between.
 import { afterEach, describe, expect, it } from 'vitest';
 import { createDurationIndexes, dropDurationIndexes } from './db.js';
-import { addSession, createFixtureDb, type FixtureDb } from './fixture.js';
+import { addSession, createFixtureDb, type FixtureDb } from './requests.fixture.js';
 import { countRequests, queryRequests } from './query.js';
 import { stats } from './stats.js';
 import { TuiSource } from '../tui/data.js';

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compileFilter, FilterError, formatFilterError, globToRegex, registerFilterFunctions } from './filter.js';
-import { addSession, createFixtureDb, type FixtureDb, type FixtureRequest } from './fixture.js';
+import { addSession, createFixtureDb, type FixtureDb, type FixtureRequest } from './requests.fixture.js';
 
 // Ten requests with known fields; row i has unique 2(i+1) and starts at i µs.
 const ROWS: FixtureRequest[] = [

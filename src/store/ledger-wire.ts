@@ -8,14 +8,13 @@
  * instead of throwing: frames may be cut by --snaplen, and a server may write anything.
  */
 import {
-  FUSE_INT_REQ_BIT,
   GETATTR_FLAGS,
   IN_HEADER_SIZE,
   NOTIFY_TABLE,
   NotifyCode,
-  OUT_HEADER_SIZE,
-  Opcode,
+  OP,
   RENAME_FLAGS,
+  errnoNumber,
   WRITE_FLAGS,
   FATTR_FLAGS,
   sizeAt,
@@ -23,11 +22,9 @@ import {
   type FlagSet,
 } from '../protocol/index.js';
 
-export { FUSE_INT_REQ_BIT, IN_HEADER_SIZE, OUT_HEADER_SIZE };
-
-function opcode(name: string): number {
-  const v = Opcode[name];
-  if (v === undefined) throw new Error(`ledger-wire: the opcode table has no ${name}`);
+function errno(name: string): number {
+  const v = errnoNumber(name);
+  if (v === undefined) throw new Error(`ledger-wire: the errno table has no ${name}`);
   return v;
 }
 
@@ -37,48 +34,6 @@ function bit(set: FlagSet, name: string): number {
   return Number(b[1]);
 }
 
-/** enum fuse_opcode values the ledger acts on (from the codec's opcode table). */
-export const OP = {
-  LOOKUP: opcode('LOOKUP'),
-  FORGET: opcode('FORGET'),
-  GETATTR: opcode('GETATTR'),
-  SETATTR: opcode('SETATTR'),
-  SYMLINK: opcode('SYMLINK'),
-  MKNOD: opcode('MKNOD'),
-  MKDIR: opcode('MKDIR'),
-  UNLINK: opcode('UNLINK'),
-  RMDIR: opcode('RMDIR'),
-  RENAME: opcode('RENAME'),
-  LINK: opcode('LINK'),
-  OPEN: opcode('OPEN'),
-  READ: opcode('READ'),
-  WRITE: opcode('WRITE'),
-  RELEASE: opcode('RELEASE'),
-  FSYNC: opcode('FSYNC'),
-  FLUSH: opcode('FLUSH'),
-  INIT: opcode('INIT'),
-  OPENDIR: opcode('OPENDIR'),
-  READDIR: opcode('READDIR'),
-  RELEASEDIR: opcode('RELEASEDIR'),
-  FSYNCDIR: opcode('FSYNCDIR'),
-  GETLK: opcode('GETLK'),
-  SETLK: opcode('SETLK'),
-  SETLKW: opcode('SETLKW'),
-  CREATE: opcode('CREATE'),
-  INTERRUPT: opcode('INTERRUPT'),
-  IOCTL: opcode('IOCTL'),
-  POLL: opcode('POLL'),
-  NOTIFY_REPLY: opcode('NOTIFY_REPLY'),
-  BATCH_FORGET: opcode('BATCH_FORGET'),
-  FALLOCATE: opcode('FALLOCATE'),
-  READDIRPLUS: opcode('READDIRPLUS'),
-  RENAME2: opcode('RENAME2'),
-  LSEEK: opcode('LSEEK'),
-  COPY_FILE_RANGE: opcode('COPY_FILE_RANGE'),
-  TMPFILE: opcode('TMPFILE'),
-  STATX: opcode('STATX'),
-  COPY_FILE_RANGE_64: opcode('COPY_FILE_RANGE_64'),
-} as const;
 
 /** Notify code -> lower-case name without NOTIFY_ (`inval_entry`), for `requests.outcome` of notify rows. */
 export const NOTIFY_NAMES: Record<number, string> = Object.fromEntries(
@@ -99,12 +54,12 @@ export const FATTR_FH = bit(FATTR_FLAGS, 'FATTR_FH');
 /** renameat2 flags as RENAME2 carries them (include/uapi/linux/fs.h). */
 export const RENAME_EXCHANGE = bit(RENAME_FLAGS, 'RENAME_EXCHANGE');
 
-/** Linux errnos the classifier names (asm-generic/errno-base.h). */
-export const EIO = 5;
-export const EINTR = 4;
-export const ENOENT = 2;
-export const EAGAIN = 11;
-export const EINVAL = 22;
+/** Linux errnos the classifier names (asm-generic/errno-base.h, through the codec's errno table). */
+export const EIO = errno('EIO');
+export const EINTR = errno('EINTR');
+export const ENOENT = errno('ENOENT');
+export const EAGAIN = errno('EAGAIN');
+export const EINVAL = errno('EINVAL');
 
 /**
  * READDIRPLUS entries: fuse_direntplus { fuse_entry_out (always 128: READDIRPLUS came in 7.21),

@@ -68,17 +68,13 @@ import {
   EINVAL,
   EIO,
   ENOENT,
-  FUSE_INT_REQ_BIT,
   FUSE_WRITE_CACHE,
-  IN_HEADER_SIZE,
   NOTIFY_DELETE,
   NOTIFY_INVAL_ENTRY,
   NOTIFY_INVAL_INODE,
   NOTIFY_NAMES,
   NOTIFY_RETRIEVE,
   NOTIFY_STORE,
-  OP,
-  OUT_HEADER_SIZE,
   DIRENTPLUS_NAMELEN_OFFSET,
   DIRENTPLUS_NAME_OFFSET,
   NOTIFY_DELETE_NAME_OFFSET,
@@ -91,6 +87,7 @@ import {
   u32,
   u64,
 } from './ledger-wire.js';
+import { FUSE_INT_REQ_BIT, IN_HEADER_SIZE, OP, OUT_HEADER_SIZE } from '../protocol/index.js';
 
 /** Why a session ended (sessions.end_reason); outstanding requests become `aborted` with it as outcome. */
 export type EndReason = 'unmount' | 'signal' | 'server-exit' | 'server-crash' | 'error';

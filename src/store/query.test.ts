@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { UserError } from '../errors.js';
 import { openTraceDb } from './db.js';
-import { addSession, createFixtureDb, type FixtureDb, type FixtureRequest } from './fixture.js';
+import { addSession, createFixtureDb, type FixtureDb, type FixtureRequest } from './requests.fixture.js';
 import { countRequests, parseRange, queryRequests } from './query.js';
 import { stats } from './stats.js';
 

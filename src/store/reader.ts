@@ -1,5 +1,6 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { UserError } from '../errors.js';
+import { OP } from '../protocol/index.js';
 import { fromSqlU64, type FrameRecord } from './writer.js';
 
 /** One row of `sessions`, in TypeScript terms (see schema.ts for what each column means). */
@@ -49,6 +50,8 @@ export interface FrameRange {
 
 /** Rows fetched per query by frames(): bounded memory, and the connection is free between pages. */
 const FRAME_PAGE = 1024;
+/** The frames columns a FrameRecord is made of, in toFrame()'s order. */
+const FRAME_COLS = 'seq, ts_ns, fwd_ns, dir, unique_id, opcode, error, len, data, write_errno';
 
 type Row = Record<string, bigint | string | Buffer | null>;
 
@@ -61,7 +64,10 @@ export class TraceReader {
   private readonly db: Database;
   /** The file name used in error messages. */
   readonly label: string;
-  private readonly stmts: Record<'sessions' | 'session' | 'latest' | 'byName' | 'frames' | 'count' | 'procs' | 'counts' | 'lastFrame', Statement>;
+  private readonly stmts: Record<
+    'sessions' | 'session' | 'latest' | 'byName' | 'frames' | 'at3' | 'count' | 'procs' | 'counts' | 'outcomes' | 'lastFrame' | 'ofUnique' | 'interrupts',
+    Statement
+  >;
 
   constructor(db: Database, label: string = db.name) {
     this.db = db;
@@ -72,15 +78,20 @@ export class TraceReader {
       session: p('SELECT * FROM sessions WHERE id = ?'),
       latest: p('SELECT max(id) FROM sessions').pluck(),
       byName: p('SELECT max(id) FROM sessions WHERE name = ?').pluck(),
-      frames: p(
-        `SELECT seq, ts_ns, fwd_ns, dir, unique_id, opcode, error, len, data, write_errno FROM frames
-         WHERE session = ? AND seq >= ? AND seq <= ? ORDER BY seq LIMIT ${FRAME_PAGE}`,
-      ).raw(true),
+      frames: p(`SELECT ${FRAME_COLS} FROM frames WHERE session = ? AND seq >= ? AND seq <= ? ORDER BY seq LIMIT ${FRAME_PAGE}`).raw(true),
+      at3: p(`SELECT ${FRAME_COLS} FROM frames WHERE session = ? AND seq IN (?, ?, ?) ORDER BY seq`).raw(true),
       count: p('SELECT count(*) FROM frames WHERE session = ?').pluck(),
       procs: p('SELECT pid, comm FROM procs WHERE session = ? ORDER BY pid'),
       // GROUP BY state reads only the requests_state index (session, state), not the rows.
       counts: p('SELECT state, count(*) AS n FROM requests WHERE session = ? GROUP BY state'),
+      outcomes: p('SELECT state, outcome, count(*) AS n FROM requests WHERE session = ? GROUP BY state, outcome ORDER BY state, outcome'),
       lastFrame: p('SELECT ts_ns FROM frames WHERE session = ? ORDER BY seq DESC LIMIT 1').pluck(),
+      ofUnique: p(`SELECT ${FRAME_COLS} FROM frames WHERE session = ? AND unique_id = ? AND seq > ? AND seq < ? ORDER BY seq LIMIT ?`).raw(true),
+      // INTERRUPT requests, and the server's answers to them (EAGAIN, ENOSYS), which carry the INTERRUPT's unique.
+      interrupts: p(
+        `SELECT ${FRAME_COLS} FROM frames WHERE session = ? AND ((dir = 0 AND opcode = ${OP.INTERRUPT}) OR (dir = 1 AND unique_id IN
+           (SELECT unique_id FROM frames WHERE session = ? AND dir = 0 AND opcode = ${OP.INTERRUPT}))) ORDER BY seq`,
+      ).raw(true),
     };
   }
 
@@ -127,23 +138,42 @@ export class TraceReader {
     const to = range.toSeq ?? Number.MAX_SAFE_INTEGER;
     while (from <= to) {
       const rows = this.stmts.frames.all(session, from, to) as unknown[][];
-      for (const r of rows) {
-        yield {
-          seq: Number(r[0]),
-          tsNs: r[1] as bigint,
-          fwdNs: r[2] as bigint | null,
-          dir: Number(r[3]) as 0 | 1,
-          unique: fromSqlU64(r[4] as bigint),
-          opcode: numOrNull(r[5]),
-          error: numOrNull(r[6]),
-          len: Number(r[7]),
-          data: r[8] as Buffer,
-          writeErrno: Number(r[9]),
-        };
-      }
+      for (const r of rows) yield toFrame(r);
       if (rows.length < FRAME_PAGE) return;
       from = Number(rows[rows.length - 1][0]) + 1;
     }
+  }
+
+  /** The frames with these seqs (those that exist), in seq order. */
+  framesAt(session: number, seqs: readonly number[]): FrameRecord[] {
+    // Three at a time through one prepared statement (-1 pads: no such seq): `show --json` asks
+    // for a request's request, INTERRUPT and reply frames once per row.
+    const out: FrameRecord[] = [];
+    for (let i = 0; i < seqs.length; i += 3) {
+      const three = [seqs[i], seqs[i + 1] ?? -1, seqs[i + 2] ?? -1];
+      out.push(...(this.stmts.at3.all(session, ...three) as unknown[][]).map(toFrame));
+    }
+    return seqs.length > 3 ? out.sort((a, b) => a.seq - b.seq) : out;
+  }
+
+  /**
+   * The frames carrying fuse_in_header/fuse_out_header.unique `unique` (a u64), in seq order,
+   * optionally only between two seqs (both excluded) and at most `limit` of them.
+   */
+  framesOfUnique(session: number, unique: bigint, opts: { afterSeq?: number; beforeSeq?: number; limit?: number } = {}): FrameRecord[] {
+    const rows = this.stmts.ofUnique.all(
+      session,
+      BigInt.asIntN(64, unique),
+      opts.afterSeq ?? -1,
+      opts.beforeSeq ?? Number.MAX_SAFE_INTEGER,
+      opts.limit ?? -1,
+    ) as unknown[][];
+    return rows.map(toFrame);
+  }
+
+  /** FUSE_INTERRUPT requests and the server's answers to them, in seq order (INTERRUPTs are rare: loaded whole). */
+  interruptFrames(session: number): FrameRecord[] {
+    return (this.stmts.interrupts.all(session, session) as unknown[][]).map(toFrame);
   }
 
   /** Frames stored for the session (counted, not the sessions.frames counter). */
@@ -158,12 +188,24 @@ export class TraceReader {
     return out;
   }
 
+  /** Requests per lifecycle state (requests.state) from the ledger. */
+  stateCounts(session: number): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const r of this.stmts.counts.all(session) as Row[]) out[r.state as string] = num(r.n);
+    return out;
+  }
+
+  /** Requests per lifecycle state and outcome (requests.outcome, null for most states), ordered by both. */
+  stateOutcomeCounts(session: number): Array<{ state: string; outcome: string | null; count: number }> {
+    return (this.stmts.outcomes.all(session) as Row[]).map((r) => ({ state: r.state as string, outcome: r.outcome as string | null, count: num(r.n) }));
+  }
+
   /** Request counts by lifecycle state from the ledger's `requests` table. */
   requestCounts(session: number): RequestCounts {
-    const by = new Map((this.stmts.counts.all(session) as Row[]).map((r) => [r.state as string, num(r.n)]));
+    const by = this.stateCounts(session);
     let requests = 0;
-    for (const n of by.values()) requests += n;
-    return { requests, errors: by.get('error') ?? 0, interrupted: by.get('interrupted') ?? 0, unanswered: by.get('unanswered') ?? 0 };
+    for (const n of Object.values(by)) requests += n;
+    return { requests, errors: by.error ?? 0, interrupted: by.interrupted ?? 0, unanswered: by.unanswered ?? 0 };
   }
 
   /**
@@ -177,6 +219,33 @@ export class TraceReader {
   }
 }
 
+/** A raw row of FRAME_COLS (read with safeIntegers) as a FrameRecord. */
+function toFrame(r: unknown[]): FrameRecord {
+  return {
+    seq: Number(r[0]),
+    tsNs: r[1] as bigint,
+    fwdNs: r[2] as bigint | null,
+    dir: Number(r[3]) as 0 | 1,
+    unique: fromSqlU64(r[4] as bigint),
+    opcode: numOrNull(r[5]),
+    error: numOrNull(r[6]),
+    len: Number(r[7]),
+    data: r[8] as Buffer,
+    writeErrno: Number(r[9]),
+  };
+}
+
+/** sessions.command is the argv as JSON (writer.ts); anything else is shown as one word, as stored. */
+function argv(text: string): string[] {
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (Array.isArray(v)) return v.map(String);
+  } catch {
+    // Not JSON.
+  }
+  return [text];
+}
+
 function toSession(r: Row): SessionInfo {
   return {
     id: num(r.id),
@@ -184,7 +253,7 @@ function toSession(r: Row): SessionInfo {
     startedWallNs: r.started_wall_ns as bigint,
     startedMonoNs: r.started_mono_ns as bigint,
     endedMonoNs: r.ended_mono_ns as bigint | null,
-    command: JSON.parse(r.command as string) as string[],
+    command: argv(r.command as string),
     mountpoint: r.mountpoint as string | null,
     kernelMajor: numOrNull(r.kernel_major),
     kernelMinor: numOrNull(r.kernel_minor),

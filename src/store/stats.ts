@@ -7,6 +7,7 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { errnoName, opcodeName, registerFilterFunctions, type CompiledFilter, type SqlParam } from './filter.js';
 import { requestWhere } from './query.js';
+import { OP, OUT_HEADER_SIZE, WRITE_HEADERS_SIZE } from '../protocol/index.js';
 
 /** Latency percentiles (nearest rank: the smallest duration at least p% of requests do not exceed). */
 export interface Latency {
@@ -48,12 +49,11 @@ export interface SessionStats {
   top_procs: { pid: number; comm: string | null; requests: number; total_ns: number }[];
 }
 
-/** fuse_out_header (16 bytes) precedes the data of a READ reply. */
-const OUT_HEADER = 16;
-/** fuse_in_header (40) + fuse_write_in (40, protocol >= 7.9) precede the data of a WRITE. */
-const WRITE_HEADERS = 80;
-const READ = 15;
-const WRITE = 16;
+// fuse_out_header precedes the data of a READ reply; fuse_in_header + fuse_write_in (protocol >= 7.9)
+// precede the data of a WRITE.
+const OUT_HEADER = OUT_HEADER_SIZE;
+const WRITE_HEADERS = WRITE_HEADERS_SIZE;
+const { READ, WRITE } = OP;
 
 /** The indexes that make unfiltered percentiles a few index seeks (schema.ts DURATION_INDEX_SQL). */
 const DUR_INDEXES = ['requests_op_dur', 'requests_dur'];

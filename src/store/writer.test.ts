@@ -158,6 +158,31 @@ describe('TraceWriter + TraceReader', () => {
     db.close();
   });
 
+  it("patches a committed frame's write result and sets a meta key, for the recorder; the reader finds frames by seq and by unique", () => {
+    const file = path.join(dir, 't.db');
+    const db = openTraceDb(file, { create: true });
+    const w = new TraceWriter(db);
+    w.beginSession({ command: ['x'], startedWallNs: 1n, startedMonoNs: 1n, meta: { transport: 'relay', pid: 7 } });
+    const next = rng(3);
+    const frames = Array.from({ length: 10 }, (_, i) => synthFrame(i, next, 1n));
+    w.addFrames(frames);
+    w.flush();
+    w.patchCommittedFrame(4, 123456n, 2);
+    w.setSessionMeta('transport', 'in-process');
+    expect(() => w.setSessionMeta("x') --", 1)).toThrow(TypeError);
+    w.close();
+    const reader = new TraceReader(db);
+    const [patched] = reader.framesAt(1, [4]);
+    expect([patched!.fwdNs, patched!.writeErrno]).toEqual([123456n, 2]);
+    expect(reader.getSession(1)!.meta).toEqual({ transport: 'in-process', pid: 7 });
+    expect(reader.framesAt(1, [7, 2, 99, 5]).map((f) => f.seq)).toEqual([2, 5, 7]);
+    const u = frames[6]!.unique;
+    const sameUnique = frames.filter((f) => f.unique === u).map((f) => f.seq);
+    expect(reader.framesOfUnique(1, u).map((f) => f.seq)).toEqual(sameUnique);
+    expect(reader.framesOfUnique(1, u, { afterSeq: 6 }).map((f) => f.seq)).toEqual(sameUnique.filter((s) => s > 6));
+    db.close();
+  });
+
   it('resolving the latest session of an empty file is a user error', () => {
     const file = path.join(dir, 'empty.db');
     const db = openTraceDb(file, { create: true });

@@ -1,6 +1,5 @@
-import { createRequire } from 'node:module';
-import { Worker } from 'node:worker_threads';
 import type { Database, Statement } from 'better-sqlite3';
+import { Checkpointer } from './checkpointer.js';
 
 /** One frame as the native pump hands it over; also what TraceReader.frames() yields. */
 export interface FrameRecord {
@@ -111,152 +110,6 @@ const FLUSH_BYTES = 16 * 1024 * 1024;
  * recording (and every test writing a few frames) never starts one.
  */
 const CHECKPOINTER_AFTER_BYTES = 64 * 1024 * 1024;
-/** Frame bytes committed between two checkpoint requests: about what SQLite's automatic one waits for (1000 pages). */
-const CHECKPOINT_EVERY_BYTES = 48 * 1024 * 1024;
-/**
- * Frame bytes committed since the WAL last started over past which a flush first waits for the
- * checkpointer to catch up (see Checkpointer.catchUp): bounds the WAL file while the JS thread
- * commits without a pause, which keeps the WAL from ever starting over on its own.
- */
-const WAL_MAX_BYTES = 256 * 1024 * 1024;
-/** The automatic checkpoint's threshold in pages (SQLite's default), restored when the checkpointer stops. */
-const AUTOCHECKPOINT_PAGES = 1000;
-
-/** Slots of the Int32Array shared with the checkpointer worker. */
-const CK_REQUEST = 0; // generation the writer asks to have checkpointed (bumped after commits)
-const CK_DONE = 1; // generation of the last finished checkpoint
-const CK_CAUGHT_UP = 2; // 1 when that checkpoint copied the whole WAL (log == checkpointed)
-const CK_STATE = 3; // 0 starting, 1 running, 2 closed (its connection is closed), 3 failed
-
-/**
- * The checkpointer worker's code (CommonJS, run with eval: a TypeScript build and vitest alike
- * can start it). It owns a second connection to the trace file and runs PASSIVE checkpoints when
- * asked: copying the WAL into the database file and the two fsyncs of synchronous=NORMAL no
- * longer happen on the recorder's event loop. A PASSIVE checkpoint never blocks the writer or the
- * readers (https://sqlite.org/c3ref/wal_checkpoint_v2.html).
- */
-const CHECKPOINTER_JS = `
-const { workerData } = require('node:worker_threads');
-const a = new Int32Array(workerData.shared);
-let db;
-try {
-  const Database = require(workerData.sqlite);
-  db = new Database(workerData.file, { fileMustExist: true });
-  db.pragma('busy_timeout = 5000');
-  db.pragma('synchronous = NORMAL');
-  Atomics.store(a, ${CK_STATE}, 1);
-  let seen = 0;
-  for (;;) {
-    Atomics.wait(a, ${CK_REQUEST}, seen);
-    const gen = Atomics.load(a, ${CK_REQUEST});
-    if (gen < 0) break;
-    const r = db.pragma('wal_checkpoint(PASSIVE)')[0];
-    Atomics.store(a, ${CK_CAUGHT_UP}, r.busy === 0 && r.log === r.checkpointed ? 1 : 0);
-    Atomics.store(a, ${CK_DONE}, gen);
-    Atomics.notify(a, ${CK_DONE});
-    seen = gen;
-  }
-  db.close();
-  Atomics.store(a, ${CK_STATE}, 2);
-} catch (err) {
-  try { if (db) db.close(); } catch {}
-  Atomics.store(a, ${CK_STATE}, 3);
-  Atomics.store(a, ${CK_DONE}, -1);
-  Atomics.notify(a, ${CK_DONE});
-  throw err;
-} finally {
-  Atomics.notify(a, ${CK_STATE});
-}
-`;
-
-/**
- * Runs the WAL checkpoints of a TraceWriter's connection on a worker thread. During a full
- * capture the checkpoints were ~40% of the recorder's JS-thread CPU and most of its wall time
- * (fsync of the WAL and of the database file), time in which the pump's queue fills and drops.
- * The writer's own automatic checkpoint is off while it runs (wal_autocheckpoint = 0).
- * Crash safety is unchanged: a checkpoint never touches what a commit made durable, and SQLite
- * recovers a WAL whose checkpoint was cut short by SIGKILL.
- */
-class Checkpointer {
-  private readonly shared = new Int32Array(new SharedArrayBuffer(16));
-  private readonly worker: Worker;
-  private generation = 0;
-  private sinceRequest = 0;
-  private sinceRestart = 0;
-
-  constructor(
-    private readonly db: Database,
-    file: string,
-  ) {
-    this.worker = new Worker(CHECKPOINTER_JS, {
-      eval: true,
-      workerData: { shared: this.shared.buffer, file, sqlite: createRequire(import.meta.url).resolve('better-sqlite3') },
-    });
-    // Never keeps the process alive; an error is seen through CK_STATE (failed()).
-    this.worker.unref();
-    this.worker.on('error', () => undefined);
-    db.pragma('wal_autocheckpoint = 0');
-  }
-
-  /** The worker died (could not open the file, SQLite failed): the writer checkpoints itself again. */
-  failed(): boolean {
-    return Atomics.load(this.shared, CK_STATE) === 3;
-  }
-
-  /** After a commit of `bytes` frame bytes: asks for a checkpoint every CHECKPOINT_EVERY_BYTES. */
-  committed(bytes: number): void {
-    this.sinceRequest += bytes;
-    this.sinceRestart += bytes;
-    if (this.sinceRequest < CHECKPOINT_EVERY_BYTES) return;
-    this.sinceRequest = 0;
-    this.request();
-  }
-
-  /**
-   * Before a commit: when the WAL has not started over for WAL_MAX_BYTES, waits for the worker to
-   * copy all of it, so that the commit starts the WAL over (SQLite does that in the first write
-   * transaction that finds the WAL wholly checkpointed and no reader in it). One attempt: a
-   * reader holding an old snapshot keeps any checkpoint from finishing, and then the WAL grows
-   * as it would with SQLite's own checkpoints.
-   */
-  catchUp(): void {
-    if (this.sinceRestart < WAL_MAX_BYTES) return;
-    this.sinceRestart = 0;
-    this.sinceRequest = 0;
-    // The checkpoint in progress may have started before the last commits: wait for it, then ask
-    // for one more (a short one) that covers them.
-    this.wait(this.generation);
-    if (Atomics.load(this.shared, CK_CAUGHT_UP) === 1) return;
-    this.request();
-    this.wait(this.generation);
-  }
-
-  /** Stops the worker and waits until its connection is closed; the writer checkpoints itself again. */
-  stop(): void {
-    Atomics.store(this.shared, CK_REQUEST, -1);
-    Atomics.notify(this.shared, CK_REQUEST);
-    for (let state = Atomics.load(this.shared, CK_STATE); state < 2; state = Atomics.load(this.shared, CK_STATE)) {
-      // Bounded: a worker that never started (out of threads) must not hang the recorder's end.
-      if (Atomics.wait(this.shared, CK_STATE, state, 10_000) === 'timed-out') break;
-    }
-    void this.worker.terminate();
-    this.db.pragma(`wal_autocheckpoint = ${AUTOCHECKPOINT_PAGES}`);
-  }
-
-  private request(): void {
-    this.generation++;
-    Atomics.store(this.shared, CK_REQUEST, this.generation);
-    Atomics.notify(this.shared, CK_REQUEST);
-  }
-
-  /** Waits until checkpoint generation `gen` is done (or the worker failed). */
-  private wait(gen: number): void {
-    for (let done = Atomics.load(this.shared, CK_DONE); done >= 0 && done < gen; done = Atomics.load(this.shared, CK_DONE)) {
-      if (Atomics.wait(this.shared, CK_DONE, done, 10_000) === 'timed-out') return;
-    }
-  }
-}
-
 
 /**
  * Batched writer of one recording into a trace file. Single-threaded, like the JS side of the pump.
@@ -276,6 +129,7 @@ export class TraceWriter {
   private readonly insertOne: Statement;
   private readonly insertProc: Statement;
   private readonly bumpCounters: Statement;
+  private patchFrame: Statement | undefined;
   private readonly commit: (frames: FrameRecord[]) => unknown[];
   private closed = false;
   /** Runs the WAL checkpoints once this writer has committed CHECKPOINTER_AFTER_BYTES (null before, or after it failed). */
@@ -283,7 +137,6 @@ export class TraceWriter {
   /** Frame bytes committed while no checkpointer runs; -1 once the writer no longer starts one. */
   private committedBytes = 0;
   /** UPDATE of one committed frame's forwarding result, prepared on first use. */
-  private patchFrame: Statement | undefined;
   /** The connection's temp_store before this writer set it (restored by close()). */
   private readonly tempStore: number;
 
@@ -393,7 +246,7 @@ export class TraceWriter {
    * Sets one key of the current session's meta JSON (e.g. `transport` once a server took /dev/fuse
    * over); buffered frames are flushed first, as with updateSession.
    */
-  setSessionMeta(key: string, value: string | number | boolean): void {
+  setSessionMeta(key: string, value: string | number): void {
     this.checkSession();
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new TypeError(`setSessionMeta: bad key ${key}`);
     this.flush();

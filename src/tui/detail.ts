@@ -3,9 +3,10 @@
  * the protocol codec (every field named, flags and errnos by name), the INTERRUPT frames that
  * belong to it, then hex dumps of the raw bytes. Pure: RequestDetail in, lines out.
  */
-import { decodeReply, decodeRequest, errnoName, formatFields, formatLine, type DecodeContext, type DecodedFrame } from '../protocol/index.js';
-import type { FrameRow, RequestDetail } from './data.js';
-import { formatDur, formatResult, formatTime, hexDump, stateColor } from './format.js';
+import { OP, decodeReply, decodeRequest, errnoName, formatFields, formatLine, type DecodeContext, type DecodedFrame } from '../protocol/index.js';
+import type { FrameRecord } from '../store/writer.js';
+import type { RequestDetail } from './data.js';
+import { formatDuration, formatResult, formatTime, hexDump, stateColor } from '../format.js';
 
 /** One line of the pane with how to draw it. */
 export interface DetailLine {
@@ -15,20 +16,24 @@ export interface DetailLine {
   dim?: boolean;
 }
 
-/** FUSE_INTERRUPT, include/uapi/linux/fuse.h. */
-const INTERRUPT = 36;
+const { INTERRUPT } = OP;
 
 const heading = (text: string): DetailLine => ({ text: `── ${text} `.padEnd(72, '─'), bold: true, color: 'cyan' });
 
 function rel(ns: number | null, base: number): string {
   if (ns === null) return '-';
-  return `${formatTime(ns)}s (+${formatDur(ns - base)})`;
+  return `${formatTime(ns)}s (+${formatDuration(ns - base, 'us')})`;
 }
 
-function frameHeading(what: string, f: FrameRow, base: number): string {
+/** A frame's time as the views show it: ns since the session's start (frames carry CLOCK_MONOTONIC). */
+function sinceStart(f: FrameRecord, d: RequestDetail): number {
+  return Number(f.tsNs - d.sessionStartNs);
+}
+
+function frameHeading(what: string, f: FrameRecord, d: RequestDetail): string {
   const dir = f.dir === 0 ? 'read from /dev/fuse' : 'written to /dev/fuse';
   const cut = f.data.length < f.len ? `, ${f.data.length} of ${f.len} bytes kept` : `, ${f.len} bytes`;
-  return `${what}: frame ${f.seq}, ${dir} at ${rel(f.tsNs, base)}${cut}`;
+  return `${what}: frame ${f.seq}, ${dir} at ${rel(sinceStart(f, d), d.row.start_ns)}${cut}`;
 }
 
 function fieldLines(rows: Array<[string, string]>): DetailLine[] {
@@ -37,13 +42,13 @@ function fieldLines(rows: Array<[string, string]>): DetailLine[] {
 }
 
 /** The write() of a forwarded frame failed: ENOENT means the kernel no longer waited for that unique. */
-function writeNote(f: FrameRow): DetailLine[] {
+function writeNote(f: FrameRecord): DetailLine[] {
   if (f.writeErrno === 0) return [];
-  const why = f.writeErrno === 2 ? ' (the kernel no longer knew this unique: the request had been interrupted or aborted)' : '';
+  const why = errnoName(f.writeErrno) === 'ENOENT' ? ' (the kernel no longer knew this unique: the request had been interrupted or aborted)' : '';
   return [{ text: `  forwarding write() failed: ${errnoName(f.writeErrno)}${why}`, color: 'yellow', bold: true }];
 }
 
-function decoded(f: FrameRow, ctx: DecodeContext, request?: DecodedFrame, opcode?: number): { lines: DetailLine[]; frame?: DecodedFrame } {
+function decoded(f: FrameRecord, ctx: DecodeContext, request?: DecodedFrame, opcode?: number): { lines: DetailLine[]; frame?: DecodedFrame } {
   const r = f.dir === 0 ? decodeRequest(f.data, ctx) : decodeReply(f.data, { ...ctx, opcode, request });
   const lines: DetailLine[] = [];
   if (r.frame) lines.push({ text: `  ${formatLine(r.frame)}`, bold: true });
@@ -67,10 +72,10 @@ export function detailLines(d: RequestDetail): DetailLine[] {
   out.push({ text: `  read       ${formatTime(r.start_ns)}s` });
   out.push({ text: `  forwarded  ${rel(r.fwd_ns, r.start_ns)}` });
   out.push({ text: `  replied    ${rel(r.reply_ns, r.start_ns)}` });
-  out.push({ text: `  duration   ${formatDur(r.dur_ns)}   request ${r.len} bytes, reply ${r.reply_len ?? '-'} bytes` });
+  out.push({ text: `  duration   ${formatDuration(r.dur_ns, 'us')}   request ${r.len} bytes, reply ${r.reply_len ?? '-'} bytes` });
 
   // The lifecycle at a glance: one line per frame, in the order the proxy saw them.
-  const all: Array<[string, FrameRow]> = [];
+  const all: Array<[string, FrameRecord]> = [];
   if (d.request) all.push(['request', d.request]);
   for (const f of d.interrupts) all.push([f.dir === 0 ? 'INTERRUPT' : 'INTERRUPT reply', f]);
   if (d.reply) all.push(['reply', d.reply]);
@@ -84,7 +89,7 @@ export function detailLines(d: RequestDetail): DetailLine[] {
     const line = x.frame ? formatLine(x.frame) : `${f.len} bytes (undecodable)`;
     const failed = f.writeErrno !== 0 ? `  write ${errnoName(f.writeErrno)}` : '';
     out.push({
-      text: `  +${formatDur(f.tsNs - r.start_ns).padEnd(8)} frame ${String(f.seq).padEnd(6)} ${line}${failed}`,
+      text: `  +${formatDuration(sinceStart(f, d) - r.start_ns, 'us').padEnd(8)} frame ${String(f.seq).padEnd(6)} ${line}${failed}`,
       color: what.startsWith('INTERRUPT') ? 'magenta' : failed ? 'yellow' : undefined,
       bold: what.startsWith('INTERRUPT'),
     });
@@ -92,7 +97,7 @@ export function detailLines(d: RequestDetail): DetailLine[] {
 
   let request: DecodedFrame | undefined;
   if (d.request) {
-    out.push(heading(frameHeading('request', d.request, r.start_ns)));
+    out.push(heading(frameHeading('request', d.request, d)));
     const x = decoded(d.request, d.protocol);
     request = x.frame;
     out.push(...x.lines);
@@ -101,17 +106,17 @@ export function detailLines(d: RequestDetail): DetailLine[] {
   }
   for (const f of d.interrupts) {
     const what = f.dir === 0 && f.opcode === INTERRUPT ? 'INTERRUPT' : 'reply to the INTERRUPT';
-    out.push({ ...heading(frameHeading(what, f, r.start_ns)), color: 'magenta' });
+    out.push({ ...heading(frameHeading(what, f, d)), color: 'magenta' });
     out.push(...decoded(f, d.protocol, undefined, f.dir === 1 ? INTERRUPT : undefined).lines);
   }
   if (d.reply) {
-    out.push(heading(frameHeading('reply', d.reply, r.start_ns)));
+    out.push(heading(frameHeading('reply', d.reply, d)));
     out.push(...decoded(d.reply, d.protocol, request, r.opcode).lines);
   } else if (r.state !== 'noreply' && r.state !== 'notify') {
     out.push({ ...heading('no reply recorded'), color: 'red' });
   }
   for (const f of d.others) {
-    out.push({ ...heading(frameHeading('other frame on this unique', f, r.start_ns)), color: 'yellow' });
+    out.push({ ...heading(frameHeading('other frame on this unique', f, d)), color: 'yellow' });
     out.push(...decoded(f, d.protocol, request, f.dir === 1 ? r.opcode : undefined).lines);
   }
   for (const [what, f] of all) {

@@ -6,7 +6,7 @@
 import type { Database } from 'better-sqlite3';
 import { resolveExecutable } from '../server/process.js';
 import { DEFAULT_RULES } from '../replay/compare.js';
-import { runReplay } from '../replay/engine.js';
+import { initFailure, runReplay } from '../replay/engine.js';
 import { buildPlan } from '../replay/plan.js';
 import { buildReport, formatText } from '../replay/report.js';
 
@@ -53,11 +53,8 @@ export async function replayFromTui(db: Database, session: number, command: stri
     const plan = buildPlan(db, session, { filter: filter || undefined });
     const rules = DEFAULT_RULES;
     const result = await runReplay(plan, { argv: [program, ...argv.slice(1)], rules, timing: { mode: 'asap' }, replyTimeoutMs: REPLY_TIMEOUT_MS });
-    const init = result.results[0];
-    if (init && init.opcode === 26 && init.outcome === 'missing') {
-      const why = result.server.stderr.trim().split('\n').slice(-1)[0] ?? '';
-      return { lines: [`the server never answered INIT (${result.server.signal ?? `exit code ${result.server.code}`})${why ? `: ${why}` : ''}`], ok: null };
-    }
+    const failed = initFailure(result);
+    if (failed) return { lines: [failed], ok: null };
     const report = buildReport({ plan, argv, timing: 'asap', rules }, result);
     return { lines: formatText(report).trimEnd().split('\n'), ok: report.ok };
   } catch (err) {

@@ -4,7 +4,7 @@ import type { Command, KeyContext } from '../keymap.js';
 import { initialState, effectiveFilter, reducer, tableRows, type TuiAction, type TuiState } from '../state.js';
 import type { ListQuery, TuiSource } from '../data.js';
 import { detailLines } from '../detail.js';
-import { formatCount } from '../format.js';
+import { formatCount, formatTime } from '../../format.js';
 import { useCommands } from '../hooks/use-commands.js';
 import { useLiveTick } from '../hooks/use-live-tick.js';
 import { useReplay } from '../hooks/use-replay.js';
@@ -210,7 +210,7 @@ export function App({ source, session = null, live = false, columns, rows }: App
         {s.detail && detail ? <DetailPane lines={detail} scroll={s.detail.scroll} height={detailHeight} /> : null}
       </Box>
     );
-    const scope = s.scope ? `  in flight at ${(s.scope.atNs / 1e9).toFixed(6)}s (unique ${s.scope.unique})` : '';
+    const scope = s.scope ? `  in flight at ${formatTime(s.scope.atNs)}s (unique ${s.scope.unique})` : '';
     left = `filter: ${effectiveFilter(s) || '(none)'}${scope}  sort: ${s.sort === 'time' ? 'time' : 'duration'}`;
     right = position(s.cursor, s.total, list.counting);
   }

@@ -1,7 +1,7 @@
 import React from 'react';
 import { Box, Text } from 'ink';
 import type { RequestRow } from '../../store/query.js';
-import { fit, fitLeft, formatDur, formatResult, formatTime, stateColor } from '../format.js';
+import { fit, fitLeft, formatDuration, formatResult, formatTime, stateColor } from '../../format.js';
 
 /** Fixed column widths; the path takes what is left. */
 const COLS = { time: 11, unique: 9, op: 12, proc: 22, dur: 8, result: 10, state: 22 };
@@ -45,7 +45,7 @@ export function RequestTable({ rows, top, cursor, height, width }: RequestTableP
           op: r.op,
           path: r.path ?? (r.nodeid !== null && r.nodeid !== 0 ? `<nodeid ${r.nodeid}>` : ''),
           proc: r.pid === null ? '' : `${r.pid} ${r.comm ?? ''}`,
-          dur: formatDur(r.dur_ns),
+          dur: formatDuration(r.dur_ns, 'us'),
           result: formatResult(r.errno),
           state: r.outcome ? `${r.state} (${r.outcome})` : r.state,
         });

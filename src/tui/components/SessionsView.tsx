@@ -1,7 +1,7 @@
 import React from 'react';
 import { Box, Text } from 'ink';
 import type { SessionSummary } from '../data.js';
-import { fit, formatCount, formatDur } from '../format.js';
+import { fit, formatCount, formatDuration } from '../../format.js';
 
 const header = (w: number) =>
   [fit('id', 4, 'right'), fit('name', 14), fit('started (UTC)', 19), fit('length', 8, 'right'), fit('requests', 10, 'right'), fit('errors', 7, 'right'),
@@ -14,7 +14,7 @@ function line(s: SessionSummary, w: number): string {
     fit(String(s.id), 4, 'right'),
     fit(s.name ?? '', 14),
     fit(started, 19),
-    fit(s.durationNs === null ? 'live?' : formatDur(s.durationNs), 8, 'right'),
+    fit(s.durationNs === null ? 'live?' : formatDuration(s.durationNs, 'us'), 8, 'right'),
     fit(formatCount(s.requests), 10, 'right'),
     fit(n('error'), 7, 'right'),
     fit(n('interrupted'), 6, 'right'),

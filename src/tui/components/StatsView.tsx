@@ -2,7 +2,7 @@ import React from 'react';
 import { Box, Text } from 'ink';
 import type { SessionStats } from '../../store/stats.js';
 import type { HistogramBucket, TimelineBucket } from '../data.js';
-import { fit, formatCount, formatDur, formatTime } from '../format.js';
+import { fit, formatCount, formatDuration, formatTime } from '../../format.js';
 
 export interface StatsData {
   stats: SessionStats;
@@ -37,7 +37,7 @@ export function statsLines(d: StatsData, width: number): Line[] {
   const hdr = [fit('op', 16), fit('requests', 10, 'right'), fit('errors', 8, 'right'), fit('p50', 9, 'right'), fit('p90', 9, 'right'), fit('p99', 9, 'right'), fit('max', 9, 'right')].join(' ');
   out.push({ text: hdr, bold: true, color: 'cyan' });
   const opLine = (name: string, requests: number, errors: number, l: { p50_ns: number | null; p90_ns: number | null; p99_ns: number | null; max_ns: number | null }) =>
-    [fit(name, 16), fit(formatCount(requests), 10, 'right'), fit(formatCount(errors), 8, 'right'), fit(formatDur(l.p50_ns), 9, 'right'), fit(formatDur(l.p90_ns), 9, 'right'), fit(formatDur(l.p99_ns), 9, 'right'), fit(formatDur(l.max_ns), 9, 'right')].join(' ');
+    [fit(name, 16), fit(formatCount(requests), 10, 'right'), fit(formatCount(errors), 8, 'right'), fit(formatDuration(l.p50_ns, 'us'), 9, 'right'), fit(formatDuration(l.p90_ns, 'us'), 9, 'right'), fit(formatDuration(l.p99_ns, 'us'), 9, 'right'), fit(formatDuration(l.max_ns, 'us'), 9, 'right')].join(' ');
   for (const o of s.ops) out.push({ text: opLine(o.op, o.requests, o.errors, o), color: o.errors > 0 ? 'red' : undefined });
   out.push({ text: opLine('all', s.requests, s.errors, s.overall), bold: true });
   if (s.errnos.length) out.push({ text: `errors: ${s.errnos.map((e) => `${e.err} ${formatCount(e.count)}`).join('  ')}`, color: 'red' });
@@ -48,7 +48,7 @@ export function statsLines(d: StatsData, width: number): Line[] {
   const barWidth = Math.max(10, width - 32);
   for (const b of d.histogram) {
     const bar = '█'.repeat(Math.round((b.count / maxCount) * barWidth)) || (b.count > 0 ? '▏' : '');
-    out.push({ text: `${fit(`${formatDur(b.loNs)}-${formatDur(b.hiNs)}`, 15, 'right')} ${fit(formatCount(b.count), 9, 'right')} ${bar}` });
+    out.push({ text: `${fit(`${formatDuration(b.loNs, 'us')}-${formatDuration(b.hiNs, 'us')}`, 15, 'right')} ${fit(formatCount(b.count), 9, 'right')} ${bar}` });
   }
 
   out.push({ text: '' });
@@ -56,7 +56,7 @@ export function statsLines(d: StatsData, width: number): Line[] {
     const first = d.timeline[0]!;
     const last = d.timeline[d.timeline.length - 1]!;
     const step = d.timeline.length > 1 ? d.timeline[1]!.startNs - first.startNs : 0;
-    out.push({ text: `timeline ${formatTime(first.startNs)}s .. ${formatTime(last.startNs + step)}s, ${formatDur(step)} per column`, bold: true, color: 'cyan' });
+    out.push({ text: `timeline ${formatTime(first.startNs)}s .. ${formatTime(last.startNs + step)}s, ${formatDuration(step, 'us')} per column`, bold: true, color: 'cyan' });
     const maxRate = Math.max(...d.timeline.map((b) => b.started));
     const maxFlight = Math.max(...d.timeline.map((b) => b.inFlight));
     out.push({ text: `rate      ${sparkline(d.timeline.map((b) => b.started))} max ${formatCount(maxRate)}/col` });

@@ -1,6 +1,6 @@
 import React from 'react';
 import { Text } from 'ink';
-import { fit, formatCount } from '../format.js';
+import { fit, formatCount } from '../../format.js';
 
 export interface StatusLineProps {
   width: number;

@@ -6,12 +6,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildReply, buildRequest, Opcode } from '../src/protocol/index.js';
-import { openTraceDb } from '../src/store/db.js';
-import { addRequests, addSession } from '../src/store/fixture.js';
-import { TraceWriter } from '../src/store/writer.js';
+import { buildReply, buildRequest, Opcode } from '../protocol/index.js';
+import { openTraceDb } from '../store/db.js';
+import { addRequests, addSession } from '../store/requests.fixture.js';
+import { TraceWriter } from '../store/writer.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = path.join(ROOT, 'bin', 'fusetrace.js');
 
 let dir: string;

@@ -7,9 +7,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Database } from 'better-sqlite3';
-import { openTraceDb } from '../src/store/db.js';
-import { TraceWriter, type FrameRecord } from '../src/store/writer.js';
-import { Ledger, type EndReason } from '../src/store/ledger.js';
+import { openTraceDb } from './db.js';
+import { TraceWriter, type FrameRecord } from './writer.js';
+import { Ledger, type EndReason } from './ledger.js';
 
 export const START_MONO = 5_000_000_000n;
 

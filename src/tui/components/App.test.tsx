@@ -1,10 +1,10 @@
 import React from 'react';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { cleanup, render } from 'ink-testing-library';
-import { openTraceDb } from '../src/store/db.js';
-import { TuiSource } from '../src/tui/data.js';
-import { App } from '../src/tui/components/App.js';
-import { writeTuiFixture, type TuiFixture } from './tui-fixture.js';
+import { openTraceDb } from '../../store/db.js';
+import { TuiSource } from '../data.js';
+import { App } from './App.js';
+import { writeTuiFixture, type TuiFixture } from '../session.fixture.js';
 
 let fx: TuiFixture;
 let source: TuiSource;

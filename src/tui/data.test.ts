@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openTraceDb } from '../src/store/db.js';
-import { compileFilter } from '../src/store/filter.js';
-import { TuiSource, type ListQuery } from '../src/tui/data.js';
-import { detailLines } from '../src/tui/detail.js';
-import { writeTuiFixture, type TuiFixture } from './tui-fixture.js';
+import { openTraceDb } from '../store/db.js';
+import { queryRequests, type RequestRow } from '../store/query.js';
+import { TuiSource, type ListQuery } from './data.js';
+import { detailLines } from './detail.js';
+import { writeTuiFixture, type TuiFixture } from './session.fixture.js';
 
 let fx: TuiFixture;
 let source: TuiSource;
@@ -105,9 +105,11 @@ describe('TuiSource.page picks an index per list but always returns the list ord
         for (const filter of filters) {
           for (const sort of ['time', 'dur'] as const) {
             const q: ListQuery = { filter, sort, scope: null };
-            const { where, params } = compileFilter(filter);
-            const order = sort === 'time' ? 'start_ns, seq' : 'dur_ns DESC, seq DESC';
-            const expected = db.prepare(`SELECT seq FROM requests WHERE session = ? AND (${where}) ORDER BY ${order}`).pluck().all(big.session, ...params) as number[];
+            // The list order, by hand: time (start_ns, seq) or slowest first (dur_ns DESC, unanswered last, seq DESC).
+            const byDur = (a: RequestRow, b: RequestRow): number =>
+              a.dur_ns === b.dur_ns ? b.seq - a.seq : a.dur_ns === null ? 1 : b.dur_ns === null ? -1 : b.dur_ns - a.dur_ns;
+            const byTime = (a: RequestRow, b: RequestRow): number => a.start_ns - b.start_ns || a.seq - b.seq;
+            const expected = queryRequests(db, big.session, { filter }).sort(sort === 'time' ? byTime : byDur).map((r) => r.seq);
             const total = src.count(big.session, q);
             expect(total, filter).toBe(expected.length);
             for (const offset of [0, 3, Math.floor(total / 2) + 1, Math.max(0, total - 7)]) {
@@ -127,7 +129,7 @@ describe('TuiSource.page picks an index per list but always returns the list ord
 
 describe('resolveSession', () => {
   it('takes an id or a name, opens the only session by default, and names the sessions when it fails', async () => {
-    const { resolveSession } = await import('../src/tui/run.js');
+    const { resolveSession } = await import('./run.js');
     expect(resolveSession(source, undefined)).toBe(fx.session);
     expect(resolveSession(source, 'fixture')).toBe(fx.session);
     expect(resolveSession(source, String(fx.session))).toBe(fx.session);

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Key } from 'ink';
-import { KEYMAP, keymapMarkdown, resolveKey, type KeyContext } from '../src/tui/keymap.js';
+import { KEYMAP, keymapMarkdown, resolveKey, type KeyContext } from './keymap.js';
 
 const noKey: Key = {
   upArrow: false, downArrow: false, leftArrow: false, rightArrow: false, pageDown: false, pageUp: false, home: false, end: false,
@@ -42,7 +42,7 @@ describe('keymap', () => {
   });
 
   it('docs/keymap.md is generated from keymap.ts', () => {
-    const file = path.join(import.meta.dirname, '..', 'docs', 'keymap.md');
+    const file = path.join(import.meta.dirname, '..', '..', 'docs', 'keymap.md');
     if (process.env.UPDATE_DOCS) fs.writeFileSync(file, keymapMarkdown());
     expect(fs.readFileSync(file, 'utf8')).toBe(keymapMarkdown());
   });
@@ -50,7 +50,7 @@ describe('keymap', () => {
 
 describe('takeKey', () => {
   it('takes a chunk of keys apart one key at a time, text runs whole in the filter bar', async () => {
-    const { takeKey } = await import('../src/tui/hooks/use-commands.js');
+    const { takeKey } = await import('./hooks/use-commands.js');
     const all = (ctx: 'list' | 'filter', input: string) => {
       const out: Array<[string, boolean]> = [];
       let rest = input;
@@ -71,7 +71,7 @@ describe('takeKey', () => {
 
 describe('splitCommand', () => {
   it('splits a server command line with quotes like a shell (no expansion)', async () => {
-    const { splitCommand } = await import('../src/tui/replay.js');
+    const { splitCommand } = await import('./replay.js');
     expect(splitCommand(`./myfs -f -o 'source=/a b' "x\\"y" a"b c"`)).toEqual(['./myfs', '-f', '-o', 'source=/a b', 'x"y', 'ab c']);
     expect(splitCommand('   ')).toEqual([]);
   });

@@ -6,11 +6,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Script, entryOut, name, recordScript, rows, tempTrace, u32, u64 } from './ledger-frames.js';
-import { main } from '../src/cli/main.js';
-import { requestJson } from '../src/cli/show.js';
-import { queryRequests } from '../src/store/query.js';
-import { checkChromeTrace } from './export-trace-format.js';
+import { Script, entryOut, name, recordScript, rows, tempTrace, u32, u64 } from '../store/ledger-frames.fixture.js';
+import { main } from './main.js';
+import { requestJson } from './show.js';
+import { queryRequests } from '../store/query.js';
+import { TraceReader } from '../store/reader.js';
+import { checkChromeTrace } from './export-trace-format.fixture.js';
 
 let cleanup: Array<() => void> = [];
 afterEach(() => {
@@ -118,7 +119,8 @@ describe('export', () => {
     expect(instants.some((e) => e.name === 'NOTIFY inval_inode')).toBe(true);
     // The aborted READ runs to the session's end.
     const stuck = slices.find((e) => e.args.unique === 14)!;
-    const endUs = Number(t.db.prepare('SELECT ended_mono_ns - started_mono_ns FROM sessions WHERE id = ?').pluck().get(t.session)) / 1000;
+    const info = new TraceReader(t.db).getSession(t.session)!;
+    const endUs = Number(info.endedMonoNs! - info.startedMonoNs) / 1000;
     expect(stuck.ts + stuck.dur).toBeCloseTo(endUs, 3);
     expect(stuck.args).toMatchObject({ state: 'aborted', outcome: 'unmount' });
   });

@@ -11,10 +11,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { buildReply, buildRequest, Opcode } from '../src/protocol/index.js';
-import { openTraceDb } from '../src/store/db.js';
-import { rebuildLedger } from '../src/store/ledger.js';
-import { TraceWriter, type FrameRecord } from '../src/store/writer.js';
+import { buildReply, buildRequest, Opcode } from '../protocol/index.js';
+import { openTraceDb } from '../store/db.js';
+import { rebuildLedger } from '../store/ledger.js';
+import { TraceWriter, type FrameRecord } from '../store/writer.js';
 
 export const START_MONO = 7_000_000_000n;
 const EINTR = 4;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { effectiveFilter, initialState, reducer, tableRows, type TuiAction, type TuiState } from '../src/tui/state.js';
+import { effectiveFilter, initialState, reducer, tableRows, type TuiAction, type TuiState } from './state.js';
 
 const run = (s: TuiState, ...actions: TuiAction[]): TuiState => actions.reduce(reducer, s);
 const withRows = (total: number, pageRows = 10): TuiState =>

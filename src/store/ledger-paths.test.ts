@@ -4,8 +4,8 @@
  * READDIRPLUS entries and RENAME_EXCHANGE.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { Script, direntplus, entryOut, name, openOut, recordScript, row, closeTraces, trace, u32, u64 } from './ledger-frames.js';
-import { PathResolver } from '../src/store/paths.js';
+import { Script, direntplus, entryOut, name, openOut, recordScript, row, closeTraces, trace, u32, u64 } from './ledger-frames.fixture.js';
+import { PathResolver } from './paths.js';
 
 afterEach(closeTraces);
 

@@ -7,12 +7,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openTraceDb } from '../src/store/db.js';
-import { FORMAT_VERSION } from '../src/store/schema.js';
-import { TraceWriter } from '../src/store/writer.js';
-import { asUser } from './helpers/as-user.js';
+import { openTraceDb } from '../store/db.js';
+import { FORMAT_VERSION } from '../store/schema.js';
+import { addRequests } from '../store/requests.fixture.js';
+import { TraceWriter } from '../store/writer.js';
+import { asUser } from '../../test/helpers/as-user.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = path.join(ROOT, 'bin', 'fusetrace.js');
 
 let dir: string;
@@ -54,9 +55,8 @@ function makeTrace(file: string): void {
   const frame = (seq: number, tsNs: bigint) => ({ seq, tsNs, fwdNs: null, dir: 0 as const, unique: BigInt(seq + 2), opcode: 1, error: null, len: 40, data: Buffer.alloc(40), writeErrno: 0 });
   w.addFrames([frame(0, 2_000n), frame(1, 3_000n)]);
   w.updateSession({ endedMonoNs: 1_000n + 75n * 10n ** 9n, endReason: 'unmount', exitStatus: 0 });
-  const req = db.prepare('INSERT INTO requests (session, seq, unique_id, opcode, start_ns, len, state) VALUES (?, ?, ?, 1, 0, 40, ?)');
   const states = ['ok', 'ok', 'error', 'error', 'error', 'interrupted', 'unanswered', 'unanswered', 'late'];
-  states.forEach((state, i) => req.run(one, i, i + 2, state));
+  addRequests(db, one, states.map((state, i) => ({ seq: i, unique: i + 2, opcode: 1, start_ns: 0, len: 40, state })));
   w.beginSession({ command: ['./passthrough', '/srv'], startedWallNs: WALL + 3_600n * 10n ** 9n, startedMonoNs: 10n ** 12n });
   // The recorder "died" 2.5 s in: no end; the duration runs to the last frame.
   w.addFrames([frame(0, 10n ** 12n + 2_500_000_000n)]);

@@ -3,8 +3,8 @@
  * accepts (write_errno 0), refuses with ENOENT (request_find failed), and what stays outstanding.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { Script, entryOut, name, openOut, recordScript, row, rows, closeTraces, trace, u32, u64 } from './ledger-frames.js';
-import { rebuildLedger } from '../src/store/ledger.js';
+import { Script, entryOut, name, openOut, recordScript, row, rows, closeTraces, trace, u32, u64 } from './ledger-frames.fixture.js';
+import { rebuildLedger } from './ledger.js';
 
 const ENOENT = 2;
 const EINTR = 4;

@@ -1,0 +1,135 @@
+/**
+ * WAL checkpoints of a recording on a worker thread (checkpointer-worker.ts), and the protocol the
+ * two threads share: four Int32 slots in a SharedArrayBuffer, waited on with Atomics.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { Database } from 'better-sqlite3';
+
+/** Frame bytes committed between two checkpoint requests: about what SQLite's automatic one waits for (1000 pages). */
+const CHECKPOINT_EVERY_BYTES = 48 * 1024 * 1024;
+/**
+ * Frame bytes committed since the WAL last started over past which a flush first waits for the
+ * checkpointer to catch up (see Checkpointer.catchUp): bounds the WAL file while the JS thread
+ * commits without a pause, which keeps the WAL from ever starting over on its own.
+ */
+const WAL_MAX_BYTES = 256 * 1024 * 1024;
+/** The automatic checkpoint's threshold in pages (SQLite's default), restored when the checkpointer stops. */
+const AUTOCHECKPOINT_PAGES = 1000;
+
+/** Slots of the Int32Array shared with the checkpointer worker (checkpointer-worker.ts). */
+export const CK_REQUEST = 0; // generation the writer asks to have checkpointed (bumped after commits; -1: stop)
+export const CK_DONE = 1; // generation of the last finished checkpoint (-1: the worker failed)
+export const CK_CAUGHT_UP = 2; // 1 when that checkpoint copied the whole WAL (log == checkpointed)
+export const CK_STATE = 3; // one of CkState
+/** Values of the CK_STATE slot. */
+export const CkState = { starting: 0, running: 1, closed: 2, failed: 3 } as const;
+
+/** What the worker is started with. */
+export interface CheckpointerData {
+  /** The Int32Array's buffer (CK_* slots). */
+  shared: SharedArrayBuffer;
+  /** The trace file. */
+  file: string;
+}
+
+/**
+ * The compiled worker. From dist/ it sits next to this file; under vitest this file is the .ts
+ * source, which a worker thread cannot load, and the worker runs from the build that `npm test`
+ * compiles first (as the demo server does, src/demo/fixture.ts).
+ */
+function workerFile(): string {
+  const here = fileURLToPath(import.meta.url);
+  const dir = here.endsWith('.js') ? dirname(here) : join(dirname(here), '..', '..', 'dist', 'src', 'store');
+  const file = join(dir, 'checkpointer-worker.js');
+  if (!existsSync(file)) throw new Error(`no checkpointer worker at ${file} (npm run build)`);
+  return file;
+}
+
+/**
+ * Runs the WAL checkpoints of a TraceWriter's connection on a worker thread. During a full
+ * capture the checkpoints were ~40% of the recorder's JS-thread CPU and most of its wall time
+ * (fsync of the WAL and of the database file), time in which the pump's queue fills and drops.
+ * The writer's own automatic checkpoint is off while it runs (wal_autocheckpoint = 0).
+ * Crash safety is unchanged: a checkpoint never touches what a commit made durable, and SQLite
+ * recovers a WAL whose checkpoint was cut short by SIGKILL.
+ */
+export class Checkpointer {
+  private readonly shared = new Int32Array(new SharedArrayBuffer(16));
+  private readonly worker: Worker;
+  private generation = 0;
+  private sinceRequest = 0;
+  private sinceRestart = 0;
+
+  constructor(
+    private readonly db: Database,
+    file: string,
+  ) {
+    const data: CheckpointerData = { shared: this.shared.buffer as SharedArrayBuffer, file };
+    this.worker = new Worker(workerFile(), { workerData: data });
+    // Never keeps the process alive; an error is seen through CK_STATE (failed()).
+    this.worker.unref();
+    this.worker.on('error', () => undefined);
+    db.pragma('wal_autocheckpoint = 0');
+  }
+
+  /** The worker died (could not open the file, SQLite failed): the writer checkpoints itself again. */
+  failed(): boolean {
+    return Atomics.load(this.shared, CK_STATE) === CkState.failed;
+  }
+
+  /** After a commit of `bytes` frame bytes: asks for a checkpoint every CHECKPOINT_EVERY_BYTES. */
+  committed(bytes: number): void {
+    this.sinceRequest += bytes;
+    this.sinceRestart += bytes;
+    if (this.sinceRequest < CHECKPOINT_EVERY_BYTES) return;
+    this.sinceRequest = 0;
+    this.request();
+  }
+
+  /**
+   * Before a commit: when the WAL has not started over for WAL_MAX_BYTES, waits for the worker to
+   * copy all of it, so that the commit starts the WAL over (SQLite does that in the first write
+   * transaction that finds the WAL wholly checkpointed and no reader in it). One attempt: a
+   * reader holding an old snapshot keeps any checkpoint from finishing, and then the WAL grows
+   * as it would with SQLite's own checkpoints.
+   */
+  catchUp(): void {
+    if (this.sinceRestart < WAL_MAX_BYTES) return;
+    this.sinceRestart = 0;
+    this.sinceRequest = 0;
+    // The checkpoint in progress may have started before the last commits: wait for it, then ask
+    // for one more (a short one) that covers them.
+    this.wait(this.generation);
+    if (Atomics.load(this.shared, CK_CAUGHT_UP) === 1) return;
+    this.request();
+    this.wait(this.generation);
+  }
+
+  /** Stops the worker and waits until its connection is closed; the writer checkpoints itself again. */
+  stop(): void {
+    Atomics.store(this.shared, CK_REQUEST, -1);
+    Atomics.notify(this.shared, CK_REQUEST);
+    for (let state = Atomics.load(this.shared, CK_STATE); state < CkState.closed; state = Atomics.load(this.shared, CK_STATE)) {
+      // Bounded: a worker that never started (out of threads) must not hang the recorder's end.
+      if (Atomics.wait(this.shared, CK_STATE, state, 10_000) === 'timed-out') break;
+    }
+    void this.worker.terminate();
+    this.db.pragma(`wal_autocheckpoint = ${AUTOCHECKPOINT_PAGES}`);
+  }
+
+  private request(): void {
+    this.generation++;
+    Atomics.store(this.shared, CK_REQUEST, this.generation);
+    Atomics.notify(this.shared, CK_REQUEST);
+  }
+
+  /** Waits until checkpoint generation `gen` is done (or the worker failed). */
+  private wait(gen: number): void {
+    for (let done = Atomics.load(this.shared, CK_DONE); done >= 0 && done < gen; done = Atomics.load(this.shared, CK_DONE)) {
+      if (Atomics.wait(this.shared, CK_DONE, done, 10_000) === 'timed-out') return;
+    }
+  }
+}
