@@ -5,6 +5,7 @@
       "sources": [
         "native/binding.cc",
         "native/pump.cc",
+        "native/attach.cc",
         "native/frame_sink.cc",
         "native/relay.cc",
         "native/ring_consumer.cc",

@@ -1,23 +1,24 @@
 /**
- * Replay rate: a passthrough_ll session recorded by `fusetrace record` (BENCH_REPLAY_FILES files
- * created, written, read, stat'ed, renamed, listed and unlinked) replayed against passthrough_ll on
- * a fresh copy of the backing directory, in-process (plan + runReplay, as `fusetrace replay` does,
- * without Node's start-up). Prints requests replayed per second (median of RUNS) and checks that
- * every reply matched, so the rate is that of a correct replay.
+ * Replay rate and memory on a large session from a real workload: `fusetrace record` of libfuse's
+ * passthrough_ll (cache=never, so every stat reaches the server) while BENCH_REPLAY_FILES files are
+ * created, written, stat'ed round after round until the session has BENCH_REPLAY_REQUESTS requests
+ * (default 500,000), read, renamed, listed and unlinked. The session is then replayed RUNS times by
+ * the real CLI (`fusetrace replay`, a process of its own) against passthrough_ll on a fresh copy of
+ * the backing directory. Prints requests replayed per second and the replay's peak RSS (median of
+ * RUNS), and checks that every reply matched, so the rate is that of a correct replay.
  */
 import { mkdirSync, rmSync, writeFileSync, readFileSync, renameSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { requireFuse, repoRoot } from '../test/helpers/fuse-env.js';
 import { buildExample } from '../test/helpers/build.js';
 import { CleanupRegistry, runDirect } from '../test/helpers/mount.js';
-import { openTraceDb } from '../src/store/db.js';
-import { DEFAULT_RULES } from '../src/replay/compare.js';
-import { runReplay } from '../src/replay/engine.js';
-import { buildPlan, resolveSession } from '../src/replay/plan.js';
-import { buildReport, formatText } from '../src/replay/report.js';
+import { runMeasured } from '../test/helpers/measure.js';
 
-const FILES = Number(process.env.BENCH_REPLAY_FILES ?? 1000);
-const RUNS = 3;
+const FILES = Number(process.env.BENCH_REPLAY_FILES ?? 2000);
+const REQUESTS = Number(process.env.BENCH_REPLAY_REQUESTS ?? 500_000);
+const RUNS = Number(process.env.BENCH_REPLAY_RUNS ?? 3);
+/** Requests one stat(2) costs with cache=never: LOOKUP of the directory and of the file, GETATTR. */
+const REQUESTS_PER_STAT = 3;
 
 /** The backing directory as it is when the recording starts. */
 function initialTree(dir: string): void {
@@ -28,15 +29,18 @@ function initialTree(dir: string): void {
 function workload(mnt: string): void {
   const d = join(mnt, 'w');
   mkdirSync(d);
-  const body = Buffer.alloc(4096, 0x61);
+  const body = Buffer.alloc(1024, 0x61);
   for (let i = 0; i < FILES; i++) writeFileSync(join(d, `f${i}`), body);
+  const rounds = Math.max(1, Math.ceil((REQUESTS - FILES * 12) / (FILES * REQUESTS_PER_STAT)));
+  for (let r = 0; r < rounds; r++) for (let i = 0; i < FILES; i++) statSync(join(d, `f${i}`));
   for (let i = 0; i < FILES; i++) readFileSync(join(d, `f${i}`));
-  for (let i = 0; i < FILES; i++) statSync(join(d, `f${i}`));
   for (let i = 0; i < FILES; i += 2) renameSync(join(d, `f${i}`), join(d, `g${i}`));
   readdirSync(d);
   readdirSync(join(mnt, 'seed'));
   for (const name of readdirSync(d)) unlinkSync(join(d, name));
 }
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 export async function benchReplay(): Promise<void> {
   requireFuse();
@@ -48,41 +52,40 @@ export async function benchReplay(): Promise<void> {
     initialTree(src);
     const db = join(work, 'trace.db');
     const mnt = reg.mountpoint('fusetrace-bench-mnt-');
-    const rec = await runDirect(
-      process.execPath,
-      [join(repoRoot(), 'bin', 'fusetrace.js'), '--db', db, 'record', '--', server, '-f', '-o', `source=${src}`],
-      mnt,
-      { registry: reg, logFile: join(work, 'record.log'), timeoutMs: 15_000 },
-    );
+    const cli = join(repoRoot(), 'bin', 'fusetrace.js');
+    const serverOpts = ['-f', '-o', 'cache=never'];
+    const t0 = Date.now();
+    const rec = await runDirect(process.execPath, [cli, '--db', db, 'record', '--', server, ...serverOpts, '-o', `source=${src}`], mnt, {
+      registry: reg, logFile: join(work, 'record.log'), timeoutMs: 15_000,
+    });
     statSync(mnt); // INIT
     workload(mnt);
     await new Promise((r) => setTimeout(r, 300)); // releases and forgets reach the server
-    const exit = await rec.stop();
+    // A 500,000-request session takes the recorder a while to commit after the unmount.
+    const exit = await rec.stop(300_000);
     if (exit.code !== 0) throw new Error(`fusetrace record exited ${exit.code ?? exit.signal}:\n${rec.log()}`);
+    process.stdout.write(`recorded in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
 
-    const tdb = openTraceDb(db, { readonly: true });
-    const plan = buildPlan(tdb, resolveSession(tdb, undefined));
-    tdb.close();
     const rates: number[] = [];
-    let line = '';
+    const rss: number[] = [];
+    let requests = 0;
     for (let run = 0; run < RUNS; run++) {
       const copy = join(work, 'copy');
       rmSync(copy, { recursive: true, force: true });
       initialTree(copy);
-      const argv = [server, '-f', '-o', `source=${copy}`];
-      const t0 = process.hrtime.bigint();
-      const result = await runReplay(plan, { argv, rules: DEFAULT_RULES, timing: { mode: 'asap' }, replyTimeoutMs: 5000 });
-      const s = Number(process.hrtime.bigint() - t0) / 1e9;
-      const report = buildReport({ plan, argv, timing: 'asap', rules: DEFAULT_RULES }, result);
-      if (!report.ok) throw new Error(`the replay diverged:\n${formatText(report).split('\n').slice(0, 60).join('\n')}`);
-      rates.push(result.sent / s);
-      line = `${result.sent} requests, ${report.counts.matched} matched`;
+      const r = await runMeasured(process.execPath, [cli, '--db', db, 'replay', '--send-ahead', '--', server, ...serverOpts, '-o', `source=${copy}`], 30 * 60_000,
+        (pid) => reg.process(pid));
+      if (r.code !== 0) throw new Error(`the replay failed (${r.code ?? r.signal}):\n${(r.stdout + r.stderr).split('\n').slice(0, 60).join('\n')}`);
+      const m = /requests replayed (\d+), compared \d+: matched (\d+)/.exec(r.stdout);
+      if (!m) throw new Error(`no counts in the replay report:\n${r.stdout.slice(0, 2000)}`);
+      requests = Number(m[1]);
+      rates.push(requests / r.seconds);
+      rss.push(r.peakRss / 2 ** 20);
     }
-    rates.sort((a, b) => a - b);
-    const median = rates[Math.floor(rates.length / 2)];
     process.stdout.write(
-      `replay passthrough_ll (${FILES} files: ${line}): ${Math.round(median)} requests/s ` +
-        `(median of ${RUNS}: ${rates.map((r) => Math.round(r)).join(', ')})\n`,
+      `replay passthrough_ll, metadata-heavy (${FILES} files, ${requests} requests, every reply matched): ` +
+        `${Math.round(median(rates))} requests/s, peak RSS ${Math.round(median(rss))} MB ` +
+        `(median of ${RUNS}: ${rates.map((x) => Math.round(x)).join(', ')} requests/s; ${rss.map((x) => Math.round(x)).join(', ')} MB)\n`,
     );
   } finally {
     await reg.cleanup();

@@ -8,6 +8,7 @@ import { benchTui } from './tui.js';
 import { benchQuery } from './query.js';
 import { benchLedger } from './ledger.js';
 import { benchReplay } from './replay.js';
+import { benchAttach } from './attach.js';
 
 const SECTIONS: Record<string, () => Promise<void>> = {
   store: benchStore,
@@ -16,6 +17,7 @@ const SECTIONS: Record<string, () => Promise<void>> = {
   query: benchQuery,
   ledger: benchLedger,
   replay: benchReplay,
+  attach: benchAttach,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -1,8 +1,9 @@
 // JS entry points of the fusetrace addon. This file only converts JS values;
-// the logic lives in the small C++ classes beside it (pump.h, mount_util.h).
+// the logic lives in the small C++ classes beside it (pump.h, attach.h, mount_util.h).
 // Every function here runs on the JS thread.
 #include <napi.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <time.h>
 
@@ -10,6 +11,7 @@
 #include <unordered_map>
 
 #include "mount_util.h"
+#include "attach.h"
 #include "pump.h"
 
 namespace {
@@ -94,6 +96,16 @@ Napi::Value SetCloexec(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// sendNoWait(fd, buffer): bytes sent, or -errno (-EAGAIN: the socket's send buffer is full).
+// JS thread; never blocks, so the replay may send on it without the thread pool.
+Napi::Value SendNoWait(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgs(info, 2, "sendNoWait(fd, buffer)")) return env.Undefined();
+  Napi::Buffer<uint8_t> b = info[1].As<Napi::Buffer<uint8_t>>();
+  long r = fusetrace::SendNoWait(info[0].As<Napi::Number>().Int32Value(), b.Data(), b.Length());
+  return Napi::Number::New(env, static_cast<double>(r));
+}
+
 Napi::Value MonotonicNs(const Napi::CallbackInfo& info) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -123,6 +135,151 @@ void FreeRegion(Napi::Env, uint8_t* p, Lease* lease) {
   }
   delete lease;
 }
+
+// JS thread: drain() of a Pump or a Tracer (both hand out FrameQueue regions) as a JS object.
+template <class Source>
+Napi::Value DrainObject(Napi::Env env, Source& src, const std::shared_ptr<Leases>& leases) {
+  uint8_t* frames = nullptr;
+  size_t frames_size = 0;
+  size_t frames_cap = 0;
+  size_t count = 0;
+  std::vector<std::pair<uint32_t, std::string>> procs;
+  fusetrace::QueueCounters c;
+  uint64_t watermark = 0;
+  std::vector<uint64_t> lost;
+  src.Drain(&frames, &frames_size, &frames_cap, &count, &watermark, &procs, &c, &lost);
+  Napi::Object o = Napi::Object::New(env);
+  if (frames == nullptr) {
+    o.Set("frames", Napi::Buffer<uint8_t>::New(env, 0));
+  } else {
+    Lease* lease = new Lease{leases, frames_cap, false};
+    (*leases)[frames] = lease;
+    o.Set("frames", Napi::Buffer<uint8_t>::New(env, frames, frames_size, FreeRegion, lease));
+  }
+  o.Set("count", Napi::Number::New(env, double(count)));
+  o.Set("watermark", Napi::Number::New(env, double(watermark)));
+  Napi::Array pa = Napi::Array::New(env, procs.size());
+  for (size_t i = 0; i < procs.size(); i++) {
+    Napi::Array pair = Napi::Array::New(env, 2);
+    pair.Set(uint32_t(0), Napi::Number::New(env, procs[i].first));
+    pair.Set(uint32_t(1), Napi::String::New(env, procs[i].second));
+    pa.Set(uint32_t(i), pair);
+  }
+  o.Set("procs", pa);
+  o.Set("recorded", Napi::Number::New(env, double(c.frames)));
+  o.Set("bytes", Napi::Number::New(env, double(c.bytes)));
+  o.Set("dropped", Napi::Number::New(env, double(c.dropped)));
+  o.Set("droppedBytes", Napi::Number::New(env, double(c.dropped_bytes)));
+  Napi::Array la = Napi::Array::New(env, lost.size());
+  for (size_t i = 0; i < lost.size(); i++) la.Set(uint32_t(i), Napi::BigInt::New(env, lost[i]));
+  o.Set("lost", la);
+  o.Set("lostUnnamed", Napi::Number::New(env, double(c.lost_unnamed)));
+  return o;
+}
+
+// JS thread: recycle(frames) of a Pump or a Tracer.
+template <class Source>
+Napi::Value RecycleRegion(const Napi::CallbackInfo& info, Source& src, const std::shared_ptr<Leases>& leases) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsBuffer()) return env.Undefined();
+  uint8_t* p = info[0].As<Napi::Buffer<uint8_t>>().Data();
+  auto it = leases->find(p);
+  if (it == leases->end()) return env.Undefined();
+  Lease* lease = it->second;
+  lease->recycled = true;  // the Buffer's finalizer must leave the region to the queue
+  leases->erase(it);
+  src.Recycle(p, lease->cap);
+  return env.Undefined();
+}
+
+// new Attach(options, onWake): see src/attach/native.ts for the option names.
+class AttachWrap : public Napi::ObjectWrap<AttachWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Attach",
+                       {InstanceMethod("start", &AttachWrap::Start), InstanceMethod("stop", &AttachWrap::Stop),
+                        InstanceMethod("drain", &AttachWrap::Drain), InstanceMethod("recycle", &AttachWrap::Recycle),
+                        InstanceMethod("status", &AttachWrap::Status)});
+  }
+
+  explicit AttachWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AttachWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
+      Napi::TypeError::New(env, "new Attach(options, onWake)").ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto num = [&](const char* k, double dflt) {
+      Napi::Value v = o.Get(k);
+      return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : dflt;
+    };
+    fusetrace::AttachOptions opts;
+    opts.pid = pid_t(num("pid", 0));
+    opts.conn = uint32_t(num("conn", 0));
+    opts.snaplen = uint32_t(num("snaplen", 0));
+    opts.queue_bytes = size_t(num("queueBytes", double(opts.queue_bytes)));
+    opts.queue_frames = size_t(num("queueFrames", double(opts.queue_frames)));
+    if (opts.pid <= 0) {
+      Napi::RangeError::New(env, "Attach: pid must be a process id").ThrowAsJavaScriptException();
+      return;
+    }
+    tsfn_ = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "fusetrace-attach", 0, 1);
+    Napi::ThreadSafeFunction tsfn = tsfn_;
+    tracer_ = std::make_unique<fusetrace::Tracer>(opts, [tsfn]() mutable { tsfn.NonBlockingCall(); });
+  }
+
+  ~AttachWrap() override {
+    if (tracer_) tracer_->Stop();
+  }
+
+ private:
+  // start(): seizes every thread of the server; throws an Error with code/errno on failure.
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int err = tracer_->Start();
+    if (err != 0 && !stopped_) {
+      // Nothing is attached: let go of the callback, which would otherwise keep Node's loop alive.
+      stopped_ = true;
+      tsfn_.Release();
+    }
+    if (err != 0) {
+      Napi::Error e = Napi::Error::New(env, std::string("ptrace(PTRACE_SEIZE): ") + strerror(err));
+      e.Set("errno", Napi::Number::New(env, err));
+      e.Set("code", Napi::String::New(env, err == EPERM ? "EPERM" : err == ESRCH ? "ESRCH" : "EOTHER"));
+      e.ThrowAsJavaScriptException();
+    }
+    return env.Undefined();
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    if (tracer_ && !stopped_) {
+      stopped_ = true;
+      tracer_->Stop();
+      tsfn_.Release();
+    }
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Drain(const Napi::CallbackInfo& info) { return DrainObject(info.Env(), *tracer_, leases_); }
+  Napi::Value Recycle(const Napi::CallbackInfo& info) { return RecycleRegion(info, *tracer_, leases_); }
+
+  // { end, threads, stops, spliced }
+  Napi::Value Status(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    fusetrace::AttachStatus s = tracer_->Status();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("end", Napi::String::New(env, s.end));
+    o.Set("threads", Napi::Number::New(env, double(s.threads)));
+    o.Set("stops", Napi::Number::New(env, double(s.stops)));
+    o.Set("spliced", Napi::Number::New(env, double(s.spliced)));
+    return o;
+  }
+
+  std::unique_ptr<fusetrace::Tracer> tracer_;
+  std::shared_ptr<Leases> leases_ = std::make_shared<Leases>();
+  Napi::ThreadSafeFunction tsfn_;
+  bool stopped_ = false;
+};
 
 // new Pump(options, onWake): see src/proxy/native.ts for the option names.
 class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
@@ -159,6 +316,8 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
     Napi::Value inprocess = o.Get("inProcess");
     opts.inprocess = inprocess.IsBoolean() && inprocess.As<Napi::Boolean>().Value();
     opts.ring_bytes = size_t(num("ringBytes", double(opts.ring_bytes)));
+    Napi::Value lossy = o.Get("lossy");
+    opts.lossy = lossy.IsBoolean() && lossy.As<Napi::Boolean>().Value();
     Napi::Value mask = o.Get("initMask");
     if (mask.IsBigInt()) {
       bool lossless;
@@ -197,58 +356,15 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
     return info.Env().Undefined();
   }
 
-  // Returns { frames: Buffer, count, watermark, procs: [[pid, comm], ...], recorded, bytes, dropped, droppedBytes }.
+  // Returns { frames: Buffer, count, watermark, procs: [[pid, comm], ...], recorded, bytes, dropped, droppedBytes,
+  // lost: [unique (BigInt) of each frame dropped since the last drain], lostUnnamed }.
   // The Buffer owns the packed frames without a copy, until JS hands it to recycle().
-  Napi::Value Drain(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    uint8_t* frames = nullptr;
-    size_t frames_size = 0;
-    size_t frames_cap = 0;
-    size_t count = 0;
-    std::vector<std::pair<uint32_t, std::string>> procs;
-    fusetrace::QueueCounters c;
-    uint64_t watermark = 0;
-    pump_->Drain(&frames, &frames_size, &frames_cap, &count, &watermark, &procs, &c);
-    Napi::Object o = Napi::Object::New(env);
-    if (frames == nullptr) {
-      o.Set("frames", Napi::Buffer<uint8_t>::New(env, 0));
-    } else {
-      Lease* lease = new Lease{leases_, frames_cap, false};
-      (*leases_)[frames] = lease;
-      o.Set("frames", Napi::Buffer<uint8_t>::New(env, frames, frames_size, FreeRegion, lease));
-    }
-    o.Set("count", Napi::Number::New(env, double(count)));
-    o.Set("watermark", Napi::Number::New(env, double(watermark)));
-    Napi::Array pa = Napi::Array::New(env, procs.size());
-    for (size_t i = 0; i < procs.size(); i++) {
-      Napi::Array pair = Napi::Array::New(env, 2);
-      pair.Set(uint32_t(0), Napi::Number::New(env, procs[i].first));
-      pair.Set(uint32_t(1), Napi::String::New(env, procs[i].second));
-      pa.Set(uint32_t(i), pair);
-    }
-    o.Set("procs", pa);
-    o.Set("recorded", Napi::Number::New(env, double(c.frames)));
-    o.Set("bytes", Napi::Number::New(env, double(c.bytes)));
-    o.Set("dropped", Napi::Number::New(env, double(c.dropped)));
-    o.Set("droppedBytes", Napi::Number::New(env, double(c.dropped_bytes)));
-    return o;
-  }
+  Napi::Value Drain(const Napi::CallbackInfo& info) { return DrainObject(info.Env(), *pump_, leases_); }
 
   // recycle(frames): `frames` of an earlier drain() goes back to the queue to be filled again;
   // JS must not read it (or any slice of it) afterwards, nor pass it again (its address may
   // belong to a later drain's Buffer by then). A Buffer that is no drained region is ignored.
-  Napi::Value Recycle(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsBuffer()) return env.Undefined();
-    uint8_t* p = info[0].As<Napi::Buffer<uint8_t>>().Data();
-    auto it = leases_->find(p);
-    if (it == leases_->end()) return env.Undefined();
-    Lease* lease = it->second;
-    lease->recycled = true;  // the Buffer's finalizer must leave the region to the queue
-    leases_->erase(it);
-    pump_->Recycle(p, lease->cap);
-    return env.Undefined();
-  }
+  Napi::Value Recycle(const Napi::CallbackInfo& info) { return RecycleRegion(info, *pump_, leases_); }
 
   Napi::Value Status(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -261,6 +377,8 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
     o.Set("gateWaits", Napi::Number::New(env, double(s.gate_waits)));
     o.Set("transport", Napi::String::New(env, s.transport));
     o.Set("ringLost", Napi::Number::New(env, double(s.ring_lost)));
+    o.Set("backpressureWaits", Napi::Number::New(env, double(s.backpressure_waits)));
+    o.Set("backpressureNs", Napi::Number::New(env, double(s.backpressure_ns)));
     o.Set("notifyBlockedNs", Napi::BigInt::New(env, static_cast<uint64_t>(s.notify_blocked_ns)));
     const fusetrace::InitInfo& ii = s.init;
     Napi::Object init = Napi::Object::New(env);
@@ -300,7 +418,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("recvFd", Napi::Function::New(env, RecvFd));
   exports.Set("setCloexec", Napi::Function::New(env, SetCloexec));
   exports.Set("monotonicNs", Napi::Function::New(env, MonotonicNs));
+  exports.Set("sendNoWait", Napi::Function::New(env, SendNoWait));
   exports.Set("Pump", PumpWrap::Define(env));
+  exports.Set("Attach", AttachWrap::Define(env));
   return exports;
 }
 

@@ -48,7 +48,12 @@ struct QueueCounters {
   uint64_t bytes = 0;          // full frame bytes seen (before snaplen)
   uint64_t dropped = 0;        // frames forwarded but not recorded (queue full)
   uint64_t dropped_bytes = 0;
+  uint64_t lost_unnamed = 0;   // dropped frames of a request whose unique could not be kept in the lost list
 };
+
+// Uniques of dropped frames kept for JS at most (8 MiB); beyond, drops are only counted
+// (lost_unnamed) and the store labels the session's incomplete requests conservatively.
+constexpr size_t kMaxLostUniques = 1u << 20;
 
 // A growable byte buffer that, unlike std::vector, does not zero what it grows into: the
 // pump copies up to 1 MiB frames into it and zeroing first would double the memory traffic.
@@ -151,6 +156,7 @@ class FrameQueue {
     if (buf_.size() + need > max_bytes_ || count_ >= max_frames_ || !(at = buf_.Grow(need))) {
       counters_.dropped++;
       counters_.dropped_bytes += hdr.len;
+      NoteLostLocked(hdr.unique);
       return false;
     }
     std::memcpy(at, &hdr, sizeof hdr);
@@ -181,6 +187,25 @@ class FrameQueue {
     counters_.dropped_bytes += bytes;
   }
 
+  // Ring thread: the unique of a frame the ring dropped (its lost list, ring.h).
+  void AddLost(uint64_t unique) {
+    std::lock_guard<std::mutex> lock(mu_);
+    NoteLostLocked(unique);
+  }
+
+  // Ring thread: dropped frames whose uniques the ring could not name (its lost list was full).
+  void AddLostUnnamed(uint64_t n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    counters_.lost_unnamed += n;
+  }
+
+  // Any pump thread: true once the queue is at least half full (the relay reader then stops
+  // reading requests until JS catches up: backpressure instead of loss).
+  bool HalfFull() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return buf_.size() >= max_bytes_ / 2 || count_ >= max_frames_ / 2;
+  }
+
   // Reader thread, once per new pid. JS picks it up with the next drain.
   void PushProc(uint32_t pid, std::string comm) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -203,8 +228,11 @@ class FrameQueue {
   // frames to the store in seq order (the reader and writer threads push
   // concurrently, after forwarding, so push order is not seq order).
   void Drain(uint8_t** frames, size_t* frames_size, size_t* frames_cap, size_t* count, uint64_t* watermark,
-             std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters) {
+             std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters,
+             std::vector<uint64_t>* lost) {
     std::lock_guard<std::mutex> lock(mu_);
+    lost->swap(lost_);
+    lost_.clear();
     *watermark = inflight_.empty() ? next_seq_ : inflight_.front();
     *frames = buf_.Release(frames_size, frames_cap);
     if (!spare_.empty()) {
@@ -254,6 +282,13 @@ class FrameQueue {
  private:
   static constexpr size_t kSpareRegions = 2;
 
+  // Under mu_. A notification (unique 0) belongs to no request: only counted.
+  void NoteLostLocked(uint64_t unique) {
+    if (unique == 0) return;
+    if (lost_.size() < kMaxLostUniques) lost_.push_back(unique);
+    else counters_.lost_unnamed++;
+  }
+
   // Under mu_. At most one seq per pump thread is in flight (taken, forwarding, not yet
   // pushed), so a short sorted vector replaces the std::set that cost a malloc and a free
   // per frame.
@@ -278,6 +313,7 @@ class FrameQueue {
   uint64_t next_seq_ = 0;
   std::vector<uint64_t> inflight_;  // sorted
   std::vector<std::pair<uint32_t, std::string>> procs_;
+  std::vector<uint64_t> lost_;  // uniques of dropped frames since the last Drain()
   QueueCounters counters_;
   bool wake_pending_ = false;
 };

@@ -28,6 +28,7 @@ struct PumpOptions {
   bool gate = true;             // at most one request unread in the socket (killability)
   bool inprocess = false;       // accept a server's takeover request (native/ring.h)
   size_t ring_bytes = 64u << 20;  // data area of the in-process ring, a power of two
+  bool lossy = false;           // record --lossy: drop (and name) frames instead of making the server wait
 };
 
 // What the pump saw and changed in the INIT exchange.
@@ -55,6 +56,8 @@ struct PumpStatus {
   uint64_t notify_blocked_ns = 0;  // total time notify writes spent in write()
   std::string transport = "relay";  // "in-process" once the server took the device over (ring.h)
   uint64_t ring_lost = 0;  // ring bytes a producer reserved and never published (it died mid-record)
+  uint64_t backpressure_waits = 0;  // times the server (in-process) or the relay's reader waited for the recorder
+  uint64_t backpressure_ns = 0;     // total time spent so
   InitInfo init;
 };
 

@@ -84,4 +84,12 @@ int SetCloexec(int fd, bool on) {
   return 0;
 }
 
+long SendNoWait(int sock, const void* buf, size_t len) {
+  ssize_t n;
+  do {
+    n = send(sock, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  return n < 0 ? -errno : n;
+}
+
 }  // namespace fusetrace

@@ -22,5 +22,8 @@ int SeqpacketPair(int sndbuf, int fds[2], int* sndbuf_out, bool* forced);
 int RecvFd(int sock);
 // Clears FD_CLOEXEC so a child started by node inherits `fd` at the same number.
 int SetCloexec(int fd, bool on);
+// Sends one message on a socket without blocking (MSG_DONTWAIT): bytes sent, or -errno
+// (-EAGAIN when the send buffer is full). Any thread.
+long SendNoWait(int sock, const void* buf, size_t len);
 
 }  // namespace fusetrace

@@ -90,14 +90,19 @@ class Pump {
   void Stop();
   // JS thread.
   void Drain(uint8_t** frames, size_t* frames_size, size_t* frames_cap, size_t* count, uint64_t* watermark,
-             std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters) {
+             std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters,
+             std::vector<uint64_t>* lost) {
     if (ring_.Ready()) ring_.ConsumeNow();
-    sink_.queue().Drain(frames, frames_size, frames_cap, count, watermark, procs, counters);
+    sink_.queue().Drain(frames, frames_size, frames_cap, count, watermark, procs, counters, lost);
   }
   // JS thread: hands back a region Drain() gave out (see FrameQueue::Recycle).
   void Recycle(uint8_t* p, size_t cap) { sink_.queue().Recycle(p, cap); }
   // JS thread.
-  PumpStatus Status() { return sink_.Status(); }
+  PumpStatus Status() {
+    PumpStatus s = sink_.Status();
+    if (ring_.Ready()) ring_.AddBackpressure(&s);
+    return s;
+  }
   // JS thread: true when Stop() had to leave a notify thread blocked in write();
   // that thread still uses this object, so its owner must never delete it.
   bool Leaked() const { return leaked_; }

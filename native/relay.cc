@@ -148,6 +148,22 @@ void Relay::ReaderLoop() {
       pause_cv_.notify_all();
       return;
     }
+    if (!opts_.lossy && sink_.queue().HalfFull()) {
+      // Backpressure instead of loss: JS (the trace writer) is behind; leave the next request in
+      // the kernel until it catches up, as an in-process server waits for room in the ring. The
+      // replies of requests already forwarded still fit in the other half.
+      uint64_t t0 = NowNs();
+      while (sink_.queue().HalfFull() && !stopping_) {
+        sink_.WakeForStatus();
+        usleep(1000);
+      }
+      uint64_t waited = NowNs() - t0;
+      sink_.WithStatus([&](PumpStatus& st) {
+        st.backpressure_waits++;
+        st.backpressure_ns += waited;
+      });
+      if (stopping_) return EndReader("stopped");
+    }
     if (opts_.gate) {
       int outq = 0;
       if (ioctl(opts_.sock_fd, SIOCOUTQ, &outq) == 0 && outq > 0 && !GateOnSocket()) return EndReader("stopped");

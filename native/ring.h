@@ -32,7 +32,7 @@
 #define FT_ACK_ACCEPTED 0u
 
 #define FT_RING_MAGIC 0x47525446u        /* "FTRG" */
-#define FT_RING_VERSION 1u
+#define FT_RING_VERSION 2u
 #define FT_RING_HDR_BYTES 4096u          /* the data area starts one page in */
 
 /* Record types (the low 3 bits of a record's stamp). A record's space is reserved first, filled,
@@ -53,12 +53,16 @@
 
 #define FT_EV_ENODEV 1    /* a read() of /dev/fuse returned ENODEV: unmounted or aborted */
 
+/* ft_ring_hdr.flags */
+#define FT_RING_LOSSY 1u  /* `record --lossy`: a full ring drops the frame (its unique goes to the
+                             lost list) instead of making the server thread wait for room */
+
 struct ft_ring_hdr {
   uint32_t magic;
   uint32_t version;
   uint64_t size;       /* bytes of the data area, a power of two */
   uint32_t snaplen;    /* bytes kept per frame, 0 = all */
-  uint32_t pad0;
+  uint32_t flags;      /* FT_RING_* */
   uint64_t head __attribute__((aligned(64)));  /* producers: bytes reserved so far */
   uint64_t tail __attribute__((aligned(64)));  /* consumer: bytes consumed so far */
   uint64_t dropped;        /* frames not recorded because the ring was full */
@@ -66,6 +70,16 @@ struct ft_ring_hdr {
   uint32_t sleeping;       /* futex word: 1 while the consumer sleeps */
   uint32_t pad1;
   uint64_t key;            /* random, mixed into every stamp */
+  /* Backpressure (the default): a server thread that finds the ring full waits for the consumer.
+   * Counted so that the live line can say the recorder is the bottleneck. */
+  uint64_t waits;          /* reservations that had to wait for room */
+  uint64_t wait_ns;        /* total time server threads spent waiting */
+  /* The lost list (--lossy only; lost_cap 0 otherwise): the uniques of frames dropped from a full
+   * ring, so that the requests they belong to are labelled `lost`, not guessed. lost_cap u64
+   * entries right after the data area (FT_RING_HDR_BYTES + size), each unique + 1 (0: reserved
+   * but not yet written). Slots beyond lost_cap are only counted (lost_head - lost_cap). */
+  uint64_t lost_head __attribute__((aligned(64)));  /* slots reserved so far */
+  uint64_t lost_cap;
 };
 
 /* 64 bytes, then cap_len bytes of the frame, padded to a multiple of 8. */

@@ -28,7 +28,10 @@ int RingConsumer::Create() {
   size = p2;
   int fd = memfd_create("fusetrace-ring", MFD_CLOEXEC);
   if (fd < 0) return -1;
-  size_t total = FT_RING_HDR_BYTES + size;
+  // --lossy: room for the uniques of dropped frames after the data area (sparse: a memfd's
+  // pages exist only once written).
+  size_t lost_cap = opts_.lossy ? kMaxLostUniques : 0;
+  size_t total = FT_RING_HDR_BYTES + size + lost_cap * sizeof(uint64_t);
   void* map = MAP_FAILED;
   if (ftruncate(fd, off_t(total)) == 0) map = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (map == MAP_FAILED) {
@@ -40,6 +43,8 @@ int RingConsumer::Create() {
   h->version = FT_RING_VERSION;
   h->size = size;
   h->snaplen = opts_.snaplen;
+  h->flags = opts_.lossy ? FT_RING_LOSSY : 0;
+  h->lost_cap = lost_cap;
   uint64_t key = uint64_t(NowNs()) * 0x9e3779b97f4a7c15ull;
   if (getrandom(&key, sizeof key, GRND_NONBLOCK) != sizeof key) key ^= uint64_t(getpid()) << 32;
   h->key = key;
@@ -66,6 +71,26 @@ void RingConsumer::Finish() {
   // Reserved and never published: a server thread died in the middle of a record.
   uint64_t left = __atomic_load_n(&ring_->head, __ATOMIC_ACQUIRE) - ring_->tail;
   if (left > 0) sink_.WithStatus([&](PumpStatus& s) { s.ring_lost = left; });
+}
+
+void RingConsumer::ConsumeLost() {
+  ft_ring_hdr* h = ring_;
+  uint64_t head = __atomic_load_n(&h->lost_head, __ATOMIC_ACQUIRE);
+  uint64_t cap = h->lost_cap;
+  const uint64_t* lost = reinterpret_cast<const uint64_t*>(data_ + h->size);
+  uint64_t end = head < cap ? head : cap;
+  // A slot is reserved before it is written: stop at the first unwritten one and come back.
+  while (lost_seen_ < end) {
+    uint64_t v = __atomic_load_n(&lost[lost_seen_], __ATOMIC_ACQUIRE);
+    if (v == 0) return;
+    sink_.queue().AddLost(v - 1);
+    lost_seen_++;
+  }
+  if (head > cap && lost_seen_ >= cap && head > lost_seen_) {
+    // The list is full: the rest are only counted (lost_seen_ then counts slots past cap).
+    sink_.queue().AddLostUnnamed(head - (lost_seen_ > cap ? lost_seen_ : cap));
+    lost_seen_ = head;
+  }
 }
 
 size_t RingConsumer::Consume(bool force, bool* full) {
@@ -116,6 +141,7 @@ size_t RingConsumer::Consume(bool force, bool* full) {
     __atomic_store_n(&h->tail, at, __ATOMIC_RELEASE);
   }
   ReleaseHeld(force);
+  ConsumeLost();
   uint64_t d = __atomic_load_n(&h->dropped, __ATOMIC_RELAXED);
   uint64_t db = __atomic_load_n(&h->dropped_bytes, __ATOMIC_RELAXED);
   if (d != dropped_seen_) {

@@ -37,6 +37,11 @@ class RingConsumer {
   bool Ready() const { return ready_.load(std::memory_order_acquire); }
   // JS thread (Drain): moves what the server published into the queue.
   void ConsumeNow() { Consume(); }
+  // JS thread: adds the server threads' waits for room (ring.h: waits, wait_ns) to `s`.
+  void AddBackpressure(PumpStatus* s) const {
+    s->backpressure_waits += __atomic_load_n(&ring_->waits, __ATOMIC_RELAXED);
+    s->backpressure_ns += __atomic_load_n(&ring_->wait_ns, __ATOMIC_RELAXED);
+  }
   // JS thread: ends the ring thread's sleep and loop.
   void RequestStop();
   // JS thread, after the relay's threads were joined (none can start the ring any more): joins
@@ -50,6 +55,8 @@ class RingConsumer {
   size_t Consume(bool force = false, bool* full = nullptr);
   // Under mu_: one FT_REC_FRAME record at ring position `at`.
   void ConsumeFrame(const ft_ring_rec* r, uint64_t at, bool force);
+  // Under mu_: moves the ring's lost list (--lossy, ring.h) into the queue.
+  void ConsumeLost();
   // Under mu_: records held INTERRUPTs whose target never came within 1 s (all when `force`).
   void ReleaseHeld(bool force);
   // Under mu_: records hdr (its seq taken now) and the INTERRUPTs that waited for it.
@@ -66,6 +73,7 @@ class RingConsumer {
   uint8_t* data_ = nullptr;
   size_t map_bytes_ = 0;
   uint64_t dropped_seen_ = 0, dropped_bytes_seen_ = 0;
+  uint64_t lost_seen_ = 0;  // lost-list slots moved to the queue
   std::unordered_map<uint64_t, uint64_t> patches_;  // ring position of a notification -> its seq
   // In-process, each server thread records a request after its read() returned, so a thread
   // preempted right there can have the FUSE_INTERRUPT naming its request (read by another

@@ -82,6 +82,7 @@ const STATE_STYLES: Readonly<Record<string, StateStyle>> = {
   noreply: { dim: true },
   notify: { dim: true },
   unknown: { color: 'cyan' },
+  lost: { color: 'yellow', dim: true },
 };
 
 /** The style of a lifecycle state for Ink (`<Text {...stateColor(s)}>`); ok and unknown names draw plain. */
@@ -129,4 +130,19 @@ export function hexDump(buf: Buffer, maxBytes = 4096): string[] {
   }
   if (buf.length > n) lines.push(`... ${buf.length - n} more bytes`);
   return lines;
+}
+
+/** A request outstanding this long in a live session is flagged as hung (the same default as `fusetrace hang`). */
+export const HUNG_AFTER_NS = 5e9;
+
+/**
+ * The duration and state cells of a TUI row in a live session: an `unanswered` request shows its
+ * age so far (`2.50s+`), and `HUNG` once it has waited HUNG_AFTER_NS. Other rows, or no live clock
+ * (`nowNs` undefined: a finished session), show their recorded values.
+ */
+export function liveCells(r: { state: string; outcome: string | null; start_ns: number; dur_ns: number | null }, nowNs: number | undefined): { dur: string; state: string } {
+  const recorded = { dur: formatDuration(r.dur_ns, 'us'), state: r.outcome ? `${r.state} (${r.outcome})` : r.state };
+  if (nowNs === undefined || r.state !== 'unanswered') return recorded;
+  const age = Math.max(0, nowNs - r.start_ns);
+  return { dur: `${formatDuration(age, 'us')}+`, state: age >= HUNG_AFTER_NS ? `HUNG ${formatDuration(age, 'us')}` : r.state };
 }

@@ -155,7 +155,7 @@ describe('export', () => {
     } finally {
       process.stderr.write = orig;
     }
-    expect(errs[0]).toBe("fusetrace: unknown --format 'csv' (expected jsonl or perfetto)\n");
+    expect(errs[0]).toBe("fusetrace: unknown --format 'csv' (expected jsonl, perfetto or pcapng)\n");
     expect(errs[1]).toBe(`fusetrace: no session "99" in ${t.file} (fusetrace sessions lists them)\n`);
     expect(errs[2]).toMatch(/^fusetrace: bad --filter:\nop==\n +\^ expected a value/);
     expect(errs[2]).not.toMatch(/    at /);

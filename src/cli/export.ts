@@ -6,7 +6,10 @@
  * which ui.perfetto.dev and chrome://tracing open: one track per requesting pid, named from its
  * comm, one complete slice per request, interrupts and notifications as instant events.
  *
- * Both stream: rows come from an SQLite cursor and leave in 64 KiB chunks, so a session of a
+ * pcapng: one packet per recorded frame, for Wireshark with the dissector `fusetrace wireshark`
+ * names (src/export/pcap-session.ts writes it, src/export/wireshark.ts generates the dissector).
+ *
+ * All stream: rows come from an SQLite cursor and leave in 64 KiB chunks, so a session of a
  * million requests never sits in memory as one array or one string.
  */
 import type { Command } from 'commander';
@@ -16,13 +19,16 @@ import { dbPath } from './options.js';
 import { Output, exactJson, type Sink } from './output.js';
 import { openTraceDb } from '../store/db.js';
 import { TraceReader } from '../store/reader.js';
-import { requestJson } from './show.js';
+import { compileUserFilter, requestJson } from './show.js';
+import { exportPcapng } from '../export/pcap-session.js';
 import { iterateRequests, type RequestRow } from '../store/query.js';
 import { FilterError, compileFilter, formatFilterError, type CompiledFilter } from '../store/filter.js';
 import { errnoName, interruptTargetOf } from '../protocol/index.js';
 
-const FORMATS = ['jsonl', 'perfetto'] as const;
+const FORMATS = ['jsonl', 'perfetto', 'pcapng'] as const;
 type Format = (typeof FORMATS)[number];
+/** `jsonl, perfetto or pcapng`, for the help and the refusal. */
+const FORMAT_LIST = `${FORMATS.slice(0, -1).join(', ')} or ${FORMATS[FORMATS.length - 1]}`;
 
 interface ExportOptions {
   format?: string;
@@ -33,24 +39,28 @@ interface ExportOptions {
 export function registerExport(program: Command): void {
   program
     .command('export')
-    .description('Export a session as JSON lines or a Perfetto (Chrome trace event) JSON file')
+    .description('Export a session as JSON lines, a Perfetto (Chrome trace event) JSON file or pcapng for Wireshark')
     .argument('[session]', 'session id or name (default: the latest)')
-    .requiredOption('--format <format>', `output format: ${FORMATS.join(' or ')}`)
+    .requiredOption('--format <format>', `output format: ${FORMAT_LIST}`)
     .option('-o, --output <file>', 'write to FILE instead of stdout')
     .option('--filter <expr>', "only the requests matching a filter expression (e.g. 'op==READ && dur>1ms')")
     .action(async (session: string | undefined, opts: ExportOptions, cmd: Command) => {
       const format = opts.format as Format;
       if (!FORMATS.includes(format)) {
-        throw new UserError(`unknown --format '${opts.format}' (expected ${FORMATS.join(' or ')})`);
+        throw new UserError(`unknown --format '${opts.format}' (expected ${FORMAT_LIST})`);
+      }
+      if (format === 'pcapng' && (opts.output === undefined || opts.output === '-') && process.stdout.isTTY) {
+        throw new UserError('pcapng is binary: write it with -o FILE.pcapng or pipe it (e.g. | tshark -r -)');
       }
       const file = dbPath(cmd);
-      const db = openTraceDb(file, { readonly: true });
+      const db = openTraceDb(file, { readonly: true, streaming: true });
       try {
         const id = new TraceReader(db, file).resolveSession(session);
         const out = await Output.open(opts.output);
         try {
           if (format === 'jsonl') await exportJsonl(db, id, out, opts.filter);
-          else await exportPerfetto(db, id, out, opts.filter);
+          else if (format === 'perfetto') await exportPerfetto(db, id, out, opts.filter);
+          else await exportPcapng(db, id, out, opts.filter === undefined ? null : compileUserFilter(opts.filter));
         } finally {
           await out.close();
         }

@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../errors.js';
+import { storeEnvironmentError } from '../store/db.js';
 type Register = (program: Command) => void;
 
 /**
@@ -8,15 +9,24 @@ type Register = (program: Command) => void;
  */
 const COMMANDS: ReadonlyArray<readonly [string, () => Promise<Register>]> = [
   ['record', async () => (await import('./record.js')).registerRecord],
+  ['attach', async () => (await import('./attach.js')).registerAttach],
   ['sessions', async () => (await import('./sessions.js')).registerSessions],
   ['show', async () => (await import('./show.js')).registerShow],
   ['stats', async () => (await import('./stats.js')).registerStats],
+  ['diff', async () => (await import('./diff.js')).registerDiff],
+  ['query', async () => (await import('./query.js')).registerQuery],
   ['export', async () => (await import('./export.js')).registerExport],
+  ['wireshark', async () => (await import('./wireshark.js')).registerWireshark],
+  ['bundle', async () => (await import('./bundle.js')).registerBundle],
   ['replay', async () => (await import('./replay.js')).registerReplay],
   ['tui', async () => (await import('./tui.js')).registerTui],
   ['demo', async () => (await import('./demo.js')).registerDemo],
   ['doctor', async () => (await import('./doctor.js')).registerDoctor],
+  ['hang', async () => (await import('./hang.js')).registerHang],
 ];
+
+/** Other names of commands (commander's aliases), so that only the command's module is loaded. */
+const ALIASES: Record<string, string> = { inspect: 'hang' };
 
 /** Global options that take a value, so that the command name can be found after them. */
 const GLOBAL_VALUE_OPTIONS = new Set(['--db']);
@@ -48,7 +58,8 @@ export async function buildProgram(only?: string): Promise<Command> {
     .option('--db <file>', 'trace database (default: $FUSETRACE_DB or ./fusetrace.db)')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  const one = COMMANDS.find(([name]) => name === only);
+  const wanted = only !== undefined ? (ALIASES[only] ?? only) : undefined;
+  const one = COMMANDS.find(([name]) => name === wanted);
   for (const [, load] of one ? [one] : COMMANDS) (await load())(program);
   return program;
 }
@@ -65,9 +76,11 @@ export async function main(argv: string[]): Promise<number> {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
       return 2;
     }
-    if (err instanceof UserError) {
-      process.stderr.write(`fusetrace: ${err.message}\n`);
-      return err.exitCode;
+    // A damaged, truncated or unwritable trace met after it was opened is the environment, not a bug.
+    const env = err instanceof UserError ? err : storeEnvironmentError(err);
+    if (env) {
+      process.stderr.write(`fusetrace: ${env.message}\n`);
+      return env.exitCode;
     }
     throw err;
   }

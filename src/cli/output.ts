@@ -8,7 +8,7 @@ import { UserError } from '../errors.js';
 
 /** Where output goes: a promise when the caller must wait for the consumer before writing more. */
 export interface Sink {
-  write(text: string): Promise<void> | undefined;
+  write(chunk: string | Buffer): Promise<void> | undefined;
 }
 
 /** Bytes buffered before a write waits for the stream. */
@@ -16,7 +16,7 @@ const CHUNK = 65536;
 
 /** Buffered writer to stdout or a file. */
 export class Output implements Sink {
-  private chunks: string[] = [];
+  private chunks: Array<string | Buffer> = [];
   private size = 0;
   /** The reader went away (EPIPE): stop producing. */
   closed = false;
@@ -44,16 +44,18 @@ export class Output implements Sink {
     return new Output(stream, true);
   }
 
-  /** Queues text; resolves at once unless the buffer is full, then after the stream took it. */
-  write(text: string): Promise<void> | undefined {
-    this.chunks.push(text);
-    this.size += text.length;
+  /** Queues text or bytes (pcapng); resolves at once unless the buffer is full, then after the stream took it. */
+  write(chunk: string | Buffer): Promise<void> | undefined {
+    this.chunks.push(chunk);
+    this.size += chunk.length;
     return this.size >= CHUNK ? this.flush() : undefined;
   }
 
   async flush(): Promise<void> {
     if (this.size === 0 || this.closed) return;
-    const data = this.chunks.join('');
+    const data = this.chunks.every((c) => typeof c === 'string')
+      ? this.chunks.join('')
+      : Buffer.concat(this.chunks.map((c) => (typeof c === 'string' ? Buffer.from(c) : c)));
     this.chunks = [];
     this.size = 0;
     if (!this.stream.write(data)) {

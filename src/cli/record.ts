@@ -14,6 +14,7 @@ interface RecordFlags {
   o?: string[];
   snaplen?: string;
   relay?: boolean;
+  lossy?: boolean;
 }
 
 /** --snaplen: a positive integer byte count. */
@@ -81,6 +82,7 @@ export function registerRecord(program: Command): void {
     .option('-o <opts>', 'extra mount options (comma-separated, like mount -o)', (v: string, prev: string[] = []) => [...prev, v])
     .option('--snaplen <bytes>', 'bytes kept per frame (default: whole frames)')
     .option('--relay', 'relay every frame through the proxy socket even when the server could record in-process (slower; for comparison or a server that misbehaves under LD_PRELOAD)')
+    .option('--lossy', 'when the recorder falls behind, drop frames (their requests are labelled lost) instead of making the filesystem wait')
     .option('--tui', 'watch the recording live in the terminal UI (quitting it ends the recording)')
     .argument('<server...>', 'the FUSE server command line, after --')
     .action(async (server: string[], flags: RecordFlags, cmd: Command) => {
@@ -93,6 +95,7 @@ export function registerRecord(program: Command): void {
         snaplen,
         command: server,
         ...(flags.relay ? { inProcess: false } : {}),
+        ...(flags.lossy ? { lossy: true } : {}),
       };
       const result = flags.tui ? await recordWithTui(options) : await record(options);
       process.exitCode = result.exitStatus;

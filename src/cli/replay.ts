@@ -4,11 +4,11 @@ import { UserError } from '../errors.js';
 import { dbPath } from './options.js';
 import { openTraceDb } from '../store/db.js';
 import { rebuildLedger } from '../store/ledger.js';
-import { countRequests } from '../store/query.js';
 import { resolveExecutable } from '../server/process.js';
-import { DEFAULT_RULES, parseRules, type NormRule } from '../replay/compare.js';
+import { DEFAULT_RULES, parseRules, parseRulesFile, type NormRule } from '../replay/compare.js';
 import { initFailure, runReplay, type InjectedInterrupt, type Timing } from '../replay/engine.js';
-import { buildPlan, resolveSession } from '../replay/plan.js';
+import { buildPlan, resolveSession, sessionHasRequest } from '../replay/plan.js';
+import { ReplaySource, streamOnce } from '../store/replay-source.js';
 import { buildReport, exitStatus, formatReport, REPORT_FORMATS, type ReportFormat } from '../replay/report.js';
 
 interface ReplayFlags {
@@ -20,7 +20,10 @@ interface ReplayFlags {
   interrupt?: string;
   seed?: string;
   rule?: string[];
+  rules?: string[];
   data?: string;
+  strict?: boolean;
+  sendAhead?: boolean;
   replyTimeout: string;
 }
 
@@ -53,9 +56,22 @@ function parseSeed(v: string | undefined): number | undefined {
   return Number(v);
 }
 
-/** The normalisation rules: the defaults, --data, then each --rule in order (later wins). */
-export function rulesFrom(flags: Pick<ReplayFlags, 'rule' | 'data'>): NormRule[] {
+/** The normalisation rules: the defaults, each --rules FILE, --data, then each --rule in order (later wins). */
+export function rulesFrom(flags: Pick<ReplayFlags, 'rule' | 'rules' | 'data'>): NormRule[] {
   const rules: NormRule[] = [...DEFAULT_RULES];
+  for (const file of flags.rules ?? []) {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new UserError(`--rules ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    try {
+      rules.push(...parseRulesFile(text, file));
+    } catch (err) {
+      throw new UserError(`--rules ${(err as Error).message}`);
+    }
+  }
   if (flags.data !== undefined) {
     if (flags.data !== 'exact' && flags.data !== 'length') throw new UserError(`--data must be exact or length, got '${flags.data}'`);
     rules.push({ field: 'data', mode: flags.data, why: `--data ${flags.data}` });
@@ -68,10 +84,6 @@ export function rulesFrom(flags: Pick<ReplayFlags, 'rule' | 'data'>): NormRule[]
     }
   }
   return rules;
-}
-
-function hasLedger(db: ReturnType<typeof openTraceDb>, session: number): boolean {
-  return countRequests(db, session) > 0;
 }
 
 /** Splits the command's operands into [SESSION] [RANGE] and the server command after `--`. */
@@ -100,7 +112,11 @@ export function registerReplay(program: Command): void {
     .option('--seed <n>', 'permute requests that were in flight together, reproducibly for N')
     .option('--rule <field=mode>', 'normalisation rule (mode: ignore, exact, translate, length); repeatable, later wins',
       (v: string, prev: string[] = []) => [...prev, v])
+    .option('--rules <file>', 'normalisation rules from FILE, one FIELD=MODE a line (# comments); repeatable',
+      (v: string, prev: string[] = []) => [...prev, v])
     .option('--data <mode>', 'compare file data: exact (the default rule) or length')
+    .option('--send-ahead', 'send requests that cannot depend on a pending reply without waiting for it (faster; --timing asap only)')
+    .option('--strict', 'races (divergences of requests that raced with a conflicting one when recorded) fail too')
     .option('--reply-timeout <ms>', 'wait this long beyond the recorded duration before reporting a hang', '5000')
     .action(async (_operands: string[], flags: ReplayFlags, cmd: Command) => {
       const { positional, server } = splitOperands(cmd);
@@ -124,31 +140,36 @@ export function registerReplay(program: Command): void {
 
       const file = dbPath(cmd);
       let db = openTraceDb(file, { readonly: true });
+      let result;
       let plan;
+      // The plan reads the trace as the replay advances: the file stays open until the end.
       try {
         const session = resolveSession(db, sessionSpec);
-        if (flags.filter !== undefined && !hasLedger(db, session)) {
+        if (flags.filter !== undefined && !new ReplaySource(db).hasLedger(session)) {
           // --filter selects from the request ledger; a trace recorded without one gets it now
           // (it is derived from the frames alone and can always be rebuilt).
           db.close();
           db = openTraceDb(file);
           rebuildLedger(db, session);
         }
+        if (interrupt && !sessionHasRequest(db, session, interrupt.unique)) {
+          throw new UserError(`--interrupt ${flags.interrupt}: session ${session} sends no request with unique ${interrupt.unique}`);
+        }
+        streamOnce(db);
         plan = buildPlan(db, session, { filter: flags.filter, range });
+        // A text report lists only what did not match: matching results need not be kept.
+        const keep = flags.report === 'text' ? 'failing' : 'all';
+        result = await runReplay(plan, { argv: [program, ...server.slice(1)], rules, timing, interrupt, seed, replyTimeoutMs, keep, pipeline: flags.sendAhead === true });
       } finally {
         db.close();
       }
-      if (interrupt && !plan.events.some((e) => e.kind === 'send' && e.frame.unique === interrupt.unique)) {
-        throw new UserError(`--interrupt ${flags.interrupt}: session ${plan.session.id} sends no request with unique ${interrupt.unique}`);
-      }
-      const result = await runReplay(plan, { argv: [program, ...server.slice(1)], rules, timing, interrupt, seed, replyTimeoutMs });
       const failed = initFailure(result);
       if (failed) throw new UserError(failed);
       if (result.interruptLateMs > 20) {
         process.stderr.write(`fusetrace: an INTERRUPT went out ${Math.round(result.interruptLateMs)} ms after its recorded point (busy machine)\n`);
       }
       const report = buildReport(
-        { plan, argv: server, timing: flags.timing, seed, interrupt: flags.interrupt, rules },
+        { plan, argv: server, timing: flags.timing, seed, interrupt: flags.interrupt, strict: flags.strict, rules },
         result,
       );
       const text = formatReport(report, flags.report as ReportFormat);

@@ -73,9 +73,9 @@ describe('fusetrace sessions', () => {
     expect(r.status).toBe(0);
     expect(r.stdout).toBe(
       [
-        'ID\tNAME\tSTART\tDURATION\tCOMMAND\tREQUESTS\tERRORS\tINTERRUPTED\tUNANSWERED',
-        "1\tfirst\t2026-01-02 03:04:05\t1m15s\t./hello -f 'my dir'\t9\t3\t1\t2",
-        '2\t-\t2026-01-02 04:04:05\t2.5s+\t./passthrough /srv\t0\t0\t0\t0',
+        'ID\tNAME\tSTART\tDURATION\tCOMMAND\tREQUESTS\tERRORS\tINTERRUPTED\tUNANSWERED\tLOST',
+        "1\tfirst\t2026-01-02 03:04:05\t1m15s\t./hello -f 'my dir'\t9\t3\t1\t2\t0",
+        '2\t-\t2026-01-02 04:04:05\t2.5s+\t./passthrough /srv\t0\t0\t0\t0\t0',
         '',
       ].join('\n'),
     );
@@ -92,9 +92,9 @@ describe('fusetrace sessions', () => {
     expect(r.status).toBe(0);
     const lines = r.stdout.replace(/\r/g, '').trimEnd().split('\n');
     expect(lines).toEqual([
-      'ID  NAME   START                DURATION  COMMAND              REQUESTS  ERRORS  INTERRUPTED  UNANSWERED',
-      " 1  first  2026-01-02 03:04:05  1m15s     ./hello -f 'my dir'         9       3            1           2",
-      ' 2  -      2026-01-02 04:04:05  2.5s+     ./passthrough /srv          0       0            0           0',
+      'ID  NAME   START                DURATION  COMMAND              REQUESTS  ERRORS  INTERRUPTED  UNANSWERED  LOST',
+      " 1  first  2026-01-02 03:04:05  1m15s     ./hello -f 'my dir'         9       3            1           2     0",
+      ' 2  -      2026-01-02 04:04:05  2.5s+     ./passthrough /srv          0       0            0           0     0',
     ]);
   });
 
@@ -108,7 +108,7 @@ describe('fusetrace sessions', () => {
     expect(rows[0]).toMatchObject({
       id: 1, name: 'first', start: '2026-01-02T03:04:05.000Z', durationNs: '75000000000', ended: true,
       command: ['./hello', '-f', 'my dir'], mountpoint: '/mnt', endReason: 'unmount', frames: 2,
-      requests: 9, errors: 3, interrupted: 1, unanswered: 2,
+      requests: 9, errors: 3, interrupted: 1, unanswered: 2, lost: 0,
     });
     expect(rows[1]).toMatchObject({ id: 2, name: null, durationNs: '2500000000', ended: false, frames: 1, requests: 0 });
   });

@@ -46,7 +46,7 @@ function listSessions(reader: TraceReader, json: boolean, out: NodeJS.WriteStrea
     return;
   }
   const tty = out.isTTY === true;
-  const header = ['ID', 'NAME', 'START', 'DURATION', 'COMMAND', 'REQUESTS', 'ERRORS', 'INTERRUPTED', 'UNANSWERED'];
+  const header = ['ID', 'NAME', 'START', 'DURATION', 'COMMAND', 'REQUESTS', 'ERRORS', 'INTERRUPTED', 'UNANSWERED', 'LOST'];
   const rows = listed.map((l) => [
     String(l.s.id),
     l.s.name ?? '-',
@@ -58,13 +58,14 @@ function listSessions(reader: TraceReader, json: boolean, out: NodeJS.WriteStrea
     String(l.counts.errors),
     String(l.counts.interrupted),
     String(l.counts.unanswered),
+    String(Math.max(l.s.lost, l.counts.lost)),
   ]);
   if (!tty) {
     // For pipes: tab-separated, whole values, no colour, so that cut/awk see one field per column.
     for (const r of [header, ...rows]) out.write(`${r.join('\t')}\n`);
     return;
   }
-  const numeric = new Set([0, 5, 6, 7, 8]);
+  const numeric = new Set([0, 5, 6, 7, 8, 9]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r: string[]): string =>
     r.map((cell, i) => (numeric.has(i) ? cell.padStart(widths[i]) : cell.padEnd(widths[i]))).join('  ').trimEnd();
@@ -90,6 +91,8 @@ function toJson(l: Listed): Record<string, unknown> {
     bytes: s.bytes,
     dropped: s.dropped,
     ...counts,
+    // Requests whose record is incomplete: rows in state lost plus those of which nothing was kept.
+    lost: Math.max(s.lost, counts.lost),
   };
 }
 

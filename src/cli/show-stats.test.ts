@@ -31,6 +31,7 @@ function fusetrace(...args: string[]): Run {
 /** The first column of each data line of a piped (tab-separated) table: the uniques. */
 const uniques = (out: string): string[] => out.trimEnd().split('\n').slice(1).map((l) => l.split('\t')[0]!);
 
+// The hook runs tsc over the whole tree first: over a minute on a 2-core machine shared with other suites.
 beforeAll(() => {
   const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], {
     cwd: ROOT,
@@ -76,7 +77,7 @@ beforeAll(() => {
     { seq: 2, unique: 4, opcode: 15, nodeid: 2, path: '/hello', pid: 77, comm: 'cat', start_ns: 40_000, dur_ns: 20_000, errno: 4, state: 'interrupted', outcome: 'eintr', reply_seq: 4, interrupt_seq: 3 },
   ]);
   db.close();
-});
+}, 300_000);
 afterAll(() => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });

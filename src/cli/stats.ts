@@ -34,10 +34,19 @@ export function registerStats(program: Command): void {
       }
       const db = openTraceDb(file, { readonly: true });
       try {
-        const id = new TraceReader(db, file).resolveSession(session);
+        const reader = new TraceReader(db, file);
+        const id = reader.resolveSession(session);
         const s = stats(db, id, compileUserFilter(opts.filter), { top });
-        if (opts.json) process.stdout.write(`${JSON.stringify({ session: id, filter: opts.filter ?? null, ...s })}\n`);
-        else process.stdout.write(render(id, opts.filter, s, process.stdout.isTTY === true && !process.env.NO_COLOR));
+        const info = reader.getSession(id);
+        const loss = { dropped: info?.dropped ?? 0, lost: info?.lost ?? 0 };
+        if (opts.json) process.stdout.write(`${JSON.stringify({ session: id, filter: opts.filter ?? null, ...s, ...loss })}\n`);
+        else {
+          process.stdout.write(render(id, opts.filter, s, process.stdout.isTTY === true && !process.env.NO_COLOR));
+          // Never silent: a session that dropped frames says how many requests it cannot tell whole.
+          if (loss.dropped > 0) {
+            process.stdout.write(`  lost: ${loss.lost} requests whose record is incomplete (${loss.dropped} frames dropped)\n`);
+          }
+        }
       } finally {
         db.close();
       }

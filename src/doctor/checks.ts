@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { traceFileProblem } from '../store/db.js';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { readMountInfo } from '../proxy/mountinfo.js';
@@ -49,20 +50,12 @@ function findInPath(name: string): string | null {
   return null;
 }
 
+/** The same checks `record` makes before it writes (store/db.ts traceFileProblem), so the two agree. */
 function dbWritable(dbPath: string): { ok: boolean; reason: string } {
   const abs = path.resolve(dbPath);
-  try {
-    if (fs.existsSync(abs)) {
-      fs.accessSync(abs, fs.constants.R_OK | fs.constants.W_OK);
-      return { ok: true, reason: `${abs} exists and is writable` };
-    }
-    const dir = path.dirname(abs);
-    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
-    return { ok: true, reason: `${abs} can be created` };
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'error';
-    return { ok: false, reason: `${abs}: ${code}` };
-  }
+  const problem = traceFileProblem(abs);
+  if (problem !== null) return { ok: false, reason: problem };
+  return { ok: true, reason: fs.existsSync(abs) ? `${abs} exists and is writable` : `${abs} can be created` };
 }
 
 /** Loads the in-process recording library into /bin/true the way record loads it into a server. */

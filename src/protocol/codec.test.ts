@@ -348,3 +348,23 @@ describe('errors are results, never exceptions', () => {
     expect(sizeAt(st.fuse_init_out)).toBe(64);
   });
 });
+
+describe('INIT decodes by its length whatever minor the session negotiated (issue 12 item 8)', () => {
+  it("keeps a kernel 7.45 INIT's flags2 when the server negotiated minor 28 (go-fuse)", () => {
+    // fuse_in_header (40) + fuse_init_in (64): major 7, minor 45, max_readahead, flags, flags2.
+    const b = Buffer.alloc(104);
+    b.writeUInt32LE(104, 0);
+    b.writeUInt32LE(26, 4);
+    b.writeBigUInt64LE(2n, 8);
+    b.writeUInt32LE(7, 40);
+    b.writeUInt32LE(45, 44);
+    b.writeUInt32LE(0x20000, 48);
+    b.writeUInt32LE(0x40000000, 52); // FUSE_INIT_EXT
+    b.writeUInt32LE(0x12, 56);
+    for (const minor of [28, 38, 45]) {
+      const r = decodeRequest(b, { minor });
+      expect(r.errors, `minor ${minor}`).toEqual([]);
+      expect(r.frame!.args[0]!.flags2).toBe(0x12);
+    }
+  });
+});

@@ -277,6 +277,11 @@ function requestArgSize(info: OpcodeInfo, desc: StructDesc, r: Reader, ctx: Deco
   }
 }
 
+/** INIT and CUSE_INIT: decoded by their length, whatever minor the session negotiated. */
+function isInit(name: string): boolean {
+  return name === 'INIT' || name === 'CUSE_INIT';
+}
+
 /** Decode a frame read from /dev/fuse: a request, INTERRUPT, FORGET or NOTIFY_REPLY. */
 export function decodeRequest(buf: Buffer, ctx: DecodeContext = {}): DecodeResult {
   const minor = ctx.minor ?? KERNEL_MINOR;
@@ -310,8 +315,12 @@ export function decodeRequest(buf: Buffer, ctx: DecodeContext = {}): DecodeResul
     r.rest('tail');
   } else {
     let arg: Fields | undefined;
+    // INIT comes before any negotiation: it is laid out at the sender's own minor, which its length
+    // tells (requestArgSize), never at the session's negotiated one. Decoded at a go-fuse server's
+    // minor 28, a kernel 6.18 INIT lost flags2 and the rest ("trailing: 48 bytes after INIT").
+    const argMinor = isInit(info.name) ? KERNEL_MINOR : minor;
     if (info.request) {
-      arg = r.struct(info.request, requestArgSize(info, info.request, r, ctx, minor), minor);
+      arg = r.struct(info.request, requestArgSize(info, info.request, r, ctx, argMinor), argMinor);
       if (arg) frame.args.push(arg);
     }
     for (let i = 0; i < info.names; i++) {
@@ -396,8 +405,8 @@ export function decodeReply(buf: Buffer, ctx: ReplyContext = {}): DecodeResult {
     case 'structs':
       for (const desc of shape.structs) {
         // INIT's reply is decoded by its length (8, 24 or 64 bytes, FUSE_COMPAT_*INIT_OUT_SIZE).
-        const size = info.name === 'INIT' ? Math.min(r.left, desc.size) : sizeAt(desc, minor);
-        const v = r.struct(desc, size, minor);
+        const size = isInit(info.name) ? Math.min(r.left, desc.size) : sizeAt(desc, minor);
+        const v = r.struct(desc, size, isInit(info.name) ? KERNEL_MINOR : minor);
         if (v) frame.args.push(v);
       }
       break;

@@ -23,8 +23,19 @@ function unescapeMountPath(s: string): string {
 
 /** Parses /proc/self/mountinfo. */
 export function readMountInfo(): MountEntry[] {
+  return readMountInfoFile('/proc/self/mountinfo');
+}
+
+/** Parses a mountinfo file (another process's mount namespace: /proc/PID/mountinfo); [] if unreadable. */
+export function readMountInfoFile(path: string): MountEntry[] {
   const out: MountEntry[] = [];
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return out;
+  }
+  for (const line of text.split('\n')) {
     const f = line.split(' ');
     const sep = f.indexOf('-', 6);
     if (sep < 0) continue;

@@ -31,6 +31,11 @@ export interface PumpOptions {
   inProcess?: boolean;
   /** Data bytes of that ring (rounded up to a power of two that holds two of the largest frame). */
   ringBytes?: number;
+  /**
+   * record --lossy: a full ring or queue drops frames (each request they belong to is named in
+   * `lost`) instead of making the server wait for the recorder (backpressure, the default).
+   */
+  lossy?: boolean;
 }
 
 /** What drain() hands over. `frames` packs `count` frames, see frames.ts. */
@@ -45,6 +50,10 @@ export interface PumpDrain {
   bytes: number;
   dropped: number;
   droppedBytes: number;
+  /** Uniques of the frames dropped since the last drain: their requests' records are incomplete (state `lost`). */
+  lost: bigint[];
+  /** Total dropped frames of requests whose unique could not be kept (the list overflowed). */
+  lostUnnamed: number;
 }
 
 /** The INIT exchange as the pump saw and changed it. */
@@ -83,6 +92,10 @@ export interface PumpStatus {
   transport: 'relay' | 'in-process';
   /** Ring bytes a server thread reserved and never filled (it died in the middle of a record). */
   ringLost: number;
+  /** Times the server (in-process) or the relay's reader waited for the recorder to make room: backpressure. */
+  backpressureWaits: number;
+  /** Total time spent in those waits, ns. */
+  backpressureNs: number;
   init: PumpInitInfo;
 }
 
@@ -100,6 +113,40 @@ export interface Pump {
   status(): PumpStatus;
 }
 
+/** Options of `new Attach()`, see native/attach.h AttachOptions. */
+export interface AttachOptions {
+  /** The server process: every one of its threads is traced. */
+  pid: number;
+  /** fusectl connection whose /dev/fuse fds are recorded (fdinfo fuse_connection); 0 = any /dev/fuse fd. */
+  conn?: number;
+  /** Bytes kept per frame, 0 = whole frames. */
+  snaplen?: number;
+  queueBytes?: number;
+  queueFrames?: number;
+}
+
+export interface AttachStatus {
+  /** '' while tracing; 'exited' (every thread of the server is gone), 'detached', 'error: ...'. */
+  end: string;
+  /** Threads traced now. */
+  threads: number;
+  /** System call stops so far (two per call of any kind). */
+  stops: number;
+  /** splice(2) calls on the device, whose bytes never cross the server's memory: not recorded. */
+  spliced: number;
+}
+
+/** The ptrace recorder of `fusetrace attach` (native/attach.h). */
+export interface Attach {
+  /** Seizes every thread; throws with code EPERM (no permission, or another tracer) or ESRCH. */
+  start(): void;
+  /** Detaches from every thread: the server runs on untraced. */
+  stop(): void;
+  drain(): PumpDrain;
+  recycle(frames: Buffer): void;
+  status(): AttachStatus;
+}
+
 interface Addon {
   version(): number;
   mountFuse(source: string, target: string, fstype: string, flags: number, data: string): void;
@@ -108,7 +155,10 @@ interface Addon {
   recvFd(sock: number): number;
   setCloexec(fd: number, on: boolean): void;
   monotonicNs(): bigint;
+  /** send(2) with MSG_DONTWAIT: bytes sent, or -errno (-EAGAIN when the socket's buffer is full). */
+  sendNoWait(fd: number, frame: Buffer): number;
   Pump: new (opts: PumpOptions, onWake: () => void) => Pump;
+  Attach: new (opts: AttachOptions, onWake: () => void) => Attach;
 }
 
 function buildDir(): string {

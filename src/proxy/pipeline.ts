@@ -10,6 +10,7 @@
  * reads the pump status each drain returns.
  */
 import { NO_REPLY_OPCODES } from '../protocol/opcodes.js';
+import { storeEnvironmentError } from '../store/db.js';
 import type { Ledger } from '../store/ledger.js';
 import type { TraceWriter } from '../store/writer.js';
 import { FRAME_FLAG_PARTIAL, FRAME_FLAG_PATCH, SeqOrderer, unpackFrames, type PumpFrame } from './frames.js';
@@ -29,12 +30,22 @@ export interface PipelineCounts {
   errors: number;
   /** Requests sent to the server and not answered yet. */
   inFlight: number;
+  /** Frames the trace could not keep after the store failed (disk full, I/O error): see degrade(). */
+  notKept: number;
+  /** Why the store failed, once it has. */
+  storeFailure: string | undefined;
+  /** Dropped frames whose unique the pump could not name (its list overflowed): see labelLost. */
+  lostUnnamed: number;
 }
 
 export class FramePipeline {
   private recorded = 0;
   private bytes = 0;
   private dropped = 0;
+  private lostUnnamed = 0;
+  private notKept = 0;
+  private storeFailure: string | undefined;
+  private lostUnnamedWritten = 0;
   private errors = 0;
   private readonly inFlight = new Set<bigint>();
   private lastDroppedWritten = 0;
@@ -70,7 +81,16 @@ export class FramePipeline {
   }
 
   get counts(): PipelineCounts {
-    return { recorded: this.recorded, bytes: this.bytes, dropped: this.dropped, errors: this.errors, inFlight: this.inFlight.size };
+    return {
+      recorded: this.recorded,
+      bytes: this.bytes,
+      dropped: this.dropped,
+      errors: this.errors,
+      inFlight: this.inFlight.size,
+      notKept: this.notKept,
+      storeFailure: this.storeFailure,
+      lostUnnamed: this.lostUnnamed,
+    };
   }
 
   /**
@@ -80,11 +100,14 @@ export class FramePipeline {
    */
   drain(final = false): PumpStatus {
     const d = this.pump.drain();
+    if (this.storeFailure !== undefined) return this.discard(d);
     if (d.frames.length > 0 && !final) {
       this.drained.push(d.frames);
       this.drainedBytes += d.frames.length;
     }
     for (const [pid, comm] of d.procs) this.writer.addProc(pid, comm);
+    // Uniques of dropped frames (record --lossy): their requests are labelled `lost` at the end.
+    if (d.lost.length > 0) this.writer.addLost(d.lost);
     this.order(d.count > 0 ? unpackFrames(d.frames, d.count) : [], d.watermark, final);
     // A busy JS thread drains seldom and large (a full capture: tens to hundreds of MiB per
     // drain, while the commit timer waits behind it): commit and hand the regions back now
@@ -96,6 +119,7 @@ export class FramePipeline {
     this.recorded = d.recorded;
     this.bytes = d.bytes;
     this.dropped = d.dropped;
+    this.lostUnnamed = d.lostUnnamed;
     const st = this.pump.status();
     this.lastStatus = st;
     this.noteOnce(st);
@@ -105,26 +129,63 @@ export class FramePipeline {
   /** The commit period's work: drain, commit, hand regions back, keep the session's drop count current. */
   commit(): PumpStatus {
     const st = this.drain();
+    if (this.storeFailure !== undefined) return st;
     this.flush();
     this.recycle();
     if (this.dropped !== this.lastDroppedWritten) {
       this.lastDroppedWritten = this.dropped;
       this.writer.updateSession({ dropped: this.dropped });
     }
+    this.noteUnnamed();
     return st;
+  }
+
+  /** Keeps sessions.meta.lostUnlisted current: labelLost (ledger.ts) then labels conservatively. */
+  noteUnnamed(): void {
+    if (this.lostUnnamed === this.lostUnnamedWritten || this.storeFailure !== undefined) return;
+    this.lostUnnamedWritten = this.lostUnnamed;
+    this.writer.setSessionMeta('lostUnlisted', this.lostUnnamed);
   }
 
   /** Runs a writer call; an error of the ledger observer (the frames still committed) stops only the ledger. */
   guarded(fn: () => void): void {
+    if (this.storeFailure !== undefined) return;
     try {
       fn();
     } catch (err) {
+      const env = storeEnvironmentError(err);
+      if (env) return this.degrade(env.message);
       if (!this.ledger.failure) throw err;
       if (!this.ledgerNoted) {
         this.ledgerNoted = true;
         this.log(`fusetrace: the request ledger stopped (frames are still recorded; rebuild it later): ${String(err)}\n`);
       }
     }
+  }
+
+  /**
+   * The trace cannot take more (disk full, I/O error, a read-only remount): recording stops, the
+   * filesystem does not. Frames from now on are drained as before (the server never waits for a
+   * store that cannot write) and counted as not kept, with what the writer and the orderer held
+   * uncommitted; what is in the file stays readable, and the summary says how much that is.
+   */
+  private degrade(why: string): void {
+    this.storeFailure = why;
+    this.notKept += this.writer.discardBuffered() + this.orderer.rest().length;
+    this.log(`\nfusetrace: ${why}: recording stops here, the filesystem keeps working; frames from now on are counted, not kept\n`);
+  }
+
+  /** After the store failed: takes the pump's frames, counts them as not kept, hands the region back. */
+  private discard(d: ReturnType<Pump['drain']>): PumpStatus {
+    const frames = d.count > 0 ? unpackFrames(d.frames, d.count) : [];
+    for (const f of frames) if (!(f.flags & FRAME_FLAG_PATCH)) this.notKept++;
+    if (d.frames.length > 0) this.pump.recycle(d.frames);
+    this.recorded = d.recorded;
+    this.bytes = d.bytes;
+    this.dropped = d.dropped;
+    const st = this.pump.status();
+    this.lastStatus = st;
+    return st;
   }
 
   /** Commits what the writer buffered (a ledger failure only stops the ledger). */
@@ -193,6 +254,7 @@ export class FramePipeline {
 
   /** Writes what the pump learns once per session: the takeover (in-process) and the INIT exchange. */
   private noteOnce(st: PumpStatus): void {
+    if (this.storeFailure !== undefined) return;
     if (st.transport === 'in-process' && !this.inProcessNoted) {
       this.inProcessNoted = true;
       this.flush();

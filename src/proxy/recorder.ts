@@ -12,7 +12,7 @@
  *  - ServerProcess (src/server/process.ts): starting and ending the server, shared with replay.
  */
 import { closeSync, existsSync, fstatSync, readFileSync, statSync } from 'node:fs';
-import { release } from 'node:os';
+import { constants as osConstants, release } from 'node:os';
 import { basename, resolve } from 'node:path';
 import type { Database } from 'better-sqlite3';
 import { UserError } from '../errors.js';
@@ -59,6 +59,11 @@ export interface RecordOptions {
    * relay either way. Default: true unless FUSETRACE_INPROCESS=0; `record --relay` turns it off.
    */
   inProcess?: boolean;
+  /**
+   * --lossy: when the recorder falls behind, drop frames (each request they belong to is labelled
+   * `lost`) instead of making the server wait (backpressure, the default).
+   */
+  lossy?: boolean;
   /** Socket send buffer to ask for (default: enough for the largest frame; FUSETRACE_SNDBUF overrides, to exercise the INIT clamp). */
   sndbuf?: number;
 }
@@ -191,6 +196,7 @@ function startRecording(
       maxFrame: sock.maxFrame,
       gate: sw.gate,
       seccomp: sw.seccomp,
+      lossy: opts.lossy === true,
       // 'relay' until the server takes /dev/fuse over ('in-process', written when it happens).
       transport: 'relay',
     },
@@ -211,6 +217,9 @@ function startRecording(
       maxPagesLimit: limits.maxPages,
       gate: sw.gate,
       inProcess: sw.inProcess,
+      lossy: opts.lossy === true,
+      // FUSETRACE_RING_BYTES: a smaller in-process ring (tests make --lossy drop with it).
+      ...(Number(process.env.FUSETRACE_RING_BYTES) > 0 ? { ringBytes: Number(process.env.FUSETRACE_RING_BYTES) } : {}),
     },
     onWake,
   );
@@ -234,6 +243,22 @@ function serverEnv(sock: Socket, inProcess: boolean): NodeJS.ProcessEnv {
 
 /** Runs one recording to its end; resolves with how it ended (never rejects after the mount). */
 export async function record(opts: RecordOptions): Promise<RecordResult> {
+  // SIGINT/SIGTERM before the session runs (while fusermount3 mounts, say) must neither kill us
+  // with a mount half made (Node's default action: the connection aborts, a disconnected mount
+  // stays) nor be forgotten: note it, and end the session by it as soon as it runs.
+  let early: NodeJS.Signals | undefined;
+  const noteEarly = (sig: NodeJS.Signals) => (early ??= sig);
+  process.on('SIGINT', noteEarly);
+  process.on('SIGTERM', noteEarly);
+  try {
+    return await recordSession(opts, () => early);
+  } finally {
+    process.off('SIGINT', noteEarly);
+    process.off('SIGTERM', noteEarly);
+  }
+}
+
+async function recordSession(opts: RecordOptions, early: () => NodeJS.Signals | undefined): Promise<RecordResult> {
   const p = plan(opts);
   const sw = switches(opts);
   const log = opts.log ?? process.stderr;
@@ -241,6 +266,13 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   // mount that nobody serves.
   const db = openTraceDb(opts.dbPath, { create: true });
   const sock = openSocket(opts);
+  if (early()) {
+    closeSync(sock.proxyFd);
+    closeSync(sock.serverFd);
+    db.close();
+    const sig = early()!;
+    throw new UserError(`${sig} received before the mount: nothing recorded`, 128 + (osConstants.signals[sig] ?? 0));
+  }
   let mount: FuseMount;
   try {
     const progName = basename(p.server);
@@ -290,6 +322,8 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       closeSync(sock.serverFd);
     }
   });
+  const pending = early();
+  if (pending) void session.onSignal(pending);
   if (opts.onSession) setImmediate(opts.onSession, rec.session);
   return finished;
 }

@@ -19,8 +19,9 @@
  *    server reads end-of-file; frames are committed every FLUSH_MS so the trace stays readable.
  */
 import type { Database } from 'better-sqlite3';
-import { createDurationIndexes } from '../store/db.js';
+import { createDurationIndexes, storeEnvironmentError } from '../store/db.js';
 import type { Ledger } from '../store/ledger.js';
+import { TraceReader } from '../store/reader.js';
 import type { TraceWriter } from '../store/writer.js';
 import { ServerProcess, type ProcessExit } from '../server/process.js';
 import { unmountFuse, type FuseMount } from './mount.js';
@@ -65,6 +66,10 @@ const FLUSH_MS = 100;
 const SERVER_GRACE_MS = 5_000;
 /** How long after SIGTERM the server gets before SIGKILL. */
 const SERVER_KILL_MS = 3_000;
+/** How long a server that serves nothing (no INIT answered, or signalled twice) gets after SIGTERM before SIGKILL. */
+const UNSERVED_KILL_MS = 2_000;
+/** How long an unmount after an abort is retried while requesters blocked in the mount leave it (EBUSY). */
+const UNMOUNT_RETRY_MS = 2_000;
 /** When to warn that the server has not answered FUSE_INIT. */
 const INIT_WARN_MS = 10_000;
 
@@ -80,6 +85,10 @@ export class RecordSession {
   private daemonized = false;
   private graceStarted = false;
   private finishing = false;
+  /** endUnserved() runs: it finishes the session itself. */
+  private unserving = false;
+  /** Requests whose record is incomplete because frames were dropped (set when the trace is closed). */
+  private lost = 0;
   private readonly timers: NodeJS.Timeout[] = [];
   private finishResolve!: (r: RecordResult) => void;
   private readonly sigint = () => void this.onSignal('SIGINT');
@@ -162,11 +171,24 @@ export class RecordSession {
     else this.startGrace();
   }
 
-  private async onSignal(sig: NodeJS.Signals): Promise<void> {
+  /** SIGINT/SIGTERM (also one that arrived before the session ran: recorder.ts). */
+  async onSignal(sig: NodeJS.Signals): Promise<void> {
     if (this.phase === 'done') return;
+    if (!this.p.pipeline.initAnswered && this.end('signal', 'ending', `${sig} received`)) {
+      // Before INIT is answered the server serves nothing, and it may never read the end-of-file
+      // an unmount gives it (a libfuse 2 server that mounted by itself, a hung one): end it now.
+      await this.endUnserved();
+      return;
+    }
     if (this.end('signal', 'unmounting', `${sig} received`)) {
       if (await this.unmountNow()) this.phase = 'ending';
       else this.unmountBusy = true;
+      return;
+    }
+    if (this.phase === 'ending' && !this.serverEnd && !this.daemonized) {
+      // Signalled again while waiting for the server to exit: do not wait for its grace period.
+      this.p.status.notes.push(`${sig} again: server stopped`);
+      this.stopServerNow();
       return;
     }
     if (!this.unmountBusy || this.phase !== 'unmounting') return;
@@ -220,13 +242,23 @@ export class RecordSession {
   private async onServerEnd(): Promise<void> {
     if (this.phase === 'done') return;
     // We (or the user) ended the connection; the server's status after end-of-file is expected.
-    if (this.phase !== 'running') return this.finish();
+    // endUnserved() finishes by itself once the mount is gone.
+    if (this.phase !== 'running') return this.unserving ? undefined : this.finish();
     const sx = this.serverEnd!;
     if (!this.p.pipeline.initAnswered) {
       this.p.status.notes.push(
         'the server exited before answering FUSE_INIT: it may not accept a mounted fd as /dev/fd/N ' +
           '(libfuse >= 3.3, pyfuse3 and go-fuse >= 2.2 do; libfuse 2 and fuser mount by themselves)',
       );
+    }
+    if (!this.p.pipeline.initAnswered && !sx.signal) {
+      // A failed start never leaves a mount behind, connected or not, whoever is waiting on it
+      // (libfuse unmounts on its way out too). A crash keeps the native behaviour below: the mount
+      // stays disconnected; in-process, an INIT reply the server wrote just before dying may also
+      // not be published yet.
+      this.end('server-exit', 'ending');
+      await this.endUnserved();
+      return;
     }
     if (sx.signal) {
       this.end('server-crash', 'ending');
@@ -241,6 +273,50 @@ export class RecordSession {
       }
     }
     await this.finish();
+  }
+
+  /**
+   * Ends a session whose server never answered INIT, leaving no mount: the server is stopped
+   * (SIGTERM, SIGKILL after UNSERVED_KILL_MS), the connection aborted first (every process blocked
+   * on the mountpoint waiting for INIT gets ECONNABORTED and lets go; unmounting first would fail
+   * with EBUSY while they wait, and leave a disconnected mount), then the mount removed.
+   */
+  private async endUnserved(): Promise<void> {
+    this.unserving = true;
+    this.stopServerNow();
+    await this.server.exited;
+    this.abortConnection();
+    if (!(await this.unmountRetrying())) {
+      this.p.status.notes.push(`${this.p.mountpoint} is left disconnected: unmount it with umount/fusermount3 -u`);
+    }
+    await this.finish();
+  }
+
+  /** SIGTERM to the server now, SIGKILL UNSERVED_KILL_MS later (by PID). */
+  private stopServerNow(): void {
+    if (this.serverEnd) return;
+    this.graceStarted = true;
+    void this.server.stop({
+      killAfterMs: UNSERVED_KILL_MS,
+      onEscalate: (sig) => this.p.status.notes.push(sig === 'SIGTERM' ? 'sent the server SIGTERM' : 'server ignored SIGTERM: sent SIGKILL'),
+    });
+  }
+
+  /** Unmounts an aborted connection, retrying quietly while blocked requesters still hold it (EBUSY). */
+  private async unmountRetrying(): Promise<boolean> {
+    const until = Date.now() + UNMOUNT_RETRY_MS;
+    for (;;) {
+      try {
+        await unmountFuse(this.p.mount);
+        return true;
+      } catch (err) {
+        if (Date.now() > until) {
+          this.p.status.say(`cannot unmount ${this.p.mountpoint}: ${(err as Error).message}`);
+          return false;
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
   }
 
   /** An internal failure (the pump, the trace): end the session, keep the stack for the notes. */
@@ -355,17 +431,24 @@ export class RecordSession {
         exitStatus,
         dropped: pipeline.counts.dropped,
       });
+      pipeline.noteUnnamed();
       writer.close();
       try {
         ledger.finish({ endReason: reason });
+        if (pipeline.counts.dropped > 0) this.lost = new TraceReader(db).getSession(this.p.session)?.lost ?? 0;
       } catch (err) {
-        this.p.status.notes.push(`the request ledger failed (rebuild it from the frames): ${String(err)}`);
+        this.p.status.notes.push(`the request ledger failed (rebuild it from the frames): ${storeEnvironmentError(err)?.message ?? String(err)}`);
       }
       createDurationIndexes(db);
       db.close();
       return true;
     } catch (err) {
-      this.p.status.notes.push(`cannot commit the trace: ${String(err)}`);
+      this.p.status.notes.push(`cannot commit the end of the session: ${storeEnvironmentError(err)?.message ?? String(err)}`);
+      try {
+        if (db.open) db.close();
+      } catch {
+        // the file stays as the last commit left it: readable
+      }
       return false;
     }
   }
@@ -381,6 +464,7 @@ export class RecordSession {
       code: sx.code,
       signal: sx.signal,
       daemonized: this.daemonized,
+      lost: this.lost,
     });
   }
 }

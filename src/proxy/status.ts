@@ -19,6 +19,8 @@ export interface SummaryFacts {
   code: number | null;
   signal: NodeJS.Signals | null;
   daemonized: boolean;
+  /** Requests whose record is incomplete because frames were dropped (sessions.lost). */
+  lost: number;
 }
 
 export class RecordStatus {
@@ -35,9 +37,14 @@ export class RecordStatus {
   /** Draws the live line every LIVE_MS on a terminal, from `read()`. */
   startLive(read: () => { counts: PipelineCounts; status: PumpStatus | undefined }): void {
     if (!this.live) return;
+    let waits = 0;
     this.timer = setInterval(() => {
       const { counts, status } = read();
-      this.log.write(`\r\x1b[K${liveLine(counts, status)}`);
+      // The server waited for the recorder since the last redraw: say who is the bottleneck.
+      const w = status?.backpressureWaits ?? 0;
+      const slow = w > waits;
+      waits = w;
+      this.log.write(`\r\x1b[K${liveLine(counts, status)}${slow ? ' (the recorder is the bottleneck: the filesystem waits for the trace writer)' : ''}`);
     }, LIVE_MS);
   }
 
@@ -88,10 +95,12 @@ export function summaryLine(f: SummaryFacts): string {
       ? ' (end-of-file on its fuse fd after the unmount: expected)'
       : '';
   return (
-    `fusetrace: session ${f.session} in ${f.dbPath}: ${c.recorded} frames (${c.bytes} bytes), ` +
-    `${c.errors} errors, ${c.dropped} dropped${st?.partial ? `, ${st.partial} partial (not forwarded)` : ''}` +
+    `fusetrace: session ${f.session} in ${f.dbPath}: ${c.recorded - c.notKept} frames (${c.bytes} bytes seen), ` +
+    `${c.notKept ? `${c.notKept} frames not kept (${c.storeFailure}), ` : ''}` +
+    `${c.errors} errors, ${c.dropped} dropped${c.dropped > 0 ? ` (${f.lost} requests lost)` : ''}${st?.partial ? `, ${st.partial} partial (not forwarded)` : ''}` +
     `${st?.gateWaits ? `, ${st.gateWaits} gate waits` : ''}` +
-    `${st?.ringLost ? `, ${st.ringLost} ring bytes lost` : ''}; ` +
+    `${st?.ringLost ? `, ${st.ringLost} ring bytes lost` : ''}` +
+    `${st?.backpressureWaits ? `, the server waited ${(st.backpressureNs / 1e9).toFixed(1)} s for the recorder` : ''}; ` +
     `${st?.transport === 'in-process' ? 'recorded in-process' : 'relayed'}; ` +
     `ended by ${reason}; ${server}${afterEof}\n`
   );

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { buildReply, decodeReply, Opcode } from '../protocol/index.js';
-import { DEFAULT_RULES, compareTrees, describeRules, flatten, parseRules, ruleFor, type NormRule } from './compare.js';
+import { DEFAULT_RULES, compareTrees, describeRules, direntsByName, flatten, parseRules, parseRulesFile, readdirAsSet, ruleFor, type NormRule } from './compare.js';
 import { replyTree } from './engine.js';
 
 const noTranslation = (): string | null => null;
@@ -27,17 +27,17 @@ describe('normalisation rules', () => {
       { field: 'attr.s*', mode: 'length', why: '' },
       { field: 'size@dir', mode: 'ignore', why: '' },
     ];
-    expect(ruleFor(rules, ['entry_out', 'attr', 'mtime'], false)?.mode).toBe('ignore');
-    expect(ruleFor(rules, ['entry_out', 'attr', 'mtimensec'], false)).toBeUndefined();
-    expect(ruleFor(rules, ['entry_out', 'attr', 'size'], false)?.mode).toBe('length');
-    expect(ruleFor(rules, ['entry_out', 'attr', 'size'], true)?.mode).toBe('ignore');
-    expect(ruleFor(rules, ['size'], false)).toBeUndefined();
+    expect(ruleFor(rules, ['entry_out', 'attr', 'mtime'], 0)?.mode).toBe('ignore');
+    expect(ruleFor(rules, ['entry_out', 'attr', 'mtimensec'], 0)).toBeUndefined();
+    expect(ruleFor(rules, ['entry_out', 'attr', 'size'], 0)?.mode).toBe('length');
+    expect(ruleFor(rules, ['entry_out', 'attr', 'size'], 0o040000)?.mode).toBe('ignore');
+    expect(ruleFor(rules, ['size'], 0)).toBeUndefined();
   });
 
   it('the last matching rule wins, so command-line rules override the defaults', () => {
     const rules = [...DEFAULT_RULES, ...parseRules('mtime=exact')];
-    expect(ruleFor(rules, ['attr_out', 'attr', 'mtime'], false)?.mode).toBe('exact');
-    expect(ruleFor(DEFAULT_RULES, ['attr_out', 'attr', 'mtime'], false)?.mode).toBe('ignore');
+    expect(ruleFor(rules, ['attr_out', 'attr', 'mtime'], 0)?.mode).toBe('exact');
+    expect(ruleFor(DEFAULT_RULES, ['attr_out', 'attr', 'mtime'], 0)?.mode).toBe('ignore');
   });
 
   it('parseRules validates FIELD=MODE with exact messages', () => {
@@ -108,5 +108,31 @@ describe('compareTrees on decoded replies', () => {
   it('flatten never throws and names array elements by index', () => {
     expect(flatten({ a: [{ b: 1n }, { b: 2n }], c: Buffer.from('x'), d: null }).map((l) => l.path)).toEqual(['a[0].b', 'a[1].b', 'c', 'd']);
     expect(flatten(undefined)).toEqual([]);
+  });
+});
+
+describe('rules for real file systems (issue 16)', () => {
+  it('blocks of regular files are ignored by default, of other types compared; readdir is a set unless ordered', () => {
+    expect(ruleFor(DEFAULT_RULES, ['attr_out', 'attr', 'blocks'], 0o100000)?.mode).toBe('ignore');
+    expect(ruleFor(DEFAULT_RULES, ['attr_out', 'attr', 'blocks'], 0o120000)).toBeUndefined();
+    expect(readdirAsSet(DEFAULT_RULES)).toBe(true);
+    expect(readdirAsSet([...DEFAULT_RULES, ...parseRules('readdir=ordered')])).toBe(false);
+    expect(() => parseRules('readdir=ignore')).toThrow(/readdir takes set or ordered/);
+    expect(() => parseRules('readdir=set,blocks@file=exact')).not.toThrow();
+  });
+
+  it('a rules file: one FIELD=MODE a line, comments, errors name the line', () => {
+    const rules = parseRulesFile('# our CI\nblocks@file=exact\n\nreaddir=ordered  # go-fuse keeps order\n', 'ci/replay.rules');
+    expect(rules.map((r) => `${r.field}=${r.mode} ${r.why}`)).toEqual(['blocks@file=exact from ci/replay.rules', 'readdir=ordered from ci/replay.rules']);
+    expect(() => parseRulesFile('mtime=ignore\nsize=sometimes\n', 'r.txt')).toThrow(/^r\.txt:2: bad rule 'size=sometimes'/);
+  });
+
+  it('direntsByName makes two listings of the same entries in another order equal', () => {
+    const tree = (names: string[]) => ({ error: 0, dirents: names.map((name, i) => ({ dirent: { ino: BigInt(i + 10), off: BigInt(i + 1), type: 8, name } })) });
+    const a = tree(['b', 'a', 'c']);
+    const b = tree(['a', 'c', 'b']);
+    // Same names at other positions: ino and off follow the name, so compare them by name only.
+    const names = (t: ReturnType<typeof tree>) => { direntsByName(t); return t.dirents.map((d) => d.dirent.name); };
+    expect(names(a)).toEqual(names(b));
   });
 });

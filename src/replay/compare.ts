@@ -5,15 +5,27 @@
  * A reply is compared as the codec decodes it (src/protocol): a tree of fuse.h field names.
  * Each leaf has a dotted path (`attr.mtime`, `entries[2].dirent.off`); a rule names a path suffix
  * (`mtime` matches `attr.mtime` and `entries[2].entry_out.attr.mtime`), `*` matches within one
- * segment, and a trailing `@dir` limits the rule to structs whose `mode` is a directory. The last
- * matching rule wins, so user rules (added after the defaults) override them.
+ * segment, and a trailing `@dir` (`@file`) limits the rule to structs whose `mode` is a directory
+ * (a regular file). The last matching rule wins, so user rules (added after the defaults) override
+ * them. One rule is not about a field: `readdir=set|ordered` says whether the entries of a
+ * directory listing are compared as a set (by name) or in the order the server gave them.
  */
 import { errnoName } from '../protocol/index.js';
 
-/** What a rule does with a field. */
-export type RuleMode = 'ignore' | 'exact' | 'translate' | 'length';
+/** What a rule does with a field (`set`, `ordered`: only for the `readdir` rule). */
+export type RuleMode = 'ignore' | 'exact' | 'translate' | 'length' | 'set' | 'ordered';
 
 export const RULE_MODES: readonly RuleMode[] = ['ignore', 'exact', 'translate', 'length'];
+
+/** The pseudo-field of the rule on directory listings, and its modes. */
+export const READDIR_RULE = 'readdir';
+export const READDIR_MODES: readonly RuleMode[] = ['set', 'ordered'];
+
+/** Whether directory listings are compared as sets under these rules (the last `readdir` rule wins). */
+export function readdirAsSet(rules: readonly NormRule[]): boolean {
+  for (let i = rules.length - 1; i >= 0; i--) if (rules[i].field === READDIR_RULE) return rules[i].mode === 'set';
+  return false;
+}
 
 export interface NormRule {
   /** Path suffix pattern, optionally with `@dir`. */
@@ -47,6 +59,11 @@ export const DEFAULT_RULES: readonly NormRule[] = [
   { field: 'dirent.off', mode: 'translate', why: 'directory offsets are server cookies: compared through the id translation' },
   { field: 'size@dir', mode: 'ignore', why: 'directory sizes depend on the backing file system history' },
   { field: 'blocks@dir', mode: 'ignore', why: 'directory sizes depend on the backing file system history' },
+  {
+    field: 'blocks@file', mode: 'ignore',
+    why: 'blocks allocated to a regular file vary between runs (ext4 delayed allocation and preallocation); size is compared',
+  },
+  { field: READDIR_RULE, mode: 'set', why: 'the order of directory entries is the server\'s choice and may change between runs' },
   ...['blocks', 'bfree', 'bavail', 'files', 'ffree'].map((f) => ({
     field: `st.${f}`, mode: 'ignore' as const, why: 'statfs counters move with the rest of the backing file system',
   })),
@@ -54,7 +71,7 @@ export const DEFAULT_RULES: readonly NormRule[] = [
 ];
 
 /** Parses `FIELD=MODE[,FIELD=MODE...]` (the --rule flag); throws RangeError with an exact message. */
-export function parseRules(spec: string): NormRule[] {
+export function parseRules(spec: string, why = 'set on the command line'): NormRule[] {
   const out: NormRule[] = [];
   for (const part of spec.split(',')) {
     const item = part.trim();
@@ -63,10 +80,32 @@ export function parseRules(spec: string): NormRule[] {
     if (eq <= 0) throw new RangeError(`bad rule '${item}': expected FIELD=MODE with MODE one of ${RULE_MODES.join(', ')}`);
     const field = item.slice(0, eq).trim();
     const mode = item.slice(eq + 1).trim() as RuleMode;
-    if (!RULE_MODES.includes(mode)) throw new RangeError(`bad rule '${item}': MODE must be one of ${RULE_MODES.join(', ')}`);
-    if (!/^[A-Za-z0-9_.*]+(@dir)?$/.test(field)) throw new RangeError(`bad rule '${item}': FIELD is a dotted field name like attr.mtime`);
-    out.push({ field, mode, why: 'set on the command line' });
+    if (field === READDIR_RULE) {
+      if (!READDIR_MODES.includes(mode)) throw new RangeError(`bad rule '${item}': readdir takes ${READDIR_MODES.join(' or ')}`);
+    } else if (!RULE_MODES.includes(mode)) {
+      throw new RangeError(`bad rule '${item}': MODE must be one of ${RULE_MODES.join(', ')}`);
+    }
+    if (!/^[A-Za-z0-9_.*]+(@dir|@file)?$/.test(field)) throw new RangeError(`bad rule '${item}': FIELD is a dotted field name like attr.mtime`);
+    out.push({ field, mode, why });
   }
+  return out;
+}
+
+/**
+ * A rules file (`--rules FILE`): one FIELD=MODE per line, as --rule takes them; `#` starts a
+ * comment. Errors name the line: `FILE:3: bad rule ...`.
+ */
+export function parseRulesFile(text: string, name: string): NormRule[] {
+  const out: NormRule[] = [];
+  text.split('\n').forEach((line, i) => {
+    const item = line.replace(/#.*/, '').trim();
+    if (!item) return;
+    try {
+      out.push(...parseRules(item, `from ${name}`));
+    } catch (err) {
+      throw new RangeError(`${name}:${i + 1}: ${(err as Error).message}`);
+    }
+  });
   return out;
 }
 
@@ -79,46 +118,59 @@ interface FlatLeaf {
   /** Path segments without indices, for rule matching. */
   segs: string[];
   value: Leaf;
-  /** The enclosing struct is a directory (its `mode` has S_IFDIR). */
-  inDir: boolean;
+  /** The enclosing struct's file type (its `mode` & S_IFMT), 0 when it has no mode. */
+  type: number;
 }
 
-/** S_IFMT / S_IFDIR (stat.h), as the kernel forwards st_mode in fuse_attr.mode. */
+/** S_IFMT / S_IFDIR / S_IFREG (stat.h), as the kernel forwards st_mode in fuse_attr.mode. */
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
 
 /** Flattens a decoded tree to its leaves, in field order. Never throws. */
 export function flatten(tree: unknown): FlatLeaf[] {
   const out: FlatLeaf[] = [];
-  const walk = (v: unknown, path: string, segs: string[], inDir: boolean): void => {
+  const walk = (v: unknown, path: string, segs: string[], type: number): void => {
     if (v === undefined) return;
     if (v === null || typeof v !== 'object' || Buffer.isBuffer(v)) {
-      out.push({ path, segs, value: v as Leaf, inDir });
+      out.push({ path, segs, value: v as Leaf, type });
       return;
     }
     if (v instanceof Uint8Array) {
-      out.push({ path, segs, value: Buffer.from(v), inDir });
+      out.push({ path, segs, value: Buffer.from(v), type });
       return;
     }
     if (Array.isArray(v)) {
-      v.forEach((item, i) => walk(item, `${path}[${i}]`, segs, inDir));
+      v.forEach((item, i) => walk(item, `${path}[${i}]`, segs, type));
       return;
     }
     const obj = v as Record<string, unknown>;
     const mode = obj.mode;
-    const dir = typeof mode === 'number' ? (mode & S_IFMT) === S_IFDIR : inDir;
+    const t = typeof mode === 'number' ? mode & S_IFMT : type;
     for (const [k, child] of Object.entries(obj)) {
-      walk(child, path ? `${path}.${k}` : k, [...segs, k], dir);
+      walk(child, path ? `${path}.${k}` : k, [...segs, k], t);
     }
   };
-  walk(tree, '', [], false);
+  walk(tree, '', [], 0);
   return out;
+}
+
+/**
+ * Orders the entries of a decoded directory listing (replyTree's `dirents`) by name, so that two
+ * listings with the same entries in another order compare equal (the `readdir=set` rule).
+ */
+export function direntsByName(tree: Record<string, unknown>): void {
+  const d = tree.dirents as Array<{ dirent: { name: unknown } }> | undefined;
+  if (!Array.isArray(d)) return;
+  const key = (e: { dirent: { name: unknown } }): string => String(e.dirent.name);
+  d.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
 }
 
 /** A rule's pattern compiled once: one test per path segment, last segment first. */
 interface CompiledRule {
   rule: NormRule;
-  dirOnly: boolean;
+  /** S_IFDIR for `@dir`, S_IFREG for `@file`, 0 for any. */
+  onlyType: number;
   /** Segment tests from the last segment backwards. */
   tests: Array<(seg: string) => boolean>;
 }
@@ -136,10 +188,12 @@ function compile(rules: readonly NormRule[]): { rules: CompiledRule[]; cache: Ma
   let c = compiled.get(rules);
   if (!c) {
     c = {
-      rules: rules.map((rule) => {
-        const dirOnly = rule.field.endsWith('@dir');
-        const field = dirOnly ? rule.field.slice(0, -4) : rule.field;
-        return { rule, dirOnly, tests: field.split('.').reverse().map(compileSeg) };
+      rules: rules.filter((rule) => rule.field !== READDIR_RULE).map((rule) => {
+        const at = rule.field.indexOf('@');
+        const qual = at < 0 ? '' : rule.field.slice(at + 1);
+        const field = at < 0 ? rule.field : rule.field.slice(0, at);
+        const onlyType = qual === 'dir' ? S_IFDIR : qual === 'file' ? S_IFREG : 0;
+        return { rule, onlyType, tests: field.split('.').reverse().map(compileSeg) };
       }),
       cache: new Map(),
     };
@@ -149,15 +203,15 @@ function compile(rules: readonly NormRule[]): { rules: CompiledRule[]; cache: Ma
 }
 
 /** The rule for a leaf: the last one whose pattern is a suffix of the leaf's path. */
-export function ruleFor(rules: readonly NormRule[], segs: string[], inDir: boolean): NormRule | undefined {
+export function ruleFor(rules: readonly NormRule[], segs: string[], type: number): NormRule | undefined {
   const c = compile(rules);
-  const key = `${inDir ? 'd' : 'f'}:${segs.join('.')}`;
+  const key = `${type}:${segs.join('.')}`;
   const hit = c.cache.get(key);
   if (hit !== undefined) return hit ?? undefined;
   let found: NormRule | null = null;
   for (let i = c.rules.length - 1; i >= 0 && !found; i--) {
     const r = c.rules[i];
-    if (r.dirOnly && !inDir) continue;
+    if (r.onlyType !== 0 && r.onlyType !== type) continue;
     if (r.tests.length > segs.length) continue;
     let ok = true;
     for (let k = 0; k < r.tests.length; k++) {
@@ -198,7 +252,7 @@ export function compareTrees(recorded: unknown, live: unknown, rules: readonly N
   for (const r of rec) {
     seen.add(r.path);
     const l = liveBy.get(r.path);
-    const rule = ruleFor(rules, r.segs, r.inDir);
+    const rule = ruleFor(rules, r.segs, r.type);
     const mode = rule?.mode ?? 'exact';
     if (mode === 'ignore') continue;
     if (!l) {
@@ -210,7 +264,7 @@ export function compareTrees(recorded: unknown, live: unknown, rules: readonly N
   }
   for (const l of liv) {
     if (seen.has(l.path)) continue;
-    const mode = ruleFor(rules, l.segs, l.inDir)?.mode ?? 'exact';
+    const mode = ruleFor(rules, l.segs, l.type)?.mode ?? 'exact';
     if (mode === 'ignore') continue;
     diffs.push({ field: l.path, recorded: '(absent)', live: show(l.value, l.segs), mode });
   }

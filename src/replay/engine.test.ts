@@ -12,7 +12,7 @@ const frame = (dir: 0 | 1, unique: bigint): PlanFrame => ({
 });
 const send = (unique: bigint, opcode: number = Opcode.GETATTR): SendEvent => ({ kind: 'send', frame: frame(0, unique), opcode, selected: true });
 const expectEv = (unique: bigint): PlanEvent => ({ kind: 'expect', frame: frame(1, unique) });
-const uniques = (evs: PlanEvent[]) => evs.map((e) => `${e.kind === 'send' ? 's' : 'e'}${e.frame.unique}`);
+const uniques = (evs: Iterable<PlanEvent>) => [...evs].map((e) => `${e.kind === 'send' ? 's' : 'e'}${e.frame.unique}`);
 
 describe('--seed', () => {
   it('prng is deterministic per seed', () => {
@@ -76,6 +76,7 @@ describe('reports', () => {
       sent: 1,
       interruptLateMs: 0,
       notifications: { total: 0, matched: 0 },
+      elided: {},
     });
     expect(report.ok).toBe(false);
     expect(report.firstDivergence).toBe(0);
@@ -95,7 +96,7 @@ describe('reports', () => {
           argv: ['srv'], timing: 'asap', rules: DEFAULT_RULES,
         },
         {
-          results: [], unexpected: [], order: [], sent: 1, interruptLateMs: 0, notifications: { total: 0, matched: 0 },
+          results: [], unexpected: [], order: [], sent: 1, interruptLateMs: 0, notifications: { total: 0, matched: 0 }, elided: {},
           server: { ...live, byReplayer: false, early: true, stderr: '' },
         },
       );

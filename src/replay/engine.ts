@@ -10,11 +10,13 @@
  */
 import { UserError } from '../errors.js';
 import { decodeReply, decodeRequest, errnoName, formatLine, negotiateInit, opcodeName, type DecodedFrame } from '../protocol/index.js';
-import { compareTrees, flatten, show, type FieldDiff, type NormRule } from './compare.js';
-import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER } from './ids.js';
+import { compareTrees, direntsByName, flatten, readdirAsSet, show, type FieldDiff, type NormRule } from './compare.js';
+import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER, isNoReply } from './ids.js';
 import { IdMap } from './idmap.js';
 import { ServerLink, type ServerExit } from './link.js';
 import { prng } from '../util/prng.js';
+import { RecentMap, RecentSet } from './recent.js';
+import { mustFollow, orderTouch, type OrderTouch } from './pipeline.js';
 import { interruptUnique, type PlanEvent, type PlanFrame, type ReplayPlan, type SendEvent } from './plan.js';
 
 /** --timing: `asap` sends as soon as the recorded order allows; `recorded` keeps recorded gaps, divided by `scale`. */
@@ -37,6 +39,17 @@ export interface ReplayOptions {
   seed?: number;
   /** How long to wait for a recorded reply beyond its recorded duration before calling it a hang. */
   replyTimeoutMs: number;
+  /**
+   * Which results to keep in ReplayResult.results: `all` (default), or `failing`: only those a
+   * report lists one by one (not matched, not `sent`); the others are only counted (`elided`), so
+   * a million matching requests cost no memory.
+   */
+  keep?: 'all' | 'failing';
+  /**
+   * Send requests ahead of their place where they cannot depend on what is pending (pipeline.ts).
+   * Off by default: a server that parks a request on a thread another one needs answers differently.
+   */
+  pipeline?: boolean;
 }
 
 /**
@@ -49,8 +62,10 @@ export interface ReplayOptions {
  * - uncomparable: the recorded request or reply was cut by --snaplen;
  * - injected: --interrupt changed it on purpose; both replies are shown, not counted as divergence;
  * - sent: no reply expected (FORGET, BATCH_FORGET, an INTERRUPT that got none) and none came.
+ * - race: it differs, and in the recording it was in flight together with a request on the same
+ *   node or handle that changes it (race.ts): the server may run the two in either order.
  */
-export type Outcome = 'matched' | 'diverged' | 'missing' | 'skipped' | 'uncomparable' | 'injected' | 'sent';
+export type Outcome = 'matched' | 'diverged' | 'race' | 'missing' | 'skipped' | 'uncomparable' | 'injected' | 'sent';
 
 export interface RequestResult {
   seq: number;
@@ -70,6 +85,8 @@ export interface RequestResult {
   note?: string;
   /** INTERRUPTs sent for it, e.g. `INTERRUPT 100 ms after sending (as recorded)`. */
   interrupts?: string[];
+  /** For a `race`: the uniques of the conflicting requests it was in flight with when recorded. */
+  racedWith?: bigint[];
 }
 
 /** A frame the live server sent that the recording has no place for. */
@@ -83,8 +100,10 @@ export interface UnexpectedFrame {
 export interface ReplayResult {
   results: RequestResult[];
   unexpected: UnexpectedFrame[];
-  /** Uniques in the order they were sent (after --seed permutation). */
+  /** Uniques in the order they were sent, with --seed (after its permutation); empty without. */
   order: bigint[];
+  /** Results not kept in `results` (ReplayOptions.keep), counted by outcome. */
+  elided: Partial<Record<Outcome, number>>;
   server: ServerExit & { early: boolean; stderr: string };
   /** Requests sent to the server. */
   sent: number;
@@ -101,25 +120,29 @@ export { prng };
  * answered in between: the server had all of them in flight together, so any order among them is
  * one the kernel could have produced. INTERRUPTs stay where they are (they follow their target).
  */
-export function permuteInFlight(events: PlanEvent[], seed: number): PlanEvent[] {
+export function* permuteInFlight(events: Iterable<PlanEvent>, seed: number): Generator<PlanEvent> {
   const rand = prng(seed);
-  const out = [...events];
   const movable = (e: PlanEvent): boolean => e.kind === 'send' && e.opcode !== OP.INTERRUPT;
-  let i = 0;
-  while (i < out.length) {
-    if (!movable(out[i])) {
-      i++;
+  // Streaming: only the current run of back-to-back requests is held.
+  let run: PlanEvent[] = [];
+  const shuffled = (): PlanEvent[] => {
+    for (let k = run.length - 1; k > 0; k--) {
+      const r = Math.floor(rand() * (k + 1));
+      [run[k], run[r]] = [run[r], run[k]];
+    }
+    const out = run;
+    run = [];
+    return out;
+  };
+  for (const e of events) {
+    if (movable(e)) {
+      run.push(e);
       continue;
     }
-    let j = i;
-    while (j < out.length && movable(out[j])) j++;
-    for (let k = j - 1; k > i; k--) {
-      const r = i + Math.floor(rand() * (k - i + 1));
-      [out[k], out[r]] = [out[r], out[k]];
-    }
-    i = j;
+    yield* shuffled();
+    yield e;
   }
-  return out;
+  yield* shuffled();
 }
 
 /** Replies that hand out identifiers (nodeid, fh, directory cookies). */
@@ -139,6 +162,22 @@ export function initFailure(r: ReplayResult): string | null {
   return `the server never answered INIT (${how})${why ? `: ${why}` : ''}`;
 }
 
+/**
+ * How many recent uniques the walk remembers (sent, answered, not sent). Entries go as soon as the
+ * recorded reply is reached; the bound only matters for requests the recording never answered.
+ */
+const RECENT = 1 << 18;
+/**
+ * Settled results kept findable by unique, and live send times and answers kept: only INTERRUPTs
+ * look them up, and an INTERRUPT follows its request closely. (At 1 << 18 these alone grew a
+ * 500,000-request replay past 300 MB.)
+ */
+const RECENT_RESULTS = 1 << 14;
+
+/** Events the walk looks ahead for requests to send early, and requests it lets be pending at once. */
+const AHEAD_WINDOW = 128;
+const AHEAD_MAX = 32;
+
 /** Consecutive hangs after which the rest of the session is given up as missing. */
 const MAX_HANGS = 3;
 
@@ -155,18 +194,27 @@ class Replayer {
   private readonly arrived = new Map<bigint, Buffer[]>();
   private readonly waiters = new Map<bigint, (f: Buffer | null) => void>();
   private gone = false;
-  private readonly results: RequestResult[] = [];
-  private readonly resultBySeq = new Map<number, RequestResult>();
+  private results: RequestResult[] = [];
+  /** Results settled as matched or sent with keep `failing`: dropped from `results` at the next compaction. */
+  private readonly droppable = new WeakSet<RequestResult>();
+  /** The event of each result whose request text is still to be made (keep `failing`). */
+  private readonly eventOf = new WeakMap<RequestResult, SendEvent>();
+  private droppableCount = 0;
+  /** Results whose recorded reply the walk has not reached yet, by seq and by unique. */
+  private readonly resultBySeq = new RecentMap<number, RequestResult>(RECENT);
+  /** By unique also once settled, for INTERRUPTs that come after the reply, but only the recent ones. */
+  private readonly resultByUnique = new RecentMap<bigint, RequestResult>(RECENT_RESULTS);
+  private readonly elided: Partial<Record<Outcome, number>> = {};
   private readonly unexpected: UnexpectedFrame[] = [];
   private readonly order: bigint[] = [];
   /** Live send time (ms, performance.now) of each unique, for INTERRUPT points. */
-  private readonly sentAt = new Map<bigint, number>();
-  /** Uniques answered live. */
-  private readonly answered = new Set<bigint>();
+  private readonly sentAt = new RecentMap<bigint, number>(RECENT_RESULTS);
+  /** Uniques answered live (recent ones: only INTERRUPTs ask, and they follow their request closely). */
+  private readonly answered = new RecentSet<bigint>(RECENT_RESULTS);
   /** Requests not sent (skipped), by unique: their recorded replies are not awaited. */
-  private readonly notSent = new Set<bigint>();
-  /** The request each live unique stands for (to describe unexpected replies). */
-  private readonly sentRequests = new Map<bigint, SendEvent>();
+  private readonly notSent = new RecentSet<bigint>(RECENT);
+  /** The request each live unique stands for (to describe unexpected replies), until its recorded reply is reached. */
+  private readonly sentRequests = new RecentMap<bigint, SendEvent>(RECENT);
   private recCtx: { minor: number; flags?: bigint } = { minor: 45 };
   private liveCtx: { minor: number; flags?: bigint } = { minor: 45 };
   private sentCount = 0;
@@ -184,7 +232,20 @@ class Replayer {
   private readonly pending: Array<Promise<unknown>> = [];
   private readonly decoded = new WeakMap<SendEvent, DecodedFrame | undefined>();
 
-  constructor(private readonly plan: ReplayPlan, private readonly opts: ReplayOptions) {}
+  /** The `readdir=set` rule is in effect (compare.ts). */
+  private readonly readdirAsSet: boolean;
+  /** Requests may be sent ahead of their place (pipeline.ts): asap, and no --seed or --interrupt to honour. */
+  private readonly pipelining: boolean;
+  /** Requests sent ahead whose place in the walk has not come yet. */
+  private readonly early = new Set<SendEvent>();
+  /** Sent requests the walk has not passed the recorded reply of, by unique: what sendAhead must not overtake. */
+  private readonly walking = new Map<bigint, SendEvent>();
+  private readonly orderTouches = new WeakMap<SendEvent, OrderTouch>();
+
+  constructor(private readonly plan: ReplayPlan, private readonly opts: ReplayOptions) {
+    this.readdirAsSet = readdirAsSet(opts.rules);
+    this.pipelining = opts.timing.mode === 'asap' && opts.seed === undefined && opts.interrupt === undefined && opts.pipeline === true;
+  }
 
   async run(): Promise<ReplayResult> {
     const maxFrame = Math.max(this.plan.maxLen, 256 * 4096 + 4096) + 4096;
@@ -212,9 +273,10 @@ class Replayer {
       // No INIT reply: nothing else can be replayed against this server (the walk gives up).
       if (!(await this.replayInit())) this.gone = true;
       const events = this.opts.seed === undefined ? this.plan.events : permuteInFlight(this.plan.events, this.opts.seed);
+      const win = new Lookahead(events[Symbol.iterator]());
       const t0 = performance.now();
       const rec0 = this.plan.init.frame.fwdNs ?? this.plan.init.frame.tsNs;
-      for (const ev of events) {
+      for (let ev = win.next(); ev !== undefined; ev = win.next()) {
         if (this.hangs >= MAX_HANGS || this.gone) {
           this.giveUp(ev);
           continue;
@@ -226,6 +288,8 @@ class Replayer {
           }
           await this.send(ev);
         } else {
+          // While the reply is not there yet, what cannot depend on it goes out (pipeline.ts).
+          if (this.pipelining && !this.arrived.has(ev.frame.unique)) this.sendAhead(win);
           await this.expect(ev);
         }
       }
@@ -238,6 +302,7 @@ class Replayer {
       if (this.injected?.timer) clearTimeout(this.injected.timer);
     }
     const exit = await this.link.stop();
+    this.compact(true);
     for (const [unique, frames] of this.arrived) {
       for (const f of frames) this.noteUnexpected(unique, f);
     }
@@ -246,6 +311,7 @@ class Replayer {
       results: this.results,
       unexpected: this.unexpected,
       order: this.order,
+      elided: { ...this.elided },
       server: { ...exit, early, stderr: this.link.stderr },
       sent: this.sentCount,
       interruptLateMs: this.interruptLateMs,
@@ -366,6 +432,12 @@ class Replayer {
   private async send(ev: SendEvent): Promise<void> {
     const f = ev.frame;
     const result = ev.selected && ev.opcode !== OP.INTERRUPT ? this.newResult(ev) : undefined;
+    if (this.early.delete(ev)) {
+      // Sent ahead by sendAhead(); its result takes its place in the recorded order now.
+      if (result) result.outcome = 'sent';
+      if (result && isNoReply(ev.opcode)) this.settle(result);
+      return;
+    }
     if (ev.opcode === OP.INTERRUPT) {
       // The server saw this INTERRUPT, so it gets it, whether or not the request is answered yet:
       // the kernel queues an INTERRUPT when the signal arrives and may deliver it after the reply
@@ -411,35 +483,113 @@ class Replayer {
       if (result) this.missing(result, 'the server is gone');
       return;
     }
-    this.sentCount++;
-    this.sentRequests.set(f.unique, ev);
-    this.ids.noteSent(data, ev.opcode);
+    this.noteSent(ev, data);
     if (result) {
       if (cut) {
         result.outcome = 'uncomparable';
         result.note = `request cut by --snaplen (${f.data.length} of ${f.len} bytes recorded)`;
-      } else if (!ev.reply) {
+      } else {
+        // `sent` until its recorded reply comes up in the walk (the plan may not have read it yet).
         result.outcome = 'sent';
       }
+      if (isNoReply(ev.opcode)) this.settle(result);
     }
     if (this.opts.interrupt && this.opts.interrupt.unique === f.unique && ev.opcode !== OP.INTERRUPT) this.inject(f.unique);
   }
 
+  /** Bookkeeping of a request the server now has (sent in its place, or ahead of it). */
+  private noteSent(ev: SendEvent, data: Buffer): void {
+    this.sentCount++;
+    if (!isNoReply(ev.opcode) || ev.opcode === OP.INTERRUPT) this.sentRequests.set(ev.frame.unique, ev);
+    if (this.pipelining && !isNoReply(ev.opcode) && ev.opcode !== OP.INTERRUPT) this.walking.set(ev.frame.unique, ev);
+    this.ids.noteSent(data, ev.opcode);
+  }
+
+  // ---- sending ahead (pipeline.ts) ----
+
+  private orderOf(ev: SendEvent): OrderTouch {
+    let t = this.orderTouches.get(ev);
+    if (!t) {
+      t = orderTouch(ev);
+      this.orderTouches.set(ev, t);
+    }
+    // The recorded reply may have been read by the plan since.
+    if (t.binds === null && ev.reply) t.binds = orderTouch(ev).binds;
+    return t;
+  }
+
+  /**
+   * Sends the requests of the look-ahead window that cannot depend on anything sent and not yet
+   * walked past, nor on the unsent requests before them (pipeline.ts mustFollow). Stops at a
+   * barrier, at a notification the recording expects, and when the socket has no room.
+   */
+  private sendAhead(win: Lookahead<PlanEvent>): void {
+    const bound = (n: bigint): boolean => this.ids.liveNodeid(n) !== undefined;
+    const pending: OrderTouch[] = [];
+    for (const sent of this.walking.values()) pending.push(this.orderOf(sent));
+    for (const ev of win.peek(AHEAD_WINDOW)) {
+      if (this.walking.size >= AHEAD_MAX) return;
+      if (ev.kind === 'expect') {
+        if (!ev.request) return;
+        continue;
+      }
+      if (this.early.has(ev)) continue;
+      if (ev.opcode === OP.INTERRUPT) return;
+      const t = this.orderOf(ev);
+      if (t.barrier) return;
+      // Sent now or not, what comes after it in the window must not overtake it.
+      if (!pending.some((p) => mustFollow(p, t, bound))) this.sendEarly(ev);
+      pending.push(t);
+    }
+  }
+
+  /** Sends one request ahead of its place if its ids translate and the socket has room now. */
+  private sendEarly(ev: SendEvent): boolean {
+    const f = ev.frame;
+    if (this.gone || f.data.length < f.len) return false;
+    const tr = this.ids.translateRequest(f.data, ev.opcode);
+    if ('missing' in tr) return false;
+    try {
+      if (!this.link.sendNow(tr.frame)) return false;
+    } catch {
+      return false;
+    }
+    this.early.add(ev);
+    this.sentAt.set(f.unique, performance.now());
+    this.noteSent(ev, f.data);
+    return true;
+  }
+
   private async rawSend(frame: Buffer, unique: bigint): Promise<boolean> {
     try {
-      await this.link.send(frame);
+      if (!this.link.sendNow(frame)) await this.link.send(frame);
     } catch {
       this.gone = true;
       return false;
     }
-    this.order.push(unique);
+    if (this.opts.seed !== undefined) this.order.push(unique);
     this.sentAt.set(unique, performance.now());
     return true;
   }
 
   private async expect(ev: Extract<PlanEvent, { kind: 'expect' }>): Promise<void> {
-    const f = ev.frame;
     const req = ev.request;
+    if (req && req.opcode !== OP.INTERRUPT) {
+      // Its recorded reply is reached: nothing later refers to it but INTERRUPTs (sentAt, answered).
+      const u = req.frame.unique;
+      const result = this.resultBySeq.get(req.frame.seq);
+      if (this.notSent.delete(u)) return;
+      await this.expectReply(ev, req);
+      this.sentRequests.delete(u);
+      this.walking.delete(u);
+      if (result) this.settle(result);
+      return;
+    }
+    await this.expectReply(ev, req);
+  }
+
+  private async expectReply(ev: Extract<PlanEvent, { kind: 'expect' }>, req: SendEvent | undefined): Promise<void> {
+    const f = ev.frame;
     if (req && this.notSent.has(req.frame.unique)) return;
     if (req?.opcode === OP.INTERRUPT) {
       await this.expectInterruptReply(req, f);
@@ -538,26 +688,39 @@ class Replayer {
     const reqD = this.decodedRequest(req);
     const recD = decodeReply(recorded, { ...this.recCtx, opcode: req.opcode, request: reqD });
     const liveD = decodeReply(live, { ...this.liveCtx, opcode: req.opcode, request: reqD });
-    result.recordedReply = describeReply(recD.frame);
-    result.liveReply = describeReply(liveD.frame);
+    // The one-line texts cost as much as the comparison: with keep `failing` a matching result is
+    // dropped, so they are made only for the others.
+    const describe = (): void => {
+      result.recordedReply = describeReply(recD.frame);
+      result.liveReply = describeReply(liveD.frame);
+    };
+    if (this.opts.keep !== 'failing') describe();
     if (!recD.frame || !liveD.frame) {
       result.outcome = recorded.equals(live) ? 'matched' : 'diverged';
       if (result.outcome === 'diverged') result.diffs.push({ field: 'frame', recorded: recorded.toString('hex'), live: live.toString('hex'), mode: 'exact' });
+      this.classifyRace(result, req);
+      if (result.outcome !== 'matched') describe();
       return;
     }
     this.learn(req, recD.frame, liveD.frame);
     const recTree = recordedTree(recD.frame);
     const liveTree = replyTree(liveD.frame);
+    if (this.readdirAsSet) {
+      direntsByName(recTree);
+      direntsByName(liveTree);
+    }
     const recFh = requestFh(req);
     const diffs = compareTrees(recTree, liveTree, this.opts.rules, (kind, rec, lv) => this.checkId(kind, rec, lv, recFh));
     const replyCut = recorded.length < (req.reply?.len ?? recorded.length);
     if (result.outcome === 'injected') {
+      describe();
       result.diffs = diffs;
       result.recordedFields = fieldList(recTree);
       result.liveFields = fieldList(liveTree);
       return;
     }
     if (result.outcome === 'uncomparable' || replyCut) {
+      describe();
       result.outcome = 'uncomparable';
       if (replyCut) result.note = appendNote(result.note, `reply cut by --snaplen (${recorded.length} of ${req.reply?.len} bytes recorded)`);
       delete result.liveReply;
@@ -565,14 +728,26 @@ class Replayer {
     }
     result.diffs.push(...diffs);
     result.outcome = result.diffs.length === 0 ? 'matched' : 'diverged';
+    this.classifyRace(result, req);
     if (result.outcome === 'matched') {
       // A matching reply is the recorded one up to the rules; its live identifiers change from
       // run to run and would make two identical replays' reports differ.
       delete result.liveReply;
     } else {
+      describe();
       result.recordedFields = fieldList(recTree);
       result.liveFields = fieldList(liveTree);
     }
+  }
+
+  /** A divergence of a request that raced in the recording with a conflicting one is a `race` (race.ts). */
+  private classifyRace(result: RequestResult, req: SendEvent): void {
+    if (result.outcome !== 'diverged' || !req.races?.length) return;
+    result.outcome = 'race';
+    const others = req.races.slice(0, 3).map((t) => `unique ${t.unique} ${opcodeName(t.opcode)}`).join(', ');
+    const more = req.races.length > 3 ? ` and ${req.races.length - 3} more` : '';
+    result.note = appendNote(result.note, `in flight together with ${others}${more} on the same node or handle when recorded`);
+    result.racedWith = req.races.map((t) => t.unique);
   }
 
   private learnOnly(req: SendEvent, recorded: Buffer, live: Buffer): void {
@@ -695,24 +870,59 @@ class Replayer {
   }
 
   private newResult(ev: SendEvent): RequestResult {
-    const d = this.decodedRequest(ev);
+    // With keep `failing` the request's text is made only for results that stay (settle, compact).
+    const lazy = this.opts.keep === 'failing';
     const r: RequestResult = {
       seq: ev.frame.seq,
       unique: ev.frame.unique,
       opcode: ev.opcode,
       op: opcodeName(ev.opcode),
-      request: describeRequest(d, ev),
+      request: lazy ? '' : describeRequest(this.decodedRequest(ev), ev),
       outcome: 'matched',
       diffs: [],
     };
     this.results.push(r);
+    if (lazy) this.eventOf.set(r, ev);
     this.resultBySeq.set(ev.frame.seq, r);
+    this.resultByUnique.set(ev.frame.unique, r);
     return r;
   }
 
   private resultOfUnique(unique: bigint): RequestResult | undefined {
-    for (let i = this.results.length - 1; i >= 0; i--) if (this.results[i].unique === unique) return this.results[i];
-    return undefined;
+    return this.resultByUnique.get(unique);
+  }
+
+  /**
+   * The walk is done with a result (its recorded reply was reached, or it expects none). With keep
+   * `failing`, a matched or merely sent one leaves `results` at the next compaction and is counted.
+   */
+  private settle(r: RequestResult): void {
+    this.resultBySeq.delete(r.seq);
+    if (this.opts.keep !== 'failing') return;
+    if (r.outcome !== 'matched' && r.outcome !== 'sent') this.describeRequestOf(r);
+    // The event holds the recorded frames: a settled result must not keep them alive.
+    this.eventOf.delete(r);
+    if (r.outcome !== 'matched' && r.outcome !== 'sent') return;
+    this.droppable.add(r);
+    if (++this.droppableCount >= 4096) this.compact();
+  }
+
+  /** Fills in a result's request text (made lazily with keep `failing`). */
+  private describeRequestOf(r: RequestResult): void {
+    const ev = this.eventOf.get(r);
+    if (ev && !r.request) r.request = describeRequest(this.decodedRequest(ev), ev);
+  }
+
+  /** Drops the droppable results from `results`, counting them by outcome (kept in send order). */
+  private compact(final = false): void {
+    if (final) for (const r of this.results) if (!this.droppable.has(r)) this.describeRequestOf(r);
+    if (this.droppableCount === 0) return;
+    this.results = this.results.filter((r) => {
+      if (!this.droppable.has(r)) return true;
+      this.elided[r.outcome] = (this.elided[r.outcome] ?? 0) + 1;
+      return false;
+    });
+    this.droppableCount = 0;
   }
 
   private missing(result: RequestResult, note: string): void {
@@ -729,7 +939,8 @@ class Replayer {
     this.notSent.add(ev.frame.unique);
     if (!ev.selected || ev.opcode === OP.INTERRUPT) return;
     const r = this.newResult(ev);
-    if (ev.reply) this.missing(r, this.gone ? 'not replayed: the server is gone' : `not replayed: ${MAX_HANGS} hangs in a row`);
+    // The plan may not have read its recorded reply yet: any request but FORGET expects one.
+    if (ev.reply || !isNoReply(ev.opcode)) this.missing(r, this.gone ? 'not replayed: the server is gone' : `not replayed: ${MAX_HANGS} hangs in a row`);
     else r.outcome = 'skipped';
   }
 
@@ -748,6 +959,41 @@ class Replayer {
 }
 
 // ---- helpers ----
+
+/** An iterator with a bounded look-ahead: peek(n) reads up to n events ahead without consuming them. */
+class Lookahead<T> {
+  private buf: T[] = [];
+  private head = 0;
+  private done = false;
+
+  constructor(private readonly it: Iterator<T>) {}
+
+  next(): T | undefined {
+    if (this.head < this.buf.length) {
+      const v = this.buf[this.head++];
+      // Drop what was consumed now and then (peek() keeps the buffer from ever running empty).
+      if (this.head >= 1024) {
+        this.buf = this.buf.slice(this.head);
+        this.head = 0;
+      }
+      return v;
+    }
+    if (this.done) return undefined;
+    const r = this.it.next();
+    if (r.done) this.done = true;
+    return r.done ? undefined : r.value;
+  }
+
+  /** The next (up to) n items, not consumed. */
+  peek(n: number): T[] {
+    while (!this.done && this.buf.length - this.head < n) {
+      const r = this.it.next();
+      if (r.done) this.done = true;
+      else this.buf.push(r.value);
+    }
+    return this.buf.slice(this.head, this.head + n);
+  }
+}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));

@@ -18,6 +18,7 @@
  * process holds its end has gone to the background: the replay goes on with it until stop().)
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import { native } from '../proxy/native.js';
 import { DevFdArgv, ServerProcess } from '../server/process.js';
 
@@ -92,6 +93,25 @@ export class ServerLink {
     return this.server.stderr;
   }
 
+  /** Sends through the thread pool still in flight: sendNow() must not overtake them. */
+  private writing = 0;
+
+  /**
+   * Sends one frame now, on the calling thread, if the socket has room for it (send(2) with
+   * MSG_DONTWAIT): no thread pool round trip. False when it has no room, or when a send() is still
+   * in flight (frames must keep their order); the caller then uses send(). Throws once the server
+   * is gone.
+   */
+  sendNow(frame: Buffer): boolean {
+    if (this.ended) throw new Error('the server is gone');
+    if (this.writing > 0) return false;
+    const n = native().sendNoWait(this.fd, frame);
+    if (n === -os.constants.errno.EAGAIN) return false;
+    if (n < 0) throw new Error(`send: ${os.constants.errno.EPIPE === -n ? 'the server is gone' : `errno ${-n}`}`);
+    if (n !== frame.length) throw new Error(`short write of a frame: ${n} of ${frame.length} bytes`);
+    return true;
+  }
+
   /** Sends one frame (one message). Rejects with the write's errno. */
   send(frame: Buffer): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -99,7 +119,9 @@ export class ServerLink {
         reject(new Error('the server is gone'));
         return;
       }
+      this.writing++;
       fs.write(this.fd, frame, 0, frame.length, null, (err, n) => {
+        this.writing--;
         if (err) reject(err);
         else if (n !== frame.length) reject(new Error(`short write of a frame: ${n} of ${frame.length} bytes`));
         else resolve();

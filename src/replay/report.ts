@@ -17,6 +17,8 @@ export interface ReplayCounts {
   compared: number;
   matched: number;
   diverged: number;
+  /** Divergences of requests that raced with a conflicting request when recorded (engine.ts `race`). */
+  race: number;
   missing: number;
   unexpected: number;
   skipped: number;
@@ -36,6 +38,8 @@ export interface ReplayReport {
   timing: string;
   seed: number | null;
   interrupt: string | null;
+  /** --strict: races fail the replay like divergences. */
+  strict: boolean;
   rules: NormRule[];
   counts: ReplayCounts;
   /** Index into results of the first divergent, missing or skipped request, or null. */
@@ -53,6 +57,10 @@ export interface ReplayReport {
 }
 
 const FAILING: ReadonlySet<Outcome> = new Set(['diverged', 'missing', 'skipped']);
+const FAILING_STRICT: ReadonlySet<Outcome> = new Set([...FAILING, 'race']);
+
+/** Outcomes a report lists one by one besides the failing ones. */
+const LISTED: ReadonlySet<Outcome> = new Set(['race', 'injected', 'uncomparable']);
 
 export interface ReportInputs {
   plan: ReplayPlan;
@@ -60,26 +68,33 @@ export interface ReportInputs {
   timing: string;
   seed?: number;
   interrupt?: string;
+  strict?: boolean;
   rules: readonly NormRule[];
 }
 
 export function buildReport(inp: ReportInputs, r: ReplayResult): ReplayReport {
   const counts: ReplayCounts = {
-    replayed: r.sent, compared: r.results.length, matched: 0, diverged: 0, missing: 0, unexpected: r.unexpected.length,
+    replayed: r.sent, compared: r.results.length, matched: 0, diverged: 0, race: 0, missing: 0, unexpected: r.unexpected.length,
     skipped: 0, uncomparable: 0, injected: 0, noReply: 0,
     notifications: r.notifications.total, notificationsMatched: r.notifications.matched,
   };
-  for (const x of r.results) {
-    if (x.outcome === 'sent') counts.noReply++;
-    else counts[x.outcome]++;
+  const tally = (o: Outcome, n: number): void => {
+    if (o === 'sent') counts.noReply += n;
+    else counts[o] += n;
+  };
+  for (const x of r.results) tally(x.outcome, 1);
+  for (const [o, n] of Object.entries(r.elided ?? {}) as Array<[Outcome, number]>) {
+    tally(o, n);
+    counts.compared += n;
   }
-  const first = r.results.findIndex((x) => FAILING.has(x.outcome));
+  const failing = inp.strict ? FAILING_STRICT : FAILING;
+  const first = r.results.findIndex((x) => failing.has(x.outcome));
   const s = inp.plan.session;
   const asRecorded = r.server.early && (
     (s.endReason === 'server-crash' && s.serverSignal !== null && s.serverSignal === r.server.signal) ||
     (s.endReason === 'server-exit' && s.serverExitCode !== null && r.server.signal === null && s.serverExitCode === r.server.code));
   const ok = counts.diverged === 0 && counts.missing === 0 && counts.skipped === 0 && counts.unexpected === 0 &&
-    (!r.server.early || asRecorded);
+    (!inp.strict || counts.race === 0) && (!r.server.early || asRecorded);
   return {
     format: 'fusetrace-replay/1',
     session: { id: inp.plan.session.id, name: inp.plan.session.name, command: inp.plan.session.command },
@@ -87,6 +102,7 @@ export function buildReport(inp: ReportInputs, r: ReplayResult): ReplayReport {
     timing: inp.timing,
     seed: inp.seed ?? null,
     interrupt: inp.interrupt ?? null,
+    strict: inp.strict ?? false,
     rules: [...inp.rules],
     counts,
     firstDivergence: first < 0 ? null : first,
@@ -125,6 +141,7 @@ export function formatText(r: ReplayReport): string {
   lines.push(`fusetrace replay: ${sessionLabel(r)} against ${r.server.join(' ')}`);
   lines.push(
     `requests replayed ${c.replayed}, compared ${c.compared}: matched ${c.matched}, diverged ${c.diverged}, ` +
+      `races ${c.race}${r.strict ? ' (--strict: they fail)' : ''}, ` +
       `missing replies ${c.missing}, unexpected replies ${c.unexpected}, skipped ${c.skipped}, ` +
       `not comparable ${c.uncomparable}, interrupted on purpose ${c.injected}, no reply expected ${c.noReply}` +
       (c.notifications > 0 ? `; notifications ${c.notificationsMatched} of ${c.notifications} alike` : ''),
@@ -144,7 +161,8 @@ export function formatText(r: ReplayReport): string {
     if (x.interrupts) lines.push(`  ${x.interrupts.join('; ')}`);
     lines.push(...sideBySide(x));
   }
-  const others = r.results.filter((x, i) => i !== r.firstDivergence && (FAILING.has(x.outcome) || x.outcome === 'injected' || x.outcome === 'uncomparable'));
+  const failing = r.strict ? FAILING_STRICT : FAILING;
+  const others = r.results.filter((x, i) => i !== r.firstDivergence && (failing.has(x.outcome) || LISTED.has(x.outcome)));
   if (others.length > 0) {
     lines.push('');
     for (const x of others.slice(0, 50)) {
@@ -227,7 +245,7 @@ export function formatJunit(r: ReplayReport): string {
   for (const x of r.results) {
     const name = `unique ${x.unique} ${x.request}`;
     let body = '';
-    if (x.outcome === 'diverged' || x.outcome === 'missing' || x.outcome === 'skipped') {
+    if (x.outcome === 'diverged' || x.outcome === 'missing' || x.outcome === 'skipped' || (x.outcome === 'race' && r.strict)) {
       failures++;
       const diff = [
         `recorded reply: ${x.recordedReply ?? '(none)'}`,
@@ -237,6 +255,8 @@ export function formatJunit(r: ReplayReport): string {
       ].join('\n');
       const message = x.outcome === 'diverged' ? `reply differs in ${x.diffs.map((d) => d.field).join(', ') || 'its frame'}` : `${x.outcome}: ${x.note ?? ''}`;
       body = `<failure type="${x.outcome}" message="${xmlText(message)}">${xmlText(diff)}</failure>`;
+    } else if (x.outcome === 'race') {
+      body = `<system-out>${xmlText(`race (not a failure without --strict): ${x.note ?? ''}\nrecorded reply: ${x.recordedReply ?? '(none)'}\nlive reply: ${x.liveReply ?? '(none)'}`)}</system-out>`;
     } else if (x.outcome === 'uncomparable') {
       skipped++;
       body = `<skipped message="${xmlText(`not comparable: ${x.note ?? ''}`)}"/>`;

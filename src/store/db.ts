@@ -1,8 +1,10 @@
 import fs from 'node:fs';
+import os from 'node:os';
+import nodePath from 'node:path';
 import Database from 'better-sqlite3';
 import type { Database as DatabaseT } from 'better-sqlite3';
 import { UserError } from '../errors.js';
-import { APPLICATION_ID, DURATION_INDEX_SQL, FORMAT_VERSION, SCHEMA_SQL } from './schema.js';
+import { APPLICATION_ID, DURATION_INDEX_SQL, FORMAT_VERSION, MIGRATIONS, SCHEMA_SQL } from './schema.js';
 
 export type { DatabaseT as Database };
 
@@ -12,6 +14,12 @@ export interface OpenTraceDbOptions {
   create?: boolean;
   /** Open read-only: for readers (sessions, show, tui) that must never change the file. */
   readonly?: boolean;
+  /**
+   * A reader that walks a whole session once (show --json/--frames, export): no memory map. Every
+   * page it touches would stay mapped, and count in its RSS, until it exits: `show --json` of a
+   * 118,000-request session of large frames reached 1.2 GB that way.
+   */
+  streaming?: boolean;
 }
 
 /** The first 16 bytes of every SQLite 3 database file (https://sqlite.org/fileformat.html#magic_header_string). */
@@ -31,6 +39,7 @@ const PAGE_SIZE = 65536;
  */
 export function openTraceDb(path: string, opts: OpenTraceDbOptions = {}): DatabaseT {
   if (opts.create && opts.readonly) throw new TypeError('openTraceDb: create and readonly exclude each other');
+  refuseLinkedSidecars(path);
   let size: number;
   try {
     const st = fs.statSync(path);
@@ -78,6 +87,8 @@ export function openTraceDb(path: string, opts: OpenTraceDbOptions = {}): Databa
   } catch (err) {
     throw accessError(path, err);
   }
+  if (opts.readonly) db = readableOrCopy(db, path);
+  if (!opts.readonly) matchSidecarModes(path);
   try {
     const appId = db.pragma('application_id', { simple: true }) as number;
     const version = db.pragma('user_version', { simple: true }) as number;
@@ -93,19 +104,164 @@ export function openTraceDb(path: string, opts: OpenTraceDbOptions = {}): Databa
     } else if (version < 1) {
       throw notOurs(path);
     }
-    if (!opts.readonly) tune(db);
+    if (!opts.readonly) {
+      tune(db);
+      const current = db.pragma('user_version', { simple: true }) as number;
+      if (current < FORMAT_VERSION) migrate(db, current);
+    }
     // Readers (show, stats, export, the TUI) look rows up at random on 64 KiB pages: mapping the file
     // saves a copy per page (stats --filter 'op==READ && dur>1ms' on 1M requests: 226 -> 63 ms).
     // Only readers: nothing truncates a trace file under them (no auto_vacuum, no VACUUM).
-    else db.pragma(`mmap_size = ${READER_MMAP_BYTES}`);
+    else db.pragma(`mmap_size = ${opts.streaming ? 0 : READER_MMAP_BYTES}`);
     return db;
   } catch (err) {
     db.close();
     if (err instanceof UserError) throw err;
-    const code = (err as { code?: string }).code;
-    // SQLITE_NOTADB (a truncated or encrypted file) and SQLITE_CORRUPT: not something we can read.
-    if (code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT') throw notOurs(path);
+    throw storeEnvironmentError(err, path) ?? err;
+  }
+}
+
+/** The -wal and -shm files SQLite keeps next to a trace in WAL mode. */
+const SIDECARS = ['-wal', '-shm'];
+
+/**
+ * A planted symbolic link at TRACE-wal or TRACE-shm would make SQLite write the trace's pages or
+ * its index into whatever the link names (the unix VFS opens them by name, following links): a
+ * root `record` could overwrite any file. Refused with one line, for readers and writers alike.
+ */
+function refuseLinkedSidecars(path: string): void {
+  for (const suffix of SIDECARS) {
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(path + suffix);
+    } catch {
+      continue;
+    }
+    if (st.isSymbolicLink()) {
+      throw new UserError(`${path}${suffix} is a symbolic link; fusetrace never follows it (remove it, then run again)`);
+    }
+    if (!st.isFile()) throw new UserError(`${path}${suffix} is not a regular file (remove it, then run again)`);
+  }
+}
+
+/**
+ * -wal and -shm get the trace file's mode. SQLite creates them with it (unix VFS
+ * findCreateFileMode), but reuses existing ones as they are: a -wal left from before a `chmod 600`
+ * of the trace would keep showing file contents to others.
+ */
+function matchSidecarModes(path: string): void {
+  let mode: number;
+  try {
+    mode = fs.statSync(path).mode & 0o777;
+  } catch {
+    return;
+  }
+  for (const suffix of SIDECARS) {
+    try {
+      const st = fs.lstatSync(path + suffix);
+      if (st.isFile() && (st.mode & 0o777) !== mode) fs.chmodSync(path + suffix, mode);
+    } catch {
+      // absent (created later with the trace's mode by SQLite), or not ours to change: leave it
+    }
+  }
+}
+
+/**
+ * A read-only connection to a trace in WAL mode needs a -shm it can map; on a read-only file
+ * system or in a directory the reader cannot write, with no -shm (the usual case after a clean
+ * close, or after a killed recorder), SQLite cannot open it ("attempt to write a readonly database",
+ * "unable to open database file"; https://sqlite.org/wal.html#readonly). SQLite's way out, the
+ * `immutable` URI parameter, is not available (better-sqlite3 builds with SQLITE_USE_URI=0), and
+ * it would ignore committed frames still in a -wal anyway: read a private copy of both instead.
+ */
+function readableOrCopy(db: DatabaseT, path: string): DatabaseT {
+  try {
+    db.pragma('user_version', { simple: true });
+    return db;
+  } catch (err) {
+    db.close();
+    const code = (err as { code?: string }).code ?? '';
+    if (!code.startsWith('SQLITE_CANTOPEN') && !code.startsWith('SQLITE_READONLY')) throw storeEnvironmentError(err, path) ?? err;
+  }
+  const dir = fs.mkdtempSync(nodePath.join(os.tmpdir(), 'fusetrace-ro-'));
+  const remove = () => fs.rmSync(dir, { recursive: true, force: true });
+  try {
+    const copy = nodePath.join(dir, 'trace.db');
+    fs.copyFileSync(path, copy);
+    if (fs.existsSync(path + '-wal')) fs.copyFileSync(path + '-wal', copy + '-wal');
+    const ro = new Database(copy, { readonly: true, fileMustExist: true });
+    const close = ro.close.bind(ro);
+    // The copy goes with the connection (and with the process, if it never closes it).
+    process.once('exit', remove);
+    ro.close = () => {
+      const r = close();
+      remove();
+      process.off('exit', remove);
+      return r;
+    };
+    process.stderr.write(`fusetrace: ${path}: no -shm file can be made next to it (read-only location); reading a private copy\n`);
+    return ro;
+  } catch (err) {
+    remove();
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOSPC') throw new UserError(`cannot read ${path} from this read-only location: no room in ${os.tmpdir()} for a private copy`);
     throw err;
+  }
+}
+
+/**
+ * An SQLite failure caused by the file or its environment (damaged, truncated, full disk, read-only
+ * medium, I/O error) as a one-line UserError naming the file; undefined for anything else (a bug).
+ */
+export function storeEnvironmentError(err: unknown, path?: string): UserError | undefined {
+  const code = (err as { code?: string }).code ?? '';
+  const msg = err instanceof Error ? err.message : String(err);
+  const what = path ?? 'the trace file';
+  if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT')) {
+    return new UserError(`${what} is damaged or truncated (SQLite: ${msg}); record a new trace, or restore a copy`);
+  }
+  if (code === 'SQLITE_FULL' || code === 'SQLITE_IOERR_WRITE' && /full/i.test(msg)) return new UserError(`no room left for ${what}: the disk is full`);
+  if (code.startsWith('SQLITE_READONLY')) return new UserError(`cannot write ${what}: it is read-only (SQLite: ${msg})`);
+  if (code.startsWith('SQLITE_IOERR')) return new UserError(`I/O error on ${what} (SQLite: ${msg})`);
+  if (code.startsWith('SQLITE_CANTOPEN')) return new UserError(`cannot open ${what} (SQLite could not open it or its -wal/-shm files)`);
+  return undefined;
+}
+
+/**
+ * Why `record` would refuse to write a trace at `path`, or null when it can: the checks
+ * openTraceDb makes before it changes anything, for `doctor --db` to agree with `record`.
+ */
+export function traceFileProblem(path: string): string | null {
+  const abs = nodePath.resolve(path);
+  try {
+    refuseLinkedSidecars(abs);
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(abs);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw accessError(abs, err);
+      const dir = nodePath.dirname(abs);
+      if (!fs.statSync(dir).isDirectory()) return `${dir} is not a directory`;
+      fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+      return null;
+    }
+    if (st.isDirectory()) return `${abs} is a directory, not a fusetrace trace file`;
+    if (!st.isFile()) return `${abs} is not a regular file`;
+    fs.accessSync(abs, fs.constants.R_OK | fs.constants.W_OK);
+    if (st.size > 0) {
+      const head = Buffer.alloc(SQLITE_MAGIC.length);
+      const fd = fs.openSync(abs, 'r');
+      try {
+        if (fs.readSync(fd, head, 0, head.length, 0) < head.length || !head.equals(SQLITE_MAGIC)) return `${abs} is not a fusetrace trace file`;
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    return null;
+  } catch (err) {
+    if (err instanceof UserError) return err.message;
+    const e = err as NodeJS.ErrnoException;
+    return `${abs}: ${e.code ?? e.message}`;
   }
 }
 
@@ -122,6 +278,16 @@ function initialise(db: DatabaseT): void {
     db.exec(SCHEMA_SQL);
     db.pragma(`application_id = ${APPLICATION_ID}`);
     db.pragma(`user_version = ${FORMAT_VERSION}`);
+  })();
+}
+
+/** Upgrades a file written by an older fusetrace in place, one version at a time (MIGRATIONS in schema.ts). */
+function migrate(db: DatabaseT, from: number): void {
+  db.transaction(() => {
+    for (let v = from + 1; v <= FORMAT_VERSION; v++) {
+      db.exec(MIGRATIONS[v]);
+      db.pragma(`user_version = ${v}`);
+    }
   })();
 }
 

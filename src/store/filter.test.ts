@@ -146,7 +146,7 @@ describe('filter: globs', () => {
 
 describe('filter: errors name the column', () => {
   const FIELDS = 'op, unique, nodeid, fh, path, pid, comm, uid, err, state, dur, t, len';
-  const STATES = 'ok, error, interrupted, late, unanswered, aborted, noreply, notify, unknown';
+  const STATES = 'ok, error, interrupted, late, unanswered, aborted, noreply, notify, unknown, lost';
   const cases: [string, number, string][] = [
     ['op == && dur>1ms', 7, "expected a value after '==' at column 7"],
     ['op ==', 6, "expected a value after '==' at column 6"],

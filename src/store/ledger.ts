@@ -37,6 +37,13 @@
  *                and cannot attach to a request; opcode 0), `interrupt-target-unknown` (an
  *                INTERRUPT for a unique not in the trace), `unique-reused`, `duplicate-reply`,
  *                `reply-write-errno-<n>` (the kernel refused the reply for another reason).
+ *   lost         some of its frames were dropped (record --lossy while the recorder was behind; the
+ *                pump names every dropped frame's unique in the `lost` table), so what is recorded
+ *                of it is incomplete and any other state would be a guess. Set when the session
+ *                ends (labelLost). outcome: `reply-not-recorded` (the request is in the trace, its
+ *                reply is not), `request-not-recorded` (only the reply is), `frames-not-recorded`
+ *                (an INTERRUPT or another frame of it), `unlisted` (the list of dropped uniques
+ *                overflowed: every request left without an end is labelled so).
  *
  * ok/error carry an outcome when the proxy stepped in: `request-not-forwarded` (the socket refused
  * the request) or `reply-not-forwarded` (the server's reply was split or truncated); the pump then
@@ -93,7 +100,7 @@ import { FUSE_INT_REQ_BIT, IN_HEADER_SIZE, OP, OUT_HEADER_SIZE } from '../protoc
 export type EndReason = 'unmount' | 'signal' | 'server-exit' | 'server-crash' | 'error';
 
 /** The state values of `requests.state`. */
-export type LedgerState = 'ok' | 'error' | 'interrupted' | 'late' | 'unanswered' | 'aborted' | 'noreply' | 'notify' | 'unknown';
+export type LedgerState = 'ok' | 'error' | 'interrupted' | 'late' | 'unanswered' | 'aborted' | 'noreply' | 'notify' | 'unknown' | 'lost';
 
 /** Finished requests kept in memory for late replies and INTERRUPTs; older ones are read back from the table. */
 const RECENT_MAX = 16384;
@@ -185,6 +192,12 @@ export interface LedgerOptions {
   minor?: number;
   /** Finished requests kept in memory (default 16384); tests lower it to exercise the read-back path. */
   recentMax?: number;
+  /**
+   * The session joined a running connection (fusetrace attach): a reply whose request was read
+   * before the attach is expected, and its row says so (state unknown, outcome before-attach)
+   * instead of no-request.
+   */
+  attached?: boolean;
 }
 
 /**
@@ -200,6 +213,7 @@ export class Ledger {
   /** Struct sizes for the negotiated protocol minor (the INIT reply's). */
   private sizes: WireSizes;
   private readonly recentMax: number;
+  private readonly attached: boolean;
   /** Requests waiting for their reply, by unique. */
   private readonly pending = new Map<bigint, Req>();
   /** Recently finished requests, by unique, oldest first. */
@@ -229,6 +243,7 @@ export class Ledger {
     this.startMono = start;
     this.sizes = wireSizes(opts.minor ?? 45);
     this.recentMax = opts.recentMax ?? RECENT_MAX;
+    this.attached = opts.attached ?? false;
     const cols =
       'session, seq, unique_id, opcode, nodeid, fh, path, pid, comm, uid, gid, start_ns, fwd_ns, reply_ns, dur_ns, errno, len, reply_len, state, outcome, background, reply_seq, interrupt_seq';
     const one = `(${Array(23).fill('?').join(',')})`;
@@ -296,8 +311,12 @@ export class Ledger {
       }
     }
     // One transaction for the updates (the recorder calls this after its last flush, outside one).
-    if (this.db.inTransaction) this.write();
-    else this.db.transaction(() => this.write())();
+    const done = () => {
+      this.write();
+      labelLost(this.db, this.session);
+    };
+    if (this.db.inTransaction) done();
+    else this.db.transaction(done)();
   }
 
   // ------------------------------------------------------------------------------------------
@@ -595,7 +614,7 @@ export class Ledger {
   private orphan(f: FrameRecord, error: number, note = 'no-request'): void {
     const r = this.newReq(f, 0, null);
     r.kind = 'unknown';
-    r.note = note;
+    r.note = note === 'no-request' && this.attached ? 'before-attach' : note;
     r.replyNs = r.startNs;
     r.replySeq = f.seq;
     r.replyLen = f.len;
@@ -867,6 +886,48 @@ function fromRow(unique: bigint, row: Record<string, bigint | string | null>): R
     inserted: true,
     dirty: false,
   };
+}
+
+/**
+ * Labels the requests whose frames were dropped `lost` (see the header comment) and stores how many
+ * requests are incomplete in sessions.lost: those rows plus the requests of which no frame at all
+ * was kept (no row). Idempotent; runs at the end of Ledger.finish, so a rebuild labels the same.
+ */
+export function labelLost(db: Database, session: number): number {
+  const anyLost = db.prepare('SELECT 1 FROM lost WHERE session = ? LIMIT 1').get(session) !== undefined;
+  const unlisted = Number(
+    db.prepare("SELECT coalesce(json_extract(meta, '$.lostUnlisted'), 0) FROM sessions WHERE id = ?").pluck().get(session) ?? 0,
+  );
+  if (!anyLost && unlisted === 0) return 0;
+  // An INTERRUPT and its answer carry the request's unique | FUSE_INT_REQ_BIT (kernel >= 5.0).
+  db.prepare(
+    `UPDATE requests SET state = 'lost',
+       outcome = CASE WHEN opcode = 0 AND state = 'unknown' THEN 'request-not-recorded'
+                      WHEN reply_seq IS NULL THEN 'reply-not-recorded' ELSE 'frames-not-recorded' END
+     WHERE session = @s AND state NOT IN ('noreply', 'notify', 'lost')
+       AND (unique_id IN (SELECT unique_id FROM lost WHERE session = @s)
+            OR (unique_id | ${Number(FUSE_INT_REQ_BIT)}) IN (SELECT unique_id FROM lost WHERE session = @s))`,
+  ).run({ s: session });
+  if (unlisted > 0) {
+    db.prepare(
+      `UPDATE requests SET state = 'lost', outcome = 'unlisted'
+       WHERE session = ? AND (state IN ('aborted', 'unanswered') OR (state = 'unknown' AND outcome = 'no-request'))`,
+    ).run(session);
+  }
+  const rows = Number(db.prepare("SELECT count(*) FROM requests WHERE session = ? AND state = 'lost'").pluck().get(session));
+  const rowless = Number(
+    db
+      .prepare(
+        `SELECT count(*) FROM (SELECT DISTINCT unique_id & ~${Number(FUSE_INT_REQ_BIT)} AS u FROM lost WHERE session = @s) l
+         WHERE NOT EXISTS (SELECT 1 FROM requests r WHERE r.session = @s AND r.unique_id = l.u)`,
+      )
+      .pluck()
+      .get({ s: session }),
+  );
+  // With an overflowed list the unnamed drops' requests are among the rows labelled `unlisted`.
+  const total = rows + rowless;
+  db.prepare('UPDATE sessions SET lost = ? WHERE id = ?').run(total, session);
+  return total;
 }
 
 /** Frames handed to add() at once by rebuildLedger. */

@@ -28,7 +28,13 @@ export interface SessionInfo {
   frames: number;
   bytes: number;
   dropped: number;
+  /** Requests whose record is incomplete because frames were dropped (0 in a format 1 file). */
+  lost: number;
   meta: Record<string, unknown> | null;
+  /** 'record' or 'attached' (joined a running server: no beginning); 'record' in format 1 files. */
+  origin: string;
+  /** 'frames' or 'tracepoints' (headers from the kernel's tracepoints only). */
+  capture: string;
 }
 
 /** Per-session counts from the `requests` table (0 until the ledger has filled it). */
@@ -40,6 +46,10 @@ export interface RequestCounts {
   interrupted: number;
   /** state = 'unanswered': no reply by the end of the session. */
   unanswered: number;
+  /** state = 'aborted': outstanding when the session ended. */
+  aborted: number;
+  /** state = 'lost': frames of the request were dropped (record --lossy), so its record is incomplete. */
+  lost: number;
 }
 
 /** A range of frames.seq, both ends included. */
@@ -205,7 +215,14 @@ export class TraceReader {
     const by = this.stateCounts(session);
     let requests = 0;
     for (const n of Object.values(by)) requests += n;
-    return { requests, errors: by.error ?? 0, interrupted: by.interrupted ?? 0, unanswered: by.unanswered ?? 0 };
+    return {
+      requests,
+      errors: by.error ?? 0,
+      interrupted: by.interrupted ?? 0,
+      unanswered: by.unanswered ?? 0,
+      aborted: by.aborted ?? 0,
+      lost: by.lost ?? 0,
+    };
   }
 
   /**
@@ -270,6 +287,9 @@ function toSession(r: Row): SessionInfo {
     frames: num(r.frames),
     bytes: num(r.bytes),
     dropped: num(r.dropped),
+    lost: r.lost === undefined ? 0 : num(r.lost),
     meta: jsonOrNull(r.meta) as Record<string, unknown> | null,
+    origin: typeof r.origin === 'string' ? r.origin : 'record',
+    capture: typeof r.capture === 'string' ? r.capture : 'frames',
   };
 }

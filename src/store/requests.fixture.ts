@@ -7,6 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Database } from 'better-sqlite3';
 import { openTraceDb } from './db.js';
+import { TraceReader } from './reader.js';
+import { TraceWriter, type FrameRecord } from './writer.js';
 
 /** A requests row; omitted fields get plausible defaults (a successful GETATTR). */
 export interface FixtureRequest {
@@ -91,7 +93,93 @@ export function addRequests(db: Database, id: number, rows: FixtureRequest[]): v
   })();
 }
 
+/**
+ * Copies a recorded session's frames into a new session, each frame replaced by what `expand`
+ * yields for it (the frame itself, plus e.g. clones with new uniques), seqs renumbered in order:
+ * a large session made of real frames without recording one. Streams both ways, so the copy may
+ * be far larger than memory. The session row (command, INIT changes, end) is copied too; the
+ * ledger is not (rebuild it from the frames when a test needs it). Returns the new session's id.
+ */
+export function cloneSession(db: Database, from: number, expand: (f: FrameRecord) => Iterable<FrameRecord>): number {
+  const reader = new TraceReader(db);
+  const src = reader.getSession(from);
+  if (!src) throw new Error(`cloneSession: no session ${from}`);
+  const w = new TraceWriter(db);
+  try {
+    w.beginSession({ name: `${src.name ?? 'session'}-clone`, command: src.command, snaplen: src.snaplen ?? undefined,
+      startedWallNs: src.startedWallNs, startedMonoNs: src.startedMonoNs });
+    let seq = 0;
+    let batch: FrameRecord[] = [];
+    for (const f of reader.frames(from)) {
+      for (const g of expand(f)) {
+        batch.push({ ...g, seq: seq++ });
+        if (batch.length >= 4096) {
+          w.addFrames(batch);
+          batch = [];
+        }
+      }
+    }
+    w.addFrames(batch);
+    w.updateSession({
+      initChanges: (src.initChanges ?? undefined) as object | undefined, endedMonoNs: src.endedMonoNs ?? undefined,
+      endReason: (src.endReason ?? undefined) as never, serverExitCode: src.serverExitCode, serverSignal: src.serverSignal,
+    });
+    return w.sessionId;
+  } finally {
+    w.close();
+  }
+}
+
 /** u64 values are stored bit for bit as SQLite's signed INTEGER (schema.ts). */
 function i64(v: number | bigint | null): number | bigint | null {
   return typeof v === 'bigint' ? BigInt.asIntN(64, v) : v;
+}
+
+/**
+ * A session of `n` answered GETATTRs with their real frames (request and reply, as the kernel and a
+ * server would write them) and ledger rows, committed in chunks: a large trace for tests of bounded
+ * memory (show --json, export) without recording one. Returns the session id.
+ */
+export function addFramedSession(db: Database, n: number): number {
+  const { id } = db
+    .prepare(
+      `INSERT INTO sessions (name, started_wall_ns, started_mono_ns, ended_mono_ns, command, mountpoint, end_reason, kernel_major, kernel_minor, server_major, server_minor)
+       VALUES ('framed', 1700000000000000000, 0, ?, '["fixture"]', '/mnt', 'unmount', 7, 45, 7, 45) RETURNING id`,
+    )
+    .get(n * 2000) as { id: number };
+  const frame = db.prepare(
+    'INSERT INTO frames (session, seq, ts_ns, fwd_ns, dir, unique_id, opcode, error, len, cap_len, data, write_errno) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)',
+  );
+  const row = db.prepare(
+    `INSERT INTO requests (session, seq, unique_id, opcode, nodeid, path, pid, comm, uid, gid, start_ns, fwd_ns, reply_ns, dur_ns, errno, len, reply_len, state, background, reply_seq)
+     VALUES (?, ?, ?, 3, ?, ?, 4242, 'stat', 0, 0, ?, ?, ?, 1000, 0, 56, 120, 'ok', 0, ?)`,
+  );
+  // fuse_in_header (40) + fuse_getattr_in (16); fuse_out_header (16) + fuse_attr_out (104).
+  const req = Buffer.alloc(56);
+  const rep = Buffer.alloc(120);
+  const CHUNK = 20_000;
+  for (let from = 0; from < n; from += CHUNK) {
+    db.transaction(() => {
+      for (let i = from; i < Math.min(n, from + CHUNK); i++) {
+        const unique = BigInt(2 * (i + 1));
+        const nodeid = BigInt(1 + (i % 1000));
+        const t = i * 2000;
+        req.writeUInt32LE(56, 0);
+        req.writeUInt32LE(3, 4);
+        req.writeBigUInt64LE(unique, 8);
+        req.writeBigUInt64LE(nodeid, 16);
+        req.writeUInt32LE(4242, 32);
+        rep.writeUInt32LE(120, 0);
+        rep.writeInt32LE(0, 4);
+        rep.writeBigUInt64LE(unique, 8);
+        rep.writeBigUInt64LE(1n, 16); // attr_valid
+        rep.writeBigUInt64LE(nodeid, 32); // attr.ino
+        rep.writeUInt32LE(0o100644, 16 + 16 + 60); // attr.mode
+        frame.run(id, 2 * i, t, t + 1, 0, unique, 3, null, 56, 56, req);
+        frame.run(id, 2 * i + 1, t + 1000, t + 1001, 1, unique, null, 0, 120, 120, rep);
+        row.run(id, 2 * i, unique, nodeid, `/f${nodeid}`, t, t + 1, t + 1000, 2 * i + 1);
+      }
+    })();
+  }
+  return id;
 }

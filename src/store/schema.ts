@@ -17,11 +17,13 @@
 export const APPLICATION_ID = 0x46545243;
 
 /** `PRAGMA user_version`: bump on every schema change and add a line to FORMAT_CHANGELOG. */
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 3;
 
 /** What each format version changed; the reader and writer live together with it. */
 export const FORMAT_CHANGELOG: Record<number, string> = {
   1: 'first format: sessions, frames, procs, requests',
+  2: "lost table (uniques of dropped frames), sessions.lost, requests.state 'lost'; a version 1 file is upgraded when opened for writing",
+  3: "sessions.origin ('record' | 'attached') and sessions.capture ('frames' | 'tracepoints'): sessions of `fusetrace attach` start in the middle of a connection; older files are upgraded in place when opened for writing (MIGRATIONS)",
 };
 
 /** Frame direction: read from /dev/fuse (a request, or INTERRUPT/FORGET) = 0; written to /dev/fuse (reply or notify) = 1. */
@@ -42,6 +44,25 @@ CREATE INDEX IF NOT EXISTS requests_dur ON requests(session, dur_ns);
 CREATE INDEX IF NOT EXISTS requests_op_dur ON requests(session, opcode, dur_ns);
 `;
 
+/** Format 2: the lost table (also created when a version 1 file is opened for writing). */
+export const LOST_SQL = `
+-- Frames fusetrace saw but could not keep (record --lossy drops them when the recorder falls behind):
+-- one row per unique they carried, so that the ledger labels those requests 'lost' instead of guessing.
+CREATE TABLE IF NOT EXISTS lost (
+  session    INTEGER NOT NULL,           -- sessions.id
+  unique_id  INTEGER NOT NULL,           -- the dropped frame's unique (an INTERRUPT's: the request's unique | 1)
+  PRIMARY KEY (session, unique_id)
+) WITHOUT ROWID;
+`;
+
+/** SQL that brings a file of version N-1 to version N (run in one transaction with the new user_version). */
+export const MIGRATIONS: Record<number, string> = {
+  2: `${LOST_SQL}
+      ALTER TABLE sessions ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;`,
+  3: `ALTER TABLE sessions ADD COLUMN origin TEXT NOT NULL DEFAULT 'record';
+      ALTER TABLE sessions ADD COLUMN capture TEXT NOT NULL DEFAULT 'frames';`,
+};
+
 export const SCHEMA_SQL = `
 CREATE TABLE sessions (
   id               INTEGER PRIMARY KEY,  -- session id, 1, 2, ... within the file
@@ -59,14 +80,17 @@ CREATE TABLE sessions (
   max_write        INTEGER,              -- max_write as forwarded to the kernel
   init_changes     TEXT,                 -- JSON: what the proxy changed in INIT (masked bits, clamped max_write/max_pages, originals)
   snaplen          INTEGER,              -- bytes kept per frame, NULL for full frames
-  end_reason       TEXT,                 -- unmount | signal | server-exit | server-crash | error; NULL while recording or after SIGKILL
+  end_reason       TEXT,                 -- unmount | signal | server-exit | server-crash | error | detached (attach let go; the server runs on); NULL while recording or after SIGKILL
   server_exit_code INTEGER,              -- the server's exit code, if it exited
   server_signal    TEXT,                 -- the signal that killed the server, if any (e.g. SIGSEGV)
   exit_status      INTEGER,              -- fusetrace's own exit status
   frames           INTEGER NOT NULL DEFAULT 0,  -- frames recorded
   bytes            INTEGER NOT NULL DEFAULT 0,  -- frame bytes seen (full lengths, before snaplen)
-  dropped          INTEGER NOT NULL DEFAULT 0,  -- frames passed through but not recorded (queue full); never silent
-  meta             TEXT                  -- JSON: anything else (fusetrace version, uid, kernel release, ...)
+  dropped          INTEGER NOT NULL DEFAULT 0,  -- frames passed through but not recorded (record --lossy, or a full queue); never silent
+  lost             INTEGER NOT NULL DEFAULT 0,  -- requests whose record is incomplete because frames were dropped: rows in state lost plus those with no row (every frame dropped)
+  meta             TEXT,                 -- JSON: anything else (fusetrace version, uid, kernel release, ...)
+  origin           TEXT NOT NULL DEFAULT 'record',  -- record: fusetrace started the server and saw the connection from INIT on; attached: fusetrace attach joined a running server (no INIT, requests read before the attach missing; replay refuses it)
+  capture          TEXT NOT NULL DEFAULT 'frames'   -- frames: the bytes of every frame (up to snaplen); tracepoints: only what the kernel's fuse tracepoints carry (unique, opcode, length, error, requester pid: frames hold synthesized headers, no payloads, nodeids or paths)
 );
 
 -- frames is a rowid table on purpose, although (session, seq) is its key: in a WITHOUT ROWID table
@@ -116,14 +140,15 @@ CREATE TABLE requests (
   errno       INTEGER,                   -- positive errno of the reply, 0 for success, NULL without a reply; for a notification the errno of its write to /dev/fuse
   len         INTEGER NOT NULL,          -- request length
   reply_len   INTEGER,                   -- reply length
-  state       TEXT NOT NULL,             -- ok | error | interrupted | late | unanswered | aborted | noreply | notify | unknown
-  outcome     TEXT,                      -- sub-state (ledger.ts): interrupted eintr | answered | eagain; late not-waited | duplicate | interrupt-after-finish | interrupt-not-waited; aborted the session's end_reason; notify the notify code name; unknown what was odd
+  state       TEXT NOT NULL,             -- ok | error | interrupted | late | unanswered | aborted | noreply | notify | unknown | lost
+  outcome     TEXT,                      -- sub-state (ledger.ts): interrupted eintr | answered | eagain; late not-waited | duplicate | interrupt-after-finish | interrupt-not-waited; aborted the session's end_reason; notify the notify code name; unknown what was odd; lost which frames are missing (reply-not-recorded | request-not-recorded | frames-not-recorded | unlisted); unknown before-attach: a reply to a request read before fusetrace attach joined
   background  INTEGER NOT NULL DEFAULT 0, -- 1 when no process waits on it (RELEASE, writeback, readahead, INIT)
   reply_seq   INTEGER,                   -- frames.seq of the reply
   interrupt_seq INTEGER,                 -- frames.seq of the first FUSE_INTERRUPT naming this request (INTERRUPTs have no row of their own; on kernels >= 5.0 all of them and their answers have unique_id = unique | 1)
   PRIMARY KEY (session, seq)
 ) WITHOUT ROWID;
 CREATE INDEX requests_unique ON requests(session, unique_id);
+${LOST_SQL}
 CREATE INDEX requests_start ON requests(session, start_ns);
 CREATE INDEX requests_state ON requests(session, state);
 ` + DURATION_INDEX_SQL;

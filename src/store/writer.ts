@@ -35,6 +35,10 @@ export interface SessionStart {
   startedWallNs: bigint;
   startedMonoNs: bigint;
   meta?: Record<string, unknown>;
+  /** 'attached' for `fusetrace attach` (schema.ts sessions.origin); default 'record'. */
+  origin?: 'record' | 'attached';
+  /** 'tracepoints' when only the kernel's fuse tracepoints were available (sessions.capture); default 'frames'. */
+  capture?: 'frames' | 'tracepoints';
 }
 
 /** Session columns filled in as the session goes (INIT, end); undefined fields are left alone. */
@@ -48,7 +52,8 @@ export interface SessionPatch {
   maxWrite?: number;
   initChanges?: object;
   endedMonoNs?: bigint;
-  endReason?: 'unmount' | 'signal' | 'server-exit' | 'server-crash' | 'error';
+  /** `detached`: fusetrace attach let go of a server that runs on (its outstanding requests stay unanswered). */
+  endReason?: 'unmount' | 'signal' | 'server-exit' | 'server-crash' | 'error' | 'detached';
   serverExitCode?: number | null;
   serverSignal?: string | null;
   exitStatus?: number;
@@ -123,6 +128,9 @@ export class TraceWriter {
   private frames: FrameRecord[] = [];
   private bufferedBytes = 0;
   private procs: Array<[number, string | null]> = [];
+  /** Uniques of dropped frames not yet committed (lost table). */
+  private lost: bigint[] = [];
+  private readonly insertLost: Statement;
   private readonly procsSeen = new Set<number>();
   private readonly observers: Array<(session: number, frames: FrameRecord[]) => void> = [];
   private readonly insertChunk: Statement;
@@ -155,6 +163,7 @@ export class TraceWriter {
     );
     this.insertOne = db.prepare(`INSERT INTO frames (${FRAME_COLUMNS}) VALUES ${FRAME_PLACEHOLDERS}`);
     this.insertProc = db.prepare('INSERT OR IGNORE INTO procs (session, pid, comm) VALUES (?, ?, ?)');
+    this.insertLost = db.prepare('INSERT OR IGNORE INTO lost (session, unique_id) VALUES (?, ?)');
     this.bumpCounters = db.prepare('UPDATE sessions SET frames = frames + ?, bytes = bytes + ? WHERE id = ?');
     this.commit = db.transaction((frames: FrameRecord[]) => this.writeBatch(frames));
   }
@@ -165,8 +174,8 @@ export class TraceWriter {
     this.flush();
     const r = this.db
       .prepare(
-        `INSERT INTO sessions (name, started_wall_ns, started_mono_ns, command, mountpoint, snaplen, meta)
-         VALUES (?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO sessions (name, started_wall_ns, started_mono_ns, command, mountpoint, snaplen, meta, origin, capture)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(
         info.name ?? null,
@@ -176,6 +185,8 @@ export class TraceWriter {
         info.mountpoint ?? null,
         info.snaplen ?? null,
         info.meta === undefined ? null : JSON.stringify(info.meta),
+        info.origin ?? 'record',
+        info.capture ?? 'frames',
       );
     this.session = Number(r.lastInsertRowid);
     this.procsSeen.clear();
@@ -225,6 +236,28 @@ export class TraceWriter {
     this.procs.push([pid, comm]);
   }
 
+  /**
+   * Records the uniques of frames that were dropped (record --lossy): their requests are labelled
+   * `lost` when the session ends (labelLost in ledger.ts). Committed with the next flush.
+   */
+  addLost(uniques: readonly bigint[]): void {
+    this.checkSession();
+    for (const u of uniques) this.lost.push(u);
+  }
+
+  /**
+   * Forgets everything buffered and not committed (the store failed: disk full): returns how many
+   * frames that was, so the recorder can count them as not kept.
+   */
+  discardBuffered(): number {
+    const n = this.frames.length;
+    this.frames = [];
+    this.bufferedBytes = 0;
+    this.procs = [];
+    this.lost = [];
+    return n;
+  }
+
   /** Sets session columns; buffered frames are flushed first so that e.g. ended_mono_ns never precedes them. */
   updateSession(patch: SessionPatch): void {
     this.checkSession();
@@ -240,6 +273,13 @@ export class TraceWriter {
     }
     if (sets.length === 0) return;
     this.db.prepare(`UPDATE sessions SET ${sets.join(', ')} WHERE id = ?`).run(...values, this.session);
+  }
+
+  /** Merges `fields` into the session's meta JSON (json_patch: a null value removes a key). */
+  mergeMeta(fields: Record<string, unknown>): void {
+    this.checkSession();
+    this.flush();
+    this.db.prepare("UPDATE sessions SET meta = json_patch(coalesce(meta, '{}'), ?) WHERE id = ?").run(JSON.stringify(fields), this.session);
   }
 
   /**
@@ -297,7 +337,7 @@ export class TraceWriter {
 
   /** Commits the buffer; throws if the commit fails, returns the observers' errors. */
   private commitBuffered(): unknown[] {
-    if (this.frames.length === 0 && this.procs.length === 0) return [];
+    if (this.frames.length === 0 && this.procs.length === 0 && this.lost.length === 0) return [];
     this.checkpointer?.catchUp();
     // Only forget the buffer once committed: a failed commit (disk full) can be retried.
     const errors = this.commit(this.frames);
@@ -305,6 +345,7 @@ export class TraceWriter {
     this.frames = [];
     this.bufferedBytes = 0;
     this.procs = [];
+    this.lost = [];
     this.checkpoints(bytes);
     return errors;
   }
@@ -374,6 +415,7 @@ export class TraceWriter {
       );
     }
     for (const [pid, comm] of this.procs) this.insertProc.run(session, pid, comm);
+    for (const u of this.lost) this.insertLost.run(session, BigInt.asIntN(64, u));
     if (n > 0) this.bumpCounters.run(n, bytes, session);
     const errors: unknown[] = [];
     if (n > 0) {

@@ -10,6 +10,8 @@ import { RequestBrowser, type BrowseQuery, type HandoutPlace } from '../store/br
 import type { RequestRow } from '../store/query.js';
 import { TraceReader } from '../store/reader.js';
 import { stats, type SessionStats } from '../store/stats.js';
+import { sessionProfile } from '../store/profile.js';
+import { diffProfiles, type SessionDiff } from '../diff/diff.js';
 import type { FrameRecord } from '../store/writer.js';
 import { FUSE_INT_REQ_BIT, OP, OPCODE_TABLE, OUT_HEADER_SIZE, decodeReply, sessionContext, structs, type DecodeContext, type StructDesc } from '../protocol/index.js';
 const { fuse_entry_out, fuse_open_out } = structs;
@@ -21,6 +23,8 @@ export interface SessionSummary {
   name: string | null;
   /** ns since the Unix epoch. */
   startedWallNs: bigint;
+  /** CLOCK_MONOTONIC ns at the start: frame times, and a live session's "now", are on this clock. */
+  startedMonoNs: bigint;
   /** ns; null while recording (or after the recorder was killed). */
   durationNs: number | null;
   command: string;
@@ -104,6 +108,16 @@ export class TuiSource extends RequestBrowser {
     this.reader = new TraceReader(db);
   }
 
+  /** Session `a` against session `b` (the requests matching `filter` in each), as `fusetrace diff` computes it. */
+  diff(a: number, b: number, filter: string): SessionDiff {
+    const f = filter || null;
+    const label = (id: number): string => {
+      const name = this.sessions().find((x) => x.id === id)?.name;
+      return name ? `${id} ${JSON.stringify(name)}` : String(id);
+    };
+    return diffProfiles(sessionProfile(this.db, a, f), sessionProfile(this.db, b, f), { a: label(a), b: label(b) }, { top: 10 });
+  }
+
   /** The sessions with their headline numbers (per-state counts come from the requests_state index). */
   sessions(): SessionSummary[] {
     return this.reader.listSessions().map((s) => {
@@ -113,6 +127,7 @@ export class TuiSource extends RequestBrowser {
         id: s.id,
         name: s.name,
         startedWallNs: s.startedWallNs,
+        startedMonoNs: s.startedMonoNs,
         durationNs: s.endedMonoNs === null ? null : Number(s.endedMonoNs - s.startedMonoNs),
         command: s.command.join(' '),
         mountpoint: s.mountpoint,

@@ -31,6 +31,8 @@ export type Command =
   | 'sameFh'
   | 'inFlight'
   | 'replay'
+  | 'diffMark'
+  | 'viewDiff'
   | 'nextRequest'
   | 'prevRequest'
   | 'filterApply'
@@ -88,6 +90,8 @@ export const KEYMAP: readonly Binding[] = [
   { keys: ['1'], command: 'viewSessions', contexts: NAV, help: 'sessions view' },
   { keys: ['2'], command: 'viewRequests', contexts: NAV, help: 'requests view' },
   { keys: ['3', 't'], command: 'viewStats', contexts: NAV, help: 'stats view: percentiles, histogram, timeline' },
+  { keys: ['d'], command: 'diffMark', contexts: NAV, help: 'diff: mark the session under the cursor (or the open one) as A; d on another shows A → B' },
+  { keys: ['4', 'D'], command: 'viewDiff', contexts: NAV, help: 'diff view: the last two sessions compared' },
   { keys: ['R'], command: 'replay', contexts: NAV, help: 'replay the session against a server command you type (compares the filtered requests)' },
   { keys: ['return'], command: 'filterApply', contexts: ['filter'], help: 'apply the filter (or start the replay)' },
   { keys: ['escape'], command: 'filterCancel', contexts: ['filter'], help: 'leave the filter bar unchanged' },

@@ -16,7 +16,7 @@ export interface RunTuiOptions {
   db: string | Database;
   /** Session id or name to open at once; undefined: the sessions view (or the only session). */
   session?: number | string;
-  /** A recording in progress: re-read counts and rows every second. */
+  /** A recording in progress: re-read counts and rows every second (default: when a session of the file has no end yet). */
   live?: boolean;
 }
 
@@ -83,7 +83,11 @@ export async function runTui(opts: RunTuiOptions): Promise<void> {
     process.on('exit', restore);
     stdout.write(ENTER_ALT);
     try {
-      instance = render(<App source={source} session={session} live={!!opts.live} />, { exitOnCtrlC: false, patchConsole: true });
+      // A trace another `record` is still writing (a session without an end) is followed too, as
+      // under `record --tui`: counts and the rows on screen are re-read every second. A session
+      // whose recorder was killed also has no end; following it costs one small query a second.
+      const live = opts.live ?? source.sessions().some((s) => s.durationNs === null);
+      instance = render(<App source={source} session={session} live={live} />, { exitOnCtrlC: false, patchConsole: true });
       await instance.waitUntilExit();
     } catch (err) {
       fatal ??= err;

@@ -5,7 +5,7 @@
  */
 import { FilterError, parseFilter } from '../store/filter.js';
 
-export type View = 'sessions' | 'requests' | 'stats' | 'replay';
+export type View = 'sessions' | 'requests' | 'stats' | 'replay' | 'diff';
 export type SortOrder = 'time' | 'dur';
 
 /** Requests slower than this are "slow" for the quick toggle (dur>=10ms). */
@@ -76,6 +76,15 @@ export interface ReplayState {
   scroll: number;
 }
 
+/** Two sessions compared in the diff view: `base` is marked with `d`, the next `d` picks B. */
+export interface DiffState {
+  /** The session marked as A, waiting for B. */
+  base: number | null;
+  /** The pair shown in the diff view (A, B), once picked. */
+  pair: { a: number; b: number } | null;
+  scroll: number;
+}
+
 export interface TuiState {
   view: View;
   help: boolean;
@@ -85,6 +94,7 @@ export interface TuiState {
   requests: RequestsState;
   stats: { scroll: number };
   replay: ReplayState;
+  diff: DiffState;
   /** Rows the current list can show (terminal height minus chrome). */
   pageRows: number;
   /** One-line message for the status line (cleared by the next key). */
@@ -125,7 +135,9 @@ export type TuiAction =
   | { type: 'sort' }
   | { type: 'scope'; scope: InFlightScope | null }
   | { type: 'jumpTo'; index: number; detail?: boolean }
-  | { type: 'message'; text: string | null };
+  | { type: 'message'; text: string | null }
+  /** `d`: mark `session` as A, or, with A marked, compare A with it. */
+  | { type: 'diffMark'; session: number };
 
 const emptyList: ListState = { cursor: 0, top: 0, total: 0 };
 
@@ -148,6 +160,7 @@ export function initialState(opts: { session?: number | null; pageRows?: number 
     },
     stats: { scroll: 0 },
     replay: { command: '', filter: '', runId: 0, running: false, lines: null, ok: null, scroll: 0 },
+    diff: { base: null, pair: null, scroll: 0 },
     pageRows: opts.pageRows ?? 20,
     message: null,
     quit: false,
@@ -211,15 +224,21 @@ export function reducer(s: TuiState, a: TuiAction): TuiState {
       if (s.view === 'requests' && s.requests.detail) return { ...s, requests: { ...s.requests, detail: null } };
       if (s.view === 'requests' && s.requests.scope) return { ...s, requests: resetPosition({ ...s.requests, scope: null }) };
       if (s.view === 'stats' || s.view === 'replay') return { ...s, view: s.session === null ? 'sessions' : 'requests' };
+      if (s.view === 'diff') return { ...s, view: 'sessions' };
+      if (s.view === 'sessions' && s.diff.base !== null) return { ...s, diff: { ...s.diff, base: null }, message: 'diff: mark cleared' };
       if (s.view === 'requests') return { ...s, view: 'sessions' };
       return s;
     case 'view':
+      if (a.view === 'diff') {
+        if (s.diff.pair === null) return { ...s, message: 'diff: press d on one session (A), then on another (B)' };
+        return { ...s, view: 'diff', help: false };
+      }
       if (a.view !== 'sessions' && s.session === null) return { ...s, message: 'open a session first (Enter)' };
       return { ...s, view: a.view, help: false };
     case 'openSession': {
       if (a.session === s.session) return { ...s, view: 'requests' };
       const fresh = initialState({ session: a.session, pageRows: s.pageRows });
-      return { ...fresh, sessions: s.sessions };
+      return { ...fresh, sessions: s.sessions, diff: s.diff };
     }
     case 'resize': {
       const next = { ...s, pageRows: Math.max(1, a.pageRows) };
@@ -236,20 +255,24 @@ export function reducer(s: TuiState, a: TuiAction): TuiState {
       return { ...s, requests: a.total === 0 ? { ...requests, detail: null } : requests };
     }
     case 'move':
+      if (s.view === 'diff') return { ...s, diff: { ...s.diff, scroll: scrollTo(s.diff.scroll + a.delta, a.max) } };
       if (s.view === 'replay') return { ...s, replay: { ...s.replay, scroll: scrollTo(s.replay.scroll + a.delta, a.max) } };
       if (s.view === 'stats') return { ...s, stats: { scroll: scrollTo(s.stats.scroll + a.delta, a.max) } };
       return withList(s, (l) => ({ ...l, cursor: l.cursor + a.delta }));
     case 'page': {
       const half = Math.max(1, Math.floor((s.view === 'requests' ? tableRows(s) : s.pageRows) / 2));
       if (s.view === 'stats') return { ...s, stats: { scroll: scrollTo(s.stats.scroll + a.direction * half, a.max) } };
+      if (s.view === 'diff') return { ...s, diff: { ...s.diff, scroll: scrollTo(s.diff.scroll + a.direction * half, a.max) } };
       if (s.view === 'replay') return { ...s, replay: { ...s.replay, scroll: scrollTo(s.replay.scroll + a.direction * half, a.max) } };
       return withList(s, (l) => ({ ...l, cursor: l.cursor + a.direction * half, top: l.top + a.direction * half }));
     }
     case 'home':
       if (s.view === 'stats') return { ...s, stats: { scroll: 0 } };
+      if (s.view === 'diff') return { ...s, diff: { ...s.diff, scroll: 0 } };
       if (s.view === 'replay') return { ...s, replay: { ...s.replay, scroll: 0 } };
       return withList(s, (l) => ({ ...l, cursor: 0, top: 0 }));
     case 'end':
+      if (s.view === 'diff') return { ...s, diff: { ...s.diff, scroll: scrollTo(Infinity, a.max) } };
       if (s.view === 'replay') return { ...s, replay: { ...s.replay, scroll: scrollTo(Infinity, a.max) } };
       if (s.view === 'stats') return { ...s, stats: { scroll: scrollTo(Infinity, a.max) } };
       return withList(s, (l) => ({ ...l, cursor: l.total - 1, top: l.total }));
@@ -339,6 +362,12 @@ export function reducer(s: TuiState, a: TuiAction): TuiState {
       return { ...s, requests: resetPosition({ ...s.requests, sort: s.requests.sort === 'time' ? 'dur' : 'time' }) };
     case 'scope':
       return { ...s, view: 'requests', requests: resetPosition({ ...s.requests, scope: a.scope }) };
+    case 'diffMark': {
+      const base = s.diff.base;
+      if (base === null) return { ...s, diff: { ...s.diff, base: a.session }, message: `diff: session ${a.session} is A; press d on the session to compare it with (B)` };
+      if (base === a.session) return { ...s, diff: { ...s.diff, base: null }, message: 'diff: mark cleared' };
+      return { ...s, view: 'diff', help: false, diff: { base: null, pair: { a: base, b: a.session }, scroll: 0 } };
+    }
     case 'jumpTo': {
       const r = s.requests;
       const detail = a.detail ? { scroll: 0 } : r.detail;

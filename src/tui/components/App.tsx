@@ -11,6 +11,8 @@ import { useReplay } from '../hooks/use-replay.js';
 import { useRequestList } from '../hooks/use-request-list.js';
 import { useTerminalSize } from '../hooks/use-terminal-size.js';
 import { DetailPane } from './DetailPane.js';
+import { DiffView, diffViewLines } from './DiffView.js';
+import type { SessionDiff } from '../../diff/diff.js';
 import { FilterBar } from './FilterBar.js';
 import { HelpView } from './HelpView.js';
 import { ReplayView } from './ReplayView.js';
@@ -69,6 +71,13 @@ export function App({ source, session = null, live = false, columns, rows }: App
       timeline: source.timeline(state.session, filter, Math.max(10, size.columns - 28)),
     };
   }, [source, state.view, state.session, q.filter, size.columns, tick]);
+
+  // The diff view compares the picked pair with the requests view's filter applied to both.
+  const pair = state.diff.pair;
+  const diffData: SessionDiff | null = useMemo(() => {
+    if (state.view !== 'diff' || pair === null) return null;
+    return source.diff(pair.a, pair.b, effectiveFilter(s));
+  }, [source, state.view, pair?.a, pair?.b, q.filter, tick]);
 
   useReplay(source.db, state.session, state.replay, dispatch);
 
@@ -164,6 +173,14 @@ export function App({ source, session = null, live = false, columns, rows }: App
           return follow(c);
         case 'replay':
           return dispatch({ type: 'replayOpen' });
+        case 'diffMark': {
+          // In the sessions view the session under the cursor, elsewhere the open one.
+          const st = stateRef.current;
+          const id = st.view === 'sessions' ? sessions[st.sessions.cursor]?.id : st.session;
+          if (id === undefined || id === null) return dispatch({ type: 'message', text: 'no session to mark' });
+          return dispatch({ type: 'diffMark', session: id });
+        }
+        case 'viewDiff': return dispatch({ type: 'view', view: 'diff' });
         case 'filterApply': return dispatch({ type: 'filterApply' });
         case 'filterCancel': return dispatch({ type: 'filterCancel' });
         case 'filterBackspace': return dispatch({ type: 'filterBackspace' });
@@ -179,8 +196,10 @@ export function App({ source, session = null, live = false, columns, rows }: App
   useCommands(context, onCommand, (text) => dispatch({ type: 'filterInsert', text }));
 
   const current = sessions.find((x) => x.id === state.session);
+  // While the session is recorded, "now" on its clock (frame times are CLOCK_MONOTONIC, as is hrtime).
+  const liveNowNs = live && current && current.durationNs === null ? Number(process.hrtime.bigint() - current.startedMonoNs) : undefined;
   const title = `fusetrace  ${current ? `session ${current.id}${current.name ? ` "${current.name}"` : ''}  ${current.command}` : `${formatCount(sessions.length)} sessions`}${live ? '  [live]' : ''}`;
-  const views = `[1 sessions] [2 requests] [3 stats] [R replay]  ? keys  q quit`;
+  const views = `[1 sessions] [2 requests] [3 stats] [4 diff] [R replay]  ? keys  q quit`;
 
   let body: React.JSX.Element;
   let left = '';
@@ -190,13 +209,17 @@ export function App({ source, session = null, live = false, columns, rows }: App
     left = 'keys';
   } else if (state.view === 'sessions') {
     body = <SessionsView sessions={sessions} cursor={state.sessions.cursor} top={state.sessions.top} height={pageRows} width={size.columns} />;
-    left = 'sessions  Enter: open';
+    left = `sessions  Enter: open  d: diff${state.diff.base !== null ? ` (A = session ${state.diff.base}, d on B)` : ''}`;
     right = position(state.sessions.cursor, sessions.length, false);
   } else if (state.view === 'replay') {
     body = <ReplayView replay={state.replay} height={pageRows} />;
     scrollRef.current = Math.max(0, (state.replay.lines?.length ?? 0) - pageRows - 1);
     left = `replay  ${state.replay.command}`;
     right = state.replay.running ? 'running…' : state.replay.ok === true ? 'all replies matched' : state.replay.ok === false ? 'DIVERGED' : '';
+  } else if (state.view === 'diff') {
+    body = <DiffView diff={diffData} scroll={state.diff.scroll} height={pageRows} />;
+    scrollRef.current = diffData ? Math.max(0, diffViewLines(diffData).length - pageRows - 1) : undefined;
+    left = `diff  A session ${pair?.a} → B session ${pair?.b}  filter: ${effectiveFilter(s) || '(none)'}`;
   } else if (state.view === 'stats') {
     body = <StatsView data={statsData} scroll={state.stats.scroll} height={pageRows} width={size.columns} />;
     scrollRef.current = statsData ? Math.max(0, statsLines(statsData, size.columns).length - pageRows - 1) : undefined;
@@ -206,7 +229,7 @@ export function App({ source, session = null, live = false, columns, rows }: App
     detailRef.current = Math.max(0, (detail?.length ?? 0) - detailHeight);
     body = (
       <Box flexDirection="column">
-        <RequestTable rows={list.rows} top={s.top} cursor={s.cursor} height={listRows} width={size.columns} />
+        <RequestTable rows={list.rows} top={s.top} cursor={s.cursor} height={listRows} width={size.columns} liveNowNs={liveNowNs} />
         {s.detail && detail ? <DetailPane lines={detail} scroll={s.detail.scroll} height={detailHeight} /> : null}
       </Box>
     );

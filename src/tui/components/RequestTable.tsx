@@ -1,7 +1,7 @@
 import React from 'react';
 import { Box, Text } from 'ink';
 import type { RequestRow } from '../../store/query.js';
-import { fit, fitLeft, formatDuration, formatResult, formatTime, stateColor } from '../../format.js';
+import { fit, fitLeft, formatResult, formatTime, liveCells, stateColor } from '../../format.js';
 
 /** Fixed column widths; the path takes what is left. */
 const COLS = { time: 11, unique: 9, op: 12, proc: 22, dur: 8, result: 10, state: 22 };
@@ -28,10 +28,12 @@ export interface RequestTableProps {
   cursor: number;
   height: number;
   width: number;
+  /** ns since the session's start, while it is being recorded: outstanding requests show their age, and HUNG past a threshold. */
+  liveNowNs?: number;
 }
 
 /** The requests table: one line per request, coloured by lifecycle state, the selection inverted. */
-export function RequestTable({ rows, top, cursor, height, width }: RequestTableProps): React.JSX.Element {
+export function RequestTable({ rows, top, cursor, height, width, liveNowNs }: RequestTableProps): React.JSX.Element {
   const header = cells(width, { time: 'time s', unique: 'unique', op: 'op', path: 'path', proc: 'pid comm', dur: 'dur', result: 'result', state: 'state' });
   return (
     <Box flexDirection="column" height={height + 1}>
@@ -39,15 +41,16 @@ export function RequestTable({ rows, top, cursor, height, width }: RequestTableP
         {header}
       </Text>
       {rows.slice(0, height).map((r, i) => {
+        const live = liveCells(r, liveNowNs);
         const line = cells(width, {
           time: formatTime(r.start_ns),
           unique: String(r.unique),
           op: r.op,
           path: r.path ?? (r.nodeid !== null && r.nodeid !== 0 ? `<nodeid ${r.nodeid}>` : ''),
           proc: r.pid === null ? '' : `${r.pid} ${r.comm ?? ''}`,
-          dur: formatDuration(r.dur_ns, 'us'),
+          dur: live.dur,
           result: formatResult(r.errno),
-          state: r.outcome ? `${r.state} (${r.outcome})` : r.state,
+          state: live.state,
         });
         const selected = top + i === cursor;
         return (

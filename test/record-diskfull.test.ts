@@ -1,0 +1,70 @@
+// Issue 12 item 1: a full disk under the trace never reaches the filesystem being traced. The trace
+// lives on a 20 MB tmpfs this test mounts (and unmounts); 100 MB are written through libfuse's
+// passthrough_ll under `fusetrace record`. The application's write completes and is correct, the
+// mount keeps working until the unmount, fusetrace says in one line that recording stopped, and
+// its summary counts exactly the frames the file holds.
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { mkdirSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { requireFuse } from './helpers/fuse-env.js';
+import { buildExample } from './helpers/build.js';
+import { CleanupRegistry, isMounted, runCommand } from './helpers/mount.js';
+import { buildCli, recorder } from './helpers/record.js';
+import { sha256File, writeDeterministicFile, deterministicSha256 } from './helpers/workloads.js';
+
+const reg = new CleanupRegistry();
+afterEach(() => reg.cleanup());
+const startRecord = recorder(reg);
+
+beforeAll(() => {
+  requireFuse();
+  buildCli();
+}, 120_000);
+
+const MB = 100;
+
+describe('a full disk under the trace (issue 12 item 1)', () => {
+  it('100 MB written through the mount complete and correct while the 20 MB trace disk fills; the summary equals what is stored', async () => {
+    const work = reg.tempDir('fusetrace-diskfull-');
+    const src = join(work, 'src');
+    const mnt = join(work, 'mnt');
+    const small = join(work, 'small');
+    mkdirSync(src);
+    mkdirSync(mnt);
+    mkdirSync(small);
+    const m = await runCommand('mount', ['-t', 'tmpfs', '-o', 'size=20m,mode=0700', 'fusetrace-test-full', small]);
+    expect(m.code, m.stderr).toBe(0);
+    reg.mount(small);
+    const db = join(small, 'trace.db');
+    const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, db);
+
+    const sha = writeDeterministicFile(join(mnt, 'big'), MB * 1024 * 1024, 'diskfull');
+    expect(sha).toBe(deterministicSha256(MB * 1024 * 1024, 'diskfull'));
+    // Correct through the mount and underneath it.
+    expect((await sha256File(join(mnt, 'big'))).sha256).toBe(sha);
+    expect((await sha256File(join(src, 'big'))).sha256).toBe(sha);
+    // Still usable after the trace stopped.
+    expect(await readdir(mnt)).toEqual(['big']);
+    expect(isMounted(mnt)).toBe(true);
+    expect(rec.stderr()).toMatch(/full.*recording stops here, the filesystem keeps working/);
+
+    const u = await runCommand('umount', [mnt]);
+    expect(u.code, u.stderr).toBe(0);
+    const ex = await rec.exited;
+    const err = rec.stderr();
+    expect(err).not.toMatch(/internal error|\n\s+at |Transport endpoint/);
+    expect(ex.code === 0 || ex.code === 1, err).toBe(true);
+    const summary = /session \d+ in .*: (\d+) frames \(\d+ bytes seen\), (\d+) frames not kept/.exec(err);
+    expect(summary, err).not.toBeNull();
+    expect(Number(summary![2])).toBeGreaterThan(0);
+    const d = new Database(db, { readonly: true });
+    try {
+      const stored = d.prepare('SELECT count(*) FROM frames').pluck().get() as number;
+      expect(Number(summary![1])).toBe(stored);
+    } finally {
+      d.close();
+    }
+  }, 120_000);
+});
