@@ -120,7 +120,7 @@ async function measure(cfg: Config, w: Workload, server: string, src: string, wo
     const exit = await fs.stop(120_000);
     const exitNote = exit.code === 0 ? undefined : `exit ${exit.code ?? exit.signal}: ${fs.log().trim().split('\n').slice(-1)[0] ?? ''}`;
     // record ends with "fusetrace: session N in FILE: F frames (B bytes), E errors, D dropped; ...".
-    const summary = /(\d+) frames \(\d+ bytes\), \d+ errors?, (\d+) dropped/.exec(cfg.kind === 'record' ? fs.log() : '');
+    const summary = /(\d+) frames \(\d+ bytes[^)]*\), \d+ errors?, (\d+) dropped/.exec(cfg.kind === 'record' ? fs.log() : '');
     if (cfg.kind === 'record' && !summary) throw new Error(`fusetrace record gave no summary (exit ${exit.code ?? exit.signal}):\n${fs.log().slice(-2000)}`);
     return { ...r, cpu, idle, exitNote, frames: summary ? Number(summary[1]) : undefined, dropped: summary ? Number(summary[2]) : undefined };
   } finally {

@@ -230,7 +230,7 @@ constexpr long kIdlePeriodMs = 50;  // after ten empty rounds
 
 void RingConsumer::Loop() {
   pthread_setname_np(pthread_self(), "ft-ring");
-  // The ring is drained on a short timer, not per frame (a wake-up per frame is what the
+  // The ring is drained on a timer (below), not per frame (a wake-up per frame is what the
   // takeover saves); producers wake this thread early once an eighth of the ring is in use.
   // While the queue to JS is full, records stay in the ring: the server then waits for room
   // (preload.c ring_wait) instead of losing frames, up to a bound.
