@@ -2,7 +2,7 @@
 // reads and writes the mounted /dev/fuse fd itself and copies each frame into a shared ring next
 // to the syscall; this class creates that ring and moves its records into the FrameSink, in the
 // order JS needs: a FUSE_INTERRUPT after the request it names, a notification's write result as a
-// patch. It runs on its own thread (ft-ring) on a short timer, and on the JS thread in Drain().
+// patch. It runs on its own thread (ft-ring) on a timer (20 ms while frames come, 50 ms idle; producers wake it early), and on the JS thread in Drain().
 // The relay (relay.h) starts it when it grants a server's takeover request.
 #pragma once
 

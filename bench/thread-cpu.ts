@@ -1,0 +1,108 @@
+/**
+ * CPU time per thread from /proc, for the record bench: which thread of the recorder spends what
+ * per frame. schedstat (proc(5): /proc/PID/task/TID/schedstat, first field = ns on a CPU) rather
+ * than stat's utime+stime, whose 10 ms ticks are too coarse for a few-second run of one thread.
+ * On-CPU time is far less sensitive than wall time to the other work sharing this 2-core machine.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+
+/** One thread's cumulative on-CPU time. */
+interface ThreadSample {
+  comm: string;
+  ns: number;
+  /** voluntary + involuntary context switches so far (/proc/PID/task/TID/status). */
+  switches: number;
+}
+
+/** A snapshot of a process's threads and of its descendants' total CPU. */
+export interface CpuSnapshot {
+  pid: number;
+  threads: Map<number, ThreadSample>;
+  /** ns on a CPU of every descendant process (all their threads): the FUSE server. */
+  childrenNs: number;
+}
+
+function readThread(pid: number, tid: string): ThreadSample | undefined {
+  try {
+    const base = `/proc/${pid}/task/${tid}`;
+    const comm = readFileSync(`${base}/comm`, 'utf8').trim();
+    const ns = Number(readFileSync(`${base}/schedstat`, 'utf8').split(' ')[0]);
+    const status = readFileSync(`${base}/status`, 'utf8');
+    const sw = [...status.matchAll(/ctxt_switches:\s+(\d+)/g)].reduce((s, m) => s + Number(m[1]), 0);
+    return { comm, ns, switches: sw };
+  } catch {
+    return undefined; // exited meanwhile
+  }
+}
+
+/** Children of every thread of `pid` (/proc/PID/task/TID/children). */
+function childPids(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      out.push(...readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(' ').filter(Boolean).map(Number));
+    }
+  } catch {
+    /* exited */
+  }
+  return out;
+}
+
+function treeNs(pid: number): number {
+  let ns = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) ns += readThread(pid, tid)?.ns ?? 0;
+  } catch {
+    /* exited */
+  }
+  for (const c of childPids(pid)) ns += treeNs(c);
+  return ns;
+}
+
+export function cpuSnapshot(pid: number): CpuSnapshot {
+  const threads = new Map<number, ThreadSample>();
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const t = readThread(pid, tid);
+      if (t) threads.set(Number(tid), t);
+    }
+  } catch {
+    /* exited */
+  }
+  return { pid, threads, childrenNs: childPids(pid).reduce((s, c) => s + treeNs(c), 0) };
+}
+
+/**
+ * The recorder's CPU between two snapshots (ns), by role:
+ *   hot      the native pump's threads (ft-ring in-process; ft-reader, ft-writer, ft-notify on the relay)
+ *   js       the JS thread (tid == pid): drain, order, SQLite inserts, the ledger, commits
+ *   helpers  Node's other threads present at the first snapshot (V8's GC and compiler helpers, libuv)
+ *   late     threads started after the first snapshot: the WAL checkpointer worker (it starts once
+ *            64 MiB are committed; Node cannot name a worker's thread, so this is how it is told apart)
+ *   server   the descendants (the FUSE server and anything it runs)
+ * A thread that ended between the snapshots is missing (its CPU is not counted).
+ */
+export interface CpuSplit {
+  hot: number;
+  js: number;
+  helpers: number;
+  late: number;
+  server: number;
+  /** Context switches of the hot threads (each is a sleep and a wake-up). */
+  hotSwitches: number;
+}
+
+export function cpuSplit(before: CpuSnapshot, after: CpuSnapshot): CpuSplit {
+  const s: CpuSplit = { hot: 0, js: 0, helpers: 0, late: 0, server: after.childrenNs - before.childrenNs, hotSwitches: 0 };
+  for (const [tid, t] of after.threads) {
+    const b = before.threads.get(tid);
+    const ns = t.ns - (b?.ns ?? 0);
+    if (t.comm.startsWith('ft-')) {
+      s.hot += ns;
+      s.hotSwitches += t.switches - (b?.switches ?? 0);
+    } else if (tid === after.pid) s.js += ns;
+    else if (b) s.helpers += ns;
+    else s.late += ns;
+  }
+  return s;
+}
