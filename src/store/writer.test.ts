@@ -285,8 +285,10 @@ describe('TraceWriter + TraceReader', () => {
       // Once the checkpointer runs (64 MiB in), the writing connection does no checkpoint itself.
       if (c >= 6) expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(0);
     }
-    // The pages reached the database file while recording, so someone else checkpointed them.
-    expect(maxDb).toBeGreaterThan(200 * 1024 * 1024);
+    // The pages reached the database file while recording, so someone else checkpointed them (the
+    // writing connection stops checkpointing at 64 MiB; how far the worker gets past that depends on
+    // the machine's load: 180 MiB of 320 was seen with the whole suite running, so ask for 96).
+    expect(maxDb).toBeGreaterThan(96 * 1024 * 1024);
     expect(maxWal).toBeLessThan(320 * 1024 * 1024);
     w.close();
     expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(1000);
