@@ -86,7 +86,7 @@ describe('fusetrace demo --no-tui', () => {
     // The same server replays the session with every reply matching (it is deterministic).
     const replay = await runCli(['--db', db, 'replay', String(session), '--', ...demoServerArgv()], 30_000);
     expect(replay.code, `${replay.stdout}${replay.stderr}`).toBe(0);
-    expect(replay.stdout + replay.stderr).toMatch(/diverged 0, missing replies 0, unexpected replies 0/);
+    expect(replay.stdout + replay.stderr).toMatch(/diverged 0, races 0, missing replies 0, unexpected replies 0/);
     expect(replay.stdout + replay.stderr).toMatch(/all replies matched/);
   }, 90_000);
 

@@ -53,6 +53,17 @@ function redactMeta(meta: Record<string, unknown> | null, hasher: NameHasher): R
     if (Array.isArray(v)) out[key] = v.map((o) => (typeof o === 'string' ? redactOptions(o, hasher) : o));
     else if (typeof v === 'string') out[key] = redactOptions(v, hasher);
   }
+  // The server's own mount(2) call, kept by mount interception (recorder.ts): its target is the
+  // mountpoint, its source the fsname (often a path), its data the option values.
+  const m = out.serverMount as Record<string, unknown> | undefined;
+  if (m && typeof m === 'object') {
+    out.serverMount = {
+      ...m,
+      source: typeof m.source === 'string' ? hasher.path(m.source) : m.source,
+      target: typeof m.target === 'string' ? hasher.path(m.target) : m.target,
+      data: typeof m.data === 'string' ? redactOptions(m.data, hasher) : m.data,
+    };
+  }
   return out;
 }
 
