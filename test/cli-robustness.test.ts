@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { openTraceDb } from '../src/store/db.js';
 import { addSession } from '../src/store/requests.fixture.js';
+import { asUser } from './helpers/as-user.js';
 import { runCommand } from './helpers/mount.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -40,10 +41,16 @@ interface Run {
 }
 
 function fusetrace(args: string[], opts: { uid?: number } = {}): Run {
-  const cmd = opts.uid === undefined ? process.execPath : 'setpriv';
-  const argv = opts.uid === undefined ? [BIN, ...args] : ['--reuid', String(opts.uid), '--regid', String(opts.uid), '--clear-groups', process.execPath, BIN, ...args];
-  const r = spawnSync(cmd, argv, { encoding: 'utf8', cwd: dir, env: { ...process.env, TZ: 'UTC', NO_COLOR: '1' } });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  // As another user, through asUser: a fresh clone may sit below a 0700 directory (mktemp), which
+  // that user could not traverse to reach bin/fusetrace.js.
+  const user = opts.uid === undefined ? undefined : asUser(opts.uid, [process.execPath, BIN, ...args]);
+  try {
+    const [cmd, argv] = user ? [user.cmd, user.args] : [process.execPath, [BIN, ...args]];
+    const r = spawnSync(cmd, argv, { encoding: 'utf8', cwd: dir, env: { ...process.env, TZ: 'UTC', NO_COLOR: '1' } });
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  } finally {
+    user?.cleanup();
+  }
 }
 
 /** One line on stderr, status 2, no stack. */
