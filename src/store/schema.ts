@@ -17,13 +17,14 @@
 export const APPLICATION_ID = 0x46545243;
 
 /** `PRAGMA user_version`: bump on every schema change and add a line to FORMAT_CHANGELOG. */
-export const FORMAT_VERSION = 3;
+export const FORMAT_VERSION = 4;
 
 /** What each format version changed; the reader and writer live together with it. */
 export const FORMAT_CHANGELOG: Record<number, string> = {
   1: 'first format: sessions, frames, procs, requests',
   2: "lost table (uniques of dropped frames), sessions.lost, requests.state 'lost'; a version 1 file is upgraded when opened for writing",
   3: "sessions.origin ('record' | 'attached') and sessions.capture ('frames' | 'tracepoints'): sessions of `fusetrace attach` start in the middle of a connection; older files are upgraded in place when opened for writing (MIGRATIONS)",
+  4: 'frames are stored in packed batches (table batches, the ground truth; patches for late notification results); frames becomes a derived per-frame index without data, like requests; sessions.derived: frames below it are in frames and requests. A version 3 file is repacked when opened for writing (db.ts repackFrames)',
 };
 
 /** Frame direction: read from /dev/fuse (a request, or INTERRUPT/FORGET) = 0; written to /dev/fuse (reply or notify) = 1. */
@@ -55,12 +56,47 @@ CREATE TABLE IF NOT EXISTS lost (
 ) WITHOUT ROWID;
 `;
 
+/**
+ * Format 4: frames as the recorder writes them, packed. One row per batch of consecutive frames
+ * (a few hundred, or up to BATCH_BYTES of them, or one large frame alone): the recorder's hot path
+ * costs one INSERT per batch instead of one per frame, and a flight recorder can drop whole old
+ * batches. Everything else about a frame (the frames index, the ledger) is derived from these.
+ */
+export const BATCHES_SQL = `
+-- The ground truth: every recorded frame, in packed batches. body is batch.ts's layout (the pump's
+-- queue layout, native/frame_queue.h): per frame a 56-byte header then cap_len bytes padded to 8.
+CREATE TABLE IF NOT EXISTS batches (
+  session    INTEGER NOT NULL,           -- sessions.id
+  first_seq  INTEGER NOT NULL,           -- seq of its first frame; frames are in seq order (gaps: dropped frames)
+  last_seq   INTEGER NOT NULL,           -- seq of its last frame
+  count      INTEGER NOT NULL,           -- frames in body
+  first_ns   INTEGER NOT NULL,           -- ts_ns of its first frame
+  last_ns    INTEGER NOT NULL,           -- ts_ns of its last frame
+  bytes      INTEGER NOT NULL,           -- full lengths of its frames (before snaplen)
+  body       BLOB NOT NULL,              -- the packed frames
+  PRIMARY KEY (session, first_seq)
+);
+-- The forwarding result of a notification whose write to /dev/fuse returned after its batch was
+-- committed (the write may block: fs/fuse/dev.c NOTIFY_INVAL_* waits for inode locks). Readers
+-- apply it over the frame's fwd_ns and write_errno in body.
+CREATE TABLE IF NOT EXISTS patches (
+  session     INTEGER NOT NULL,          -- sessions.id
+  seq         INTEGER NOT NULL,          -- the notification frame's seq
+  fwd_ns      INTEGER,                   -- CLOCK_MONOTONIC after the write returned
+  write_errno INTEGER NOT NULL,          -- errno of that write, 0 on success
+  PRIMARY KEY (session, seq)
+) WITHOUT ROWID;
+`;
+
 /** SQL that brings a file of version N-1 to version N (run in one transaction with the new user_version). */
 export const MIGRATIONS: Record<number, string> = {
   2: `${LOST_SQL}
       ALTER TABLE sessions ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;`,
   3: `ALTER TABLE sessions ADD COLUMN origin TEXT NOT NULL DEFAULT 'record';
       ALTER TABLE sessions ADD COLUMN capture TEXT NOT NULL DEFAULT 'frames';`,
+  // The frames rows are moved into batches by db.ts repackFrames (JavaScript), in the same transaction.
+  4: `${BATCHES_SQL}
+      ALTER TABLE sessions ADD COLUMN derived INTEGER NOT NULL DEFAULT 0;`,
 };
 
 export const SCHEMA_SQL = `
@@ -90,13 +126,13 @@ CREATE TABLE sessions (
   lost             INTEGER NOT NULL DEFAULT 0,  -- requests whose record is incomplete because frames were dropped: rows in state lost plus those with no row (every frame dropped)
   meta             TEXT,                 -- JSON: anything else (fusetrace version, uid, kernel release, ...)
   origin           TEXT NOT NULL DEFAULT 'record',  -- record: fusetrace started the server and saw the connection from INIT on; attached: fusetrace attach joined a running server (no INIT, requests read before the attach missing; replay refuses it)
-  capture          TEXT NOT NULL DEFAULT 'frames'   -- frames: the bytes of every frame (up to snaplen); tracepoints: only what the kernel's fuse tracepoints carry (unique, opcode, length, error, requester pid: frames hold synthesized headers, no payloads, nodeids or paths)
+  capture          TEXT NOT NULL DEFAULT 'frames',  -- frames: the bytes of every frame (up to snaplen); tracepoints: only what the kernel's fuse tracepoints carry (unique, opcode, length, error, requester pid: frames hold synthesized headers, no payloads, nodeids or paths)
+  derived          INTEGER NOT NULL DEFAULT 0       -- every frame with seq below this is in frames and requests (derived from batches, possibly later than recorded)
 );
+${BATCHES_SQL}
 
--- frames is a rowid table on purpose, although (session, seq) is its key: in a WITHOUT ROWID table
--- the rows live in an index b-tree, whose largest in-page payload is about a quarter of a page, so
--- every 4 KiB READ/WRITE frame spilled into an overflow page (2x the file size, half the insert rate;
--- bench/store.ts). A rowid table keeps rows up to a page inline; (session, seq) becomes a small index.
+-- Derived from batches (like requests): one row per frame, without its bytes, for lookups by seq
+-- and unique; its bytes are in the batch starting at batch_seq, at byte off of its body.
 CREATE TABLE frames (
   session     INTEGER NOT NULL,          -- sessions.id
   seq         INTEGER NOT NULL,          -- 0, 1, 2, ... in the order the pump saw the frames
@@ -107,11 +143,12 @@ CREATE TABLE frames (
   opcode      INTEGER,                   -- fuse_in_header.opcode (dir 0)
   error       INTEGER,                   -- fuse_out_header.error (dir 1): 0, a negative errno, or the notify code when unique is 0
   len         INTEGER NOT NULL,          -- the frame's full length in bytes
-  cap_len     INTEGER NOT NULL,          -- bytes kept in data (less than len when cut by --snaplen)
-  data        BLOB NOT NULL,             -- the frame as it crossed the proxy, headers included
+  cap_len     INTEGER NOT NULL,          -- bytes kept (less than len when cut by --snaplen)
   write_errno INTEGER NOT NULL DEFAULT 0, -- errno of the forwarding write() (ENOENT: the kernel no longer knew the unique)
+  batch_seq   INTEGER NOT NULL,          -- batches.first_seq of the batch holding its bytes
+  off         INTEGER NOT NULL,          -- byte offset of its header in that batch's body
   PRIMARY KEY (session, seq)
-);
+) WITHOUT ROWID;
 CREATE INDEX frames_unique ON frames(session, unique_id);
 
 CREATE TABLE procs (
