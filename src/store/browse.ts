@@ -6,6 +6,8 @@
  * are the CLI's (filter.ts, query.ts), so `/` in the TUI and `fusetrace show -f` select the same requests.
  */
 import type { Database } from 'better-sqlite3';
+import { frameDataSql } from './batch-read.js';
+import { FRAME_HEADER_BYTES } from './batch.js';
 import { compileFilter, parseFilter, type CompiledFilter, type FilterNode, type SqlParam } from './filter.js';
 import { countRequests, queryRequests, type RequestRow } from './query.js';
 
@@ -222,8 +224,13 @@ export class RequestBrowser {
   lastReplyCarrying(session: number, beforeSeq: number, places: readonly HandoutPlace[], key: Buffer): number | undefined {
     if (places.length === 0) return undefined;
     // One OR arm per place; SQLite substr() on a blob is 1-based.
-    const arms = places.map((h) => `(r.opcode = ${Number(h.opcode)} AND substr(f.data, ${Number(h.offset) + 1}, ${key.length}) = ?)`);
+    // The reply's bytes are its batch's body from f.off + FRAME_HEADER_BYTES; a place past cap_len is not in it.
+    const arms = places.map((h) => {
+      const at = Number(h.offset);
+      return `(r.opcode = ${Number(h.opcode)} AND f.cap_len >= ${at + key.length} AND substr(b.body, f.off + ${FRAME_HEADER_BYTES + at + 1}, ${key.length}) = ?)`;
+    });
     const sql = `SELECT r.seq FROM requests r JOIN frames f ON f.session = r.session AND f.seq = r.reply_seq
+              JOIN batches b ON b.session = f.session AND b.first_seq = f.batch_seq
               WHERE r.session = ? AND r.seq < ? AND r.errno = 0 AND (${arms.join(' OR ')})
               ORDER BY r.seq DESC LIMIT 1`;
     const seq = this.db.prepare(sql).pluck().get(session, beforeSeq, ...places.map(() => key)) as number | undefined;
@@ -234,7 +241,7 @@ export class RequestBrowser {
   repliesBefore(session: number, beforeSeq: number, opcode: number, limit: number): IterableIterator<{ seq: number; data: Buffer }> {
     return this.db
       .prepare(
-        `SELECT r.seq, f.data FROM requests r JOIN frames f ON f.session = r.session AND f.seq = r.reply_seq
+        `SELECT r.seq, ${frameDataSql('f')} AS data FROM requests r JOIN frames f ON f.session = r.session AND f.seq = r.reply_seq
           WHERE r.session = ? AND r.seq < ? AND r.errno = 0 AND r.opcode = ? ORDER BY r.seq DESC LIMIT ?`,
       )
       .iterate(session, beforeSeq, opcode, limit) as IterableIterator<{ seq: number; data: Buffer }>;

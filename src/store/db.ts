@@ -4,7 +4,9 @@ import nodePath from 'node:path';
 import Database from 'better-sqlite3';
 import type { Database as DatabaseT } from 'better-sqlite3';
 import { UserError } from '../errors.js';
-import { APPLICATION_ID, DURATION_INDEX_SQL, FORMAT_VERSION, MIGRATIONS, SCHEMA_SQL } from './schema.js';
+import { decodeBatch, encodeBatches } from './batch.js';
+import { APPLICATION_ID, DURATION_INDEX_SQL, FORMAT_VERSION, FRAMES_INDEX_SQL, FRAMES_UNIQUE_INDEX_SQL, MIGRATIONS, SCHEMA_SQL } from './schema.js';
+import type { FrameRecord } from './writer.js';
 
 export type { DatabaseT as Database };
 
@@ -104,6 +106,7 @@ export function openTraceDb(path: string, opts: OpenTraceDbOptions = {}): Databa
     } else if (version < 1) {
       throw notOurs(path);
     }
+    if (opts.readonly && version < FORMAT_VERSION) db = upgradedCopy(db, path, version);
     if (!opts.readonly) {
       tune(db);
       const current = db.pragma('user_version', { simple: true }) as number;
@@ -112,7 +115,7 @@ export function openTraceDb(path: string, opts: OpenTraceDbOptions = {}): Databa
     // Readers (show, stats, export, the TUI) look rows up at random on 64 KiB pages: mapping the file
     // saves a copy per page (stats --filter 'op==READ && dur>1ms' on 1M requests: 226 -> 63 ms).
     // Only readers: nothing truncates a trace file under them (no auto_vacuum, no VACUUM).
-    else db.pragma(`mmap_size = ${opts.streaming ? 0 : READER_MMAP_BYTES}`);
+    if (opts.readonly) db.pragma(`mmap_size = ${opts.streaming ? 0 : READER_MMAP_BYTES}`);
     return db;
   } catch (err) {
     db.close();
@@ -183,12 +186,21 @@ function readableOrCopy(db: DatabaseT, path: string): DatabaseT {
     const code = (err as { code?: string }).code ?? '';
     if (!code.startsWith('SQLITE_CANTOPEN') && !code.startsWith('SQLITE_READONLY')) throw storeEnvironmentError(err, path) ?? err;
   }
+  return privateCopy(path, 'no -shm file can be made next to it (read-only location); reading a private copy');
+}
+
+/**
+ * A read-only connection to a private copy of the trace (and its -wal), removed when the
+ * connection closes or the process exits; `upgrade` may change the copy first. Says so on stderr.
+ */
+function privateCopy(path: string, note: string, upgrade?: (copy: string) => void): DatabaseT {
   const dir = fs.mkdtempSync(nodePath.join(os.tmpdir(), 'fusetrace-ro-'));
   const remove = () => fs.rmSync(dir, { recursive: true, force: true });
   try {
     const copy = nodePath.join(dir, 'trace.db');
     fs.copyFileSync(path, copy);
     if (fs.existsSync(path + '-wal')) fs.copyFileSync(path + '-wal', copy + '-wal');
+    upgrade?.(copy);
     const ro = new Database(copy, { readonly: true, fileMustExist: true });
     const close = ro.close.bind(ro);
     // The copy goes with the connection (and with the process, if it never closes it).
@@ -199,14 +211,31 @@ function readableOrCopy(db: DatabaseT, path: string): DatabaseT {
       process.off('exit', remove);
       return r;
     };
-    process.stderr.write(`fusetrace: ${path}: no -shm file can be made next to it (read-only location); reading a private copy\n`);
+    process.stderr.write(`fusetrace: ${path}: ${note}\n`);
     return ro;
   } catch (err) {
     remove();
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOSPC') throw new UserError(`cannot read ${path} from this read-only location: no room in ${os.tmpdir()} for a private copy`);
+    if (code === 'ENOSPC') throw new UserError(`cannot read ${path}: no room in ${os.tmpdir()} for a private copy`);
     throw err;
   }
+}
+
+/**
+ * A reader of a file in an older format: the current readers only know the current format, and a
+ * reader must never change the file, so it reads a private copy upgraded as a writer would.
+ */
+function upgradedCopy(db: DatabaseT, path: string, version: number): DatabaseT {
+  db.close();
+  return privateCopy(path, `format ${version} file (this fusetrace writes format ${FORMAT_VERSION}); reading an upgraded private copy (open it once with a writing command, e.g. replay, to upgrade it in place)`, (copy) => {
+    const w = new Database(copy, { fileMustExist: true });
+    try {
+      tune(w);
+      migrate(w, version);
+    } finally {
+      w.close();
+    }
+  });
 }
 
 /**
@@ -286,9 +315,70 @@ function migrate(db: DatabaseT, from: number): void {
   db.transaction(() => {
     for (let v = from + 1; v <= FORMAT_VERSION; v++) {
       db.exec(MIGRATIONS[v]);
+      if (v === 4) repackFrames(db);
       db.pragma(`user_version = ${v}`);
     }
   })();
+}
+
+/** Old frames rows read per query by repackFrames: bounded memory (frames of up to a few MiB each). */
+const REPACK_PAGE = 256;
+
+/**
+ * Format 3 -> 4, inside migrate()'s transaction: moves each session's frames rows (with their
+ * data) into packed batches, then replaces the frames table by the derived index of schema.ts,
+ * filled from the new batches; sessions.derived goes past each session's last frame. The
+ * requests rows stay as they are: they were derived from the same frames.
+ */
+function repackFrames(db: DatabaseT): void {
+  db.exec(FRAMES_INDEX_SQL.replace('CREATE TABLE frames', 'CREATE TABLE frames_v4'));
+  const sessions = db.prepare('SELECT id FROM sessions ORDER BY id').pluck().all() as number[];
+  for (const session of sessions) repackSession(db, session);
+  db.exec('DROP TABLE frames; ALTER TABLE frames_v4 RENAME TO frames;');
+  db.exec(FRAMES_UNIQUE_INDEX_SQL);
+}
+
+/** Packs one session's format 3 frames rows into batches and frames_v4 index rows. */
+function repackSession(db: DatabaseT, session: number): void {
+  const page = db
+    .prepare('SELECT seq, ts_ns, fwd_ns, dir, unique_id, opcode, error, len, data, write_errno FROM frames WHERE session = ? AND seq > ? ORDER BY seq LIMIT ?')
+    .safeIntegers(true)
+    .raw(true);
+  const insertBatch = db.prepare('INSERT INTO batches (session, first_seq, last_seq, count, first_ns, last_ns, bytes, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+  const insertIndex = db.prepare(
+    'INSERT INTO frames_v4 (session, seq, ts_ns, fwd_ns, dir, unique_id, opcode, error, len, cap_len, write_errno, batch_seq, off) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+  );
+  let after = -1;
+  for (;;) {
+    const rows = page.all(session, after, REPACK_PAGE) as unknown[][];
+    if (rows.length === 0) break;
+    const frames = rows.map(v3Frame);
+    for (const { body, info } of encodeBatches(frames)) {
+      insertBatch.run(session, info.firstSeq, info.lastSeq, info.count, info.firstNs, info.lastNs, info.bytes, body);
+      for (const f of decodeBatch(body)) {
+        insertIndex.run(session, f.seq, f.tsNs, f.fwdNs, f.dir, BigInt.asIntN(64, f.unique), f.opcode, f.error, f.len, f.data.length, f.writeErrno, info.firstSeq, f.off);
+      }
+    }
+    after = frames[frames.length - 1].seq;
+  }
+  db.prepare('UPDATE sessions SET derived = ? WHERE id = ?').run(after + 1, session);
+}
+
+/** A format 3 frames row (read with safeIntegers) as a FrameRecord. */
+function v3Frame(r: unknown[]): FrameRecord {
+  const n = (v: unknown): number | null => (v === null ? null : Number(v));
+  return {
+    seq: Number(r[0]),
+    tsNs: r[1] as bigint,
+    fwdNs: r[2] as bigint | null,
+    dir: Number(r[3]) as 0 | 1,
+    unique: BigInt.asUintN(64, r[4] as bigint),
+    opcode: n(r[5]),
+    error: n(r[6]),
+    len: Number(r[7]),
+    data: r[8] as Buffer,
+    writeErrno: Number(r[9]),
+  };
 }
 
 /** Address space a reading connection maps of the trace file. */

@@ -68,7 +68,8 @@ import type { Database, Statement } from 'better-sqlite3';
 import type { FrameRecord } from './writer.js';
 import { PathResolver } from './paths.js';
 import { TraceReader } from './reader.js';
-import { createDurationIndexes, dropDurationIndexes } from './db.js';
+import { dropDurationIndexes } from './db.js';
+import { Deriver } from './derive.js';
 import {
   EAGAIN,
   EINTR,
@@ -930,40 +931,26 @@ export function labelLost(db: Database, session: number): number {
   return total;
 }
 
-/** Frames handed to add() at once by rebuildLedger. */
-const REBUILD_BATCH = 4096;
-
 /**
- * Recomputes the `requests` rows of a session from its frames alone (and its end_reason), in one
- * transaction: the same rows the incremental ledger wrote. `batch` only exists for tests that
- * prove batch boundaries do not matter. Returns the number of frames read.
+ * Recomputes the frames index rows and the `requests` rows of a session from its batches alone
+ * (and its end_reason), in one transaction, through a Deriver (derive.ts): the same rows the
+ * incremental ledger wrote; sessions.derived ends past the last frame. `batch` only exists for
+ * tests that prove batch boundaries do not matter. Returns the number of frames read.
  */
 export function rebuildLedger(db: Database, session: number, opts: { batch?: number } & LedgerOptions = {}): number {
-  const batch = opts.batch ?? REBUILD_BATCH;
-  const reader = new TraceReader(db);
-  const info = reader.getSession(session);
-  if (info === undefined) throw new Error(`rebuildLedger: no session ${session}`);
+  const { batch, ...ledgerOpts } = opts;
+  if (new TraceReader(db).getSession(session) === undefined) throw new Error(`rebuildLedger: no session ${session}`);
   let frames = 0;
   db.transaction(() => {
     // As while recording: without the duration indexes the rows go in several times faster
-    // (schema.ts DURATION_INDEX_SQL); they are built once at the end.
+    // (schema.ts DURATION_INDEX_SQL); Deriver.finish builds them once at the end.
     dropDurationIndexes(db);
+    db.prepare('DELETE FROM frames WHERE session = ?').run(session);
     db.prepare('DELETE FROM requests WHERE session = ?').run(session);
-    const ledger = new Ledger(db, session, opts);
-    let buf: FrameRecord[] = [];
-    // TraceReader.frames() reads a page at a time, so the connection is free for our writes in between.
-    for (const f of reader.frames(session)) {
-      buf.push(f);
-      if (buf.length >= batch) {
-        ledger.add(buf);
-        frames += buf.length;
-        buf = [];
-      }
-    }
-    if (buf.length > 0) ledger.add(buf);
-    frames += buf.length;
-    ledger.finish({ endReason: info.endReason });
-    createDurationIndexes(db);
+    db.prepare('UPDATE sessions SET derived = 0 WHERE id = ?').run(session);
+    const deriver = new Deriver(db, session, { ...ledgerOpts, feed: batch });
+    for (let n = deriver.step(); n > 0; n = deriver.step()) frames += n;
+    deriver.finish();
   })();
   return frames;
 }

@@ -6,6 +6,7 @@
  * from the reply frames (the ledger keeps lengths, not entry counts).
  */
 import type { Database } from 'better-sqlite3';
+import { frameDataSql } from './batch-read.js';
 import { decodeReply, Opcode } from '../protocol/index.js';
 import { errnoName, opcodeName, registerFilterFunctions, type CompiledFilter } from './filter.js';
 import { requestWhere } from './query.js';
@@ -75,7 +76,7 @@ function countDirents(db: Database, session: number, where: string, params: unkn
   const minor = (db.prepare('SELECT min(kernel_minor, server_minor) FROM sessions WHERE id = ?').pluck().get(session) as number | null) ?? undefined;
   const rows = db
     .prepare(
-      `SELECT r.opcode AS opcode, f.data AS data, f.len AS len, f.cap_len AS cap_len
+      `SELECT r.opcode AS opcode, ${frameDataSql('f')} AS data, f.len AS len, f.cap_len AS cap_len
          FROM (SELECT opcode, reply_seq FROM requests WHERE ${where} AND opcode IN (${READDIR_OPS.join(', ')}) AND errno = 0) AS r
          JOIN frames AS f ON f.session = ? AND f.seq = r.reply_seq`,
     )

@@ -1,6 +1,8 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { UserError } from '../errors.js';
 import { OP } from '../protocol/index.js';
+import { BatchPages } from './batch-read.js';
+import { FRAME_HEADER_BYTES } from './batch.js';
 import { fromSqlU64, type FrameRecord } from './writer.js';
 
 /** One row of `sessions`, in TypeScript terms (see schema.ts for what each column means). */
@@ -58,10 +60,19 @@ export interface FrameRange {
   toSeq?: number;
 }
 
-/** Rows fetched per query by frames(): bounded memory, and the connection is free between pages. */
-const FRAME_PAGE = 1024;
-/** The frames columns a FrameRecord is made of, in toFrame()'s order. */
-const FRAME_COLS = 'seq, ts_ns, fwd_ns, dir, unique_id, opcode, error, len, data, write_errno';
+/** Batches fetched per query by frames() (at most BATCH_BYTES each, or one large frame): bounded memory. */
+const BATCH_PAGE = 4;
+/**
+ * The frames index columns a FrameRecord is made of, in toFrame()'s order, with the bytes sliced
+ * out of the batch body and a late patch applied (derive.ts applies them too; this covers a patch
+ * committed after the frame was derived and not yet applied).
+ */
+const FRAME_COLS = `f.seq, f.ts_ns, CASE WHEN p.seq IS NULL THEN f.fwd_ns ELSE p.fwd_ns END, f.dir, f.unique_id, f.opcode, f.error, f.len,
+  f.batch_seq, coalesce(p.write_errno, f.write_errno), f.off, f.cap_len`;
+/** Batch bodies a reader keeps for lookups by seq: `show --json` asks for frames in seq order, mostly from the same batch. */
+const BODY_CACHE = 8;
+/** frames (alias f) with their patch, if any. */
+const FRAMES_PATCHED = 'frames f LEFT JOIN patches p ON p.session = f.session AND p.seq = f.seq';
 
 type Row = Record<string, bigint | string | Buffer | null>;
 
@@ -72,35 +83,42 @@ const jsonOrNull = (v: unknown): unknown => (v === null ? null : JSON.parse(v as
 /** Read access to a trace file opened with openTraceDb (read-only or not). */
 export class TraceReader {
   private readonly db: Database;
+  private readonly pages: BatchPages;
+  private readonly body: Statement;
+  /** Recently read batch bodies by session and first_seq, oldest first. */
+  private readonly bodies = new Map<string, Buffer>();
   /** The file name used in error messages. */
   readonly label: string;
   private readonly stmts: Record<
-    'sessions' | 'session' | 'latest' | 'byName' | 'frames' | 'at3' | 'count' | 'procs' | 'counts' | 'outcomes' | 'lastFrame' | 'ofUnique' | 'interrupts',
+    'sessions' | 'session' | 'latest' | 'byName' | 'at3' | 'count' | 'procs' | 'counts' | 'outcomes' | 'lastFrame' | 'ofUnique' | 'interrupts',
     Statement
   >;
 
   constructor(db: Database, label: string = db.name) {
     this.db = db;
     this.label = label;
+    this.pages = new BatchPages(db);
+    this.body = db.prepare('SELECT body FROM batches WHERE session = ? AND first_seq = ?').pluck();
     const p = (sql: string): Statement => db.prepare(sql).safeIntegers(true);
     this.stmts = {
       sessions: p('SELECT * FROM sessions ORDER BY id'),
       session: p('SELECT * FROM sessions WHERE id = ?'),
       latest: p('SELECT max(id) FROM sessions').pluck(),
       byName: p('SELECT max(id) FROM sessions WHERE name = ?').pluck(),
-      frames: p(`SELECT ${FRAME_COLS} FROM frames WHERE session = ? AND seq >= ? AND seq <= ? ORDER BY seq LIMIT ${FRAME_PAGE}`).raw(true),
-      at3: p(`SELECT ${FRAME_COLS} FROM frames WHERE session = ? AND seq IN (?, ?, ?) ORDER BY seq`).raw(true),
-      count: p('SELECT count(*) FROM frames WHERE session = ?').pluck(),
+      at3: p(`SELECT ${FRAME_COLS} FROM ${FRAMES_PATCHED} WHERE f.session = ? AND f.seq IN (?, ?, ?) ORDER BY f.seq`).raw(true),
+      count: p('SELECT coalesce(sum(count), 0) FROM batches WHERE session = ?').pluck(),
       procs: p('SELECT pid, comm FROM procs WHERE session = ? ORDER BY pid'),
       // GROUP BY state reads only the requests_state index (session, state), not the rows.
       counts: p('SELECT state, count(*) AS n FROM requests WHERE session = ? GROUP BY state'),
       outcomes: p('SELECT state, outcome, count(*) AS n FROM requests WHERE session = ? GROUP BY state, outcome ORDER BY state, outcome'),
-      lastFrame: p('SELECT ts_ns FROM frames WHERE session = ? ORDER BY seq DESC LIMIT 1').pluck(),
-      ofUnique: p(`SELECT ${FRAME_COLS} FROM frames WHERE session = ? AND unique_id = ? AND seq > ? AND seq < ? ORDER BY seq LIMIT ?`).raw(true),
+      lastFrame: p('SELECT last_ns FROM batches WHERE session = ? ORDER BY first_seq DESC LIMIT 1').pluck(),
+      ofUnique: p(
+        `SELECT ${FRAME_COLS} FROM ${FRAMES_PATCHED} WHERE f.session = ? AND f.unique_id = ? AND f.seq > ? AND f.seq < ? ORDER BY f.seq LIMIT ?`,
+      ).raw(true),
       // INTERRUPT requests, and the server's answers to them (EAGAIN, ENOSYS), which carry the INTERRUPT's unique.
       interrupts: p(
-        `SELECT ${FRAME_COLS} FROM frames WHERE session = ? AND ((dir = 0 AND opcode = ${OP.INTERRUPT}) OR (dir = 1 AND unique_id IN
-           (SELECT unique_id FROM frames WHERE session = ? AND dir = 0 AND opcode = ${OP.INTERRUPT}))) ORDER BY seq`,
+        `SELECT ${FRAME_COLS} FROM ${FRAMES_PATCHED} WHERE f.session = ? AND ((f.dir = 0 AND f.opcode = ${OP.INTERRUPT}) OR (f.dir = 1 AND f.unique_id IN
+           (SELECT unique_id FROM frames WHERE session = ? AND dir = 0 AND opcode = ${OP.INTERRUPT}))) ORDER BY f.seq`,
       ).raw(true),
     };
   }
@@ -139,18 +157,20 @@ export class TraceReader {
   }
 
   /**
-   * The session's frames in seq order, fetched a page at a time so that a 1M-frame session is never
-   * held in memory and the connection stays usable between pages (better-sqlite3 refuses other
-   * statements while an iterate() is open).
+   * The session's frames in seq order, from their ground truth (batches and patches, not the
+   * derived index: a recording whose derivation lags still shows every committed frame), fetched
+   * a few batches at a time so that a 1M-frame session is never held in memory and the connection
+   * stays usable between pages (better-sqlite3 refuses other statements while an iterate() is open).
    */
   *frames(session: number, range: FrameRange = {}): Generator<FrameRecord> {
-    let from = range.fromSeq ?? 0;
+    const from = range.fromSeq ?? 0;
     const to = range.toSeq ?? Number.MAX_SAFE_INTEGER;
-    while (from <= to) {
-      const rows = this.stmts.frames.all(session, from, to) as unknown[][];
-      for (const r of rows) yield toFrame(r);
-      if (rows.length < FRAME_PAGE) return;
-      from = Number(rows[rows.length - 1][0]) + 1;
+    let first = this.pages.startSeq(session, from);
+    for (;;) {
+      const batches = this.pages.read(session, first, from, to, BATCH_PAGE);
+      for (const b of batches) for (const f of b.frames) yield plainFrame(f);
+      if (batches.length < BATCH_PAGE) return;
+      first = batches[batches.length - 1].lastSeq + 1;
     }
   }
 
@@ -161,7 +181,7 @@ export class TraceReader {
     const out: FrameRecord[] = [];
     for (let i = 0; i < seqs.length; i += 3) {
       const three = [seqs[i], seqs[i + 1] ?? -1, seqs[i + 2] ?? -1];
-      out.push(...(this.stmts.at3.all(session, ...three) as unknown[][]).map(toFrame));
+      out.push(...(this.stmts.at3.all(session, ...three) as unknown[][]).map((r) => this.toFrame(session, r)));
     }
     return seqs.length > 3 ? out.sort((a, b) => a.seq - b.seq) : out;
   }
@@ -178,15 +198,15 @@ export class TraceReader {
       opts.beforeSeq ?? Number.MAX_SAFE_INTEGER,
       opts.limit ?? -1,
     ) as unknown[][];
-    return rows.map(toFrame);
+    return rows.map((r) => this.toFrame(session, r));
   }
 
   /** FUSE_INTERRUPT requests and the server's answers to them, in seq order (INTERRUPTs are rare: loaded whole). */
   interruptFrames(session: number): FrameRecord[] {
-    return (this.stmts.interrupts.all(session, session) as unknown[][]).map(toFrame);
+    return (this.stmts.interrupts.all(session, session) as unknown[][]).map((r) => this.toFrame(session, r));
   }
 
-  /** Frames stored for the session (counted, not the sessions.frames counter). */
+  /** Frames stored for the session (counted in its batches, not the sessions.frames counter). */
   frameCount(session: number): number {
     return Number(this.stmts.count.get(session));
   }
@@ -234,22 +254,42 @@ export class TraceReader {
     const last = this.stmts.lastFrame.get(s.id) as bigint | undefined;
     return { ns: last === undefined ? 0n : last - s.startedMonoNs, ended: false };
   }
+
+  /** A raw row of FRAME_COLS (read with safeIntegers) as a FrameRecord, its bytes sliced out of its batch. */
+  private toFrame(session: number, r: unknown[]): FrameRecord {
+    const at = Number(r[10]) + FRAME_HEADER_BYTES;
+    return {
+      seq: Number(r[0]),
+      tsNs: r[1] as bigint,
+      fwdNs: r[2] as bigint | null,
+      dir: Number(r[3]) as 0 | 1,
+      unique: fromSqlU64(r[4] as bigint),
+      opcode: numOrNull(r[5]),
+      error: numOrNull(r[6]),
+      len: Number(r[7]),
+      data: this.batchBody(session, Number(r[8])).subarray(at, at + Number(r[11])),
+      writeErrno: Number(r[9]),
+    };
+  }
+
+  /** The body of the batch starting at `firstSeq`, through a small cache. */
+  private batchBody(session: number, firstSeq: number): Buffer {
+    const key = `${session}:${firstSeq}`;
+    let body = this.bodies.get(key);
+    if (body === undefined) {
+      body = (this.body.get(session, firstSeq) as Buffer | undefined) ?? Buffer.alloc(0);
+      if (this.bodies.size >= BODY_CACHE) this.bodies.delete(this.bodies.keys().next().value as string);
+    } else {
+      this.bodies.delete(key);
+    }
+    this.bodies.set(key, body);
+    return body;
+  }
 }
 
-/** A raw row of FRAME_COLS (read with safeIntegers) as a FrameRecord. */
-function toFrame(r: unknown[]): FrameRecord {
-  return {
-    seq: Number(r[0]),
-    tsNs: r[1] as bigint,
-    fwdNs: r[2] as bigint | null,
-    dir: Number(r[3]) as 0 | 1,
-    unique: fromSqlU64(r[4] as bigint),
-    opcode: numOrNull(r[5]),
-    error: numOrNull(r[6]),
-    len: Number(r[7]),
-    data: r[8] as Buffer,
-    writeErrno: Number(r[9]),
-  };
+/** A decoded batch frame as the FrameRecord readers have always yielded (without off and flags). */
+function plainFrame(f: FrameRecord): FrameRecord {
+  return { seq: f.seq, tsNs: f.tsNs, fwdNs: f.fwdNs, dir: f.dir, unique: f.unique, opcode: f.opcode, error: f.error, len: f.len, data: f.data, writeErrno: f.writeErrno };
 }
 
 /** sessions.command is the argv as JSON (writer.ts); anything else is shown as one word, as stored. */

@@ -6,6 +6,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Database } from 'better-sqlite3';
+import { decodeBatch, encodeBatches } from './batch.js';
+import { FrameIndexer } from './derive.js';
 import { openTraceDb } from './db.js';
 import { TraceReader } from './reader.js';
 import { TraceWriter, type FrameRecord } from './writer.js';
@@ -147,9 +149,8 @@ export function addFramedSession(db: Database, n: number): number {
        VALUES ('framed', 1700000000000000000, 0, ?, '["fixture"]', '/mnt', 'unmount', 7, 45, 7, 45) RETURNING id`,
     )
     .get(n * 2000) as { id: number };
-  const frame = db.prepare(
-    'INSERT INTO frames (session, seq, ts_ns, fwd_ns, dir, unique_id, opcode, error, len, cap_len, data, write_errno) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)',
-  );
+  const batch = db.prepare('INSERT INTO batches (session, first_seq, last_seq, count, first_ns, last_ns, bytes, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+  const indexer = new FrameIndexer(db, id);
   const row = db.prepare(
     `INSERT INTO requests (session, seq, unique_id, opcode, nodeid, path, pid, comm, uid, gid, start_ns, fwd_ns, reply_ns, dur_ns, errno, len, reply_len, state, background, reply_seq)
      VALUES (?, ?, ?, 3, ?, ?, 4242, 'stat', 0, 0, ?, ?, ?, 1000, 0, 56, 120, 'ok', 0, ?)`,
@@ -160,6 +161,10 @@ export function addFramedSession(db: Database, n: number): number {
   const CHUNK = 20_000;
   for (let from = 0; from < n; from += CHUNK) {
     db.transaction(() => {
+      const frames: FrameRecord[] = [];
+      const frame = (seq: number, tsNs: number, dir: 0 | 1, unique: bigint, opcode: number | null, error: number | null, data: Buffer): void => {
+        frames.push({ seq, tsNs: BigInt(tsNs), fwdNs: BigInt(tsNs + 1), dir, unique, opcode, error, len: data.length, data: Buffer.from(data), writeErrno: 0 });
+      };
       for (let i = from; i < Math.min(n, from + CHUNK); i++) {
         const unique = BigInt(2 * (i + 1));
         const nodeid = BigInt(1 + (i % 1000));
@@ -175,10 +180,16 @@ export function addFramedSession(db: Database, n: number): number {
         rep.writeBigUInt64LE(1n, 16); // attr_valid
         rep.writeBigUInt64LE(nodeid, 32); // attr.ino
         rep.writeUInt32LE(0o100644, 16 + 16 + 60); // attr.mode
-        frame.run(id, 2 * i, t, t + 1, 0, unique, 3, null, 56, 56, req);
-        frame.run(id, 2 * i + 1, t + 1000, t + 1001, 1, unique, null, 0, 120, 120, rep);
+        frame(2 * i, t, 0, unique, 3, null, req);
+        frame(2 * i + 1, t + 1000, 1, unique, null, 0, rep);
         row.run(id, 2 * i, unique, nodeid, `/f${nodeid}`, t, t + 1, t + 1000, 2 * i + 1);
       }
+      // The frames as the recorder stores them (batches) and their derived index rows.
+      for (const { body, info } of encodeBatches(frames)) {
+        batch.run(id, info.firstSeq, info.lastSeq, info.count, info.firstNs, info.lastNs, info.bytes, body);
+        indexer.index([{ firstSeq: info.firstSeq, lastSeq: info.lastSeq, frames: decodeBatch(body) }]);
+      }
+      indexer.setDerived(frames[frames.length - 1].seq + 1);
     })();
   }
   return id;

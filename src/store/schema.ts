@@ -99,6 +99,31 @@ export const MIGRATIONS: Record<number, string> = {
       ALTER TABLE sessions ADD COLUMN derived INTEGER NOT NULL DEFAULT 0;`,
 };
 
+/** Format 4: the frames index (also made by db.ts repackFrames when a format 3 file is upgraded). */
+export const FRAMES_INDEX_SQL = `
+-- Derived from batches (like requests): one row per frame, without its bytes, for lookups by seq
+-- and unique; its bytes are in the batch starting at batch_seq, at byte off of its body.
+CREATE TABLE frames (
+  session     INTEGER NOT NULL,          -- sessions.id
+  seq         INTEGER NOT NULL,          -- 0, 1, 2, ... in the order the pump saw the frames
+  ts_ns       INTEGER NOT NULL,          -- CLOCK_MONOTONIC right after the read() that got the frame
+  fwd_ns      INTEGER,                   -- CLOCK_MONOTONIC right after the forwarding write() returned
+  dir         INTEGER NOT NULL,          -- 0 kernel->server, 1 server->kernel
+  unique_id   INTEGER NOT NULL,          -- fuse_in_header.unique / fuse_out_header.unique
+  opcode      INTEGER,                   -- fuse_in_header.opcode (dir 0)
+  error       INTEGER,                   -- fuse_out_header.error (dir 1): 0, a negative errno, or the notify code when unique is 0
+  len         INTEGER NOT NULL,          -- the frame's full length in bytes
+  cap_len     INTEGER NOT NULL,          -- bytes kept (less than len when cut by --snaplen)
+  write_errno INTEGER NOT NULL DEFAULT 0, -- errno of the forwarding write() (ENOENT: the kernel no longer knew the unique)
+  batch_seq   INTEGER NOT NULL,          -- batches.first_seq of the batch holding its bytes
+  off         INTEGER NOT NULL,          -- byte offset of its header in that batch's body
+  PRIMARY KEY (session, seq)
+) WITHOUT ROWID;
+`;
+
+/** Lookups of a request's frames by unique (reader.ts framesOfUnique, replay). */
+export const FRAMES_UNIQUE_INDEX_SQL = 'CREATE INDEX frames_unique ON frames(session, unique_id);';
+
 export const SCHEMA_SQL = `
 CREATE TABLE sessions (
   id               INTEGER PRIMARY KEY,  -- session id, 1, 2, ... within the file
@@ -131,25 +156,8 @@ CREATE TABLE sessions (
 );
 ${BATCHES_SQL}
 
--- Derived from batches (like requests): one row per frame, without its bytes, for lookups by seq
--- and unique; its bytes are in the batch starting at batch_seq, at byte off of its body.
-CREATE TABLE frames (
-  session     INTEGER NOT NULL,          -- sessions.id
-  seq         INTEGER NOT NULL,          -- 0, 1, 2, ... in the order the pump saw the frames
-  ts_ns       INTEGER NOT NULL,          -- CLOCK_MONOTONIC right after the read() that got the frame
-  fwd_ns      INTEGER,                   -- CLOCK_MONOTONIC right after the forwarding write() returned
-  dir         INTEGER NOT NULL,          -- 0 kernel->server, 1 server->kernel
-  unique_id   INTEGER NOT NULL,          -- fuse_in_header.unique / fuse_out_header.unique
-  opcode      INTEGER,                   -- fuse_in_header.opcode (dir 0)
-  error       INTEGER,                   -- fuse_out_header.error (dir 1): 0, a negative errno, or the notify code when unique is 0
-  len         INTEGER NOT NULL,          -- the frame's full length in bytes
-  cap_len     INTEGER NOT NULL,          -- bytes kept (less than len when cut by --snaplen)
-  write_errno INTEGER NOT NULL DEFAULT 0, -- errno of the forwarding write() (ENOENT: the kernel no longer knew the unique)
-  batch_seq   INTEGER NOT NULL,          -- batches.first_seq of the batch holding its bytes
-  off         INTEGER NOT NULL,          -- byte offset of its header in that batch's body
-  PRIMARY KEY (session, seq)
-) WITHOUT ROWID;
-CREATE INDEX frames_unique ON frames(session, unique_id);
+${FRAMES_INDEX_SQL}
+${FRAMES_UNIQUE_INDEX_SQL}
 
 CREATE TABLE procs (
   session  INTEGER NOT NULL,             -- sessions.id

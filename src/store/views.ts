@@ -10,10 +10,14 @@
  */
 import type { Database, Statement } from 'better-sqlite3';
 import { UserError } from '../errors.js';
+import { frameDataSql } from './batch-read.js';
 import { decodeRequest, errnoName, Opcode, opcodeName, OUT_HEADER_SIZE, IN_HEADER_SIZE, structs } from '../protocol/index.js';
 
 /** Payload bytes before a WRITE's data: fuse_in_header + fuse_write_in. */
 const WRITE_HEADERS = IN_HEADER_SIZE + structs.fuse_write_in.size;
+
+/** A frames row's bytes (alias f), sliced out of its batch (schema.ts format 4). */
+const FRAME_DATA = frameDataSql('f', 'main.');
 
 /**
  * The views, in the order README.md lists them. Decoded argument columns (`name`, `offset`, `size`)
@@ -37,9 +41,9 @@ CREATE TEMP VIEW requests AS
          len, reply_len,
          CASE WHEN errno = 0 AND opcode = ${Opcode.READ} THEN max(reply_len - ${OUT_HEADER_SIZE}, 0)
               WHEN errno = 0 AND opcode = ${Opcode.WRITE} THEN max(len - ${WRITE_HEADERS}, 0) END AS bytes,
-         (SELECT fusetrace_arg(f.data, 'name') FROM main.frames f WHERE f.session = r.session AND f.seq = r.seq) AS name,
-         (SELECT fusetrace_arg(f.data, 'offset') FROM main.frames f WHERE f.session = r.session AND f.seq = r.seq) AS "offset",
-         (SELECT fusetrace_arg(f.data, 'size') FROM main.frames f WHERE f.session = r.session AND f.seq = r.seq) AS size,
+         (SELECT fusetrace_arg(${FRAME_DATA}, 'name') FROM main.frames f WHERE f.session = r.session AND f.seq = r.seq) AS name,
+         (SELECT fusetrace_arg(${FRAME_DATA}, 'offset') FROM main.frames f WHERE f.session = r.session AND f.seq = r.seq) AS "offset",
+         (SELECT fusetrace_arg(${FRAME_DATA}, 'size') FROM main.frames f WHERE f.session = r.session AND f.seq = r.seq) AS size,
          reply_seq, interrupt_seq
     FROM main.requests r;
 
@@ -47,7 +51,7 @@ CREATE TEMP VIEW frames AS
   SELECT f.session, f.seq, f.ts_ns - s.started_mono_ns AS t_ns, f.ts_ns, f.fwd_ns,
          CASE f.dir WHEN 0 THEN 'rx' ELSE 'tx' END AS dir,
          f.unique_id, f.opcode, CASE WHEN f.dir = 0 THEN fusetrace_op(f.opcode) END AS op,
-         f.error, f.len, f.cap_len, f.data, f.write_errno
+         f.error, f.len, f.cap_len, ${FRAME_DATA} AS data, f.write_errno
     FROM main.frames f JOIN main.sessions s ON s.id = f.session;
 `;
 

@@ -1,5 +1,8 @@
 import type { Database, Statement } from 'better-sqlite3';
+import { BatchPages, type DecodedBatch } from './batch-read.js';
+import { decodeBatch, encodeBatches, type BatchInfo } from './batch.js';
 import { Checkpointer } from './checkpointer.js';
+import { FrameIndexer } from './derive.js';
 
 /** One frame as the native pump hands it over; also what TraceReader.frames() yields. */
 export interface FrameRecord {
@@ -94,18 +97,6 @@ export function fromSqlU64(v: bigint | number): bigint {
   return BigInt.asUintN(64, BigInt(v));
 }
 
-/** Columns of one frames row, in insert order. */
-const FRAME_COLUMNS = 'session, seq, ts_ns, fwd_ns, dir, unique_id, opcode, error, len, cap_len, data, write_errno';
-const FRAME_PLACEHOLDERS = '(?,?,?,?,?,?,?,?,?,?,?,?)';
-const FRAME_PARAMS = 12;
-
-/**
- * Rows per multi-row INSERT: one native call and one statement step per chunk instead of per row;
- * the JS<->native crossing, not SQLite, is what limits small-frame throughput (see bench/store.ts).
- * 64 * 12 = 768 parameters, well under SQLITE_MAX_VARIABLE_NUMBER (32766).
- */
-const INSERT_CHUNK = 64;
-
 /** Flush on its own once this many frames or bytes are buffered; the caller also flushes on a timer. */
 const FLUSH_FRAMES = 8192;
 const FLUSH_BYTES = 16 * 1024 * 1024;
@@ -116,40 +107,66 @@ const FLUSH_BYTES = 16 * 1024 * 1024;
  */
 const CHECKPOINTER_AFTER_BYTES = 64 * 1024 * 1024;
 
+/** How a TraceWriter derives what it writes (derive.ts). */
+export interface TraceWriterOptions {
+  /**
+   * 'inline' (default: attach, fixtures, tests): each flush also writes the frames index rows, runs
+   * the onFrames observers (the ledger) and advances sessions.derived, in the flush's transaction,
+   * so a SIGKILL leaves everything consistent. 'deferred' (record): a flush writes only batches,
+   * patches, procs, lost frames and counters; a Deriver derives the rest on another connection.
+   */
+  derive?: 'inline' | 'deferred';
+}
+
+/** A packed batch waiting for the next flush. */
+interface PendingBatch {
+  body: Buffer;
+  info: BatchInfo;
+}
+
 /**
  * Batched writer of one recording into a trace file. Single-threaded, like the JS side of the pump.
- * Every flush is one transaction holding the frames, new procs, the session counters and whatever the
- * observers (the request ledger) write, so a SIGKILLed recorder leaves a file that is consistent up
- * to its last flush.
+ * Every flush is one transaction holding the batches, patches, new procs, the session counters
+ * and, inline, the derived rows and whatever the observers (the request ledger) write, so a
+ * SIGKILLed recorder leaves a file that is consistent up to its last flush.
  */
 export class TraceWriter {
   private readonly db: Database;
+  private readonly mode: 'inline' | 'deferred';
   private session = 0;
+  /** Frames given to addFrames, packed into `batches` at the next flush (or before the next addBatch). */
   private frames: FrameRecord[] = [];
+  private batches: PendingBatch[] = [];
+  private bufferedFrames = 0;
   private bufferedBytes = 0;
+  private patches: Array<[number, bigint | null, number]> = [];
   private procs: Array<[number, string | null]> = [];
   /** Uniques of dropped frames not yet committed (lost table). */
   private lost: bigint[] = [];
   private readonly insertLost: Statement;
   private readonly procsSeen = new Set<number>();
   private readonly observers: Array<(session: number, frames: FrameRecord[]) => void> = [];
-  private readonly insertChunk: Statement;
-  private readonly insertOne: Statement;
+  private readonly insertBatch: Statement;
+  private readonly insertPatch: Statement;
   private readonly insertProc: Statement;
   private readonly bumpCounters: Statement;
-  private patchFrame: Statement | undefined;
-  private readonly commit: (frames: FrameRecord[]) => unknown[];
+  private readonly pages: BatchPages;
+  /** The current session's derived rows (inline mode only). */
+  private indexer: FrameIndexer | null = null;
+  private readonly commit: () => unknown[];
   private closed = false;
   /** Runs the WAL checkpoints once this writer has committed CHECKPOINTER_AFTER_BYTES (null before, or after it failed). */
   private checkpointer: Checkpointer | null = null;
   /** Frame bytes committed while no checkpointer runs; -1 once the writer no longer starts one. */
   private committedBytes = 0;
-  /** UPDATE of one committed frame's forwarding result, prepared on first use. */
   /** The connection's temp_store before this writer set it (restored by close()). */
   private readonly tempStore: number;
 
-  constructor(db: Database) {
+  constructor(db: Database, opts: TraceWriterOptions = {}) {
+    const mode = opts.derive ?? 'inline';
+    if (mode !== 'inline' && mode !== 'deferred') throw new TypeError(`TraceWriter: derive must be 'inline' or 'deferred', not ${String(mode)}`);
     this.db = db;
+    this.mode = mode;
     // Statement journals in memory. Each flush runs the observers under a savepoint, so SQLite
     // saves every page they change that existed before it (the requests table's and its indexes'
     // right edges) in a statement journal, which spills to a temp file past 64 KiB, i.e. at its
@@ -158,14 +175,15 @@ export class TraceWriter {
     // connection keep sorting through temp files rather than in memory.
     this.tempStore = db.pragma('temp_store', { simple: true }) as number;
     db.pragma('temp_store = MEMORY');
-    this.insertChunk = db.prepare(
-      `INSERT INTO frames (${FRAME_COLUMNS}) VALUES ${Array(INSERT_CHUNK).fill(FRAME_PLACEHOLDERS).join(',')}`,
+    this.insertBatch = db.prepare(
+      'INSERT INTO batches (session, first_seq, last_seq, count, first_ns, last_ns, bytes, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
     );
-    this.insertOne = db.prepare(`INSERT INTO frames (${FRAME_COLUMNS}) VALUES ${FRAME_PLACEHOLDERS}`);
+    this.insertPatch = db.prepare('INSERT OR REPLACE INTO patches (session, seq, fwd_ns, write_errno) VALUES (?, ?, ?, ?)');
     this.insertProc = db.prepare('INSERT OR IGNORE INTO procs (session, pid, comm) VALUES (?, ?, ?)');
     this.insertLost = db.prepare('INSERT OR IGNORE INTO lost (session, unique_id) VALUES (?, ?)');
     this.bumpCounters = db.prepare('UPDATE sessions SET frames = frames + ?, bytes = bytes + ? WHERE id = ?');
-    this.commit = db.transaction((frames: FrameRecord[]) => this.writeBatch(frames));
+    this.pages = new BatchPages(db);
+    this.commit = db.transaction(() => this.writeBuffered());
   }
 
   /** Starts a session (flushing whatever the previous one buffered) and returns its id. */
@@ -190,6 +208,7 @@ export class TraceWriter {
       );
     this.session = Number(r.lastInsertRowid);
     this.procsSeen.clear();
+    this.indexer = this.mode === 'inline' ? new FrameIndexer(this.db, this.session) : null;
     return this.session;
   }
 
@@ -199,8 +218,9 @@ export class TraceWriter {
   }
 
   /**
-   * Buffers frames; flushes past the size threshold. The array may be reused by the caller afterwards,
-   * but the records and their `data` Buffers are kept until the next flush and must not be changed.
+   * Buffers frames (in seq order); flushes past the size threshold. The array may be reused by the
+   * caller afterwards, but the records and their `data` Buffers are kept until the next flush and
+   * must not be changed. They are packed into batches (batch.ts encodeBatches) at flush time.
    */
   addFrames(frames: FrameRecord[]): void {
     this.checkSession();
@@ -212,20 +232,55 @@ export class TraceWriter {
     for (let i = 0; i < n; i++) {
       const f = frames[i];
       this.frames.push(f);
+      this.bufferedFrames++;
       this.bufferedBytes += f.data.length;
-      if (this.frames.length < FLUSH_FRAMES && this.bufferedBytes < FLUSH_BYTES) continue;
+      if (!this.full()) continue;
       try {
         const errors = this.commitBuffered();
         if (observerErrors.length === 0) observerErrors = errors;
       } catch (err) {
         // The commit failed (disk full): keep every frame buffered for a retry, as flush() does.
-        for (let j = i + 1; j < n; j++) this.frames.push(frames[j]);
-        this.bufferedBytes += frames.slice(i + 1).reduce((sum, g) => sum + g.data.length, 0);
+        for (let j = i + 1; j < n; j++) {
+          this.frames.push(frames[j]);
+          this.bufferedFrames++;
+          this.bufferedBytes += frames[j].data.length;
+        }
         throw err;
       }
     }
     // An observer's error (its writes rolled back, the frames committed) after all frames are in.
     if (observerErrors.length > 0) throw observerErrors[0];
+  }
+
+  /**
+   * Buffers a batch already packed (by the native pump: frames in seq order, after every frame
+   * buffered before it, no patch records); `body` must stay unchanged until the next flush, which
+   * writes it as one batches row. Flushes past the size threshold, like addFrames.
+   */
+  addBatch(body: Buffer, info: BatchInfo): void {
+    this.checkSession();
+    this.packFrames();
+    this.batches.push({ body, info });
+    this.bufferedFrames += info.count;
+    this.bufferedBytes += body.length;
+    if (!this.full()) return;
+    const errors = this.commitBuffered();
+    if (errors.length > 0) throw errors[0];
+  }
+
+  /**
+   * Records the forwarding result of notification `seq` whose write to /dev/fuse returned after
+   * its frame was handed over (native/pump.h FRAME_FLAG_PATCH): a patches row, committed with the
+   * next flush; readers and the derivation apply it over the frame's fwd_ns and write_errno.
+   */
+  addPatch(seq: number, fwdNs: bigint | null, writeErrno: number): void {
+    this.checkSession();
+    this.patches.push([seq, fwdNs, writeErrno]);
+  }
+
+  /** The name addPatch had when it updated the frames row at once (format 3). */
+  patchCommittedFrame(seq: number, fwdNs: bigint | null, writeErrno: number): void {
+    this.addPatch(seq, fwdNs, writeErrno);
   }
 
   /** Records a pid's process name once per session (the first name seen wins). */
@@ -250,9 +305,12 @@ export class TraceWriter {
    * frames that was, so the recorder can count them as not kept.
    */
   discardBuffered(): number {
-    const n = this.frames.length;
+    const n = this.bufferedFrames;
     this.frames = [];
+    this.batches = [];
+    this.bufferedFrames = 0;
     this.bufferedBytes = 0;
+    this.patches = [];
     this.procs = [];
     this.lost = [];
     return n;
@@ -294,21 +352,13 @@ export class TraceWriter {
   }
 
   /**
-   * Writes the forwarding result of a frame already committed (a notification whose write to the
-   * kernel finished after its frame was flushed; native/pump.h FRAME_FLAG_PATCH).
-   */
-  patchCommittedFrame(seq: number, fwdNs: bigint | null, writeErrno: number): void {
-    this.checkSession();
-    this.patchFrame ??= this.db.prepare('UPDATE frames SET fwd_ns = ?, write_errno = ? WHERE session = ? AND seq = ?');
-    this.patchFrame.run(fwdNs, writeErrno, this.session, seq);
-  }
-
-  /**
-   * Registers an observer of each flushed batch (the request ledger). It runs inside the batch's
-   * transaction under its own savepoint, so its rows commit atomically with the frames; if it
-   * throws, only its own writes are rolled back, the frames still commit, and flush() rethrows.
+   * Registers an observer of each flushed batch of frames (the request ledger); inline mode only.
+   * It runs inside the flush's transaction under its own savepoint, so its rows commit atomically
+   * with the frames; if it throws, only its own writes are rolled back, the frames still commit,
+   * and flush() rethrows.
    */
   onFrames(cb: FramesObserver): void {
+    if (this.mode === 'deferred') throw new Error("TraceWriter.onFrames: a 'deferred' writer derives nothing; a Deriver (derive.ts) feeds the ledger");
     this.observers.push(this.db.transaction((session: number, frames: FrameRecord[]) => cb(session, frames)));
   }
 
@@ -335,15 +385,29 @@ export class TraceWriter {
     }
   }
 
+  private full(): boolean {
+    return this.bufferedFrames >= FLUSH_FRAMES || this.bufferedBytes >= FLUSH_BYTES;
+  }
+
+  /** Packs the frames given to addFrames into batches (batch boundaries change nothing read back). */
+  private packFrames(): void {
+    if (this.frames.length === 0) return;
+    for (const b of encodeBatches(this.frames)) this.batches.push(b);
+    this.frames = [];
+  }
+
   /** Commits the buffer; throws if the commit fails, returns the observers' errors. */
   private commitBuffered(): unknown[] {
-    if (this.frames.length === 0 && this.procs.length === 0 && this.lost.length === 0) return [];
+    this.packFrames();
+    if (this.batches.length === 0 && this.patches.length === 0 && this.procs.length === 0 && this.lost.length === 0) return [];
     this.checkpointer?.catchUp();
     // Only forget the buffer once committed: a failed commit (disk full) can be retried.
-    const errors = this.commit(this.frames);
+    const errors = this.commit();
     const bytes = this.bufferedBytes;
-    this.frames = [];
+    this.batches = [];
+    this.bufferedFrames = 0;
     this.bufferedBytes = 0;
+    this.patches = [];
     this.procs = [];
     this.lost = [];
     this.checkpoints(bytes);
@@ -378,55 +442,39 @@ export class TraceWriter {
   }
 
   /** Runs inside the transaction; returns the observers' errors. */
-  private writeBatch(frames: FrameRecord[]): unknown[] {
+  private writeBuffered(): unknown[] {
     const session = this.session;
+    let frames = 0;
     let bytes = 0;
-    let i = 0;
-    const n = frames.length;
-    if (n >= INSERT_CHUNK) {
-      const params: unknown[] = new Array(INSERT_CHUNK * FRAME_PARAMS);
-      for (; i + INSERT_CHUNK <= n; i += INSERT_CHUNK) {
-        let p = 0;
-        for (let j = i; j < i + INSERT_CHUNK; j++) {
-          const f = frames[j];
-          bytes += f.len;
-          params[p++] = session;
-          params[p++] = f.seq;
-          params[p++] = f.tsNs;
-          params[p++] = f.fwdNs;
-          params[p++] = f.dir;
-          params[p++] = BigInt.asIntN(64, f.unique);
-          params[p++] = f.opcode;
-          params[p++] = f.error;
-          params[p++] = f.len;
-          params[p++] = f.data.length;
-          params[p++] = f.data;
-          params[p++] = f.writeErrno;
-        }
-        this.insertChunk.run(params);
-      }
+    for (const { body, info } of this.batches) {
+      this.insertBatch.run(session, info.firstSeq, info.lastSeq, info.count, info.firstNs, info.lastNs, info.bytes, body);
+      frames += info.count;
+      bytes += info.bytes;
     }
-    for (; i < n; i++) {
-      const f = frames[i];
-      bytes += f.len;
-      this.insertOne.run(
-        session, f.seq, f.tsNs, f.fwdNs, f.dir, BigInt.asIntN(64, f.unique),
-        f.opcode, f.error, f.len, f.data.length, f.data, f.writeErrno,
-      );
-    }
+    for (const [seq, fwdNs, writeErrno] of this.patches) this.insertPatch.run(session, seq, fwdNs, writeErrno);
     for (const [pid, comm] of this.procs) this.insertProc.run(session, pid, comm);
     for (const u of this.lost) this.insertLost.run(session, BigInt.asIntN(64, u));
-    if (n > 0) this.bumpCounters.run(n, bytes, session);
+    if (frames > 0) this.bumpCounters.run(frames, bytes, session);
+    return this.indexer ? this.deriveBuffered(this.indexer) : [];
+  }
+
+  /** Inline mode, inside the transaction: derives the batches just written (derive.ts). */
+  private deriveBuffered(indexer: FrameIndexer): unknown[] {
     const errors: unknown[] = [];
-    if (n > 0) {
+    if (this.batches.length > 0) {
+      const decoded: DecodedBatch[] = this.batches.map(({ body, info }) => ({ firstSeq: info.firstSeq, lastSeq: info.lastSeq, frames: decodeBatch(body) }));
+      this.pages.applyPatches(this.session, decoded);
+      const frames = indexer.index(decoded);
+      indexer.setDerived(decoded[decoded.length - 1].lastSeq + 1);
       for (const observe of this.observers) {
         try {
-          observe(session, frames);
+          observe(this.session, frames);
         } catch (err) {
           errors.push(err);
         }
       }
     }
+    if (this.patches.length > 0) indexer.latePatches();
     return errors;
   }
 

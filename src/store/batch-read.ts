@@ -1,0 +1,84 @@
+/**
+ * Reading frames back from their ground truth, the `batches` table (schema.ts), with the `patches`
+ * rows applied: what TraceReader.frames() yields and what the Deriver derives from. One home for
+ * the page queries, so both read a session the same way.
+ */
+import type { Database, Statement } from 'better-sqlite3';
+import { FRAME_HEADER_BYTES, decodeBatch, type BatchFrame } from './batch.js';
+
+/** A notification's forwarding result that arrived after its batch was committed (patches row). */
+export interface Patch {
+  fwdNs: bigint | null;
+  writeErrno: number;
+}
+
+/** One batches row, decoded: its frames with patches applied. */
+export interface DecodedBatch {
+  /** batches.first_seq: the frames index's batch_seq of each of its frames. */
+  firstSeq: number;
+  lastSeq: number;
+  frames: BatchFrame[];
+}
+
+/**
+ * SQL for the bytes of the frame a `frames` index row (alias `f`) points at: a slice of its
+ * batch's body (substr counts blob bytes from 1). Readers that want a few frames' bytes in SQL
+ * (views, joins on the reply) use it instead of handing whole bodies to JavaScript.
+ */
+export function frameDataSql(f: string, schema = ''): string {
+  return `(SELECT substr(b.body, ${f}.off + ${FRAME_HEADER_BYTES + 1}, ${f}.cap_len) FROM ${schema}batches b
+            WHERE b.session = ${f}.session AND b.first_seq = ${f}.batch_seq)`;
+}
+
+/** Pages through a session's batches in seq order (bounded memory: a few batches per page). */
+export class BatchPages {
+  private readonly startOf: Statement;
+  private readonly page: Statement;
+  private readonly patches: Statement;
+
+  constructor(db: Database) {
+    const p = (sql: string): Statement => db.prepare(sql).safeIntegers(true);
+    // The batch holding `seq` starts at the largest first_seq <= seq; batches never overlap.
+    this.startOf = p('SELECT max(first_seq) FROM batches WHERE session = ? AND first_seq <= ?').pluck();
+    this.page = p('SELECT first_seq, last_seq, body FROM batches WHERE session = ? AND first_seq >= ? AND first_seq <= ? ORDER BY first_seq LIMIT ?').raw(true);
+    this.patches = p('SELECT seq, fwd_ns, write_errno FROM patches WHERE session = ? AND seq >= ? AND seq <= ?').raw(true);
+  }
+
+  /** first_seq of the batch that holds (or would hold) `seq`: where a page starting at `seq` begins. */
+  startSeq(session: number, seq: number): number {
+    const v = this.startOf.get(session, seq) as bigint | null;
+    return v === null ? seq : Number(v);
+  }
+
+  /**
+   * Up to `limit` batches whose first_seq is in [fromFirst, toSeq], decoded, frames outside
+   * [minSeq, toSeq] left out, patches applied.
+   */
+  read(session: number, fromFirst: number, minSeq: number, toSeq: number, limit: number): DecodedBatch[] {
+    const rows = this.page.all(session, fromFirst, toSeq, limit) as Array<[bigint, bigint, Buffer]>;
+    if (rows.length === 0) return [];
+    const out: DecodedBatch[] = rows.map(([first, last, body]) => ({
+      firstSeq: Number(first),
+      lastSeq: Number(last),
+      frames: decodeBatch(body).filter((f) => f.seq >= minSeq && f.seq <= toSeq),
+    }));
+    this.applyPatches(session, out);
+    return out;
+  }
+
+  /** Puts the patches rows of these batches' seq range over their frames' fwd_ns and write_errno. */
+  applyPatches(session: number, batches: DecodedBatch[]): void {
+    const rows = this.patches.all(session, batches[0].firstSeq, batches[batches.length - 1].lastSeq) as Array<[bigint, bigint | null, bigint]>;
+    if (rows.length === 0) return;
+    const bySeq = new Map<number, Patch>(rows.map(([s, fwd, e]) => [Number(s), { fwdNs: fwd, writeErrno: Number(e) }]));
+    for (const b of batches) {
+      for (const f of b.frames) {
+        const p = bySeq.get(f.seq);
+        if (p) {
+          f.fwdNs = p.fwdNs;
+          f.writeErrno = p.writeErrno;
+        }
+      }
+    }
+  }
+}

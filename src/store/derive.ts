@@ -1,0 +1,270 @@
+/**
+ * Deriving a session's `frames` index rows and its `requests` rows (the ledger) from its committed
+ * batches (schema.ts format 4), possibly long after they were recorded.
+ *
+ * Two places derive: TraceWriter in 'inline' mode (attach, fixtures, tests: in the transaction of
+ * each flush), and a Deriver (`record`: on its own connection, in a worker thread at a lower
+ * priority, so the recorder's hot path only appends batches). Both go through FrameIndexer, so the
+ * rows are the same either way, and the same as rebuildLedger's.
+ *
+ * Locking: the recorder's connection and the Deriver's both write the file in WAL mode, and SQLite
+ * lets one write transaction run at a time. The Deriver reads and decodes the batches before it
+ * takes the write lock (a plain read sees the last commit, WAL readers never block), and holds the
+ * lock (BEGIN IMMEDIATE, waiting up to busy_timeout) only to insert one step's rows: each step is
+ * bounded by `maxFrames` (plus at most one batch), so the recorder never waits long for it.
+ */
+import type { Database, Statement } from 'better-sqlite3';
+import { BatchPages, type DecodedBatch } from './batch-read.js';
+import type { BatchFrame } from './batch.js';
+import { createDurationIndexes, openTraceDb } from './db.js';
+import { Ledger, type LedgerOptions } from './ledger.js';
+import { toSqlU64, type FrameRecord } from './writer.js';
+
+/** Columns of one frames index row, in insert order. */
+const INDEX_COLUMNS = 'session, seq, ts_ns, fwd_ns, dir, unique_id, opcode, error, len, cap_len, write_errno, batch_seq, off';
+const INDEX_PARAMS = 13;
+const INDEX_ONE = `(${Array(INDEX_PARAMS).fill('?').join(',')})`;
+/** Rows per multi-row INSERT (as ledger.ts for requests): 64 * 13 = 832 parameters. */
+const INSERT_CHUNK = 64;
+
+/**
+ * Writes the derived per-frame state of one session: frames index rows, sessions.derived, and the
+ * patches that arrive after their frame was derived. Every method runs inside the caller's
+ * transaction.
+ */
+export class FrameIndexer {
+  readonly session: number;
+  private readonly insertChunk: Statement;
+  private readonly insertOne: Statement;
+  private readonly setDerivedStmt: Statement;
+  private readonly mismatched: Statement;
+  private readonly patchFrame: Statement;
+  private readonly patchNotify: Statement;
+
+  constructor(db: Database, session: number) {
+    this.session = session;
+    this.insertChunk = db.prepare(`INSERT INTO frames (${INDEX_COLUMNS}) VALUES ${Array(INSERT_CHUNK).fill(INDEX_ONE).join(',')}`);
+    this.insertOne = db.prepare(`INSERT INTO frames (${INDEX_COLUMNS}) VALUES ${INDEX_ONE}`);
+    this.setDerivedStmt = db.prepare('UPDATE sessions SET derived = ? WHERE id = ?');
+    // Patches are rare (notifications whose write outlived their batch), so scanning them all is cheap.
+    this.mismatched = db
+      .prepare(
+        `SELECT p.seq, p.fwd_ns, p.write_errno FROM patches p JOIN frames f ON f.session = p.session AND f.seq = p.seq
+          WHERE p.session = ? AND (f.fwd_ns IS NOT p.fwd_ns OR f.write_errno <> p.write_errno)`,
+      )
+      .safeIntegers(true)
+      .raw(true);
+    this.patchFrame = db.prepare('UPDATE frames SET fwd_ns = ?, write_errno = ? WHERE session = ? AND seq = ?');
+    // ledger.ts notify(): a notification's requests.errno is the errno of its write to /dev/fuse.
+    this.patchNotify = db.prepare("UPDATE requests SET errno = ? WHERE session = ? AND seq = ? AND state = 'notify'");
+  }
+
+  /** Inserts the index rows of these decoded batches (patches already applied); returns their frames in seq order. */
+  index(batches: readonly DecodedBatch[]): BatchFrame[] {
+    const rows: Array<[number, BatchFrame]> = [];
+    const frames: BatchFrame[] = [];
+    for (const b of batches) {
+      for (const f of b.frames) {
+        rows.push([b.firstSeq, f]);
+        frames.push(f);
+      }
+    }
+    let i = 0;
+    if (rows.length >= INSERT_CHUNK) {
+      const params: unknown[] = new Array(INSERT_CHUNK * INDEX_PARAMS);
+      for (; i + INSERT_CHUNK <= rows.length; i += INSERT_CHUNK) {
+        let p = 0;
+        for (let j = i; j < i + INSERT_CHUNK; j++) p = fillRow(params, p, this.session, rows[j][0], rows[j][1]);
+        this.insertChunk.run(params);
+      }
+    }
+    const one: unknown[] = new Array(INDEX_PARAMS);
+    for (; i < rows.length; i++) {
+      fillRow(one, 0, this.session, rows[i][0], rows[i][1]);
+      this.insertOne.run(one);
+    }
+    return frames;
+  }
+
+  /**
+   * Applies the patches rows that arrived after their frame was derived: the frames row, and the
+   * notification's requests.errno. What the ledger decided from the unpatched frame otherwise
+   * stays (a NOTIFY_DELETE already removed its name from the path tree, as if the write had
+   * succeeded): a rebuild, which sees the patch before the frame, can differ only there.
+   * Returns how many it applied.
+   */
+  latePatches(): number {
+    const rows = this.mismatched.all(this.session) as Array<[bigint, bigint | null, bigint]>;
+    for (const [seq, fwd, errno] of rows) {
+      this.patchFrame.run(fwd, errno, this.session, seq);
+      this.patchNotify.run(errno, this.session, seq);
+    }
+    return rows.length;
+  }
+
+  /** sessions.derived: every frame below `next` is in frames and requests. */
+  setDerived(next: number): void {
+    this.setDerivedStmt.run(next, this.session);
+  }
+}
+
+/** Fills one index row's parameters at `p`; returns the next position. */
+function fillRow(params: unknown[], p: number, session: number, batchSeq: number, f: BatchFrame): number {
+  params[p++] = session;
+  params[p++] = f.seq;
+  params[p++] = f.tsNs;
+  params[p++] = f.fwdNs;
+  params[p++] = f.dir;
+  params[p++] = toSqlU64(f.unique);
+  params[p++] = f.opcode;
+  params[p++] = f.error;
+  params[p++] = f.len;
+  params[p++] = f.data.length;
+  params[p++] = f.writeErrno;
+  params[p++] = batchSeq;
+  params[p++] = f.off;
+  return p;
+}
+
+/** Options of a Deriver: the ledger's, and how many frames each ledger.add() gets (tests: batch boundaries must not matter). */
+export interface DeriverOptions extends LedgerOptions {
+  feed?: number;
+}
+
+/** How far derivation is, as seq bounds: frames below `derived` are derived; `recorded` is past the last committed frame. */
+export interface DeriveLag {
+  derived: number;
+  recorded: number;
+}
+
+/**
+ * Derives one session's frames index and requests from its committed batches, in seq order, a
+ * bounded step at a time. Usable on its own connection in a worker thread: it needs only a path
+ * (or a Database), a session id and the LedgerOptions.
+ */
+export class Deriver {
+  readonly session: number;
+  private readonly db: Database;
+  private readonly ownDb: boolean;
+  private readonly pages: BatchPages;
+  private readonly indexer: FrameIndexer;
+  private readonly ledger: Ledger;
+  private readonly feed: number;
+  private readonly recordedStmt: Statement;
+  private readonly commit: (batches: DecodedBatch[], next: number) => number;
+  /** The next seq to derive (sessions.derived as this Deriver last committed it). */
+  private cursor = 0;
+
+  constructor(db: Database | string, session: number, opts: DeriverOptions = {}) {
+    this.ownDb = typeof db === 'string';
+    this.db = typeof db === 'string' ? openTraceDb(db) : db;
+    this.session = session;
+    try {
+      this.restart();
+      this.pages = new BatchPages(this.db);
+      this.indexer = new FrameIndexer(this.db, session);
+      this.ledger = new Ledger(this.db, session, opts);
+    } catch (err) {
+      if (this.ownDb) this.db.close();
+      throw err;
+    }
+    this.feed = opts.feed ?? Infinity;
+    this.recordedStmt = this.db.prepare('SELECT max(last_seq) FROM batches WHERE session = ?').pluck();
+    this.commit = this.db.transaction((batches: DecodedBatch[], next: number) => this.write(batches, next)).immediate;
+  }
+
+  /**
+   * Derives the next committed batches, about `maxFrames` frames (whole batches, at least one);
+   * returns how many frames it derived, 0 when caught up. One write transaction per step.
+   */
+  step(maxFrames = 8192): number {
+    this.checkLedger();
+    const { batches, next } = this.readAhead(maxFrames);
+    if (batches.length === 0) {
+      // Caught up; a patch may still have come in for a frame already derived.
+      if (this.db.inTransaction) this.indexer.latePatches();
+      else this.db.transaction(() => this.indexer.latePatches()).immediate();
+      return 0;
+    }
+    const n = this.commit(batches, next);
+    this.cursor = next;
+    return n;
+  }
+
+  /** Derives everything committed, then ends the ledger (outstanding requests: aborted with endReason) and builds the duration indexes. */
+  finish(endReason?: string | null): void {
+    while (this.step() > 0) {
+      // until caught up
+    }
+    const reason = endReason === undefined ? this.storedEndReason() : endReason;
+    this.ledger.finish({ endReason: reason });
+    this.checkLedger();
+    createDurationIndexes(this.db);
+  }
+
+  /** Derived and recorded seq bounds, for a progress line or a lag warning. */
+  lag(): DeriveLag {
+    const last = this.recordedStmt.get(this.session) as number | null;
+    return { derived: this.cursor, recorded: last === null ? 0 : last + 1 };
+  }
+
+  /** Closes the connection if the Deriver opened it. */
+  close(): void {
+    if (this.ownDb && this.db.open) this.db.close();
+  }
+
+  /**
+   * A Deriver starts a session from its first frame. The ledger's state (outstanding requests,
+   * the path tree, the negotiated minor) lives in memory and cannot be resumed mid-session, so a
+   * session already partly derived by another process (a recorder killed with SIGKILL) loses its
+   * derived rows and is derived again from scratch.
+   */
+  private restart(): void {
+    const derived = this.db.prepare('SELECT derived FROM sessions WHERE id = ?').pluck().get(this.session) as number | undefined;
+    if (derived === undefined) throw new Error(`Deriver: no session ${this.session}`);
+    if (derived === 0) return;
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM frames WHERE session = ?').run(this.session);
+      this.db.prepare('DELETE FROM requests WHERE session = ?').run(this.session);
+      this.db.prepare('UPDATE sessions SET derived = 0 WHERE id = ?').run(this.session);
+    }).immediate();
+  }
+
+  /** Reads and decodes, before any write lock, the batches of the next step. */
+  private readAhead(maxFrames: number): { batches: DecodedBatch[]; next: number } {
+    const batches: DecodedBatch[] = [];
+    let next = this.cursor;
+    let from = this.pages.startSeq(this.session, next);
+    let frames = 0;
+    while (frames < maxFrames) {
+      const got = this.pages.read(this.session, from, this.cursor, Number.MAX_SAFE_INTEGER, 1);
+      if (got.length === 0) break;
+      const b = got[0];
+      batches.push(b);
+      frames += b.frames.length;
+      next = Math.max(next, b.lastSeq + 1);
+      from = b.lastSeq + 1;
+    }
+    return { batches, next };
+  }
+
+  /** Inside the step's transaction: index rows, the ledger, late patches, the cursor. */
+  private write(batches: DecodedBatch[], next: number): number {
+    const frames: FrameRecord[] = this.indexer.index(batches);
+    for (let i = 0; i < frames.length; i += this.feed) {
+      this.ledger.add(this.feed === Infinity ? frames : frames.slice(i, i + this.feed));
+    }
+    this.indexer.latePatches();
+    this.indexer.setDerived(next);
+    return frames.length;
+  }
+
+  private storedEndReason(): string | null {
+    return this.db.prepare('SELECT end_reason FROM sessions WHERE id = ?').pluck().get(this.session) as string | null;
+  }
+
+  private checkLedger(): void {
+    const failed = this.ledger.failure;
+    if (failed) throw failed.error;
+  }
+}
