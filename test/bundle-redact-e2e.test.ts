@@ -61,7 +61,8 @@ function fileBytes(file: string): Buffer {
 function decodeErrors(file: string): { frames: number; errors: number } {
   const h = new Database(file, { readonly: true });
   try {
-    const rows = h.prepare('SELECT dir, data FROM frames WHERE session = (SELECT max(id) FROM sessions) ORDER BY seq').all() as Array<{ dir: number; data: Buffer }>;
+    const rows = h.prepare(`SELECT f.dir, substr(b.body, f.off + 57, f.cap_len) AS data FROM frames f JOIN batches b ON b.session = f.session AND b.first_seq = f.batch_seq
+      WHERE f.session = (SELECT max(id) FROM sessions) ORDER BY f.seq`).all() as Array<{ dir: number; data: Buffer }>;
     const d = new SessionDecoder();
     return { frames: rows.length, errors: rows.filter((r) => !d.decode(r.dir === 0 ? 'rx' : 'tx', r.data).ok).length };
   } finally {

@@ -71,7 +71,8 @@ function exchanges(db: string, session: number): string[] {
   const h = new Database(db, { readonly: true });
   try {
     h.defaultSafeIntegers(true);
-    const frames = h.prepare('SELECT dir, unique_id, data FROM frames WHERE session = ? ORDER BY seq').all(session) as Array<{ dir: bigint; unique_id: bigint; data: Buffer }>;
+    const frames = h.prepare(`SELECT f.dir, f.unique_id, substr(b.body, f.off + 57, f.cap_len) AS data FROM frames f
+      JOIN batches b ON b.session = f.session AND b.first_seq = f.batch_seq WHERE f.session = ? ORDER BY f.seq`).all(session) as Array<{ dir: bigint; unique_id: bigint; data: Buffer }>;
     const requests = new Map<bigint, string>();
     const out: string[] = [];
     for (const f of frames) {

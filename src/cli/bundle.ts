@@ -43,7 +43,7 @@ export function registerBundle(program: Command): void {
     .action((sessions: string[], opts: BundleCliOptions, cmd: Command) => {
       const classes = parseRedact(opts.redact ?? '');
       const file = dbPath(cmd);
-      const db = openTraceDb(file, { readonly: true });
+      const db = openTraceDb(file, { readonly: true, complete: true });
       try {
         const reader = new TraceReader(db, file);
         const ids = sessions.length === 0 ? [reader.resolveSession()] : [...new Set(sessions.map((s) => reader.resolveSession(s)))];

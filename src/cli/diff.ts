@@ -123,7 +123,7 @@ class Files {
   get(file: string): { db: Database; reader: TraceReader } {
     let f = this.open.get(file);
     if (!f) {
-      const db = openTraceDb(file, { readonly: true });
+      const db = openTraceDb(file, { readonly: true, complete: true });
       f = { db, reader: new TraceReader(db, file) };
       this.open.set(file, f);
     }

@@ -53,7 +53,7 @@ export function registerExport(program: Command): void {
         throw new UserError('pcapng is binary: write it with -o FILE.pcapng or pipe it (e.g. | tshark -r -)');
       }
       const file = dbPath(cmd);
-      const db = openTraceDb(file, { readonly: true, streaming: true });
+      const db = openTraceDb(file, { readonly: true, complete: true, streaming: true });
       try {
         const id = new TraceReader(db, file).resolveSession(session);
         const out = await Output.open(opts.output);

@@ -34,7 +34,7 @@ Views (README "fusetrace query" lists every column):
     .action((sql: string, opts: QueryOptions, cmd: Command) => {
       if (opts.json && opts.csv) throw new UserError('--json and --csv exclude each other');
       const file = dbPath(cmd);
-      const db = openTraceDb(file, { readonly: true });
+      const db = openTraceDb(file, { readonly: true, complete: true });
       try {
         prepareQueryConnection(db);
         const stmt = prepareQuery(db, sql).raw(true).safeIntegers(true);

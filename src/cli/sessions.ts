@@ -14,7 +14,7 @@ export function registerSessions(program: Command): void {
     .option('--json', 'one JSON object per session and line')
     .action((opts: { json?: boolean }, cmd: Command) => {
       const path = dbPath(cmd);
-      const db = openTraceDb(path, { readonly: true });
+      const db = openTraceDb(path, { readonly: true, complete: true });
       try {
         listSessions(new TraceReader(db, path), !!opts.json, process.stdout);
       } finally {

@@ -48,7 +48,7 @@ Filter fields: op unique nodeid fh path pid comm uid err state dur t len
     )
     .action(async (a: string | undefined, b: string | undefined, opts: ShowOptions, cmd: Command) => {
       const file = dbPath(cmd);
-      const db = openTraceDb(file, { readonly: true, streaming: opts.json === true || opts.frames === true });
+      const db = openTraceDb(file, { readonly: true, complete: true, streaming: opts.json === true || opts.frames === true });
       // A second connection for frames: better-sqlite3 refuses other statements on a connection
       // while one of its cursors is open, and the requests cursor stays open while we print.
       let framesDb: Database | undefined;

@@ -32,7 +32,7 @@ export function registerStats(program: Command): void {
       if (!/^\d+$/.test(opts.top ?? '') || !Number.isSafeInteger(top)) {
         throw new UserError(`--top needs a whole number, not '${opts.top}'`);
       }
-      const db = openTraceDb(file, { readonly: true });
+      const db = openTraceDb(file, { readonly: true, complete: true });
       try {
         const reader = new TraceReader(db, file);
         const id = reader.resolveSession(session);

@@ -5,6 +5,7 @@ import Database from 'better-sqlite3';
 import type { Database as DatabaseT } from 'better-sqlite3';
 import { UserError } from '../errors.js';
 import { decodeBatch, encodeBatches } from './batch.js';
+import { completeSessions, orphanedSessions, warnIncomplete } from './complete.js';
 import { APPLICATION_ID, DURATION_INDEX_SQL, FORMAT_VERSION, FRAMES_INDEX_SQL, FRAMES_UNIQUE_INDEX_SQL, MIGRATIONS, SCHEMA_SQL } from './schema.js';
 import type { FrameRecord } from './writer.js';
 
@@ -22,6 +23,12 @@ export interface OpenTraceDbOptions {
    * 118,000-request session of large frames reached 1.2 GB that way.
    */
   streaming?: boolean;
+  /**
+   * With readonly, for the read commands: sessions whose derivation lags and whose recorder was
+   * killed are completed first, on a writing connection (complete.ts), or, when the file cannot be
+   * written, read as derived with a warning line.
+   */
+  complete?: boolean;
 }
 
 /** The first 16 bytes of every SQLite 3 database file (https://sqlite.org/fileformat.html#magic_header_string). */
@@ -116,6 +123,7 @@ export function openTraceDb(path: string, opts: OpenTraceDbOptions = {}): Databa
     // saves a copy per page (stats --filter 'op==READ && dur>1ms' on 1M requests: 226 -> 63 ms).
     // Only readers: nothing truncates a trace file under them (no auto_vacuum, no VACUUM).
     if (opts.readonly) db.pragma(`mmap_size = ${opts.streaming ? 0 : READER_MMAP_BYTES}`);
+    if (opts.readonly && opts.complete) return completeOrphans(db, path, opts);
     return db;
   } catch (err) {
     db.close();
@@ -308,6 +316,41 @@ function initialise(db: DatabaseT): void {
     db.pragma(`application_id = ${APPLICATION_ID}`);
     db.pragma(`user_version = ${FORMAT_VERSION}`);
   })();
+}
+
+/**
+ * openTraceDb's `complete`: hands back `db` when no session needs completing, else completes them
+ * on a writing connection and reopens read-only; warns instead when the file cannot be written.
+ */
+function completeOrphans(db: DatabaseT, path: string, opts: OpenTraceDbOptions): DatabaseT {
+  const orphans = orphanedSessions(db);
+  if (orphans.length === 0) return db;
+  // A private copy (read-only location) cannot complete the file itself.
+  if (db.name !== path) {
+    warnIncomplete(path, orphans);
+    return db;
+  }
+  db.close();
+  const again = { ...opts, complete: false };
+  let w: DatabaseT;
+  try {
+    w = openTraceDb(path);
+  } catch (err) {
+    if (!(err instanceof UserError)) throw err;
+    warnIncomplete(path, orphans);
+    return openTraceDb(path, again);
+  }
+  try {
+    // One write transaction: a second reader completing at the same time waits for this one
+    // (busy_timeout), then finds nothing left to do.
+    w.transaction(() => completeSessions(w, orphanedSessions(w))).immediate();
+  } catch (err) {
+    if (!String((err as { code?: string }).code).startsWith('SQLITE_BUSY')) throw err;
+    warnIncomplete(path, orphans);
+  } finally {
+    w.close();
+  }
+  return openTraceDb(path, again);
 }
 
 /** Upgrades a file written by an older fusetrace in place, one version at a time (MIGRATIONS in schema.ts). */

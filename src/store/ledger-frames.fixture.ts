@@ -131,6 +131,45 @@ export class Script {
   }
 }
 
+/** A session exercising every state, paths, and late frames that reach back past the memory window. */
+export function busyScript(): Script {
+  const ENOENT = 2;
+  const EINTR = 4;
+  const EAGAIN = 11;
+  const readIn = (fh: number) => [u64(fh), u64(0), u32(4096), u32(0), u64(0), u32(0), u32(0)];
+  const s = new Script();
+  s.req(26, 2, 0, [u32(7), u32(45), u32(0), u32(0)], { pid: 0 });
+  s.reply(2, 0, [u32(7), u32(45), Buffer.alloc(56)]);
+  let u = 4;
+  for (let i = 0; i < 60; i++) {
+    const lu = u;
+    s.req(1, lu, 1, [name(`f${i % 7}`)]);
+    s.reply(lu, i % 5 === 0 ? -ENOENT : 0, i % 5 === 0 ? [] : [entryOut(10 + (i % 7))]);
+    u += 2;
+    const ru = u;
+    s.req(15, ru, 10 + (i % 7), readIn(3), { pid: i % 3 === 0 ? 0 : 300 });
+    if (i % 4 === 1) s.interrupt(ru);
+    if (i % 6 === 2) s.reply(ru, -EINTR);
+    else if (i % 9 === 3) s.reply(ru, 0, [], { writeErrno: ENOENT });
+    else if (i % 11 !== 4) s.reply(ru, 0, [Buffer.alloc(64)]);
+    if (i % 4 === 1) s.reply(ru | 1, -EAGAIN, [], { writeErrno: i % 8 === 1 ? ENOENT : 0 });
+    if (i % 10 === 7) s.req(2, u + 1000, 10 + (i % 7), [u64(1)]);
+    if (i % 13 === 5) s.reply(0, 3, [u64(1), u32(2), u32(0), Buffer.from('f1\0')]);
+    u += 2;
+  }
+  // A split reply the proxy answered EIO, with its pieces.
+  s.req(15, 9000, 10, readIn(3));
+  s.reply(9000, 0, [Buffer.alloc(84)], { writeErrno: 74, unforwarded: true });
+  s.piece(1000);
+  s.reply(9000, -5);
+  // Late frames for requests finished long ago (beyond a small memory window).
+  s.reply(6, 0, [Buffer.alloc(64)], { writeErrno: ENOENT });
+  s.interrupt(8);
+  s.reply(9, -EAGAIN, [], { writeErrno: ENOENT });
+  s.reply(12345, 0, []);
+  return s;
+}
+
 /** A fresh trace file in a temp dir; `close()` removes it. */
 export function tempTrace(): { db: Database; file: string; dir: string; close: () => void } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fusetrace-ledger-'));

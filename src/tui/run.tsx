@@ -45,7 +45,7 @@ export function resolveSession(source: TuiSource, session: number | string | und
 export async function runTui(opts: RunTuiOptions): Promise<void> {
   const stdout = process.stdout;
   if (!process.stdin.isTTY || !stdout.isTTY) throw new UserError('tui needs a terminal: stdin and stdout must be a tty (for scripts use show, stats or export)');
-  const db = typeof opts.db === 'string' ? openTraceDb(opts.db, { readonly: true }) : opts.db;
+  const db = typeof opts.db === 'string' ? openTraceDb(opts.db, { readonly: true, complete: true }) : opts.db;
   const ownsDb = typeof opts.db === 'string';
   try {
     const source = new TuiSource(db);

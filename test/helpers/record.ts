@@ -176,11 +176,19 @@ export interface FrameRow {
   fwd_ns: number | null;
 }
 
+/** Every frames column of format 3, from the format 4 tables. */
+const FRAME_ROWS_SQL = `SELECT f.session, f.seq, f.ts_ns, coalesce(p.fwd_ns, f.fwd_ns) AS fwd_ns, f.dir, f.unique_id, f.opcode, f.error, f.len, f.cap_len,
+    substr(b.body, f.off + 57, f.cap_len) AS data, coalesce(p.write_errno, f.write_errno) AS write_errno
+  FROM frames f JOIN batches b ON b.session = f.session AND b.first_seq = f.batch_seq
+  LEFT JOIN patches p ON p.session = f.session AND p.seq = f.seq
+  WHERE f.session = ? ORDER BY f.seq`;
+
 export function readTrace(db: string): { session: SessionRow; frames: FrameRow[]; procs: Array<{ pid: number; comm: string }> } {
   const d = new Database(db, { readonly: true });
   try {
     const session = d.prepare('SELECT * FROM sessions ORDER BY id DESC LIMIT 1').get() as SessionRow;
-    const frames = d.prepare('SELECT * FROM frames WHERE session = ? ORDER BY seq').all(session.id) as FrameRow[];
+    // The frames index joined to the bytes its rows point at in their batch (format 4), patches applied.
+    const frames = d.prepare(FRAME_ROWS_SQL).all(session.id) as FrameRow[];
     const procs = d.prepare('SELECT pid, comm FROM procs WHERE session = ?').all(session.id) as Array<{ pid: number; comm: string }>;
     return { session, frames, procs };
   } finally {
