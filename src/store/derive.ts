@@ -91,15 +91,15 @@ export class FrameIndexer {
    * notification's requests.errno. What the ledger decided from the unpatched frame otherwise
    * stays (a NOTIFY_DELETE already removed its name from the path tree, as if the write had
    * succeeded): a rebuild, which sees the patch before the frame, can differ only there.
-   * Returns how many it applied.
+   * Returns the write errnos it applied.
    */
-  latePatches(): number {
+  latePatches(): number[] {
     const rows = this.mismatched.all(this.session) as Array<[bigint, bigint | null, bigint]>;
     for (const [seq, fwd, errno] of rows) {
       this.patchFrame.run(fwd, errno, this.session, seq);
       this.patchNotify.run(errno, this.session, seq);
     }
-    return rows.length;
+    return rows.map((r) => Number(r[2]));
   }
 
   /** sessions.derived: every frame below `next` is in frames and requests. */
@@ -124,6 +124,19 @@ function fillRow(params: unknown[], p: number, session: number, batchSeq: number
   params[p++] = batchSeq;
   params[p++] = f.off;
   return p;
+}
+
+/**
+ * Error replies (a negative error with a unique), failed forwards (write_errno) and failed
+ * notifications: what the live line counts as errors.
+ */
+function countErrors(frames: readonly FrameRecord[]): number {
+  let n = 0;
+  for (const f of frames) {
+    if (f.dir === 1 && f.unique !== 0n && (f.error ?? 0) < 0) n++;
+    else if (f.writeErrno !== 0) n++;
+  }
+  return n;
 }
 
 /** Options of a Deriver: the ledger's, and how many frames each ledger.add() gets (tests: batch boundaries must not matter). */
@@ -154,6 +167,8 @@ export class Deriver {
   private readonly commit: (batches: DecodedBatch[], next: number) => number;
   /** The next seq to derive (sessions.derived as this Deriver last committed it). */
   private cursor = 0;
+  /** Error replies, failed forwards and failed notifications among the frames derived (the live line's count). */
+  private errors = 0;
 
   constructor(db: Database | string, session: number, opts: DeriverOptions = {}) {
     this.ownDb = typeof db === 'string';
@@ -182,8 +197,9 @@ export class Deriver {
     const { batches, next } = this.readAhead(maxFrames);
     if (batches.length === 0) {
       // Caught up; a patch may still have come in for a frame already derived.
-      if (this.db.inTransaction) this.indexer.latePatches();
-      else this.db.transaction(() => this.indexer.latePatches()).immediate();
+      const late = () => this.countPatches(this.indexer.latePatches());
+      if (this.db.inTransaction) late();
+      else this.db.transaction(late).immediate();
       return 0;
     }
     const n = this.commit(batches, next);
@@ -206,6 +222,16 @@ export class Deriver {
   lag(): DeriveLag {
     const last = this.recordedStmt.get(this.session) as number | null;
     return { derived: this.cursor, recorded: last === null ? 0 : last + 1 };
+  }
+
+  /** For the live line: requests waiting for their reply, and errors, as derived so far. */
+  counts(): { outstanding: number; errors: number } {
+    return { outstanding: this.ledger.outstanding, errors: this.errors };
+  }
+
+  /** sessions.lost: requests labelled lost (final once finish() ran). */
+  lost(): number {
+    return this.db.prepare('SELECT lost FROM sessions WHERE id = ?').pluck().get(this.session) as number;
   }
 
   /** Closes the connection if the Deriver opened it. */
@@ -254,9 +280,14 @@ export class Deriver {
     for (let i = 0; i < frames.length; i += this.feed) {
       this.ledger.add(this.feed === Infinity ? frames : frames.slice(i, i + this.feed));
     }
-    this.indexer.latePatches();
+    this.countPatches(this.indexer.latePatches());
     this.indexer.setDerived(next);
+    this.errors += countErrors(frames);
     return frames.length;
+  }
+
+  private countPatches(errnos: number[]): void {
+    for (const e of errnos) if (e !== 0) this.errors++;
   }
 
   private storedEndReason(): string | null {

@@ -10,6 +10,8 @@ import Database from 'better-sqlite3';
 import { repoRoot } from './fuse-env.js';
 import { asUser } from './as-user.js';
 import { isMounted, waitExit, type CleanupRegistry, type ExitInfo } from './mount.js';
+import { TraceReader } from '../../src/store/reader.js';
+import type { FrameRecord } from '../../src/store/writer.js';
 
 const ROOT = repoRoot();
 /** The CLI entry point; runs dist/ (see buildCli). */
@@ -176,19 +178,30 @@ export interface FrameRow {
   fwd_ns: number | null;
 }
 
-/** Every frames column of format 3, from the format 4 tables. */
-const FRAME_ROWS_SQL = `SELECT f.session, f.seq, f.ts_ns, coalesce(p.fwd_ns, f.fwd_ns) AS fwd_ns, f.dir, f.unique_id, f.opcode, f.error, f.len, f.cap_len,
-    substr(b.body, f.off + 57, f.cap_len) AS data, coalesce(p.write_errno, f.write_errno) AS write_errno
-  FROM frames f JOIN batches b ON b.session = f.session AND b.first_seq = f.batch_seq
-  LEFT JOIN patches p ON p.session = f.session AND p.seq = f.seq
-  WHERE f.session = ? ORDER BY f.seq`;
+/** A frame as the columns of a format 3 frames row (numbers plain, as better-sqlite3 reads them by default). */
+function frameRow(f: FrameRecord): FrameRow {
+  return {
+    seq: f.seq,
+    dir: f.dir,
+    unique_id: Number(BigInt.asIntN(64, f.unique)),
+    opcode: f.opcode,
+    error: f.error,
+    len: f.len,
+    cap_len: f.data.length,
+    data: f.data,
+    write_errno: f.writeErrno,
+    ts_ns: Number(f.tsNs),
+    fwd_ns: f.fwdNs === null ? null : Number(f.fwdNs),
+  };
+}
 
 export function readTrace(db: string): { session: SessionRow; frames: FrameRow[]; procs: Array<{ pid: number; comm: string }> } {
   const d = new Database(db, { readonly: true });
   try {
     const session = d.prepare('SELECT * FROM sessions ORDER BY id DESC LIMIT 1').get() as SessionRow;
-    // The frames index joined to the bytes its rows point at in their batch (format 4), patches applied.
-    const frames = d.prepare(FRAME_ROWS_SQL).all(session.id) as FrameRow[];
+    // From the ground truth (format 4: the batches, patches applied), not the derived frames index:
+    // a recording whose derivation lags, or was cut by SIGKILL, still holds every committed frame.
+    const frames = [...new TraceReader(d).frames(session.id)].map(frameRow);
     const procs = d.prepare('SELECT pid, comm FROM procs WHERE session = ?').all(session.id) as Array<{ pid: number; comm: string }>;
     return { session, frames, procs };
   } finally {
