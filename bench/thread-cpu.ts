@@ -75,7 +75,8 @@ export function cpuSnapshot(pid: number): CpuSnapshot {
 /**
  * The recorder's CPU between two snapshots (ns), by role:
  *   hot      the native pump's threads (ft-ring in-process; ft-reader, ft-writer, ft-notify on the relay)
- *   js       the JS thread (tid == pid): drain, order, SQLite inserts, the ledger, commits
+ *   js       the JS thread (tid == pid): drain, one INSERT per batch, commits
+ *   derived  the derivation thread (ft-derive, src/proxy/derive-worker.ts): frames index, ledger
  *   helpers  Node's other threads present at the first snapshot (V8's GC and compiler helpers, libuv)
  *   late     threads started after the first snapshot: the WAL checkpointer worker (it starts once
  *            64 MiB are committed; Node cannot name a worker's thread, so this is how it is told apart)
@@ -85,6 +86,7 @@ export function cpuSnapshot(pid: number): CpuSnapshot {
 export interface CpuSplit {
   hot: number;
   js: number;
+  derived: number;
   helpers: number;
   late: number;
   server: number;
@@ -93,11 +95,12 @@ export interface CpuSplit {
 }
 
 export function cpuSplit(before: CpuSnapshot, after: CpuSnapshot): CpuSplit {
-  const s: CpuSplit = { hot: 0, js: 0, helpers: 0, late: 0, server: after.childrenNs - before.childrenNs, hotSwitches: 0 };
+  const s: CpuSplit = { hot: 0, js: 0, derived: 0, helpers: 0, late: 0, server: after.childrenNs - before.childrenNs, hotSwitches: 0 };
   for (const [tid, t] of after.threads) {
     const b = before.threads.get(tid);
     const ns = t.ns - (b?.ns ?? 0);
-    if (t.comm.startsWith('ft-')) {
+    if (t.comm === 'ft-derive') s.derived += ns;
+    else if (t.comm.startsWith('ft-')) {
       s.hot += ns;
       s.hotSwitches += t.switches - (b?.switches ?? 0);
     } else if (tid === after.pid) s.js += ns;
@@ -105,4 +108,11 @@ export function cpuSplit(before: CpuSnapshot, after: CpuSnapshot): CpuSplit {
     else s.late += ns;
   }
   return s;
+}
+
+/** The derivation thread's on-CPU ns in a snapshot (0 when it has not started). */
+export function derivedNs(s: CpuSnapshot): number {
+  let ns = 0;
+  for (const t of s.threads.values()) if (t.comm === 'ft-derive') ns += t.ns;
+  return ns;
 }

@@ -12,6 +12,7 @@
 
 #include "mount_util.h"
 #include "attach.h"
+#include "batcher.h"
 #include "pump.h"
 #include "supervisor.h"
 
@@ -137,6 +138,27 @@ void FreeRegion(Napi::Env, uint8_t* p, Lease* lease) {
   delete lease;
 }
 
+// The part of a drain's JS object both drain() and drainBatches() have.
+void SetDrainCommon(Napi::Env env, Napi::Object o, const std::vector<std::pair<uint32_t, std::string>>& procs,
+                    const fusetrace::QueueCounters& c, const std::vector<uint64_t>& lost) {
+  Napi::Array pa = Napi::Array::New(env, procs.size());
+  for (size_t i = 0; i < procs.size(); i++) {
+    Napi::Array pair = Napi::Array::New(env, 2);
+    pair.Set(uint32_t(0), Napi::Number::New(env, procs[i].first));
+    pair.Set(uint32_t(1), Napi::String::New(env, procs[i].second));
+    pa.Set(uint32_t(i), pair);
+  }
+  o.Set("procs", pa);
+  o.Set("recorded", Napi::Number::New(env, double(c.frames)));
+  o.Set("bytes", Napi::Number::New(env, double(c.bytes)));
+  o.Set("dropped", Napi::Number::New(env, double(c.dropped)));
+  o.Set("droppedBytes", Napi::Number::New(env, double(c.dropped_bytes)));
+  Napi::Array la = Napi::Array::New(env, lost.size());
+  for (size_t i = 0; i < lost.size(); i++) la.Set(uint32_t(i), Napi::BigInt::New(env, lost[i]));
+  o.Set("lost", la);
+  o.Set("lostUnnamed", Napi::Number::New(env, double(c.lost_unnamed)));
+}
+
 // JS thread: drain() of a Pump or a Tracer (both hand out FrameQueue regions) as a JS object.
 template <class Source>
 Napi::Value DrainObject(Napi::Env env, Source& src, const std::shared_ptr<Leases>& leases) {
@@ -159,22 +181,76 @@ Napi::Value DrainObject(Napi::Env env, Source& src, const std::shared_ptr<Leases
   }
   o.Set("count", Napi::Number::New(env, double(count)));
   o.Set("watermark", Napi::Number::New(env, double(watermark)));
-  Napi::Array pa = Napi::Array::New(env, procs.size());
-  for (size_t i = 0; i < procs.size(); i++) {
-    Napi::Array pair = Napi::Array::New(env, 2);
-    pair.Set(uint32_t(0), Napi::Number::New(env, procs[i].first));
-    pair.Set(uint32_t(1), Napi::String::New(env, procs[i].second));
-    pa.Set(uint32_t(i), pair);
+  SetDrainCommon(env, o, procs, c, lost);
+  return o;
+}
+
+
+void FreeCopy(Napi::Env, uint8_t* p) { free(p); }
+
+// JS thread: drainBatches(final) of a Pump: the drain cut into the trace's batches in seq order
+// (native/batcher.h). { frames: Buffer, recyclable, batches: [{ off, size, firstSeq, lastSeq, count,
+// firstNs, lastNs, bytes }], patches: [[seq, fwdNs, writeErrno]], count, held, ...SetDrainCommon }.
+// A recyclable `frames` goes back with recycle() as drain()'s does; a sorted copy is the GC's.
+template <class Source>
+Napi::Value DrainBatchesObject(Napi::Env env, Source& src, const std::shared_ptr<Leases>& leases, fusetrace::Batcher& batcher,
+                               bool final) {
+  uint8_t* region = nullptr;
+  size_t size = 0, cap = 0, count = 0;
+  std::vector<std::pair<uint32_t, std::string>> procs;
+  fusetrace::QueueCounters c;
+  uint64_t watermark = 0;
+  std::vector<uint64_t> lost;
+  src.Drain(&region, &size, &cap, &count, &watermark, &procs, &c, &lost);
+  std::vector<fusetrace::BatchCut> cuts;
+  std::vector<fusetrace::PatchOut> patches;
+  bool copied = false;
+  size_t out_size = 0;
+  uint8_t* out = batcher.Take(region, size, count, watermark, final, &copied, &out_size, &cuts, &patches);
+  Napi::Object o = Napi::Object::New(env);
+  if (copied && region != nullptr) src.Recycle(region, cap);
+  if (out == nullptr) {
+    if (!copied && region != nullptr) src.Recycle(region, cap);
+    o.Set("frames", Napi::Buffer<uint8_t>::New(env, 0));
+    o.Set("recyclable", Napi::Boolean::New(env, false));
+  } else if (copied) {
+    o.Set("frames", Napi::Buffer<uint8_t>::New(env, out, out_size, FreeCopy));
+    o.Set("recyclable", Napi::Boolean::New(env, false));
+  } else {
+    Lease* lease = new Lease{leases, cap, false};
+    (*leases)[out] = lease;
+    o.Set("frames", Napi::Buffer<uint8_t>::New(env, out, out_size, FreeRegion, lease));
+    o.Set("recyclable", Napi::Boolean::New(env, true));
   }
-  o.Set("procs", pa);
-  o.Set("recorded", Napi::Number::New(env, double(c.frames)));
-  o.Set("bytes", Napi::Number::New(env, double(c.bytes)));
-  o.Set("dropped", Napi::Number::New(env, double(c.dropped)));
-  o.Set("droppedBytes", Napi::Number::New(env, double(c.dropped_bytes)));
-  Napi::Array la = Napi::Array::New(env, lost.size());
-  for (size_t i = 0; i < lost.size(); i++) la.Set(uint32_t(i), Napi::BigInt::New(env, lost[i]));
-  o.Set("lost", la);
-  o.Set("lostUnnamed", Napi::Number::New(env, double(c.lost_unnamed)));
+  Napi::Array ba = Napi::Array::New(env, cuts.size());
+  size_t frames = 0;
+  for (size_t i = 0; i < cuts.size(); i++) {
+    const fusetrace::BatchCut& k = cuts[i];
+    Napi::Object b = Napi::Object::New(env);
+    b.Set("off", Napi::Number::New(env, double(k.off)));
+    b.Set("size", Napi::Number::New(env, double(k.size)));
+    b.Set("firstSeq", Napi::Number::New(env, double(k.first_seq)));
+    b.Set("lastSeq", Napi::Number::New(env, double(k.last_seq)));
+    b.Set("count", Napi::Number::New(env, double(k.count)));
+    b.Set("firstNs", Napi::BigInt::New(env, k.first_ns));
+    b.Set("lastNs", Napi::BigInt::New(env, k.last_ns));
+    b.Set("bytes", Napi::Number::New(env, double(k.bytes)));
+    ba.Set(uint32_t(i), b);
+    frames += k.count;
+  }
+  o.Set("batches", ba);
+  Napi::Array pa = Napi::Array::New(env, patches.size());
+  for (size_t i = 0; i < patches.size(); i++) {
+    Napi::Array t = Napi::Array::New(env, 3);
+    t.Set(uint32_t(0), Napi::Number::New(env, double(patches[i].seq)));
+    t.Set(uint32_t(1), Napi::BigInt::New(env, patches[i].fwd_ns));
+    t.Set(uint32_t(2), Napi::Number::New(env, patches[i].write_errno));
+    pa.Set(uint32_t(i), t);
+  }
+  o.Set("patches", pa);
+  o.Set("count", Napi::Number::New(env, double(frames)));
+  o.Set("held", Napi::Number::New(env, double(batcher.held())));
+  SetDrainCommon(env, o, procs, c, lost);
   return o;
 }
 
@@ -289,7 +365,7 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
     return DefineClass(env, "Pump",
                        {InstanceMethod("start", &PumpWrap::Start), InstanceMethod("stop", &PumpWrap::Stop),
                         InstanceMethod("drain", &PumpWrap::Drain), InstanceMethod("recycle", &PumpWrap::Recycle),
-                        InstanceMethod("status", &PumpWrap::Status)});
+                        InstanceMethod("drainBatches", &PumpWrap::DrainBatches), InstanceMethod("status", &PumpWrap::Status)});
   }
 
   explicit PumpWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PumpWrap>(info) {
@@ -362,6 +438,12 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
   // The Buffer owns the packed frames without a copy, until JS hands it to recycle().
   Napi::Value Drain(const Napi::CallbackInfo& info) { return DrainObject(info.Env(), *pump_, leases_); }
 
+  // drainBatches(final?: boolean): drain() cut into the trace's batches (native/batcher.h).
+  Napi::Value DrainBatches(const Napi::CallbackInfo& info) {
+    bool final = info.Length() > 0 && info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value();
+    return DrainBatchesObject(info.Env(), *pump_, leases_, batcher_, final);
+  }
+
   // recycle(frames): `frames` of an earlier drain() goes back to the queue to be filled again;
   // JS must not read it (or any slice of it) afterwards, nor pass it again (its address may
   // belong to a later drain's Buffer by then). A Buffer that is no drained region is ignored.
@@ -404,6 +486,7 @@ class PumpWrap : public Napi::ObjectWrap<PumpWrap> {
   }
 
   std::unique_ptr<Pump> pump_;
+  fusetrace::Batcher batcher_;
   std::shared_ptr<Leases> leases_ = std::make_shared<Leases>();
   Napi::ThreadSafeFunction tsfn_;
   bool stopped_ = false;

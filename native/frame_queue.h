@@ -126,6 +126,15 @@ class FrameQueue {
     return seq;
   }
 
+  // A thread that pushes in the order it takes seqs (the ring consumer): TakeSeq() and Push() under
+  // one lock. Returns the frame's seq; *wake as Push() returns.
+  uint64_t PushNext(FrameHeader hdr, const uint8_t* data, bool* wake) {
+    std::lock_guard<std::mutex> lock(mu_);
+    hdr.seq = next_seq_++;
+    *wake = PushLocked(hdr, data);
+    return hdr.seq;
+  }
+
   // Notify thread: the forwarding result of notification `seq`, pushed earlier.
   void PushPatch(uint64_t seq, uint64_t fwd_ns, int32_t write_errno) {
     FrameHeader h{};
@@ -145,12 +154,17 @@ class FrameQueue {
   // wake-up only happens once the queue is an eighth full, once per drain, so a
   // metadata workload does not pay a JS thread wake-up per frame.
   bool Push(FrameHeader hdr, const uint8_t* data) {
+    std::lock_guard<std::mutex> lock(mu_);
+    EraseInflight(hdr.seq);
+    return PushLocked(hdr, data);
+  }
+
+  // Under mu_: Push() once its seq is no longer in flight.
+  bool PushLocked(FrameHeader hdr, const uint8_t* data) {
     uint32_t cap = hdr.len;
     if (snaplen_ != 0 && cap > snaplen_) cap = snaplen_;
     hdr.cap_len = cap;
     size_t need = sizeof(FrameHeader) + ((cap + 7u) & ~size_t(7));
-    std::lock_guard<std::mutex> lock(mu_);
-    EraseInflight(hdr.seq);
     counters_.bytes += hdr.len;
     uint8_t* at = nullptr;
     if (buf_.size() + need > max_bytes_ || count_ >= max_frames_ || !(at = buf_.Grow(need))) {

@@ -71,6 +71,13 @@ class FrameSink {
   void Record(FrameHeader hdr, const uint8_t* data) {
     if (queue_.Push(hdr, data) && wake_) wake_();
   }
+  // The ring consumer: takes the next seq and queues the frame under one lock; returns the seq.
+  uint64_t RecordNext(FrameHeader hdr, const uint8_t* data) {
+    bool wake = false;
+    uint64_t seq = queue_.PushNext(hdr, data, &wake);
+    if (wake && wake_) wake_();
+    return seq;
+  }
   // Any pump thread: wakes JS to look at the status (the queue may be empty).
   void WakeForStatus() {
     if (queue_.MarkChanged() && wake_) wake_();

@@ -173,12 +173,10 @@ void RingConsumer::ConsumeFrame(const ft_ring_rec* r, uint64_t at, bool force) {
   if (r->dir == 0 && uint32_t(r->code) == kOpInterrupt && r->cap_len >= kInHeader + 8) {
     target = Get64(data + kInHeader);  // fuse_interrupt_in.unique
   }
-  if (target != 0 && !recent_reqs_.count(target) && !force) {
+  if (target != 0 && !RecentlyRecorded(target) && !force) {
     held_.push_back(HeldFrame{target, NowNs() + 1000000000ull, fh, std::vector<uint8_t>(data, data + r->cap_len)});
   } else if (r->flags & FT_RECF_PATCH_FOLLOWS) {
-    fh.seq = sink_.queue().TakeSeq();
-    sink_.Record(fh, data);
-    patches_[at] = fh.seq;
+    patches_[at] = sink_.RecordNext(fh, data);
   } else {
     Emit(fh, data);
   }
@@ -192,8 +190,7 @@ void RingConsumer::ReleaseHeld(bool force) {
   std::vector<HeldFrame> keep;
   for (HeldFrame& hf : held_) {
     if (force || now >= hf.deadline_ns) {
-      hf.hdr.seq = sink_.queue().TakeSeq();
-      sink_.Record(hf.hdr, hf.data.data());
+      sink_.RecordNext(hf.hdr, hf.data.data());
     } else {
       keep.push_back(std::move(hf));
     }
@@ -202,21 +199,15 @@ void RingConsumer::ReleaseHeld(bool force) {
 }
 
 void RingConsumer::Emit(FrameHeader hdr, const uint8_t* data) {
-  hdr.seq = sink_.queue().TakeSeq();
-  sink_.Record(hdr, data);
+  sink_.RecordNext(hdr, data);
   if (hdr.dir != 0) return;
-  recent_reqs_.insert(hdr.unique);
-  recent_order_.push_back(hdr.unique);
-  if (recent_order_.size() > 65536) {
-    recent_reqs_.erase(recent_order_.front());
-    recent_order_.pop_front();
-  }
+  recent_[RecentSlot(hdr.unique)] = hdr.unique;
+  if (held_.empty()) return;
   for (size_t i = 0; i < held_.size();) {
     if (held_[i].target == hdr.unique) {
       HeldFrame hf = std::move(held_[i]);
       held_.erase(held_.begin() + long(i));
-      hf.hdr.seq = sink_.queue().TakeSeq();
-      sink_.Record(hf.hdr, hf.data.data());
+      sink_.RecordNext(hf.hdr, hf.data.data());
     } else {
       i++;
     }

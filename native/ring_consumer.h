@@ -8,11 +8,9 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "frame_sink.h"
@@ -85,8 +83,14 @@ class RingConsumer {
     std::vector<uint8_t> data;
   };
   std::vector<HeldFrame> held_;
-  std::unordered_set<uint64_t> recent_reqs_;  // uniques of the latest requests recorded
-  std::deque<uint64_t> recent_order_;
+  // Uniques of recently recorded requests, direct-mapped (a later unique overwrites an earlier one
+  // in its slot): whether an INTERRUPT's target is already recorded. A miss only delays the
+  // INTERRUPT (held until its deadline), as for a target older than the table. No allocation per
+  // frame, unlike the node-based set it replaces (a malloc and a free per request on the hot path).
+  static constexpr size_t kRecentSlots = 1u << 16;
+  std::vector<uint64_t> recent_ = std::vector<uint64_t>(kRecentSlots, ~0ull);
+  static size_t RecentSlot(uint64_t unique) { return size_t((unique >> 1) ^ (unique >> 17)) & (kRecentSlots - 1); }
+  bool RecentlyRecorded(uint64_t unique) const { return recent_[RecentSlot(unique)] == unique; }
 };
 
 }  // namespace fusetrace

@@ -7,6 +7,8 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import type { BatchInfo } from '../store/batch.js';
+
 /** Options of `new Pump()`, see native/pump.h PumpOptions. */
 export interface PumpOptions {
   /** Mounted /dev/fuse fd; the pump owns (and closes) it from start(). */
@@ -54,6 +56,26 @@ export interface PumpDrain {
   lost: bigint[];
   /** Total dropped frames of requests whose unique could not be kept (the list overflowed). */
   lostUnnamed: number;
+}
+
+/** One batch of a PumpBatchDrain: bytes [off, off + size) of its `frames`, the rest as batches rows hold it. */
+export interface PumpBatch extends BatchInfo {
+  off: number;
+  size: number;
+}
+
+/**
+ * What drainBatches() hands over (native/batcher.h): the queued frames cut into the trace's
+ * batches, in seq order, patch records applied or listed.
+ */
+export interface PumpBatchDrain extends Omit<PumpDrain, 'watermark'> {
+  /** A drained region (recyclable: hand it to recycle() after the flush) or a sorted copy. */
+  recyclable: boolean;
+  batches: PumpBatch[];
+  /** [seq, fwdNs, writeErrno] of notifications whose frame was handed over by an earlier drain. */
+  patches: Array<[number, bigint, number]>;
+  /** Frames held back for the next drain (their seq is at or past the watermark). */
+  held: number;
 }
 
 /** The INIT exchange as the pump saw and changed it. */
@@ -110,6 +132,8 @@ export interface Pump {
    * no frame record refers to it any more (after the writer's flush). Other Buffers are ignored.
    */
   recycle(frames: Buffer): void;
+  /** drain() cut into batches; `final` once the pump has stopped (nothing is held back then). */
+  drainBatches(final?: boolean): PumpBatchDrain;
   status(): PumpStatus;
 }
 

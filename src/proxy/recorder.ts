@@ -19,13 +19,13 @@ import { UserError } from '../errors.js';
 import { DevFdArgv, SERVER_FD, ServerProcess, resolveExecutable } from '../server/process.js';
 import { dropDurationIndexes, openTraceDb } from '../store/db.js';
 import { TraceWriter } from '../store/writer.js';
-import { Ledger } from '../store/ledger.js';
 import { classifyMountOptions, collectDashO, findMountpoint, splitOptions, type MountOptions } from './args.js';
 import { frameLimits, initMask } from './init.js';
 import { canonicalMountPath, mountAsRoot, mountAt, mountWithFusermount, unmountFuse, type FuseMount } from './mount.js';
 import { native, preloadPath, type Pump } from './native.js';
 import { userNotifAvailable } from './intercept.js';
 import { startIntercepted, type InterceptedStart } from './record-mount.js';
+import { DeriverThread } from './deriver.js';
 import { FramePipeline } from './pipeline.js';
 import { RecordSession, type RecordResult } from './session.js';
 import { RecordStatus } from './status.js';
@@ -176,7 +176,7 @@ function switches(opts: RecordOptions): Switches {
 /** The writer and ledger of a new session, and the pump between /dev/fuse and the socket. */
 interface Recording {
   writer: TraceWriter;
-  ledger: Ledger;
+  deriver: DeriverThread;
   session: number;
   pump: Pump;
 }
@@ -187,7 +187,7 @@ interface Recording {
  */
 function startRecording(
   opts: RecordOptions, p: Plan, db: Database, m: ServerMount, sock: Socket, sw: Switches, onWake: () => void,
-  started: { pump?: Pump },
+  started: { pump?: Pump; deriver?: DeriverThread },
 ): Recording {
   const mount = m.mount;
   const call = m.intercepted?.recorded.call;
@@ -195,7 +195,9 @@ function startRecording(
   const startedWallNs = BigInt(Date.now()) * 1_000_000n;
   // The live ledger is several times faster without the duration indexes; they come back at the end.
   dropDurationIndexes(db);
-  const writer = new TraceWriter(db);
+  // Deferred: a flush writes the batches alone; the frames index and the ledger are derived from
+  // them on the derivation thread (deriver.ts).
+  const writer = new TraceWriter(db, { derive: 'deferred' });
   const session = writer.beginSession({
     name: opts.name,
     command: opts.command,
@@ -206,6 +208,8 @@ function startRecording(
     meta: {
       uid: process.getuid?.(),
       kernel: release(),
+      // Whose derivation a reader must not race (src/store: a session the recorder is still deriving).
+      recorderPid: process.pid,
       mountedVia: mount.via,
       mountOptions: mount.options,
       // With interception: the server's own mount(2), exactly as it made it (intercept.ts).
@@ -222,10 +226,12 @@ function startRecording(
       transport: 'relay',
     },
   });
-  // The request ledger runs inside each flush's transaction, so the `requests` rows commit with
-  // their frames (and survive a SIGKILL just as the frames do).
-  const ledger = new Ledger(db, session);
-  writer.onFrames((_s, frames) => ledger.add(frames));
+  // Committed before the thread opens its own connection: it starts from the session row.
+  writer.flush();
+  const deriver = new DeriverThread(opts.dbPath, session, {
+    onFailure: (why) => (opts.log ?? process.stderr).write(`\nfusetrace: the request ledger stopped (frames are still recorded; a rebuild recomputes it): ${why}\n`),
+  });
+  started.deriver = deriver;
   const limits = frameLimits(sock.maxFrame);
   const pump = new (native().Pump)(
     {
@@ -246,7 +252,7 @@ function startRecording(
   );
   started.pump = pump;
   pump.start();
-  return { writer, ledger, session, pump };
+  return { writer, deriver, session, pump };
 }
 
 /** The server's environment: with in-process recording, the preload library and what it checks. */
@@ -349,10 +355,11 @@ async function recordSession(opts: RecordOptions, early: () => NodeJS.Signals | 
   // connection aborts) and unmount before reporting it.
   let wake = (): void => undefined;
   let rec: Recording;
-  const started: { pump?: Pump } = {};
+  const started: { pump?: Pump; deriver?: DeriverThread } = {};
   try {
     rec = startRecording(opts, p, db, m, sock, sw, () => wake(), started);
   } catch (err) {
+    await started.deriver?.stop();
     if (started.pump) started.pump.stop(); // closes both of its fds
     else {
       closeSync(mount.devFd);
@@ -374,7 +381,7 @@ async function recordSession(opts: RecordOptions, early: () => NodeJS.Signals | 
   if (p.mountpoint !== undefined && p.mountpoint !== mount.mountpoint) {
     status.notes.push(`the server mounted ${mount.mountpoint}, not ${p.mountpoint} (the directory among its arguments)`);
   }
-  const pipeline = new FramePipeline(rec.pump, rec.writer, rec.ledger, sock.maxFrame, (line) => log.write(line));
+  const pipeline = new FramePipeline(rec.pump, rec.writer, rec.deriver, sock.maxFrame, (line) => log.write(line));
   const session = new RecordSession({
     ...rec, dbPath: opts.dbPath, mountpoint: mount.mountpoint, mount, db, pipeline, status,
     interception: intercepted && { connectionEnded: () => intercepted.strategy.connectionEnded(), finish: (d) => finishInterception(intercepted, d) },

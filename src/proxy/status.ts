@@ -8,6 +8,8 @@ import type { EndReason } from './session.js';
 
 /** How often the live line is redrawn. */
 const LIVE_MS = 500;
+/** Frames left to derive at the end past which a log that is no terminal is told (a few seconds of work). */
+const CATCH_UP_SAY_FRAMES = 200_000;
 
 /** Everything the summary line reports. */
 export interface SummaryFacts {
@@ -29,6 +31,8 @@ export class RecordStatus {
   private timer: NodeJS.Timeout | undefined;
   /** The log is a terminal: the live line is drawn. */
   private readonly live: boolean;
+  /** The catch-up counter is on the terminal. */
+  private catching = false;
 
   constructor(private readonly log: NodeJS.WriteStream) {
     this.live = log.isTTY === true;
@@ -53,6 +57,30 @@ export class RecordStatus {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     if (this.live) this.log.write('\r\x1b[K');
+  }
+
+  /**
+   * The derivation thread catches up after the session ended (it lagged under load): a counter on
+   * a terminal, else one line when the rest is large. Returns the progress callback.
+   */
+  catchingUp(): (p: { derived: number; recorded: number }) => void {
+    let said = false;
+    return ({ derived, recorded }) => {
+      const rest = recorded - derived;
+      if (this.live) {
+        if (rest > 0) this.log.write(`\r\x1b[Kfusetrace: deriving the request ledger: ${derived} of ${recorded} frames`);
+        this.catching = true;
+      } else if (!said && rest >= CATCH_UP_SAY_FRAMES) {
+        said = true;
+        this.log.write(`fusetrace: deriving the request ledger: ${rest} frames to go\n`);
+      }
+    };
+  }
+
+  /** Clears the catch-up counter. */
+  doneCatchingUp(): void {
+    if (this.catching) this.log.write('\r\x1b[K');
+    this.catching = false;
   }
 
   /** Writes a line now (below the live line, which the next redraw puts back). */

@@ -1,0 +1,121 @@
+/**
+ * The derivation thread of a recording (started by DeriverThread in deriver.ts): it owns a second
+ * connection to the trace file and derives the frames index and the request ledger from the
+ * batches the recorder commits (src/store/derive.ts), at a lower priority than the server and the
+ * recorder's hot path. It may lag under load and catches up when the load stops; it never makes the
+ * recorder wait except for the short write transactions of its steps.
+ */
+import { readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { setPriority } from 'node:os';
+import { parentPort, workerData } from 'node:worker_threads';
+import { openTraceDb } from '../store/db.js';
+import { Deriver } from '../store/derive.js';
+import type { DeriveMessage, DeriveReport, DeriverData } from './deriver.js';
+
+/** Frames per step: one write transaction each, short enough that the recorder's commit rarely waits long for it. */
+const STEP_FRAMES = 2048;
+
+const data = workerData as DeriverData;
+const port = parentPort!;
+
+/** This thread's kernel id (/proc/thread-self -> PID/task/TID). */
+function threadId(): number {
+  return Number(readlinkSync('/proc/thread-self').split('/').pop());
+}
+
+/** Names the thread (for top, /proc and the bench) and lowers its priority: Linux nice values are per thread. */
+function settle(): void {
+  const tid = threadId();
+  try {
+    writeFileSync(`/proc/self/task/${tid}/comm`, 'ft-derive');
+  } catch {
+    // a name is a convenience
+  }
+  try {
+    setPriority(tid, Math.min(19, Math.max(data.nice, currentNice(tid))));
+  } catch {
+    // not allowed (a sandbox): derive at the recorder's priority
+  }
+}
+
+/** The thread's nice value now (field 19 of /proc/self/task/TID/stat). */
+function currentNice(tid: number): number {
+  const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+}
+
+/** This thread's on-CPU ns so far (schedstat's first field): reported at the end for `npm run bench`. */
+function threadCpuNs(): number {
+  try {
+    return Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
+  } catch {
+    return 0;
+  }
+}
+
+function post(r: DeriveReport): void {
+  port.postMessage(r);
+}
+
+settle();
+let deriver: Deriver;
+const db = openTraceDb(data.file);
+try {
+  deriver = new Deriver(db, data.session, { attached: data.attached });
+} catch (err) {
+  post({ type: 'failed', message: String(err) });
+  db.close();
+  throw err;
+}
+
+let finishReason: string | null | undefined;
+let scheduled = false;
+let failed = false;
+
+function progress(): void {
+  const lag = deriver.lag();
+  const c = deriver.counts();
+  post({ type: 'progress', derived: lag.derived, recorded: lag.recorded, outstanding: c.outstanding, errors: c.errors });
+}
+
+/** Derives what is committed, one step per turn of the event loop so that messages get through. */
+function run(): void {
+  scheduled = false;
+  if (failed) return;
+  try {
+    const paused = data.paused && finishReason === undefined;
+    const n = paused ? 0 : deriver.step(STEP_FRAMES);
+    if (n > 0) {
+      progress();
+      schedule();
+      return;
+    }
+    if (finishReason !== undefined) {
+      deriver.finish(finishReason);
+      progress();
+      post({ type: 'done', lost: deriver.lost(), cpuNs: threadCpuNs() });
+      db.close();
+      port.close();
+    }
+  } catch (err) {
+    failed = true;
+    post({ type: 'failed', message: err instanceof Error ? err.message : String(err) });
+    try {
+      db.close();
+    } catch {
+      // the file stays as the last commit left it
+    }
+    port.close();
+  }
+}
+
+function schedule(): void {
+  if (scheduled) return;
+  scheduled = true;
+  setImmediate(run);
+}
+
+port.on('message', (m: DeriveMessage) => {
+  if (m.type === 'finish') finishReason = m.endReason;
+  schedule();
+});

@@ -1,0 +1,125 @@
+/**
+ * The recorder's side of the derivation thread (derive-worker.ts): everything derived from the
+ * committed batches (the frames index, the request ledger, the live line's in-flight and error
+ * counts) is computed there, at a lower priority, so the recorder's hot path is the pump, one
+ * INSERT per batch and the commit. The thread is told after each commit; at the end of the session
+ * it catches up, ends the ledger (aborted requests, lost labels) and builds the duration indexes.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+
+/** What the worker is started with. */
+export interface DeriverData {
+  file: string;
+  session: number;
+  attached: boolean;
+  /** The nice value the thread lowers itself to (never raises it). */
+  nice: number;
+  /** Derive nothing until finish (tests: the derivation lagging behind a whole recording). */
+  paused: boolean;
+}
+
+/** Recorder -> thread. */
+export type DeriveMessage = { type: 'committed' } | { type: 'finish'; endReason: string | null };
+
+/** Thread -> recorder. */
+export type DeriveReport =
+  | { type: 'progress'; derived: number; recorded: number; outstanding: number; errors: number }
+  | { type: 'done'; lost: number; cpuNs: number }
+  | { type: 'failed'; message: string };
+
+/** The thread's default nice value: below the server and the application, above idle. */
+const DEFAULT_NICE = 10;
+
+/** The compiled worker (from dist/; under vitest from the build `npm test` makes first, as checkpointer.ts). */
+function workerFile(): string {
+  const here = fileURLToPath(import.meta.url);
+  const dir = here.endsWith('.js') ? dirname(here) : join(dirname(here), '..', '..', 'dist', 'src', 'proxy');
+  const file = join(dir, 'derive-worker.js');
+  if (!existsSync(file)) throw new Error(`no derivation worker at ${file} (npm run build)`);
+  return file;
+}
+
+/** How the derivation ended. */
+export interface DeriveEnd {
+  /** Requests labelled lost (sessions.lost). */
+  lost: number;
+  /** The thread's CPU over its whole life, ns (0 when it failed). */
+  cpuNs?: number;
+  /** Why it stopped early, if it did: the frames are all recorded, the derived tables need `rebuildLedger`. */
+  failure?: string;
+}
+
+export class DeriverThread {
+  private readonly worker: Worker;
+  private last: Extract<DeriveReport, { type: 'progress' }> = { type: 'progress', derived: 0, recorded: 0, outstanding: 0, errors: 0 };
+  private readonly ended: Promise<DeriveEnd>;
+  private failure: string | undefined;
+  private onProgress: ((p: { derived: number; recorded: number }) => void) | undefined;
+
+  constructor(file: string, session: number, opts: { attached?: boolean; onFailure?: (why: string) => void } = {}) {
+    const nice = Number(process.env.FUSETRACE_DERIVE_NICE);
+    const data: DeriverData = {
+      file,
+      session,
+      attached: opts.attached === true,
+      nice: Number.isInteger(nice) ? nice : DEFAULT_NICE,
+      paused: process.env.FUSETRACE_DERIVE_PAUSE === '1',
+    };
+    this.worker = new Worker(workerFile(), { workerData: data });
+    this.ended = new Promise((resolve) => {
+      this.worker.on('message', (r: DeriveReport) => {
+        if (r.type === 'progress') {
+          this.last = r;
+          this.onProgress?.(r);
+        } else if (r.type === 'done') {
+          resolve({ lost: r.lost, cpuNs: r.cpuNs });
+        } else {
+          this.failure = r.message;
+          opts.onFailure?.(r.message);
+          resolve({ lost: 0, failure: r.message });
+        }
+      });
+      this.worker.on('error', (err) => {
+        this.failure ??= String(err);
+        opts.onFailure?.(this.failure);
+        resolve({ lost: 0, failure: this.failure });
+      });
+      this.worker.on('exit', () => resolve({ lost: 0, failure: this.failure ?? 'the derivation thread exited' }));
+    });
+  }
+
+  /** The recorder committed batches: there is more to derive. */
+  committed(): void {
+    if (this.failure === undefined) this.worker.postMessage({ type: 'committed' } satisfies DeriveMessage);
+  }
+
+  /** What the thread derived so far (it lags behind the recording under load). */
+  get counts(): { derived: number; recorded: number; outstanding: number; errors: number } {
+    return this.last;
+  }
+
+  /** Why the thread stopped, if it did. */
+  get failed(): string | undefined {
+    return this.failure;
+  }
+
+  /**
+   * The session is committed to its end: derive the rest, end the ledger with `endReason`. Calls
+   * `progress` as it goes (the rest may be a long recording's worth when the thread lagged).
+   */
+  async finish(endReason: string | null, progress?: (p: { derived: number; recorded: number }) => void): Promise<DeriveEnd> {
+    this.onProgress = progress;
+    if (this.failure === undefined) this.worker.postMessage({ type: 'finish', endReason } satisfies DeriveMessage);
+    const end = await this.ended;
+    await this.worker.terminate();
+    return end;
+  }
+
+  /** Stops the thread without finishing (the recorder failed before the session began). */
+  async stop(): Promise<void> {
+    await this.worker.terminate();
+  }
+}

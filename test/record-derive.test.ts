@@ -1,0 +1,130 @@
+/**
+ * The recorder writes packed batches; the frames index and the request ledger are derived from
+ * them on a lower-priority thread that may lag (issue 13). These tests make it lag behind a whole
+ * recording (FUSETRACE_DERIVE_PAUSE=1: the thread derives nothing until the session ends) with the
+ * real CLI in front of libfuse's passthrough_ll:
+ *  - the trace that ends is complete and equal to a rebuild from the batches alone;
+ *  - a recorder SIGKILLed while the derivation lags leaves every committed frame readable, and the
+ *    next read command completes the derivation, again equal to a rebuild.
+ */
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { requireFuse } from './helpers/fuse-env.js';
+import { buildExample } from './helpers/build.js';
+import { CleanupRegistry, unmount } from './helpers/mount.js';
+import { buildCli, CLI, dbIn, expectCompletePairing, readTrace, recorder } from './helpers/record.js';
+import { lsTree, populateTree } from './helpers/workloads.js';
+import { openTraceDb } from '../src/store/db.js';
+import { rebuildLedger } from '../src/store/ledger.js';
+
+const reg = new CleanupRegistry();
+afterEach(() => reg.cleanup());
+const startRecord = recorder(reg);
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+beforeAll(() => {
+  requireFuse();
+  buildCli();
+}, 120_000);
+
+const PAUSED = { ...process.env, FUSETRACE_DERIVE_PAUSE: '1' };
+
+/** What the file holds of its last session: recorded (batches) and derived (frames index, requests). */
+function contents(file: string) {
+  const db = new Database(file, { readonly: true });
+  try {
+    const s = db.prepare('SELECT id, frames, derived FROM sessions ORDER BY id DESC LIMIT 1').get() as { id: number; frames: number; derived: number };
+    const batched = db.prepare('SELECT coalesce(sum(count), 0) AS n, coalesce(max(last_seq), -1) AS last FROM batches WHERE session = ?').get(s.id) as {
+      n: number;
+      last: number;
+    };
+    const index = db.prepare('SELECT * FROM frames WHERE session = ? ORDER BY seq').all(s.id);
+    const requests = db.prepare('SELECT * FROM requests WHERE session = ? ORDER BY seq').all(s.id);
+    return { session: s, batched, index, requests };
+  } finally {
+    db.close();
+  }
+}
+
+/** The derived tables after rebuildLedger recomputed them from the batches alone. */
+function rebuilt(file: string) {
+  const db = openTraceDb(file);
+  try {
+    const id = db.prepare('SELECT max(id) FROM sessions').pluck().get() as number;
+    rebuildLedger(db, id);
+  } finally {
+    db.close();
+  }
+  return contents(file);
+}
+
+/** A workload with lookups, readdirs, reads and writes: every kind of request the ledger pairs. */
+function work(mnt: string, rounds: number): void {
+  for (let i = 0; i < rounds; i++) {
+    writeFileSync(join(mnt, `f${i}`), `content ${i}\n`.repeat(50));
+    expect(readFileSync(join(mnt, `f${i}`), 'utf8')).toBe(`content ${i}\n`.repeat(50));
+  }
+}
+
+describe('derivation lagging behind the recording', () => {
+  it('a derivation paused for the whole session ends complete and equal to a rebuild', async () => {
+    const dir = reg.tempDir();
+    const src = reg.tempDir();
+    populateTree(src, { depth: 2, dirs: 4, files: 20 });
+    const mnt = reg.mountpoint();
+    const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, dbIn(dir), { env: PAUSED });
+    const listing = await lsTree(mnt);
+    expect(listing).toBe(await lsTree(src));
+    work(mnt, 200);
+    await sleep(400); // > the 100 ms commit period: the batches are committed, nothing is derived
+    const during = contents(rec.db);
+    expect(during.batched.n).toBeGreaterThan(1000);
+    expect(during.session.derived).toBe(0);
+    expect(during.requests).toEqual([]);
+    expect(spawnSync('umount', [mnt]).status).toBe(0);
+    expect(await rec.exited).toEqual({ code: 0, signal: null });
+
+    const end = contents(rec.db);
+    expect(end.session.frames).toBe(end.batched.n);
+    expect(end.session.derived).toBe(end.batched.last + 1);
+    expect(end.index.length).toBe(end.batched.n);
+    expectCompletePairing(readTrace(rec.db).frames, { allowUnanswered: new Set([18]) });
+    expect(end.requests.length).toBeGreaterThan(400);
+    const again = rebuilt(rec.db);
+    expect(again.index).toEqual(end.index);
+    expect(again.requests).toEqual(end.requests);
+  });
+
+  it('a recorder SIGKILLed while the derivation lags: the next read command completes it', async () => {
+    const dir = reg.tempDir();
+    const src = reg.tempDir();
+    populateTree(src, { depth: 1, dirs: 2, files: 10 });
+    const mnt = reg.mountpoint();
+    const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, dbIn(dir), { env: PAUSED });
+    work(mnt, 100);
+    await sleep(400);
+    rec.child.kill('SIGKILL');
+    expect((await rec.exited).signal).toBe('SIGKILL');
+    await unmount(mnt);
+    const killed = contents(rec.db);
+    expect(killed.batched.n).toBeGreaterThan(500);
+    expect(killed.session.derived).toBe(0);
+    // Every committed frame is readable straight from the batches.
+    const { frames } = readTrace(rec.db);
+    expect(frames.length).toBe(killed.batched.n);
+
+    const stats = spawnSync(process.execPath, [CLI, '--db', rec.db, 'stats'], { encoding: 'utf8', timeout: 60_000 });
+    expect(stats.status, stats.stderr).toBe(0);
+    expect(stats.stderr).toMatch(/completing the request index of session \d+ \(the recorder was killed\)/);
+    const done = contents(rec.db);
+    expect(done.session.derived).toBe(done.batched.last + 1);
+    expect(done.index.length).toBe(done.batched.n);
+    expect(done.requests.filter((r) => (r as { opcode: number }).opcode === 16).length).toBeGreaterThanOrEqual(100); // the WRITEs
+    const again = rebuilt(rec.db);
+    expect(again.index).toEqual(done.index);
+    expect(again.requests).toEqual(done.requests);
+  });
+});
