@@ -79,6 +79,11 @@ describe('Deriver', () => {
     expect(steps).toBeGreaterThan(3);
     d.finish();
     expect(d.lag()).toEqual({ derived: s.frames.length, recorded: s.frames.length });
+    // The live line's errors: error replies, failed forwards and failed notifications.
+    const errors = s.frames.filter((f) => (f.dir === 1 && f.unique !== 0n && (f.error ?? 0) < 0) || f.writeErrno !== 0).length;
+    expect(errors).toBeGreaterThan(10);
+    expect(d.counts().errors).toBe(errors);
+    expect(d.lost()).toBe(0);
     expect(derived(deferred.db, session)).toBe(s.frames.length);
     expect(indexRows(deferred.db, session)).toEqual(indexRows(inline.db, a.session));
     expect(rows(deferred.db, session)).toEqual(rows(inline.db, a.session));
