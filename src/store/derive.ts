@@ -102,6 +102,11 @@ export class FrameIndexer {
     return rows.map((r) => Number(r[2]));
   }
 
+  /** Whether latePatches() has anything to do (a read: no write lock needed). */
+  hasLatePatches(): boolean {
+    return this.mismatched.get(this.session) !== undefined;
+  }
+
   /** sessions.derived: every frame below `next` is in frames and requests. */
   setDerived(next: number): void {
     this.setDerivedStmt.run(next, this.session);
@@ -196,7 +201,9 @@ export class Deriver {
     this.checkLedger();
     const { batches, next } = this.readAhead(maxFrames);
     if (batches.length === 0) {
-      // Caught up; a patch may still have come in for a frame already derived.
+      // Caught up; a patch may still have come in for a frame already derived. Looked for
+      // without the write lock: the recorder commits every 100 ms and should not wait for nothing.
+      if (!this.indexer.hasLatePatches()) return 0;
       const late = () => this.countPatches(this.indexer.latePatches());
       if (this.db.inTransaction) late();
       else this.db.transaction(late).immediate();

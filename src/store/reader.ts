@@ -267,7 +267,8 @@ export class TraceReader {
       opcode: numOrNull(r[5]),
       error: numOrNull(r[6]),
       len: Number(r[7]),
-      data: this.batchBody(session, Number(r[8])).subarray(at, at + Number(r[11])),
+      // A copy, as plainFrame's: the body stays in the cache, not with the caller.
+      data: Buffer.from(this.batchBody(session, Number(r[8])).subarray(at, at + Number(r[11]))),
       writeErrno: Number(r[9]),
     };
   }
@@ -287,9 +288,14 @@ export class TraceReader {
   }
 }
 
-/** A decoded batch frame as the FrameRecord readers have always yielded (without off and flags). */
+/**
+ * A decoded batch frame as the FrameRecord readers have always yielded (without off and flags),
+ * its bytes copied out of the body: a caller that keeps a few frames (replay's pending requests)
+ * must not keep their whole 256 KiB batches alive with them.
+ */
 function plainFrame(f: FrameRecord): FrameRecord {
-  return { seq: f.seq, tsNs: f.tsNs, fwdNs: f.fwdNs, dir: f.dir, unique: f.unique, opcode: f.opcode, error: f.error, len: f.len, data: f.data, writeErrno: f.writeErrno };
+  const data = Buffer.from(f.data);
+  return { seq: f.seq, tsNs: f.tsNs, fwdNs: f.fwdNs, dir: f.dir, unique: f.unique, opcode: f.opcode, error: f.error, len: f.len, data, writeErrno: f.writeErrno };
 }
 
 /** sessions.command is the argv as JSON (writer.ts); anything else is shown as one word, as stored. */
