@@ -12,11 +12,18 @@ import { openTraceDb } from '../store/db.js';
 import { Deriver } from '../store/derive.js';
 import type { DeriveMessage, DeriveReport, DeriverData } from './deriver.js';
 
-/** Frames per step: one write transaction each, short enough that the recorder's commit rarely waits long for it. */
-const STEP_FRAMES = 2048;
+/**
+ * Frames per step: one write transaction each. The recorder may have to wait for the step under
+ * way (at this thread's low priority, on a busy machine, several times its ~12 us of CPU per frame),
+ * so steps stay short.
+ */
+const STEP_FRAMES = 1024;
+/** How long a step waits for the recorder's commit to end before it goes ahead anyway (the commit waits for the lock then). */
+const TURN_WAIT_MS = 1000;
 
 const data = workerData as DeriverData;
 const port = parentPort!;
+const turn = new Int32Array(data.turn);
 
 /** This thread's kernel id (/proc/thread-self -> PID/task/TID). */
 function threadId(): number {
@@ -84,6 +91,8 @@ function run(): void {
   if (failed) return;
   try {
     const paused = data.paused && finishReason === undefined;
+    // The recorder is committing: let it have the write lock first.
+    Atomics.wait(turn, 0, 1, TURN_WAIT_MS);
     const n = paused ? 0 : deriver.step(STEP_FRAMES);
     if (n > 0) {
       progress();

@@ -19,6 +19,8 @@ export interface DeriverData {
   nice: number;
   /** Derive nothing until finish (tests: the derivation lagging behind a whole recording). */
   paused: boolean;
+  /** One Int32: 1 while the recorder wants the write lock (see DeriverThread.writing). */
+  turn: SharedArrayBuffer;
 }
 
 /** Recorder -> thread. */
@@ -54,6 +56,8 @@ export interface DeriveEnd {
 
 export class DeriverThread {
   private readonly worker: Worker;
+  /** [0] = 1 while the recorder commits: the thread starts no step meanwhile (see writing()). */
+  private readonly turn = new Int32Array(new SharedArrayBuffer(4));
   private last: Extract<DeriveReport, { type: 'progress' }> = { type: 'progress', derived: 0, recorded: 0, outstanding: 0, errors: 0 };
   private readonly ended: Promise<DeriveEnd>;
   private failure: string | undefined;
@@ -67,6 +71,7 @@ export class DeriverThread {
       attached: opts.attached === true,
       nice: Number.isInteger(nice) ? nice : DEFAULT_NICE,
       paused: process.env.FUSETRACE_DERIVE_PAUSE === '1',
+      turn: this.turn.buffer as SharedArrayBuffer,
     };
     this.worker = new Worker(workerFile(), { workerData: data });
     this.ended = new Promise((resolve) => {
@@ -89,6 +94,22 @@ export class DeriverThread {
       });
       this.worker.on('exit', () => resolve({ lost: 0, failure: this.failure ?? 'the derivation thread exited' }));
     });
+  }
+
+  /**
+   * Runs the recorder's commit with the thread kept from starting a step meanwhile. The thread
+   * runs at a lower priority: on a busy machine a step it holds the write lock for can take many
+   * times its CPU time, and the recorder (whose queue fills while it waits) must not wait for a
+   * queue of such steps, only for the one under way.
+   */
+  writing<T>(commit: () => T): T {
+    Atomics.store(this.turn, 0, 1);
+    try {
+      return commit();
+    } finally {
+      Atomics.store(this.turn, 0, 0);
+      Atomics.notify(this.turn, 0);
+    }
   }
 
   /** The recorder committed batches: there is more to derive. */

@@ -16,6 +16,14 @@ import type { DeriverThread } from './deriver.js';
 import { initChanges } from './init.js';
 import type { Pump, PumpBatchDrain, PumpStatus } from './native.js';
 
+/** How long commits may fail on a locked file before the user is told. */
+const BUSY_SAY_MS = 10_000;
+
+/** SQLITE_BUSY and its extended codes: the write lock was not to be had within the busy timeout. */
+function isBusy(err: unknown): boolean {
+  return String((err as { code?: string }).code ?? '').startsWith('SQLITE_BUSY');
+}
+
 /** Drained bytes past which a drain commits and recycles the pump's regions (see recycle()). */
 const RECYCLE_BYTES = 16 << 20;
 
@@ -56,6 +64,9 @@ export class FramePipeline {
   private drained: Buffer[] = [];
   private drainedBytes = 0;
   private inProcessNoted = false;
+  /** When commits started failing on a locked file (0: they do not). */
+  private busySince = 0;
+  private busyNoted = false;
   /** The pump status after the last drain. */
   lastStatus: PumpStatus | undefined;
   /** The server's INIT reply has been seen (and written to the session row). */
@@ -113,9 +124,8 @@ export class FramePipeline {
     const st = this.drain();
     if (this.storeFailure !== undefined) return st;
     this.commitNow();
-    if (this.dropped !== this.lastDroppedWritten) {
+    if (this.dropped !== this.lastDroppedWritten && this.guarded(() => this.writer.updateSession({ dropped: this.dropped }))) {
       this.lastDroppedWritten = this.dropped;
-      this.guarded(() => this.writer.updateSession({ dropped: this.dropped }));
     }
     this.noteUnnamed();
     return st;
@@ -124,8 +134,7 @@ export class FramePipeline {
   /** Keeps sessions.meta.lostUnlisted current: labelLost (ledger.ts) then labels conservatively. */
   noteUnnamed(): void {
     if (this.lostUnnamed === this.lostUnnamedWritten || this.storeFailure !== undefined) return;
-    this.lostUnnamedWritten = this.lostUnnamed;
-    this.guarded(() => this.writer.setSessionMeta('lostUnlisted', this.lostUnnamed));
+    if (this.guarded(() => this.writer.setSessionMeta('lostUnlisted', this.lostUnnamed))) this.lostUnnamedWritten = this.lostUnnamed;
   }
 
   /** Commits what the writer buffered, tells the derivation thread, hands the regions back. */
@@ -135,22 +144,47 @@ export class FramePipeline {
 
   private commitNow(): void {
     const had = this.uncommitted;
-    this.guarded(() => this.writer.flush());
-    if (this.storeFailure !== undefined) return;
+    if (!this.guarded(() => this.deriver.writing(() => this.writer.flush()))) return;
+    this.busySince = 0;
     this.uncommitted = 0;
     this.recycle();
     if (had > 0) this.deriver.committed();
   }
 
-  /** Runs a writer call; a store that cannot take more (disk full, I/O error) degrades the recording. */
-  private guarded(fn: () => void): void {
-    if (this.storeFailure !== undefined) return;
+  /**
+   * The write lock stayed taken for the whole busy timeout (another process writing the trace, or
+   * the derivation thread starved on a saturated machine): the batches stay buffered and the next
+   * commit tick tries again; the queue behind them makes the server wait rather than lose frames.
+   * Said once, when it lasts.
+   */
+  private noteBusy(): void {
+    const now = Date.now();
+    if (this.busySince === 0) this.busySince = now;
+    if (!this.busyNoted && now - this.busySince >= BUSY_SAY_MS) {
+      this.busyNoted = true;
+      this.log(`\nfusetrace: the trace file has been locked by another writer for ${Math.round((now - this.busySince) / 1000)} s; frames wait in memory (nothing is lost)\n`);
+    }
+  }
+
+  /**
+   * Runs a writer call; true when it succeeded. A store that cannot take more (disk full, I/O
+   * error) degrades the recording; a locked file leaves everything buffered in the writer for the
+   * next commit (noteBusy).
+   */
+  private guarded(fn: () => void): boolean {
+    if (this.storeFailure !== undefined) return false;
     try {
       fn();
+      return true;
     } catch (err) {
+      if (isBusy(err)) {
+        this.noteBusy();
+        return false;
+      }
       const env = storeEnvironmentError(err);
       if (!env) throw err;
       this.degrade(env.message);
+      return false;
     }
   }
 
@@ -181,16 +215,16 @@ export class FramePipeline {
 
   /** Batches, patches, procs and lost uniques of one drain, to the writer. */
   private store(d: PumpBatchDrain, final: boolean): void {
-    this.guarded(() => {
-      for (const [pid, comm] of d.procs) this.writer.addProc(pid, comm);
-      // Uniques of dropped frames (record --lossy): their requests are labelled `lost` at the end.
-      if (d.lost.length > 0) this.writer.addLost(d.lost);
-      for (const b of d.batches) {
-        this.writer.addBatch(d.frames.subarray(b.off, b.off + b.size), b);
-        this.uncommitted++;
-      }
-      for (const [seq, fwdNs, writeErrno] of d.patches) this.writer.addPatch(seq, fwdNs === 0n ? null : fwdNs, writeErrno);
-    });
+    // One call at a time: a batch whose automatic flush found the file locked stays buffered, and
+    // the rest of the drain must still reach the writer.
+    for (const [pid, comm] of d.procs) this.guarded(() => this.writer.addProc(pid, comm));
+    // Uniques of dropped frames (record --lossy): their requests are labelled `lost` at the end.
+    if (d.lost.length > 0) this.guarded(() => this.writer.addLost(d.lost));
+    for (const b of d.batches) {
+      this.uncommitted++;
+      this.guarded(() => this.writer.addBatch(d.frames.subarray(b.off, b.off + b.size), b));
+    }
+    for (const [seq, fwdNs, writeErrno] of d.patches) this.guarded(() => this.writer.addPatch(seq, fwdNs === 0n ? null : fwdNs, writeErrno));
     if (this.storeFailure !== undefined) {
       // The writer failed in the middle of this drain: its region is not referenced any more.
       if (d.recyclable) this.pump.recycle(d.frames);
@@ -213,13 +247,11 @@ export class FramePipeline {
   private noteOnce(st: PumpStatus): void {
     if (this.storeFailure !== undefined) return;
     if (st.transport === 'in-process' && !this.inProcessNoted) {
-      this.inProcessNoted = true;
-      this.guarded(() => this.writer.setSessionMeta('transport', 'in-process'));
+      this.inProcessNoted = this.guarded(() => this.writer.setSessionMeta('transport', 'in-process'));
     }
     if (st.init.replySeen && !this.initRecorded) {
-      this.initRecorded = true;
       this.initAnswered = st.init.replyError === 0;
-      this.guarded(() =>
+      this.initRecorded = this.guarded(() =>
         this.writer.updateSession({
           kernelMajor: st.init.kernelMajor,
           kernelMinor: st.init.kernelMinor,
