@@ -201,7 +201,9 @@ void RingConsumer::ReleaseHeld(bool force) {
 void RingConsumer::Emit(FrameHeader hdr, const uint8_t* data) {
   sink_.RecordNext(hdr, data);
   if (hdr.dir != 0) return;
-  recent_[RecentSlot(hdr.unique)] = hdr.unique;
+  // Not an INTERRUPT: its unique (the target's | 1 since 5.0) shares its target's slot, and an
+  // INTERRUPT sent again after EAGAIN must still find the target.
+  if (uint32_t(hdr.code) != kOpInterrupt) recent_[RecentSlot(hdr.unique)] = hdr.unique;
   if (held_.empty()) return;
   for (size_t i = 0; i < held_.size();) {
     if (held_[i].target == hdr.unique) {
