@@ -189,7 +189,9 @@ export class Deriver {
       throw err;
     }
     this.feed = opts.feed ?? Infinity;
-    this.recordedStmt = this.db.prepare('SELECT max(last_seq) FROM batches WHERE session = ?').pluck();
+    // The last batch by first_seq holds the largest seq (batches are in seq order): one index seek,
+    // where max(last_seq) read every batch of the session at every step.
+    this.recordedStmt = this.db.prepare('SELECT last_seq FROM batches WHERE session = ? ORDER BY first_seq DESC LIMIT 1').pluck();
     this.commit = this.db.transaction((batches: DecodedBatch[], next: number) => this.write(batches, next)).immediate;
   }
 
