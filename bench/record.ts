@@ -45,6 +45,8 @@ interface Config {
   relay?: boolean;
   /** FUSETRACE_INTERCEPT=0: fusetrace mounts and the server gets /dev/fd/N (the fallback). */
   noIntercept?: boolean;
+  /** FUSETRACE_DERIVE_PAUSE=1: the derivation thread waits for the session's end (the hot path alone during the workload). */
+  deriveAtEnd?: boolean;
   /** The issue's targets: the least ratio to direct (in the application's favour) per workload. */
   target?: Partial<Record<Workload, number>>;
 }
@@ -59,6 +61,9 @@ const CONFIGS: Config[] = [
   // Mount interception costs a notification at mount time only: the per-request figures of `record`
   // (interception) and of this row (fusetrace mounts, /dev/fd/N) must be the same.
   { name: 'record, no interception', kind: 'record', noIntercept: true },
+  // What the derivation thread costs the workload while it keeps up: the same recording with all
+  // derivation after the workload (its CPU then shows in `derived` and `end s`).
+  { name: 'record, derived at the end', kind: 'record', deriveAtEnd: true },
 ];
 
 interface Sample {
@@ -107,7 +112,12 @@ async function start(cfg: Config, server: string, src: string, work: string, reg
     registry: reg,
     logFile: join(work, `record-${run}.log`),
     timeoutMs: 15_000,
-    env: { ...process.env, FUSETRACE_BENCH_CPU: `${db}.cpu.json`, ...(cfg.noIntercept ? { FUSETRACE_INTERCEPT: '0' } : {}) },
+    env: {
+      ...process.env,
+      FUSETRACE_BENCH_CPU: `${db}.cpu.json`,
+      ...(cfg.noIntercept ? { FUSETRACE_INTERCEPT: '0' } : {}),
+      ...(cfg.deriveAtEnd ? { FUSETRACE_DERIVE_PAUSE: '1' } : {}),
+    },
   });
   return { fs, db };
 }
