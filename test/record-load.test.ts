@@ -64,8 +64,16 @@ async function metaLoop(dir: string, until: number): Promise<number> {
   return n;
 }
 
-/** Runs the load in `mnt` and checks that everything the applications saw was right. */
-async function load(mnt: string, seconds: number): Promise<void> {
+/** Runs the load in `mnt` and checks that everything the applications saw was right; on failure, says what fusetrace said. */
+async function load(mnt: string, seconds: number, stderr: () => string): Promise<void> {
+  try {
+    await applyLoad(mnt, seconds);
+  } catch (err) {
+    throw new Error(`${String(err)}\nfusetrace said:\n${stderr().slice(-3000)}`);
+  }
+}
+
+async function applyLoad(mnt: string, seconds: number): Promise<void> {
   mkdirSync(join(mnt, 'fio'));
   const until = Date.now() + seconds * 1000;
   const [f, ...rounds] = await Promise.all([fio(join(mnt, 'fio'), seconds), ...Array.from({ length: 8 }, (_, i) => metaLoop(join(mnt, `meta${i}`), until))]);
@@ -119,7 +127,7 @@ describe('in-process recording under parallel load (issue 12 item 2)', () => {
     mkdirSync(src);
     mkdirSync(mnt);
     const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, dbIn(work));
-    await load(mnt, LOAD_S);
+    await load(mnt, LOAD_S, rec.stderr);
     await unmountAndWait(rec);
     const o = outcome(dbIn(work));
     // The figures of the run, for the record (issue 12: 76% dropped, 240 unknown, 197 aborted before).
@@ -147,7 +155,7 @@ describe('in-process recording under parallel load (issue 12 item 2)', () => {
       extra: ['--lossy'],
       env: { ...process.env, FUSETRACE_RING_BYTES: '1' },
     });
-    await load(mnt, LOAD_S);
+    await load(mnt, LOAD_S, rec.stderr);
     await unmountAndWait(rec);
     const o = outcome(dbIn(work));
     console.log(`lossy: ${JSON.stringify(o)}; ${rec.stderr().trim().split('\n').pop()}`);
