@@ -5,7 +5,7 @@
 // unmount, nothing left (no mount, no process).
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, readFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { requireFuse } from './helpers/fuse-env.js';
 import { buildExample, buildServer } from './helpers/build.js';
@@ -77,6 +77,9 @@ describe('record and replay with the command line unchanged, as root', () => {
       expect(r.stdout + r.stderr, r.stdout + r.stderr).toMatch(/result: all replies matched/);
       expect(r.status).toBe(0);
       expect(isMounted(mnt)).toBe(false);
+      // Nothing of the replay reached the host: the mountpoint directory is as it was (go-fuse's
+      // pollHack file is on a tmpfs in the server's own mount namespace).
+      expect(readdirSync(mnt)).toEqual([]);
     });
   }
 

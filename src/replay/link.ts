@@ -17,12 +17,14 @@
  * background server reads end-of-file and ends too. (A server whose process exits 0 while another
  * process holds its end has gone to the background: the replay goes on with it until stop().)
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import { native } from '../proxy/native.js';
 import { constants as osConstants } from 'node:os';
 import { findMountpoint } from '../proxy/args.js';
-import { userNotifAvailable, type InterceptStrategy } from '../proxy/intercept.js';
+import { userNotifAvailable, type FuseMountCall, type InterceptStrategy } from '../proxy/intercept.js';
 import { DevFdArgv, InterceptMount, ServerProcess } from '../server/process.js';
 
 /** How the server ended. */
@@ -45,17 +47,24 @@ export interface ServerLinkOptions {
 }
 
 /**
- * Whether the replay intercepts the server's own mount (its argv unchanged) rather than handing
- * it /dev/fd/N: where seccomp user notification works (FUSETRACE_INTERCEPT=0 turns it off), the
+ * Whether the replay intercepts the server's own mount (its argv unchanged; 'private-mounts': in a
+ * mount namespace of its own, see below) rather than handing it /dev/fd/N (false): where seccomp
+ * user notification works (FUSETRACE_INTERCEPT=0 turns it off), the
  * command line names a mountpoint for the server to mount, and /dev/fuse can be opened. Without
  * one (a server that takes /dev/fd/N, such as the demo server run as `node server.js`) /dev/fd/N
  * is appended.
  *
- * go-fuse servers get /dev/fd/N too (go-fuse >= 2.2 takes it): after mounting by itself, go-fuse
- * opens a file in its own mountpoint (fuse/poll.go pollHack, in WaitMount), which without a real
- * mount reaches the directory underneath and fails, so the server gives up before serving.
+ * go-fuse servers: after mounting by itself, go-fuse opens a file in its own mountpoint
+ * (fuse/poll.go pollHack, in WaitMount: `.go-fuse-epoll-hack`, answered by go-fuse itself), which
+ * without a mount reaches the directory underneath and fails (rclone mount2: "Fatal error"), so
+ * the server gives up before serving. As root they run in a mount namespace of their own where
+ * the replay puts a small tmpfs holding that file at the mountpoint (see goFuseMountpoint): their
+ * command line stays unchanged. As an ordinary user (no mount namespace without a user namespace,
+ * which would change the server's uid) a go-fuse server gets /dev/fd/N (go-fuse >= 2.2 takes it,
+ * and skips pollHack then); rclone, which links go-fuse (`mount2`) and bazil (`mount`), is
+ * intercepted, and only its `mount` replays.
  */
-export function interceptReplay(argv: readonly string[]): boolean {
+export function interceptReplay(argv: readonly string[]): 'plain' | 'private-mounts' | false {
   if (process.env.FUSETRACE_INTERCEPT === '0' || !userNotifAvailable()) return false;
   // The server opens /dev/fuse before it mounts (libfuse, go-fuse, fusermount3): without a usable
   // device (a CI container) only /dev/fd/N can work.
@@ -71,35 +80,64 @@ export function interceptReplay(argv: readonly string[]): boolean {
       return false;
     }
   };
-  return findMountpoint(argv, isDir) !== undefined && !usesGoFuse(argv[0]);
+  if (findMountpoint(argv, isDir) === undefined) return false;
+  const fuse = goFuseOf(argv[0]);
+  if (fuse === 'none') return 'plain';
+  if (process.geteuid?.() === 0) return 'private-mounts';
+  return fuse === 'go-fuse' ? false : 'plain';
 }
 
 /**
- * True when the program (as execvp would find it) is a Go binary built with go-fuse and not with
- * bazil.org/fuse (module paths are in the Go build info). rclone links both: `rclone mount` is
- * bazil and is intercepted; `rclone mount2` (go-fuse) then does not replay.
+ * Which Go FUSE packages the program (as execvp would find it) links, from the module paths in
+ * its build info: go-fuse only (gocryptfs), go-fuse and bazil.org/fuse (rclone: `mount2` and
+ * `mount`), or neither (not a go-fuse server).
  */
-function usesGoFuse(cmd: string): boolean {
+function goFuseOf(cmd: string): 'go-fuse' | 'go-fuse+bazil' | 'none' {
   const dirs = cmd.includes('/') ? [''] : (process.env.PATH ?? '/usr/bin:/bin').split(':');
   for (const dir of dirs) {
     try {
       const bin = fs.readFileSync(dir ? `${dir}/${cmd}` : cmd);
-      return bin.includes('github.com/hanwen/go-fuse') && !bin.includes('bazil.org/fuse');
+      if (!bin.includes('github.com/hanwen/go-fuse')) return 'none';
+      return bin.includes('bazil.org/fuse') ? 'go-fuse+bazil' : 'go-fuse';
     } catch {
       /* not here */
     }
   }
-  return false;
+  return 'none';
 }
 
-/** Replay's answer to the server's mounts: success without a mount, the replay socket at its fd. */
+/** The file go-fuse opens in its own mountpoint once mounted (fuse/poll.go pollHackName). */
+const GO_FUSE_POLL_HACK = '.go-fuse-epoll-hack';
+
+/**
+ * Puts, at `target` in the mount namespace of `pid`, a tmpfs holding go-fuse's pollHack file:
+ * the one path a go-fuse server opens through its own mount before serving (interceptReplay).
+ * It opens it, polls it and closes it, and a regular file answers all three; the recorded
+ * LOOKUP/OPEN/POLL/... of it still reach the server as replayed frames. The tmpfs is visible to
+ * the server's processes only and ends with their namespace.
+ */
+async function goFuseMountpoint(pid: number, target: string): Promise<void> {
+  const script = `mount -t tmpfs -o size=16k,mode=0755 fusetrace-replay "$1" && : > "$1/${GO_FUSE_POLL_HACK}"`;
+  const child = spawn('nsenter', [`--mount=/proc/${pid}/ns/mnt`, '--', 'sh', '-c', script, 'sh', target], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const [code] = (await once(child, 'close')) as [number | null];
+  if (code !== 0) throw new Error(`cannot prepare ${target} in the server's mount namespace: ${err.trim() || `nsenter exited ${code}`}`);
+}
+
+/** Replay's answer to the server's mounts: success without a FUSE mount, the replay socket at its fd. */
 class ReplayMountStrategy implements InterceptStrategy {
   private mounted = false;
-  constructor(private readonly serverFd: number) {}
-  async mount(): Promise<number> {
+  constructor(
+    private readonly serverFd: number,
+    /** The server runs in a mount namespace of its own, and the mountpoint gets go-fuse's pollHack file there. */
+    readonly privateMounts = false,
+  ) {}
+  async mount(call: FuseMountCall): Promise<number> {
     // One replay is one connection; a second mount has nothing to talk to.
     if (this.mounted) throw Object.assign(new Error('a replay serves one FUSE connection'), { errno: osConstants.errno.EBUSY });
     this.mounted = true;
+    if (this.privateMounts) await goFuseMountpoint(call.pid, call.target);
     return this.serverFd;
   }
   async unmount(): Promise<void> {}
@@ -133,6 +171,7 @@ export class ServerLink {
     this.fd = ours;
     this.peerFd = theirs;
     this.readBuf = Buffer.allocUnsafe(opts.maxFrame + 65536);
+    const intercept = interceptReplay(opts.argv);
     this.endPromise = new Promise((r) => (this.endSeen = r));
     // Both our fds keep SOCK_CLOEXEC; `theirs` stays open here, as the wake-up channel.
     this.server = new ServerProcess({
@@ -140,7 +179,7 @@ export class ServerLink {
       serverFd: theirs,
       // The server runs with its command line unchanged where it can mount by itself: its mount(2)
       // is answered 0 without a mount and its fuse fd becomes our socket, as record intercepts it.
-      strategy: interceptReplay(opts.argv) ? new InterceptMount(new ReplayMountStrategy(theirs)) : new DevFdArgv(),
+      strategy: intercept ? new InterceptMount(new ReplayMountStrategy(theirs, intercept === 'private-mounts')) : new DevFdArgv(),
       output: 'capture',
       // libfuse without -f (fuse_daemonize) forks: the parent exits 0 and a child it started
       // serves on the inherited fd. Then the socket stays up until we close it at stop().
