@@ -57,12 +57,12 @@ export interface ServerLinkOptions {
  * go-fuse servers: after mounting by itself, go-fuse opens a file in its own mountpoint
  * (fuse/poll.go pollHack, in WaitMount: `.go-fuse-epoll-hack`, answered by go-fuse itself), which
  * without a mount reaches the directory underneath and fails (rclone mount2: "Fatal error"), so
- * the server gives up before serving. As root they run in a mount namespace of their own where
- * the replay puts a small tmpfs holding that file at the mountpoint (see goFuseMountpoint): their
- * command line stays unchanged. As an ordinary user (no mount namespace without a user namespace,
- * which would change the server's uid) a go-fuse server gets /dev/fd/N (go-fuse >= 2.2 takes it,
- * and skips pollHack then); rclone, which links go-fuse (`mount2`) and bazil (`mount`), is
- * intercepted, and only its `mount` replays.
+ * the server gives up before serving. With CAP_SYS_ADMIN (root) they run in a mount namespace of
+ * their own where the replay puts a small tmpfs holding that file at the mountpoint (see
+ * goFuseMountpoint): their command line stays unchanged. Without it (an ordinary user: no mount
+ * namespace without a user namespace, which would change the server's uid) a go-fuse server gets
+ * /dev/fd/N (go-fuse >= 2.2 takes it, and skips pollHack then); rclone, which links go-fuse
+ * (`mount2`) and bazil (`mount`), is intercepted, and only its `mount` replays.
  */
 export function interceptReplay(argv: readonly string[]): 'plain' | 'private-mounts' | false {
   if (process.env.FUSETRACE_INTERCEPT === '0' || !userNotifAvailable()) return false;
@@ -83,8 +83,18 @@ export function interceptReplay(argv: readonly string[]): 'plain' | 'private-mou
   if (findMountpoint(argv, isDir) === undefined) return false;
   const fuse = goFuseOf(argv[0]);
   if (fuse === 'none') return 'plain';
-  if (process.geteuid?.() === 0) return 'private-mounts';
+  if (canUnshareMounts()) return 'private-mounts';
   return fuse === 'go-fuse' ? false : 'plain';
+}
+
+/** CAP_SYS_ADMIN (bit 21 of CapEff, include/uapi/linux/capability.h): what unshare(CLONE_NEWNS) and mount(2) need (root in a container may lack it). */
+function canUnshareMounts(): boolean {
+  try {
+    const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1];
+    return hex !== undefined && (BigInt(`0x${hex}`) & (1n << 21n)) !== 0n;
+  } catch {
+    return false;
+  }
 }
 
 /**
