@@ -13,7 +13,7 @@ import { decodeReply, decodeRequest, errnoName, formatLine, negotiateInit, opcod
 import { compareTrees, direntsByName, flatten, readdirAsSet, show, type FieldDiff, type NormRule } from './compare.js';
 import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER, isNoReply } from './ids.js';
 import { IdMap } from './idmap.js';
-import { ServerLink, type ServerExit } from './link.js';
+import { ServerLink, type ServerEnd, type ServerExit } from './link.js';
 import { prng } from '../util/prng.js';
 import { RecentMap, RecentSet } from './recent.js';
 import { mustFollow, orderTouch, type OrderTouch } from './pipeline.js';
@@ -104,7 +104,14 @@ export interface ReplayResult {
   order: bigint[];
   /** Results not kept in `results` (ReplayOptions.keep), counted by outcome. */
   elided: Partial<Record<Outcome, number>>;
-  server: ServerExit & { early: boolean; stderr: string };
+  server: ServerExit & {
+    early: boolean;
+    stderr: string;
+    /** How the replay ended the server once the walk was over (link.ts ServerEnd; serverEnd()). */
+    end?: ServerEnd;
+    /** With end `enodev`: the server's reads went through the preload, so it read ENODEV, not end-of-file. */
+    enodevReady?: boolean;
+  };
   /** Requests sent to the server. */
   sent: number;
   /** How much later than its recorded point the latest INTERRUPT went out (timer lateness). */
@@ -181,6 +188,18 @@ const AHEAD_MAX = 32;
 /** Consecutive hangs after which the rest of the session is given up as missing. */
 const MAX_HANGS = 3;
 
+/**
+ * How the replay ends the server: as the recording ended it. An unmount (and a signal to
+ * `fusetrace record`, which unmounts) ended a server that read /dev/fuse itself (in-process) with
+ * ENODEV and a relayed one with end-of-file; a session that does not say how its server read gets
+ * what the kernel gives at an unmount, ENODEV. Any other end (the server's own exit, a crash, an
+ * error, fusetrace killed) has no counterpart the replay could produce, and SIGTERM ends it.
+ */
+export function serverEnd(s: ReplayPlan['session']): ServerEnd {
+  if (s.endReason !== 'unmount' && s.endReason !== 'signal') return 'sigterm';
+  return s.transport === 'relay' ? 'eof' : 'enodev';
+}
+
 /** Runs one replay. Never throws for server misbehaviour; that is what the result reports. */
 export async function runReplay(plan: ReplayPlan, opts: ReplayOptions): Promise<ReplayResult> {
   const replayer = new Replayer(plan, opts);
@@ -254,6 +273,7 @@ class Replayer {
       maxFrame,
       onFrame: (f) => this.onFrame(f),
       onEnd: () => this.onEnd(),
+      end: serverEnd(this.plan.session),
     });
     // Without CAP_NET_ADMIN the buffer is capped by net.core.wmem_max, and a frame that does not
     // fit cannot cross the socket as one message (record clamps max_write for this; a replay
@@ -312,7 +332,7 @@ class Replayer {
       unexpected: this.unexpected,
       order: this.order,
       elided: { ...this.elided },
-      server: { ...exit, early, stderr: this.link.stderr },
+      server: { ...exit, early, stderr: this.link.stderr, end: serverEnd(this.plan.session), enodevReady: this.link.enodevReady },
       sent: this.sentCount,
       interruptLateMs: this.interruptLateMs,
       notifications: { ...this.notifications },

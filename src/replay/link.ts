@@ -16,16 +16,24 @@
  * our read returns after every frame the server sent before; then we close both ends, and a
  * background server reads end-of-file and ends too. (A server whose process exits 0 while another
  * process holds its end has gone to the background: the replay goes on with it until stop().)
+ *
+ * Ending the server (ServerEnd): as the recorded session ended where it can. A recording that ended
+ * at an unmount ended its server with ENODEV on its next read of /dev/fuse when the server read the
+ * device itself (in-process: fs/fuse/dev.c fuse_dev_do_read once the connection is gone), and with
+ * end-of-file on the relay socket otherwise. The replay closes its end first and lets the server
+ * read end-of-file; for `enodev` the preload (native/preload.c, replay mode) turns that end-of-file
+ * into ENODEV, and says so with a hello message at the server's first read. Only a server that does
+ * not end then (or a recording that did not end at an unmount) gets SIGTERM.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
-import { native } from '../proxy/native.js';
+import { native, preloadPath } from '../proxy/native.js';
 import { constants as osConstants } from 'node:os';
 import { findMountpoint } from '../proxy/args.js';
 import { userNotifAvailable, type FuseMountCall, type InterceptStrategy } from '../proxy/intercept.js';
-import { DevFdArgv, InterceptMount, ServerProcess } from '../server/process.js';
+import { DevFdArgv, InterceptMount, SERVER_FD, ServerProcess } from '../server/process.js';
 
 /** How the server ended. */
 export interface ServerExit {
@@ -34,6 +42,19 @@ export interface ServerExit {
   /** True when the replayer ended it (SIGTERM at the end of the replay, or SIGKILL after a grace period). */
   byReplayer: boolean;
 }
+
+/**
+ * How the replay ends the server once the walk is over (see the file comment):
+ * - enodev: as an unmount ends a server that reads /dev/fuse: its next read fails with ENODEV;
+ * - eof: as an unmount ends a relayed server: end-of-file on its socket;
+ * - sigterm: SIGTERM (the recording did not end at an unmount).
+ * A server still running `graceMs` after ENODEV or end-of-file gets SIGTERM too.
+ */
+export type ServerEnd = 'enodev' | 'eof' | 'sigterm';
+
+/** The hello of the preload in replay mode (native/ring.h FT_REPLAY_HELLO_CODE, FT_MAGIC). */
+const REPLAY_HELLO_CODE = 0x46540003;
+const FT_MAGIC = 0x314b434152545446n;
 
 export interface ServerLinkOptions {
   /** The server's argv as the user gave it (argv[0] is the program). */
@@ -44,6 +65,8 @@ export interface ServerLinkOptions {
   onFrame: (frame: Buffer) => void;
   /** Called once when the server is gone (it exited, or the socket failed) and every frame it sent was delivered. */
   onEnd: (error?: Error) => void;
+  /** How stop() ends the server (default sigterm). */
+  end?: ServerEnd;
 }
 
 /**
@@ -170,6 +193,8 @@ export class ServerLink {
   /** The server went to the background: a process it started holds its end of the socket. */
   daemonized = false;
   private waking = false;
+  /** The preload's hello came: end-of-file on the socket reaches the server as ENODEV. */
+  enodevReady = false;
   private endSeen!: () => void;
   private readonly endPromise: Promise<void>;
 
@@ -191,6 +216,7 @@ export class ServerLink {
       // is answered 0 without a mount and its fuse fd becomes our socket, as record intercepts it.
       strategy: intercept ? new InterceptMount(new ReplayMountStrategy(theirs, intercept === 'private-mounts')) : new DevFdArgv(),
       output: 'capture',
+      env: opts.end === 'enodev' ? replayPreloadEnv(intercept ? 'any' : String(SERVER_FD), theirs) : undefined,
       // libfuse without -f (fuse_daemonize) forks: the parent exits 0 and a child it started
       // serves on the inherited fd. Then the socket stays up until we close it at stop().
       stillServed: () => ServerProcess.socketHeldElsewhere(this.peerFd),
@@ -250,7 +276,13 @@ export class ServerLink {
    * frame it sent was delivered and both ends of the socket are closed.
    */
   async stop(graceMs = 3000): Promise<ServerExit> {
-    if (this.server.running) await this.server.stop({ killAfterMs: graceMs });
+    if (this.server.running && (this.opts.end === 'enodev' || this.opts.end === 'eof')) {
+      // As an unmount: our end closes (ENODEV or end-of-file at the server's next read), and only a
+      // server that is still there after the grace period is signalled.
+      this.wake();
+      await this.endPromise;
+      if (this.server.running) await this.server.stop({ termAfterMs: graceMs, killAfterMs: graceMs });
+    } else if (this.server.running) await this.server.stop({ killAfterMs: graceMs });
     const exit = await this.exited;
     this.wake();
     await this.endPromise;
@@ -279,10 +311,16 @@ export class ServerLink {
         this.finish(err ?? undefined);
         return;
       }
+      if (n === 16 && this.isHello(this.readBuf)) this.enodevReady = true;
       // Copy out: the buffer is reused by the next read.
-      this.opts.onFrame(Buffer.from(this.readBuf.subarray(0, n)));
+      else this.opts.onFrame(Buffer.from(this.readBuf.subarray(0, n)));
       this.readLoop();
     });
+  }
+
+  /** The preload's hello (replay mode): only with end `enodev`, where the preload is loaded. */
+  private isHello(b: Buffer): boolean {
+    return this.opts.end === 'enodev' && b.readInt32LE(4) === REPLAY_HELLO_CODE && b.readBigUInt64LE(8) === FT_MAGIC;
   }
 
   private finish(err?: Error): void {
@@ -293,4 +331,19 @@ export class ServerLink {
     this.endSeen();
     this.opts.onEnd(err);
   }
+}
+
+/**
+ * The server's environment for end `enodev`: the preload in replay mode (native/preload.c), inert
+ * unless fd `fd` (`any`: whichever fd it finds) is this very socket when the server reads it.
+ */
+function replayPreloadEnv(fd: string, serverFd: number): NodeJS.ProcessEnv | undefined {
+  const lib = preloadPath();
+  if (!fs.existsSync(lib)) return undefined;
+  const env = { ...process.env };
+  env.LD_PRELOAD = [lib, ...(env.LD_PRELOAD ?? '').split(/[: ]/).filter(Boolean)].join(':');
+  env.FUSETRACE_REPLAY = '1';
+  env.FUSETRACE_FD = fd;
+  env.FUSETRACE_SOCK_INO = String(fs.fstatSync(serverFd).ino);
+  return env;
 }
