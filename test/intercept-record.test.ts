@@ -76,6 +76,9 @@ describe('record and replay with the command line unchanged, as root', () => {
       const r = spawnSync(process.execPath, [CLI, '--db', rec.db, 'replay', '--', ...argv, mnt], { encoding: 'utf8', timeout: 60_000 });
       expect(r.stdout + r.stderr, r.stdout + r.stderr).toMatch(/result: all replies matched/);
       expect(r.status).toBe(0);
+      // The replay ends the session as the unmount did (ENODEV, or end-of-file for a relayed
+      // server) and the server exits 0 again, as when recorded (issue 16).
+      expect(r.stdout).toMatch(/^the server ended as recorded at the end of the session: exit code 0$/m);
       expect(isMounted(mnt)).toBe(false);
       // Nothing of the replay reached the host: the mountpoint directory is as it was (go-fuse's
       // pollHack file is on a tmpfs in the server's own mount namespace).
