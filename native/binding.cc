@@ -13,6 +13,7 @@
 #include "mount_util.h"
 #include "attach.h"
 #include "pump.h"
+#include "replay_socket.h"
 #include "supervisor.h"
 
 namespace {
@@ -522,6 +523,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Pump", PumpWrap::Define(env));
   exports.Set("Attach", AttachWrap::Define(env));
   exports.Set("Supervisor", SupervisorWrap::Define(env));
+  exports.Set("ReplaySocket", fusetrace::DefineReplaySocket(env));
   return exports;
 }
 

@@ -5,16 +5,15 @@
  * spliced replies, daemon detection, SIGTERM then SIGKILL). Nothing is mounted.
  *
  * SEQPACKET keeps message boundaries: each read(2) returns exactly one frame and each write(2)
- * sends one, as /dev/fuse does. The fd is blocking, so reads and writes go through libuv's thread
- * pool (fs.read / fs.write): one read is always outstanding, writes use the other threads.
+ * sends one, as /dev/fuse does. The fd is blocking; the JS thread's event loop watches it and reads
+ * every queued frame at once without blocking (native/replay_socket.cc), and sends go out with
+ * MSG_DONTWAIT where the socket has room, else through libuv's thread pool (fs.write).
  *
- * Ending the read: a read blocked in the thread pool can only be ended by a message or by the
- * peer end closing, and libuv joins its threads at exit, so a blocked read would keep fusetrace
- * alive. A server that went to the background (libfuse without -f) holds its end in a process we
- * did not start. So we keep a copy of the server's end: when the server exits, or when we stop,
- * we write a one-byte message into it (no FUSE frame is shorter than its 16-byte header), which
- * our read returns after every frame the server sent before; then we close both ends, and a
- * background server reads end-of-file and ends too. (A server whose process exits 0 while another
+ * Ending the read: a server that went to the background (libfuse without -f) holds its end in a
+ * process we did not start, so its exit does not end the socket. So we keep a copy of the server's
+ * end: when the server exits, or when we stop, we write a one-byte message into it (no FUSE frame
+ * is shorter than its 16-byte header), which our read returns after every frame the server sent
+ * before; then we close both ends, and a background server reads end-of-file and ends too. (A server whose process exits 0 while another
  * process holds its end has gone to the background: the replay goes on with it until stop().)
  *
  * Ending the server (ServerEnd): as the recorded session ended where it can. A recording that ended
@@ -29,7 +28,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
-import { native, preloadPath } from '../proxy/native.js';
+import { native, preloadPath, type ReplaySocket } from '../proxy/native.js';
 import { constants as osConstants } from 'node:os';
 import { findMountpoint } from '../proxy/args.js';
 import { userNotifAvailable, type FuseMountCall, type InterceptStrategy } from '../proxy/intercept.js';
@@ -188,7 +187,7 @@ export class ServerLink {
   private readonly fd: number;
   /** Our copy of the server's end, kept to wake our own read (file comment). */
   private readonly peerFd: number;
-  private readonly readBuf: Buffer;
+  private readonly sock: ReplaySocket;
   private ended = false;
   /** The server went to the background: a process it started holds its end of the socket. */
   daemonized = false;
@@ -205,7 +204,7 @@ export class ServerLink {
     this.sndbuf = pair.sndbuf;
     this.fd = ours;
     this.peerFd = theirs;
-    this.readBuf = Buffer.allocUnsafe(opts.maxFrame + 65536);
+    this.sock = new (native().ReplaySocket)(ours, opts.maxFrame + 65536, (data, ends, status) => this.onFrames(data, ends, status));
     const intercept = interceptReplay(opts.argv);
     this.endPromise = new Promise((r) => (this.endSeen = r));
     // Both our fds keep SOCK_CLOEXEC; `theirs` stays open here, as the wake-up channel.
@@ -226,7 +225,7 @@ export class ServerLink {
       else this.wake();
       return { code: exit.code, signal: exit.signal, byReplayer: exit.byUs };
     });
-    this.readLoop();
+    this.sock.start();
   }
 
   /** The server's stderr (the last 16 KiB), for diagnostics. */
@@ -305,17 +304,22 @@ export class ServerLink {
     });
   }
 
-  private readLoop(): void {
-    fs.read(this.fd, this.readBuf, 0, this.readBuf.length, null, (err, n) => {
-      if (err || n === 0 || (n === 1 && this.waking)) {
-        this.finish(err ?? undefined);
+  /** A batch of frames from the server, in order (ReplaySocket); status != 0: the socket ended. */
+  private onFrames(data: Buffer, ends: Uint32Array, status: number): void {
+    let at = 0;
+    for (let i = 0; i < ends.length && !this.ended; i++) {
+      const n = ends[i] - at;
+      const frame = data.subarray(at, ends[i]);
+      at = ends[i];
+      if (n === 1 && this.waking) {
+        this.finish();
         return;
       }
-      if (n === 16 && this.isHello(this.readBuf)) this.enodevReady = true;
-      // Copy out: the buffer is reused by the next read.
-      else this.opts.onFrame(Buffer.from(this.readBuf.subarray(0, n)));
-      this.readLoop();
-    });
+      if (n === 16 && this.isHello(frame)) this.enodevReady = true;
+      else this.opts.onFrame(frame);
+    }
+    if (status < 0) this.finish(Object.assign(new Error(`read: ${os.constants.errno.ECONNRESET === -status ? 'ECONNRESET' : `errno ${-status}`}`), { errno: -status }));
+    else if (status > 0) this.finish();
   }
 
   /** The preload's hello (replay mode): only with end `enodev`, where the preload is loaded. */
@@ -326,6 +330,8 @@ export class ServerLink {
   private finish(err?: Error): void {
     if (this.ended) return;
     this.ended = true;
+    // libuv must stop watching the fd before it closes.
+    this.sock.close();
     fs.close(this.fd, () => undefined);
     fs.close(this.peerFd, () => undefined);
     this.endSeen();
