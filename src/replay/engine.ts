@@ -544,10 +544,33 @@ class Replayer {
    * barrier, at a notification the recording expects, and when the socket has no room.
    */
   private sendAhead(win: Lookahead<PlanEvent>): void {
+    const outbox: Buffer[] = [];
+    this.pickAhead(win, outbox);
+    if (outbox.length === 0) return;
+    // The requests picked go out together, in their order: one system call and one wake-up of
+    // the server. What the socket has no room for follows through the ordered send().
+    let sent = 0;
+    try {
+      sent = this.link.sendNowBatch(outbox);
+    } catch {
+      this.gone = true;
+      return;
+    }
+    for (let i = sent; i < outbox.length; i++) {
+      this.pending.push(this.link.send(outbox[i]).catch(() => {
+        this.gone = true;
+      }));
+    }
+  }
+
+  /** The requests of the window sendAhead() sends now, their translated frames into `outbox`. */
+  private pickAhead(win: Lookahead<PlanEvent>, outbox: Buffer[]): void {
     const bound = (n: bigint): boolean => this.ids.liveNodeid(n) !== undefined;
     const pending: OrderTouch[] = [];
     for (const sent of this.walking.values()) pending.push(this.orderOf(sent));
-    for (const ev of win.peek(AHEAD_WINDOW)) {
+    const n = win.ahead(AHEAD_WINDOW);
+    for (let i = 0; i < n; i++) {
+      const ev = win.at(i);
       if (this.walking.size >= AHEAD_MAX) return;
       if (ev.kind === 'expect') {
         if (!ev.request) return;
@@ -558,22 +581,21 @@ class Replayer {
       const t = this.orderOf(ev);
       if (t.barrier) return;
       // Sent now or not, what comes after it in the window must not overtake it.
-      if (!pending.some((p) => mustFollow(p, t, bound))) this.sendEarly(ev);
+      if (!pending.some((p) => mustFollow(p, t, bound))) this.sendEarly(ev, outbox);
       pending.push(t);
     }
   }
 
-  /** Sends one request ahead of its place if its ids translate and the socket has room now. */
-  private sendEarly(ev: SendEvent): boolean {
+  /**
+   * Picks one request to go ahead of its place if its ids translate: its frame joins `outbox` and
+   * it counts as sent from now (the outbox goes out before anything else is sent).
+   */
+  private sendEarly(ev: SendEvent, outbox: Buffer[]): boolean {
     const f = ev.frame;
     if (this.gone || f.data.length < f.len) return false;
     const tr = this.ids.translateRequest(f.data, ev.opcode);
     if ('missing' in tr) return false;
-    try {
-      if (!this.link.sendNow(tr.frame)) return false;
-    } catch {
-      return false;
-    }
+    outbox.push(tr.frame);
     this.early.add(ev);
     this.sentAt.set(f.unique, performance.now());
     this.noteSent(ev, f.data);
@@ -980,7 +1002,7 @@ class Replayer {
 
 // ---- helpers ----
 
-/** An iterator with a bounded look-ahead: peek(n) reads up to n events ahead without consuming them. */
+/** An iterator with a bounded look-ahead: ahead(n) reads up to n events ahead without consuming them, at(i) gives one. */
 class Lookahead<T> {
   private buf: T[] = [];
   private head = 0;
@@ -991,7 +1013,7 @@ class Lookahead<T> {
   next(): T | undefined {
     if (this.head < this.buf.length) {
       const v = this.buf[this.head++];
-      // Drop what was consumed now and then (peek() keeps the buffer from ever running empty).
+      // Drop what was consumed now and then (ahead() keeps the buffer from ever running empty).
       if (this.head >= 1024) {
         this.buf = this.buf.slice(this.head);
         this.head = 0;
@@ -1004,14 +1026,19 @@ class Lookahead<T> {
     return r.done ? undefined : r.value;
   }
 
-  /** The next (up to) n items, not consumed. */
-  peek(n: number): T[] {
+  /** Reads up to n items ahead, not consumed; returns how many there are (at(0) .. at(count - 1)). */
+  ahead(n: number): number {
     while (!this.done && this.buf.length - this.head < n) {
       const r = this.it.next();
       if (r.done) this.done = true;
       else this.buf.push(r.value);
     }
-    return this.buf.slice(this.head, this.head + n);
+    return Math.min(n, this.buf.length - this.head);
+  }
+
+  /** The i-th item ahead (i < ahead()'s count). */
+  at(i: number): T {
+    return this.buf[this.head + i];
   }
 }
 
