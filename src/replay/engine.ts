@@ -16,7 +16,7 @@ import { IdMap } from './idmap.js';
 import { ServerLink, type ServerEnd, type ServerExit } from './link.js';
 import { prng } from '../util/prng.js';
 import { RecentMap, RecentSet } from './recent.js';
-import { mustFollow, orderTouch, type OrderTouch } from './pipeline.js';
+import { bindsOf, mustFollow, orderTouch, type OrderTouch } from './pipeline.js';
 import { interruptUnique, type PlanEvent, type PlanFrame, type ReplayPlan, type SendEvent } from './plan.js';
 
 /** --timing: `asap` sends as soon as the recorded order allows; `recorded` keeps recorded gaps, divided by `scale`. */
@@ -534,7 +534,7 @@ class Replayer {
       this.orderTouches.set(ev, t);
     }
     // The recorded reply may have been read by the plan since.
-    if (t.binds === null && ev.reply) t.binds = orderTouch(ev).binds;
+    if (t.binds === null && ev.reply) t.binds = bindsOf(ev);
     return t;
   }
 
@@ -1087,7 +1087,7 @@ export function replyTree(d: DecodedFrame): Record<string, unknown> {
   const data: Buffer[] = [];
   for (const p of d.parts) {
     if (p.kind === 'struct' && p.role === 'arg') {
-      let key = p.desc.name.replace(/^(fuse_|cuse_)/, '');
+      let key = treeKey(p.desc.name);
       if (key in t) key = `${key}_${args}`;
       t[key] = p.values;
       args++;
@@ -1105,6 +1105,17 @@ export function replyTree(d: DecodedFrame): Record<string, unknown> {
   }
   if (tails.length > 0) t.tail = Buffer.concat(tails);
   return t;
+}
+
+/** A struct's key in a reply tree: its fuse.h name without `fuse_` (made once per struct). */
+const treeKeys = new Map<string, string>();
+function treeKey(name: string): string {
+  let k = treeKeys.get(name);
+  if (k === undefined) {
+    k = name.replace(/^(fuse_|cuse_)/, '');
+    treeKeys.set(name, k);
+  }
+  return k;
 }
 
 /** Every leaf of a tree as [path, text], for the side-by-side view. */
