@@ -140,6 +140,19 @@ describe('reports', () => {
     expect(unreachable.ok).toBe(true);
     expect(unreachable.serverExit.compared).toBe(false);
     expect(formatText(unreachable)).toMatch(/^the server ended with exit code 1; not compared with the recording: the recorded server read \/dev\/fuse itself/m);
+    // Stopped by fusetrace's own signal after the unmount when recorded: not compared either.
+    const stopped = buildReport(
+      {
+        plan: { session: { id: 1, name: null, command: ['x'], snaplen: null, endReason: 'unmount', serverExitCode: null, serverSignal: 'SIGKILL' }, init: send(2n, Opcode.INIT), events: [], maxLen: 0 },
+        argv: ['srv'], timing: 'asap', rules: DEFAULT_RULES,
+      },
+      {
+        results: [], unexpected: [], order: [], sent: 1, interruptLateMs: 0, notifications: { total: 0, matched: 0 }, elided: {},
+        server: { code: 0, signal: null, byReplayer: false, early: false, stderr: '', end: 'eof' },
+      },
+    );
+    expect(stopped.ok).toBe(true);
+    expect(stopped.serverExit.note).toMatch(/fusetrace stopped it \(SIGKILL\)/);
     // Ends the replay cannot produce: the server's own exit, fusetrace killed, an unknown exit status.
     for (const [reason, code] of [['server-exit', 0], [null, null], ['error', 0], ['unmount', null]] as const) {
       const r = make(reason, code, { code: null, signal: 'SIGTERM', byReplayer: true, end: 'sigterm' });

@@ -145,6 +145,11 @@ function compareExit(s: ReplayPlan['session'], live: ReplayResult['server']): Om
     return notCompared(`the recording did not end at an unmount (${s.endReason === null ? 'fusetrace was killed' : `end reason ${s.endReason}`}); the replay ended the server with SIGTERM`);
   }
   if (recorded === null) return notCompared('the recording does not say how its server ended');
+  if (recorded.signal !== null) {
+    // After an unmount a signal is fusetrace's own SIGTERM/SIGKILL at the end of its grace period
+    // (src/proxy/session.ts); a crash would have ended the session as server-crash.
+    return notCompared(`the recorded server did not end at the unmount: fusetrace stopped it (${recorded.signal}), and the replay cannot tell what held it`);
+  }
   if (live.end === 'enodev' && live.enodevReady === false) {
     return notCompared(
       'the recorded server read /dev/fuse itself and ended with ENODEV at the unmount; this one does not read its fuse fd ' +
