@@ -11,7 +11,8 @@
         "native/ring_consumer.cc",
         "native/mount_util.cc",
         "native/supervisor.cc",
-        "native/batcher.cc"
+        "native/batcher.cc",
+        "native/replay_socket.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "_GNU_SOURCE"],

@@ -14,6 +14,7 @@
 #include "attach.h"
 #include "batcher.h"
 #include "pump.h"
+#include "replay_socket.h"
 #include "supervisor.h"
 
 namespace {
@@ -605,6 +606,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Pump", PumpWrap::Define(env));
   exports.Set("Attach", AttachWrap::Define(env));
   exports.Set("Supervisor", SupervisorWrap::Define(env));
+  exports.Set("ReplaySocket", fusetrace::DefineReplaySocket(env));
   return exports;
 }
 

@@ -1,5 +1,5 @@
 /*
- * fusetrace-exec [--notify CHANFD] SOCKFD|- SERVER [ARGS...]
+ * fusetrace-exec [--private-mounts] [--notify CHANFD] SOCKFD|- SERVER [ARGS...]
  *
  * Started by `fusetrace record` and `replay` in place of the FUSE server. It installs a
  * seccomp filter, then execvp()s the server, so the filter applies to the unmodified server and
@@ -29,6 +29,11 @@
  * without clone_fd, and every request keeps arriving on the one fd fusetrace placed. Nothing
  * per request (read, write, openat, ...) ever reaches fusetrace.
  *
+ * --private-mounts (replay, as root): the server runs in a mount namespace of its own
+ * (unshare(CLONE_NEWNS), every mount a slave of the caller's: mounts made inside never propagate
+ * out), so that what the replayer puts at the server's mountpoint (src/replay/link.ts) is seen by
+ * the server and its children only, and goes away with them.
+ *
  * fusetrace-exec --probe-addfd (run by `fusetrace doctor` under the filter above): calls a FUSE
  * mount(2) with fd=N naming /dev/null and checks that fusetrace answered 0 and put a socket at N,
  * i.e. that user notification, reading the caller's memory and ADDFD with SETFD all work here.
@@ -49,6 +54,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -206,16 +212,23 @@ int main(int argc, char** argv) {
   if (argc == 2 && strcmp(argv[1], "--probe-addfd") == 0) return probe_addfd();
   int arg = 1;
   long chan = -1;
-  if (argc > 2 && strcmp(argv[1], "--notify") == 0) {
-    chan = parse_fd(argv[2]);
-    if (chan < 0) {
-      fprintf(stderr, "fusetrace-exec: bad CHANFD '%s'\n", argv[2]);
+  if (argc > 1 && strcmp(argv[1], "--private-mounts") == 0) {
+    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) != 0) {
+      fprintf(stderr, "fusetrace-exec: cannot make a private mount namespace: %s\n", strerror(errno));
       return 127;
     }
-    arg = 3;
+    arg = 2;
+  }
+  if (argc > arg + 1 && strcmp(argv[arg], "--notify") == 0) {
+    chan = parse_fd(argv[arg + 1]);
+    if (chan < 0) {
+      fprintf(stderr, "fusetrace-exec: bad CHANFD '%s'\n", argv[arg + 1]);
+      return 127;
+    }
+    arg += 2;
   }
   if (argc < arg + 2) {
-    fprintf(stderr, "usage: fusetrace-exec [--notify CHANFD] SOCKFD|- SERVER [ARGS...]\n");
+    fprintf(stderr, "usage: fusetrace-exec [--private-mounts] [--notify CHANFD] SOCKFD|- SERVER [ARGS...]\n");
     return 127;
   }
   long fd = strcmp(argv[arg], "-") == 0 ? -1 : parse_fd(argv[arg]);

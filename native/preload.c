@@ -51,7 +51,9 @@ extern char** environ;
 /* fuse_kernel.h: FUSE_DEV_IOC_CLONE = _IOR(229, 0, uint32_t) */
 #define FT_DEV_IOC_CLONE _IOR(229, 0, uint32_t)
 
-enum { ST_INERT = 0, ST_WAITING = 1, ST_ACTIVE = 2, ST_RELAY = 3 };
+/* ST_REPLAY: `fusetrace replay` (FUSETRACE_REPLAY=1): no takeover and no ring; the server reads the
+ * replay socket itself, and end-of-file on it becomes ENODEV (replay_readv). */
+enum { ST_INERT = 0, ST_WAITING = 1, ST_ACTIVE = 2, ST_RELAY = 3, ST_REPLAY = 4 };
 
 static int g_fd = -1;          /* N: the fd the server reads frames from */
 static int g_state = ST_INERT;
@@ -59,6 +61,7 @@ static int g_orphan;           /* fusetrace is gone: reads return end-of-file, a
 static int g_watch_fd = -1;    /* the socket, kept after the takeover to notice fusetrace's end */
 static unsigned long long g_sock_ino;
 static int g_discover;         /* FUSETRACE_FD=any: N is wherever the socket lands (see above) */
+static int g_replay_hello;     /* ST_REPLAY: the hello went out (once, at the first read of N) */
 static unsigned g_test_delay_us;  /* FUSETRACE_TEST_WRITE_DELAY_US: widen the write-to-publish gap (tests) */
 static unsigned g_test_read_delay_us;  /* FUSETRACE_TEST_READ_DELAY_US: widen the read-to-record gap of
                                           requests other than FUSE_INTERRUPT (tests) */
@@ -190,6 +193,8 @@ __attribute__((constructor)) static void ft_init(void) {
   if (rdelay) g_test_read_delay_us = (unsigned)strtoul(rdelay, NULL, 10);
   const char* mf = getenv("FUSETRACE_MAX_FRAME");
   if (mf && atol(mf) > 0) g_max_frame_env = (size_t)atol(mf);
+  const char* replay = getenv("FUSETRACE_REPLAY");
+  int replaying = replay && strcmp(replay, "1") == 0;
   clean_environment();
   if (!ok) return;
   /* fusetrace is this server's parent (it exec'd the server through fusetrace-exec, keeping its
@@ -207,7 +212,7 @@ __attribute__((constructor)) static void ft_init(void) {
   struct stat st;
   if (n >= 0 && fstat((int)n, &st) == 0 && S_ISSOCK(st.st_mode) && (unsigned long long)st.st_ino == g_sock_ino)
     fcntl((int)n, F_SETFD, fcntl((int)n, F_GETFD) | FD_CLOEXEC);
-  g_state = ST_WAITING;
+  g_state = replaying ? ST_REPLAY : ST_WAITING;
   __atomic_store_n(&g_fd, (int)n, __ATOMIC_RELEASE);
 }
 
@@ -215,7 +220,7 @@ static inline int state(void) { return __atomic_load_n(&g_state, __ATOMIC_ACQUIR
 
 /* Still looking for the socket (FUSETRACE_FD=any, before the takeover). */
 static inline int discovering(void) {
-  return g_discover && __atomic_load_n(&g_fd, __ATOMIC_RELAXED) < 0 && state() == ST_WAITING;
+  return g_discover && __atomic_load_n(&g_fd, __ATOMIC_RELAXED) < 0 && (state() == ST_WAITING || state() == ST_REPLAY);
 }
 
 /* Is `fd` fusetrace's socket? Then it becomes N. */
@@ -659,7 +664,38 @@ static void record_proc(uint32_t pid) {
   ring_publish(r, pos, FT_REC_PROC);
 }
 
+/* Replay: a recorded session that ended at an unmount ends the same way. There the server's next
+ * read of /dev/fuse failed with ENODEV (fs/fuse/dev.c fuse_dev_do_read: the connection is gone and
+ * was not aborted), which libfuse's loop takes for a clean end (exit 0), whereas end-of-file on a
+ * socket is "short read on fuse device" (exit 1). The replayer ends a session by closing its end of
+ * the socket, so end-of-file on N is turned into ENODEV. The hello tells the replayer that this
+ * translation is in place (a server that reads without libc, such as Go's, never sends it). */
+static void replay_hello(int fd) {
+  if (__atomic_exchange_n(&g_replay_hello, 1, __ATOMIC_ACQ_REL)) return;
+  uint8_t m[16];
+  uint32_t len = 16;
+  int32_t code = FT_REPLAY_HELLO_CODE;
+  uint64_t magic = FT_MAGIC;
+  memcpy(m, &len, 4);
+  memcpy(m + 4, &code, 4);
+  memcpy(m + 8, &magic, 8);
+  int e = errno;
+  send(fd, m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT);
+  errno = e;
+}
+
+static ssize_t replay_readv(int fd, const struct iovec* iov, int iovcnt) {
+  replay_hello(fd);
+  ssize_t n = iovcnt == 1 ? real_read(fd, iov[0].iov_base, iov[0].iov_len) : real_readv(fd, iov, iovcnt);
+  if (n == 0) {
+    errno = ENODEV;
+    return -1;
+  }
+  return n;
+}
+
 static ssize_t traced_readv(int fd, const struct iovec* iov, int iovcnt) {
+  if (state() == ST_REPLAY) return replay_readv(fd, iov, iovcnt);
   ensure_takeover();
   ssize_t p = pending_pop(iov, iovcnt);
   if (p != -2) return p;
@@ -753,6 +789,14 @@ ssize_t splice(int fd_in, loff_t* off_in, int fd_out, loff_t* off_out, size_t le
   if (!real_splice) resolve();
   int out = tracked(fd_out) && state() == ST_ACTIVE;
   if (!out && !tracked(fd_in)) return real_splice(fd_in, off_in, fd_out, off_out, len, flags);
+  if (!out && state() == ST_REPLAY) {
+    /* libfuse SPLICE_READ from the replay socket: end-of-file becomes ENODEV here too (replay_readv). */
+    replay_hello(fd_in);
+    ssize_t n = real_splice(fd_in, off_in, fd_out, off_out, len, flags);
+    if (n != 0) return n;
+    errno = ENODEV;
+    return -1;
+  }
   /* The frame passes through this thread's buffer instead of a pipe, so it is recorded like any
    * other (the fusetrace-exec seccomp filter already makes vmsplice fail, so libfuse and go-fuse
    * normally write replies with writev; this path is for a server started without it). */

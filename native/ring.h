@@ -30,6 +30,10 @@
 #define FT_ACK_OPCODE 0x46540002u        /* fuse_in_header.opcode: no FUSE opcode */
 #define FT_ACK_LEN 48u                   /* fuse_in_header (40) + status (4) + pad (4) */
 #define FT_ACK_ACCEPTED 0u
+/* Replay (FUSETRACE_REPLAY=1, preload.c): the server's first read of the replay socket sends
+ * {16, FT_REPLAY_HELLO_CODE, FT_MAGIC} first, telling the replayer that end-of-file on that
+ * socket will reach the server as ENODEV, as an unmount does (src/replay/link.ts). */
+#define FT_REPLAY_HELLO_CODE 0x46540003
 
 #define FT_RING_MAGIC 0x47525446u        /* "FTRG" */
 #define FT_RING_VERSION 2u

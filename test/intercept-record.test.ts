@@ -5,11 +5,11 @@
 // unmount, nothing left (no mount, no process).
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, readFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { requireFuse } from './helpers/fuse-env.js';
-import { buildExample } from './helpers/build.js';
-import { CleanupRegistry, isMounted, mountAt, runDirect, unmount, waitExit } from './helpers/mount.js';
+import { buildExample, buildServer } from './helpers/build.js';
+import { CleanupRegistry, isMounted, mountAt, runCommand, runDirect, unmount, waitExit } from './helpers/mount.js';
 import { CASES, requireBin, source } from './helpers/server-families.js';
 import { buildCli, CLI, dbIn, expectCompletePairing, inNamespaceAs, readTrace, recorder } from './helpers/record.js';
 
@@ -76,7 +76,13 @@ describe('record and replay with the command line unchanged, as root', () => {
       const r = spawnSync(process.execPath, [CLI, '--db', rec.db, 'replay', '--', ...argv, mnt], { encoding: 'utf8', timeout: 60_000 });
       expect(r.stdout + r.stderr, r.stdout + r.stderr).toMatch(/result: all replies matched/);
       expect(r.status).toBe(0);
+      // The replay ends the session as the unmount did (ENODEV, or end-of-file for a relayed
+      // server) and the server exits 0 again, as when recorded (issue 16).
+      expect(r.stdout).toMatch(/^the server ended as recorded at the end of the session: exit code 0$/m);
       expect(isMounted(mnt)).toBe(false);
+      // Nothing of the replay reached the host: the mountpoint directory is as it was (go-fuse's
+      // pollHack file is on a tmpfs in the server's own mount namespace).
+      expect(readdirSync(mnt)).toEqual([]);
     });
   }
 
@@ -134,6 +140,97 @@ describe('record and replay with the command line unchanged, as root', () => {
     expect(pidGone(serverPid)).toBe(true);
     expect(existsSync(dbIn(dir))).toBe(false);
   }, 40_000);
+});
+
+/** The server under fusetrace: the one child of its main thread, once started. */
+async function serverPidOf(fusetracePid: number): Promise<number> {
+  for (let i = 0; i < 250; i++) {
+    const kids = readFileSync(`/proc/${fusetracePid}/task/${fusetracePid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    if (kids.length === 1) return kids[0];
+    await sleep(20);
+  }
+  throw new Error(`fusetrace ${fusetracePid} started no server`);
+}
+
+describe('a server that mounts twice (test/servers/twice_fs.c): the first mount is recorded, the second served directly', () => {
+  // What a user expects: the first mount is the session (one session records one FUSE
+  // connection); the second works for the server as without fusetrace, is not recorded, and one
+  // line says so, naming it; when the session ends nothing is left mounted, whoever unmounts what.
+  async function start(extra: string[]) {
+    const dir = reg.tempDir();
+    const mnt = reg.mountpoint();
+    const second = reg.mountpoint();
+    const rec = await startRecord(buildServer('twice_fs'), ['-f', ...extra, `--second=${second}`], mnt, dbIn(dir));
+    const deadline = Date.now() + 15_000;
+    while (!isMounted(second) && Date.now() < deadline) await sleep(20);
+    expect(readFileSync(join(mnt, 'which'), 'utf8')).toBe('mount 1\n');
+    expect(readFileSync(join(second, 'which'), 'utf8')).toBe('mount 2\n');
+    const notes = rec.stderr().split('\n').filter((l) => l.startsWith('fusetrace:') && l.includes(second));
+    expect(notes).toEqual([`fusetrace: the server mounted again on ${second} (pid ${rec.serverPid}): that mount is served directly and not recorded (one session records one FUSE connection)`]);
+    return { rec, mnt, second };
+  }
+  /** The trace holds the first mount's traffic and none of the second's. */
+  function expectOnlyFirst(db: string) {
+    const { frames } = readTrace(db);
+    expectCompletePairing(frames);
+    const replies = frames.filter((f) => f.dir === 1).map((f) => f.data.subarray(16).toString('latin1'));
+    expect(replies.some((d) => d.includes('mount 1\n'))).toBe(true);
+    expect(replies.some((d) => d.includes('mount 2\n'))).toBe(false);
+  }
+
+  it('SIGTERM to fusetrace ends the session and the server, which unmounts its second mount: nothing left', async () => {
+    const { rec, mnt, second } = await start([]);
+    rec.child.kill('SIGTERM');
+    expect(await rec.exited, rec.stderr()).toEqual({ code: 0, signal: null });
+    expect(isMounted(mnt)).toBe(false);
+    expect(isMounted(second)).toBe(false);
+    expect(pidGone(rec.serverPid)).toBe(true);
+    expectOnlyFirst(rec.db);
+  }, 30_000);
+
+  it('a server that exits at its first unmount, leaving its second mount: fusetrace unmounts it and says so', async () => {
+    const { rec, mnt, second } = await start(['--exit-after-first']);
+    await unmount(mnt);
+    expect(await rec.exited, rec.stderr()).toEqual({ code: 0, signal: null });
+    // Before: the second mount stayed, disconnected ("Transport endpoint is not connected").
+    expect(isMounted(second)).toBe(false);
+    expect(rec.stderr()).toContain(`fusetrace: unmounted ${second}: the server left its unrecorded mount behind\n`);
+    expect(rec.stderr()).toMatch(/ended by unmount; server exited 0\n$/);
+    expect(pidGone(rec.serverPid)).toBe(true);
+    expectOnlyFirst(rec.db);
+  }, 30_000);
+});
+
+describe('a server that mounts but never answers FUSE_INIT (stuck_fs --limbo), under interception', () => {
+  // record-signals.test.ts covers this on the /dev/fd/N fallback (FUSETRACE_INTERCEPT=0), where
+  // fusetrace mounts; here the server mounts by itself, its mount is intercepted, then it parks
+  // its fuse fd (fusetrace's socket) where nobody reads it and ignores SIGTERM (libfuse's
+  // handler only asks a loop that never runs to exit).
+  it('warned after 10 s; SIGTERM ends it within 5 s while a process waits on the mount: no mount, no process', async () => {
+    const dir = reg.tempDir();
+    const mnt = reg.mountpoint();
+    const rec = await startRecord(buildServer('stuck_fs'), ['-f', '--limbo'], mnt, dbIn(dir), { noWait: true });
+    const deadline = Date.now() + 15_000;
+    while (!isMounted(mnt) && Date.now() < deadline) await sleep(20);
+    expect(isMounted(mnt), rec.stderr()).toBe(true);
+    const serverPid = await serverPidOf(rec.pid);
+    reg.process(serverPid);
+    // Someone waits on the mountpoint for the INIT that never comes.
+    const waiter = runCommand('stat', [mnt], 30_000);
+    const warnBy = Date.now() + 20_000;
+    while (!/has not answered FUSE_INIT after 10 s/.test(rec.stderr()) && Date.now() < warnBy) await sleep(100);
+    expect(rec.stderr()).toMatch(/^fusetrace: the server has not answered FUSE_INIT after 10 s: it mounted but does not serve$/m);
+    const t0 = Date.now();
+    rec.child.kill('SIGTERM');
+    const exit = await rec.exited;
+    expect(Date.now() - t0, rec.stderr()).toBeLessThan(5_000);
+    expect(exit, rec.stderr()).toEqual({ code: 0, signal: null });
+    expect(isMounted(mnt)).toBe(false);
+    expect(pidGone(serverPid)).toBe(true);
+    expect((await waiter).timedOut).toBe(false);
+    expect(rec.stderr()).not.toMatch(/left disconnected|busy/);
+    expect(JSON.parse(readTrace(rec.db).session.meta!).intercepted).toBe(true);
+  }, 45_000);
 });
 
 describe('record as an ordinary user (uid 65534, a 0666 /dev/fuse in a private mount namespace)', () => {

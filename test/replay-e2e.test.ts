@@ -118,6 +118,7 @@ interface JsonReport {
   results: JsonResult[];
   unexpected: unknown[];
   order: string[] | null;
+  serverExit: { code: number | null; signal: string | null; early: boolean; asRecorded: boolean; compared: boolean; recorded: { code: number | null; signal: string | null } | null };
   ok: boolean;
 }
 
@@ -192,6 +193,9 @@ describe('fusetrace replay of a passthrough_ll session', () => {
       expect(rep.counts.missing).toBe(0);
       expect(rep.counts.unexpected).toBe(0);
       expect(rep.counts.skipped).toBe(0);
+      // The replay ended as the unmount did (ENODEV at the server's next read), and passthrough_ll
+      // exited 0 as when recorded, not 1 ("short read on fuse device").
+      expect(rep.serverExit).toMatchObject({ code: 0, signal: null, early: false, compared: true, asRecorded: true, recorded: { code: 0, signal: null } });
       // The workload's requests really were replayed and compared.
       const ops = new Set(rep.results.map((x) => x.op));
       for (const op of ['INIT', 'LOOKUP', 'CREATE', 'WRITE', 'READ', 'RENAME', 'UNLINK', 'RMDIR', 'MKDIR']) expect(ops).toContain(op);

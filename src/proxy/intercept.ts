@@ -145,6 +145,11 @@ export interface InterceptStrategy {
   unmount(call: FuseMountCall, flags: number): Promise<void>;
   /** The fd `mount` returned is now the caller's too (ADDFD succeeded); e.g. close our copy. */
   placed?(call: FuseMountCall, fd: number): void;
+  /**
+   * The server runs in a mount namespace of its own (exec_helper.c --private-mounts; root only):
+   * what `mount` puts at its mountpoint there is seen by the server's processes only.
+   */
+  readonly privateMounts?: boolean;
 }
 
 /** What happened to one intercepted call, for the caller's log and the session. */
@@ -324,7 +329,8 @@ export function spawnIntercepted(
   const chanFd = stdio.length;
   let child: ChildProcess;
   try {
-    child = spawn(execHelperPath(), ['--notify', String(chanFd), sockFd === undefined ? '-' : String(sockFd), ...argv], {
+    const ns = strategy.privateMounts ? ['--private-mounts'] : [];
+    child = spawn(execHelperPath(), [...ns, '--notify', String(chanFd), sockFd === undefined ? '-' : String(sockFd), ...argv], {
       ...spawnOpts,
       argv0: spawnOpts.argv0 ?? argv[0],
       stdio: [...stdio, theirs] as SpawnOptions['stdio'],

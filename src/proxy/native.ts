@@ -205,6 +205,19 @@ export interface Supervisor {
   addFd(id: bigint, pid: number, srcFd: number, targetFd: number): void;
 }
 
+/**
+ * The replayer's end of a replay socket (native/replay_socket.cc), watched on the JS thread's event
+ * loop: `onFrames(data, ends, status)` gets every message queued at once (frame i is
+ * data[ends[i-1] .. ends[i])); status 0 while open, 1 after end-of-file, -errno after a failed read.
+ */
+export interface ReplaySocket {
+  start(): void;
+  /** Stops watching (call before closing the fd). */
+  close(): void;
+  /** sendmmsg(2) with MSG_DONTWAIT of frames[from..] in order: how many went (0: no room), or -errno. */
+  sendBatch(frames: Buffer[], from: number): number;
+}
+
 interface Addon {
   version(): number;
   mountFuse(source: string, target: string, fstype: string, flags: number, data: string): void;
@@ -218,6 +231,7 @@ interface Addon {
   Pump: new (opts: PumpOptions, onWake: () => void) => Pump;
   Attach: new (opts: AttachOptions, onWake: () => void) => Attach;
   Supervisor: new (listenerFd: number, onRequest: (r: MountRequest) => void, onEnd: () => void) => Supervisor;
+  ReplaySocket: new (fd: number, maxFrame: number, onFrames: (data: Buffer, ends: Uint32Array, status: number) => void) => ReplaySocket;
 }
 
 function buildDir(): string {

@@ -5,19 +5,25 @@
  * options on a /dev/fuse fd of its own (the pump's), and the server end of the socketpair takes
  * the caller's fd number. A server that mounts again (several mountpoints, or a remount after an
  * unmount) gets those mounts directly, on a device fd of their own, and a note says they are not
- * recorded: one session is one FUSE connection.
+ * recorded: one session is one FUSE connection. They live as long as the server does: when it ends
+ * (by itself, or stopped with the session) it normally unmounts them, and that unmount is performed
+ * as asked; a mount it leaves behind fusetrace unmounts once no process of the server is left,
+ * because fusetrace made it and nobody can serve it any more (natively a disconnected mount would
+ * stay; a session must end with nothing mounted).
  *
  * The server's own unmount (libfuse's fuse_session_unmount at exit, `fusermount3 -u`) of the
  * recorded mountpoint is performed as asked; if the mount is already gone (the user or fusetrace
  * unmounted it: through a socket libfuse cannot see POLLERR, lib/mount.c fuse_kern_unmount, and
  * unmounts anyway) it is answered 0 without touching whatever is mounted there now.
  */
+import { spawnSync } from 'node:child_process';
 import { closeSync } from 'node:fs';
 import { UserError } from '../errors.js';
 import { InterceptMount, ServerProcess } from '../server/process.js';
 import { errnoName } from '../protocol/errno.js';
 import { mountLikeCaller, type FuseMountCall, type InterceptEvent, type InterceptStrategy, type Interceptor } from './intercept.js';
 import { MNT_DETACH, mountAt, unmountFuse, type FuseMount } from './mount.js';
+import { native } from './native.js';
 import { MOUNT_FLAG_OPTIONS, type MountOptions } from './args.js';
 
 /**
@@ -89,7 +95,7 @@ export class RecordMountStrategy implements InterceptStrategy {
       return this.serverFd;
     }
     this.others.push({ mount, device });
-    this.say(`the server mounted again on ${call.target} (pid ${call.pid}): that mount is served directly and not recorded`);
+    this.say(`the server mounted again on ${call.target} (pid ${call.pid}): that mount is served directly and not recorded (one session records one FUSE connection)`);
     return mount.devFd;
   }
 
@@ -118,14 +124,52 @@ export class RecordMountStrategy implements InterceptStrategy {
     this.others.splice(i, 1);
   }
 
-  /** Closes the device fds of the unrecorded mounts (after the server is gone). */
+  /** No process is under the interception filter any more: the server and all it started are gone. */
+  serverGone(): void {
+    this.gone = true;
+  }
+  private gone = false;
+
+  /**
+   * Closes the device fds of the unrecorded mounts (after the server is gone, or in the
+   * background). Closing the last fd of a connection aborts it (fs/fuse/dev.c fuse_dev_release);
+   * an unrecorded mount still there when no process of the server is left is then unmounted, and
+   * said so. A server in the background keeps its own fd, and its mounts stay with it.
+   */
   close(): void {
-    for (const o of this.others.splice(0)) closeSync(o.mount.devFd);
+    for (const o of this.others.splice(0)) {
+      closeSync(o.mount.devFd);
+      if (!this.gone || o.device === undefined || mountAt(o.mount.mountpoint)?.device !== o.device) continue;
+      const err = unmountNowSync(o.mount);
+      this.say(
+        err
+          ? `cannot unmount ${o.mount.mountpoint}, the server's unrecorded mount that it left behind: ${err}`
+          : `unmounted ${o.mount.mountpoint}: the server left its unrecorded mount behind`,
+      );
+    }
     if (this.serverFd >= 0) {
       closeSync(this.serverFd);
       this.serverFd = -1;
     }
   }
+}
+
+/**
+ * unmountFuse, synchronously (close() runs at the very end of a session): umount2 as root, else
+ * `fusermount3 -u`. Never lazy: a lazy unmount of a disconnected mount would hide that it failed.
+ * Returns the failure, or undefined.
+ */
+function unmountNowSync(m: FuseMount): string | undefined {
+  if (m.via === 'mount') {
+    try {
+      native().umount(m.mountpoint, 0);
+      return undefined;
+    } catch (err) {
+      return (err as Error).message;
+    }
+  }
+  const r = spawnSync('fusermount3', ['-u', '--', m.mountpoint], { encoding: 'utf8', timeout: 10_000 });
+  return r.status === 0 ? undefined : r.stderr.trim() || `fusermount3 -u: exit ${r.status}`;
 }
 
 /** How waiting for the server's first mount ended. */
@@ -253,6 +297,8 @@ export async function startIntercepted(s: InterceptedSpawn): Promise<Intercepted
     throw new UserError(`cannot start ${s.argv[0]} under the mount interception: ${(err as Error).message} (FUSETRACE_INTERCEPT=0 falls back to /dev/fd/N)`);
   }
   const interceptor = server.interceptor!;
+  // Before anything else waits on it: close() must know, when it runs, that nobody is left.
+  void interceptor.done.then(() => strategy.serverGone());
   const wait = await awaitFirstMount({
     strategy,
     filterGone: interceptor.done,

@@ -238,12 +238,102 @@ export interface FieldDiff {
 
 /**
  * Checks a server-chosen identifier through the translation: `kind` is the leaf's name (nodeid,
- * generation, fh, ino, off). Returns null when `live` is what `recorded` translates to.
+ * generation, fh, ino, off). Returns null when `live` is what `recorded` translates to. Must not
+ * change anything (compareTrees may ask twice); `path` names the leaf for messages, and is empty
+ * when only a match is asked.
  */
 export type TranslateCheck = (kind: string, recorded: bigint, live: bigint, path: string) => string | null;
 
+/**
+ * Rules looked up by path without building the path: one node per path segment (array indices
+ * skipped, as in FlatLeaf.segs), the rule per file type cached on the node. Per rule list.
+ */
+interface RuleNode {
+  children: Map<string, RuleNode>;
+  segs: string[];
+  byType: Map<number, RuleMode>;
+}
+
+const ruleTries = new WeakMap<readonly NormRule[], RuleNode>();
+
+function childNode(node: RuleNode, seg: string): RuleNode {
+  let c = node.children.get(seg);
+  if (!c) {
+    c = { children: new Map(), segs: [...node.segs, seg], byType: new Map() };
+    node.children.set(seg, c);
+  }
+  return c;
+}
+
+function modeAt(rules: readonly NormRule[], node: RuleNode, type: number): RuleMode {
+  let m = node.byType.get(type);
+  if (m === undefined) {
+    m = ruleFor(rules, node.segs, type)?.mode ?? 'exact';
+    node.byType.set(type, m);
+  }
+  return m;
+}
+
+/** Thrown by sameTree when the two trees are not leaf-for-leaf equal: the full comparison says how. */
+const DIFFERENT = Symbol('different');
+
+/**
+ * True when two decoded replies have the same shape and every leaf is equal under the rules: the
+ * common case, answered by walking both trees together, with no flattened leaf lists, path
+ * strings or maps. Any difference (a field, a missing or extra field, another shape) returns
+ * false, and compareTrees then runs the full comparison that names the differences.
+ */
+function sameTree(recorded: unknown, live: unknown, rules: readonly NormRule[], check: TranslateCheck): boolean {
+  let root = ruleTries.get(rules);
+  if (!root) {
+    root = { children: new Map(), segs: [], byType: new Map() };
+    ruleTries.set(rules, root);
+  }
+  const leaf = (v: unknown): boolean => v === null || typeof v !== 'object' || v instanceof Uint8Array;
+  const walk = (a: unknown, b: unknown, node: RuleNode, type: number): void => {
+    if (a === undefined || b === undefined) {
+      if (a !== b) throw DIFFERENT;
+      return;
+    }
+    if (leaf(a) || leaf(b)) {
+      if (!leaf(a) || !leaf(b)) throw DIFFERENT;
+      const mode = modeAt(rules, node, type);
+      if (mode === 'ignore') return;
+      const x = Buffer.isBuffer(a) || !(a instanceof Uint8Array) ? a : Buffer.from(a);
+      const y = Buffer.isBuffer(b) || !(b instanceof Uint8Array) ? b : Buffer.from(b);
+      if (!leafEqual(x as Leaf, y as Leaf, mode, node.segs[node.segs.length - 1], check)) throw DIFFERENT;
+      return;
+    }
+    if (Array.isArray(a) || Array.isArray(b)) {
+      if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) throw DIFFERENT;
+      for (let i = 0; i < a.length; i++) walk(a[i], b[i], node, type);
+      return;
+    }
+    const oa = a as Record<string, unknown>;
+    const ob = b as Record<string, unknown>;
+    const mode = oa.mode;
+    const t = typeof mode === 'number' ? mode & S_IFMT : type;
+    let n = 0;
+    for (const k in oa) {
+      n++;
+      if (!(k in ob)) throw DIFFERENT;
+      walk(oa[k], ob[k], childNode(node, k), t);
+    }
+    for (const _k in ob) n--;
+    if (n !== 0) throw DIFFERENT;
+  };
+  try {
+    walk(recorded, live, root, 0);
+    return true;
+  } catch (e) {
+    if (e === DIFFERENT) return false;
+    throw e;
+  }
+}
+
 /** Compares two decoded replies; returns the differing fields in recorded field order. */
 export function compareTrees(recorded: unknown, live: unknown, rules: readonly NormRule[], check: TranslateCheck): FieldDiff[] {
+  if (sameTree(recorded, live, rules, check)) return [];
   const rec = flatten(recorded);
   const liv = flatten(live);
   const liveBy = new Map(liv.map((l) => [l.path, l]));
@@ -269,6 +359,23 @@ export function compareTrees(recorded: unknown, live: unknown, rules: readonly N
     diffs.push({ field: l.path, recorded: '(absent)', live: show(l.value, l.segs), mode });
   }
   return diffs;
+}
+
+/** compareLeaf(...) === null, without making the diff (sameTree; `kind` is the leaf's name). */
+function leafEqual(a: Leaf, b: Leaf, mode: RuleMode, kind: string, check: TranslateCheck): boolean {
+  if (mode === 'translate' && (typeof a === 'bigint' || typeof a === 'number') && (typeof b === 'bigint' || typeof b === 'number')) {
+    return check(kind, BigInt(a), BigInt(b), '') === null;
+  }
+  if (mode === 'length' && (Buffer.isBuffer(a) || typeof a === 'string') && (Buffer.isBuffer(b) || typeof b === 'string')) return a.length === b.length;
+  if (Buffer.isBuffer(a) && Buffer.isBuffer(b)) return a.equals(b);
+  if (typeof a === 'bigint' || typeof b === 'bigint') {
+    try {
+      return BigInt(a as never) === BigInt(b as never);
+    } catch {
+      return false;
+    }
+  }
+  return a === b;
 }
 
 function compareLeaf(r: FlatLeaf, l: FlatLeaf, mode: RuleMode, check: TranslateCheck): FieldDiff | null {

@@ -109,4 +109,56 @@ describe('reports', () => {
     expect(formatJunit(other)).toMatch(/<failure type="unexpected"[^>]*>[^<]*the server ended during the replay: SIGABRT/);
     expect(make('unmount', null, { signal: null, code: 0 }).ok).toBe(false);
   });
+
+  it('at the end of the replay the exit status is compared with the recorded one where the recorded end was reproduced', () => {
+    type Live = { code: number | null; signal: NodeJS.Signals | null; byReplayer?: boolean; end?: 'enodev' | 'eof' | 'sigterm'; enodevReady?: boolean };
+    const make = (endReason: string | null, serverExitCode: number | null, live: Live) =>
+      buildReport(
+        {
+          plan: { session: { id: 1, name: null, command: ['x'], snaplen: null, endReason, serverExitCode, serverSignal: null }, init: send(2n, Opcode.INIT), events: [], maxLen: 0 },
+          argv: ['srv'], timing: 'asap', rules: DEFAULT_RULES,
+        },
+        {
+          results: [], unexpected: [], order: [], sent: 1, interruptLateMs: 0, notifications: { total: 0, matched: 0 }, elided: {},
+          server: { byReplayer: false, ...live, early: false, stderr: '' },
+        },
+      );
+    // Recorded: unmount, exit 0. Live: ENODEV reached the server, exit 0.
+    const same = make('unmount', 0, { code: 0, signal: null, end: 'enodev', enodevReady: true });
+    expect(same.ok).toBe(true);
+    expect(same.serverExit).toMatchObject({ compared: true, asRecorded: true, recorded: { code: 0, signal: null }, note: null });
+    expect(formatText(same)).toMatch(/^the server ended as recorded at the end of the session: exit code 0$/m);
+    // A server that now exits 1 (libfuse's "short read on fuse device") fails the replay.
+    const worse = make('unmount', 0, { code: 1, signal: null, end: 'eof' });
+    expect(worse.ok).toBe(false);
+    expect(formatText(worse)).toMatch(/^the server ended with exit code 1 at the end of the session, where the recorded one ended with exit code 0$/m);
+    expect(formatJunit(worse)).toMatch(/<failure type="unexpected"[^>]*>the server ended with exit code 1 at the end of the session/);
+    // Stopped with SIGTERM after ENODEV did not end it: a difference too.
+    expect(make('signal', 0, { code: null, signal: 'SIGTERM', byReplayer: true, end: 'enodev', enodevReady: true }).ok).toBe(false);
+    // The preload could not reach the server's reads (Go, static): not comparable, said why, not failing.
+    const unreachable = make('unmount', 0, { code: 1, signal: null, end: 'enodev', enodevReady: false });
+    expect(unreachable.ok).toBe(true);
+    expect(unreachable.serverExit.compared).toBe(false);
+    expect(formatText(unreachable)).toMatch(/^the server ended with exit code 1; not compared with the recording: the recorded server read \/dev\/fuse itself/m);
+    // Stopped by fusetrace's own signal after the unmount when recorded: not compared either.
+    const stopped = buildReport(
+      {
+        plan: { session: { id: 1, name: null, command: ['x'], snaplen: null, endReason: 'unmount', serverExitCode: null, serverSignal: 'SIGKILL' }, init: send(2n, Opcode.INIT), events: [], maxLen: 0 },
+        argv: ['srv'], timing: 'asap', rules: DEFAULT_RULES,
+      },
+      {
+        results: [], unexpected: [], order: [], sent: 1, interruptLateMs: 0, notifications: { total: 0, matched: 0 }, elided: {},
+        server: { code: 0, signal: null, byReplayer: false, early: false, stderr: '', end: 'eof' },
+      },
+    );
+    expect(stopped.ok).toBe(true);
+    expect(stopped.serverExit.note).toMatch(/fusetrace stopped it \(SIGKILL\)/);
+    // Ends the replay cannot produce: the server's own exit, fusetrace killed, an unknown exit status.
+    for (const [reason, code] of [['server-exit', 0], [null, null], ['error', 0], ['unmount', null]] as const) {
+      const r = make(reason, code, { code: null, signal: 'SIGTERM', byReplayer: true, end: 'sigterm' });
+      expect(r.ok).toBe(true);
+      expect(r.serverExit.compared).toBe(false);
+      expect(r.serverExit.note).toBeTruthy();
+    }
+  });
 });

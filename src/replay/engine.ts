@@ -13,10 +13,10 @@ import { decodeReply, decodeRequest, errnoName, formatLine, negotiateInit, opcod
 import { compareTrees, direntsByName, flatten, readdirAsSet, show, type FieldDiff, type NormRule } from './compare.js';
 import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER, isNoReply } from './ids.js';
 import { IdMap } from './idmap.js';
-import { ServerLink, type ServerExit } from './link.js';
+import { ServerLink, type ServerEnd, type ServerExit } from './link.js';
 import { prng } from '../util/prng.js';
 import { RecentMap, RecentSet } from './recent.js';
-import { mustFollow, orderTouch, type OrderTouch } from './pipeline.js';
+import { bindsOf, mustFollow, orderTouch, type OrderTouch } from './pipeline.js';
 import { interruptUnique, type PlanEvent, type PlanFrame, type ReplayPlan, type SendEvent } from './plan.js';
 
 /** --timing: `asap` sends as soon as the recorded order allows; `recorded` keeps recorded gaps, divided by `scale`. */
@@ -104,7 +104,14 @@ export interface ReplayResult {
   order: bigint[];
   /** Results not kept in `results` (ReplayOptions.keep), counted by outcome. */
   elided: Partial<Record<Outcome, number>>;
-  server: ServerExit & { early: boolean; stderr: string };
+  server: ServerExit & {
+    early: boolean;
+    stderr: string;
+    /** How the replay ended the server once the walk was over (link.ts ServerEnd; serverEnd()). */
+    end?: ServerEnd;
+    /** With end `enodev`: the server's reads went through the preload, so it read ENODEV, not end-of-file. */
+    enodevReady?: boolean;
+  };
   /** Requests sent to the server. */
   sent: number;
   /** How much later than its recorded point the latest INTERRUPT went out (timer lateness). */
@@ -181,6 +188,18 @@ const AHEAD_MAX = 32;
 /** Consecutive hangs after which the rest of the session is given up as missing. */
 const MAX_HANGS = 3;
 
+/**
+ * How the replay ends the server: as the recording ended it. An unmount (and a signal to
+ * `fusetrace record`, which unmounts) ended a server that read /dev/fuse itself (in-process) with
+ * ENODEV and a relayed one with end-of-file; a session that does not say how its server read gets
+ * what the kernel gives at an unmount, ENODEV. Any other end (the server's own exit, a crash, an
+ * error, fusetrace killed) has no counterpart the replay could produce, and SIGTERM ends it.
+ */
+export function serverEnd(s: ReplayPlan['session']): ServerEnd {
+  if (s.endReason !== 'unmount' && s.endReason !== 'signal') return 'sigterm';
+  return s.transport === 'relay' ? 'eof' : 'enodev';
+}
+
 /** Runs one replay. Never throws for server misbehaviour; that is what the result reports. */
 export async function runReplay(plan: ReplayPlan, opts: ReplayOptions): Promise<ReplayResult> {
   const replayer = new Replayer(plan, opts);
@@ -254,6 +273,7 @@ class Replayer {
       maxFrame,
       onFrame: (f) => this.onFrame(f),
       onEnd: () => this.onEnd(),
+      end: serverEnd(this.plan.session),
     });
     // Without CAP_NET_ADMIN the buffer is capped by net.core.wmem_max, and a frame that does not
     // fit cannot cross the socket as one message (record clamps max_write for this; a replay
@@ -312,7 +332,7 @@ class Replayer {
       unexpected: this.unexpected,
       order: this.order,
       elided: { ...this.elided },
-      server: { ...exit, early, stderr: this.link.stderr },
+      server: { ...exit, early, stderr: this.link.stderr, end: serverEnd(this.plan.session), enodevReady: this.link.enodevReady },
       sent: this.sentCount,
       interruptLateMs: this.interruptLateMs,
       notifications: { ...this.notifications },
@@ -514,7 +534,7 @@ class Replayer {
       this.orderTouches.set(ev, t);
     }
     // The recorded reply may have been read by the plan since.
-    if (t.binds === null && ev.reply) t.binds = orderTouch(ev).binds;
+    if (t.binds === null && ev.reply) t.binds = bindsOf(ev);
     return t;
   }
 
@@ -524,10 +544,33 @@ class Replayer {
    * barrier, at a notification the recording expects, and when the socket has no room.
    */
   private sendAhead(win: Lookahead<PlanEvent>): void {
+    const outbox: Buffer[] = [];
+    this.pickAhead(win, outbox);
+    if (outbox.length === 0) return;
+    // The requests picked go out together, in their order: one system call and one wake-up of
+    // the server. What the socket has no room for follows through the ordered send().
+    let sent = 0;
+    try {
+      sent = this.link.sendNowBatch(outbox);
+    } catch {
+      this.gone = true;
+      return;
+    }
+    for (let i = sent; i < outbox.length; i++) {
+      this.pending.push(this.link.send(outbox[i]).catch(() => {
+        this.gone = true;
+      }));
+    }
+  }
+
+  /** The requests of the window sendAhead() sends now, their translated frames into `outbox`. */
+  private pickAhead(win: Lookahead<PlanEvent>, outbox: Buffer[]): void {
     const bound = (n: bigint): boolean => this.ids.liveNodeid(n) !== undefined;
     const pending: OrderTouch[] = [];
     for (const sent of this.walking.values()) pending.push(this.orderOf(sent));
-    for (const ev of win.peek(AHEAD_WINDOW)) {
+    const n = win.ahead(AHEAD_WINDOW);
+    for (let i = 0; i < n; i++) {
+      const ev = win.at(i);
       if (this.walking.size >= AHEAD_MAX) return;
       if (ev.kind === 'expect') {
         if (!ev.request) return;
@@ -538,22 +581,21 @@ class Replayer {
       const t = this.orderOf(ev);
       if (t.barrier) return;
       // Sent now or not, what comes after it in the window must not overtake it.
-      if (!pending.some((p) => mustFollow(p, t, bound))) this.sendEarly(ev);
+      if (!pending.some((p) => mustFollow(p, t, bound))) this.sendEarly(ev, outbox);
       pending.push(t);
     }
   }
 
-  /** Sends one request ahead of its place if its ids translate and the socket has room now. */
-  private sendEarly(ev: SendEvent): boolean {
+  /**
+   * Picks one request to go ahead of its place if its ids translate: its frame joins `outbox` and
+   * it counts as sent from now (the outbox goes out before anything else is sent).
+   */
+  private sendEarly(ev: SendEvent, outbox: Buffer[]): boolean {
     const f = ev.frame;
     if (this.gone || f.data.length < f.len) return false;
     const tr = this.ids.translateRequest(f.data, ev.opcode);
     if ('missing' in tr) return false;
-    try {
-      if (!this.link.sendNow(tr.frame)) return false;
-    } catch {
-      return false;
-    }
+    outbox.push(tr.frame);
     this.early.add(ev);
     this.sentAt.set(f.unique, performance.now());
     this.noteSent(ev, f.data);
@@ -960,7 +1002,7 @@ class Replayer {
 
 // ---- helpers ----
 
-/** An iterator with a bounded look-ahead: peek(n) reads up to n events ahead without consuming them. */
+/** An iterator with a bounded look-ahead: ahead(n) reads up to n events ahead without consuming them, at(i) gives one. */
 class Lookahead<T> {
   private buf: T[] = [];
   private head = 0;
@@ -971,7 +1013,7 @@ class Lookahead<T> {
   next(): T | undefined {
     if (this.head < this.buf.length) {
       const v = this.buf[this.head++];
-      // Drop what was consumed now and then (peek() keeps the buffer from ever running empty).
+      // Drop what was consumed now and then (ahead() keeps the buffer from ever running empty).
       if (this.head >= 1024) {
         this.buf = this.buf.slice(this.head);
         this.head = 0;
@@ -984,14 +1026,19 @@ class Lookahead<T> {
     return r.done ? undefined : r.value;
   }
 
-  /** The next (up to) n items, not consumed. */
-  peek(n: number): T[] {
+  /** Reads up to n items ahead, not consumed; returns how many there are (at(0) .. at(count - 1)). */
+  ahead(n: number): number {
     while (!this.done && this.buf.length - this.head < n) {
       const r = this.it.next();
       if (r.done) this.done = true;
       else this.buf.push(r.value);
     }
-    return this.buf.slice(this.head, this.head + n);
+    return Math.min(n, this.buf.length - this.head);
+  }
+
+  /** The i-th item ahead (i < ahead()'s count). */
+  at(i: number): T {
+    return this.buf[this.head + i];
   }
 }
 
@@ -1040,7 +1087,7 @@ export function replyTree(d: DecodedFrame): Record<string, unknown> {
   const data: Buffer[] = [];
   for (const p of d.parts) {
     if (p.kind === 'struct' && p.role === 'arg') {
-      let key = p.desc.name.replace(/^(fuse_|cuse_)/, '');
+      let key = treeKey(p.desc.name);
       if (key in t) key = `${key}_${args}`;
       t[key] = p.values;
       args++;
@@ -1058,6 +1105,17 @@ export function replyTree(d: DecodedFrame): Record<string, unknown> {
   }
   if (tails.length > 0) t.tail = Buffer.concat(tails);
   return t;
+}
+
+/** A struct's key in a reply tree: its fuse.h name without `fuse_` (made once per struct). */
+const treeKeys = new Map<string, string>();
+function treeKey(name: string): string {
+  let k = treeKeys.get(name);
+  if (k === undefined) {
+    k = name.replace(/^(fuse_|cuse_)/, '');
+    treeKeys.set(name, k);
+  }
+  return k;
 }
 
 /** Every leaf of a tree as [path, text], for the side-by-side view. */

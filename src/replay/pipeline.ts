@@ -57,7 +57,8 @@ export function orderTouch(ev: SendEvent): OrderTouch {
   return { ...t, barrier: !SCOPED.has(ev.opcode), reader: READERS.has(ev.opcode), binds: bindsOf(ev) };
 }
 
-function bindsOf(ev: SendEvent): bigint[] | null {
+/** Nodes and handles the recorded reply of `ev` hands out (null while that reply is not read). */
+export function bindsOf(ev: SendEvent): bigint[] | null {
   const at = ev.opcode === OP.LOOKUP ? ENTRY_NODEID_AT : ev.opcode === OP.OPEN || ev.opcode === OP.OPENDIR ? OPEN_FH_AT : -1;
   if (at < 0 || isNoReply(ev.opcode)) return [];
   if (!ev.reply) return null;

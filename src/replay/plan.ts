@@ -66,6 +66,13 @@ export interface SessionInfo {
   endReason: string | null;
   serverExitCode: number | null;
   serverSignal: string | null;
+  /**
+   * How the recorded server read its requests (sessions.meta.transport): `in-process` read
+   * /dev/fuse itself (an unmount ended it with ENODEV), `relay` read the proxy's socket (an unmount
+   * ended it with end-of-file); undefined when the session has no meta at all (a copy made by a
+   * tool, a fixture).
+   */
+  transport?: 'in-process' | 'relay';
 }
 
 export interface ReplayPlan {
@@ -100,6 +107,8 @@ function loadSession(src: ReplaySource, id: number): SessionInfo {
   const info: SessionInfo = {
     id: row.id, name: row.name, command: row.command, snaplen: row.snaplen,
     endReason: row.endReason, serverExitCode: row.serverExitCode, serverSignal: row.serverSignal,
+    // The recorder notes only `in-process`; a relayed session has meta without it.
+    transport: row.meta === null ? undefined : row.meta.transport === 'in-process' ? 'in-process' : 'relay',
   };
   // What the proxy changed in INIT (src/proxy/init.ts initChanges): the server's own limits.
   const ch = row.initChanges as { maxWrite?: { server?: number }; maxPages?: { server?: number } | null } | null;

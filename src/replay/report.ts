@@ -49,10 +49,22 @@ export interface ReplayReport {
   /** Uniques in the order they were sent; present with --seed. */
   order: bigint[] | null;
   /**
-   * How the server ended. `early`: on its own, before the replay was over; `asRecorded`: it did
-   * so the way it ended in the recording (a crash that reproduces: same signal, or same exit code).
+   * How the server ended. `early`: on its own, before the replay was over; `asRecorded`: the way
+   * it ended in the recording (a crash that reproduces: same signal, or same exit code; at the end
+   * of the replay: the recorded exit code after the recorded end, ENODEV or end-of-file).
+   * `recorded`: how the recorded server ended (null when the recording does not say);
+   * `compared`: whether the two were compared (a difference fails the replay); `note`: when not
+   * compared, why the recording's end cannot be reproduced.
    */
-  serverExit: { code: number | null; signal: string | null; early: boolean; asRecorded: boolean };
+  serverExit: {
+    code: number | null;
+    signal: string | null;
+    early: boolean;
+    asRecorded: boolean;
+    recorded: { code: number | null; signal: string | null } | null;
+    compared: boolean;
+    note: string | null;
+  };
   ok: boolean;
 }
 
@@ -89,12 +101,9 @@ export function buildReport(inp: ReportInputs, r: ReplayResult): ReplayReport {
   }
   const failing = inp.strict ? FAILING_STRICT : FAILING;
   const first = r.results.findIndex((x) => failing.has(x.outcome));
-  const s = inp.plan.session;
-  const asRecorded = r.server.early && (
-    (s.endReason === 'server-crash' && s.serverSignal !== null && s.serverSignal === r.server.signal) ||
-    (s.endReason === 'server-exit' && s.serverExitCode !== null && r.server.signal === null && s.serverExitCode === r.server.code));
+  const exit = compareExit(inp.plan.session, r.server);
   const ok = counts.diverged === 0 && counts.missing === 0 && counts.skipped === 0 && counts.unexpected === 0 &&
-    (!inp.strict || counts.race === 0) && (!r.server.early || asRecorded);
+    (!inp.strict || counts.race === 0) && (!exit.compared || exit.asRecorded);
   return {
     format: 'fusetrace-replay/1',
     session: { id: inp.plan.session.id, name: inp.plan.session.name, command: inp.plan.session.command },
@@ -109,9 +118,50 @@ export function buildReport(inp: ReportInputs, r: ReplayResult): ReplayReport {
     results: r.results,
     unexpected: r.unexpected,
     order: inp.seed === undefined ? null : r.order,
-    serverExit: { code: r.server.code, signal: r.server.signal, early: r.server.early, asRecorded },
+    serverExit: { code: r.server.code, signal: r.server.signal, early: r.server.early, ...exit },
     ok,
   };
+}
+
+/**
+ * The server's end against the recorded one. An early end (the server ended on its own during the
+ * replay) is always compared: only a recorded crash or exit that reproduces passes. At the end of
+ * the replay, the exit status is compared where the replay ended the server as the recording did
+ * (engine.ts serverEnd); otherwise `note` says why that end cannot be reproduced.
+ */
+function compareExit(s: ReplayPlan['session'], live: ReplayResult['server']): Omit<ReplayReport['serverExit'], 'code' | 'signal' | 'early'> {
+  const recorded = s.serverExitCode !== null || s.serverSignal !== null ? { code: s.serverExitCode, signal: s.serverSignal } : null;
+  const same = recorded !== null && recorded.signal === live.signal && (recorded.signal !== null || recorded.code === live.code);
+  if (live.early) {
+    const asRecorded = (s.endReason === 'server-crash' && s.serverSignal !== null && s.serverSignal === live.signal) ||
+      (s.endReason === 'server-exit' && s.serverExitCode !== null && live.signal === null && s.serverExitCode === live.code);
+    return { asRecorded, recorded, compared: true, note: null };
+  }
+  const notCompared = (note: string) => ({ asRecorded: false, recorded, compared: false, note });
+  if (s.endReason === 'server-exit' || s.endReason === 'server-crash') {
+    return notCompared('the recorded server ended on its own after its last frame; the replay cannot make it end there, so it ended the server with SIGTERM');
+  }
+  if (s.endReason !== 'unmount' && s.endReason !== 'signal') {
+    return notCompared(`the recording did not end at an unmount (${s.endReason === null ? 'fusetrace was killed' : `end reason ${s.endReason}`}); the replay ended the server with SIGTERM`);
+  }
+  if (recorded === null) return notCompared('the recording does not say how its server ended');
+  if (recorded.signal !== null) {
+    // After an unmount a signal is fusetrace's own SIGTERM/SIGKILL at the end of its grace period
+    // (src/proxy/session.ts); a crash would have ended the session as server-crash.
+    return notCompared(`the recorded server did not end at the unmount: fusetrace stopped it (${recorded.signal}), and the replay cannot tell what held it`);
+  }
+  if (live.end === 'enodev' && live.enodevReady === false) {
+    return notCompared(
+      'the recorded server read /dev/fuse itself and ended with ENODEV at the unmount; this one does not read its fuse fd ' +
+        "through libc's read (a Go or static server), so it read end-of-file instead",
+    );
+  }
+  return { asRecorded: same, recorded, compared: true, note: null };
+}
+
+/** The way a server ended, as a report says it: `exit code 0`, `SIGTERM`. */
+function exitText(e: { code: number | null; signal: string | null }): string {
+  return e.signal ?? `exit code ${e.code}`;
 }
 
 /** Exit status of `fusetrace replay`: 0 when everything matched, 1 on any divergence. */
@@ -153,6 +203,12 @@ export function formatText(r: ReplayReport): string {
     // libfuse's fuse_daemonize(): without -f the parent exits 0 and a child serves in the background.
     const hint = r.serverExit.code === 0 ? ' (a server that goes to the background, like libfuse without -f, must run in the foreground)' : '';
     lines.push(`the server ended during the replay: ${how}${hint}`);
+  } else if (r.serverExit.compared && r.serverExit.asRecorded) {
+    lines.push(`the server ended as recorded at the end of the session: ${exitText(r.serverExit)}`);
+  } else if (r.serverExit.compared) {
+    lines.push(`the server ended with ${exitText(r.serverExit)} at the end of the session, where the recorded one ended with ${exitText(r.serverExit.recorded!)}`);
+  } else {
+    lines.push(`the server ended with ${exitText(r.serverExit)}; not compared with the recording: ${r.serverExit.note}`);
   }
   if (r.firstDivergence !== null) {
     const x = r.results[r.firstDivergence];
@@ -266,11 +322,13 @@ export function formatJunit(r: ReplayReport): string {
     cases.push(`    <testcase classname="${xmlText(cls(x))}" name="${xmlText(name)}">${body}</testcase>`);
   }
   const endedEarly = r.serverExit.early && !r.serverExit.asRecorded;
-  if (r.unexpected.length > 0 || endedEarly) {
+  const endedOtherwise = !r.serverExit.early && r.serverExit.compared && !r.serverExit.asRecorded;
+  if (r.unexpected.length > 0 || endedEarly || endedOtherwise) {
     failures++;
     const text = [
       ...r.unexpected.map((u) => `unique ${u.unique}${u.request ? ` ${u.request}` : ''}: ${u.reply}`),
-      ...(endedEarly ? [`the server ended during the replay: ${r.serverExit.signal ?? `exit code ${r.serverExit.code}`}`] : []),
+      ...(endedEarly ? [`the server ended during the replay: ${exitText(r.serverExit)}`] : []),
+      ...(endedOtherwise ? [`the server ended with ${exitText(r.serverExit)} at the end of the session, where the recorded one ended with ${exitText(r.serverExit.recorded!)}`] : []),
     ].join('\n');
     cases.push(
       `    <testcase classname="fusetrace.replay.session${r.session.id}" name="no unexpected replies">` +

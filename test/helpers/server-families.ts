@@ -37,6 +37,16 @@ export const CASES: ServerCase[] = [
     check: readTree,
   },
   {
+    // go-fuse through fusermount3. Debian 12's rclone 1.60.1 has mount2 as a hidden command:
+    // `rclone help` lists only `mount`, but `rclone mount2 --help` documents it and it mounts.
+    // After its mount go-fuse opens a file in its own mountpoint (pollHack), which replay serves
+    // from a mount namespace of the server's own (src/replay/link.ts).
+    name: 'rclone mount2 (go-fuse, through fusermount3)',
+    bin: 'rclone',
+    setup: (d) => ['rclone', 'mount2', '--config', '/dev/null', source(d)],
+    check: readTree,
+  },
+  {
     name: 'gocryptfs (go-fuse; max_read)',
     bin: 'gocryptfs',
     setup: (d) => {
