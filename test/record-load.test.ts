@@ -34,6 +34,8 @@ function fio(dir: string, seconds: number): Promise<{ code: number | null; out: 
     '--name=load', `--directory=${dir}`, '--rw=randrw', '--bs=4k', '--size=4m', '--numjobs=8',
     '--time_based', `--runtime=${seconds}`, '--verify=crc32c', '--verify_backlog=64', '--verify_fatal=1',
     '--group_reporting', '--ioengine=psync',
+    // fio saves its verify state (local-load-N-verify.state) in the current directory: not the checkout.
+    '--verify_state_save=0',
   ];
   return new Promise((resolve) => {
     const p = spawn('fio', args, { stdio: ['ignore', 'pipe', 'pipe'] });
