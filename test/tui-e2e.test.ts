@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { requireFuse, repoRoot } from './helpers/fuse-env.js';
 import { buildServer } from './helpers/build.js';
-import { CleanupRegistry, isMounted, waitExit } from './helpers/mount.js';
+import { CleanupRegistry, isMounted, runCommand, unmount, waitExit } from './helpers/mount.js';
 import { buildCli, CLI } from './helpers/record.js';
 
 const reg = new CleanupRegistry();
@@ -253,5 +253,45 @@ describe('fusetrace tui in a real terminal (tmux)', () => {
     const screen = await t.waitFor('the exit status', (s) => /EXIT=\d+/.test(s));
     expect(screen).toMatch(/fusetrace: no session 7 in the trace file \(sessions: 1 \(fixture\)\)\nEXIT=2/);
     expect(t.alternate()).toBe('0');
+  });
+  it('works on a trace on a read-only file system: the TUI opens it and replays from it, and so does `replay` (issue 12)', async () => {
+    const db = await recordInterruptedRead();
+    // A tmpfs holding a copy of the trace (no -wal, no -shm: checkpointed above), remounted read-only.
+    const ro = reg.tempDir('fusetrace-tui-ro-');
+    const m = await runCommand('mount', ['-t', 'tmpfs', '-o', 'size=16m,mode=0755', 'fusetrace-test-ro', ro]);
+    expect(m.code, m.stderr).toBe(0);
+    reg.defer(async () => {
+      await unmount(ro);
+    });
+    const file = join(ro, 'trace.db');
+    copyFileSync(db, file);
+    const r = await runCommand('mount', ['-o', 'remount,ro', ro]);
+    expect(r.code, r.stderr).toBe(0);
+
+    const t = tmuxSession('ro');
+    await t.waitFor('the shell prompt', (s) => s.includes('e2e$'));
+    t.text(`node ${CLI} tui --db ${file} 2>/dev/null; echo EXIT=$?`);
+    t.keys('Enter');
+    let screen = await t.waitFor('the requests view', (s) => /row 1 of \d+/.test(s) && s.includes('fusetrace  session 1'));
+    expect(screen).toMatch(/READ +\/slow_eintr +\d+ server-sigread .* EINTR +interrupted \(eintr\)/);
+    t.keys('R');
+    await t.waitFor('the server prompt', (s) => s.includes('replay against server>'));
+    t.text(`${buildServer('interrupt_fs')} -f --delay-ms=300 --wait-ms=10000`);
+    t.keys('Enter');
+    screen = await t.waitFor('the replay report', (s) => /^result: /m.test(s), 60_000);
+    expect(screen).toContain('result: all replies matched');
+    t.keys('Escape');
+    await t.waitFor('the requests view after the replay', (s) => /row \d+ of \d+/.test(s));
+    t.keys('q');
+    await t.waitFor('the shell after q', (s) => s.includes('EXIT=0'));
+
+    const cli = spawnSync(process.execPath, [CLI, '--db', file, 'replay', '--', buildServer('interrupt_fs'), '-f', '--delay-ms=300', '--wait-ms=10000'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(cli.status, cli.stderr).toBe(0);
+    expect(cli.stdout).toContain('result: all replies matched');
+    // Nothing was written next to it (it could not be), and the file is unchanged.
+    expect(readFileSync(file).equals(readFileSync(db))).toBe(true);
   });
 });
