@@ -1,14 +1,12 @@
 /**
  * Unpacks what the pump's drain() returns into FrameRecords without copying frame bytes.
- * Layout: native/frame_queue.h struct FrameHeader (56 bytes), then cap_len bytes padded to 8.
+ * Layout: the packed batch of src/store/batch.ts (native/frame_queue.h struct FrameHeader, 56 bytes,
+ * then cap_len bytes padded to 8), decoded by its frameAt.
  */
 import type { FrameRecord } from '../store/writer.js';
+import { FRAME_HEADER_BYTES, frameAt, packedSize } from '../store/batch.js';
 
-export const FRAME_HEADER_BYTES = 56;
-/** FrameHeader.flags: the frame's length disagreed with its header; it was not forwarded. */
-export const FRAME_FLAG_PARTIAL = 1;
-/** FrameHeader.flags: not a frame but the forwarding result (fwdNs, writeErrno) of notification `seq`. */
-export const FRAME_FLAG_PATCH = 2;
+export { FRAME_HEADER_BYTES, FRAME_FLAG_PARTIAL, FRAME_FLAG_PATCH } from '../store/batch.js';
 
 /** A FrameRecord plus what only the proxy needs to know. */
 export interface PumpFrame extends FrameRecord {
@@ -18,38 +16,12 @@ export interface PumpFrame extends FrameRecord {
 
 /** Decodes `count` packed frames of `buf`. Never throws on a short buffer: it stops there. */
 export function unpackFrames(buf: Buffer, count: number): PumpFrame[] {
-  const out: PumpFrame[] = new Array(count);
-  let at = 0;
-  let i = 0;
-  for (; i < count && at + FRAME_HEADER_BYTES <= buf.length; i++) {
-    const seq = Number(buf.readBigUInt64LE(at));
-    const tsNs = buf.readBigUInt64LE(at + 8);
-    const fwd = buf.readBigUInt64LE(at + 16);
-    const unique = buf.readBigUInt64LE(at + 24);
-    const len = buf.readUInt32LE(at + 32);
-    const capLen = buf.readUInt32LE(at + 36);
-    const code = buf.readInt32LE(at + 40);
-    const writeErrno = buf.readInt32LE(at + 44);
-    const dir = buf[at + 48] === 0 ? 0 : 1;
-    const flags = buf[at + 49];
-    const dataAt = at + FRAME_HEADER_BYTES;
-    const data = buf.subarray(dataAt, Math.min(dataAt + capLen, buf.length));
-    out[i] = {
-      seq,
-      tsNs,
-      fwdNs: fwd === 0n ? null : fwd,
-      dir,
-      unique,
-      opcode: dir === 0 ? code : null,
-      error: dir === 1 ? code : null,
-      len,
-      data,
-      writeErrno,
-      flags,
-    };
-    at = dataAt + ((capLen + 7) & ~7);
+  const out: PumpFrame[] = [];
+  for (let at = 0; out.length < count && at + FRAME_HEADER_BYTES <= buf.length; ) {
+    const { off: _off, ...f } = frameAt(buf, at);
+    out.push(f);
+    at += packedSize(buf.readUInt32LE(at + 36)); // cap_len, which a short buffer may have cut from data
   }
-  out.length = i;
   return out;
 }
 
