@@ -112,7 +112,7 @@ export class FramePipeline {
     // A busy JS thread drains seldom and large (a full capture: tens to hundreds of MiB per
     // drain, while the commit timer waits behind it): commit and hand the regions back now
     // rather than at the next tick. The writer flushes past 16 MiB on its own anyway.
-    if (this.drainedBytes >= RECYCLE_BYTES && !final) this.commitNow();
+    if (this.drainedBytes >= RECYCLE_BYTES && !final) this.flush();
     const st = this.pump.status();
     this.lastStatus = st;
     this.noteOnce(st);
@@ -123,7 +123,7 @@ export class FramePipeline {
   commit(): PumpStatus {
     const st = this.drain();
     if (this.storeFailure !== undefined) return st;
-    this.commitNow();
+    this.flush();
     if (this.dropped !== this.lastDroppedWritten && this.guarded(() => this.writer.updateSession({ dropped: this.dropped }))) {
       this.lastDroppedWritten = this.dropped;
     }
@@ -139,10 +139,6 @@ export class FramePipeline {
 
   /** Commits what the writer buffered, tells the derivation thread, hands the regions back. */
   flush(): void {
-    this.commitNow();
-  }
-
-  private commitNow(): void {
     const had = this.uncommitted;
     if (!this.guarded(() => this.deriver.writing(() => this.writer.flush()))) return;
     this.busySince = 0;
