@@ -87,6 +87,24 @@ describe('IdMap: recorded identifiers to live ones', () => {
     expect(ids.liveFh(0n)).toBeUndefined();
   });
 
+  it('a pointer fh handed out again before the first RELEASEDIR went out: that RELEASEDIR frees the first live fh, not the second', () => {
+    // passthrough_ll's fh is a pointer: it freed 3 (RELEASEDIR of the first open, read first) and
+    // handed 3 out again to the next OPENDIR. The replay bound the second open (live 9) before it
+    // sent that RELEASEDIR, whose live fh is the first open's 8. Releasing 9 instead made the live
+    // server free the open directory the next READDIR used.
+    const ids = new IdMap();
+    ids.bindFh(3n, 8n);
+    ids.bindFh(3n, 9n);
+    const rel = translate(ids, req(Opcode.RELEASEDIR, 1n, { fh: 3n }), Opcode.RELEASEDIR) as { arg: Record<string, unknown> };
+    expect(rel.arg.fh).toBe(8n);
+    ids.noteSent(req(Opcode.RELEASEDIR, 1n, { fh: 3n }), Opcode.RELEASEDIR);
+    const rd = translate(ids, req(Opcode.READDIR, 1n, { fh: 3n, offset: 0n, size: 4096 }), Opcode.READDIR) as { arg: Record<string, unknown> };
+    expect(rd.arg.fh).toBe(9n);
+    expect(ids.liveFh(3n)).toBe(9n);
+    ids.noteSent(req(Opcode.RELEASEDIR, 1n, { fh: 3n }), Opcode.RELEASEDIR);
+    expect(ids.liveFh(3n)).toBeUndefined();
+  });
+
   it('directory cookies are translated within their open directory', () => {
     const ids = new IdMap();
     ids.bindFh(3n, 8n);

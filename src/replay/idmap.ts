@@ -40,11 +40,15 @@ export class IdMap {
   private readonly liveNodes = new Map<bigint, bigint>();
   private readonly generations = new Map<bigint, bigint>();
   /**
-   * recorded fh -> live fh and how many opens hold it: servers may hand out the same fh for
-   * every open (0 is common for servers that keep no per-open state), so a RELEASE ends one open,
-   * not the value.
+   * recorded fh -> the live fh of each open holding it, oldest first. Servers may hand out the
+   * same fh for every open (0 is common for servers that keep no per-open state), so a RELEASE
+   * ends one open, not the value. A server whose fh is a pointer (passthrough_ll) hands a value
+   * out again once it freed it: the second open's reply can then be bound before the replay sent
+   * the first open's RELEASE (the two were in flight together), while the live server gave the
+   * second open a different fh. That RELEASE belongs to the first open (lives[0]); every other
+   * request naming the fh is the newest open's.
    */
-  private readonly fhs = new Map<bigint, { live: bigint; opens: number }>();
+  private readonly fhs = new Map<bigint, { lives: bigint[] }>();
   private readonly inos = new Map<bigint, bigint>();
   private readonly liveInos = new Map<bigint, bigint>();
   /** `${recorded fh}:${recorded cookie}` -> live cookie: cookies only mean something within one open directory. */
@@ -102,7 +106,8 @@ export class IdMap {
       if (f.kind === 'nodeid') live = this.liveNodeid(rec);
       else if (f.kind === 'fh') {
         recFh = rec;
-        live = this.fhs.get(rec)?.live;
+        const lives = this.fhs.get(rec)?.lives;
+        live = lives === undefined ? undefined : opcode === OP.RELEASE || opcode === OP.RELEASEDIR ? lives[0] : lives[lives.length - 1];
       } else {
         // Offset 0 starts a directory stream from the beginning: nothing to translate.
         live = rec === 0n ? 0n : this.cookies.get(`${recFh}:${rec}`) ?? (recFh === undefined ? undefined : this.cutDirEnd.get(recFh));
@@ -126,7 +131,8 @@ export class IdMap {
     } else if ((opcode === OP.RELEASE || opcode === OP.RELEASEDIR) && body.length >= 8) {
       const fh = body.readBigUInt64LE(0);
       const b = this.fhs.get(fh);
-      if (b && --b.opens > 0) return;
+      b?.lives.shift();
+      if (b && b.lives.length > 0) return;
       this.fhs.delete(fh);
       this.cutDirEnd.delete(fh);
       for (const key of this.cookies.keys()) if (key.startsWith(`${fh}:`)) this.cookies.delete(key);
@@ -166,7 +172,8 @@ export class IdMap {
   /** Binds a recorded fh to the live one (OPEN/CREATE/OPENDIR replies); fhs are reused after RELEASE. */
   bindFh(rec: bigint, live: bigint): void {
     const b = this.fhs.get(rec);
-    this.fhs.set(rec, { live, opens: (b?.opens ?? 0) + 1 });
+    if (b) b.lives.push(live);
+    else this.fhs.set(rec, { lives: [live] });
   }
 
   /** Inode numbers: a one-to-one mapping, released when the node that carried it is forgotten. */
@@ -212,7 +219,7 @@ export class IdMap {
       case 'generation':
         return this.generations.get(rec);
       case 'fh':
-        return this.fhs.get(rec)?.live;
+        return this.liveFh(rec);
       case 'ino':
         return this.inos.get(rec);
       case 'off':
@@ -229,7 +236,8 @@ export class IdMap {
 
   /** The live fh of a recorded one, if bound. */
   liveFh(rec: bigint): bigint | undefined {
-    return this.fhs.get(rec)?.live;
+    const lives = this.fhs.get(rec)?.lives;
+    return lives?.[lives.length - 1];
   }
 
   private forget(rec: bigint, nlookup: bigint): void {
