@@ -20,7 +20,8 @@
  * fusetrace took to exit after the workload (unmount, the derivation catching up). On-CPU time is what to compare on a
  * shared machine; wall-clock ratios move with the load. In-process, the preload's copy into the
  * ring runs on the server's threads: it shows as the server's CPU per request above direct's.
- * BENCH_RECORD_FILES, BENCH_RECORD_RUNS, BENCH_RECORD_SECONDS, BENCH_RECORD_WORKLOADS scale it.
+ * BENCH_RECORD_FILES, BENCH_RECORD_RUNS, BENCH_RECORD_SECONDS, BENCH_RECORD_WORKLOADS scale it;
+ * BENCH_RECORD_CONFIGS (names from CONFIGS, comma-separated; `direct` is always run) narrows it.
  */
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -65,6 +66,15 @@ const CONFIGS: Config[] = [
   // derivation after the workload (its CPU then shows in `derived` and `end s`).
   { name: 'record, derived at the end', kind: 'record', deriveAtEnd: true },
 ];
+
+/** BENCH_RECORD_CONFIGS: the configurations to run (direct always: the ratios are to it). */
+function selectedConfigs(): Config[] {
+  const want = process.env.BENCH_RECORD_CONFIGS?.split(',').map((s) => s.trim()).filter(Boolean);
+  if (!want) return CONFIGS;
+  const unknown = want.filter((n) => !CONFIGS.some((c) => c.name === n));
+  if (unknown.length > 0) throw new Error(`BENCH_RECORD_CONFIGS: unknown ${unknown.join(', ')} (configurations: ${CONFIGS.map((c) => c.name).join(', ')})`);
+  return CONFIGS.filter((c) => c.kind === 'direct' || want.includes(c.name));
+}
 
 interface Sample {
   value: number;
@@ -185,11 +195,12 @@ export async function benchRecord(): Promise<void> {
     prepare(src);
     process.stdout.write(`passthrough_ll over ${FILES} names (${FILES / LINKS_PER_FILE} inodes) and a ${BIG_MIB} MiB file on tmpfs; ${RUNS} runs per cell (prepared in ${Date.now() - t0} ms)\n`);
     const samples = new Map<string, Sample[]>();
+    const configs = selectedConfigs();
     for (const w of ONLY ?? WORKLOADS) {
       for (let i = 0; i < RUNS; i++) {
         // Rotate the order too, so no configuration always runs right after the same one.
-        for (let k = 0; k < CONFIGS.length; k++) {
-          const cfg = CONFIGS[(k + i) % CONFIGS.length];
+        for (let k = 0; k < configs.length; k++) {
+          const cfg = configs[(k + i) % configs.length];
           const s = await measure(cfg, w, server, src, work, runs, `${CONFIGS.indexOf(cfg)}-${i}`);
           samples.set(`${cfg.name}/${w}`, [...(samples.get(`${cfg.name}/${w}`) ?? []), s]);
           await runs.cleanup();
