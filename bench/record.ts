@@ -48,6 +48,8 @@ interface Config {
   noIntercept?: boolean;
   /** FUSETRACE_DERIVE_PAUSE=1: the derivation thread waits for the session's end (the hot path alone during the workload). */
   deriveAtEnd?: boolean;
+  /** FUSETRACE_DERIVE_DUTY: the share of a CPU the derivation thread takes while the recording runs. */
+  deriveDuty?: number;
   /** The issue's targets: the least ratio to direct (in the application's favour) per workload. */
   target?: Partial<Record<Workload, number>>;
 }
@@ -65,6 +67,8 @@ const CONFIGS: Config[] = [
   // What the derivation thread costs the workload while it keeps up: the same recording with all
   // derivation after the workload (its CPU then shows in `derived` and `end s`).
   { name: 'record, derived at the end', kind: 'record', deriveAtEnd: true },
+  // The derivation thread throttled to a quarter of a CPU while the workload runs (it catches up after).
+  { name: 'record, derive duty 0.25', kind: 'record', deriveDuty: 0.25 },
 ];
 
 /** BENCH_RECORD_CONFIGS: the configurations to run (direct always: the ratios are to it). */
@@ -127,6 +131,7 @@ async function start(cfg: Config, server: string, src: string, work: string, reg
       FUSETRACE_BENCH_CPU: `${db}.cpu.json`,
       ...(cfg.noIntercept ? { FUSETRACE_INTERCEPT: '0' } : {}),
       ...(cfg.deriveAtEnd ? { FUSETRACE_DERIVE_PAUSE: '1' } : {}),
+      ...(cfg.deriveDuty !== undefined ? { FUSETRACE_DERIVE_DUTY: String(cfg.deriveDuty) } : {}),
     },
   });
   return { fs, db };

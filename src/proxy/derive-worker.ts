@@ -21,6 +21,22 @@ const STEP_FRAMES = 1024;
 /** How long a step waits for the recorder's commit to end before it goes ahead anyway (the commit waits for the lock then). */
 const TURN_WAIT_MS = 1000;
 
+/**
+ * Share of one CPU the thread takes while the recording runs and the CPUs are contended
+ * (FUSETRACE_DERIVE_DUTY, 0 < d <= 1, default 1): after a step during which the thread waited on
+ * the run queue (others wanted the CPU: the server, its callers) for more than CONTENDED of its own
+ * CPU time, it sleeps (1/d - 1) times that CPU time, so they keep the rest; on idle CPUs it goes on
+ * at once. Never once it lags by more than MAX_THROTTLED_LAG frames, nor after the session's end.
+ */
+const DUTY = (() => {
+  const d = Number(process.env.FUSETRACE_DERIVE_DUTY);
+  return d > 0 && d <= 1 ? d : 1;
+})();
+/** Lag (frames recorded, not derived) past which a throttled thread stops sleeping between steps. */
+const MAX_THROTTLED_LAG = 1_000_000;
+/** Run-queue wait, as a share of the step's CPU time, that counts as contention. */
+const CONTENDED = 0.1;
+
 const data = workerData as DeriverData;
 const port = parentPort!;
 const turn = new Int32Array(data.turn);
@@ -53,10 +69,16 @@ function currentNice(tid: number): number {
 
 /** This thread's on-CPU ns so far (schedstat's first field): reported at the end for `npm run bench`. */
 function threadCpuNs(): number {
+  return schedstat()[0];
+}
+
+/** schedstat: ns on the CPU and ns waiting on a run queue, so far (zeros where unreadable). */
+function schedstat(): [number, number] {
   try {
-    return Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
+    const f = readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ');
+    return [Number(f[0]), Number(f[1])];
   } catch {
-    return 0;
+    return [0, 0];
   }
 }
 
@@ -93,10 +115,11 @@ function run(): void {
     const paused = data.paused && finishReason === undefined;
     // The recorder is committing: let it have the write lock first.
     Atomics.wait(turn, 0, 1, TURN_WAIT_MS);
+    const before = DUTY < 1 ? schedstat() : undefined;
     const n = paused ? 0 : deriver.step(STEP_FRAMES);
     if (n > 0) {
       progress();
-      schedule();
+      schedule(before && finishReason === undefined ? throttle(before, schedstat()) : 0);
       return;
     }
     if (finishReason !== undefined) {
@@ -118,10 +141,33 @@ function run(): void {
   }
 }
 
-function schedule(): void {
-  if (scheduled) return;
+/** ms to sleep after a step, from schedstat before and after it (see DUTY). */
+function throttle(before: [number, number], after: [number, number]): number {
+  const cpuNs = after[0] - before[0];
+  const waitNs = after[1] - before[1];
+  if (waitNs <= cpuNs * CONTENDED) return 0;
+  const lag = deriver.lag();
+  if (lag.recorded - lag.derived > MAX_THROTTLED_LAG) return 0;
+  return (cpuNs / 1e6) * (1 / DUTY - 1);
+}
+
+let timer: NodeJS.Timeout | undefined;
+
+/** Runs the next step now (or after `delayMs`); the session's end cuts a sleep short, a commit does not. */
+function schedule(delayMs = 0): void {
+  if (scheduled) {
+    if (timer === undefined || finishReason === undefined) return;
+    clearTimeout(timer);
+    timer = undefined;
+    setImmediate(run);
+    return;
+  }
   scheduled = true;
-  setImmediate(run);
+  if (delayMs >= 1) timer = setTimeout(() => {
+    timer = undefined;
+    run();
+  }, delayMs);
+  else setImmediate(run);
 }
 
 port.on('message', (m: DeriveMessage) => {
