@@ -9,7 +9,7 @@
  * the server: the same session against the same server gives the same report.
  */
 import { UserError } from '../errors.js';
-import { decodeReply, decodeRequest, errnoName, formatLine, negotiateInit, opcodeName, type DecodedFrame } from '../protocol/index.js';
+import { decodeReply, decodeRequest, errnoName, replyNeedsRequest, formatLine, negotiateInit, opcodeName, type DecodedFrame } from '../protocol/index.js';
 import { compareTrees, direntsByName, flatten, readdirAsSet, show, type FieldDiff, type NormRule } from './compare.js';
 import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER, isNoReply } from './ids.js';
 import { IdMap } from './idmap.js';
@@ -184,6 +184,8 @@ const RECENT_RESULTS = 1 << 14;
 /** Events the walk looks ahead for requests to send early, and requests it lets be pending at once. */
 const AHEAD_WINDOW = 128;
 const AHEAD_MAX = 32;
+/** Free slots in the window before sendAhead() picks again. */
+const AHEAD_REFILL = 16;
 
 /** Consecutive hangs after which the rest of the session is given up as missing. */
 const MAX_HANGS = 3;
@@ -565,6 +567,10 @@ class Replayer {
 
   /** The requests of the window sendAhead() sends now, their translated frames into `outbox`. */
   private pickAhead(win: Lookahead<PlanEvent>, outbox: Buffer[]): void {
+    // Nothing can go while the window is full; and refilling a slot or two at a time costs a scan
+    // of every pending request and one send per request (a wake-up of the server each): wait until
+    // half the slots are free, then send a run.
+    if (this.walking.size > AHEAD_MAX - AHEAD_REFILL) return;
     const bound = (n: bigint): boolean => this.ids.liveNodeid(n) !== undefined;
     const pending: OrderTouch[] = [];
     for (const sent of this.walking.values()) pending.push(this.orderOf(sent));
@@ -727,7 +733,7 @@ class Replayer {
     /** How the recorded reply becomes a tree (INIT puts back the server's own limits); the live one is always replyTree. */
     recordedTree: (d: DecodedFrame) => Record<string, unknown> = replyTree,
   ): void {
-    const reqD = this.decodedRequest(req);
+    const reqD = this.replyRequest(req);
     const recD = decodeReply(recorded, { ...this.recCtx, opcode: req.opcode, request: reqD });
     const liveD = decodeReply(live, { ...this.liveCtx, opcode: req.opcode, request: reqD });
     // The one-line texts cost as much as the comparison: with keep `failing` a matching result is
@@ -793,7 +799,7 @@ class Replayer {
   }
 
   private learnOnly(req: SendEvent, recorded: Buffer, live: Buffer): void {
-    const reqD = this.decodedRequest(req);
+    const reqD = this.replyRequest(req);
     const recD = decodeReply(recorded, { ...this.recCtx, opcode: req.opcode, request: reqD }).frame;
     const liveD = decodeReply(live, { ...this.liveCtx, opcode: req.opcode, request: reqD }).frame;
     if (recD && liveD) this.learn(req, recD, liveD);
@@ -909,6 +915,11 @@ class Replayer {
       this.decoded.set(ev, d);
     }
     return d;
+  }
+
+  /** The recorded request decoded, where decoding its reply needs it (GETXATTR, LISTXATTR); else undefined. */
+  private replyRequest(ev: SendEvent): DecodedFrame | undefined {
+    return replyNeedsRequest(ev.opcode) ? this.decodedRequest(ev) : undefined;
   }
 
   private newResult(ev: SendEvent): RequestResult {
