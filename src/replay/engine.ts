@@ -13,6 +13,7 @@ import { decodeReply, decodeRequest, errnoName, replyNeedsRequest, formatLine, n
 import { compareTrees, direntsByName, flatten, readdirAsSet, show, type FieldDiff, type NormRule } from './compare.js';
 import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER, isNoReply } from './ids.js';
 import { IdMap } from './idmap.js';
+import { FixedReplies, type FixedLayout } from './fixed-reply.js';
 import { ServerLink, type ServerEnd, type ServerExit } from './link.js';
 import { prng } from '../util/prng.js';
 import { RecentMap, RecentSet } from './recent.js';
@@ -255,6 +256,8 @@ class Replayer {
 
   /** The `readdir=set` rule is in effect (compare.ts). */
   private readonly readdirAsSet: boolean;
+  /** Fixed-layout replies compared in place (fixed-reply.ts). */
+  private readonly fixed: FixedReplies;
   /** Requests may be sent ahead of their place (pipeline.ts): asap, and no --seed or --interrupt to honour. */
   private readonly pipelining: boolean;
   /** Requests sent ahead whose place in the walk has not come yet. */
@@ -265,6 +268,7 @@ class Replayer {
 
   constructor(private readonly plan: ReplayPlan, private readonly opts: ReplayOptions) {
     this.readdirAsSet = readdirAsSet(opts.rules);
+    this.fixed = new FixedReplies(opts.rules);
     this.pipelining = opts.timing.mode === 'asap' && opts.seed === undefined && opts.interrupt === undefined && opts.pipeline === true;
   }
 
@@ -733,6 +737,8 @@ class Replayer {
     /** How the recorded reply becomes a tree (INIT puts back the server's own limits); the live one is always replyTree. */
     recordedTree: (d: DecodedFrame) => Record<string, unknown> = replyTree,
   ): void {
+    const learned = recordedTree === replyTree ? this.compareFixed(result, req, recorded, live) : 'no';
+    if (learned === 'matched') return;
     const reqD = this.replyRequest(req);
     const recD = decodeReply(recorded, { ...this.recCtx, opcode: req.opcode, request: reqD });
     const liveD = decodeReply(live, { ...this.liveCtx, opcode: req.opcode, request: reqD });
@@ -750,7 +756,7 @@ class Replayer {
       if (result.outcome !== 'matched') describe();
       return;
     }
-    this.learn(req, recD.frame, liveD.frame);
+    if (learned === 'no') this.learn(req, recD.frame, liveD.frame);
     const recTree = recordedTree(recD.frame);
     const liveTree = replyTree(liveD.frame);
     if (this.readdirAsSet) {
@@ -785,6 +791,58 @@ class Replayer {
       describe();
       result.recordedFields = fieldList(recTree);
       result.liveFields = fieldList(liveTree);
+    }
+  }
+
+  /**
+   * The common case without decoding: a fixed-layout reply (fixed-reply.ts) equal to the recorded
+   * one under the rules is `matched`, its ids learned as learn() would. `learned`: the ids were
+   * learned but a translated one differs, and the full comparison (which must not learn them
+   * again: bindings count references) names it; `no`: nothing done. Only where a matching result
+   * keeps nothing but its outcome (keep `failing`) and nothing else was noted on it.
+   */
+  private compareFixed(result: RequestResult, req: SendEvent, recorded: Buffer, live: Buffer): 'matched' | 'learned' | 'no' {
+    if (this.opts.keep !== 'failing' || result.outcome !== 'sent' || result.diffs.length > 0) return 'no';
+    if (!req.reply || recorded.length !== req.reply.len || this.recCtx.minor !== this.liveCtx.minor) return 'no';
+    const l = this.fixed.sameExceptIds(req.opcode, this.recCtx.minor, recorded, live);
+    if (!l) return 'no';
+    this.learnFixed(req.opcode, l, recorded, live);
+    const recFh = requestFh(req);
+    if (!this.fixed.idsEqual(l, recorded, live, (kind, rec, lv) => this.checkId(kind, rec, lv, recFh))) return 'learned';
+    result.outcome = 'matched';
+    return 'matched';
+  }
+
+  /** learn() for a fixed-layout reply, read in place: the same bindings, in the same order. */
+  private learnFixed(op: number, l: FixedLayout, rec: Buffer, live: Buffer): void {
+    if (l.error) return;
+    const u64 = (path: string, b: Buffer): bigint | undefined => {
+      const at = l.offsets.get(path);
+      return at === undefined ? undefined : b.readBigUInt64LE(at);
+    };
+    if (op === OP.LOOKUP || op === OP.MKNOD || op === OP.MKDIR || op === OP.SYMLINK || op === OP.LINK ||
+        op === OP.CREATE || op === OP.TMPFILE) {
+      const rn = u64('entry_out.nodeid', rec);
+      const ln = u64('entry_out.nodeid', live);
+      if (rn !== undefined && ln !== undefined && rn !== 0n) {
+        this.ids.matchNodeid(rn, ln);
+        const rg = u64('entry_out.generation', rec);
+        const lg = u64('entry_out.generation', live);
+        if (rg !== undefined && lg !== undefined) this.ids.matchGeneration(rg, lg);
+        const ri = u64('entry_out.attr.ino', rec);
+        const li = u64('entry_out.attr.ino', live);
+        if (ri !== undefined && li !== undefined) this.ids.matchIno(ri, li, rn);
+      }
+    }
+    if (op === OP.OPEN || op === OP.OPENDIR || op === OP.CREATE || op === OP.TMPFILE) {
+      const rf = u64('open_out.fh', rec);
+      const lf = u64('open_out.fh', live);
+      if (rf !== undefined && lf !== undefined) this.ids.bindFh(rf, lf);
+    }
+    if (op === OP.GETATTR || op === OP.SETATTR) {
+      const ri = u64('attr_out.attr.ino', rec);
+      const li = u64('attr_out.attr.ino', live);
+      if (ri !== undefined && li !== undefined) this.ids.matchIno(ri, li);
     }
   }
 
