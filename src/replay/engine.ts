@@ -18,7 +18,7 @@ import { ServerLink, type ServerEnd, type ServerExit } from './link.js';
 import { prng } from '../util/prng.js';
 import { RecentMap, RecentSet } from './recent.js';
 import { bindsOf, mustFollow, orderTouch, type OrderTouch } from './pipeline.js';
-import { interruptUnique, type PlanEvent, type PlanFrame, type ReplayPlan, type SendEvent } from './plan.js';
+import { interruptUnique, type ExpectEvent, type PlanEvent, type PlanFrame, type ReplayPlan, type SendEvent } from './plan.js';
 
 /** --timing: `asap` sends as soon as the recorded order allows; `recorded` keeps recorded gaps, divided by `scale`. */
 export type Timing = { mode: 'asap' } | { mode: 'recorded'; scale: number };
@@ -312,11 +312,11 @@ class Replayer {
             const atMs = t0 + Number(ev.frame.fwdNs - rec0) / 1e6 / this.opts.timing.scale;
             await sleepUntil(atMs);
           }
-          await this.send(ev);
+          if (!this.placeEarly(ev)) await this.send(ev);
         } else {
           // While the reply is not there yet, what cannot depend on it goes out (pipeline.ts).
           if (this.pipelining && !this.arrived.has(ev.frame.unique)) this.sendAhead(win);
-          await this.expect(ev);
+          if (!this.expectArrived(ev)) await this.expect(ev);
         }
       }
       await Promise.all(this.pending);
@@ -393,14 +393,19 @@ class Replayer {
     this.waiters.clear();
   }
 
+  /** The next live frame with `unique` if it has arrived already (taken), else undefined. */
+  private arrivedNow(unique: bigint): Buffer | undefined {
+    const q = this.arrived.get(unique);
+    if (!q || q.length === 0) return undefined;
+    const f = q.shift()!;
+    if (q.length === 0) this.arrived.delete(unique);
+    return f;
+  }
+
   /** The next live frame with `unique`, or null on timeout / server gone. */
   private next(unique: bigint, timeoutMs: number): Promise<Buffer | null> {
-    const q = this.arrived.get(unique);
-    if (q && q.length > 0) {
-      const f = q.shift()!;
-      if (q.length === 0) this.arrived.delete(unique);
-      return Promise.resolve(f);
-    }
+    const f = this.arrivedNow(unique);
+    if (f) return Promise.resolve(f);
     if (this.gone) return Promise.resolve(null);
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
@@ -455,15 +460,23 @@ class Replayer {
 
   // ---- the walk ----
 
+  /**
+   * The walk reaches a request sendAhead() sent already: its result takes its place in the
+   * recorded order now. False when it was not sent ahead (send() sends it). Synchronous: most
+   * requests with --send-ahead, and no promise each.
+   */
+  private placeEarly(ev: SendEvent): boolean {
+    if (!this.early.delete(ev)) return false;
+    const result = ev.selected && ev.opcode !== OP.INTERRUPT ? this.newResult(ev) : undefined;
+    if (result) result.outcome = 'sent';
+    if (result && isNoReply(ev.opcode)) this.settle(result);
+    return true;
+  }
+
   private async send(ev: SendEvent): Promise<void> {
+    if (this.placeEarly(ev)) return;
     const f = ev.frame;
     const result = ev.selected && ev.opcode !== OP.INTERRUPT ? this.newResult(ev) : undefined;
-    if (this.early.delete(ev)) {
-      // Sent ahead by sendAhead(); its result takes its place in the recorded order now.
-      if (result) result.outcome = 'sent';
-      if (result && isNoReply(ev.opcode)) this.settle(result);
-      return;
-    }
     if (ev.opcode === OP.INTERRUPT) {
       // The server saw this INTERRUPT, so it gets it, whether or not the request is answered yet:
       // the kernel queues an INTERRUPT when the signal arrives and may deliver it after the reply
@@ -624,6 +637,26 @@ class Replayer {
     return true;
   }
 
+  /**
+   * expect() for a request whose live reply has arrived already (most of them with --send-ahead):
+   * the same steps, synchronously, with no promise each. False, having done nothing, when there
+   * is anything to wait for or to look at first (notifications, INTERRUPTs, requests not sent).
+   */
+  private expectArrived(ev: ExpectEvent): boolean {
+    const req = ev.request;
+    if (!req || req.opcode === OP.INTERRUPT) return false;
+    const u = req.frame.unique;
+    if (this.notSent.has(u)) return false;
+    const live = this.arrivedNow(ev.frame.unique);
+    if (!live) return false;
+    const result = this.resultBySeq.get(req.frame.seq);
+    this.takeReply(req, ev.frame, live);
+    this.sentRequests.delete(u);
+    this.walking.delete(u);
+    if (result) this.settle(result);
+    return true;
+  }
+
   private async expect(ev: Extract<PlanEvent, { kind: 'expect' }>): Promise<void> {
     const req = ev.request;
     if (req && req.opcode !== OP.INTERRUPT) {
@@ -671,12 +704,18 @@ class Replayer {
       }
       return;
     }
-    const result = this.resultBySeq.get(req.frame.seq);
     if (!live) {
+      const result = this.resultBySeq.get(req.frame.seq);
       this.hangs++;
       if (result) this.missing(result, this.gone ? 'the server ended before answering' : `no reply within ${Math.round(timeout)} ms (hang)`);
       return;
     }
+    this.takeReply(req, f, live);
+  }
+
+  /** The live reply to `req` is here (`f` is its recorded one): compared, or only learned from when not selected. */
+  private takeReply(req: SendEvent, f: PlanFrame, live: Buffer): void {
+    const result = this.resultBySeq.get(req.frame.seq);
     this.hangs = 0;
     if (!result) {
       // Not selected: only learn the identifiers it hands out.
