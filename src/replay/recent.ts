@@ -9,6 +9,7 @@
  * (`keys().next()` then `delete`) cost about 8 us an insertion at the cap: a V8 Map iterator
  * starts at the front of the table and walks over every slot deleted there since the last rehash.
  */
+/** A Map of the recent past: its newest `cap` to 2 * cap entries. */
 export class RecentMap<K, V> {
   private young = new Map<K, V>();
   private old = new Map<K, V>();
@@ -44,6 +45,7 @@ export class RecentMap<K, V> {
   }
 }
 
+/** A Set of the recent past: its newest `cap` to 2 * cap values. */
 export class RecentSet<T> {
   private young = new Set<T>();
   private old = new Set<T>();
