@@ -361,6 +361,15 @@ export function decodeRequest(buf: Buffer, ctx: DecodeContext = {}): DecodeResul
   return finish(r, frame, end);
 }
 
+/**
+ * True when a reply to `opcode` decodes differently with its decoded request (ReplyContext.request):
+ * the `xattr` replies (GETXATTR, LISTXATTR), whose request's size 0 asks for the length only.
+ * Callers that decode many replies decode the request only for these.
+ */
+export function replyNeedsRequest(opcode: number): boolean {
+  return opcodeInfo(opcode)?.reply.kind === 'xattr';
+}
+
 /** Decode a frame written to /dev/fuse: a reply (needs the request's opcode) or a notify (unique 0). */
 export function decodeReply(buf: Buffer, ctx: ReplyContext = {}): DecodeResult {
   const minor = ctx.minor ?? KERNEL_MINOR;

@@ -10,7 +10,7 @@
 export {
   KERNEL_MAJOR, KERNEL_MINOR, IN_HEADER_SIZE, OUT_HEADER_SIZE, FUSE_INT_REQ_BIT, FUSE_UNIQUE_RESEND, FUSE_ROOT_ID,
   isInterruptUnique, interruptTarget, INTERRUPT_TARGET_OFFSET, interruptTargetOf, WRITE_HEADERS_SIZE,
-  decodeRequest, decodeReply, decodeFrame, encode, buildRequest, buildReply, buildNotify,
+  decodeRequest, decodeReply, replyNeedsRequest, decodeFrame, encode, buildRequest, buildReply, buildNotify,
 } from './codec.js';
 export type {
   Direction, DecodeContext, ReplyContext, DecodeErrorKind, DecodeError, DecodeResult, DecodedFrame, Part, Dirent,

@@ -9,15 +9,16 @@
  * the server: the same session against the same server gives the same report.
  */
 import { UserError } from '../errors.js';
-import { decodeReply, decodeRequest, errnoName, formatLine, negotiateInit, opcodeName, type DecodedFrame } from '../protocol/index.js';
+import { decodeReply, decodeRequest, errnoName, replyNeedsRequest, formatLine, negotiateInit, opcodeName, type DecodedFrame } from '../protocol/index.js';
 import { compareTrees, direntsByName, flatten, readdirAsSet, show, type FieldDiff, type NormRule } from './compare.js';
 import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER, isNoReply } from './ids.js';
 import { IdMap } from './idmap.js';
+import { FixedReplies, type FixedLayout } from './fixed-reply.js';
 import { ServerLink, type ServerEnd, type ServerExit } from './link.js';
 import { prng } from '../util/prng.js';
 import { RecentMap, RecentSet } from './recent.js';
 import { bindsOf, mustFollow, orderTouch, type OrderTouch } from './pipeline.js';
-import { interruptUnique, type PlanEvent, type PlanFrame, type ReplayPlan, type SendEvent } from './plan.js';
+import { interruptUnique, type ExpectEvent, type PlanEvent, type PlanFrame, type ReplayPlan, type SendEvent } from './plan.js';
 
 /** --timing: `asap` sends as soon as the recorded order allows; `recorded` keeps recorded gaps, divided by `scale`. */
 export type Timing = { mode: 'asap' } | { mode: 'recorded'; scale: number };
@@ -184,6 +185,8 @@ const RECENT_RESULTS = 1 << 14;
 /** Events the walk looks ahead for requests to send early, and requests it lets be pending at once. */
 const AHEAD_WINDOW = 128;
 const AHEAD_MAX = 32;
+/** Free slots in the window before sendAhead() picks again. */
+const AHEAD_REFILL = 16;
 
 /** Consecutive hangs after which the rest of the session is given up as missing. */
 const MAX_HANGS = 3;
@@ -253,6 +256,8 @@ class Replayer {
 
   /** The `readdir=set` rule is in effect (compare.ts). */
   private readonly readdirAsSet: boolean;
+  /** Fixed-layout replies compared in place (fixed-reply.ts). */
+  private readonly fixed: FixedReplies;
   /** Requests may be sent ahead of their place (pipeline.ts): asap, and no --seed or --interrupt to honour. */
   private readonly pipelining: boolean;
   /** Requests sent ahead whose place in the walk has not come yet. */
@@ -263,6 +268,7 @@ class Replayer {
 
   constructor(private readonly plan: ReplayPlan, private readonly opts: ReplayOptions) {
     this.readdirAsSet = readdirAsSet(opts.rules);
+    this.fixed = new FixedReplies(opts.rules);
     this.pipelining = opts.timing.mode === 'asap' && opts.seed === undefined && opts.interrupt === undefined && opts.pipeline === true;
   }
 
@@ -306,11 +312,11 @@ class Replayer {
             const atMs = t0 + Number(ev.frame.fwdNs - rec0) / 1e6 / this.opts.timing.scale;
             await sleepUntil(atMs);
           }
-          await this.send(ev);
+          if (!this.placeEarly(ev)) await this.send(ev);
         } else {
           // While the reply is not there yet, what cannot depend on it goes out (pipeline.ts).
           if (this.pipelining && !this.arrived.has(ev.frame.unique)) this.sendAhead(win);
-          await this.expect(ev);
+          if (!this.expectArrived(ev)) await this.expect(ev);
         }
       }
       await Promise.all(this.pending);
@@ -387,14 +393,19 @@ class Replayer {
     this.waiters.clear();
   }
 
+  /** The next live frame with `unique` if it has arrived already (taken), else undefined. */
+  private arrivedNow(unique: bigint): Buffer | undefined {
+    const q = this.arrived.get(unique);
+    if (!q || q.length === 0) return undefined;
+    const f = q.shift()!;
+    if (q.length === 0) this.arrived.delete(unique);
+    return f;
+  }
+
   /** The next live frame with `unique`, or null on timeout / server gone. */
   private next(unique: bigint, timeoutMs: number): Promise<Buffer | null> {
-    const q = this.arrived.get(unique);
-    if (q && q.length > 0) {
-      const f = q.shift()!;
-      if (q.length === 0) this.arrived.delete(unique);
-      return Promise.resolve(f);
-    }
+    const f = this.arrivedNow(unique);
+    if (f) return Promise.resolve(f);
     if (this.gone) return Promise.resolve(null);
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
@@ -449,15 +460,23 @@ class Replayer {
 
   // ---- the walk ----
 
+  /**
+   * The walk reaches a request sendAhead() sent already: its result takes its place in the
+   * recorded order now. False when it was not sent ahead (send() sends it). Synchronous: most
+   * requests with --send-ahead, and no promise each.
+   */
+  private placeEarly(ev: SendEvent): boolean {
+    if (!this.early.delete(ev)) return false;
+    const result = ev.selected && ev.opcode !== OP.INTERRUPT ? this.newResult(ev) : undefined;
+    if (result) result.outcome = 'sent';
+    if (result && isNoReply(ev.opcode)) this.settle(result);
+    return true;
+  }
+
   private async send(ev: SendEvent): Promise<void> {
+    if (this.placeEarly(ev)) return;
     const f = ev.frame;
     const result = ev.selected && ev.opcode !== OP.INTERRUPT ? this.newResult(ev) : undefined;
-    if (this.early.delete(ev)) {
-      // Sent ahead by sendAhead(); its result takes its place in the recorded order now.
-      if (result) result.outcome = 'sent';
-      if (result && isNoReply(ev.opcode)) this.settle(result);
-      return;
-    }
     if (ev.opcode === OP.INTERRUPT) {
       // The server saw this INTERRUPT, so it gets it, whether or not the request is answered yet:
       // the kernel queues an INTERRUPT when the signal arrives and may deliver it after the reply
@@ -565,6 +584,10 @@ class Replayer {
 
   /** The requests of the window sendAhead() sends now, their translated frames into `outbox`. */
   private pickAhead(win: Lookahead<PlanEvent>, outbox: Buffer[]): void {
+    // Nothing can go while the window is full; and refilling a slot or two at a time costs a scan
+    // of every pending request and one send per request (a wake-up of the server each): wait until
+    // half the slots are free, then send a run.
+    if (this.walking.size > AHEAD_MAX - AHEAD_REFILL) return;
     const bound = (n: bigint): boolean => this.ids.liveNodeid(n) !== undefined;
     const pending: OrderTouch[] = [];
     for (const sent of this.walking.values()) pending.push(this.orderOf(sent));
@@ -611,6 +634,26 @@ class Replayer {
     }
     if (this.opts.seed !== undefined) this.order.push(unique);
     this.sentAt.set(unique, performance.now());
+    return true;
+  }
+
+  /**
+   * expect() for a request whose live reply has arrived already (most of them with --send-ahead):
+   * the same steps, synchronously, with no promise each. False, having done nothing, when there
+   * is anything to wait for or to look at first (notifications, INTERRUPTs, requests not sent).
+   */
+  private expectArrived(ev: ExpectEvent): boolean {
+    const req = ev.request;
+    if (!req || req.opcode === OP.INTERRUPT) return false;
+    const u = req.frame.unique;
+    if (this.notSent.has(u)) return false;
+    const live = this.arrivedNow(ev.frame.unique);
+    if (!live) return false;
+    const result = this.resultBySeq.get(req.frame.seq);
+    this.takeReply(req, ev.frame, live);
+    this.sentRequests.delete(u);
+    this.walking.delete(u);
+    if (result) this.settle(result);
     return true;
   }
 
@@ -661,12 +704,18 @@ class Replayer {
       }
       return;
     }
-    const result = this.resultBySeq.get(req.frame.seq);
     if (!live) {
+      const result = this.resultBySeq.get(req.frame.seq);
       this.hangs++;
       if (result) this.missing(result, this.gone ? 'the server ended before answering' : `no reply within ${Math.round(timeout)} ms (hang)`);
       return;
     }
+    this.takeReply(req, f, live);
+  }
+
+  /** The live reply to `req` is here (`f` is its recorded one): compared, or only learned from when not selected. */
+  private takeReply(req: SendEvent, f: PlanFrame, live: Buffer): void {
+    const result = this.resultBySeq.get(req.frame.seq);
     this.hangs = 0;
     if (!result) {
       // Not selected: only learn the identifiers it hands out.
@@ -727,7 +776,9 @@ class Replayer {
     /** How the recorded reply becomes a tree (INIT puts back the server's own limits); the live one is always replyTree. */
     recordedTree: (d: DecodedFrame) => Record<string, unknown> = replyTree,
   ): void {
-    const reqD = this.decodedRequest(req);
+    const learned = recordedTree === replyTree ? this.compareFixed(result, req, recorded, live) : 'no';
+    if (learned === 'matched') return;
+    const reqD = this.replyRequest(req);
     const recD = decodeReply(recorded, { ...this.recCtx, opcode: req.opcode, request: reqD });
     const liveD = decodeReply(live, { ...this.liveCtx, opcode: req.opcode, request: reqD });
     // The one-line texts cost as much as the comparison: with keep `failing` a matching result is
@@ -744,7 +795,7 @@ class Replayer {
       if (result.outcome !== 'matched') describe();
       return;
     }
-    this.learn(req, recD.frame, liveD.frame);
+    if (learned === 'no') this.learn(req, recD.frame, liveD.frame);
     const recTree = recordedTree(recD.frame);
     const liveTree = replyTree(liveD.frame);
     if (this.readdirAsSet) {
@@ -782,6 +833,58 @@ class Replayer {
     }
   }
 
+  /**
+   * The common case without decoding: a fixed-layout reply (fixed-reply.ts) equal to the recorded
+   * one under the rules is `matched`, its ids learned as learn() would. `learned`: the ids were
+   * learned but a translated one differs, and the full comparison (which must not learn them
+   * again: bindings count references) names it; `no`: nothing done. Only where a matching result
+   * keeps nothing but its outcome (keep `failing`) and nothing else was noted on it.
+   */
+  private compareFixed(result: RequestResult, req: SendEvent, recorded: Buffer, live: Buffer): 'matched' | 'learned' | 'no' {
+    if (this.opts.keep !== 'failing' || result.outcome !== 'sent' || result.diffs.length > 0) return 'no';
+    if (!req.reply || recorded.length !== req.reply.len || this.recCtx.minor !== this.liveCtx.minor) return 'no';
+    const l = this.fixed.sameExceptIds(req.opcode, this.recCtx.minor, recorded, live);
+    if (!l) return 'no';
+    this.learnFixed(req.opcode, l, recorded, live);
+    const recFh = requestFh(req);
+    if (!this.fixed.idsEqual(l, recorded, live, (kind, rec, lv) => this.checkId(kind, rec, lv, recFh))) return 'learned';
+    result.outcome = 'matched';
+    return 'matched';
+  }
+
+  /** learn() for a fixed-layout reply, read in place: the same bindings, in the same order. */
+  private learnFixed(op: number, l: FixedLayout, rec: Buffer, live: Buffer): void {
+    if (l.error) return;
+    const u64 = (path: string, b: Buffer): bigint | undefined => {
+      const at = l.offsets.get(path);
+      return at === undefined ? undefined : b.readBigUInt64LE(at);
+    };
+    if (op === OP.LOOKUP || op === OP.MKNOD || op === OP.MKDIR || op === OP.SYMLINK || op === OP.LINK ||
+        op === OP.CREATE || op === OP.TMPFILE) {
+      const rn = u64('entry_out.nodeid', rec);
+      const ln = u64('entry_out.nodeid', live);
+      if (rn !== undefined && ln !== undefined && rn !== 0n) {
+        this.ids.matchNodeid(rn, ln);
+        const rg = u64('entry_out.generation', rec);
+        const lg = u64('entry_out.generation', live);
+        if (rg !== undefined && lg !== undefined) this.ids.matchGeneration(rg, lg);
+        const ri = u64('entry_out.attr.ino', rec);
+        const li = u64('entry_out.attr.ino', live);
+        if (ri !== undefined && li !== undefined) this.ids.matchIno(ri, li, rn);
+      }
+    }
+    if (op === OP.OPEN || op === OP.OPENDIR || op === OP.CREATE || op === OP.TMPFILE) {
+      const rf = u64('open_out.fh', rec);
+      const lf = u64('open_out.fh', live);
+      if (rf !== undefined && lf !== undefined) this.ids.bindFh(rf, lf);
+    }
+    if (op === OP.GETATTR || op === OP.SETATTR) {
+      const ri = u64('attr_out.attr.ino', rec);
+      const li = u64('attr_out.attr.ino', live);
+      if (ri !== undefined && li !== undefined) this.ids.matchIno(ri, li);
+    }
+  }
+
   /** A divergence of a request that raced in the recording with a conflicting one is a `race` (race.ts). */
   private classifyRace(result: RequestResult, req: SendEvent): void {
     if (result.outcome !== 'diverged' || !req.races?.length) return;
@@ -793,7 +896,7 @@ class Replayer {
   }
 
   private learnOnly(req: SendEvent, recorded: Buffer, live: Buffer): void {
-    const reqD = this.decodedRequest(req);
+    const reqD = this.replyRequest(req);
     const recD = decodeReply(recorded, { ...this.recCtx, opcode: req.opcode, request: reqD }).frame;
     const liveD = decodeReply(live, { ...this.liveCtx, opcode: req.opcode, request: reqD }).frame;
     if (recD && liveD) this.learn(req, recD, liveD);
@@ -909,6 +1012,11 @@ class Replayer {
       this.decoded.set(ev, d);
     }
     return d;
+  }
+
+  /** The recorded request decoded, where decoding its reply needs it (GETXATTR, LISTXATTR); else undefined. */
+  private replyRequest(ev: SendEvent): DecodedFrame | undefined {
+    return replyNeedsRequest(ev.opcode) ? this.decodedRequest(ev) : undefined;
   }
 
   private newResult(ev: SendEvent): RequestResult {

@@ -53,8 +53,12 @@ export interface OrderTouch extends Touch {
 
 /** The ordering view of a request (computed once per event). */
 export function orderTouch(ev: SendEvent): OrderTouch {
-  const t = touchOf(ev.frame.data, ev.opcode, ev.frame.unique, ev.frame.seq);
-  return { ...t, barrier: !SCOPED.has(ev.opcode), reader: READERS.has(ev.opcode), binds: bindsOf(ev) };
+  // The plan has read what most requests name already (for races); no object spread: one shape.
+  const t = ev.touch ?? touchOf(ev.frame.data, ev.opcode, ev.frame.unique, ev.frame.seq);
+  return {
+    unique: t.unique, seq: t.seq, opcode: t.opcode, nodes: t.nodes, fhs: t.fhs,
+    barrier: !SCOPED.has(ev.opcode), reader: READERS.has(ev.opcode), binds: bindsOf(ev),
+  };
 }
 
 /** Nodes and handles the recorded reply of `ev` hands out (null while that reply is not read). */

@@ -41,6 +41,8 @@ export interface SendEvent {
    * where one of the two changes it (race.ts). Complete by the time its reply is expected.
    */
   races?: Touch[];
+  /** What the request names (race.ts), read once by the plan for requests that expect a reply. */
+  touch?: Touch;
 }
 
 /** A frame of the server the replay waits for at this point. */
@@ -233,7 +235,8 @@ class PlanWalk {
       }
       ev.selected = target ? target.selected : ev.selected;
     } else if (!isNoReply(opcode)) {
-      ev.races = this.overlaps.sent(touchOf(f.data, opcode, f.unique, f.seq));
+      ev.touch = touchOf(f.data, opcode, f.unique, f.seq);
+      ev.races = this.overlaps.sent(ev.touch);
     }
     // An INTERRUPT is answered only sometimes (EAGAIN: try again; ENOSYS), under its own unique.
     if (!isNoReply(opcode) || opcode === OP.INTERRUPT) this.open.set(f.unique, ev);
