@@ -7,11 +7,15 @@
  * The session is bench/ledger.ts's synthetic workload written by a 'deferred' TraceWriter (as
  * `record` writes it), or a real trace: FUSETRACE_BENCH_DERIVE_DB=FILE[:SESSION] (copied first;
  * its derived rows are derived again). Each run derives a fresh copy; CPU is this process's
- * (process.cpuUsage: user + system), so other load on the machine inflates it less than wall time.
+ * (process.cpuUsage: user + system), so other load on the machine inflates it less than wall time,
+ * but a busy 2-core box still moves it by +-30% from run to run: compare builds in one process, in
+ * alternating runs. FUSETRACE_BENCH_DERIVE_PROFILE=OUT.cpuprofile writes a CPU profile of the first
+ * run's derivation alone (not of making the session); FUSETRACE_BENCH_DERIVE_STEP sets the step.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Session } from 'node:inspector/promises';
 import { dropDurationIndexes, openTraceDb } from '../src/store/db.js';
 import { Deriver } from '../src/store/derive.js';
 import { TraceWriter } from '../src/store/writer.js';
@@ -20,7 +24,7 @@ import { workload } from './ledger.js';
 const FRAMES = Number(process.env.FUSETRACE_BENCH_DERIVE_FRAMES ?? 400_000);
 const RUNS = Number(process.env.FUSETRACE_BENCH_DERIVE_RUNS ?? 5);
 /** The derivation thread's step (src/proxy/derive-worker.ts STEP_FRAMES). */
-const STEP = 1024;
+const STEP = Number(process.env.FUSETRACE_BENCH_DERIVE_STEP ?? 1024);
 
 function cpuUs(): number {
   const u = process.cpuUsage();
@@ -79,6 +83,12 @@ export async function benchDerive(): Promise<void> {
       fs.copyFileSync(template, file);
       const db = openTraceDb(file);
       const deriver = new Deriver(db, session);
+      const profile = run === 0 && process.env.FUSETRACE_BENCH_DERIVE_PROFILE ? new Session() : null;
+      if (profile) {
+        profile.connect();
+        await profile.post('Profiler.enable');
+        await profile.post('Profiler.start');
+      }
       const c0 = cpuUs();
       const w0 = process.hrtime.bigint();
       let n = 0;
@@ -87,6 +97,11 @@ export async function benchDerive(): Promise<void> {
       deriver.finish();
       const c2 = cpuUs();
       const wall = Number(process.hrtime.bigint() - w0) / 1e9;
+      if (profile) {
+        const { profile: out } = await profile.post('Profiler.stop');
+        fs.writeFileSync(process.env.FUSETRACE_BENCH_DERIVE_PROFILE!, JSON.stringify(out));
+        profile.disconnect();
+      }
       if (n !== frames) throw new Error(`bench derive: derived ${n} frames of ${frames}`);
       steps.push((c1 - c0) / n);
       totals.push((c2 - c0) / n);
