@@ -95,6 +95,7 @@ import {
   u32,
   u64,
 } from './ledger-wire.js';
+import { readU64 } from './batch.js';
 import { FUSE_INT_REQ_BIT, IN_HEADER_SIZE, OP, OUT_HEADER_SIZE } from '../protocol/index.js';
 
 /** Why a session ended (sessions.end_reason); outstanding requests become `aborted` with it as outcome. */
@@ -675,7 +676,7 @@ export class Ledger {
     const end = Math.min(b.length, u32(b, 0) ?? b.length);
     let off = OUT_HEADER_SIZE;
     while (off + DIRENTPLUS_NAME_OFFSET <= end) {
-      const id = b.readBigUInt64LE(off); // entry_out.nodeid
+      const id = readU64(b, off); // entry_out.nodeid
       const namelen = b.readUInt32LE(off + DIRENTPLUS_NAMELEN_OFFSET);
       const nameOff = off + DIRENTPLUS_NAME_OFFSET;
       if (namelen === 0 || nameOff + namelen > end) break;
