@@ -106,8 +106,10 @@ export type LedgerState = 'ok' | 'error' | 'interrupted' | 'late' | 'unanswered'
 
 /** Finished requests kept in memory for late replies and INTERRUPTs; older ones are read back from the table. */
 const RECENT_MAX = 16384;
-/** Rows per multi-row INSERT (23 columns: 736 parameters). */
-const INSERT_CHUNK = 32;
+/** Rows per multi-row INSERT, largest first (23 columns: 736 parameters); see derive.ts INSERT_CHUNKS. */
+const INSERT_CHUNKS = [32, 8, 2, 1];
+/** Columns of a requests row. */
+const REQUEST_PARAMS = 23;
 
 /** What an accepted reply does to the path resolver (and fh/minor bookkeeping). */
 type Effect =
@@ -229,8 +231,8 @@ export class Ledger {
   private dirtyRows: Req[] = [];
   private finished = false;
   private failed: { error: unknown } | null = null;
-  private readonly insertChunk: Statement;
-  private readonly insertOne: Statement;
+  /** INSERT statements of INSERT_CHUNKS rows, with their parameter arrays. */
+  private readonly inserts: Array<{ rows: number; stmt: Statement; params: unknown[] }>;
   private readonly update: Statement;
   private readonly selectComm: Statement;
   private readonly selectByUnique: Statement;
@@ -248,9 +250,12 @@ export class Ledger {
     this.attached = opts.attached ?? false;
     const cols =
       'session, seq, unique_id, opcode, nodeid, fh, path, pid, comm, uid, gid, start_ns, fwd_ns, reply_ns, dur_ns, errno, len, reply_len, state, outcome, background, reply_seq, interrupt_seq';
-    const one = `(${Array(23).fill('?').join(',')})`;
-    this.insertChunk = db.prepare(`INSERT INTO requests (${cols}) VALUES ${Array(INSERT_CHUNK).fill(one).join(',')}`);
-    this.insertOne = db.prepare(`INSERT INTO requests (${cols}) VALUES ${one}`);
+    const one = `(${Array(REQUEST_PARAMS).fill('?').join(',')})`;
+    this.inserts = INSERT_CHUNKS.map((rows) => ({
+      rows,
+      stmt: db.prepare(`INSERT INTO requests (${cols}) VALUES ${Array(rows).fill(one).join(',')}`),
+      params: new Array<unknown>(rows * REQUEST_PARAMS),
+    }));
     this.update = db.prepare(
       `UPDATE requests SET fh = ?, reply_ns = ?, dur_ns = ?, errno = ?, reply_len = ?, state = ?, outcome = ?,
        reply_seq = ?, interrupt_seq = ? WHERE session = ? AND seq = ?`,
@@ -770,19 +775,11 @@ export class Ledger {
     const rows = this.newRows;
     const n = rows.length;
     let i = 0;
-    if (n >= INSERT_CHUNK) {
-      const params: unknown[] = new Array(INSERT_CHUNK * 23);
-      for (; i + INSERT_CHUNK <= n; i += INSERT_CHUNK) {
+    for (const ins of this.inserts) {
+      for (; i + ins.rows <= n; i += ins.rows) {
         let p = 0;
-        for (let j = i; j < i + INSERT_CHUNK; j++) p = this.rowParams(rows[j], params, p);
-        this.insertChunk.run(params);
-      }
-    }
-    if (i < n) {
-      const params: unknown[] = new Array(23);
-      for (; i < n; i++) {
-        this.rowParams(rows[i], params, 0);
-        this.insertOne.run(params);
+        for (let j = i; j < i + ins.rows; j++) p = this.rowParams(rows[j], ins.params, p);
+        ins.stmt.run(ins.params);
       }
     }
     for (const r of rows) {
