@@ -37,7 +37,7 @@ function replyFrame(seq: number, t: bigint, unique: bigint, error: number, body:
 }
 
 /** About `count` frames of a plausible workload (requests and their replies interleaved 2 deep). */
-function workload(count: number): FrameRecord[] {
+export function workload(count: number): FrameRecord[] {
   const out: FrameRecord[] = [];
   let seq = 0;
   let t = 1_000_000n;

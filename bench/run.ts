@@ -7,6 +7,7 @@ import { benchRecord } from './record.js';
 import { benchTui } from './tui.js';
 import { benchQuery } from './query.js';
 import { benchLedger } from './ledger.js';
+import { benchDerive } from './derive.js';
 import { benchReplay } from './replay.js';
 import { benchAttach } from './attach.js';
 
@@ -16,6 +17,7 @@ const SECTIONS: Record<string, () => Promise<void>> = {
   tui: benchTui,
   query: benchQuery,
   ledger: benchLedger,
+  derive: benchDerive,
   replay: benchReplay,
   attach: benchAttach,
 };

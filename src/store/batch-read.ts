@@ -57,11 +57,12 @@ export class BatchPages {
   read(session: number, fromFirst: number, minSeq: number, toSeq: number, limit: number): DecodedBatch[] {
     const rows = this.page.all(session, fromFirst, toSeq, limit) as Array<[bigint, bigint, Buffer]>;
     if (rows.length === 0) return [];
-    const out: DecodedBatch[] = rows.map(([first, last, body]) => ({
-      firstSeq: Number(first),
-      lastSeq: Number(last),
-      frames: decodeBatch(body).filter((f) => f.seq >= minSeq && f.seq <= toSeq),
-    }));
+    const out: DecodedBatch[] = rows.map(([first, last, body]) => {
+      const frames = decodeBatch(body);
+      // Only the first and last batch of a page can hold frames outside [minSeq, toSeq].
+      const inside = frames.length === 0 || (frames[0].seq >= minSeq && frames[frames.length - 1].seq <= toSeq);
+      return { firstSeq: Number(first), lastSeq: Number(last), frames: inside ? frames : frames.filter((f) => f.seq >= minSeq && f.seq <= toSeq) };
+    });
     this.applyPatches(session, out);
     return out;
   }

@@ -24,8 +24,12 @@ import { toSqlU64, type FrameRecord } from './writer.js';
 const INDEX_COLUMNS = 'session, seq, ts_ns, fwd_ns, dir, unique_id, opcode, error, len, cap_len, write_errno, batch_seq, off';
 const INDEX_PARAMS = 13;
 const INDEX_ONE = `(${Array(INDEX_PARAMS).fill('?').join(',')})`;
-/** Rows per multi-row INSERT (as ledger.ts for requests): 64 * 13 = 832 parameters. */
-const INSERT_CHUNK = 64;
+/**
+ * Rows per multi-row INSERT, largest first (as ledger.ts for requests): 64 * 13 = 832 parameters.
+ * A step's last rows go in by the largest that fits: one statement per row cost them several
+ * times as much, and a step of 1024 frames left up to 63 of them.
+ */
+const INSERT_CHUNKS = [64, 16, 4, 1];
 
 /**
  * Writes the derived per-frame state of one session: frames index rows, sessions.derived, and the
@@ -34,8 +38,8 @@ const INSERT_CHUNK = 64;
  */
 export class FrameIndexer {
   readonly session: number;
-  private readonly insertChunk: Statement;
-  private readonly insertOne: Statement;
+  /** INSERT statements of INSERT_CHUNKS rows, with their parameter arrays. */
+  private readonly inserts: Array<{ rows: number; stmt: Statement; params: unknown[] }>;
   private readonly setDerivedStmt: Statement;
   private readonly mismatched: Statement;
   private readonly patchFrame: Statement;
@@ -43,8 +47,11 @@ export class FrameIndexer {
 
   constructor(db: Database, session: number) {
     this.session = session;
-    this.insertChunk = db.prepare(`INSERT INTO frames (${INDEX_COLUMNS}) VALUES ${Array(INSERT_CHUNK).fill(INDEX_ONE).join(',')}`);
-    this.insertOne = db.prepare(`INSERT INTO frames (${INDEX_COLUMNS}) VALUES ${INDEX_ONE}`);
+    this.inserts = INSERT_CHUNKS.map((rows) => ({
+      rows,
+      stmt: db.prepare(`INSERT INTO frames (${INDEX_COLUMNS}) VALUES ${Array(rows).fill(INDEX_ONE).join(',')}`),
+      params: new Array<unknown>(rows * INDEX_PARAMS),
+    }));
     this.setDerivedStmt = db.prepare('UPDATE sessions SET derived = ? WHERE id = ?');
     // Patches are rare (notifications whose write outlived their batch), so scanning them all is cheap.
     this.mismatched = db
@@ -61,27 +68,21 @@ export class FrameIndexer {
 
   /** Inserts the index rows of these decoded batches (patches already applied); returns their frames in seq order. */
   index(batches: readonly DecodedBatch[]): BatchFrame[] {
-    const rows: Array<[number, BatchFrame]> = [];
     const frames: BatchFrame[] = [];
+    const batchSeqs: number[] = [];
     for (const b of batches) {
       for (const f of b.frames) {
-        rows.push([b.firstSeq, f]);
         frames.push(f);
+        batchSeqs.push(b.firstSeq);
       }
     }
     let i = 0;
-    if (rows.length >= INSERT_CHUNK) {
-      const params: unknown[] = new Array(INSERT_CHUNK * INDEX_PARAMS);
-      for (; i + INSERT_CHUNK <= rows.length; i += INSERT_CHUNK) {
+    for (const ins of this.inserts) {
+      for (; i + ins.rows <= frames.length; i += ins.rows) {
         let p = 0;
-        for (let j = i; j < i + INSERT_CHUNK; j++) p = fillRow(params, p, this.session, rows[j][0], rows[j][1]);
-        this.insertChunk.run(params);
+        for (let j = i; j < i + ins.rows; j++) p = fillRow(ins.params, p, this.session, batchSeqs[j], frames[j]);
+        ins.stmt.run(ins.params);
       }
-    }
-    const one: unknown[] = new Array(INDEX_PARAMS);
-    for (; i < rows.length; i++) {
-      fillRow(one, 0, this.session, rows[i][0], rows[i][1]);
-      this.insertOne.run(one);
     }
     return frames;
   }

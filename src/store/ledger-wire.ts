@@ -21,6 +21,7 @@ import {
   structs,
   type FlagSet,
 } from '../protocol/index.js';
+import { readU64 } from './batch.js';
 
 function errno(name: string): number {
   const v = errnoNumber(name);
@@ -111,7 +112,7 @@ export function u32(b: Buffer, off: number): number | null {
 }
 
 export function u64(b: Buffer, off: number): bigint | null {
-  return off + 8 <= b.length ? b.readBigUInt64LE(off) : null;
+  return off + 8 <= b.length ? readU64(b, off) : null;
 }
 
 /**
