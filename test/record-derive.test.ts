@@ -9,7 +9,7 @@
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { requireFuse } from './helpers/fuse-env.js';
@@ -97,6 +97,45 @@ describe('derivation lagging behind the recording', () => {
     expect(again.index).toEqual(end.index);
     expect(again.requests).toEqual(end.requests);
   });
+
+  it('a trace locked by another process past the busy timeout: the derivation waits for it, then ends complete', async () => {
+    const dir = reg.tempDir();
+    const src = reg.tempDir();
+    populateTree(src, { depth: 1, dirs: 2, files: 10 });
+    const mnt = reg.mountpoint();
+    // The derivation is held (FUSETRACE_DERIVE_HOLD) until the lock below is taken, so that it
+    // finds committed frames to derive and a locked file.
+    const hold = join(dir, 'hold');
+    writeFileSync(hold, '');
+    const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, dbIn(dir), {
+      env: { ...process.env, FUSETRACE_DERIVE_HOLD: hold },
+    });
+    work(mnt, 100);
+    await sleep(400); // committed, not derived
+    expect(contents(rec.db).session.derived).toBe(0);
+    const locker = new Database(rec.db);
+    locker.pragma('busy_timeout = 10000');
+    locker.exec('BEGIN IMMEDIATE');
+    try {
+      unlinkSync(hold);
+      // Longer than the derivation's busy timeout (5 s): its write transaction fails with SQLITE_BUSY.
+      await sleep(6500);
+    } finally {
+      locker.exec('ROLLBACK');
+      locker.close();
+    }
+    work(mnt, 20);
+    expect(spawnSync('umount', [mnt]).status).toBe(0);
+    expect(await rec.exited).toEqual({ code: 0, signal: null });
+    expect(rec.stderr()).not.toMatch(/request ledger (stopped|failed)/);
+    const end = contents(rec.db);
+    expect(end.session.derived).toBe(end.batched.last + 1);
+    expect(end.index.length).toBe(end.batched.n);
+    expect(end.requests.filter((r) => (r as { opcode: number }).opcode === 16).length).toBeGreaterThanOrEqual(120); // the WRITEs
+    const again = rebuilt(rec.db);
+    expect(again.index).toEqual(end.index);
+    expect(again.requests).toEqual(end.requests);
+  }, 60_000);
 
   it('a recorder SIGKILLed while the derivation lags: the next read command completes it', async () => {
     const dir = reg.tempDir();

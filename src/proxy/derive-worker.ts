@@ -5,10 +5,10 @@
  * recorder's hot path. It may lag under load and catches up when the load stops; it never makes the
  * recorder wait except for the short write transactions of its steps.
  */
-import { readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
-import { openTraceDb } from '../store/db.js';
+import { isSqliteBusy, openTraceDb } from '../store/db.js';
 import { Deriver } from '../store/derive.js';
 import type { DeriveMessage, DeriveReport, DeriverData } from './deriver.js';
 
@@ -28,12 +28,11 @@ const TURN_WAIT_MS = 1000;
  * CPU time, it sleeps (1/d - 1) times that CPU time, so they keep the rest; on idle CPUs it goes on
  * at once. Never once it lags by more than MAX_THROTTLED_LAG frames, nor after the session's end.
  */
-const DUTY = (() => {
-  const d = Number(process.env.FUSETRACE_DERIVE_DUTY);
-  return d > 0 && d <= 1 ? d : 1;
-})();
+const DUTY = (workerData as DeriverData).duty;
 /** Lag (frames recorded, not derived) past which a throttled thread stops sleeping between steps. */
 const MAX_THROTTLED_LAG = 1_000_000;
+/** How often a held thread (FUSETRACE_DERIVE_HOLD) looks for its file. */
+const HOLD_POLL_MS = 50;
 /** Run-queue wait, as a share of the step's CPU time, that counts as contention. */
 const CONTENDED = 0.1;
 
@@ -97,6 +96,11 @@ try {
   throw err;
 }
 
+/** Back-off between attempts while the trace stays locked (each attempt also waits busy_timeout). */
+const BUSY_RETRY_MIN_MS = 50;
+const BUSY_RETRY_MAX_MS = 1000;
+let busyRetryMs = BUSY_RETRY_MIN_MS;
+
 let finishReason: string | null | undefined;
 let scheduled = false;
 let failed = false;
@@ -112,11 +116,17 @@ function run(): void {
   scheduled = false;
   if (failed) return;
   try {
+    const held = data.hold !== undefined && finishReason === undefined && existsSync(data.hold);
+    if (held) {
+      schedule(HOLD_POLL_MS);
+      return;
+    }
     const paused = data.paused && finishReason === undefined;
     // The recorder is committing: let it have the write lock first.
     Atomics.wait(turn, 0, 1, TURN_WAIT_MS);
     const before = DUTY < 1 ? schedstat() : undefined;
     const n = paused ? 0 : deriver.step(STEP_FRAMES);
+    busyRetryMs = BUSY_RETRY_MIN_MS;
     if (n > 0) {
       progress();
       schedule(before && finishReason === undefined ? throttle(before, schedstat()) : 0);
@@ -130,6 +140,14 @@ function run(): void {
       port.close();
     }
   } catch (err) {
+    if (isSqliteBusy(err)) {
+      // The trace stayed locked past the busy timeout (another process writing it, or the recorder
+      // slowed down by a saturated machine or a profiler). step() and finish() throw this before
+      // they change anything: try again later; the derivation lags and catches up.
+      busyRetryMs = Math.min(BUSY_RETRY_MAX_MS, busyRetryMs * 2);
+      schedule(busyRetryMs);
+      return;
+    }
     failed = true;
     post({ type: 'failed', message: err instanceof Error ? err.message : String(err) });
     try {

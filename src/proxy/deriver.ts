@@ -19,6 +19,10 @@ export interface DeriverData {
   nice: number;
   /** Derive nothing until finish (tests: the derivation lagging behind a whole recording). */
   paused: boolean;
+  /** Derive nothing while this file exists (tests: a lag that ends when the test says so). */
+  hold: string | undefined;
+  /** Share of a CPU the thread takes while the CPUs are contended (derive-worker.ts DUTY). */
+  duty: number;
   /** One Int32: 1 while the recorder wants the write lock (see DeriverThread.writing). */
   turn: SharedArrayBuffer;
 }
@@ -65,12 +69,15 @@ export class DeriverThread {
 
   constructor(file: string, session: number, opts: { attached?: boolean; onFailure?: (why: string) => void } = {}) {
     const nice = Number(process.env.FUSETRACE_DERIVE_NICE);
+    const duty = Number(process.env.FUSETRACE_DERIVE_DUTY);
     const data: DeriverData = {
       file,
       session,
       attached: opts.attached === true,
       nice: Number.isInteger(nice) ? nice : DEFAULT_NICE,
       paused: process.env.FUSETRACE_DERIVE_PAUSE === '1',
+      hold: process.env.FUSETRACE_DERIVE_HOLD || undefined,
+      duty: duty > 0 && duty <= 1 ? duty : 1,
       turn: this.turn.buffer as SharedArrayBuffer,
     };
     this.worker = new Worker(workerFile(), { workerData: data });

@@ -10,7 +10,7 @@
  * server) into the session row. It decides nothing about how the session ends: the RecordSession
  * reads the pump status each drain returns.
  */
-import { storeEnvironmentError } from '../store/db.js';
+import { isSqliteBusy, storeEnvironmentError } from '../store/db.js';
 import type { TraceWriter } from '../store/writer.js';
 import type { DeriverThread } from './deriver.js';
 import { initChanges } from './init.js';
@@ -18,11 +18,6 @@ import type { Pump, PumpBatchDrain, PumpStatus } from './native.js';
 
 /** How long commits may fail on a locked file before the user is told. */
 const BUSY_SAY_MS = 10_000;
-
-/** SQLITE_BUSY and its extended codes: the write lock was not to be had within the busy timeout. */
-function isBusy(err: unknown): boolean {
-  return String((err as { code?: string }).code ?? '').startsWith('SQLITE_BUSY');
-}
 
 /** Drained bytes past which a drain commits and recycles the pump's regions (see recycle()). */
 const RECYCLE_BYTES = 16 << 20;
@@ -173,7 +168,7 @@ export class FramePipeline {
       fn();
       return true;
     } catch (err) {
-      if (isBusy(err)) {
+      if (isSqliteBusy(err)) {
         this.noteBusy();
         return false;
       }

@@ -246,6 +246,11 @@ function upgradedCopy(db: DatabaseT, path: string, version: number): DatabaseT {
   });
 }
 
+/** SQLITE_BUSY and its extended codes: the write lock was not to be had within the busy timeout. */
+export function isSqliteBusy(err: unknown): boolean {
+  return String((err as { code?: string }).code ?? '').startsWith('SQLITE_BUSY');
+}
+
 /**
  * An SQLite failure caused by the file or its environment (damaged, truncated, full disk, read-only
  * medium, I/O error) as a one-line UserError naming the file; undefined for anything else (a bug).
@@ -345,7 +350,7 @@ function completeOrphans(db: DatabaseT, path: string, opts: OpenTraceDbOptions):
     // (busy_timeout), then finds nothing left to do.
     w.transaction(() => completeSessions(w, orphanedSessions(w))).immediate();
   } catch (err) {
-    if (!String((err as { code?: string }).code).startsWith('SQLITE_BUSY')) throw err;
+    if (!isSqliteBusy(err)) throw err;
     warnIncomplete(path, orphans);
   } finally {
     w.close();

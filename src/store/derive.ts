@@ -198,7 +198,8 @@ export class Deriver {
 
   /**
    * Derives the next committed batches, about `maxFrames` frames (whole batches, at least one);
-   * returns how many frames it derived, 0 when caught up. One write transaction per step.
+   * returns how many frames it derived, 0 when caught up. One write transaction per step. If the
+   * write lock cannot be had (SQLITE_BUSY, thrown by BEGIN IMMEDIATE), nothing changed: call again.
    */
   step(maxFrames = 8192): number {
     this.checkLedger();
@@ -217,13 +218,20 @@ export class Deriver {
     return n;
   }
 
-  /** Derives everything committed, then ends the ledger (outstanding requests: aborted with endReason) and builds the duration indexes. */
+  /**
+   * Derives everything committed, then ends the ledger (outstanding requests: aborted with
+   * endReason) and builds the duration indexes. If the write lock cannot be had (SQLITE_BUSY), it
+   * throws before it changed anything, in memory or in the file: calling it again goes on.
+   */
   finish(endReason?: string | null): void {
     while (this.step() > 0) {
       // until caught up
     }
     const reason = endReason === undefined ? this.storedEndReason() : endReason;
-    this.ledger.finish({ endReason: reason });
+    // The lock first (BEGIN IMMEDIATE), then the ledger's last rows: a Ledger marks itself finished
+    // as it starts, so a lock lost half-way would leave its outstanding requests unwritten.
+    if (this.db.inTransaction) this.ledger.finish({ endReason: reason });
+    else this.db.transaction(() => this.ledger.finish({ endReason: reason })).immediate();
     this.checkLedger();
     createDurationIndexes(this.db);
   }
