@@ -21,7 +21,7 @@
  * shared machine; wall-clock ratios move with the load. In-process, the preload's copy into the
  * ring runs on the server's threads: it shows as the server's CPU per request above direct's.
  * BENCH_RECORD_FILES, BENCH_RECORD_RUNS, BENCH_RECORD_SECONDS, BENCH_RECORD_WORKLOADS scale it;
- * BENCH_RECORD_CONFIGS (names from CONFIGS, comma-separated; `direct` is always run) narrows it.
+ * BENCH_RECORD_CONFIGS (names from CONFIGS separated by ';', as some names hold commas; `direct` always runs) narrows it.
  */
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -73,7 +73,7 @@ const CONFIGS: Config[] = [
 
 /** BENCH_RECORD_CONFIGS: the configurations to run (direct always: the ratios are to it). */
 function selectedConfigs(): Config[] {
-  const want = process.env.BENCH_RECORD_CONFIGS?.split(',').map((s) => s.trim()).filter(Boolean);
+  const want = process.env.BENCH_RECORD_CONFIGS?.split(';').map((s) => s.trim()).filter(Boolean);
   if (!want) return CONFIGS;
   const unknown = want.filter((n) => !CONFIGS.some((c) => c.name === n));
   if (unknown.length > 0) throw new Error(`BENCH_RECORD_CONFIGS: unknown ${unknown.join(', ')} (configurations: ${CONFIGS.map((c) => c.name).join(', ')})`);
