@@ -23,7 +23,7 @@ const TURN_WAIT_MS = 1000;
 
 /**
  * Share of one CPU the thread takes while the recording runs and the CPUs are contended
- * (FUSETRACE_DERIVE_DUTY, 0 < d <= 1, default 1): after a step during which the thread waited on
+ * (FUSETRACE_DERIVE_DUTY, 0 < d <= 1; deriver.ts DEFAULT_DUTY): after a step during which the thread waited on
  * the run queue (others wanted the CPU: the server, its callers) for more than CONTENDED of its own
  * CPU time, it sleeps (1/d - 1) times that CPU time, so they keep the rest; on idle CPUs it goes on
  * at once. Never once it lags by more than MAX_THROTTLED_LAG frames, nor after the session's end.

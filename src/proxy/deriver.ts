@@ -38,6 +38,14 @@ export type DeriveReport =
 
 /** The thread's default nice value: below the server and the application, above idle. */
 const DEFAULT_NICE = 10;
+/**
+ * The thread's default share of a CPU while the CPUs are contended (derive-worker.ts DUTY). Against
+ * unthrottled derivation (1), `npm run bench -- record` on 2026-12-06, two rounds of 3 runs, gave
+ * find+stat 0.86x and 0.71x direct (unthrottled 0.69x and 0.70x), fio 4k randread 0.58x and 0.64x
+ * (0.55x, 0.60x), the 8+8 mixed load 0.41x and 0.45x (0.35x, 0.40x); derivation held to the end of
+ * the workload: 0.98x/0.80x, 0.63x/0.73x, 0.42x/0.48x.
+ */
+const DEFAULT_DUTY = 0.25;
 
 /** The compiled worker (from dist/; under vitest from the build `npm test` makes first, as checkpointer.ts). */
 function workerFile(): string {
@@ -77,7 +85,7 @@ export class DeriverThread {
       nice: Number.isInteger(nice) ? nice : DEFAULT_NICE,
       paused: process.env.FUSETRACE_DERIVE_PAUSE === '1',
       hold: process.env.FUSETRACE_DERIVE_HOLD || undefined,
-      duty: duty > 0 && duty <= 1 ? duty : 1,
+      duty: duty > 0 && duty <= 1 ? duty : DEFAULT_DUTY,
       turn: this.turn.buffer as SharedArrayBuffer,
     };
     this.worker = new Worker(workerFile(), { workerData: data });
