@@ -88,7 +88,7 @@ describe('a session whose recorder was killed before its derivation caught up', 
     const r = fusetrace(['--db', file, 'stats', '--json']);
     expect(r.status, r.stderr).toBe(0);
     // Seqs have no gaps here, so the frames not derived are those from `derived` on.
-    expect(r.stderr).toBe(`fusetrace: completing the request index of session 1 (the recorder was killed): ${want.frames - missing.derived} frames\n`);
+    expect(r.stderr).toBe(`fusetrace: completing the request index of session 1 (its recorder ended before deriving it): ${want.frames - missing.derived} frames\n`);
     expect(JSON.parse(r.stdout).requests).toBe(want.requests.length);
     expect(state(file)).toEqual({ derived: want.frames, requests: want.requests });
     // Nothing left to do the second time.
@@ -133,7 +133,7 @@ describe('a session whose recorder was killed before its derivation caught up', 
     }
     expect(status, stderr).toBe(0);
     const lines = stderr.split('\n').filter((l) => l.includes('request index'));
-    expect(lines).toEqual([expect.stringMatching(/^fusetrace: session 1: the recorder was killed before \d+ frames reached the request index; showing what is indexed/)]);
+    expect(lines).toEqual([expect.stringMatching(/^fusetrace: session 1: its recorder ended before \d+ frames reached the request index; showing what is indexed/)]);
     expect(state(file)).toEqual(before);
   });
 });

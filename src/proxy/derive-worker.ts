@@ -21,24 +21,25 @@ const STEP_FRAMES = 1024;
 /** How long a step waits for the recorder's commit to end before it goes ahead anyway (the commit waits for the lock then). */
 const TURN_WAIT_MS = 1000;
 
+const data = workerData as DeriverData;
+const port = parentPort!;
+const turn = new Int32Array(data.turn);
+
 /**
  * Share of one CPU the thread takes while the recording runs and the CPUs are contended
- * (FUSETRACE_DERIVE_DUTY, 0 < d <= 1; deriver.ts DEFAULT_DUTY): after a step during which the thread waited on
- * the run queue (others wanted the CPU: the server, its callers) for more than CONTENDED of its own
- * CPU time, it sleeps (1/d - 1) times that CPU time, so they keep the rest; on idle CPUs it goes on
- * at once. Never once it lags by more than MAX_THROTTLED_LAG frames, nor after the session's end.
+ * (FUSETRACE_DERIVE_DUTY, 0 < d <= 1; deriver.ts DEFAULT_DUTY): after a step during which the
+ * thread waited on the run queue (others wanted the CPU: the server, its callers) for more than
+ * CONTENDED of its own CPU time, it sleeps (1/d - 1) times that CPU time, so they keep the rest; on
+ * idle CPUs it goes on at once. Never once it lags by more than MAX_THROTTLED_LAG frames, nor after
+ * the session's end.
  */
-const DUTY = (workerData as DeriverData).duty;
+const DUTY = data.duty;
 /** Lag (frames recorded, not derived) past which a throttled thread stops sleeping between steps. */
 const MAX_THROTTLED_LAG = 1_000_000;
 /** How often a held thread (FUSETRACE_DERIVE_HOLD) looks for its file. */
 const HOLD_POLL_MS = 50;
 /** Run-queue wait, as a share of the step's CPU time, that counts as contention. */
 const CONTENDED = 0.1;
-
-const data = workerData as DeriverData;
-const port = parentPort!;
-const turn = new Int32Array(data.turn);
 
 /** This thread's kernel id (/proc/thread-self -> PID/task/TID). */
 function threadId(): number {

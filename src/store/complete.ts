@@ -52,21 +52,26 @@ export function orphanedSessions(db: Database): LaggingSession[] {
   return laggingSessions(db).filter((s) => s.recorderPid === null || !recorderAlive(s.recorderPid));
 }
 
-/** Derives what the killed recorder left underived, on a writing connection; one stderr line per session. */
+/** Derives what a recorder that is gone left underived (killed, or stopped deriving on a full disk), on a writing connection; one stderr line per session. */
 export function completeSessions(db: Database, sessions: readonly LaggingSession[]): void {
   for (const s of sessions) {
-    process.stderr.write(`fusetrace: completing the request index of session ${s.id} (the recorder was killed): ${s.missing} frames\n`);
+    process.stderr.write(`fusetrace: completing the request index of session ${s.id} (its recorder ended before deriving it): ${s.missing} frames\n`);
     // The Deriver starts the session over: the killed recorder's ledger state died with it.
     const d = new Deriver(db, s.id);
     d.finish();
   }
 }
 
-/** One warning line per orphaned session a read-only reader cannot complete. */
-export function warnIncomplete(file: string, sessions: readonly LaggingSession[]): void {
+/**
+ * One warning line per orphaned session a reader cannot complete: a read-only one, or (`why`) one
+ * whose completion the file refused (a full disk under a trace whose recorder stopped deriving).
+ */
+export function warnIncomplete(file: string, sessions: readonly LaggingSession[], why?: string): void {
   for (const s of sessions) {
     process.stderr.write(
-      `fusetrace: session ${s.id}: the recorder was killed before ${s.missing} frames reached the request index; showing what is indexed (open ${file} once with write access to complete it)\n`,
+      why === undefined
+        ? `fusetrace: session ${s.id}: its recorder ended before ${s.missing} frames reached the request index; showing what is indexed (open ${file} once with write access to complete it)\n`
+        : `fusetrace: session ${s.id}: ${s.missing} frames are not in the request index and cannot be added now (${why}); showing what is indexed\n`,
     );
   }
 }

@@ -350,8 +350,11 @@ function completeOrphans(db: DatabaseT, path: string, opts: OpenTraceDbOptions):
     // (busy_timeout), then finds nothing left to do.
     w.transaction(() => completeSessions(w, orphanedSessions(w))).immediate();
   } catch (err) {
-    if (!isSqliteBusy(err)) throw err;
-    warnIncomplete(path, orphans);
+    // Locked by another writer, or the file cannot take the rows (a full disk: the recording that
+    // stopped deriving there): read what is indexed, and say why the rest is not.
+    const env = isSqliteBusy(err) ? undefined : storeEnvironmentError(err, path);
+    if (!isSqliteBusy(err) && env === undefined) throw err;
+    warnIncomplete(path, orphans, env?.message);
   } finally {
     w.close();
   }
