@@ -259,8 +259,9 @@ static struct ft_ring_rec* ring_reserve(uint64_t need, uint64_t* pos) {
     if (head + skip + need - tail > size) return NULL;
     if (__atomic_compare_exchange_n(&h->head, &head, head + skip + need, 1, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
       if (skip) {
+        /* The stamp alone: when only 8 bytes are left, rec_len would lie past the data area (in
+         * the server's own memory beyond the mapping; ring.h, FT_REC_SKIP). */
         struct ft_ring_rec* s = (struct ft_ring_rec*)(g_data + off);
-        s->rec_len = (uint32_t)skip;
         __atomic_store_n(&s->stamp, FT_STAMP(head, h->key, FT_REC_SKIP), __ATOMIC_RELEASE);
       }
       *pos = head + skip;
@@ -484,6 +485,24 @@ static ssize_t pending_pop(const struct iovec* iov, int iovcnt) {
   return n;
 }
 
+/* Maps the ring memfd (`bytes` long) with an inaccessible page after it, so that a write past the
+ * ring faults here, in the preload, instead of landing in whatever the server mapped next (a
+ * malloc arena's header, in the crash that ring version 2's 8-byte skip caused). *reserved is the
+ * length to munmap. */
+static void* map_ring(int fd, size_t bytes, size_t* reserved) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  size_t rounded = (bytes + page - 1) / page * page;
+  void* area = mmap(NULL, rounded + page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (area == MAP_FAILED) return MAP_FAILED;
+  void* map = mmap(area, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+  if (map == MAP_FAILED) {
+    munmap(area, rounded + page);
+    return MAP_FAILED;
+  }
+  *reserved = rounded + page;
+  return map;
+}
+
 /* Called with g_mu held, state ST_WAITING. Ends in ST_ACTIVE or ST_RELAY. */
 static void takeover_locked(void) {
   int fd = g_fd;
@@ -556,8 +575,9 @@ static void takeover_locked(void) {
   if (accepted) {
     struct stat rs;
     void* map = MAP_FAILED;
+    size_t reserved = 0;
     if (fstat(fds[1], &rs) == 0 && rs.st_size > (off_t)FT_RING_HDR_BYTES)
-      map = mmap(NULL, (size_t)rs.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
+      map = map_ring(fds[1], (size_t)rs.st_size, &reserved);
     struct ft_ring_hdr* h = map == MAP_FAILED ? NULL : (struct ft_ring_hdr*)map;
     int sane = h && h->magic == FT_RING_MAGIC && h->version == FT_RING_VERSION &&
                (uint64_t)rs.st_size >= FT_RING_HDR_BYTES + h->size + h->lost_cap * 8;
@@ -587,7 +607,7 @@ static void takeover_locked(void) {
       /* Cannot happen short of running out of fds; the pump already stopped reading /dev/fuse,
        * so the session cannot go on through the socket either: the reads below fail. */
       if (watch >= 0) real_close(watch);
-      if (map != MAP_FAILED) munmap(map, (size_t)rs.st_size);
+      if (map != MAP_FAILED) munmap(map, reserved);
       __atomic_store_n(&g_orphan, 1, __ATOMIC_RELEASE);
       __atomic_store_n(&g_state, ST_RELAY, __ATOMIC_RELEASE);
     }

@@ -36,7 +36,9 @@
 #define FT_REPLAY_HELLO_CODE 0x46540003
 
 #define FT_RING_MAGIC 0x47525446u        /* "FTRG" */
-#define FT_RING_VERSION 2u
+/* 3: a SKIP record is its stamp alone (see FT_REC_SKIP); version 2 wrote a length after it, which
+ * overran the data area when the skip was 8 bytes. */
+#define FT_RING_VERSION 3u
 #define FT_RING_HDR_BYTES 4096u          /* the data area starts one page in */
 
 /* Record types (the low 3 bits of a record's stamp). A record's space is reserved first, filled,
@@ -44,7 +46,9 @@
  * replaced by the type. The position makes stale bytes (an old frame's payload where a new
  * record now starts) unmistakable for a published record, so nobody has to clear the ring. */
 #define FT_REC_FRAME 1u
-#define FT_REC_SKIP 2u    /* the rest of the data area before a wrap: no content */
+#define FT_REC_SKIP 2u    /* the rest of the data area before a wrap: no content, and no header
+                             beyond the stamp (the skip can be as short as 8 bytes, the stamp
+                             alone): its length is always the distance to the data area's end */
 #define FT_REC_EVENT 3u   /* not a frame: code is an FT_EV_* */
 #define FT_REC_PENDING 6u /* a reply whose write has not returned yet: complete but for fwd_ns and
                              write_errno; consumed as such only once the server is gone (it died

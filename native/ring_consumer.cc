@@ -1,5 +1,6 @@
 #include "ring_consumer.h"
 
+#include <cstdlib>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sys/mman.h>
@@ -48,6 +49,12 @@ int RingConsumer::Create() {
   uint64_t key = uint64_t(NowNs()) * 0x9e3779b97f4a7c15ull;
   if (getrandom(&key, sizeof key, GRND_NONBLOCK) != sizeof key) key ^= uint64_t(getpid()) << 32;
   h->key = key;
+  // Test hook: records start N bytes before the end of the data area, so that the first one wraps
+  // (N = 8: the shortest skip, which ring version 2 overran; test/record-ring.test.ts).
+  if (const char* t = getenv("FUSETRACE_TEST_RING_TAIL")) {
+    uint64_t n = strtoull(t, nullptr, 10);
+    if (n >= 8 && n < size && n % 8 == 0) h->head = h->tail = size - n;
+  }
   ring_ = h;
   data_ = static_cast<uint8_t*>(map) + FT_RING_HDR_BYTES;
   map_bytes_ = total;
@@ -109,7 +116,8 @@ size_t RingConsumer::Consume(bool force, bool* full) {
       if (!force) break;  // its write is under way
       st = FT_REC_FRAME;  // the server died in the write: recorded as not known to be forwarded
     }
-    uint32_t len = r->rec_len;
+    // A skip is its stamp alone and runs to the end of the data area (ring.h, FT_REC_SKIP).
+    uint64_t len = st == FT_REC_SKIP ? h->size - (at & mask) : r->rec_len;
     if (len < 8 || (len & 7) != 0 || len > h->size || (st != FT_REC_SKIP && len < sizeof(ft_ring_rec))) break;
     if (!stalled && st == FT_REC_FRAME && !force && !sink_.queue().Fits(r->len)) {
       if (full) *full = true;
