@@ -8,7 +8,8 @@
 //
 // FUSETRACE_TEST_RING_TAIL=N (native/ring_consumer.cc) starts the ring N bytes before its end, so
 // the first record after the takeover wraps with a skip of exactly N bytes; the 6 MiB written
-// and read back then wrap the (smallest, FUSETRACE_RING_BYTES=1) ring a few more times.
+// and read back then wrap the (smallest, FUSETRACE_RING_BYTES=1) ring a few more times. 8 is the
+// shortest skip (the one that overran), 64 one exactly a record header long.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
@@ -28,7 +29,7 @@ beforeAll(() => {
 }, 120_000);
 
 describe('in-process ring wrap', () => {
-  for (const tail of [8, 16, 64]) {
+  for (const tail of [8, 64]) {
     it(`a first record that meets ${tail} bytes before the ring's end wraps cleanly`, async () => {
       const work = reg.tempDir('fusetrace-ring-');
       const src = join(work, 'src');
