@@ -13,6 +13,7 @@ import { openTraceDb } from '../src/store/db.js';
 import { addSession } from '../src/store/requests.fixture.js';
 import { asUser } from './helpers/as-user.js';
 import { runCommand } from './helpers/mount.js';
+import { compileDist } from './helpers/dist.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.join(ROOT, 'bin', 'fusetrace.js');
@@ -22,8 +23,7 @@ let dir: string;
 const mounts: string[] = [];
 
 beforeAll(() => {
-  const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, encoding: 'utf8' });
-  if (!fs.existsSync(path.join(ROOT, 'dist', 'src', 'cli', 'main.js'))) throw new Error(`tsc failed:\n${tsc.stdout}${tsc.stderr}`);
+  compileDist();
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fusetrace-robust-'));
   fs.chmodSync(dir, 0o755); // nobody must reach the read-only directory inside
 });

@@ -1,11 +1,12 @@
 // Shared by the demo tests: build once, run the real CLI, and check that a demo run left nothing
 // behind (mounts, directories, processes).
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from './helpers/fuse-env.js';
 import { readMountInfo, stopProcess, unmount, type CleanupRegistry } from './helpers/mount.js';
+import { compileDist } from './helpers/dist.js';
 
 export const ROOT = repoRoot();
 export const CLI = join(ROOT, 'bin', 'fusetrace.js');
@@ -13,11 +14,8 @@ export const CLI = join(ROOT, 'bin', 'fusetrace.js');
 /** The demo needs /dev/fuse and the compiled tree (dist/), nothing else: no libfuse, no compiler. */
 export function buildForDemo(): void {
   if (!existsSync('/dev/fuse')) throw new Error('/dev/fuse is missing: the demo tests need FUSE (they fail, never skip)');
-  const tsc = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, encoding: 'utf8' });
   // Other parts of the tree may not type-check while they are being written; tsc still emits.
-  for (const f of ['dist/src/demo/server.js', 'dist/src/cli/demo.js', 'build/Release/fusetrace.node']) {
-    if (!existsSync(join(ROOT, f))) throw new Error(`${f} missing after tsc:\n${tsc.stdout}${tsc.stderr}`);
-  }
+  compileDist(['dist/src/demo/server.js', 'dist/src/cli/demo.js', 'build/Release/fusetrace.node']);
 }
 
 export interface CliRun {

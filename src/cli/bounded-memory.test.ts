@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openTraceDb } from '../store/db.js';
 import { addFramedSession } from '../store/requests.fixture.js';
+import { compileDist } from '../../test/helpers/dist.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = path.join(ROOT, 'bin', 'fusetrace.js');
@@ -21,8 +22,7 @@ let dir: string;
 let file: string;
 
 beforeAll(() => {
-  const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, encoding: 'utf8' });
-  if (!fs.existsSync(path.join(ROOT, 'dist', 'src', 'cli', 'main.js'))) throw new Error(`tsc failed:\n${tsc.stdout}${tsc.stderr}`);
+  compileDist();
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fusetrace-memory-'));
   file = path.join(dir, 'big.db');
   const db = openTraceDb(file, { create: true });

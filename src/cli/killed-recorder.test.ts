@@ -13,6 +13,7 @@ import { START_MONO, busyScript } from '../store/ledger-frames.fixture.js';
 import { rebuildLedger } from '../store/ledger.js';
 import { TraceWriter } from '../store/writer.js';
 import { asUser } from '../../test/helpers/as-user.js';
+import { compileDist } from '../../test/helpers/dist.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = path.join(ROOT, 'bin', 'fusetrace.js');
@@ -21,8 +22,7 @@ let dir: string;
 const children: ChildProcess[] = [];
 
 beforeAll(() => {
-  const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, encoding: 'utf8' });
-  if (!fs.existsSync(path.join(ROOT, 'dist', 'src', 'cli', 'main.js'))) throw new Error(`tsc failed:\n${tsc.stdout}${tsc.stderr}`);
+  compileDist();
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fusetrace-killed-'));
 });
 afterAll(() => {

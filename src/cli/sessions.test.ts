@@ -12,6 +12,7 @@ import { FORMAT_VERSION } from '../store/schema.js';
 import { addRequests } from '../store/requests.fixture.js';
 import { TraceWriter } from '../store/writer.js';
 import { asUser } from '../../test/helpers/as-user.js';
+import { compileDist } from '../../test/helpers/dist.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = path.join(ROOT, 'bin', 'fusetrace.js');
@@ -19,9 +20,7 @@ const BIN = path.join(ROOT, 'bin', 'fusetrace.js');
 let dir: string;
 
 beforeAll(() => {
-  const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, encoding: 'utf8' });
-  // Other parts of the tree may not type-check while they are being written; tsc still emits.
-  if (!fs.existsSync(path.join(ROOT, 'dist', 'src', 'cli', 'sessions.js'))) throw new Error(`tsc failed:\n${tsc.stdout}${tsc.stderr}`);
+  compileDist(['dist/src/cli/sessions.js']);
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fusetrace-cli-sessions-'));
 });
 afterAll(() => {

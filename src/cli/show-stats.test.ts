@@ -10,6 +10,7 @@ import { buildReply, buildRequest, Opcode } from '../protocol/index.js';
 import { openTraceDb } from '../store/db.js';
 import { addRequests, addSession } from '../store/requests.fixture.js';
 import { TraceWriter } from '../store/writer.js';
+import { compileDist } from '../../test/helpers/dist.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = path.join(ROOT, 'bin', 'fusetrace.js');
@@ -31,13 +32,8 @@ function fusetrace(...args: string[]): Run {
 /** The first column of each data line of a piped (tab-separated) table: the uniques. */
 const uniques = (out: string): string[] => out.trimEnd().split('\n').slice(1).map((l) => l.split('\t')[0]!);
 
-// The hook runs tsc over the whole tree first: over a minute on a 2-core machine shared with other suites.
 beforeAll(() => {
-  const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], {
-    cwd: ROOT,
-    encoding: 'utf8',
-  });
-  if (!fs.existsSync(path.join(ROOT, 'dist', 'src', 'cli', 'show.js'))) throw new Error(`tsc failed:\n${tsc.stdout}${tsc.stderr}`);
+  compileDist(['dist/src/cli/show.js']);
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fusetrace-cli-show-'));
   file = path.join(dir, 'trace.db');
   const db = openTraceDb(file, { create: true });

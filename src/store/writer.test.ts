@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,6 +8,7 @@ import { prng as rng } from '../util/prng.js';
 import { openTraceDb } from './db.js';
 import { TraceReader } from './reader.js';
 import { TraceWriter, type FrameRecord } from './writer.js';
+import { compileDist } from '../../test/helpers/dist.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -23,9 +24,8 @@ afterEach(() => {
 let compiled: { db: string; writer: string; ledger: string } | undefined;
 function compiledStore(): { db: string; writer: string; ledger: string } {
   if (compiled) return compiled;
-  const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, encoding: 'utf8' });
+  compileDist(['dist/src/store/writer.js']);
   const out = (name: string) => path.join(ROOT, 'dist', 'src', 'store', `${name}.js`);
-  if (!fs.existsSync(out('writer'))) throw new Error(`tsc did not produce ${out('writer')}:\n${tsc.stdout}${tsc.stderr}`);
   compiled = { db: out('db'), writer: out('writer'), ledger: out('ledger') };
   return compiled;
 }

@@ -8,6 +8,7 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { repoRoot } from './fuse-env.js';
+import { compileDist } from './dist.js';
 import { asUser } from './as-user.js';
 import { isMounted, waitExit, type CleanupRegistry, type ExitInfo } from './mount.js';
 import { TraceReader } from '../../src/store/reader.js';
@@ -19,10 +20,7 @@ export const CLI = join(ROOT, 'bin', 'fusetrace.js');
 
 /** The tests run the real CLI: compiles the TypeScript and checks the addon is there (beforeAll). */
 export function buildCli(): void {
-  const tsc = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], {
-    encoding: 'utf8',
-  });
-  if (tsc.status !== 0) throw new Error(`tsc failed:\n${tsc.stdout}${tsc.stderr}`);
+  compileDist();
   for (const f of ['fusetrace.node', 'fusetrace-exec']) {
     if (!existsSync(join(ROOT, 'build', 'Release', f))) throw new Error(`build/Release/${f} missing: run npx node-gyp rebuild`);
   }
