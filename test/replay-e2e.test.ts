@@ -4,22 +4,15 @@
 // so a failing test still unmounts (never lazily) and stops what it started, by PID.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { requireFuse, repoRoot } from './helpers/fuse-env.js';
+import { requireFuse } from './helpers/fuse-env.js';
 import { buildExample, buildServer } from './helpers/build.js';
 import { CleanupRegistry, isMounted, unmount, waitExit } from './helpers/mount.js';
+import { buildCli, CLI } from './helpers/record.js';
 
-const ROOT = repoRoot();
-/**
- * The CLI compiled into a private directory: other test files rebuild dist/ while these run, and
- * a half-written dist/ would make a replay fail for reasons of its own. Under test/.tmp (inside
- * the repository) so the addon loader still finds binding.gyp and build/Release above it.
- */
-const OUT = join(ROOT, 'test', '.tmp', `replay-dist-${process.pid}`);
-const CLI = join(OUT, 'fusetrace.mjs');
 const reg = new CleanupRegistry();
 afterAll(() => reg.cleanup());
 
@@ -31,15 +24,7 @@ let sigread = '';
 
 beforeAll(() => {
   requireFuse();
-  const tsc = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', OUT], {
-    encoding: 'utf8',
-  });
-  reg.defer(() => rmSync(OUT, { recursive: true, force: true }));
-  if (tsc.status !== 0) throw new Error(`tsc failed:\n${tsc.stdout}${tsc.stderr}`);
-  writeFileSync(CLI, "import { run } from './src/cli/main.js';\nrun();\n");
-  for (const f of ['fusetrace.node', 'fusetrace-exec']) {
-    if (!existsSync(join(ROOT, 'build', 'Release', f))) throw new Error(`build/Release/${f} missing: run npx node-gyp rebuild`);
-  }
+  buildCli();
   passthrough = buildExample('passthrough_ll');
   interruptFs = buildServer('interrupt_fs');
   sigread = buildServer('sigread');
