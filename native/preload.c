@@ -485,6 +485,16 @@ static ssize_t pending_pop(const struct iovec* iov, int iovcnt) {
   return n;
 }
 
+/* The server's messages to fusetrace on its socket (ring.h): a 16-byte fuse_out_header
+ * {16, code, FT_MAGIC}, which no kernel reply can be (the magic is never a unique). */
+static void control_message(uint8_t m[16], int32_t code) {
+  uint32_t len = 16;
+  uint64_t magic = FT_MAGIC;
+  memcpy(m, &len, 4);
+  memcpy(m + 4, &code, 4);
+  memcpy(m + 8, &magic, 8);
+}
+
 /* Maps the ring memfd (`bytes` long) with an inaccessible page after it, so that a write past the
  * ring faults here, in the preload, instead of landing in whatever the server mapped next (a
  * malloc arena's header, in the crash that ring version 2's 8-byte skip caused). *reserved is the
@@ -512,12 +522,7 @@ static void takeover_locked(void) {
     return;
   }
   uint8_t req[16];
-  uint32_t len = 16;
-  int32_t code = FT_TAKEOVER_CODE;
-  uint64_t magic = FT_MAGIC;
-  memcpy(req, &len, 4);
-  memcpy(req + 4, &code, 4);
-  memcpy(req + 8, &magic, 8);
+  control_message(req, FT_TAKEOVER_CODE);
   /* Room for any frame the pump may have queued before its answer. */
   size_t bufsize = (1u << 20) + (64u << 10);
   if (g_max_frame_env > 0) bufsize = g_max_frame_env + 4096;
@@ -693,12 +698,7 @@ static void record_proc(uint32_t pid) {
 static void replay_hello(int fd) {
   if (__atomic_exchange_n(&g_replay_hello, 1, __ATOMIC_ACQ_REL)) return;
   uint8_t m[16];
-  uint32_t len = 16;
-  int32_t code = FT_REPLAY_HELLO_CODE;
-  uint64_t magic = FT_MAGIC;
-  memcpy(m, &len, 4);
-  memcpy(m + 4, &code, 4);
-  memcpy(m + 8, &magic, 8);
+  control_message(m, FT_REPLAY_HELLO_CODE);
   int e = errno;
   send(fd, m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT);
   errno = e;
