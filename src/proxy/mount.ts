@@ -146,7 +146,24 @@ export async function unmountFuse(m: Pick<FuseMount, 'mountpoint' | 'via'>, flag
   }
   // fusermount3 -z is its MNT_DETACH (util/fusermount.c); only a server's own lazy unmount asks for it.
   const lazy = flags & MNT_DETACH ? ['-z'] : [];
-  const child = spawn('fusermount3', ['-u', ...lazy, '--', m.mountpoint], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const r = await waitChild(child);
-  if (r.code !== 0) throw new Error(`fusermount3 -u: ${r.stderr.trim() || `exit ${r.code}`}`);
+  for (let attempt = 1; ; attempt++) {
+    const child = spawn('fusermount3', ['-u', ...lazy, '--', m.mountpoint], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const r = await waitChild(child);
+    if (r.code === 0) return;
+    // fusermount3 looks the mount up in /etc/mtab (/proc/self/mounts), which the kernel does not
+    // read out atomically: while other mounts come and go (propagated from the parent namespace),
+    // a line can be missed, and it says "entry for X not found in /etc/mtab" for a mount that is
+    // there (seen beside other mounting work). Ask again; a mount that is really gone (a second
+    // look at mountinfo agrees) was unmounted by someone else, which is all the caller wants.
+    const notFound = /not found in/.test(r.stderr);
+    if (notFound && attempt < UNMOUNT_NOT_FOUND_TRIES) {
+      await new Promise((res) => setTimeout(res, 20 * attempt));
+      continue;
+    }
+    if (notFound && !mountAt(m.mountpoint) && !mountAt(m.mountpoint)) return;
+    throw new Error(`fusermount3 -u: ${r.stderr.trim() || `exit ${r.code}`}`);
+  }
 }
+
+/** How often fusermount3 -u is asked when it cannot find the mount in /etc/mtab (see unmountFuse). */
+const UNMOUNT_NOT_FOUND_TRIES = 4;
