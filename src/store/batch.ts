@@ -92,6 +92,38 @@ export function frameAt(body: Buffer, off: number): BatchFrame {
   };
 }
 
+/** Where the frame after the one whose header starts at `off` starts. */
+export function nextFrameAt(body: Buffer, off: number): number {
+  return off + packedSize(body.readUInt32LE(off + 36));
+}
+
+/**
+ * The frame whose header starts at `off` as a plain FrameRecord, its bytes copied out of the body
+ * (a caller that keeps a few frames, such as replay's pending requests, must not keep their whole
+ * 256 KiB batches alive with them). frameAt() then a copy, without the view in between.
+ */
+export function frameCopyAt(body: Buffer, off: number): FrameRecord {
+  const dataAt = off + FRAME_HEADER_BYTES;
+  const end = Math.min(dataAt + body.readUInt32LE(off + 36), body.length);
+  const data = Buffer.allocUnsafe(Math.max(0, end - dataAt));
+  body.copy(data, 0, dataAt, end);
+  const fwd = readU64(body, off + 16);
+  const code = body.readInt32LE(off + 40);
+  const dir = body[off + 48] === 0 ? 0 : 1;
+  return {
+    seq: body.readUInt32LE(off + 4) * TWO32 + body.readUInt32LE(off),
+    tsNs: readU64(body, off + 8),
+    fwdNs: fwd === 0n ? null : fwd,
+    dir,
+    unique: readU64(body, off + 24),
+    opcode: dir === 0 ? code : null,
+    error: dir === 1 ? code : null,
+    len: body.readUInt32LE(off + 32),
+    data,
+    writeErrno: body.readInt32LE(off + 44),
+  };
+}
+
 /**
  * Decodes up to `count` frames of a body (all of them when omitted). Never throws on a short
  * body (a damaged row): it stops at the last whole header.
