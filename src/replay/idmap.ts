@@ -16,6 +16,7 @@
  */
 import { IN_HEADER_SIZE, OP } from '../protocol/index.js';
 import { REQUEST_ID_FIELDS, headerNodeidIsNode, type IdKind } from './ids.js';
+import { readU64, writeU64 } from '../util/u64.js';
 
 /** FUSE_ROOT_ID (fuse.h). */
 const ROOT_ID = 1n;
@@ -73,10 +74,10 @@ export class IdMap {
     let out = frame;
     const patch = (off: number, value: bigint): void => {
       if (out === frame) out = Buffer.from(frame);
-      out.writeBigUInt64LE(value, off);
+      writeU64(out, value, off);
     };
     if (frame.length >= IN_HEADER_SIZE && headerNodeidIsNode(opcode)) {
-      const rec = frame.readBigUInt64LE(16);
+      const rec = readU64(frame, 16);
       // nodeid 0 is legal in a few requests (e.g. kernel-internal STATFS on some paths); leave it.
       if (rec !== 0n) {
         const live = this.liveNodeid(rec);
@@ -90,7 +91,7 @@ export class IdMap {
       const count = body.readUInt32LE(0);
       for (let i = 0; i < count && 8 + 16 * i + 16 <= body.length; i++) {
         const off = IN_HEADER_SIZE + 8 + 16 * i;
-        const rec = frame.readBigUInt64LE(off);
+        const rec = readU64(frame, off);
         const live = this.liveNodeid(rec);
         if (live === undefined) return { missing: { kind: 'nodeid', recorded: rec } };
         if (live !== rec) patch(off, live);
@@ -101,7 +102,7 @@ export class IdMap {
     for (const f of fields) {
       if (f.off + 8 > body.length) continue;
       if (f.when && !f.when(body)) continue;
-      const rec = body.readBigUInt64LE(f.off);
+      const rec = readU64(body, f.off);
       let live: bigint | undefined;
       if (f.kind === 'nodeid') live = this.liveNodeid(rec);
       else if (f.kind === 'fh') {
@@ -122,14 +123,14 @@ export class IdMap {
   noteSent(recordedFrame: Buffer, opcode: number): void {
     const body = recordedFrame.subarray(IN_HEADER_SIZE);
     if (opcode === OP.FORGET && body.length >= 8) {
-      this.forget(recordedFrame.readBigUInt64LE(16), body.readBigUInt64LE(0));
+      this.forget(readU64(recordedFrame, 16), readU64(body, 0));
     } else if (opcode === OP.BATCH_FORGET && body.length >= 8) {
       const count = body.readUInt32LE(0);
       for (let i = 0; i < count && 8 + 16 * i + 16 <= body.length; i++) {
-        this.forget(body.readBigUInt64LE(8 + 16 * i), body.readBigUInt64LE(16 + 16 * i));
+        this.forget(readU64(body, 8 + 16 * i), readU64(body, 16 + 16 * i));
       }
     } else if ((opcode === OP.RELEASE || opcode === OP.RELEASEDIR) && body.length >= 8) {
-      const fh = body.readBigUInt64LE(0);
+      const fh = readU64(body, 0);
       const b = this.fhs.get(fh);
       b?.lives.shift();
       if (b && b.lives.length > 0) return;
