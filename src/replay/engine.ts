@@ -11,7 +11,7 @@
 import { UserError } from '../errors.js';
 import { decodeReply, decodeRequest, errnoName, replyNeedsRequest, formatLine, negotiateInit, opcodeName, type DecodedFrame } from '../protocol/index.js';
 import { compareTrees, direntsByName, flatten, readdirAsSet, show, type FieldDiff, type NormRule } from './compare.js';
-import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER, isNoReply } from './ids.js';
+import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER, isNoReply, uniqueKey, type UniqueKey } from './ids.js';
 import { IdMap } from './idmap.js';
 import { FixedReplies, type FixedLayout } from './fixed-reply.js';
 import { ServerLink, type ServerEnd, type ServerExit } from './link.js';
@@ -226,8 +226,8 @@ class Replayer {
    * Live frames that arrived before the walk asked for them, by unique (0: notifications): the
    * frame, or several in order (no array for the one reply nearly every unique gets).
    */
-  private readonly arrived = new Map<bigint, Buffer | Buffer[]>();
-  private readonly waiters = new Map<bigint, (f: Buffer | null) => void>();
+  private readonly arrived = new Map<UniqueKey, Buffer | Buffer[]>();
+  private readonly waiters = new Map<UniqueKey, (f: Buffer | null) => void>();
   private gone = false;
   private results: RequestResult[] = [];
   /**
@@ -246,14 +246,14 @@ class Replayer {
    * was answered, its result (also once settled: an INTERRUPT may come after the reply). One entry
    * a request, made once: three maps of these cost three insertions a request.
    */
-  private readonly recent = new RecentMap<bigint, RecentRequest>(RECENT_RESULTS);
+  private readonly recent = new RecentMap<UniqueKey, RecentRequest>(RECENT_RESULTS);
   private readonly elided: Partial<Record<Outcome, number>> = {};
   private readonly unexpected: UnexpectedFrame[] = [];
   private readonly order: bigint[] = [];
   /** Requests not sent (skipped), by unique: their recorded replies are not awaited. */
   private readonly notSent = new RecentSet<bigint>(RECENT);
   /** The request each live unique stands for (to describe unexpected replies), until its recorded reply is reached. */
-  private readonly sentRequests = new RecentMap<bigint, SendEvent>(RECENT);
+  private readonly sentRequests = new RecentMap<UniqueKey, SendEvent>(RECENT);
   private recCtx: { minor: number; flags?: bigint } = { minor: 45 };
   private liveCtx: { minor: number; flags?: bigint } = { minor: 45 };
   private sentCount = 0;
@@ -278,7 +278,7 @@ class Replayer {
   /** Requests may be sent ahead of their place (pipeline.ts): asap, and no --seed or --interrupt to honour. */
   private readonly pipelining: boolean;
   /** Sent requests the walk has not passed the recorded reply of, by unique: what sendAhead must not overtake. */
-  private readonly walking = new Map<bigint, SendEvent>();
+  private readonly walking = new Map<UniqueKey, SendEvent>();
   /** pickAhead()'s list of what a request must not overtake (reused: it runs every few requests). */
   private readonly pendingTouches: OrderTouch[] = [];
   /** A recorded nodeid is bound to a live one (pipeline.ts mustFollow). */
@@ -333,7 +333,7 @@ class Replayer {
           if (!this.placeEarly(ev)) await this.send(ev);
         } else {
           // While the reply is not there yet, what cannot depend on it goes out (pipeline.ts).
-          if (this.pipelining && !this.arrived.has(ev.frame.unique)) this.sendAhead(win);
+          if (this.pipelining && !this.arrived.has(uniqueKey(ev.frame.unique))) this.sendAhead(win);
           if (!this.expectArrived(ev)) await this.expect(ev);
         }
       }
@@ -347,8 +347,8 @@ class Replayer {
     }
     const exit = await this.link.stop();
     this.compact(true);
-    for (const [unique, frames] of this.arrived) {
-      for (const f of Array.isArray(frames) ? frames : [frames]) this.noteUnexpected(unique, f);
+    for (const [key, frames] of this.arrived) {
+      for (const f of Array.isArray(frames) ? frames : [frames]) this.noteUnexpected(BigInt(key), f);
     }
     this.arrived.clear();
     return {
@@ -378,39 +378,42 @@ class Replayer {
       const errs = this.liveIntrReplies.get(unique) ?? [];
       errs.push(f.length >= OUT_HEADER ? f.readInt32LE(4) : 0);
       this.liveIntrReplies.set(unique, errs);
-      const w = this.waiters.get(unique);
+      const key = uniqueKey(unique);
+      const w = this.waiters.get(key);
       if (w) {
-        this.waiters.delete(unique);
+        this.waiters.delete(key);
         w(f);
       }
       return;
     }
+    const key = uniqueKey(unique);
     if (unique !== 0n) {
-      const r = this.recent.get(unique);
+      const r = this.recent.get(key);
       if (r) r.answered = true;
-      else this.recent.set(unique, { sentAt: undefined, answered: true, result: undefined });
+      else this.recent.set(key, { sentAt: undefined, answered: true, result: undefined });
     }
     // With --send-ahead most replies come before the walk waits for them: no waiter to look for.
     if (this.waiters.size > 0) {
       if (unique !== 0n) {
         // Whoever waits for an answer to this request's INTERRUPT stops: the request is answered.
-        const wi = this.waiters.get(unique | FUSE_INT_REQ_BIT);
+        const intrKey = uniqueKey(unique | FUSE_INT_REQ_BIT);
+        const wi = this.waiters.get(intrKey);
         if (wi) {
-          this.waiters.delete(unique | FUSE_INT_REQ_BIT);
+          this.waiters.delete(intrKey);
           wi(null);
         }
       }
-      const w = this.waiters.get(unique);
+      const w = this.waiters.get(key);
       if (w) {
-        this.waiters.delete(unique);
+        this.waiters.delete(key);
         w(f);
         return;
       }
     }
-    const q = this.arrived.get(unique);
-    if (q === undefined) this.arrived.set(unique, f);
+    const q = this.arrived.get(key);
+    if (q === undefined) this.arrived.set(key, f);
     else if (Array.isArray(q)) q.push(f);
-    else this.arrived.set(unique, [q, f]);
+    else this.arrived.set(key, [q, f]);
   }
 
   private onEnd(): void {
@@ -421,14 +424,15 @@ class Replayer {
 
   /** The next live frame with `unique` if it has arrived already (taken), else undefined. */
   private arrivedNow(unique: bigint): Buffer | undefined {
-    const q = this.arrived.get(unique);
+    const key = uniqueKey(unique);
+    const q = this.arrived.get(key);
     if (q === undefined) return undefined;
     if (!Array.isArray(q)) {
-      this.arrived.delete(unique);
+      this.arrived.delete(key);
       return q;
     }
     const f = q.shift()!;
-    if (q.length === 0) this.arrived.delete(unique);
+    if (q.length === 0) this.arrived.delete(key);
     return f;
   }
 
@@ -437,12 +441,13 @@ class Replayer {
     const f = this.arrivedNow(unique);
     if (f) return Promise.resolve(f);
     if (this.gone) return Promise.resolve(null);
+    const key = uniqueKey(unique);
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
-        this.waiters.delete(unique);
+        this.waiters.delete(key);
         resolve(null);
       }, timeoutMs);
-      this.waiters.set(unique, (f) => {
+      this.waiters.set(key, (f) => {
         clearTimeout(timer);
         resolve(f);
       });
@@ -514,7 +519,7 @@ class Replayer {
       // was written (libfuse then keeps it and answers EAGAIN on its next request, fuse_lowlevel.c
       // check_interrupt). Replies recorded before it are awaited first by the walk itself. Only an
       // INTERRUPT for a request the replay did not send is dropped: the server never knew it.
-      const sentAt = ev.target === undefined ? undefined : this.recent.get(ev.target)?.sentAt;
+      const sentAt = ev.target === undefined ? undefined : this.recent.get(uniqueKey(ev.target))?.sentAt;
       if (ev.target === undefined || this.notSent.has(ev.target) || sentAt === undefined) {
         this.notSent.add(f.unique);
         return;
@@ -571,8 +576,9 @@ class Replayer {
   /** Bookkeeping of a request the server now has (sent in its place, or ahead of it). */
   private noteSent(ev: SendEvent, data: Buffer): void {
     this.sentCount++;
-    if (!isNoReply(ev.opcode) || ev.opcode === OP.INTERRUPT) this.sentRequests.set(ev.frame.unique, ev);
-    if (this.pipelining && !isNoReply(ev.opcode) && ev.opcode !== OP.INTERRUPT) this.walking.set(ev.frame.unique, ev);
+    const key = uniqueKey(ev.frame.unique);
+    if (!isNoReply(ev.opcode) || ev.opcode === OP.INTERRUPT) this.sentRequests.set(key, ev);
+    if (this.pipelining && !isNoReply(ev.opcode) && ev.opcode !== OP.INTERRUPT) this.walking.set(key, ev);
     this.ids.noteSent(data, ev.opcode);
   }
 
@@ -696,8 +702,9 @@ class Replayer {
     if (!live) return false;
     const result = this.resultBySeq.get(req.frame.seq);
     this.takeReply(req, ev.frame, live, result);
-    this.sentRequests.delete(u);
-    this.walking.delete(u);
+    const key = uniqueKey(u);
+    this.sentRequests.delete(key);
+    this.walking.delete(key);
     if (result) this.settle(result);
     return true;
   }
@@ -710,8 +717,9 @@ class Replayer {
       const result = this.resultBySeq.get(req.frame.seq);
       if (this.notSent.delete(u)) return;
       await this.expectReply(ev, req);
-      this.sentRequests.delete(u);
-      this.walking.delete(u);
+      const key = uniqueKey(u);
+      this.sentRequests.delete(key);
+      this.walking.delete(key);
       if (result) this.settle(result);
       return;
     }
@@ -1083,22 +1091,23 @@ class Replayer {
   }
 
   private resultOfUnique(unique: bigint): RequestResult | undefined {
-    return this.recent.get(unique)?.result;
+    return this.recent.get(uniqueKey(unique))?.result;
   }
 
   /** The recent entry of a unique, made empty when there is none. */
   private recentOf(unique: bigint): RecentRequest {
-    let r = this.recent.get(unique);
+    const key = uniqueKey(unique);
+    let r = this.recent.get(key);
     if (!r) {
       r = { sentAt: undefined, answered: false, result: undefined };
-      this.recent.set(unique, r);
+      this.recent.set(key, r);
     }
     return r;
   }
 
   /** The live server answered this (recent) request. */
   private answeredLive(unique: bigint): boolean {
-    return this.recent.get(unique)?.answered === true;
+    return this.recent.get(uniqueKey(unique))?.answered === true;
   }
 
   /**
@@ -1161,7 +1170,7 @@ class Replayer {
   }
 
   private noteUnexpected(unique: bigint, f: Buffer): void {
-    const req = this.sentRequests.get(unique);
+    const req = this.sentRequests.get(uniqueKey(unique));
     const reqD = req ? this.decodedRequest(req) : undefined;
     const d = decodeReply(f, { ...this.liveCtx, opcode: req?.opcode, request: reqD }).frame;
     this.unexpected.push({ unique, request: req ? describeRequest(reqD, req) : undefined, reply: describeReply(d) });

@@ -15,7 +15,7 @@
  * until RELEASE / RELEASEDIR. The root (FUSE_ROOT_ID = 1) is fixed and never forgotten.
  */
 import { IN_HEADER_SIZE, OP } from '../protocol/index.js';
-import { REQUEST_ID_FIELDS, headerNodeidIsNode, type IdKind } from './ids.js';
+import { REQUEST_ID_FIELDS, U64Map, headerNodeidIsNode, type IdKind } from './ids.js';
 import { readU64, writeU64 } from '../util/u64.js';
 
 /** FUSE_ROOT_ID (fuse.h). */
@@ -36,10 +36,10 @@ export interface Untranslated {
 }
 
 export class IdMap {
-  private readonly nodes = new Map<bigint, NodeBinding>();
+  private readonly nodes = new U64Map<NodeBinding>();
   /** live nodeid -> recorded nodeid, to catch two recorded nodes the live server merged. */
-  private readonly liveNodes = new Map<bigint, bigint>();
-  private readonly generations = new Map<bigint, bigint>();
+  private readonly liveNodes = new U64Map<bigint>();
+  private readonly generations = new U64Map<bigint>();
   /**
    * recorded fh -> the live fh of each open holding it, oldest first. Servers may hand out the
    * same fh for every open (0 is common for servers that keep no per-open state), so a RELEASE
@@ -49,9 +49,9 @@ export class IdMap {
    * second open a different fh. That RELEASE belongs to the first open (lives[0]); every other
    * request naming the fh is the newest open's.
    */
-  private readonly fhs = new Map<bigint, { lives: bigint[] }>();
-  private readonly inos = new Map<bigint, bigint>();
-  private readonly liveInos = new Map<bigint, bigint>();
+  private readonly fhs = new U64Map<{ lives: bigint[] }>();
+  private readonly inos = new U64Map<bigint>();
+  private readonly liveInos = new U64Map<bigint>();
   /** `${recorded fh}:${recorded cookie}` -> live cookie: cookies only mean something within one open directory. */
   private readonly cookies = new Map<string, bigint>();
   /**
@@ -59,7 +59,7 @@ export class IdMap {
    * recorded reply was cut by --snaplen: the kernel goes on reading from the last entry it got
    * (fs/fuse/readdir.c: ctx->pos = dirent->off), which the cut recording no longer shows.
    */
-  private readonly cutDirEnd = new Map<bigint, bigint>();
+  private readonly cutDirEnd = new U64Map<bigint>();
 
   constructor() {
     this.nodes.set(ROOT_ID, { live: ROOT_ID, nlookup: 1n });

@@ -14,7 +14,7 @@ import type { Database } from 'better-sqlite3';
 import { UserError } from '../errors.js';
 import { ReplaySource, type ReplaySelection } from '../store/replay-source.js';
 import type { FrameRecord } from '../store/writer.js';
-import { FUSE_INT_REQ_BIT, IN_HEADER, OP, isNoReply } from './ids.js';
+import { FUSE_INT_REQ_BIT, IN_HEADER, OP, U64Map, isNoReply } from './ids.js';
 import { OverlapTracker, touchOf, type Touch } from './race.js';
 import type { OrderTouch } from './pipeline.js';
 
@@ -167,7 +167,7 @@ const MAX_BEFORE_INIT_REPLY = 10_000;
 class PlanWalk {
   private readonly frames: Generator<FrameRecord>;
   /** Requests whose recorded reply has not been read yet, by unique. */
-  private readonly open = new Map<bigint, SendEvent>();
+  private readonly open = new U64Map<SendEvent>();
   private readonly overlaps = new OverlapTracker();
   private init: SendEvent | undefined;
   /** Events read while looking for INIT's reply (none in a kernel's session), replayed first. */

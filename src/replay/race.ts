@@ -5,7 +5,7 @@
  * differs, that is a `race` (the recording caught one order, the replay another), not a
  * regression. The replay still sends them together, in the recorded read order; it only classifies.
  */
-import { IN_HEADER, OP, REQUEST_ID_FIELDS, headerNodeidIsNode } from './ids.js';
+import { IN_HEADER, OP, REQUEST_ID_FIELDS, U64Map, headerNodeidIsNode } from './ids.js';
 import { readU64 } from '../util/u64.js';
 
 /** What one recorded request touches, as the recording named it (recorded ids, not translated). */
@@ -58,7 +58,7 @@ export function conflicts(a: Touch, b: Touch): boolean {
  * kept, so memory stays proportional to what is in flight, not to the session.
  */
 export class OverlapTracker {
-  private readonly open = new Map<bigint, { touch: Touch; races: Touch[] }>();
+  private readonly open = new U64Map<{ touch: Touch; races: Touch[] }>();
 
   /** A request reached the server; returns the list its conflicting overlaps will be added to. */
   sent(touch: Touch): Touch[] {
