@@ -71,20 +71,20 @@ export class IdMap {
    * `frame` is never modified; a copy is made only when something changes.
    */
   translateRequest(frame: Buffer, opcode: number): { frame: Buffer } | { missing: Untranslated } {
+    // A copy only once something changes; `out` is the frame as the live server must see it.
     let out = frame;
-    const patch = (off: number, value: bigint): void => {
-      if (out === frame) out = Buffer.from(frame);
-      writeU64(out, value, off);
-    };
     if (frame.length >= IN_HEADER_SIZE && headerNodeidIsNode(opcode)) {
       const rec = readU64(frame, 16);
       // nodeid 0 is legal in a few requests (e.g. kernel-internal STATFS on some paths); leave it.
       if (rec !== 0n) {
         const live = this.liveNodeid(rec);
         if (live === undefined) return { missing: { kind: 'nodeid', recorded: rec } };
-        if (live !== rec) patch(16, live);
+        if (live !== rec) out = patched(frame, out, 16, live);
       }
     }
+    // A view of the body only for the requests that name an id in it (most name only the header's nodeid).
+    const fields = REQUEST_ID_FIELDS[opcode];
+    if (fields === undefined && opcode !== OP.BATCH_FORGET) return { frame: out };
     const body = frame.subarray(IN_HEADER_SIZE);
     if (opcode === OP.BATCH_FORGET && body.length >= 8) {
       // fuse_batch_forget_in { count, dummy } then count x fuse_forget_one { nodeid, nlookup }.
@@ -94,15 +94,14 @@ export class IdMap {
         const rec = readU64(frame, off);
         const live = this.liveNodeid(rec);
         if (live === undefined) return { missing: { kind: 'nodeid', recorded: rec } };
-        if (live !== rec) patch(off, live);
+        if (live !== rec) out = patched(frame, out, off, live);
       }
     }
-    const fields = REQUEST_ID_FIELDS[opcode] ?? [];
     let recFh: bigint | undefined;
-    for (const f of fields) {
+    for (const f of fields ?? []) {
       if (f.off + 8 > body.length) continue;
       if (f.when && !f.when(body)) continue;
-      const rec = readU64(body, f.off);
+      const rec = readU64(frame, IN_HEADER_SIZE + f.off);
       let live: bigint | undefined;
       if (f.kind === 'nodeid') live = this.liveNodeid(rec);
       else if (f.kind === 'fh') {
@@ -114,13 +113,14 @@ export class IdMap {
         live = rec === 0n ? 0n : this.cookies.get(`${recFh}:${rec}`) ?? (recFh === undefined ? undefined : this.cutDirEnd.get(recFh));
       }
       if (live === undefined) return { missing: { kind: f.kind, recorded: rec } };
-      if (live !== rec) patch(IN_HEADER_SIZE + f.off, live);
+      if (live !== rec) out = patched(frame, out, IN_HEADER_SIZE + f.off, live);
     }
     return { frame: out };
   }
 
   /** Bookkeeping once a request has been sent: FORGET drops lookups, RELEASE ends an fh. */
   noteSent(recordedFrame: Buffer, opcode: number): void {
+    if (opcode !== OP.FORGET && opcode !== OP.BATCH_FORGET && opcode !== OP.RELEASE && opcode !== OP.RELEASEDIR) return;
     const body = recordedFrame.subarray(IN_HEADER_SIZE);
     if (opcode === OP.FORGET && body.length >= 8) {
       this.forget(readU64(recordedFrame, 16), readU64(body, 0));
@@ -255,6 +255,13 @@ export class IdMap {
       if (liveIno !== undefined) this.liveInos.delete(liveIno);
     }
   }
+}
+
+/** `out` (a copy of `frame` made on the first change) with the u64 at `off` set to `value`. */
+function patched(frame: Buffer, out: Buffer, off: number, value: bigint): Buffer {
+  const b = out === frame ? Buffer.from(frame) : out;
+  writeU64(b, value, off);
+  return b;
 }
 
 function hex(v: bigint): string {
