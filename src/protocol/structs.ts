@@ -8,6 +8,7 @@
  * took over padding carry `replaced: <minor the padding dates from>` and never change the size. The consistency check in
  * opcodes.ts verifies the result against the header's FUSE_COMPAT_*_SIZE constants.
  */
+import { readU64 } from '../util/u64.js';
 
 /** Wire types; all little-endian (FUSE runs in the host's byte order, and we only record on LE hosts). */
 export type PrimType = 'u8' | 'u16' | 'u32' | 'u64' | 'i32' | 'i64';
@@ -439,7 +440,7 @@ function readPrim(buf: Buffer, off: number, type: PrimType): number | bigint {
     case 'u16': return buf.readUInt16LE(off);
     case 'u32': return buf.readUInt32LE(off);
     case 'i32': return buf.readInt32LE(off);
-    case 'u64': return buf.readBigUInt64LE(off);
+    case 'u64': return readU64(buf, off);
     case 'i64': return buf.readBigInt64LE(off);
   }
 }

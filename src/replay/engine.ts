@@ -11,7 +11,7 @@
 import { UserError } from '../errors.js';
 import { decodeReply, decodeRequest, errnoName, replyNeedsRequest, formatLine, negotiateInit, opcodeName, type DecodedFrame } from '../protocol/index.js';
 import { compareTrees, direntsByName, flatten, readdirAsSet, show, type FieldDiff, type NormRule } from './compare.js';
-import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER, isNoReply } from './ids.js';
+import { FUSE_INT_REQ_BIT, IN_HEADER, OP, OUT_HEADER, isNoReply, uniqueKey, type UniqueKey } from './ids.js';
 import { IdMap } from './idmap.js';
 import { FixedReplies, type FixedLayout } from './fixed-reply.js';
 import { ServerLink, type ServerEnd, type ServerExit } from './link.js';
@@ -19,6 +19,7 @@ import { prng } from '../util/prng.js';
 import { RecentMap, RecentSet } from './recent.js';
 import { bindsOf, mustFollow, orderTouch, type OrderTouch } from './pipeline.js';
 import { interruptUnique, type ExpectEvent, type PlanEvent, type PlanFrame, type ReplayPlan, type SendEvent } from './plan.js';
+import { readU64 } from '../util/u64.js';
 
 /** --timing: `asap` sends as soon as the recorded order allows; `recorded` keeps recorded gaps, divided by `scale`. */
 export type Timing = { mode: 'asap' } | { mode: 'recorded'; scale: number };
@@ -188,6 +189,15 @@ const AHEAD_MAX = 32;
 /** Free slots in the window before sendAhead() picks again. */
 const AHEAD_REFILL = 16;
 
+/** What INTERRUPTs need to know of a recent request (Replayer.recent). */
+interface RecentRequest {
+  /** Live send time (ms, performance.now), for INTERRUPT points; undefined: not sent. */
+  sentAt: number | undefined;
+  /** The live server answered it. */
+  answered: boolean;
+  result: RequestResult | undefined;
+}
+
 /** Consecutive hangs after which the rest of the session is given up as missing. */
 const MAX_HANGS = 3;
 
@@ -212,31 +222,38 @@ export async function runReplay(plan: ReplayPlan, opts: ReplayOptions): Promise<
 class Replayer {
   private readonly ids = new IdMap();
   private link!: ServerLink;
-  /** Live frames that arrived before the walk asked for them, by unique (0: notifications). */
-  private readonly arrived = new Map<bigint, Buffer[]>();
-  private readonly waiters = new Map<bigint, (f: Buffer | null) => void>();
+  /**
+   * Live frames that arrived before the walk asked for them, by unique (0: notifications): the
+   * frame, or several in order (no array for the one reply nearly every unique gets).
+   */
+  private readonly arrived = new Map<UniqueKey, Buffer | Buffer[]>();
+  private readonly waiters = new Map<UniqueKey, (f: Buffer | null) => void>();
   private gone = false;
   private results: RequestResult[] = [];
-  /** Results settled as matched or sent with keep `failing`: dropped from `results` at the next compaction. */
-  private readonly droppable = new WeakSet<RequestResult>();
+  /**
+   * Results settled as matched or sent with keep `failing`: dropped from `results` at the next
+   * compaction (a Set, emptied then: it holds nothing `results` does not, and a WeakSet of every
+   * result cost the garbage collector an ephemeron per request).
+   */
+  private readonly droppable = new Set<RequestResult>();
   /** The event of each result whose request text is still to be made (keep `failing`). */
   private readonly eventOf = new WeakMap<RequestResult, SendEvent>();
   private droppableCount = 0;
   /** Results whose recorded reply the walk has not reached yet, by seq and by unique. */
   private readonly resultBySeq = new RecentMap<number, RequestResult>(RECENT);
-  /** By unique also once settled, for INTERRUPTs that come after the reply, but only the recent ones. */
-  private readonly resultByUnique = new RecentMap<bigint, RequestResult>(RECENT_RESULTS);
+  /**
+   * What INTERRUPTs need to know of the recent requests, by unique: when each was sent, whether it
+   * was answered, its result (also once settled: an INTERRUPT may come after the reply). One entry
+   * a request, made once: three maps of these cost three insertions a request.
+   */
+  private readonly recent = new RecentMap<UniqueKey, RecentRequest>(RECENT_RESULTS);
   private readonly elided: Partial<Record<Outcome, number>> = {};
   private readonly unexpected: UnexpectedFrame[] = [];
   private readonly order: bigint[] = [];
-  /** Live send time (ms, performance.now) of each unique, for INTERRUPT points. */
-  private readonly sentAt = new RecentMap<bigint, number>(RECENT_RESULTS);
-  /** Uniques answered live (recent ones: only INTERRUPTs ask, and they follow their request closely). */
-  private readonly answered = new RecentSet<bigint>(RECENT_RESULTS);
   /** Requests not sent (skipped), by unique: their recorded replies are not awaited. */
   private readonly notSent = new RecentSet<bigint>(RECENT);
   /** The request each live unique stands for (to describe unexpected replies), until its recorded reply is reached. */
-  private readonly sentRequests = new RecentMap<bigint, SendEvent>(RECENT);
+  private readonly sentRequests = new RecentMap<UniqueKey, SendEvent>(RECENT);
   private recCtx: { minor: number; flags?: bigint } = { minor: 45 };
   private liveCtx: { minor: number; flags?: bigint } = { minor: 45 };
   private sentCount = 0;
@@ -260,11 +277,12 @@ class Replayer {
   private readonly fixed: FixedReplies;
   /** Requests may be sent ahead of their place (pipeline.ts): asap, and no --seed or --interrupt to honour. */
   private readonly pipelining: boolean;
-  /** Requests sent ahead whose place in the walk has not come yet. */
-  private readonly early = new Set<SendEvent>();
   /** Sent requests the walk has not passed the recorded reply of, by unique: what sendAhead must not overtake. */
-  private readonly walking = new Map<bigint, SendEvent>();
-  private readonly orderTouches = new WeakMap<SendEvent, OrderTouch>();
+  private readonly walking = new Map<UniqueKey, SendEvent>();
+  /** pickAhead()'s list of what a request must not overtake (reused: it runs every few requests). */
+  private readonly pendingTouches: OrderTouch[] = [];
+  /** A recorded nodeid is bound to a live one (pipeline.ts mustFollow). */
+  private readonly boundNode = (n: bigint): boolean => this.ids.liveNodeid(n) !== undefined;
 
   constructor(private readonly plan: ReplayPlan, private readonly opts: ReplayOptions) {
     this.readdirAsSet = readdirAsSet(opts.rules);
@@ -315,7 +333,7 @@ class Replayer {
           if (!this.placeEarly(ev)) await this.send(ev);
         } else {
           // While the reply is not there yet, what cannot depend on it goes out (pipeline.ts).
-          if (this.pipelining && !this.arrived.has(ev.frame.unique)) this.sendAhead(win);
+          if (this.pipelining && !this.arrived.has(uniqueKey(ev.frame.unique))) this.sendAhead(win);
           if (!this.expectArrived(ev)) await this.expect(ev);
         }
       }
@@ -329,8 +347,8 @@ class Replayer {
     }
     const exit = await this.link.stop();
     this.compact(true);
-    for (const [unique, frames] of this.arrived) {
-      for (const f of frames) this.noteUnexpected(unique, f);
+    for (const [key, frames] of this.arrived) {
+      for (const f of Array.isArray(frames) ? frames : [frames]) this.noteUnexpected(BigInt(key), f);
     }
     this.arrived.clear();
     return {
@@ -350,7 +368,7 @@ class Replayer {
   // ---- the live side ----
 
   private onFrame(f: Buffer): void {
-    const unique = f.length >= OUT_HEADER ? f.readBigUInt64LE(8) : 0n;
+    const unique = f.length >= OUT_HEADER ? readU64(f, 8) : 0n;
     if (this.injected && unique === this.injected.intrUnique) {
       this.onInjectedInterruptReply(f);
       return;
@@ -360,31 +378,42 @@ class Replayer {
       const errs = this.liveIntrReplies.get(unique) ?? [];
       errs.push(f.length >= OUT_HEADER ? f.readInt32LE(4) : 0);
       this.liveIntrReplies.set(unique, errs);
-      const w = this.waiters.get(unique);
+      const key = uniqueKey(unique);
+      const w = this.waiters.get(key);
       if (w) {
-        this.waiters.delete(unique);
+        this.waiters.delete(key);
         w(f);
       }
       return;
     }
+    const key = uniqueKey(unique);
     if (unique !== 0n) {
-      this.answered.add(unique);
-      // Whoever waits for an answer to this request's INTERRUPT stops: the request is answered.
-      const wi = this.waiters.get(unique | FUSE_INT_REQ_BIT);
-      if (wi) {
-        this.waiters.delete(unique | FUSE_INT_REQ_BIT);
-        wi(null);
+      const r = this.recent.get(key);
+      if (r) r.answered = true;
+      else this.recent.set(key, { sentAt: undefined, answered: true, result: undefined });
+    }
+    // With --send-ahead most replies come before the walk waits for them: no waiter to look for.
+    if (this.waiters.size > 0) {
+      if (unique !== 0n) {
+        // Whoever waits for an answer to this request's INTERRUPT stops: the request is answered.
+        const intrKey = uniqueKey(unique | FUSE_INT_REQ_BIT);
+        const wi = this.waiters.get(intrKey);
+        if (wi) {
+          this.waiters.delete(intrKey);
+          wi(null);
+        }
+      }
+      const w = this.waiters.get(key);
+      if (w) {
+        this.waiters.delete(key);
+        w(f);
+        return;
       }
     }
-    const w = this.waiters.get(unique);
-    if (w) {
-      this.waiters.delete(unique);
-      w(f);
-      return;
-    }
-    const q = this.arrived.get(unique);
-    if (q) q.push(f);
-    else this.arrived.set(unique, [f]);
+    const q = this.arrived.get(key);
+    if (q === undefined) this.arrived.set(key, f);
+    else if (Array.isArray(q)) q.push(f);
+    else this.arrived.set(key, [q, f]);
   }
 
   private onEnd(): void {
@@ -395,10 +424,15 @@ class Replayer {
 
   /** The next live frame with `unique` if it has arrived already (taken), else undefined. */
   private arrivedNow(unique: bigint): Buffer | undefined {
-    const q = this.arrived.get(unique);
-    if (!q || q.length === 0) return undefined;
+    const key = uniqueKey(unique);
+    const q = this.arrived.get(key);
+    if (q === undefined) return undefined;
+    if (!Array.isArray(q)) {
+      this.arrived.delete(key);
+      return q;
+    }
     const f = q.shift()!;
-    if (q.length === 0) this.arrived.delete(unique);
+    if (q.length === 0) this.arrived.delete(key);
     return f;
   }
 
@@ -407,12 +441,13 @@ class Replayer {
     const f = this.arrivedNow(unique);
     if (f) return Promise.resolve(f);
     if (this.gone) return Promise.resolve(null);
+    const key = uniqueKey(unique);
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
-        this.waiters.delete(unique);
+        this.waiters.delete(key);
         resolve(null);
       }, timeoutMs);
-      this.waiters.set(unique, (f) => {
+      this.waiters.set(key, (f) => {
         clearTimeout(timer);
         resolve(f);
       });
@@ -466,7 +501,8 @@ class Replayer {
    * requests with --send-ahead, and no promise each.
    */
   private placeEarly(ev: SendEvent): boolean {
-    if (!this.early.delete(ev)) return false;
+    if (!ev.early) return false;
+    ev.early = false;
     const result = ev.selected && ev.opcode !== OP.INTERRUPT ? this.newResult(ev) : undefined;
     if (result) result.outcome = 'sent';
     if (result && isNoReply(ev.opcode)) this.settle(result);
@@ -483,12 +519,13 @@ class Replayer {
       // was written (libfuse then keeps it and answers EAGAIN on its next request, fuse_lowlevel.c
       // check_interrupt). Replies recorded before it are awaited first by the walk itself. Only an
       // INTERRUPT for a request the replay did not send is dropped: the server never knew it.
-      if (ev.target === undefined || this.notSent.has(ev.target) || !this.sentAt.has(ev.target)) {
+      const sentAt = ev.target === undefined ? undefined : this.recent.get(uniqueKey(ev.target))?.sentAt;
+      if (ev.target === undefined || this.notSent.has(ev.target) || sentAt === undefined) {
         this.notSent.add(f.unique);
         return;
       }
       const pointMs = Number(ev.delayNs ?? 0n) / 1e6;
-      const at = this.sentAt.get(ev.target)! + pointMs;
+      const at = sentAt + pointMs;
       await sleepUntil(at);
       const r = this.resultOfUnique(ev.target);
       // Timers fire late on a busy machine; the point in the event order (after the request,
@@ -539,18 +576,19 @@ class Replayer {
   /** Bookkeeping of a request the server now has (sent in its place, or ahead of it). */
   private noteSent(ev: SendEvent, data: Buffer): void {
     this.sentCount++;
-    if (!isNoReply(ev.opcode) || ev.opcode === OP.INTERRUPT) this.sentRequests.set(ev.frame.unique, ev);
-    if (this.pipelining && !isNoReply(ev.opcode) && ev.opcode !== OP.INTERRUPT) this.walking.set(ev.frame.unique, ev);
+    const key = uniqueKey(ev.frame.unique);
+    if (!isNoReply(ev.opcode) || ev.opcode === OP.INTERRUPT) this.sentRequests.set(key, ev);
+    if (this.pipelining && !isNoReply(ev.opcode) && ev.opcode !== OP.INTERRUPT) this.walking.set(key, ev);
     this.ids.noteSent(data, ev.opcode);
   }
 
   // ---- sending ahead (pipeline.ts) ----
 
   private orderOf(ev: SendEvent): OrderTouch {
-    let t = this.orderTouches.get(ev);
+    let t = ev.order;
     if (!t) {
       t = orderTouch(ev);
-      this.orderTouches.set(ev, t);
+      ev.order = t;
     }
     // The recorded reply may have been read by the plan since.
     if (t.binds === null && ev.reply) t.binds = bindsOf(ev);
@@ -588,9 +626,14 @@ class Replayer {
     // of every pending request and one send per request (a wake-up of the server each): wait until
     // half the slots are free, then send a run.
     if (this.walking.size > AHEAD_MAX - AHEAD_REFILL) return;
-    const bound = (n: bigint): boolean => this.ids.liveNodeid(n) !== undefined;
-    const pending: OrderTouch[] = [];
-    for (const sent of this.walking.values()) pending.push(this.orderOf(sent));
+    const pending = this.pendingTouches;
+    pending.length = 0;
+    for (const sent of this.walking.values()) {
+      const t = this.orderOf(sent);
+      // What comes after a barrier, or after a request whose hand-outs are unknown, follows it.
+      if (t.barrier || t.binds === null) return;
+      pending.push(t);
+    }
     const n = win.ahead(AHEAD_WINDOW);
     for (let i = 0; i < n; i++) {
       const ev = win.at(i);
@@ -599,14 +642,22 @@ class Replayer {
         if (!ev.request) return;
         continue;
       }
-      if (this.early.has(ev)) continue;
+      if (ev.early) continue;
       if (ev.opcode === OP.INTERRUPT) return;
       const t = this.orderOf(ev);
       if (t.barrier) return;
       // Sent now or not, what comes after it in the window must not overtake it.
-      if (!pending.some((p) => mustFollow(p, t, bound))) this.sendEarly(ev, outbox);
+      if (!this.mustWait(t)) this.sendEarly(ev, outbox);
+      if (t.binds === null) return;
       pending.push(t);
     }
+  }
+
+  /** True when `t` must follow one of pickAhead()'s pending requests (pipeline.ts mustFollow). */
+  private mustWait(t: OrderTouch): boolean {
+    const pending = this.pendingTouches;
+    for (let i = 0; i < pending.length; i++) if (mustFollow(pending[i], t, this.boundNode)) return true;
+    return false;
   }
 
   /**
@@ -619,8 +670,8 @@ class Replayer {
     const tr = this.ids.translateRequest(f.data, ev.opcode);
     if ('missing' in tr) return false;
     outbox.push(tr.frame);
-    this.early.add(ev);
-    this.sentAt.set(f.unique, performance.now());
+    ev.early = true;
+    this.recentOf(f.unique).sentAt = performance.now();
     this.noteSent(ev, f.data);
     return true;
   }
@@ -633,7 +684,7 @@ class Replayer {
       return false;
     }
     if (this.opts.seed !== undefined) this.order.push(unique);
-    this.sentAt.set(unique, performance.now());
+    this.recentOf(unique).sentAt = performance.now();
     return true;
   }
 
@@ -650,9 +701,10 @@ class Replayer {
     const live = this.arrivedNow(ev.frame.unique);
     if (!live) return false;
     const result = this.resultBySeq.get(req.frame.seq);
-    this.takeReply(req, ev.frame, live);
-    this.sentRequests.delete(u);
-    this.walking.delete(u);
+    this.takeReply(req, ev.frame, live, result);
+    const key = uniqueKey(u);
+    this.sentRequests.delete(key);
+    this.walking.delete(key);
     if (result) this.settle(result);
     return true;
   }
@@ -660,13 +712,14 @@ class Replayer {
   private async expect(ev: Extract<PlanEvent, { kind: 'expect' }>): Promise<void> {
     const req = ev.request;
     if (req && req.opcode !== OP.INTERRUPT) {
-      // Its recorded reply is reached: nothing later refers to it but INTERRUPTs (sentAt, answered).
+      // Its recorded reply is reached: nothing later refers to it but INTERRUPTs (`recent`).
       const u = req.frame.unique;
       const result = this.resultBySeq.get(req.frame.seq);
       if (this.notSent.delete(u)) return;
       await this.expectReply(ev, req);
-      this.sentRequests.delete(u);
-      this.walking.delete(u);
+      const key = uniqueKey(u);
+      this.sentRequests.delete(key);
+      this.walking.delete(key);
       if (result) this.settle(result);
       return;
     }
@@ -714,8 +767,7 @@ class Replayer {
   }
 
   /** The live reply to `req` is here (`f` is its recorded one): compared, or only learned from when not selected. */
-  private takeReply(req: SendEvent, f: PlanFrame, live: Buffer): void {
-    const result = this.resultBySeq.get(req.frame.seq);
+  private takeReply(req: SendEvent, f: PlanFrame, live: Buffer, result = this.resultBySeq.get(req.frame.seq)): void {
     this.hangs = 0;
     if (!result) {
       // Not selected: only learn the identifiers it hands out.
@@ -738,7 +790,7 @@ class Replayer {
     errs.push(f.error ?? 0);
     this.recIntrReplies.set(f.unique, errs);
     const target = req.target;
-    if (target === undefined || this.notSent.has(f.unique) || this.answered.has(target)) return;
+    if (target === undefined || this.notSent.has(f.unique) || this.answeredLive(target)) return;
     const taken = this.intrTaken.get(f.unique) ?? 0;
     if ((this.liveIntrReplies.get(f.unique)?.length ?? 0) > taken) {
       this.intrTaken.set(f.unique, taken + 1);
@@ -857,7 +909,7 @@ class Replayer {
     if (l.error) return;
     const u64 = (path: string, b: Buffer): bigint | undefined => {
       const at = l.offsets.get(path);
-      return at === undefined ? undefined : b.readBigUInt64LE(at);
+      return at === undefined ? undefined : readU64(b, at);
     };
     if (op === OP.LOOKUP || op === OP.MKNOD || op === OP.MKDIR || op === OP.SYMLINK || op === OP.LINK ||
         op === OP.CREATE || op === OP.TMPFILE) {
@@ -970,7 +1022,7 @@ class Replayer {
     const result = this.resultOfUnique(unique);
     if (result) result.outcome = 'injected';
     const fire = async (): Promise<void> => {
-      if (this.answered.has(unique) || this.gone) {
+      if (this.answeredLive(unique) || this.gone) {
         if (result) result.note = appendNote(result.note, `no INTERRUPT sent: answered before ${delay} ms`);
         return;
       }
@@ -996,7 +1048,7 @@ class Replayer {
     const err = f.length >= OUT_HEADER ? f.readInt32LE(4) : 0;
     const result = this.resultOfUnique(inj.unique);
     if (result) result.note = appendNote(result.note, `the server answered the INTERRUPT with ${errnoText(err)}`);
-    if (err === -11 && !this.answered.has(inj.unique) && inj.sends < 100 && !this.gone) {
+    if (err === -11 && !this.answeredLive(inj.unique) && inj.sends < 100 && !this.gone) {
       inj.sends++;
       this.pending.push(this.rawSend(interruptFrame(inj.unique), inj.intrUnique));
     }
@@ -1034,12 +1086,28 @@ class Replayer {
     this.results.push(r);
     if (lazy) this.eventOf.set(r, ev);
     this.resultBySeq.set(ev.frame.seq, r);
-    this.resultByUnique.set(ev.frame.unique, r);
+    this.recentOf(ev.frame.unique).result = r;
     return r;
   }
 
   private resultOfUnique(unique: bigint): RequestResult | undefined {
-    return this.resultByUnique.get(unique);
+    return this.recent.get(uniqueKey(unique))?.result;
+  }
+
+  /** The recent entry of a unique, made empty when there is none. */
+  private recentOf(unique: bigint): RecentRequest {
+    const key = uniqueKey(unique);
+    let r = this.recent.get(key);
+    if (!r) {
+      r = { sentAt: undefined, answered: false, result: undefined };
+      this.recent.set(key, r);
+    }
+    return r;
+  }
+
+  /** The live server answered this (recent) request. */
+  private answeredLive(unique: bigint): boolean {
+    return this.recent.get(uniqueKey(unique))?.answered === true;
   }
 
   /**
@@ -1072,6 +1140,7 @@ class Replayer {
       this.elided[r.outcome] = (this.elided[r.outcome] ?? 0) + 1;
       return false;
     });
+    this.droppable.clear();
     this.droppableCount = 0;
   }
 
@@ -1101,7 +1170,7 @@ class Replayer {
   }
 
   private noteUnexpected(unique: bigint, f: Buffer): void {
-    const req = this.sentRequests.get(unique);
+    const req = this.sentRequests.get(uniqueKey(unique));
     const reqD = req ? this.decodedRequest(req) : undefined;
     const d = decodeReply(f, { ...this.liveCtx, opcode: req?.opcode, request: reqD }).frame;
     this.unexpected.push({ unique, request: req ? describeRequest(reqD, req) : undefined, reply: describeReply(d) });
@@ -1120,7 +1189,9 @@ class Lookahead<T> {
 
   next(): T | undefined {
     if (this.head < this.buf.length) {
-      const v = this.buf[this.head++];
+      const v = this.buf[this.head];
+      // Not kept until the next slice: a consumed event holds its frames.
+      this.buf[this.head++] = undefined as T;
       // Drop what was consumed now and then (ahead() keeps the buffer from ever running empty).
       if (this.head >= 1024) {
         this.buf = this.buf.slice(this.head);
@@ -1176,7 +1247,7 @@ export function interruptFrame(target: bigint): Buffer {
 /** The recorded fh a request names in its body at offset 0 (READDIR's fuse_read_in.fh). */
 function requestFh(req: SendEvent): bigint | undefined {
   const b = req.frame.data;
-  return b.length >= IN_HEADER + 8 ? b.readBigUInt64LE(IN_HEADER) : undefined;
+  return b.length >= IN_HEADER + 8 ? readU64(b, IN_HEADER) : undefined;
 }
 
 function errnoText(error: number): string {

@@ -13,6 +13,7 @@
 import { layout, opcodeInfo, type PrimType, type StructDesc } from '../protocol/index.js';
 import { ruleFor, type NormRule, type RuleMode, type TranslateCheck } from './compare.js';
 import { OUT_HEADER } from './ids.js';
+import { readU64 } from '../util/u64.js';
 
 /** S_IFMT (stat.h): the file type bits of fuse_attr.mode. */
 const S_IFMT = 0o170000;
@@ -143,7 +144,7 @@ function readId(b: Buffer, at: number, prim: PrimType): bigint {
     case 'u16': return BigInt(b.readUInt16LE(at));
     case 'u32': return BigInt(b.readUInt32LE(at));
     case 'i32': return BigInt(b.readInt32LE(at));
-    case 'u64': return b.readBigUInt64LE(at);
+    case 'u64': return readU64(b, at);
     case 'i64': return b.readBigInt64LE(at);
   }
 }

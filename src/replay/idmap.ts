@@ -15,7 +15,8 @@
  * until RELEASE / RELEASEDIR. The root (FUSE_ROOT_ID = 1) is fixed and never forgotten.
  */
 import { IN_HEADER_SIZE, OP } from '../protocol/index.js';
-import { REQUEST_ID_FIELDS, headerNodeidIsNode, type IdKind } from './ids.js';
+import { REQUEST_ID_FIELDS, U64Map, headerNodeidIsNode, type IdKind } from './ids.js';
+import { readU64, writeU64 } from '../util/u64.js';
 
 /** FUSE_ROOT_ID (fuse.h). */
 const ROOT_ID = 1n;
@@ -35,10 +36,10 @@ export interface Untranslated {
 }
 
 export class IdMap {
-  private readonly nodes = new Map<bigint, NodeBinding>();
+  private readonly nodes = new U64Map<NodeBinding>();
   /** live nodeid -> recorded nodeid, to catch two recorded nodes the live server merged. */
-  private readonly liveNodes = new Map<bigint, bigint>();
-  private readonly generations = new Map<bigint, bigint>();
+  private readonly liveNodes = new U64Map<bigint>();
+  private readonly generations = new U64Map<bigint>();
   /**
    * recorded fh -> the live fh of each open holding it, oldest first. Servers may hand out the
    * same fh for every open (0 is common for servers that keep no per-open state), so a RELEASE
@@ -48,9 +49,9 @@ export class IdMap {
    * second open a different fh. That RELEASE belongs to the first open (lives[0]); every other
    * request naming the fh is the newest open's.
    */
-  private readonly fhs = new Map<bigint, { lives: bigint[] }>();
-  private readonly inos = new Map<bigint, bigint>();
-  private readonly liveInos = new Map<bigint, bigint>();
+  private readonly fhs = new U64Map<{ lives: bigint[] }>();
+  private readonly inos = new U64Map<bigint>();
+  private readonly liveInos = new U64Map<bigint>();
   /** `${recorded fh}:${recorded cookie}` -> live cookie: cookies only mean something within one open directory. */
   private readonly cookies = new Map<string, bigint>();
   /**
@@ -58,7 +59,7 @@ export class IdMap {
    * recorded reply was cut by --snaplen: the kernel goes on reading from the last entry it got
    * (fs/fuse/readdir.c: ctx->pos = dirent->off), which the cut recording no longer shows.
    */
-  private readonly cutDirEnd = new Map<bigint, bigint>();
+  private readonly cutDirEnd = new U64Map<bigint>();
 
   constructor() {
     this.nodes.set(ROOT_ID, { live: ROOT_ID, nlookup: 1n });
@@ -70,38 +71,37 @@ export class IdMap {
    * `frame` is never modified; a copy is made only when something changes.
    */
   translateRequest(frame: Buffer, opcode: number): { frame: Buffer } | { missing: Untranslated } {
+    // A copy only once something changes; `out` is the frame as the live server must see it.
     let out = frame;
-    const patch = (off: number, value: bigint): void => {
-      if (out === frame) out = Buffer.from(frame);
-      out.writeBigUInt64LE(value, off);
-    };
     if (frame.length >= IN_HEADER_SIZE && headerNodeidIsNode(opcode)) {
-      const rec = frame.readBigUInt64LE(16);
+      const rec = readU64(frame, 16);
       // nodeid 0 is legal in a few requests (e.g. kernel-internal STATFS on some paths); leave it.
       if (rec !== 0n) {
         const live = this.liveNodeid(rec);
         if (live === undefined) return { missing: { kind: 'nodeid', recorded: rec } };
-        if (live !== rec) patch(16, live);
+        if (live !== rec) out = patched(frame, out, 16, live);
       }
     }
+    // A view of the body only for the requests that name an id in it (most name only the header's nodeid).
+    const fields = REQUEST_ID_FIELDS[opcode];
+    if (fields === undefined && opcode !== OP.BATCH_FORGET) return { frame: out };
     const body = frame.subarray(IN_HEADER_SIZE);
     if (opcode === OP.BATCH_FORGET && body.length >= 8) {
       // fuse_batch_forget_in { count, dummy } then count x fuse_forget_one { nodeid, nlookup }.
       const count = body.readUInt32LE(0);
       for (let i = 0; i < count && 8 + 16 * i + 16 <= body.length; i++) {
         const off = IN_HEADER_SIZE + 8 + 16 * i;
-        const rec = frame.readBigUInt64LE(off);
+        const rec = readU64(frame, off);
         const live = this.liveNodeid(rec);
         if (live === undefined) return { missing: { kind: 'nodeid', recorded: rec } };
-        if (live !== rec) patch(off, live);
+        if (live !== rec) out = patched(frame, out, off, live);
       }
     }
-    const fields = REQUEST_ID_FIELDS[opcode] ?? [];
     let recFh: bigint | undefined;
-    for (const f of fields) {
+    for (const f of fields ?? []) {
       if (f.off + 8 > body.length) continue;
       if (f.when && !f.when(body)) continue;
-      const rec = body.readBigUInt64LE(f.off);
+      const rec = readU64(frame, IN_HEADER_SIZE + f.off);
       let live: bigint | undefined;
       if (f.kind === 'nodeid') live = this.liveNodeid(rec);
       else if (f.kind === 'fh') {
@@ -113,23 +113,24 @@ export class IdMap {
         live = rec === 0n ? 0n : this.cookies.get(`${recFh}:${rec}`) ?? (recFh === undefined ? undefined : this.cutDirEnd.get(recFh));
       }
       if (live === undefined) return { missing: { kind: f.kind, recorded: rec } };
-      if (live !== rec) patch(IN_HEADER_SIZE + f.off, live);
+      if (live !== rec) out = patched(frame, out, IN_HEADER_SIZE + f.off, live);
     }
     return { frame: out };
   }
 
   /** Bookkeeping once a request has been sent: FORGET drops lookups, RELEASE ends an fh. */
   noteSent(recordedFrame: Buffer, opcode: number): void {
+    if (opcode !== OP.FORGET && opcode !== OP.BATCH_FORGET && opcode !== OP.RELEASE && opcode !== OP.RELEASEDIR) return;
     const body = recordedFrame.subarray(IN_HEADER_SIZE);
     if (opcode === OP.FORGET && body.length >= 8) {
-      this.forget(recordedFrame.readBigUInt64LE(16), body.readBigUInt64LE(0));
+      this.forget(readU64(recordedFrame, 16), readU64(body, 0));
     } else if (opcode === OP.BATCH_FORGET && body.length >= 8) {
       const count = body.readUInt32LE(0);
       for (let i = 0; i < count && 8 + 16 * i + 16 <= body.length; i++) {
-        this.forget(body.readBigUInt64LE(8 + 16 * i), body.readBigUInt64LE(16 + 16 * i));
+        this.forget(readU64(body, 8 + 16 * i), readU64(body, 16 + 16 * i));
       }
     } else if ((opcode === OP.RELEASE || opcode === OP.RELEASEDIR) && body.length >= 8) {
-      const fh = body.readBigUInt64LE(0);
+      const fh = readU64(body, 0);
       const b = this.fhs.get(fh);
       b?.lives.shift();
       if (b && b.lives.length > 0) return;
@@ -254,6 +255,13 @@ export class IdMap {
       if (liveIno !== undefined) this.liveInos.delete(liveIno);
     }
   }
+}
+
+/** `out` (a copy of `frame` made on the first change) with the u64 at `off` set to `value`. */
+function patched(frame: Buffer, out: Buffer, off: number, value: bigint): Buffer {
+  const b = out === frame ? Buffer.from(frame) : out;
+  writeU64(b, value, off);
+  return b;
 }
 
 function hex(v: bigint): string {

@@ -91,3 +91,47 @@ export function headerNodeidIsNode(opcode: number): boolean {
   return !(opcode === OP.INIT || opcode === OP.INTERRUPT || opcode === OP.NOTIFY_REPLY ||
     opcode === OP.BATCH_FORGET || opcode === OP.DESTROY);
 }
+
+/**
+ * A unique (or any u64 identifier) as a Map key: a number below 2^53 (every unique in practice),
+ * else the bigint itself; no number equals a bigint as a key, so the two never collide. V8 hashes
+ * a bigint key through a call into its runtime and compares two through another, which made the
+ * replay's per-request maps a tenth of its CPU; a number key costs a fraction of that.
+ */
+export type UniqueKey = number | bigint;
+
+const MAX_EXACT = BigInt(Number.MAX_SAFE_INTEGER);
+
+export function uniqueKey(u: bigint): UniqueKey {
+  return u <= MAX_EXACT && u >= 0n ? Number(u) : u;
+}
+
+/** A Map keyed by u64 identifiers (uniques, nodeids, fhs, inode numbers), stored under uniqueKey(). */
+export class U64Map<V> {
+  private readonly m = new Map<UniqueKey, V>();
+
+  get size(): number {
+    return this.m.size;
+  }
+
+  get(k: bigint): V | undefined {
+    return this.m.get(uniqueKey(k));
+  }
+
+  has(k: bigint): boolean {
+    return this.m.has(uniqueKey(k));
+  }
+
+  set(k: bigint, v: V): this {
+    this.m.set(uniqueKey(k), v);
+    return this;
+  }
+
+  delete(k: bigint): boolean {
+    return this.m.delete(uniqueKey(k));
+  }
+
+  values(): IterableIterator<V> {
+    return this.m.values();
+  }
+}

@@ -20,6 +20,7 @@ import { layout, structs } from '../protocol/index.js';
 import { OP, OUT_HEADER, isNoReply } from './ids.js';
 import type { SendEvent } from './plan.js';
 import { touchOf, type Touch } from './race.js';
+import { readU64 } from '../util/u64.js';
 
 /** Requests that only read the node or handle they name. */
 const READERS: ReadonlySet<number> = new Set([
@@ -68,7 +69,7 @@ export function bindsOf(ev: SendEvent): bigint[] | null {
   if (!ev.reply) return null;
   const d = ev.reply.data;
   // An error reply hands out nothing.
-  return d.length >= at + 8 && ev.reply.error === 0 ? [d.readBigUInt64LE(at)] : [];
+  return d.length >= at + 8 && ev.reply.error === 0 ? [readU64(d, at)] : [];
 }
 
 /**

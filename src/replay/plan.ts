@@ -14,8 +14,9 @@ import type { Database } from 'better-sqlite3';
 import { UserError } from '../errors.js';
 import { ReplaySource, type ReplaySelection } from '../store/replay-source.js';
 import type { FrameRecord } from '../store/writer.js';
-import { FUSE_INT_REQ_BIT, IN_HEADER, OP, isNoReply } from './ids.js';
+import { FUSE_INT_REQ_BIT, IN_HEADER, OP, U64Map, isNoReply } from './ids.js';
 import { OverlapTracker, touchOf, type Touch } from './race.js';
+import type { OrderTouch } from './pipeline.js';
 
 /** One recorded frame (the store's FrameRecord: data is shorter than len when cut by --snaplen). */
 export type PlanFrame = FrameRecord;
@@ -43,6 +44,14 @@ export interface SendEvent {
   races?: Touch[];
   /** What the request names (race.ts), read once by the plan for requests that expect a reply. */
   touch?: Touch;
+  /** Its ordering view (pipeline.ts orderTouch), made once by the replay when it first looks at it to send it ahead. */
+  order?: OrderTouch;
+  /**
+   * The replay sent it ahead of its place (pipeline.ts) and the walk has not reached that place
+   * yet. A flag here rather than a set of events in the replay: the look-ahead asks it of every
+   * event in its window, every few requests.
+   */
+  early?: boolean;
 }
 
 /** A frame of the server the replay waits for at this point. */
@@ -158,7 +167,7 @@ const MAX_BEFORE_INIT_REPLY = 10_000;
 class PlanWalk {
   private readonly frames: Generator<FrameRecord>;
   /** Requests whose recorded reply has not been read yet, by unique. */
-  private readonly open = new Map<bigint, SendEvent>();
+  private readonly open = new U64Map<SendEvent>();
   private readonly overlaps = new OverlapTracker();
   private init: SendEvent | undefined;
   /** Events read while looking for INIT's reply (none in a kernel's session), replayed first. */
@@ -220,7 +229,11 @@ class PlanWalk {
     // Not forwarded (the socket write failed): the server never saw it, so neither does the replay.
     if (f.fwdNs === null || f.writeErrno !== 0) return undefined;
     const opcode = f.opcode ?? -1;
-    const ev: SendEvent = { kind: 'send', frame: f, opcode, selected: this.selected(f.seq) };
+    // Every field from the start, so that every event has one shape (V8 hidden class) as the replay fills them in.
+    const ev: SendEvent = {
+      kind: 'send', frame: f, opcode, reply: undefined, target: undefined, delayNs: undefined, selected: this.selected(f.seq),
+      races: undefined, touch: undefined, order: undefined, early: false,
+    };
     if (opcode === OP.INIT && !this.init) {
       this.init = ev;
       this.open.set(f.unique, ev);

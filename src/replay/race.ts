@@ -5,7 +5,8 @@
  * differs, that is a `race` (the recording caught one order, the replay another), not a
  * regression. The replay still sends them together, in the recorded read order; it only classifies.
  */
-import { IN_HEADER, OP, REQUEST_ID_FIELDS, headerNodeidIsNode } from './ids.js';
+import { IN_HEADER, OP, REQUEST_ID_FIELDS, U64Map, headerNodeidIsNode } from './ids.js';
+import { readU64 } from '../util/u64.js';
 
 /** What one recorded request touches, as the recording named it (recorded ids, not translated). */
 export interface Touch {
@@ -32,14 +33,13 @@ const MUTATES: ReadonlySet<number> = new Set([
 /** The nodes and handles a recorded request frame names. */
 export function touchOf(frame: Buffer, opcode: number, unique: bigint, seq: number): Touch {
   const t: Touch = { unique, seq, opcode, nodes: [], fhs: [] };
-  if (frame.length >= IN_HEADER && headerNodeidIsNode(opcode)) t.nodes.push(frame.readBigUInt64LE(16));
+  if (frame.length >= IN_HEADER && headerNodeidIsNode(opcode)) t.nodes.push(readU64(frame, 16));
   for (const f of REQUEST_ID_FIELDS[opcode] ?? []) {
     const at = IN_HEADER + f.off;
     if (frame.length < at + 8) continue;
-    const body = frame.subarray(IN_HEADER);
-    if (f.when && !f.when(body)) continue;
-    if (f.kind === 'nodeid') t.nodes.push(frame.readBigUInt64LE(at));
-    else if (f.kind === 'fh') t.fhs.push(frame.readBigUInt64LE(at));
+    if (f.when && !f.when(frame.subarray(IN_HEADER))) continue;
+    if (f.kind === 'nodeid') t.nodes.push(readU64(frame, at));
+    else if (f.kind === 'fh') t.fhs.push(readU64(frame, at));
   }
   return t;
 }
@@ -58,7 +58,7 @@ export function conflicts(a: Touch, b: Touch): boolean {
  * kept, so memory stays proportional to what is in flight, not to the session.
  */
 export class OverlapTracker {
-  private readonly open = new Map<bigint, { touch: Touch; races: Touch[] }>();
+  private readonly open = new U64Map<{ touch: Touch; races: Touch[] }>();
 
   /** A request reached the server; returns the list its conflicting overlaps will be added to. */
   sent(touch: Touch): Touch[] {

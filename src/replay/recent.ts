@@ -20,14 +20,17 @@ export class RecentMap<K, V> {
     return this.young.size + this.old.size;
   }
 
+  // Each lookup first asks whether a generation is empty: a lookup hashes its key even in an empty
+  // map (a bigint key: 20-40 ns, against 1-2 ns for the size), and the replay's maps are often
+  // empty (notSent) or have an empty old generation until they first reach the cap.
   get(key: K): V | undefined {
     // A key is in one generation at most (set() takes it out of the old one).
-    const v = this.young.get(key);
-    return v !== undefined ? v : this.old.get(key);
+    const v = this.young.size > 0 ? this.young.get(key) : undefined;
+    return v !== undefined || this.old.size === 0 ? v : this.old.get(key);
   }
 
   has(key: K): boolean {
-    return this.young.has(key) || this.old.has(key);
+    return (this.young.size > 0 && this.young.has(key)) || (this.old.size > 0 && this.old.has(key));
   }
 
   set(key: K, value: V): this {
@@ -41,7 +44,7 @@ export class RecentMap<K, V> {
   }
 
   delete(key: K): boolean {
-    return this.young.delete(key) || this.old.delete(key);
+    return (this.young.size > 0 && this.young.delete(key)) || (this.old.size > 0 && this.old.delete(key));
   }
 }
 
@@ -57,7 +60,7 @@ export class RecentSet<T> {
   }
 
   has(value: T): boolean {
-    return this.young.has(value) || this.old.has(value);
+    return (this.young.size > 0 && this.young.has(value)) || (this.old.size > 0 && this.old.has(value));
   }
 
   add(value: T): this {
@@ -71,6 +74,6 @@ export class RecentSet<T> {
   }
 
   delete(value: T): boolean {
-    return this.young.delete(value) || this.old.delete(value);
+    return (this.young.size > 0 && this.young.delete(value)) || (this.old.size > 0 && this.old.delete(value));
   }
 }

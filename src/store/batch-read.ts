@@ -67,11 +67,31 @@ export class BatchPages {
     return out;
   }
 
+  /**
+   * read() without decoding: the bodies of up to `limit` batches whose first_seq is in
+   * [fromFirst, toSeq], and the patches over them (null when none, the rule). A reader that walks
+   * frames one at a time decodes each as it needs it (TraceReader.frames): a page of 16,000
+   * decoded frames held at once outlived the young generation of V8's heap, and copying it into
+   * the old one was most of what a replay spent collecting garbage.
+   */
+  bodies(session: number, fromFirst: number, toSeq: number, limit: number): { batches: Array<{ firstSeq: number; lastSeq: number; body: Buffer }>; patches: Map<number, Patch> | null } {
+    const rows = this.page.all(session, fromFirst, toSeq, limit) as Array<[bigint, bigint, Buffer]>;
+    const batches = rows.map(([first, last, body]) => ({ firstSeq: Number(first), lastSeq: Number(last), body }));
+    if (batches.length === 0) return { batches, patches: null };
+    return { batches, patches: this.patchesOver(session, batches[0].firstSeq, batches[batches.length - 1].lastSeq) };
+  }
+
+  /** The patches rows of seqs in [first, last] by seq, or null when there are none. */
+  private patchesOver(session: number, first: number, last: number): Map<number, Patch> | null {
+    const rows = this.patches.all(session, first, last) as Array<[bigint, bigint | null, bigint]>;
+    if (rows.length === 0) return null;
+    return new Map<number, Patch>(rows.map(([s, fwd, e]) => [Number(s), { fwdNs: fwd, writeErrno: Number(e) }]));
+  }
+
   /** Puts the patches rows of these batches' seq range over their frames' fwd_ns and write_errno. */
   applyPatches(session: number, batches: DecodedBatch[]): void {
-    const rows = this.patches.all(session, batches[0].firstSeq, batches[batches.length - 1].lastSeq) as Array<[bigint, bigint | null, bigint]>;
-    if (rows.length === 0) return;
-    const bySeq = new Map<number, Patch>(rows.map(([s, fwd, e]) => [Number(s), { fwdNs: fwd, writeErrno: Number(e) }]));
+    const bySeq = this.patchesOver(session, batches[0].firstSeq, batches[batches.length - 1].lastSeq);
+    if (!bySeq) return;
     for (const b of batches) {
       for (const f of b.frames) {
         const p = bySeq.get(f.seq);

@@ -11,6 +11,7 @@
  * record (those become `patches` rows or are applied before the batch is written).
  */
 import type { FrameRecord } from './writer.js';
+import { readU64 } from '../util/u64.js';
 
 export const FRAME_HEADER_BYTES = 56;
 /** FrameHeader.flags: the frame's length disagreed with its header; it was not forwarded. */
@@ -47,20 +48,8 @@ export function packedSize(capLen: number): number {
   return FRAME_HEADER_BYTES + ((capLen + 7) & ~7);
 }
 
-/** 2^32, and the high words below which a u64 is exact as a double (hi < 2^21: below 2^53). */
+/** 2^32: seq's high word as a number. */
 const TWO32 = 4294967296;
-const EXACT_HI = 0x200000;
-
-/**
- * A little-endian u64 at `off` (which must be in bounds), as Buffer.readBigUInt64LE gives it. That
- * one builds the value from four BigInts; below 2^53 (every seq, timestamp, unique and nodeid in
- * practice) this makes one, which is most of what decoding a frame allocated.
- */
-export function readU64(b: Buffer, off: number): bigint {
-  const lo = b[off] + b[off + 1] * 0x100 + b[off + 2] * 0x10000 + b[off + 3] * 0x1000000;
-  const hi = b[off + 4] + b[off + 5] * 0x100 + b[off + 6] * 0x10000 + b[off + 7] * 0x1000000;
-  return hi < EXACT_HI ? BigInt(hi * TWO32 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
-}
 
 /** Decodes the frame whose header starts at `off` (its data is a view of `body`, not a copy). */
 export function frameAt(body: Buffer, off: number): BatchFrame {
@@ -89,6 +78,38 @@ export function frameAt(body: Buffer, off: number): BatchFrame {
     writeErrno,
     off,
     flags,
+  };
+}
+
+/** Where the frame after the one whose header starts at `off` starts. */
+export function nextFrameAt(body: Buffer, off: number): number {
+  return off + packedSize(body.readUInt32LE(off + 36));
+}
+
+/**
+ * The frame whose header starts at `off` as a plain FrameRecord, its bytes copied out of the body
+ * (a caller that keeps a few frames, such as replay's pending requests, must not keep their whole
+ * 256 KiB batches alive with them). frameAt() then a copy, without the view in between.
+ */
+export function frameCopyAt(body: Buffer, off: number): FrameRecord {
+  const dataAt = off + FRAME_HEADER_BYTES;
+  const end = Math.min(dataAt + body.readUInt32LE(off + 36), body.length);
+  const data = Buffer.allocUnsafe(Math.max(0, end - dataAt));
+  body.copy(data, 0, dataAt, end);
+  const fwd = readU64(body, off + 16);
+  const code = body.readInt32LE(off + 40);
+  const dir = body[off + 48] === 0 ? 0 : 1;
+  return {
+    seq: body.readUInt32LE(off + 4) * TWO32 + body.readUInt32LE(off),
+    tsNs: readU64(body, off + 8),
+    fwdNs: fwd === 0n ? null : fwd,
+    dir,
+    unique: readU64(body, off + 24),
+    opcode: dir === 0 ? code : null,
+    error: dir === 1 ? code : null,
+    len: body.readUInt32LE(off + 32),
+    data,
+    writeErrno: body.readInt32LE(off + 44),
   };
 }
 

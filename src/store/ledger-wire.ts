@@ -21,7 +21,7 @@ import {
   structs,
   type FlagSet,
 } from '../protocol/index.js';
-import { readU64 } from './batch.js';
+import { readU64 } from '../util/u64.js';
 
 function errno(name: string): number {
   const v = errnoNumber(name);

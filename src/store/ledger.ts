@@ -95,7 +95,7 @@ import {
   u32,
   u64,
 } from './ledger-wire.js';
-import { readU64 } from './batch.js';
+import { readU64 } from '../util/u64.js';
 import { FUSE_INT_REQ_BIT, IN_HEADER_SIZE, OP, OUT_HEADER_SIZE } from '../protocol/index.js';
 
 /** Why a session ended (sessions.end_reason); outstanding requests become `aborted` with it as outcome. */

@@ -2,7 +2,7 @@ import type { Database, Statement } from 'better-sqlite3';
 import { UserError } from '../errors.js';
 import { OP } from '../protocol/index.js';
 import { BatchPages } from './batch-read.js';
-import { FRAME_HEADER_BYTES } from './batch.js';
+import { FRAME_HEADER_BYTES, frameCopyAt, nextFrameAt } from './batch.js';
 import { fromSqlU64, type FrameRecord } from './writer.js';
 
 /** One row of `sessions`, in TypeScript terms (see schema.ts for what each column means). */
@@ -167,8 +167,21 @@ export class TraceReader {
     const to = range.toSeq ?? Number.MAX_SAFE_INTEGER;
     let first = this.pages.startSeq(session, from);
     for (;;) {
-      const batches = this.pages.read(session, first, from, to, BATCH_PAGE);
-      for (const b of batches) for (const f of b.frames) yield plainFrame(f);
+      const { batches, patches } = this.pages.bodies(session, first, to, BATCH_PAGE);
+      // Each frame is decoded as it is asked for, so only the frames the caller keeps live longer.
+      for (const { body } of batches) {
+        for (let off = 0; off + FRAME_HEADER_BYTES <= body.length; off = nextFrameAt(body, off)) {
+          const f = frameCopyAt(body, off);
+          if (f.seq < from) continue;
+          if (f.seq > to) return;
+          const p = patches?.get(f.seq);
+          if (p) {
+            f.fwdNs = p.fwdNs;
+            f.writeErrno = p.writeErrno;
+          }
+          yield f;
+        }
+      }
       if (batches.length < BATCH_PAGE) return;
       first = batches[batches.length - 1].lastSeq + 1;
     }
@@ -267,7 +280,7 @@ export class TraceReader {
       opcode: numOrNull(r[5]),
       error: numOrNull(r[6]),
       len: Number(r[7]),
-      // A copy, as plainFrame's: the body stays in the cache, not with the caller.
+      // A copy, as frames() makes (batch.ts frameCopyAt): the body stays in the cache, not with the caller.
       data: Buffer.from(this.batchBody(session, Number(r[8])).subarray(at, at + Number(r[11]))),
       writeErrno: Number(r[9]),
     };
@@ -286,16 +299,6 @@ export class TraceReader {
     this.bodies.set(key, body);
     return body;
   }
-}
-
-/**
- * A decoded batch frame as the FrameRecord readers have always yielded (without off and flags),
- * its bytes copied out of the body: a caller that keeps a few frames (replay's pending requests)
- * must not keep their whole 256 KiB batches alive with them.
- */
-function plainFrame(f: FrameRecord): FrameRecord {
-  const data = Buffer.from(f.data);
-  return { seq: f.seq, tsNs: f.tsNs, fwdNs: f.fwdNs, dir: f.dir, unique: f.unique, opcode: f.opcode, error: f.error, len: f.len, data, writeErrno: f.writeErrno };
 }
 
 /** sessions.command is the argv as JSON (writer.ts); anything else is shown as one word, as stored. */
