@@ -236,6 +236,8 @@ describe('fusetrace query', () => {
       );
       expect(want.length).toBeGreaterThan(100);
       expect(got).toEqual(want);
+      const two = await fusetrace('query', 'SELECT session, seq FROM frames WHERE session = 2 ORDER BY seq', '--json');
+      expect(two.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as unknown)).toEqual(want.filter((f) => f.session === 2).map((f) => ({ session: 2, seq: f.seq })));
     } finally {
       raw.close();
     }

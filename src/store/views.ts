@@ -46,11 +46,11 @@ CREATE TEMP VIEW requests AS
     FROM main.requests r;
 
 CREATE TEMP VIEW frames AS
-  SELECT f.session, f.seq, f.ts_ns - s.started_mono_ns AS t_ns, f.ts_ns, f.fwd_ns,
+  SELECT s.id AS session, f.seq, f.ts_ns - s.started_mono_ns AS t_ns, f.ts_ns, f.fwd_ns,
          CASE f.dir WHEN 0 THEN 'rx' ELSE 'tx' END AS dir,
          f.unique_id, f.opcode, CASE WHEN f.dir = 0 THEN fusetrace_op(f.opcode) END AS op,
          f.error, f.len, f.cap_len, f.data, f.write_errno
-    FROM fusetrace_frames f JOIN main.sessions s ON s.id = f.session;
+    FROM main.sessions s, fusetrace_frames(s.id) f;
 `;
 
 /** Names of the views, for messages. */
@@ -73,7 +73,8 @@ function requestArg(data: Buffer | null, field: string): string | number | bigin
  * Frames have no table (schema.ts format 5): the `frames` view and the request arguments read
  * them out of their batches in JavaScript, through a second read-only connection to the same
  * file (better-sqlite3 refuses statements on a connection while it runs a query), closed with
- * `db`. The `frames` view decodes every batch of the file whatever the query's WHERE says.
+ * `db`. The `frames` view decodes every batch of the sessions the query names (all of them when
+ * its WHERE does not say `session = N`).
  */
 export function prepareQueryConnection(db: Database): void {
   if (!db.readonly) throw new TypeError('prepareQueryConnection: the connection must be read-only');
@@ -90,14 +91,15 @@ export function prepareQueryConnection(db: Database): void {
     const [f] = reader.framesAt(Number(session), [Number(seq)]);
     return requestArg(f?.data ?? null, String(field));
   });
+  // A table-valued function of the session (the view joins it to each sessions row): a query
+  // on one session decodes only that session's batches.
   db.table('fusetrace_frames', {
-    columns: ['session', 'seq', 'ts_ns', 'fwd_ns', 'dir', 'unique_id', 'opcode', 'error', 'len', 'cap_len', 'data', 'write_errno'],
+    columns: ['seq', 'ts_ns', 'fwd_ns', 'dir', 'unique_id', 'opcode', 'error', 'len', 'cap_len', 'data', 'write_errno'],
+    parameters: ['session'],
     safeIntegers: true,
-    *rows() {
-      for (const s of reader.listSessions()) {
-        for (const f of reader.frames(s.id)) {
-          yield [s.id, f.seq, f.tsNs, f.fwdNs, f.dir, BigInt.asIntN(64, f.unique), f.opcode, f.error, f.len, f.data.length, f.data, f.writeErrno];
-        }
+    *rows(session: unknown) {
+      for (const f of reader.frames(Number(session))) {
+        yield [f.seq, f.tsNs, f.fwdNs, f.dir, BigInt.asIntN(64, f.unique), f.opcode, f.error, f.len, f.data.length, f.data, f.writeErrno];
       }
     },
   });
