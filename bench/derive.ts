@@ -33,12 +33,12 @@ function cpuUs(): number {
   return u.user + u.system;
 }
 
-/** Writes the synthetic session as `record` does: batches only, procs rows, no derived rows. */
-function synthesize(file: string): { session: number; frames: number } {
+/** Writes the synthetic session as `record` does, with build `b`: batches only, procs rows, no derived rows. */
+function synthesize(b: Build, file: string): { session: number; frames: number } {
   const frames = workload(FRAMES);
-  const db = openTraceDb(file, { create: true });
-  dropDurationIndexes(db);
-  const writer = new TraceWriter(db, { derive: 'deferred' });
+  const db = b.openTraceDb(file, { create: true });
+  b.dropDurationIndexes(db);
+  const writer = new b.TraceWriter(db, { derive: 'deferred' });
   const session = writer.beginSession({ command: ['bench'], startedWallNs: 0n, startedMonoNs: 0n });
   writer.addProc(4242, 'bench');
   writer.addProc(0, null);
@@ -52,15 +52,18 @@ function synthesize(file: string): { session: number; frames: number } {
   return { session, frames: frames.length };
 }
 
-/** A copy of a real trace with its duration indexes dropped (as while recording). */
-function fromTrace(spec: string, file: string): { session: number; frames: number } {
+/**
+ * A copy of a real trace with its duration indexes dropped (as while recording), opened once by
+ * build `b` for writing (upgraded to its format, if older).
+ */
+function fromTrace(b: Build, spec: string, file: string): { session: number; frames: number } {
   const [src, s] = spec.split(':');
-  const from = openTraceDb(src, { readonly: true });
-  from.exec(`VACUUM INTO '${file.replaceAll("'", "''")}'`);
-  from.close();
-  const db = openTraceDb(file);
+  fs.copyFileSync(src, file);
+  if (fs.existsSync(`${src}-wal`)) fs.copyFileSync(`${src}-wal`, `${file}-wal`);
+  const db = b.openTraceDb(file);
+  db.pragma('wal_checkpoint(TRUNCATE)');
   const session = s === undefined ? (db.prepare('SELECT max(id) FROM sessions').pluck().get() as number) : Number(s);
-  dropDurationIndexes(db);
+  b.dropDurationIndexes(db);
   const frames = db.prepare('SELECT coalesce(sum(count), 0) FROM batches WHERE session = ?').pluck().get(session) as number;
   db.close();
   return { session, frames };
@@ -71,19 +74,25 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[(s.length - 1) >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-/** What a run needs of a build: its Deriver and how it opens a trace. */
+/**
+ * What a run needs of a build: its Deriver, and how it opens and writes a trace (each build
+ * derives a template written in its own format: trace formats differ between builds).
+ */
 interface Build {
   name: string;
   Deriver: typeof Deriver;
   openTraceDb: typeof openTraceDb;
+  dropDurationIndexes: typeof dropDurationIndexes;
+  TraceWriter: typeof TraceWriter;
 }
 
 /** Another checkout's build (FUSETRACE_BENCH_DERIVE_AGAINST=DIR, after its `npx tsc -p tsconfig.build.json`). */
 async function otherBuild(root: string): Promise<Build> {
   const store = path.join(path.resolve(root), 'dist', 'src', 'store');
   const derive = (await import(path.join(store, 'derive.js'))) as { Deriver: typeof Deriver };
-  const db = (await import(path.join(store, 'db.js'))) as { openTraceDb: typeof openTraceDb };
-  return { name: root, Deriver: derive.Deriver, openTraceDb: db.openTraceDb };
+  const db = (await import(path.join(store, 'db.js'))) as { openTraceDb: typeof openTraceDb; dropDurationIndexes: typeof dropDurationIndexes };
+  const writer = (await import(path.join(store, 'writer.js'))) as { TraceWriter: typeof TraceWriter };
+  return { name: root, Deriver: derive.Deriver, openTraceDb: db.openTraceDb, dropDurationIndexes: db.dropDurationIndexes, TraceWriter: writer.TraceWriter };
 }
 
 /** One derivation of a fresh copy of the template: CPU us per frame of the steps, and with finish(). */
@@ -122,15 +131,19 @@ const spread = (xs: number[]) => `${Math.min(...xs).toFixed(2)}-${Math.max(...xs
 export async function benchDerive(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fusetrace-bench-derive-'));
   try {
-    const template = path.join(dir, 'template.db');
     const spec = process.env.FUSETRACE_BENCH_DERIVE_DB;
-    const { session, frames } = spec ? fromTrace(spec, template) : synthesize(template);
-    process.stdout.write(`derive: ${frames} frames (${spec ?? 'synthetic'}), ${RUNS} runs, steps of ${STEP}\n`);
-    const builds: Build[] = [{ name: 'this build', Deriver, openTraceDb }];
+    const builds: Build[] = [{ name: 'this build', Deriver, openTraceDb, dropDurationIndexes, TraceWriter }];
     const against = process.env.FUSETRACE_BENCH_DERIVE_AGAINST;
     // Paired runs in one process, the order alternating: what drifts on a shared machine hits both
     // alike, and the ratio of each pair is steadier than either figure (V8's heap is shared, though).
     if (against) builds.push(await otherBuild(against));
+    const templates = builds.map((b, i) => {
+      const template = path.join(dir, `template${i}.db`);
+      return { template, ...(spec ? fromTrace(b, spec, template) : synthesize(b, template)) };
+    });
+    const { frames } = templates[0];
+    if (templates.some((t) => t.frames !== frames)) throw new Error('bench derive: the builds read different frame counts');
+    process.stdout.write(`derive: ${frames} frames (${spec ?? 'synthetic'}), ${RUNS} runs, steps of ${STEP}\n`);
     const totals = builds.map((): number[] => []);
     const steps = builds.map((): number[] => []);
     for (let run = 0; run < RUNS; run++) {
@@ -138,7 +151,7 @@ export async function benchDerive(): Promise<void> {
       const line: string[] = [];
       for (const i of order) {
         const profileTo = run === 0 && i === 0 ? process.env.FUSETRACE_BENCH_DERIVE_PROFILE : undefined;
-        const r = await deriveOnce(builds[i], template, session, frames, path.join(dir, `run${run}-${i}.db`), profileTo);
+        const r = await deriveOnce(builds[i], templates[i].template, templates[i].session, frames, path.join(dir, `run${run}-${i}.db`), profileTo);
         steps[i].push(r.steps);
         totals[i].push(r.total);
         line[i] = `${builds.length > 1 ? `${builds[i].name}: ` : ''}steps ${r.steps.toFixed(2)} us/frame, with finish ${r.total.toFixed(2)} us/frame CPU (${r.wall.toFixed(2)} s wall)`;

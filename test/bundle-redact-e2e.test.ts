@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { basename, join } from 'node:path';
 import Database from 'better-sqlite3';
+import { TraceReader } from '../src/store/reader.js';
 import { requireFuse } from './helpers/fuse-env.js';
 import { buildExample } from './helpers/build.js';
 import { CleanupRegistry } from './helpers/mount.js';
@@ -61,8 +62,8 @@ function fileBytes(file: string): Buffer {
 function decodeErrors(file: string): { frames: number; errors: number } {
   const h = new Database(file, { readonly: true });
   try {
-    const rows = h.prepare(`SELECT f.dir, substr(b.body, f.off + 57, f.cap_len) AS data FROM frames f JOIN batches b ON b.session = f.session AND b.first_seq = f.batch_seq
-      WHERE f.session = (SELECT max(id) FROM sessions) ORDER BY f.seq`).all() as Array<{ dir: number; data: Buffer }>;
+    const r = new TraceReader(h);
+    const rows = [...r.frames(r.latestSessionId()!)];
     const d = new SessionDecoder();
     return { frames: rows.length, errors: rows.filter((r) => !d.decode(r.dir === 0 ? 'rx' : 'tx', r.data).ok).length };
   } finally {

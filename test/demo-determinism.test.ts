@@ -7,6 +7,7 @@ import { closeSync, openSync, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { TraceReader } from '../src/store/reader.js';
 import { CleanupRegistry, isMounted, waitExit } from './helpers/mount.js';
 import { buildForDemo, CLI } from './demo-helpers.js';
 import { demoServerArgv } from '../src/demo/fixture.js';
@@ -71,8 +72,7 @@ function exchanges(db: string, session: number): string[] {
   const h = new Database(db, { readonly: true });
   try {
     h.defaultSafeIntegers(true);
-    const frames = h.prepare(`SELECT f.dir, f.unique_id, substr(b.body, f.off + 57, f.cap_len) AS data FROM frames f
-      JOIN batches b ON b.session = f.session AND b.first_seq = f.batch_seq WHERE f.session = ? ORDER BY f.seq`).all(session) as Array<{ dir: bigint; unique_id: bigint; data: Buffer }>;
+    const frames = [...new TraceReader(h).frames(session)].map((f) => ({ dir: BigInt(f.dir), unique_id: BigInt.asIntN(64, f.unique), data: f.data }));
     const requests = new Map<bigint, string>();
     const out: string[] = [];
     for (const f of frames) {

@@ -13,6 +13,8 @@ import { repoRoot, requireFuse } from './helpers/fuse-env.js';
 import { CleanupRegistry, runCommand, unmount } from './helpers/mount.js';
 import { buildCli, CLI, recorder } from './helpers/record.js';
 import { main } from '../src/cli/main.js';
+import { opcodeName } from '../src/protocol/index.js';
+import { TraceReader } from '../src/store/reader.js';
 
 const reg = new CleanupRegistry();
 let db: string;
@@ -208,6 +210,37 @@ describe('fusetrace query', () => {
     expect(lines).toContain('READ,,0,131072,4096');
     const s = await fusetrace('query', 'SELECT name, transport, requests > 0 AS has_requests FROM sessions ORDER BY id');
     expect(s.stdout).toBe('name\ttransport\thas_requests\nbase\tin-process\t1\nslow\tin-process\t1\n');
+  });
+
+  it('the frames view holds every frame of the batches, its bytes and fields, in seq order', async () => {
+    const r = await fusetrace('query', 'SELECT session, seq, dir, op, unique_id, error, len, cap_len, hex(data) AS data, write_errno, t_ns >= 0 AS after_start FROM frames ORDER BY session, seq', '--json');
+    expect(r.status, r.stderr).toBe(0);
+    const got = r.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const raw = new Database(db, { readonly: true });
+    try {
+      const reader = new TraceReader(raw);
+      const want = reader.listSessions().flatMap((s) =>
+        [...reader.frames(s.id)].map((f) => ({
+          session: s.id,
+          seq: f.seq,
+          dir: f.dir === 0 ? 'rx' : 'tx',
+          op: f.dir === 0 ? opcodeName(f.opcode!) : null,
+          unique_id: Number(f.unique),
+          error: f.error,
+          len: f.len,
+          cap_len: f.data.length,
+          data: f.data.toString('hex').toUpperCase(),
+          write_errno: f.writeErrno,
+          after_start: 1,
+        })),
+      );
+      expect(want.length).toBeGreaterThan(100);
+      expect(got).toEqual(want);
+      const two = await fusetrace('query', 'SELECT session, seq FROM frames WHERE session = 2 ORDER BY seq', '--json');
+      expect(two.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as unknown)).toEqual(want.filter((f) => f.session === 2).map((f) => ({ session: 2, seq: f.seq })));
+    } finally {
+      raw.close();
+    }
   });
 
   it.each([

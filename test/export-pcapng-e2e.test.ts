@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import fs, { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { TraceReader } from '../src/store/reader.js';
 import { CleanupRegistry } from './helpers/mount.js';
 import { runCli } from './demo-helpers.js';
 import { buildCli, recorder } from './helpers/record.js';
@@ -95,7 +96,7 @@ describe('export --format pcapng with the generated Wireshark dissector', () => 
     let frames: Array<{ seq: number; dir: number; unique_id: bigint; opcode: number | null }>;
     let requests: Array<{ seq: number; reply_seq: number | null; opcode: number; unique_id: bigint; dur_ns: number | null }>;
     try {
-      frames = h.prepare('SELECT seq, dir, unique_id, opcode FROM frames WHERE session = ? ORDER BY seq').safeIntegers(false).all(session) as typeof frames;
+      frames = [...new TraceReader(h).frames(session)].map((f) => ({ seq: f.seq, dir: f.dir, unique_id: BigInt.asIntN(64, f.unique), opcode: f.opcode }));
       requests = h.prepare('SELECT seq, reply_seq, opcode, unique_id, dur_ns FROM requests WHERE session = ?').all(session) as typeof requests;
     } finally {
       h.close();
@@ -104,7 +105,7 @@ describe('export --format pcapng with the generated Wireshark dissector', () => 
     expect(packets.length).toBe(frames.length);
     const h2 = new Database(db, { readonly: true });
     try {
-      expect(h2.prepare('SELECT max(len) FROM frames WHERE session = ?').pluck().get(session) as number).toBeGreaterThan(262144);
+      expect(Math.max(...[...new TraceReader(h2).frames(session)].map((f) => f.len))).toBeGreaterThan(262144);
     } finally {
       h2.close();
     }

@@ -8,6 +8,7 @@ import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, 
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { TraceReader } from '../src/store/reader.js';
 import { requireFuse } from './helpers/fuse-env.js';
 import { buildExample, buildServer } from './helpers/build.js';
 import { CleanupRegistry, isMounted, unmount, waitExit } from './helpers/mount.js';
@@ -305,7 +306,9 @@ describe('fusetrace replay of a passthrough_ll session', () => {
   it('--timing recorded keeps the recorded gaps, xN divides them', async () => {
     const gapsMs = (() => {
       const t = new Database(db, { readonly: true });
-      const row = t.prepare('SELECT min(fwd_ns) AS a, max(fwd_ns) AS b FROM frames WHERE dir = 0').safeIntegers(true).get() as { a: bigint; b: bigint };
+      const r = new TraceReader(t);
+      const fwd = r.listSessions().flatMap((s) => [...r.frames(s.id)].filter((f) => f.dir === 0 && f.fwdNs !== null).map((f) => f.fwdNs!));
+      const row = { a: fwd.reduce((x, y) => (y < x ? y : x)), b: fwd.reduce((x, y) => (y > x ? y : x)) };
       t.close();
       return Number(row.b - row.a) / 1e6;
     })();

@@ -1,5 +1,5 @@
-// A recording whose derivation lagged when its recorder was SIGKILLed (format 4: batches committed,
-// the frames index and requests behind): the read commands complete it first, through the real CLI,
+// A recording whose derivation lagged when its recorder was SIGKILLed (batches committed, the
+// requests behind): the read commands complete it first, through the real CLI,
 // unless its recorder still runs (never raced) or the file cannot be written (one warning line).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';

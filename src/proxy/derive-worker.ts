@@ -1,6 +1,6 @@
 /**
  * The derivation thread of a recording (started by DeriverThread in deriver.ts): it owns a second
- * connection to the trace file and derives the frames index and the request ledger from the
+ * connection to the trace file and derives the request ledger (and loose_frames) from the
  * batches the recorder commits (src/store/derive.ts), at a lower priority than the server and the
  * recorder's hot path. It may lag under load and catches up when the load stops; it never makes the
  * recorder wait except for the short write transactions of its steps.

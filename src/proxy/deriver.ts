@@ -1,6 +1,6 @@
 /**
  * The recorder's side of the derivation thread (derive-worker.ts): everything derived from the
- * committed batches (the frames index, the request ledger, the live line's in-flight and error
+ * committed batches (the request ledger, the live line's in-flight and error
  * counts) is computed there, at a lower priority, so the recorder's hot path is the pump, one
  * INSERT per batch and the commit. The thread is told after each commit; at the end of the session
  * it catches up, ends the ledger (aborted requests, lost labels) and builds the duration indexes.

@@ -3,7 +3,7 @@
  *
  *   pump.drainBatches() -> packed batches in seq order (native/batcher.h), patches, procs, lost
  *     -> TraceWriter.addBatch (one row per batch, no work per frame here) -> commit
- *     -> the derivation thread is told (deriver.ts: frames index, ledger, live counts)
+ *     -> the derivation thread is told (deriver.ts: ledger, live counts)
  *     -> drained regions handed back to the pump after the commit
  *
  * It also writes what the pump learns once per session (the INIT exchange, a takeover by the
@@ -212,6 +212,12 @@ export class FramePipeline {
     // Uniques of dropped frames (record --lossy): their requests are labelled `lost` at the end.
     if (d.lost.length > 0) this.guarded(() => this.writer.addLost(d.lost));
     for (const b of d.batches) {
+      // A batch after the one whose automatic flush found the disk full never reaches the writer:
+      // counted here, as discardBuffered counted those it held, or the summary would claim them.
+      if (this.storeFailure !== undefined) {
+        this.notKept += b.count;
+        continue;
+      }
       this.uncommitted++;
       this.guarded(() => this.writer.addBatch(d.frames.subarray(b.off, b.off + b.size), b));
     }

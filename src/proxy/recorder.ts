@@ -195,7 +195,7 @@ function startRecording(
   const startedWallNs = BigInt(Date.now()) * 1_000_000n;
   // The live ledger is several times faster without the duration indexes; they come back at the end.
   dropDurationIndexes(db);
-  // Deferred: a flush writes the batches alone; the frames index and the ledger are derived from
+  // Deferred: a flush writes the batches alone; the ledger is derived from
   // them on the derivation thread (deriver.ts).
   const writer = new TraceWriter(db, { derive: 'deferred' });
   const session = writer.beginSession({

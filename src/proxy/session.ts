@@ -51,7 +51,7 @@ export interface SessionParts {
   mount: FuseMount;
   db: Database;
   writer: TraceWriter;
-  /** Derives the frames index and the request ledger from the committed batches (deriver.ts). */
+  /** Derives the request ledger from the committed batches (deriver.ts). */
   deriver: DeriverThread;
   pump: Pump;
   pipeline: FramePipeline;

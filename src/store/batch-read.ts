@@ -4,7 +4,7 @@
  * the page queries, so both read a session the same way.
  */
 import type { Database, Statement } from 'better-sqlite3';
-import { FRAME_HEADER_BYTES, decodeBatch, type BatchFrame } from './batch.js';
+import { decodeBatch, type BatchFrame } from './batch.js';
 
 /** A notification's forwarding result that arrived after its batch was committed (patches row). */
 export interface Patch {
@@ -14,20 +14,10 @@ export interface Patch {
 
 /** One batches row, decoded: its frames with patches applied. */
 export interface DecodedBatch {
-  /** batches.first_seq: the frames index's batch_seq of each of its frames. */
+  /** batches.first_seq. */
   firstSeq: number;
   lastSeq: number;
   frames: BatchFrame[];
-}
-
-/**
- * SQL for the bytes of the frame a `frames` index row (alias `f`) points at: a slice of its
- * batch's body (substr counts blob bytes from 1). Readers that want a few frames' bytes in SQL
- * (views, joins on the reply) use it instead of handing whole bodies to JavaScript.
- */
-export function frameDataSql(f: string, schema = ''): string {
-  return `(SELECT substr(b.body, ${f}.off + ${FRAME_HEADER_BYTES + 1}, ${f}.cap_len) FROM ${schema}batches b
-            WHERE b.session = ${f}.session AND b.first_seq = ${f}.batch_seq)`;
 }
 
 /** Pages through a session's batches in seq order (bounded memory: a few batches per page). */

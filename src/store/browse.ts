@@ -6,8 +6,7 @@
  * are the CLI's (filter.ts, query.ts), so `/` in the TUI and `fusetrace show -f` select the same requests.
  */
 import type { Database } from 'better-sqlite3';
-import { frameDataSql } from './batch-read.js';
-import { FRAME_HEADER_BYTES } from './batch.js';
+import { TraceReader } from './reader.js';
 import { compileFilter, parseFilter, type CompiledFilter, type FilterNode, type SqlParam } from './filter.js';
 import { countRequests, queryRequests, type RequestRow } from './query.js';
 
@@ -59,12 +58,18 @@ const COUNT_CHUNK = 131072;
 /** Requests that never wait for a reply (FORGET/BATCH_FORGET and notifications): never in flight, as SQL. */
 const WAITS_FOR_REPLY = "state NOT IN ('noreply', 'notify')";
 
+/** Requests read per query when looking through replies (lastReplyCarrying). */
+const REPLY_PAGE = 256;
+
 /** Pages, counts and aggregates of a session's requests for a browsing UI. */
 export class RequestBrowser {
   readonly db: Database;
   private readonly plans = new Map<string, { index: string; density: number | null }>();
   /** Most random lookups a walk of requests_dur may cost (see WALK_MAX_LOOKUPS); tests lower it. */
   private readonly walkMaxLookups: number;
+
+  /** Reads reply frames out of their batches (made on first use). */
+  private frameReader: TraceReader | null = null;
 
   constructor(db: Database, opts: { walkMaxLookups?: number } = {}) {
     this.db = db;
@@ -223,28 +228,47 @@ export class RequestBrowser {
    */
   lastReplyCarrying(session: number, beforeSeq: number, places: readonly HandoutPlace[], key: Buffer): number | undefined {
     if (places.length === 0) return undefined;
-    // One OR arm per place; SQLite substr() on a blob is 1-based.
-    // The reply's bytes are its batch's body from f.off + FRAME_HEADER_BYTES; a place past cap_len is not in it.
-    const arms = places.map((h) => {
-      const at = Number(h.offset);
-      return `(r.opcode = ${Number(h.opcode)} AND f.cap_len >= ${at + key.length} AND substr(b.body, f.off + ${FRAME_HEADER_BYTES + at + 1}, ${key.length}) = ?)`;
-    });
-    const sql = `SELECT r.seq FROM requests r JOIN frames f ON f.session = r.session AND f.seq = r.reply_seq
-              JOIN batches b ON b.session = f.session AND b.first_seq = f.batch_seq
-              WHERE r.session = ? AND r.seq < ? AND r.errno = 0 AND (${arms.join(' OR ')})
-              ORDER BY r.seq DESC LIMIT 1`;
-    const seq = this.db.prepare(sql).pluck().get(session, beforeSeq, ...places.map(() => key)) as number | undefined;
-    return seq === undefined ? undefined : Number(seq);
+    const opcodes = [...new Set(places.map((h) => Number(h.opcode)))];
+    // Frames have no table (schema.ts format 5): the replies are read from their batches, latest
+    // first, in pages (the connection cannot read a batch while a statement is being iterated).
+    for (const { seq, opcode, data } of this.replies(session, beforeSeq, opcodes, Infinity)) {
+      for (const h of places) {
+        const at = Number(h.offset);
+        if (Number(h.opcode) === opcode && data.length >= at + key.length && data.subarray(at, at + key.length).equals(key)) return seq;
+      }
+    }
+    return undefined;
   }
 
   /** Successful requests of `opcode` before `beforeSeq` with their reply bytes, latest first, at most `limit`. */
   repliesBefore(session: number, beforeSeq: number, opcode: number, limit: number): IterableIterator<{ seq: number; data: Buffer }> {
-    return this.db
+    return this.replies(session, beforeSeq, [opcode], limit);
+  }
+
+  /** Successful requests of these opcodes before `beforeSeq`, latest first, with their reply frames' bytes. */
+  private *replies(session: number, beforeSeq: number, opcodes: readonly number[], limit: number): Generator<{ seq: number; opcode: number; data: Buffer }> {
+    const page = this.db
       .prepare(
-        `SELECT r.seq, ${frameDataSql('f')} AS data FROM requests r JOIN frames f ON f.session = r.session AND f.seq = r.reply_seq
-          WHERE r.session = ? AND r.seq < ? AND r.errno = 0 AND r.opcode = ? ORDER BY r.seq DESC LIMIT ?`,
+        `SELECT seq, opcode, reply_seq FROM requests WHERE session = ? AND seq < ? AND errno = 0 AND opcode IN (${opcodes.map(Number).join(', ')})
+          ORDER BY seq DESC LIMIT ${REPLY_PAGE}`,
       )
-      .iterate(session, beforeSeq, opcode, limit) as IterableIterator<{ seq: number; data: Buffer }>;
+      .raw(true);
+    const reader = (this.frameReader ??= new TraceReader(this.db));
+    let before = beforeSeq;
+    let n = 0;
+    for (;;) {
+      const rows = page.all(session, before) as Array<[number, number, number | null]>;
+      for (const [seq, opcode, replySeq] of rows) {
+        if (n >= limit) return;
+        if (replySeq === null) continue;
+        const [reply] = reader.framesAt(session, [replySeq]);
+        if (!reply) continue;
+        n++;
+        yield { seq, opcode, data: reply.data };
+      }
+      if (rows.length < REPLY_PAGE) return;
+      before = rows[rows.length - 1][0];
+    }
   }
 
   /**

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import type { Database } from 'better-sqlite3';
 import { Deriver } from './derive.js';
 
-/** A session whose frames index and requests stop before its last committed frame. */
+/** A session whose requests stop before its last committed frame. */
 export interface LaggingSession {
   id: number;
   /** Frames committed in batches that are not derived yet. */

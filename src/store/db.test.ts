@@ -51,7 +51,7 @@ describe('openTraceDb', () => {
       expect(db.pragma('application_id', { simple: true })).toBe(APPLICATION_ID);
       expect(db.pragma('user_version', { simple: true })).toBe(FORMAT_VERSION);
       const tables = db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").pluck().all();
-      expect(tables).toEqual(['batches', 'frames', 'lost', 'patches', 'procs', 'requests', 'sessions']);
+      expect(tables).toEqual(['batches', 'loose_frames', 'lost', 'patches', 'procs', 'requests', 'sessions']);
       db.close();
     } finally {
       process.umask(old);

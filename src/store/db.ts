@@ -361,10 +361,13 @@ function completeOrphans(db: DatabaseT, path: string, opts: OpenTraceDbOptions):
   return openTraceDb(path, again);
 }
 
-/** Upgrades a file written by an older fusetrace in place, one version at a time (MIGRATIONS in schema.ts). */
-function migrate(db: DatabaseT, from: number): void {
+/**
+ * Upgrades a file written by an older fusetrace in place, one version at a time (MIGRATIONS in
+ * schema.ts), up to `to` (tests make files of older formats with it).
+ */
+export function migrate(db: DatabaseT, from: number, to = FORMAT_VERSION): void {
   db.transaction(() => {
-    for (let v = from + 1; v <= FORMAT_VERSION; v++) {
+    for (let v = from + 1; v <= to; v++) {
       db.exec(MIGRATIONS[v]);
       if (v === 4) repackFrames(db);
       db.pragma(`user_version = ${v}`);

@@ -1,5 +1,6 @@
-// Format 4: the batch codec, and deriving the frames index and the ledger from committed batches
-// later (TraceWriter 'deferred' + Deriver) gives the rows deriving them in each flush gives.
+// The batch codec, and deriving the ledger and loose_frames from committed batches later
+// (TraceWriter 'deferred' + Deriver) gives the rows deriving them in each flush gives; frames are
+// found by unique through those rows exactly as by scanning every frame.
 import type { Database } from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BATCH_BYTES, BATCH_FRAMES, decodeBatch, encodeBatches } from './batch.js';
@@ -11,9 +12,9 @@ import { TraceWriter, type FrameRecord } from './writer.js';
 
 afterEach(closeTraces);
 
-/** The frames index rows of a session, 64-bit columns as bigint. */
+/** The loose_frames rows of a session (schema.ts format 5), 64-bit columns as bigint. */
 function indexRows(db: Database, session: number): unknown[] {
-  return db.prepare('SELECT * FROM frames WHERE session = ? ORDER BY seq').safeIntegers(true).all(session);
+  return db.prepare('SELECT * FROM loose_frames WHERE session = ? ORDER BY seq').safeIntegers(true).all(session);
 }
 
 function derived(db: Database, session: number): number {
@@ -64,7 +65,7 @@ describe('batch codec', () => {
 });
 
 describe('Deriver', () => {
-  it('deferred writing then a Deriver gives the frames index and requests rows of inline writing', () => {
+  it('deferred writing then a Deriver gives the loose_frames and requests rows of inline writing', () => {
     const s = busyScript();
     const inline = trace();
     const a = recordScript(inline.db, s, { batch: 7, endReason: 'server-exit', procs: [[300, 'cat']] });
@@ -86,8 +87,35 @@ describe('Deriver', () => {
     expect(d.lost()).toBe(0);
     expect(derived(deferred.db, session)).toBe(s.frames.length);
     expect(indexRows(deferred.db, session)).toEqual(indexRows(inline.db, a.session));
+    // The busy script has INTERRUPTs, their answers, duplicate and split replies: some frames are loose.
+    expect(indexRows(inline.db, a.session).length).toBeGreaterThan(0);
     expect(rows(deferred.db, session)).toEqual(rows(inline.db, a.session));
     expect(derived(inline.db, a.session)).toBe(s.frames.length);
+  });
+
+  it('finds every frame of a unique, and every INTERRUPT and answer, as a scan of all frames does', () => {
+    const s = busyScript();
+    // A unique named by no request of the session, and a duplicate reply to an answered one.
+    const u = 999_000n;
+    s.reply(Number(u), 0, []);
+    s.reply(Number(u), 0, [], { writeErrno: 2 });
+    const { db } = trace();
+    const { writer, session } = writeDeferred(db, s, 50);
+    endSession(writer, s);
+    new Deriver(db, session, { feed: 3 }).finish();
+    const r = new TraceReader(db);
+    const all = [...r.frames(session)];
+    const uniques = [...new Set(all.map((f) => f.unique))];
+    expect(uniques.length).toBeGreaterThan(100);
+    for (const unique of uniques) {
+      const scan = all.filter((f) => f.unique === unique);
+      expect(r.framesOfUnique(session, unique)).toEqual(scan);
+      const mid = scan[scan.length >> 1].seq;
+      expect(r.framesOfUnique(session, unique, { afterSeq: mid - 1, beforeSeq: mid + 1, limit: 1 })).toEqual([scan[scan.length >> 1]]);
+    }
+    const intr = new Set(all.filter((f) => f.dir === 0 && f.opcode === 36).map((f) => f.unique));
+    expect(intr.size).toBeGreaterThan(3);
+    expect(r.interruptFrames(session)).toEqual(all.filter((f) => (f.dir === 0 && f.opcode === 36) || (f.dir === 1 && intr.has(f.unique))));
   });
 
   it('a Deriver that starts after 5 flushes, on its own connection, ends equal to rebuildLedger', () => {
@@ -131,7 +159,7 @@ describe('Deriver', () => {
     expect({ index: indexRows(db, session), requests: rows(db, session) }).toEqual(got);
   });
 
-  it('a patch committed after its notification was derived reaches the frames row, requests.errno and the reader', () => {
+  it('a patch committed after its notification was derived reaches requests.errno and the reader', () => {
     const s = new Script();
     s.req(26, 2, 0, [u32(7), u32(45), u32(0), u32(0)], { pid: 0 });
     s.reply(2, 0, [u32(7), u32(45), Buffer.alloc(56)]);
@@ -145,13 +173,12 @@ describe('Deriver', () => {
     writer.addPatch(note.seq, START_MONO + 99_999n, 2);
     writer.flush();
     expect(d.step()).toBe(0);
-    const frame = db.prepare('SELECT fwd_ns, write_errno FROM frames WHERE session = ? AND seq = ?').safeIntegers(true).get(session, note.seq);
-    expect(frame).toEqual({ fwd_ns: START_MONO + 99_999n, write_errno: 2n });
     expect(db.prepare('SELECT state, errno FROM requests WHERE session = ? AND seq = ?').get(session, note.seq)).toEqual({ state: 'notify', errno: 2 });
     const r = new TraceReader(db);
     const [viaBatches] = [...r.frames(session, { fromSeq: note.seq, toSeq: note.seq })];
     const [viaIndex] = r.framesAt(session, [note.seq]);
-    for (const f of [viaBatches, viaIndex]) expect([f.fwdNs, f.writeErrno, f.data]).toEqual([START_MONO + 99_999n, 2, note.data]);
+    const [viaUnique] = r.framesOfUnique(session, 0n, { afterSeq: note.seq - 1 });
+    for (const f of [viaBatches, viaIndex, viaUnique]) expect([f.fwdNs, f.writeErrno, f.data]).toEqual([START_MONO + 99_999n, 2, note.data]);
     // A rebuild, which sees the patch before the frame, agrees.
     endSession(writer, s);
     d.finish();
@@ -160,7 +187,7 @@ describe('Deriver', () => {
     expect({ index: indexRows(db, session), requests: rows(db, session) }).toEqual(got);
   });
 
-  it('inline writing applies a patch of an already derived frame in the next flush', () => {
+  it('inline writing applies a patch of an already derived notification in the next flush', () => {
     const s = new Script();
     const note = s.reply(0, 2, [u64(5), u64(0), u64(0)], { unforwarded: true });
     const { db } = trace();
@@ -170,7 +197,8 @@ describe('Deriver', () => {
     w.flush();
     w.patchCommittedFrame(note.seq, START_MONO + 5n, 0);
     w.close();
-    expect(db.prepare('SELECT fwd_ns, write_errno FROM frames WHERE session = ?').safeIntegers(true).get(session)).toEqual({ fwd_ns: START_MONO + 5n, write_errno: 0n });
+    const [f] = new TraceReader(db).framesAt(session, [note.seq]);
+    expect([f.fwdNs, f.writeErrno]).toEqual([START_MONO + 5n, 0]);
   });
 
   it('a deferred writer refuses observers, and readers see every committed frame before any derivation', () => {

@@ -1,6 +1,6 @@
 /**
- * Deriving a session's `frames` index rows and its `requests` rows (the ledger) from its committed
- * batches (schema.ts format 4), possibly long after they were recorded.
+ * Deriving a session's `requests` rows (the ledger) and its `loose_frames` rows from its committed
+ * batches (schema.ts format 5), possibly long after they were recorded.
  *
  * Two places derive: TraceWriter in 'inline' mode (attach, fixtures, tests: in the transaction of
  * each flush), and a Deriver (`record`: on its own connection, in a worker thread at a lower
@@ -18,89 +18,57 @@ import { BatchPages, type DecodedBatch } from './batch-read.js';
 import type { BatchFrame } from './batch.js';
 import { createDurationIndexes, openTraceDb } from './db.js';
 import { Ledger, type LedgerOptions } from './ledger.js';
-import { toSqlU64, type FrameRecord } from './writer.js';
-
-/** Columns of one frames index row, in insert order. */
-const INDEX_COLUMNS = 'session, seq, ts_ns, fwd_ns, dir, unique_id, opcode, error, len, cap_len, write_errno, batch_seq, off';
-const INDEX_PARAMS = 13;
-const INDEX_ONE = `(${Array(INDEX_PARAMS).fill('?').join(',')})`;
-/**
- * Rows per multi-row INSERT, largest first (as ledger.ts for requests): 64 * 13 = 832 parameters.
- * A step's last rows go in by the largest that fits: one statement per row cost them several
- * times as much, and a step of 1024 frames left up to 63 of them.
- */
-const INSERT_CHUNKS = [64, 16, 4, 1];
+import type { FrameRecord } from './writer.js';
 
 /**
- * Writes the derived per-frame state of one session: frames index rows, sessions.derived, and the
- * patches that arrive after their frame was derived. Every method runs inside the caller's
+ * Writes the derived per-frame state of one session that is not the ledger's: sessions.derived,
+ * and the patches that arrive after their frame was derived. Frames have no row of their own
+ * (schema.ts format 5: readers find them in their batches, with the patches applied), so a late
+ * patch only changes the notification's requests row. Every method runs inside the caller's
  * transaction.
  */
 export class FrameIndexer {
   readonly session: number;
-  /** INSERT statements of INSERT_CHUNKS rows, with their parameter arrays. */
-  private readonly inserts: Array<{ rows: number; stmt: Statement; params: unknown[] }>;
   private readonly setDerivedStmt: Statement;
   private readonly mismatched: Statement;
-  private readonly patchFrame: Statement;
   private readonly patchNotify: Statement;
 
   constructor(db: Database, session: number) {
     this.session = session;
-    this.inserts = INSERT_CHUNKS.map((rows) => ({
-      rows,
-      stmt: db.prepare(`INSERT INTO frames (${INDEX_COLUMNS}) VALUES ${Array(rows).fill(INDEX_ONE).join(',')}`),
-      params: new Array<unknown>(rows * INDEX_PARAMS),
-    }));
     this.setDerivedStmt = db.prepare('UPDATE sessions SET derived = ? WHERE id = ?');
-    // Patches are rare (notifications whose write outlived their batch), so scanning them all is cheap.
+    // ledger.ts notify(): a notification's requests.errno is the errno of its write to /dev/fuse.
+    // Patches are rare (notifications whose write outlived their batch), so scanning them all is
+    // cheap; a patch of a frame not derived yet has no row to join. CROSS JOIN keeps patches the
+    // outer loop: left to itself SQLite walked every requests row of the session at every step.
     this.mismatched = db
       .prepare(
-        `SELECT p.seq, p.fwd_ns, p.write_errno FROM patches p JOIN frames f ON f.session = p.session AND f.seq = p.seq
-          WHERE p.session = ? AND (f.fwd_ns IS NOT p.fwd_ns OR f.write_errno <> p.write_errno)`,
+        `SELECT p.seq, p.write_errno FROM patches p CROSS JOIN requests r ON r.session = p.session AND r.seq = p.seq
+          WHERE p.session = ? AND r.state = 'notify' AND r.errno IS NOT p.write_errno`,
       )
       .safeIntegers(true)
       .raw(true);
-    this.patchFrame = db.prepare('UPDATE frames SET fwd_ns = ?, write_errno = ? WHERE session = ? AND seq = ?');
-    // ledger.ts notify(): a notification's requests.errno is the errno of its write to /dev/fuse.
     this.patchNotify = db.prepare("UPDATE requests SET errno = ? WHERE session = ? AND seq = ? AND state = 'notify'");
   }
 
-  /** Inserts the index rows of these decoded batches (patches already applied); returns their frames in seq order. */
+  /** The frames of these decoded batches (patches already applied), in seq order. */
   index(batches: readonly DecodedBatch[]): BatchFrame[] {
+    if (batches.length === 1) return batches[0].frames;
     const frames: BatchFrame[] = [];
-    const batchSeqs: number[] = [];
-    for (const b of batches) {
-      for (const f of b.frames) {
-        frames.push(f);
-        batchSeqs.push(b.firstSeq);
-      }
-    }
-    let i = 0;
-    for (const ins of this.inserts) {
-      for (; i + ins.rows <= frames.length; i += ins.rows) {
-        let p = 0;
-        for (let j = i; j < i + ins.rows; j++) p = fillRow(ins.params, p, this.session, batchSeqs[j], frames[j]);
-        ins.stmt.run(ins.params);
-      }
-    }
+    for (const b of batches) for (const f of b.frames) frames.push(f);
     return frames;
   }
 
   /**
-   * Applies the patches rows that arrived after their frame was derived: the frames row, and the
-   * notification's requests.errno. What the ledger decided from the unpatched frame otherwise
-   * stays (a NOTIFY_DELETE already removed its name from the path tree, as if the write had
-   * succeeded): a rebuild, which sees the patch before the frame, can differ only there.
+   * Applies the patches rows that arrived after their frame was derived: the notification's
+   * requests.errno. What the ledger decided from the unpatched frame otherwise stays (a
+   * NOTIFY_DELETE already removed its name from the path tree, as if the write had succeeded): a
+   * rebuild, which sees the patch before the frame, can differ only there.
    * Returns the write errnos it applied.
    */
   latePatches(): number[] {
-    const rows = this.mismatched.all(this.session) as Array<[bigint, bigint | null, bigint]>;
-    for (const [seq, fwd, errno] of rows) {
-      this.patchFrame.run(fwd, errno, this.session, seq);
-      this.patchNotify.run(errno, this.session, seq);
-    }
-    return rows.map((r) => Number(r[2]));
+    const rows = this.mismatched.all(this.session) as Array<[bigint, bigint]>;
+    for (const [seq, errno] of rows) this.patchNotify.run(errno, this.session, seq);
+    return rows.map((r) => Number(r[1]));
   }
 
   /** Whether latePatches() has anything to do (a read: no write lock needed). */
@@ -108,28 +76,10 @@ export class FrameIndexer {
     return this.mismatched.get(this.session) !== undefined;
   }
 
-  /** sessions.derived: every frame below `next` is in frames and requests. */
+  /** sessions.derived: every frame below `next` is derived (in requests or loose_frames). */
   setDerived(next: number): void {
     this.setDerivedStmt.run(next, this.session);
   }
-}
-
-/** Fills one index row's parameters at `p`; returns the next position. */
-function fillRow(params: unknown[], p: number, session: number, batchSeq: number, f: BatchFrame): number {
-  params[p++] = session;
-  params[p++] = f.seq;
-  params[p++] = f.tsNs;
-  params[p++] = f.fwdNs;
-  params[p++] = f.dir;
-  params[p++] = toSqlU64(f.unique);
-  params[p++] = f.opcode;
-  params[p++] = f.error;
-  params[p++] = f.len;
-  params[p++] = f.data.length;
-  params[p++] = f.writeErrno;
-  params[p++] = batchSeq;
-  params[p++] = f.off;
-  return p;
 }
 
 /**
@@ -157,7 +107,7 @@ export interface DeriveLag {
 }
 
 /**
- * Derives one session's frames index and requests from its committed batches, in seq order, a
+ * Derives one session's requests (and loose_frames) from its committed batches, in seq order, a
  * bounded step at a time. Usable on its own connection in a worker thread: it needs only a path
  * (or a Database), a session id and the LedgerOptions.
  */
@@ -268,7 +218,7 @@ export class Deriver {
     if (derived === undefined) throw new Error(`Deriver: no session ${this.session}`);
     if (derived === 0) return;
     this.db.transaction(() => {
-      this.db.prepare('DELETE FROM frames WHERE session = ?').run(this.session);
+      this.db.prepare('DELETE FROM loose_frames WHERE session = ?').run(this.session);
       this.db.prepare('DELETE FROM requests WHERE session = ?').run(this.session);
       this.db.prepare('UPDATE sessions SET derived = 0 WHERE id = ?').run(this.session);
     }).immediate();

@@ -1,9 +1,10 @@
 /**
  * Frame metadata without the bytes, for exports that must pair frames before writing them
- * (pcapng: a request's packet names its reply's packet number). Reads `frames` (schema.ts).
+ * (pcapng: a request's packet names its reply's packet number). Reads the frame headers of the
+ * session's batches (schema.ts), their ground truth.
  */
 import type { Database } from 'better-sqlite3';
-import { fromSqlU64 } from './writer.js';
+import { decodeBatch } from './batch.js';
 
 /** One frame's identity: what pairing needs. */
 export interface FrameHead {
@@ -14,16 +15,26 @@ export interface FrameHead {
   opcode: number | null;
 }
 
-/** The session's frames in seq order, without their data (the cursor reads only the row headers' columns). */
+/** Batches read per query: bounded memory (at most BATCH_BYTES each, or one large frame). */
+const PAGE = 4;
+
+/** The session's frames in seq order, without their data. */
 export function* iterateFrameHeads(db: Database, session: number): Generator<FrameHead> {
-  const stmt = db.prepare('SELECT seq, dir, unique_id, opcode FROM frames WHERE session = ? ORDER BY seq').safeIntegers(true).raw(true);
-  for (const r of stmt.iterate(session) as IterableIterator<[bigint, bigint, bigint, bigint | null]>) {
-    yield { seq: Number(r[0]), dir: Number(r[1]) as 0 | 1, unique: fromSqlU64(r[2]), opcode: r[3] === null ? null : Number(r[3]) };
+  const page = db.prepare('SELECT last_seq, body FROM batches WHERE session = ? AND first_seq >= ? ORDER BY first_seq LIMIT ?').raw(true);
+  let from = 0;
+  for (;;) {
+    // all(), not iterate(): the caller may use the connection between two frames.
+    const rows = page.all(session, from, PAGE) as Array<[number, Buffer]>;
+    for (const [, body] of rows) {
+      for (const f of decodeBatch(body)) yield { seq: f.seq, dir: f.dir, unique: f.unique, opcode: f.opcode };
+    }
+    if (rows.length < PAGE) return;
+    from = rows[rows.length - 1][0] + 1;
   }
 }
 
-/** The highest frames.seq of the session, or -1 when it has none. */
+/** The highest seq of the session's frames, or -1 when it has none. */
 export function lastFrameSeq(db: Database, session: number): number {
-  const v = db.prepare('SELECT max(seq) FROM frames WHERE session = ?').pluck().get(session) as number | null;
+  const v = db.prepare('SELECT last_seq FROM batches WHERE session = ? ORDER BY first_seq DESC LIMIT 1').pluck().get(session) as number | undefined;
   return v ?? -1;
 }

@@ -241,6 +241,9 @@ export class Ledger {
   /** INSERT statements of INSERT_CHUNKS rows, with their parameter arrays. */
   private readonly inserts: Array<{ rows: number; stmt: Statement; params: unknown[] }>;
   private readonly update: Statement;
+  private readonly insertLoose: Statement;
+  /** Per frame of the current add() (index seq - its first seq): 1 once a row this add() writes names it. */
+  private named = new Uint8Array(0);
   private readonly selectComm: Statement;
   private readonly selectByUnique: Statement;
 
@@ -267,6 +270,7 @@ export class Ledger {
       `UPDATE requests SET fh = ?, reply_ns = ?, dur_ns = ?, errno = ?, reply_len = ?, state = ?, outcome = ?,
        reply_seq = ?, interrupt_seq = ? WHERE session = ? AND seq = ?`,
     );
+    this.insertLoose = db.prepare('INSERT INTO loose_frames (session, seq, unique_id, len) VALUES (?, ?, ?, ?)');
     this.selectComm = db.prepare('SELECT comm FROM procs WHERE session = ? AND pid = ?').pluck();
     this.selectByUnique = db
       .prepare(
@@ -298,6 +302,7 @@ export class Ledger {
         if (f.dir === 0) this.request(f);
         else this.reply(f);
       }
+      this.writeLoose(frames);
       this.write();
     } catch (err) {
       this.failed = { error: err };
@@ -777,6 +782,43 @@ export class Ledger {
     return v;
   }
 
+  /**
+   * Lists in loose_frames the frames of this add() that no requests row names (schema.ts
+   * LOOSE_FRAMES_SQL), before write() forgets which rows changed. A frame of unique u is named by
+   * a row of unique u or u & ~FUSE_INT_REQ_BIT through its seq, reply_seq or interrupt_seq: the
+   * rule readers look frames up by (reader.ts framesOfUnique). Every row that names a frame of
+   * this add() was made or changed by it, so only those rows are looked at.
+   */
+  private writeLoose(frames: readonly FrameRecord[]): void {
+    const n = frames.length;
+    if (n === 0) return;
+    const lo = frames[0].seq;
+    const span = frames[n - 1].seq - lo + 1;
+    if (this.named.length < span) this.named = new Uint8Array(Math.max(span, this.named.length * 2));
+    const named = this.named;
+    named.fill(0, 0, span);
+    // seq -> index in frames, only needed when seqs have gaps (dropped frames).
+    const dense = span === n;
+    const at = dense ? null : new Map<number, number>(frames.map((f, i) => [f.seq, i]));
+    const mark = (seq: number | null, unique: bigint): void => {
+      if (seq === null || seq < lo || seq - lo >= span) return;
+      const i = dense ? seq - lo : at!.get(seq);
+      if (i === undefined) return;
+      const u = frames[i].unique;
+      if (u === unique || (u & ~FUSE_INT_REQ_BIT) === unique) named[seq - lo] = 1;
+    };
+    for (const rows of [this.newRows, this.dirtyRows]) {
+      for (const r of rows) {
+        mark(r.seq, r.unique);
+        mark(r.replySeq, r.unique);
+        mark(r.interruptSeq, r.unique);
+      }
+    }
+    for (const f of frames) {
+      if (named[f.seq - lo] === 0) this.insertLoose.run(this.session, f.seq, BigInt.asIntN(64, f.unique), f.len);
+    }
+  }
+
   /** Inserts the rows made in this batch, updates the changed older ones, trims the memory. */
   private write(): void {
     const rows = this.newRows;
@@ -937,7 +979,7 @@ export function labelLost(db: Database, session: number): number {
 }
 
 /**
- * Recomputes the frames index rows and the `requests` rows of a session from its batches alone
+ * Recomputes the `requests` and `loose_frames` rows of a session from its batches alone
  * (and its end_reason), in one transaction, through a Deriver (derive.ts): the same rows the
  * incremental ledger wrote; sessions.derived ends past the last frame. `batch` only exists for
  * tests that prove batch boundaries do not matter. Returns the number of frames read.
@@ -950,7 +992,7 @@ export function rebuildLedger(db: Database, session: number, opts: { batch?: num
     // As while recording: without the duration indexes the rows go in several times faster
     // (schema.ts DURATION_INDEX_SQL); Deriver.finish builds them once at the end.
     dropDurationIndexes(db);
-    db.prepare('DELETE FROM frames WHERE session = ?').run(session);
+    db.prepare('DELETE FROM loose_frames WHERE session = ?').run(session);
     db.prepare('DELETE FROM requests WHERE session = ?').run(session);
     db.prepare('UPDATE sessions SET derived = 0 WHERE id = ?').run(session);
     const deriver = new Deriver(db, session, { ...ledgerOpts, feed: batch });

@@ -1,15 +1,16 @@
-// Format 3 -> 4 on a real format 3 file (its schema verbatim, v3-schema.fixture.ts): frames rows
-// with their bytes are repacked into batches, the frames index and sessions.derived are made, the
-// requests rows stay; a reader of a format 3 file reads an upgraded private copy and leaves it alone.
+// Format 3 -> 4 -> 5 on a real format 3 file (its schema verbatim, v3-schema.fixture.ts): frames
+// rows with their bytes are repacked into batches, sessions.derived is set, the requests rows stay,
+// and the format 4 frames index becomes loose_frames; a reader of an older file reads an upgraded
+// private copy and leaves it alone.
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Database as DatabaseT } from 'better-sqlite3';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { openTraceDb } from './db.js';
+import { migrate, openTraceDb } from './db.js';
 import { START_MONO, busyScript, closeTraces, rows, trace } from './ledger-frames.fixture.js';
 import { Ledger, rebuildLedger } from './ledger.js';
 import { TraceReader } from './reader.js';
-import { APPLICATION_ID, FORMAT_VERSION } from './schema.js';
+import { APPLICATION_ID, FORMAT_VERSION, LOOSE_FRAMES_SQL } from './schema.js';
 import { V3_SCHEMA_SQL } from './v3-schema.fixture.js';
 import type { FrameRecord } from './writer.js';
 
@@ -35,9 +36,12 @@ function writeV3(file: string, frames: FrameRecord[]): void {
   );
   db.transaction(() => {
     for (const f of frames) insert.run(f.seq, f.tsNs, f.fwdNs, f.dir, BigInt.asIntN(64, f.unique), f.opcode, f.error, f.len, f.data.length, f.data, f.writeErrno);
+    // Today's Ledger also lists loose frames, which format 3 has no table for: one for its time.
+    db.exec(LOOSE_FRAMES_SQL);
     const ledger = new Ledger(db, 1);
     ledger.add(frames);
     ledger.finish({ endReason: 'unmount' });
+    db.exec('DROP TABLE loose_frames');
   })();
   db.close();
 }
@@ -46,8 +50,13 @@ function requestsOf(db: DatabaseT): unknown[] {
   return rows(db, 1);
 }
 
-describe('format 3 -> 4', () => {
-  it('a writer upgrades in place: frames read back identical, requests unchanged, the index equals a rebuild', () => {
+/** The loose_frames rows of session 1. */
+function looseOf(db: DatabaseT): unknown[] {
+  return db.prepare('SELECT * FROM loose_frames WHERE session = 1 ORDER BY seq').all();
+}
+
+describe('format 3 -> 4 -> 5', () => {
+  it('a writer upgrades in place: frames read back identical, requests unchanged, loose_frames equals a rebuild', () => {
     const { file } = trace();
     const frames = busyScript().frames;
     // Frames of every size, so that the repack makes several batches (256 KiB each at most).
@@ -66,11 +75,33 @@ describe('format 3 -> 4', () => {
     expect(r.framesAt(1, [3, 4, 5])).toEqual(frames.slice(3, 6));
     expect(requestsOf(db)).toEqual(before);
     expect(db.prepare('SELECT id, derived FROM sessions ORDER BY id').raw().all()).toEqual([[1, frames.length], [2, 0]]);
-    const index = db.prepare('SELECT * FROM frames ORDER BY session, seq').all();
+    const loose = looseOf(db);
+    expect(loose.length).toBeGreaterThan(0);
     rebuildLedger(db, 1);
-    expect(db.prepare('SELECT * FROM frames ORDER BY session, seq').all()).toEqual(index);
+    expect(looseOf(db)).toEqual(loose);
     expect(requestsOf(db)).toEqual(before);
-    expect(db.prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'frames'").pluck().all()).toContain('frames_unique');
+    expect(db.prepare("SELECT name FROM sqlite_schema WHERE tbl_name = 'frames'").pluck().all()).toEqual([]);
+    db.close();
+  });
+
+  it('a format 4 file: its frames index becomes loose_frames, as deriving it again makes them, and every frame is found by unique', () => {
+    const { file } = trace();
+    const frames = busyScript().frames;
+    writeV3(file, frames);
+    const v4 = new Database(file);
+    migrate(v4, 3, 4);
+    expect(v4.pragma('user_version', { simple: true })).toBe(4);
+    expect(v4.prepare('SELECT count(*) FROM frames').pluck().get()).toBe(frames.length);
+    v4.close();
+    const db = openTraceDb(file);
+    expect(db.pragma('user_version', { simple: true })).toBe(5);
+    const loose = looseOf(db);
+    expect(loose.length).toBeGreaterThan(0);
+    expect(loose.length).toBeLessThan(frames.length / 4);
+    const r = new TraceReader(db);
+    for (const u of new Set(frames.map((f) => f.unique))) expect(r.framesOfUnique(1, u)).toEqual(frames.filter((f) => f.unique === u));
+    rebuildLedger(db, 1);
+    expect(looseOf(db)).toEqual(loose);
     db.close();
   });
 

@@ -6,7 +6,7 @@
  * from the reply frames (the ledger keeps lengths, not entry counts).
  */
 import type { Database } from 'better-sqlite3';
-import { frameDataSql } from './batch-read.js';
+import { TraceReader } from './reader.js';
 import { decodeReply, Opcode } from '../protocol/index.js';
 import { errnoName, opcodeName, registerFilterFunctions, type CompiledFilter } from './filter.js';
 import { requestWhere } from './query.js';
@@ -66,6 +66,9 @@ export function sessionProfile(db: Database, session: number, filter?: string | 
   return { session, stats: { ...s, ...top }, opTime, errors, paths, comms, dirents: countDirents(db, session, where, params) };
 }
 
+/** Replies read per query by countDirents. */
+const DIRENT_PAGE = 1024;
+
 /**
  * Entries of the successful READDIR/READDIRPLUS replies among the selected requests: each reply
  * frame is decoded with the session's negotiated minor (the decoder walks the 8-byte aligned
@@ -74,19 +77,28 @@ export function sessionProfile(db: Database, session: number, filter?: string | 
  */
 function countDirents(db: Database, session: number, where: string, params: unknown[]): SessionProfile['dirents'] {
   const minor = (db.prepare('SELECT min(kernel_minor, server_minor) FROM sessions WHERE id = ?').pluck().get(session) as number | null) ?? undefined;
-  const rows = db
+  // Frames have no table (schema.ts format 5): the replies are read from their batches, in pages
+  // by reply_seq (the connection cannot read a batch while a statement is being iterated).
+  const page = db
     .prepare(
-      `SELECT r.opcode AS opcode, ${frameDataSql('f')} AS data, f.len AS len, f.cap_len AS cap_len
-         FROM (SELECT opcode, reply_seq FROM requests WHERE ${where} AND opcode IN (${READDIR_OPS.join(', ')}) AND errno = 0) AS r
-         JOIN frames AS f ON f.session = ? AND f.seq = r.reply_seq`,
+      `SELECT opcode, reply_seq FROM requests WHERE ${where} AND opcode IN (${READDIR_OPS.join(', ')}) AND errno = 0
+          AND reply_seq > ? ORDER BY reply_seq LIMIT ${DIRENT_PAGE}`,
     )
-    .iterate(...params, session) as IterableIterator<{ opcode: number; data: Buffer; len: number; cap_len: number }>;
+    .raw(true);
+  const reader = new TraceReader(db);
   const out = { entries: 0, replies: 0, partial: 0 };
-  for (const r of rows) {
-    const d = decodeReply(r.data, { opcode: r.opcode, minor });
-    out.replies++;
-    out.entries += d.frame?.dirents?.length ?? 0;
-    if (r.cap_len < r.len) out.partial++;
+  let after = -1;
+  for (;;) {
+    const rows = page.all(...params, after) as Array<[number, number]>;
+    for (const [opcode, replySeq] of rows) {
+      const [f] = reader.framesAt(session, [replySeq]);
+      if (!f) continue;
+      const d = decodeReply(f.data, { opcode, minor });
+      out.replies++;
+      out.entries += d.frame?.dirents?.length ?? 0;
+      if (f.data.length < f.len) out.partial++;
+    }
+    if (rows.length < DIRENT_PAGE) return out;
+    after = rows[rows.length - 1][1];
   }
-  return out;
 }

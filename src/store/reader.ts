@@ -2,7 +2,8 @@ import type { Database, Statement } from 'better-sqlite3';
 import { UserError } from '../errors.js';
 import { OP } from '../protocol/index.js';
 import { BatchPages } from './batch-read.js';
-import { FRAME_HEADER_BYTES, frameCopyAt, nextFrameAt } from './batch.js';
+import { FUSE_INT_REQ_BIT } from '../protocol/index.js';
+import { decodeBatch, FRAME_HEADER_BYTES, frameCopyAt, nextFrameAt, type BatchFrame } from './batch.js';
 import { fromSqlU64, type FrameRecord } from './writer.js';
 
 /** One row of `sessions`, in TypeScript terms (see schema.ts for what each column means). */
@@ -62,17 +63,16 @@ export interface FrameRange {
 
 /** Batches fetched per query by frames() (at most BATCH_BYTES each, or one large frame): bounded memory. */
 const BATCH_PAGE = 4;
-/**
- * The frames index columns a FrameRecord is made of, in toFrame()'s order, with the bytes sliced
- * out of the batch body and a late patch applied (derive.ts applies them too; this covers a patch
- * committed after the frame was derived and not yet applied).
- */
-const FRAME_COLS = `f.seq, f.ts_ns, CASE WHEN p.seq IS NULL THEN f.fwd_ns ELSE p.fwd_ns END, f.dir, f.unique_id, f.opcode, f.error, f.len,
-  f.batch_seq, coalesce(p.write_errno, f.write_errno), f.off, f.cap_len`;
-/** Batch bodies a reader keeps for lookups by seq: `show --json` asks for frames in seq order, mostly from the same batch. */
-const BODY_CACHE = 8;
-/** frames (alias f) with their patch, if any. */
-const FRAMES_PATCHED = 'frames f LEFT JOIN patches p ON p.session = f.session AND p.seq = f.seq';
+/** Decoded batches a reader keeps for lookups by seq: `show --json` asks for frames in seq order, mostly from the same batch. */
+const BATCH_CACHE = 8;
+
+/** A batch decoded for lookups by seq (patches not applied: framesAt looks each one up). */
+interface CachedBatch {
+  session: number;
+  firstSeq: number;
+  lastSeq: number;
+  frames: BatchFrame[];
+}
 
 type Row = Record<string, bigint | string | Buffer | null>;
 
@@ -84,13 +84,13 @@ const jsonOrNull = (v: unknown): unknown => (v === null ? null : JSON.parse(v as
 export class TraceReader {
   private readonly db: Database;
   private readonly pages: BatchPages;
-  private readonly body: Statement;
-  /** Recently read batch bodies by session and first_seq, oldest first. */
-  private readonly bodies = new Map<string, Buffer>();
+  private readonly batchAt: Statement;
+  /** Recently decoded batches, oldest first. */
+  private readonly cache: CachedBatch[] = [];
   /** The file name used in error messages. */
   readonly label: string;
   private readonly stmts: Record<
-    'sessions' | 'session' | 'latest' | 'byName' | 'at3' | 'count' | 'procs' | 'counts' | 'outcomes' | 'lastFrame' | 'ofUnique' | 'interrupts',
+    'sessions' | 'session' | 'latest' | 'byName' | 'patch' | 'count' | 'procs' | 'counts' | 'outcomes' | 'lastFrame' | 'namedBy' | 'loose' | 'interrupts',
     Statement
   >;
 
@@ -98,28 +98,35 @@ export class TraceReader {
     this.db = db;
     this.label = label;
     this.pages = new BatchPages(db);
-    this.body = db.prepare('SELECT body FROM batches WHERE session = ? AND first_seq = ?').pluck();
+    // The batch holding `seq` is the one with the largest first_seq <= seq (batches never overlap).
+    this.batchAt = db
+      .prepare('SELECT first_seq, last_seq, body FROM batches WHERE session = ? AND first_seq <= ? ORDER BY first_seq DESC LIMIT 1')
+      .safeIntegers(false)
+      .raw(true);
     const p = (sql: string): Statement => db.prepare(sql).safeIntegers(true);
     this.stmts = {
       sessions: p('SELECT * FROM sessions ORDER BY id'),
       session: p('SELECT * FROM sessions WHERE id = ?'),
       latest: p('SELECT max(id) FROM sessions').pluck(),
       byName: p('SELECT max(id) FROM sessions WHERE name = ?').pluck(),
-      at3: p(`SELECT ${FRAME_COLS} FROM ${FRAMES_PATCHED} WHERE f.session = ? AND f.seq IN (?, ?, ?) ORDER BY f.seq`).raw(true),
+      patch: p('SELECT fwd_ns, write_errno FROM patches WHERE session = ? AND seq = ?').raw(true),
       count: p('SELECT coalesce(sum(count), 0) FROM batches WHERE session = ?').pluck(),
       procs: p('SELECT pid, comm FROM procs WHERE session = ? ORDER BY pid'),
       // GROUP BY state reads only the requests_state index (session, state), not the rows.
       counts: p('SELECT state, count(*) AS n FROM requests WHERE session = ? GROUP BY state'),
       outcomes: p('SELECT state, outcome, count(*) AS n FROM requests WHERE session = ? GROUP BY state, outcome ORDER BY state, outcome'),
       lastFrame: p('SELECT last_ns FROM batches WHERE session = ? ORDER BY first_seq DESC LIMIT 1').pluck(),
-      ofUnique: p(
-        `SELECT ${FRAME_COLS} FROM ${FRAMES_PATCHED} WHERE f.session = ? AND f.unique_id = ? AND f.seq > ? AND f.seq < ? ORDER BY f.seq LIMIT ?`,
-      ).raw(true),
-      // INTERRUPT requests, and the server's answers to them (EAGAIN, ENOSYS), which carry the INTERRUPT's unique.
+      // The frames a unique's rows name (schema.ts LOOSE_FRAMES_SQL): requests_unique seeks.
+      namedBy: p('SELECT seq, reply_seq, interrupt_seq FROM requests WHERE session = ? AND unique_id IN (?, ?)').raw(true),
+      loose: p('SELECT seq FROM loose_frames WHERE session = ? AND unique_id = ? AND seq > ? AND seq < ?').pluck(),
+      // Where INTERRUPTs and the server's answers to them can be: the first INTERRUPT naming a
+      // request (interrupt_seq), an INTERRUPT whose target is not in the trace (a row of opcode
+      // INTERRUPT), an answer no INTERRUPT was found for (a row of opcode 0), and loose frames.
       interrupts: p(
-        `SELECT ${FRAME_COLS} FROM ${FRAMES_PATCHED} WHERE f.session = ? AND ((f.dir = 0 AND f.opcode = ${OP.INTERRUPT}) OR (f.dir = 1 AND f.unique_id IN
-           (SELECT unique_id FROM frames WHERE session = ? AND dir = 0 AND opcode = ${OP.INTERRUPT}))) ORDER BY f.seq`,
-      ).raw(true),
+        `SELECT seq FROM requests WHERE session = @s AND (opcode = ${OP.INTERRUPT} OR (opcode = 0 AND state <> 'notify'))
+         UNION SELECT interrupt_seq FROM requests WHERE session = @s AND interrupt_seq IS NOT NULL
+         UNION SELECT seq FROM loose_frames WHERE session = @s`,
+      ).pluck(),
     };
   }
 
@@ -189,34 +196,45 @@ export class TraceReader {
 
   /** The frames with these seqs (those that exist), in seq order. */
   framesAt(session: number, seqs: readonly number[]): FrameRecord[] {
-    // Three at a time through one prepared statement (-1 pads: no such seq): `show --json` asks
-    // for a request's request, INTERRUPT and reply frames once per row.
+    const wanted = [...new Set(seqs)].filter((s) => Number.isSafeInteger(s) && s >= 0).sort((a, b) => a - b);
     const out: FrameRecord[] = [];
-    for (let i = 0; i < seqs.length; i += 3) {
-      const three = [seqs[i], seqs[i + 1] ?? -1, seqs[i + 2] ?? -1];
-      out.push(...(this.stmts.at3.all(session, ...three) as unknown[][]).map((r) => this.toFrame(session, r)));
+    for (const seq of wanted) {
+      const f = this.frameAt(session, seq);
+      if (f) out.push(f);
     }
-    return seqs.length > 3 ? out.sort((a, b) => a.seq - b.seq) : out;
+    return out;
   }
 
   /**
    * The frames carrying fuse_in_header/fuse_out_header.unique `unique` (a u64), in seq order,
-   * optionally only between two seqs (both excluded) and at most `limit` of them.
+   * optionally only between two seqs (both excluded) and at most `limit` of them. Found through
+   * the requests rows that name them and loose_frames (schema.ts LOOSE_FRAMES_SQL), so only the
+   * derived part of a session is searched.
    */
   framesOfUnique(session: number, unique: bigint, opts: { afterSeq?: number; beforeSeq?: number; limit?: number } = {}): FrameRecord[] {
-    const rows = this.stmts.ofUnique.all(
-      session,
-      BigInt.asIntN(64, unique),
-      opts.afterSeq ?? -1,
-      opts.beforeSeq ?? Number.MAX_SAFE_INTEGER,
-      opts.limit ?? -1,
-    ) as unknown[][];
-    return rows.map((r) => this.toFrame(session, r));
+    const after = opts.afterSeq ?? -1;
+    const before = opts.beforeSeq ?? Number.MAX_SAFE_INTEGER;
+    const u = BigInt.asUintN(64, unique);
+    const seqs: number[] = [];
+    const keep = (v: unknown): void => {
+      if (v === null) return;
+      const s = Number(v);
+      if (s > after && s < before) seqs.push(s);
+    };
+    const rows = this.stmts.namedBy.all(session, BigInt.asIntN(64, u), BigInt.asIntN(64, u & ~FUSE_INT_REQ_BIT)) as unknown[][];
+    for (const r of rows) for (const v of r) keep(v);
+    for (const s of this.stmts.loose.all(session, BigInt.asIntN(64, u), after, before) as bigint[]) keep(s);
+    // A row of u & ~1 also names frames of other uniques (its request and reply).
+    const mine = this.framesAt(session, seqs).filter((f) => f.unique === u);
+    return opts.limit !== undefined && opts.limit >= 0 ? mine.slice(0, opts.limit) : mine;
   }
 
   /** FUSE_INTERRUPT requests and the server's answers to them, in seq order (INTERRUPTs are rare: loaded whole). */
   interruptFrames(session: number): FrameRecord[] {
-    return (this.stmts.interrupts.all(session, session) as unknown[][]).map((r) => this.toFrame(session, r));
+    const candidates = this.framesAt(session, (this.stmts.interrupts.all({ s: session }) as bigint[]).map(Number));
+    const intr = new Set<bigint>();
+    for (const f of candidates) if (f.dir === 0 && f.opcode === OP.INTERRUPT) intr.add(f.unique);
+    return candidates.filter((f) => (f.dir === 0 && f.opcode === OP.INTERRUPT) || (f.dir === 1 && intr.has(f.unique)));
   }
 
   /** Frames stored for the session (counted in its batches, not the sessions.frames counter). */
@@ -268,37 +286,57 @@ export class TraceReader {
     return { ns: last === undefined ? 0n : last - s.startedMonoNs, ended: false };
   }
 
-  /** A raw row of FRAME_COLS (read with safeIntegers) as a FrameRecord, its bytes sliced out of its batch. */
-  private toFrame(session: number, r: unknown[]): FrameRecord {
-    const at = Number(r[10]) + FRAME_HEADER_BYTES;
-    return {
-      seq: Number(r[0]),
-      tsNs: r[1] as bigint,
-      fwdNs: r[2] as bigint | null,
-      dir: Number(r[3]) as 0 | 1,
-      unique: fromSqlU64(r[4] as bigint),
-      opcode: numOrNull(r[5]),
-      error: numOrNull(r[6]),
-      len: Number(r[7]),
-      // A copy, as frames() makes (batch.ts frameCopyAt): the body stays in the cache, not with the caller.
-      data: Buffer.from(this.batchBody(session, Number(r[8])).subarray(at, at + Number(r[11]))),
-      writeErrno: Number(r[9]),
-    };
+  /** The frame `seq` with its patch applied, its bytes copied out of its batch; undefined when there is none. */
+  private frameAt(session: number, seq: number): FrameRecord | undefined {
+    const b = this.batchOf(session, seq);
+    if (!b) return undefined;
+    // Frames are in seq order within a batch, with gaps where frames were dropped.
+    let lo = 0;
+    let hi = b.frames.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const s = b.frames[mid].seq;
+      if (s === seq) {
+        const f = plainFrame(b.frames[mid]);
+        const patch = this.stmts.patch.get(session, seq) as [bigint | null, bigint] | undefined;
+        if (patch) {
+          f.fwdNs = patch[0];
+          f.writeErrno = Number(patch[1]);
+        }
+        return f;
+      }
+      if (s < seq) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return undefined;
   }
 
-  /** The body of the batch starting at `firstSeq`, through a small cache. */
-  private batchBody(session: number, firstSeq: number): Buffer {
-    const key = `${session}:${firstSeq}`;
-    let body = this.bodies.get(key);
-    if (body === undefined) {
-      body = (this.body.get(session, firstSeq) as Buffer | undefined) ?? Buffer.alloc(0);
-      if (this.bodies.size >= BODY_CACHE) this.bodies.delete(this.bodies.keys().next().value as string);
-    } else {
-      this.bodies.delete(key);
+  /** The decoded batch holding `seq`, through a small cache. */
+  private batchOf(session: number, seq: number): CachedBatch | undefined {
+    const i = this.cache.findIndex((c) => c.session === session && c.firstSeq <= seq && seq <= c.lastSeq);
+    if (i >= 0) {
+      const hit = this.cache[i];
+      this.cache.splice(i, 1);
+      this.cache.push(hit);
+      return hit;
     }
-    this.bodies.set(key, body);
-    return body;
+    const row = this.batchAt.get(session, seq) as [number, number, Buffer] | undefined;
+    if (!row || row[1] < seq) return undefined;
+    const b: CachedBatch = { session, firstSeq: row[0], lastSeq: row[1], frames: decodeBatch(row[2]) };
+    if (this.cache.length >= BATCH_CACHE) this.cache.shift();
+    this.cache.push(b);
+    return b;
   }
+}
+
+/**
+ * A decoded batch frame as the FrameRecord readers have always yielded (without off and flags),
+ * its bytes copied out of the body: a caller that keeps a few frames (replay's pending requests)
+ * must not keep their whole 256 KiB batches alive with them.
+ */
+function plainFrame(f: FrameRecord): FrameRecord {
+  const data = Buffer.from(f.data);
+  return { seq: f.seq, tsNs: f.tsNs, fwdNs: f.fwdNs, dir: f.dir, unique: f.unique, opcode: f.opcode, error: f.error, len: f.len, data, writeErrno: f.writeErrno };
 }
 
 /** sessions.command is the argv as JSON (writer.ts); anything else is shown as one word, as stored. */

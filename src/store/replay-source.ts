@@ -8,8 +8,9 @@ import type { Database, Statement } from 'better-sqlite3';
 import { UserError } from '../errors.js';
 import { iterateRequests, parseRange } from './query.js';
 import { TraceReader, type SessionInfo } from './reader.js';
+import { iterateFrameHeads } from './frame-heads.js';
 import { DIR_KERNEL_TO_SERVER } from './schema.js';
-import { fromSqlU64, toSqlU64, type FrameRecord } from './writer.js';
+import type { FrameRecord } from './writer.js';
 
 /** The requests a selection picks: their frames.seq in ascending order, and where the replay may stop. */
 export interface ReplaySelection {
@@ -29,24 +30,22 @@ export function streamOnce(db: Database): void {
   db.pragma('mmap_size = 0');
 }
 
-/** Rows per page of the selection scan of a session without a ledger. */
-const PAGE = 4096;
-
 /** Read access for replays to a trace file opened with openTraceDb. */
 export class ReplaySource {
   private readonly reader: TraceReader;
-  private readonly stmts: Record<'maxLen' | 'hasLedger' | 'hasUnique' | 'maxUnique' | 'framePage', Statement>;
+  private readonly stmts: Record<'maxLen' | 'hasLedger', Statement>;
 
   constructor(private readonly db: Database) {
     this.reader = new TraceReader(db);
     const p = (sql: string): Statement => db.prepare(sql).safeIntegers(true);
     this.stmts = {
-      maxLen: p('SELECT max(len) FROM frames WHERE session = ?').pluck(),
+      // Every frame's length is a requests row's len or reply_len, except the INTERRUPTs named by
+      // interrupt_seq (48 bytes: never the largest, a session starts with INIT) and loose frames.
+      maxLen: p(
+        `SELECT max((SELECT max(max(len), coalesce(max(reply_len), 0)) FROM requests WHERE session = @s),
+                    (SELECT coalesce(max(len), 0) FROM loose_frames WHERE session = @s))`,
+      ).pluck(),
       hasLedger: p('SELECT EXISTS (SELECT 1 FROM requests WHERE session = ?)').pluck(),
-      // frames_unique (session, unique_id) answers both without a scan.
-      hasUnique: p(`SELECT EXISTS (SELECT 1 FROM frames WHERE session = ? AND unique_id = ? AND dir = ${DIR_KERNEL_TO_SERVER})`).pluck(),
-      maxUnique: p(`SELECT max(unique_id) FROM frames WHERE session = ? AND dir = ${DIR_KERNEL_TO_SERVER}`).pluck(),
-      framePage: p(`SELECT seq, dir, unique_id FROM frames WHERE session = ? AND seq >= ? ORDER BY seq LIMIT ${PAGE}`).raw(true),
     };
   }
 
@@ -64,7 +63,10 @@ export class ReplaySource {
 
   /** Largest recorded frame length (0 for a session without frames). */
   maxFrameLen(session: number): number {
-    return Number((this.stmts.maxLen.get(session) as bigint | null) ?? 0n);
+    if (this.hasLedger(session)) return Number((this.stmts.maxLen.get({ s: session }) as bigint | null) ?? 0n);
+    let max = 0;
+    for (const f of this.reader.frames(session)) max = Math.max(max, f.len);
+    return max;
   }
 
   /** The session's frames in seq order from `fromSeq` on, a page at a time. */
@@ -79,7 +81,9 @@ export class ReplaySource {
 
   /** True when the session has a request (a kernel->server frame) with this unique. */
   hasRequest(session: number, unique: bigint): boolean {
-    return Number(this.stmts.hasUnique.get(session, toSqlU64(unique))) !== 0;
+    if (this.hasLedger(session)) return this.reader.framesOfUnique(session, unique).some((f) => f.dir === DIR_KERNEL_TO_SERVER);
+    for (const h of iterateFrameHeads(this.db, session)) if (h.dir === DIR_KERNEL_TO_SERVER && h.unique === unique) return true;
+    return false;
   }
 
   /**
@@ -107,8 +111,10 @@ export class ReplaySource {
 
   private selectByRange(session: number, spec: string): ReplaySelection {
     const range = parseRange(spec);
-    const maxRaw = this.stmts.maxUnique.get(session) as bigint | null;
-    const maxUnique = maxRaw === null ? -1n : fromSqlU64(maxRaw);
+    let maxUnique = -1n;
+    if (range.last === 'end' && range.first === undefined) {
+      for (const h of iterateFrameHeads(this.db, session)) if (h.dir === DIR_KERNEL_TO_SERVER && h.unique > maxUnique) maxUnique = h.unique;
+    }
     const inRange = (u: bigint): boolean =>
       range.last === 'end'
         ? range.first === undefined ? u === maxUnique : u >= range.first
@@ -116,23 +122,15 @@ export class ReplaySource {
     const seqs = new Grow();
     const picked = new Set<bigint>();
     let lastSeq = -1;
-    let from = 0;
-    for (;;) {
-      const rows = this.stmts.framePage.all(session, from) as Array<[bigint, bigint, bigint]>;
-      for (const [seqRaw, dir, uniqueRaw] of rows) {
-        const seq = Number(seqRaw);
-        const u = fromSqlU64(uniqueRaw);
-        if (Number(dir) === DIR_KERNEL_TO_SERVER) {
-          if (!inRange(u)) continue;
-          seqs.push(seq);
-          picked.add(u);
-          lastSeq = seq;
-        } else if (picked.has(u)) {
-          lastSeq = seq;
-        }
+    for (const { seq, dir, unique: u } of iterateFrameHeads(this.db, session)) {
+      if (dir === DIR_KERNEL_TO_SERVER) {
+        if (!inRange(u)) continue;
+        seqs.push(seq);
+        picked.add(u);
+        lastSeq = seq;
+      } else if (picked.has(u)) {
+        lastSeq = seq;
       }
-      if (rows.length < PAGE) break;
-      from = Number(rows[rows.length - 1][0]) + 1;
     }
     return { seqs: seqs.sorted(), lastSeq };
   }

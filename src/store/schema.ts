@@ -17,7 +17,7 @@
 export const APPLICATION_ID = 0x46545243;
 
 /** `PRAGMA user_version`: bump on every schema change and add a line to FORMAT_CHANGELOG. */
-export const FORMAT_VERSION = 4;
+export const FORMAT_VERSION = 5;
 
 /** What each format version changed; the reader and writer live together with it. */
 export const FORMAT_CHANGELOG: Record<number, string> = {
@@ -25,6 +25,7 @@ export const FORMAT_CHANGELOG: Record<number, string> = {
   2: "lost table (uniques of dropped frames), sessions.lost, requests.state 'lost'; a version 1 file is upgraded when opened for writing",
   3: "sessions.origin ('record' | 'attached') and sessions.capture ('frames' | 'tracepoints'): sessions of `fusetrace attach` start in the middle of a connection; older files are upgraded in place when opened for writing (MIGRATIONS)",
   4: 'frames are stored in packed batches (table batches, the ground truth; patches for late notification results); frames becomes a derived per-frame index without data, like requests; sessions.derived: frames below it are in frames and requests. A version 3 file is repacked when opened for writing (db.ts repackFrames)',
+  5: "the per-frame index (table frames) is gone: inserting a row per frame was a quarter of the derivation's CPU. A frame is found by seq in its batch (batches.first_seq <= seq), and by unique through the requests row that names it (seq, reply_seq, interrupt_seq) or, for the few frames no row names, through loose_frames. sessions.derived: frames below it are in requests and loose_frames. A version 4 file keeps its rows: loose_frames is filled from its frames table by the same rule (MIGRATIONS), which is then dropped",
 };
 
 /** Frame direction: read from /dev/fuse (a request, or INTERRUPT/FORGET) = 0; written to /dev/fuse (reply or notify) = 1. */
@@ -60,7 +61,7 @@ CREATE TABLE IF NOT EXISTS lost (
  * Format 4: frames as the recorder writes them, packed. One row per batch of consecutive frames
  * (a few hundred, or up to BATCH_BYTES of them, or one large frame alone): the recorder's hot path
  * costs one INSERT per batch instead of one per frame, and a flight recorder can drop whole old
- * batches. Everything else about a frame (the frames index, the ledger) is derived from these.
+ * batches. Everything else about a frame (the ledger, loose_frames) is derived from these.
  */
 export const BATCHES_SQL = `
 -- The ground truth: every recorded frame, in packed batches. body is batch.ts's layout (the pump's
@@ -88,6 +89,25 @@ CREATE TABLE IF NOT EXISTS patches (
 ) WITHOUT ROWID;
 `;
 
+/**
+ * Format 5: the frames that no requests row names. Every frame is found by seq in its batch; a
+ * frame's unique leads to it through the requests rows of that unique (or of unique & ~1: an
+ * INTERRUPT's unique is its target's | FUSE_INT_REQ_BIT) and their seq, reply_seq and
+ * interrupt_seq. The frames none of those name are listed here: INTERRUPTs after the first, the
+ * server's answers to INTERRUPTs, duplicate and unforwarded replies, pieces of a split reply.
+ * In ordinary traffic there are none, so the derivation inserts no row per frame.
+ */
+export const LOOSE_FRAMES_SQL = `
+CREATE TABLE IF NOT EXISTS loose_frames (
+  session    INTEGER NOT NULL,           -- sessions.id
+  seq        INTEGER NOT NULL,           -- the frame's seq (its bytes: the batch with the largest first_seq <= seq)
+  unique_id  INTEGER NOT NULL,           -- the frame's fuse_in_header.unique / fuse_out_header.unique
+  len        INTEGER NOT NULL,           -- the frame's full length (replay sizes its buffers by the largest frame)
+  PRIMARY KEY (session, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS loose_frames_unique ON loose_frames(session, unique_id);
+`;
+
 /** SQL that brings a file of version N-1 to version N (run in one transaction with the new user_version). */
 export const MIGRATIONS: Record<number, string> = {
   2: `${LOST_SQL}
@@ -97,9 +117,18 @@ export const MIGRATIONS: Record<number, string> = {
   // The frames rows are moved into batches by db.ts repackFrames (JavaScript), in the same transaction.
   4: `${BATCHES_SQL}
       ALTER TABLE sessions ADD COLUMN derived INTEGER NOT NULL DEFAULT 0;`,
+  // The same rule as the Deriver's (derive.ts looseFrames), over the format 4 index. unique_id is
+  // stored signed: & -2 clears FUSE_INT_REQ_BIT (bit 0) whatever the sign.
+  5: `${LOOSE_FRAMES_SQL}
+      INSERT INTO loose_frames (session, seq, unique_id, len)
+        SELECT f.session, f.seq, f.unique_id, f.len FROM frames f
+         WHERE NOT EXISTS (SELECT 1 FROM requests r
+                            WHERE r.session = f.session AND r.unique_id IN (f.unique_id, f.unique_id & -2)
+                              AND (r.seq = f.seq OR r.reply_seq = f.seq OR r.interrupt_seq = f.seq));
+      DROP TABLE frames;`,
 };
 
-/** Format 4: the frames index (also made by db.ts repackFrames when a format 3 file is upgraded). */
+/** Format 4's frames index: made by db.ts repackFrames when a format 3 file is upgraded, dropped by the step to format 5. */
 export const FRAMES_INDEX_SQL = `
 -- Derived from batches (like requests): one row per frame, without its bytes, for lookups by seq
 -- and unique; its bytes are in the batch starting at batch_seq, at byte off of its body.
@@ -121,7 +150,7 @@ CREATE TABLE frames (
 ) WITHOUT ROWID;
 `;
 
-/** Lookups of a request's frames by unique (reader.ts framesOfUnique, replay). */
+/** Format 4's lookups of frames by unique (repackFrames). */
 export const FRAMES_UNIQUE_INDEX_SQL = 'CREATE INDEX frames_unique ON frames(session, unique_id);';
 
 export const SCHEMA_SQL = `
@@ -152,12 +181,10 @@ CREATE TABLE sessions (
   meta             TEXT,                 -- JSON: anything else (fusetrace version, uid, kernel release, ...)
   origin           TEXT NOT NULL DEFAULT 'record',  -- record: fusetrace started the server and saw the connection from INIT on; attached: fusetrace attach joined a running server (no INIT, requests read before the attach missing; replay refuses it)
   capture          TEXT NOT NULL DEFAULT 'frames',  -- frames: the bytes of every frame (up to snaplen); tracepoints: only what the kernel's fuse tracepoints carry (unique, opcode, length, error, requester pid: frames hold synthesized headers, no payloads, nodeids or paths)
-  derived          INTEGER NOT NULL DEFAULT 0       -- every frame with seq below this is in frames and requests (derived from batches, possibly later than recorded)
+  derived          INTEGER NOT NULL DEFAULT 0       -- every frame with seq below this is in requests or loose_frames (derived from batches, possibly later than recorded)
 );
 ${BATCHES_SQL}
-
-${FRAMES_INDEX_SQL}
-${FRAMES_UNIQUE_INDEX_SQL}
+${LOOSE_FRAMES_SQL}
 
 CREATE TABLE procs (
   session  INTEGER NOT NULL,             -- sessions.id
@@ -168,7 +195,7 @@ CREATE TABLE procs (
 
 CREATE TABLE requests (
   session     INTEGER NOT NULL,          -- sessions.id
-  seq         INTEGER NOT NULL,          -- frames.seq of the request frame
+  seq         INTEGER NOT NULL,          -- seq of the request frame
   unique_id   INTEGER NOT NULL,          -- the request's unique
   opcode      INTEGER NOT NULL,          -- fuse opcode; 0 for a server notification (state notify) or a reply whose request is not in the trace (state unknown)
   nodeid      INTEGER,                   -- fuse_in_header.nodeid
@@ -188,8 +215,8 @@ CREATE TABLE requests (
   state       TEXT NOT NULL,             -- ok | error | interrupted | late | unanswered | aborted | noreply | notify | unknown | lost
   outcome     TEXT,                      -- sub-state (ledger.ts): interrupted eintr | answered | eagain; late not-waited | duplicate | interrupt-after-finish | interrupt-not-waited; aborted the session's end_reason; notify the notify code name; unknown what was odd; lost which frames are missing (reply-not-recorded | request-not-recorded | frames-not-recorded | unlisted); unknown before-attach: a reply to a request read before fusetrace attach joined
   background  INTEGER NOT NULL DEFAULT 0, -- 1 when no process waits on it (RELEASE, writeback, readahead, INIT)
-  reply_seq   INTEGER,                   -- frames.seq of the reply
-  interrupt_seq INTEGER,                 -- frames.seq of the first FUSE_INTERRUPT naming this request (INTERRUPTs have no row of their own; on kernels >= 5.0 all of them and their answers have unique_id = unique | 1)
+  reply_seq   INTEGER,                   -- seq of the reply frame
+  interrupt_seq INTEGER,                 -- seq of the first FUSE_INTERRUPT naming this request (INTERRUPTs have no row of their own; on kernels >= 5.0 all of them and their answers have unique_id = unique | 1)
   PRIMARY KEY (session, seq)
 ) WITHOUT ROWID;
 CREATE INDEX requests_unique ON requests(session, unique_id);

@@ -8,16 +8,14 @@
  * checked before they run, so that a write is refused with a clear line instead of SQLite's
  * "attempt to write a readonly database".
  */
+import BetterSqlite3 from 'better-sqlite3';
 import type { Database, Statement } from 'better-sqlite3';
 import { UserError } from '../errors.js';
-import { frameDataSql } from './batch-read.js';
+import { TraceReader } from './reader.js';
 import { decodeRequest, errnoName, Opcode, opcodeName, OUT_HEADER_SIZE, IN_HEADER_SIZE, structs } from '../protocol/index.js';
 
 /** Payload bytes before a WRITE's data: fuse_in_header + fuse_write_in. */
 const WRITE_HEADERS = IN_HEADER_SIZE + structs.fuse_write_in.size;
-
-/** A frames row's bytes (alias f), sliced out of its batch (schema.ts format 4). */
-const FRAME_DATA = frameDataSql('f', 'main.');
 
 /**
  * The views, in the order README.md lists them. Decoded argument columns (`name`, `offset`, `size`)
@@ -41,18 +39,18 @@ CREATE TEMP VIEW requests AS
          len, reply_len,
          CASE WHEN errno = 0 AND opcode = ${Opcode.READ} THEN max(reply_len - ${OUT_HEADER_SIZE}, 0)
               WHEN errno = 0 AND opcode = ${Opcode.WRITE} THEN max(len - ${WRITE_HEADERS}, 0) END AS bytes,
-         (SELECT fusetrace_arg(${FRAME_DATA}, 'name') FROM main.frames f WHERE f.session = r.session AND f.seq = r.seq) AS name,
-         (SELECT fusetrace_arg(${FRAME_DATA}, 'offset') FROM main.frames f WHERE f.session = r.session AND f.seq = r.seq) AS "offset",
-         (SELECT fusetrace_arg(${FRAME_DATA}, 'size') FROM main.frames f WHERE f.session = r.session AND f.seq = r.seq) AS size,
+         fusetrace_arg(session, seq, 'name') AS name,
+         fusetrace_arg(session, seq, 'offset') AS "offset",
+         fusetrace_arg(session, seq, 'size') AS size,
          reply_seq, interrupt_seq
     FROM main.requests r;
 
 CREATE TEMP VIEW frames AS
-  SELECT f.session, f.seq, f.ts_ns - s.started_mono_ns AS t_ns, f.ts_ns, f.fwd_ns,
+  SELECT s.id AS session, f.seq, f.ts_ns - s.started_mono_ns AS t_ns, f.ts_ns, f.fwd_ns,
          CASE f.dir WHEN 0 THEN 'rx' ELSE 'tx' END AS dir,
          f.unique_id, f.opcode, CASE WHEN f.dir = 0 THEN fusetrace_op(f.opcode) END AS op,
-         f.error, f.len, f.cap_len, ${FRAME_DATA} AS data, f.write_errno
-    FROM main.frames f JOIN main.sessions s ON s.id = f.session;
+         f.error, f.len, f.cap_len, f.data, f.write_errno
+    FROM main.sessions s, fusetrace_frames(s.id) f;
 `;
 
 /** Names of the views, for messages. */
@@ -71,12 +69,40 @@ function requestArg(data: Buffer | null, field: string): string | number | bigin
 /**
  * Makes `db` (opened read-only by openTraceDb) a query connection: the helper functions, the TEMP
  * views, then query_only, after which not even TEMP objects can be made.
+ *
+ * Frames have no table (schema.ts format 5): the `frames` view and the request arguments read
+ * them out of their batches in JavaScript, through a second read-only connection to the same
+ * file (better-sqlite3 refuses statements on a connection while it runs a query), closed with
+ * `db`. The `frames` view decodes every batch of the sessions the query names (all of them when
+ * its WHERE does not say `session = N`).
  */
 export function prepareQueryConnection(db: Database): void {
   if (!db.readonly) throw new TypeError('prepareQueryConnection: the connection must be read-only');
+  const lookup = new BetterSqlite3(db.name, { readonly: true, fileMustExist: true });
+  const close = db.close.bind(db);
+  db.close = () => {
+    if (lookup.open) lookup.close();
+    return close();
+  };
+  const reader = new TraceReader(lookup);
   db.function('fusetrace_op', { deterministic: true }, (op: unknown) => (op === null ? null : opcodeName(Number(op))));
   db.function('fusetrace_err', { deterministic: true }, (e: unknown) => (e === null || Number(e) <= 0 ? null : errnoName(Number(e))));
-  db.function('fusetrace_arg', { deterministic: true, safeIntegers: true }, (data: unknown, field: unknown) => requestArg(data as Buffer | null, String(field)));
+  db.function('fusetrace_arg', { deterministic: true, safeIntegers: true }, (session: unknown, seq: unknown, field: unknown) => {
+    const [f] = reader.framesAt(Number(session), [Number(seq)]);
+    return requestArg(f?.data ?? null, String(field));
+  });
+  // A table-valued function of the session (the view joins it to each sessions row): a query
+  // on one session decodes only that session's batches.
+  db.table('fusetrace_frames', {
+    columns: ['seq', 'ts_ns', 'fwd_ns', 'dir', 'unique_id', 'opcode', 'error', 'len', 'cap_len', 'data', 'write_errno'],
+    parameters: ['session'],
+    safeIntegers: true,
+    *rows(session: unknown) {
+      for (const f of reader.frames(Number(session))) {
+        yield [f.seq, f.tsNs, f.fwdNs, f.dir, BigInt.asIntN(64, f.unique), f.opcode, f.error, f.len, f.data.length, f.data, f.writeErrno];
+      }
+    },
+  });
   db.exec(VIEWS_SQL);
   db.pragma('query_only = 1');
 }

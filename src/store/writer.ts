@@ -110,8 +110,9 @@ const CHECKPOINTER_AFTER_BYTES = 64 * 1024 * 1024;
 /** How a TraceWriter derives what it writes (derive.ts). */
 export interface TraceWriterOptions {
   /**
-   * 'inline' (default: attach, fixtures, tests): each flush also writes the frames index rows, runs
-   * the onFrames observers (the ledger) and advances sessions.derived, in the flush's transaction,
+   * 'inline' (default: attach, fixtures, tests): each flush also runs the onFrames observers (the
+   * ledger, which writes requests and loose_frames), applies late patches and advances
+   * sessions.derived, in the flush's transaction,
    * so a SIGKILL leaves everything consistent. 'deferred' (record): a flush writes only batches,
    * patches, procs, lost frames and counters; a Deriver derives the rest on another connection.
    */
