@@ -5,7 +5,7 @@
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { readdir, stat } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { requireFuse } from './helpers/fuse-env.js';
 import { buildExample } from './helpers/build.js';
@@ -60,8 +60,10 @@ describe('the TUI follows a trace another record is writing (issue 12 item 9)', 
       }
     };
     const first = await screenWith('the requests view', (n) => n > 0);
-    // New requests through the mount: one LOOKUP/GETATTR per name at least.
-    for (let i = 0; i < 50; i++) await stat(join(mnt, `f${i}`));
+    // New requests through the mount: a CREATE (and its FLUSH, RELEASE) per new file at least.
+    // Not stat() of the existing names: the readdir above cached their entries for passthrough_ll's
+    // 1 s timeout, and a TUI that starts within that second saw no new request at all.
+    for (let i = 0; i < 50; i++) await writeFile(join(mnt, `new${i}`), `new ${i}\n`);
     const second = await screenWith('the new requests', (n) => n >= first + 50);
     expect(second).toBeGreaterThanOrEqual(first + 50);
 

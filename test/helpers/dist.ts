@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { repoRoot } from './fuse-env.js';
 
 /** Set by the global setup once dist/ is up to date for this run. */
-export const DIST_READY_ENV = 'FUSETRACE_TEST_DIST_READY';
+export const DIST_READY_ENV = 'FT_TEST_DIST_READY';
 
 /** Runs tsc -p tsconfig.build.json (it emits even when a part of the tree does not type-check). */
 export function runTsc(): { ok: boolean; output: string } {
