@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <string.h>
 #include <time.h>
+#include <dirent.h>
+#include <sched.h>
 
 #include <memory>
 #include <unordered_map>
@@ -107,6 +109,23 @@ Napi::Value SendNoWait(const Napi::CallbackInfo& info) {
   Napi::Buffer<uint8_t> b = info[1].As<Napi::Buffer<uint8_t>>();
   long r = fusetrace::SendNoWait(info[0].As<Napi::Number>().Int32Value(), b.Data(), b.Length());
   return Napi::Number::New(env, static_cast<double>(r));
+}
+
+// Puts every thread of this process under SCHED_BATCH (sched(7)): a thread it wakes (the replayed
+// server, whose children and threads inherit the policy) no longer preempts it at once, so a burst
+// of requests goes out before the server runs. Returns the threads changed, or -errno.
+Napi::Value BatchScheduling(const Napi::CallbackInfo& info) {
+  DIR* d = opendir("/proc/self/task");
+  if (!d) return Napi::Number::New(info.Env(), -errno);
+  struct sched_param p = {};
+  int n = 0, err = 0;
+  while (struct dirent* e = readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    if (sched_setscheduler(atoi(e->d_name), SCHED_BATCH, &p) == 0) n++;
+    else if (errno != ESRCH) err = errno;
+  }
+  closedir(d);
+  return Napi::Number::New(info.Env(), n > 0 ? n : -err);
 }
 
 Napi::Value MonotonicNs(const Napi::CallbackInfo& info) {
@@ -602,6 +621,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("recvFd", Napi::Function::New(env, RecvFd));
   exports.Set("setCloexec", Napi::Function::New(env, SetCloexec));
   exports.Set("monotonicNs", Napi::Function::New(env, MonotonicNs));
+  exports.Set("batchScheduling", Napi::Function::New(env, BatchScheduling));
   exports.Set("sendNoWait", Napi::Function::New(env, SendNoWait));
   exports.Set("Pump", PumpWrap::Define(env));
   exports.Set("Attach", AttachWrap::Define(env));

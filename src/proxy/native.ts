@@ -226,6 +226,8 @@ interface Addon {
   recvFd(sock: number): number;
   setCloexec(fd: number, on: boolean): void;
   monotonicNs(): bigint;
+  /** Every thread of this process to SCHED_BATCH (binding.cc BatchScheduling): threads changed, or -errno. */
+  batchScheduling(): number;
   /** send(2) with MSG_DONTWAIT: bytes sent, or -errno (-EAGAIN when the socket's buffer is full). */
   sendNoWait(fd: number, frame: Buffer): number;
   Pump: new (opts: PumpOptions, onWake: () => void) => Pump;
