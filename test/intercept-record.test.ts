@@ -3,24 +3,16 @@
 // session against the same command line with no mount. Each is compared with the same server
 // mounting directly: mountinfo type, source and options identical, the same data, a clean
 // unmount, nothing left (no mount, no process).
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { requireFuse } from './helpers/fuse-env.js';
 import { buildExample, buildServer } from './helpers/build.js';
-import { CleanupRegistry, isMounted, mountAt, runCommand, runDirect, unmount, waitExit } from './helpers/mount.js';
+import { isMounted, mountAt, runCommand, runDirect, unmount, waitExit } from './helpers/mount.js';
 import { CASES, requireBin, source } from './helpers/server-families.js';
-import { buildCli, CLI, dbIn, expectCompletePairing, inNamespaceAs, readTrace, recorder } from './helpers/record.js';
+import { CLI, dbIn, expectCompletePairing, inNamespaceAs, readTrace, recordingTests } from './helpers/record.js';
 
-const reg = new CleanupRegistry();
-afterEach(() => reg.cleanup());
-const startRecord = recorder(reg);
-
-beforeAll(() => {
-  requireFuse();
-  buildCli();
-}, 120_000);
+const { reg, startRecord } = recordingTests();
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 

@@ -3,26 +3,18 @@
 // passthrough_ll under `fusetrace record`. The application's write completes and is correct, the
 // mount keeps working until the unmount, fusetrace says in one line that recording stopped, and
 // its summary counts exactly the frames the file holds.
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { requireFuse } from './helpers/fuse-env.js';
 import { buildExample } from './helpers/build.js';
-import { CleanupRegistry, isMounted, runCommand } from './helpers/mount.js';
-import { buildCli, CLI, recorder } from './helpers/record.js';
+import { isMounted, runCommand } from './helpers/mount.js';
+import { CLI, recordingTests } from './helpers/record.js';
 import { sha256File, writeDeterministicFile, deterministicSha256 } from './helpers/workloads.js';
 
-const reg = new CleanupRegistry();
-afterEach(() => reg.cleanup());
-const startRecord = recorder(reg);
-
-beforeAll(() => {
-  requireFuse();
-  buildCli();
-}, 120_000);
+const { reg, startRecord } = recordingTests();
 
 const MB = 100;
 

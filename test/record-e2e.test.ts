@@ -2,27 +2,19 @@
 // mounts, real FUSE servers (libfuse examples, test/servers, gocryptfs), real SQLite traces.
 // Every test registers its mounts and processes with a CleanupRegistry, so a failing test still
 // unmounts (never lazily) and stops what it started, by PID.
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { requireFuse } from './helpers/fuse-env.js';
 import { buildExample, buildServer } from './helpers/build.js';
-import { CleanupRegistry, isMounted, mountAt, runDirect, unmount, waitExit } from './helpers/mount.js';
+import { isMounted, mountAt, runDirect, unmount, waitExit } from './helpers/mount.js';
 import { copyInOut, fileChurn, lsTree, populateTree, sha256File, writeDeterministicFile } from './helpers/workloads.js';
 import { gocryptfsArgs, gocryptfsInit } from './helpers/gocryptfs.js';
-import { buildCli, CLI, dbIn, expectCompletePairing, FUSE_INTERRUPT, FUSE_NOTIFY_REPLY, inNamespaceAs, readTrace, recorder } from './helpers/record.js';
+import { CLI, dbIn, expectCompletePairing, FUSE_INTERRUPT, FUSE_NOTIFY_REPLY, inNamespaceAs, readTrace, recordingTests } from './helpers/record.js';
 
-const reg = new CleanupRegistry();
-afterEach(() => reg.cleanup());
-const startRecord = recorder(reg);
-
-beforeAll(() => {
-  requireFuse();
-  buildCli();
-}, 120_000);
+const { reg, startRecord } = recordingTests();
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** The server's environment that keeps it on the socket relay (no in-process takeover, native/ring.h). */

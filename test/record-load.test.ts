@@ -6,24 +6,16 @@
 // in-process. Before backpressure the ring dropped 76% of the frames under this load and a clean
 // unmount left 240 requests `unknown` and 197 `aborted:unmount`: a request whose reply frame was
 // dropped looked outstanding at the end, and a reply whose request was dropped answered nothing.
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { requireFuse } from './helpers/fuse-env.js';
 import { buildExample } from './helpers/build.js';
-import { CleanupRegistry, isMounted, runCommand } from './helpers/mount.js';
-import { buildCli, CLI, dbIn, recorder } from './helpers/record.js';
+import { isMounted, runCommand } from './helpers/mount.js';
+import { CLI, dbIn, recordingTests } from './helpers/record.js';
 
-const reg = new CleanupRegistry();
-afterEach(() => reg.cleanup());
-const startRecord = recorder(reg);
-
-beforeAll(() => {
-  requireFuse();
-  buildCli();
-}, 120_000);
+const { reg, startRecord } = recordingTests();
 
 /** Seconds of load per run (the suite's time budget; the issue's failure showed within seconds). */
 const LOAD_S = 6;

@@ -10,23 +10,15 @@
 // the first record after the takeover wraps with a skip of exactly N bytes; the 6 MiB written
 // and read back then wrap the (smallest, FUSETRACE_RING_BYTES=1) ring a few more times. 8 is the
 // shortest skip (the one that overran), 64 one exactly a record header long.
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { requireFuse } from './helpers/fuse-env.js';
 import { buildExample } from './helpers/build.js';
-import { CleanupRegistry, isMounted, runCommand } from './helpers/mount.js';
-import { buildCli, dbIn, expectCompletePairing, readTrace, recorder } from './helpers/record.js';
+import { isMounted, runCommand } from './helpers/mount.js';
+import { dbIn, expectCompletePairing, readTrace, recordingTests } from './helpers/record.js';
 
-const reg = new CleanupRegistry();
-afterEach(() => reg.cleanup());
-const startRecord = recorder(reg);
-
-beforeAll(() => {
-  requireFuse();
-  buildCli();
-}, 120_000);
+const { reg, startRecord } = recordingTests();
 
 describe('in-process ring wrap', () => {
   for (const tail of [8, 64]) {

@@ -8,25 +8,17 @@
 // `fusetrace record`, runs the same workload on each and compares what the workload observed.
 // Every mount and process is registered with the CleanupRegistry, so a failing test still
 // unmounts (never lazily) and stops what it started, by PID.
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { requireFuse } from './helpers/fuse-env.js';
 import { buildExample, buildServer } from './helpers/build.js';
-import { CleanupRegistry, isMounted, mountAt, runDirect } from './helpers/mount.js';
+import { isMounted, mountAt, runDirect } from './helpers/mount.js';
 import { copyInOut, fileChurn, lsTree, populateTree, sha256File, writeDeterministicFile, type ChurnPhase, type CopyResult } from './helpers/workloads.js';
 import { gocryptfsArgs, gocryptfsInit } from './helpers/gocryptfs.js';
-import { buildCli, dbIn, expectCompletePairing, readTrace, recorder, type FrameRow, type Recording } from './helpers/record.js';
+import { dbIn, expectCompletePairing, readTrace, type FrameRow, type Recording, recordingTests } from './helpers/record.js';
 
-const reg = new CleanupRegistry();
-afterEach(() => reg.cleanup());
-const startRecord = recorder(reg);
-
-beforeAll(() => {
-  requireFuse();
-  buildCli();
-}, 120_000);
+const { reg, startRecord } = recordingTests();
 
 const MiB = 1 << 20;
 const COPY_MB = 200;

@@ -1,16 +1,16 @@
 // `fusetrace record` driven from end-to-end tests: start the real CLI on a real server, read the
 // SQLite trace it wrote, and check that the trace holds every frame with complete request/reply
 // pairing. Shared by record-e2e.test.ts and record-workloads.test.ts.
-import { expect } from 'vitest';
+import { afterEach, beforeAll, expect } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chownSync, closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { repoRoot } from './fuse-env.js';
+import { repoRoot, requireFuse } from './fuse-env.js';
 import { compileDist } from './dist.js';
 import { asUser } from './as-user.js';
-import { isMounted, waitExit, type CleanupRegistry, type ExitInfo } from './mount.js';
+import { CleanupRegistry, isMounted, waitExit, type ExitInfo } from './mount.js';
 import { TraceReader } from '../../src/store/reader.js';
 import type { FrameRecord } from '../../src/store/writer.js';
 
@@ -65,6 +65,21 @@ export type StartRecord = (server: string, args: string[], mnt: string, db: stri
  */
 export function recorder(reg: CleanupRegistry): StartRecord {
   return (server, args, mnt, db, opts) => startRecord(reg, server, args, mnt, db, opts);
+}
+
+/**
+ * What every recording test file sets up: a cleanup registry emptied after each test (mounts,
+ * processes, temporary directories), a startRecord bound to it, and, before the first test,
+ * /dev/fuse checked (a clear failure, never a skip) and dist/ compiled.
+ */
+export function recordingTests(): { reg: CleanupRegistry; startRecord: StartRecord } {
+  const reg = new CleanupRegistry();
+  afterEach(() => reg.cleanup());
+  beforeAll(() => {
+    requireFuse();
+    buildCli();
+  }, 120_000);
+  return { reg, startRecord: recorder(reg) };
 }
 
 async function startRecord(reg: CleanupRegistry, server: string, args: string[], mnt: string, db: string, opts: StartOptions = {}): Promise<Recording> {
