@@ -10,19 +10,52 @@ inline const FrameHeader* Hdr(const uint8_t* p) { return reinterpret_cast<const 
 inline size_t Packed(const uint8_t* p) { return sizeof(FrameHeader) + ((size_t(Hdr(p)->cap_len) + 7u) & ~size_t(7)); }
 }  // namespace
 
+uint32_t Batcher::HeadKeep(const FrameHeader& h) {
+  constexpr int32_t kOpRead = 15, kOpWrite = 16;  // fuse_opcode FUSE_READ, FUSE_WRITE
+  if (h.flags != 0) return h.cap_len;            // a partial frame: kept as it was read
+  if (h.dir == 0) {
+    if (h.code == kOpRead) {
+      if (reads_.size() >= kMaxReads) reads_.clear();
+      reads_.insert(h.unique);
+    }
+    if (h.code == kOpWrite && h.cap_len > kHeadsMinCut) return kHeadsWriteIn;
+    return h.cap_len;
+  }
+  if (reads_.erase(h.unique) == 0 || h.cap_len <= kHeadsMinCut) return h.cap_len;
+  return kHeadsReadOut;
+}
+
 void Batcher::Cut(uint8_t* buf, size_t size, std::vector<BatchCut>* cuts) {
   BatchCut c;
+  bool cutting = false;  // c.heads is being built (some frame of c was cut)
   for (size_t at = 0; at + sizeof(FrameHeader) <= size;) {
     const FrameHeader* h = Hdr(buf + at);
     size_t n = Packed(buf + at);
     if (c.count > 0 && (c.count >= kBatchFrames || c.size + n > kBatchBytes)) {
-      cuts->push_back(c);
+      cuts->push_back(std::move(c));
       c = BatchCut{};
+      cutting = false;
     }
     if (c.count == 0) {
       c.off = at;
       c.first_seq = h->seq;
       c.first_ns = h->ts_ns;
+    }
+    uint32_t keep = HeadKeep(*h);
+    if (keep < h->cap_len) {
+      if (!cutting) {
+        c.heads.reserve(at - c.off + 4096);
+        c.heads.assign(buf + c.off, buf + at);
+        cutting = true;
+      }
+      FrameHeader t = *h;
+      t.cap_len = keep;
+      size_t o = c.heads.size();
+      c.heads.resize(o + sizeof t + ((keep + 7u) & ~size_t(7)), 0);
+      std::memcpy(c.heads.data() + o, &t, sizeof t);
+      std::memcpy(c.heads.data() + o + sizeof t, buf + at + sizeof t, keep);
+    } else if (cutting) {
+      c.heads.insert(c.heads.end(), buf + at, buf + at + n);
     }
     c.last_seq = h->seq;
     c.last_ns = h->ts_ns;
@@ -31,7 +64,7 @@ void Batcher::Cut(uint8_t* buf, size_t size, std::vector<BatchCut>* cuts) {
     c.count++;
     at += n;
   }
-  if (c.count > 0) cuts->push_back(c);
+  if (c.count > 0) cuts->push_back(std::move(c));
 }
 
 bool Batcher::ApplyPatch(std::vector<Ent>& ents, const FrameHeader& p) {

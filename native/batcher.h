@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <unordered_set>
 #include <vector>
 
 #include "frame_queue.h"
@@ -23,7 +24,18 @@ struct BatchCut {
   size_t off = 0, size = 0;
   uint64_t first_seq = 0, last_seq = 0, first_ns = 0, last_ns = 0, bytes = 0;
   uint32_t count = 0;
+  // The batch's frames with the payload of READ replies and WRITE requests cut off after their
+  // headers (batches.heads, src/store/schema.ts format 6): what the derivation reads instead of the
+  // body. Empty when no frame was cut (the body is its own heads).
+  std::vector<uint8_t> heads;
 };
+
+// What batches.heads keeps of a frame whose payload the derivation never reads: a WRITE request's
+// fuse_in_header and fuse_write_in (40 + 40 bytes), a READ reply's fuse_out_header (16). Frames
+// of at most kHeadsMinCut bytes are kept whole (cutting them saves too little to be worth a copy).
+constexpr uint32_t kHeadsWriteIn = 80;
+constexpr uint32_t kHeadsReadOut = 16;
+constexpr uint32_t kHeadsMinCut = 512;
 
 struct PatchOut {
   uint64_t seq, fwd_ns;
@@ -50,11 +62,18 @@ class Batcher {
     const uint8_t* at;  // its header, in the region or in held_
     size_t size;        // header + padded data
   };
-  static void Cut(uint8_t* buf, size_t size, std::vector<BatchCut>* cuts);
+  void Cut(uint8_t* buf, size_t size, std::vector<BatchCut>* cuts);
+  // Bytes of `h`'s data batches.heads keeps (cap_len: all); notes READ requests to know their replies.
+  uint32_t HeadKeep(const FrameHeader& h);
   bool ApplyPatch(std::vector<Ent>& ents, const FrameHeader& p);
 
   uint8_t* held_ = nullptr;  // packed frames waiting for the watermark, in seq order
   size_t held_size_ = 0, held_n_ = 0;
+  // Uniques of READ requests cut into batches whose reply has not come yet (Cut sees frames in seq
+  // order, so a reply always after its request). Bounded: past kMaxReads it is cleared, and the
+  // replies of the forgotten READs are kept whole in heads (never wrong, only larger).
+  std::unordered_set<uint64_t> reads_;
+  static constexpr size_t kMaxReads = 1u << 16;
 };
 
 }  // namespace fusetrace

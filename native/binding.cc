@@ -210,7 +210,7 @@ void FreeCopy(Napi::Env, uint8_t* p) { free(p); }
 
 // JS thread: drainBatches(final) of a Pump: the drain cut into the trace's batches in seq order
 // (native/batcher.h). { frames: Buffer, recyclable, batches: [{ off, size, firstSeq, lastSeq, count,
-// firstNs, lastNs, bytes }], patches: [[seq, fwdNs, writeErrno]], count, held, ...SetDrainCommon }.
+// firstNs, lastNs, bytes, heads }], patches: [[seq, fwdNs, writeErrno]], count, held, ...SetDrainCommon }.
 // A recyclable `frames` goes back with recycle() as drain()'s does; a sorted copy is the GC's.
 template <class Source>
 Napi::Value DrainBatchesObject(Napi::Env env, Source& src, const std::shared_ptr<Leases>& leases, fusetrace::Batcher& batcher,
@@ -255,6 +255,7 @@ Napi::Value DrainBatchesObject(Napi::Env env, Source& src, const std::shared_ptr
     b.Set("firstNs", Napi::BigInt::New(env, k.first_ns));
     b.Set("lastNs", Napi::BigInt::New(env, k.last_ns));
     b.Set("bytes", Napi::Number::New(env, double(k.bytes)));
+    b.Set("heads", k.heads.empty() ? env.Null() : Napi::Buffer<uint8_t>::Copy(env, k.heads.data(), k.heads.size()));
     ba.Set(uint32_t(i), b);
     frames += k.count;
   }

@@ -62,6 +62,8 @@ export interface PumpDrain {
 export interface PumpBatch extends BatchInfo {
   off: number;
   size: number;
+  /** batches.heads: the batch with the payloads of READ replies and WRITE requests cut off, or null when none was. */
+  heads: Buffer | null;
 }
 
 /**

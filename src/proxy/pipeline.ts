@@ -219,7 +219,7 @@ export class FramePipeline {
         continue;
       }
       this.uncommitted++;
-      this.guarded(() => this.writer.addBatch(d.frames.subarray(b.off, b.off + b.size), b));
+      this.guarded(() => this.writer.addBatch(d.frames.subarray(b.off, b.off + b.size), b, b.heads));
     }
     for (const [seq, fwdNs, writeErrno] of d.patches) this.guarded(() => this.writer.addPatch(seq, fwdNs === 0n ? null : fwdNs, writeErrno));
     if (this.storeFailure !== undefined) {

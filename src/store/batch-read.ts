@@ -26,11 +26,18 @@ export class BatchPages {
   private readonly page: Statement;
   private readonly patches: Statement;
 
-  constructor(db: Database) {
+  /**
+   * `heads`: read batches.heads where it is set (schema.ts format 6): the frames whose payload the
+   * derivation never reads (READ replies, WRITE requests) keep only their headers there, like a
+   * frame cut by a snaplen (data shorter than len); everything else is as in body. Only for the derivation.
+   */
+  constructor(db: Database, opts: { heads?: boolean } = {}) {
     const p = (sql: string): Statement => db.prepare(sql).safeIntegers(true);
     // The batch holding `seq` starts at the largest first_seq <= seq; batches never overlap.
     this.startOf = p('SELECT max(first_seq) FROM batches WHERE session = ? AND first_seq <= ?').pluck();
-    this.page = p('SELECT first_seq, last_seq, body FROM batches WHERE session = ? AND first_seq >= ? AND first_seq <= ? ORDER BY first_seq LIMIT ?').raw(true);
+    // coalesce() reads body only where heads is NULL.
+    const bytes = opts.heads ? 'coalesce(heads, body)' : 'body';
+    this.page = p(`SELECT first_seq, last_seq, ${bytes} FROM batches WHERE session = ? AND first_seq >= ? AND first_seq <= ? ORDER BY first_seq LIMIT ?`).raw(true);
     this.patches = p('SELECT seq, fwd_ns, write_errno FROM patches WHERE session = ? AND seq >= ? AND seq <= ?').raw(true);
   }
 

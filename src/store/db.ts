@@ -6,7 +6,7 @@ import type { Database as DatabaseT } from 'better-sqlite3';
 import { UserError } from '../errors.js';
 import { decodeBatch, encodeBatches } from './batch.js';
 import { completeSessions, orphanedSessions, warnIncomplete } from './complete.js';
-import { APPLICATION_ID, DURATION_INDEX_SQL, FORMAT_VERSION, FRAMES_INDEX_SQL, FRAMES_UNIQUE_INDEX_SQL, MIGRATIONS, SCHEMA_SQL } from './schema.js';
+import { APPLICATION_ID, DURATION_INDEX_SQL, FORMAT_VERSION, FRAMES_INDEX_SQL, FRAMES_UNIQUE_INDEX_SQL, MIGRATIONS, OLDEST_READ_IN_PLACE, SCHEMA_SQL } from './schema.js';
 import type { FrameRecord } from './writer.js';
 
 export type { DatabaseT as Database };
@@ -113,7 +113,7 @@ export function openTraceDb(path: string, opts: OpenTraceDbOptions = {}): Databa
     } else if (version < 1) {
       throw notOurs(path);
     }
-    if (opts.readonly && version < FORMAT_VERSION) db = upgradedCopy(db, path, version);
+    if (opts.readonly && version < OLDEST_READ_IN_PLACE) db = upgradedCopy(db, path, version);
     if (!opts.readonly) {
       tune(db);
       const current = db.pragma('user_version', { simple: true }) as number;

@@ -132,7 +132,8 @@ export class Deriver {
     this.session = session;
     try {
       this.restart();
-      this.pages = new BatchPages(this.db);
+      // heads: the derivation never reads the payload of READ replies and WRITE requests.
+      this.pages = new BatchPages(this.db, { heads: true });
       this.indexer = new FrameIndexer(this.db, session);
       this.ledger = new Ledger(this.db, session, opts);
     } catch (err) {

@@ -1,12 +1,14 @@
-// Format 3 -> 4 -> 5 on a real format 3 file (its schema verbatim, v3-schema.fixture.ts): frames
+// Format 3 -> 4 -> 5 -> 6 on a real format 3 file (its schema verbatim, v3-schema.fixture.ts): frames
 // rows with their bytes are repacked into batches, sessions.derived is set, the requests rows stay,
 // and the format 4 frames index becomes loose_frames; a reader of an older file reads an upgraded
-// private copy and leaves it alone.
+// private copy and leaves it alone, except a format 5 file, which it reads in place (format 6 only
+// added batches.heads, which the derivation alone reads).
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import type { Database as DatabaseT } from 'better-sqlite3';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { migrate, openTraceDb } from './db.js';
+import { Deriver } from './derive.js';
 import { START_MONO, busyScript, closeTraces, rows, trace } from './ledger-frames.fixture.js';
 import { Ledger, rebuildLedger } from './ledger.js';
 import { TraceReader } from './reader.js';
@@ -55,7 +57,7 @@ function looseOf(db: DatabaseT): unknown[] {
   return db.prepare('SELECT * FROM loose_frames WHERE session = 1 ORDER BY seq').all();
 }
 
-describe('format 3 -> 4 -> 5', () => {
+describe('format 3 -> 4 -> 5 -> 6', () => {
   it('a writer upgrades in place: frames read back identical, requests unchanged, loose_frames equals a rebuild', () => {
     const { file } = trace();
     const frames = busyScript().frames;
@@ -94,7 +96,7 @@ describe('format 3 -> 4 -> 5', () => {
     expect(v4.prepare('SELECT count(*) FROM frames').pluck().get()).toBe(frames.length);
     v4.close();
     const db = openTraceDb(file);
-    expect(db.pragma('user_version', { simple: true })).toBe(5);
+    expect(db.pragma('user_version', { simple: true })).toBe(FORMAT_VERSION);
     const loose = looseOf(db);
     expect(loose.length).toBeGreaterThan(0);
     expect(loose.length).toBeLessThan(frames.length / 4);
@@ -102,6 +104,34 @@ describe('format 3 -> 4 -> 5', () => {
     for (const u of new Set(frames.map((f) => f.unique))) expect(r.framesOfUnique(1, u)).toEqual(frames.filter((f) => f.unique === u));
     rebuildLedger(db, 1);
     expect(looseOf(db)).toEqual(loose);
+    db.close();
+  });
+
+  it('a format 5 file: readers read it in place; a writer adds batches.heads (NULL: the derivation reads body)', () => {
+    const { file } = trace();
+    const frames = busyScript().frames;
+    writeV3(file, frames);
+    const v5 = new Database(file);
+    migrate(v5, 3, 5);
+    const before = requestsOf(v5);
+    v5.close();
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const ro = openTraceDb(file, { readonly: true });
+    expect(ro.pragma('user_version', { simple: true })).toBe(5);
+    expect([...new TraceReader(ro).frames(1)]).toEqual(frames);
+    ro.close();
+    expect(stderr.mock.calls).toEqual([]);
+    const db = openTraceDb(file);
+    expect(db.pragma('user_version', { simple: true })).toBe(6);
+    const cols = db.prepare("SELECT name FROM pragma_table_info('batches')").pluck().all();
+    expect(cols).toContain('heads');
+    expect(db.prepare('SELECT count(*) FROM batches WHERE heads IS NOT NULL').pluck().get()).toBe(0);
+    // Derived again from the migrated file (heads NULL everywhere): the same rows.
+    db.prepare('UPDATE sessions SET derived = 0').run();
+    db.prepare('DELETE FROM requests').run();
+    db.prepare('DELETE FROM loose_frames').run();
+    new Deriver(db, 1).finish('unmount');
+    expect(requestsOf(db)).toEqual(before);
     db.close();
   });
 

@@ -17,7 +17,14 @@
 export const APPLICATION_ID = 0x46545243;
 
 /** `PRAGMA user_version`: bump on every schema change and add a line to FORMAT_CHANGELOG. */
-export const FORMAT_VERSION = 5;
+export const FORMAT_VERSION = 6;
+
+/**
+ * The oldest format the read-only commands read in place. Older files are read through an upgraded
+ * private copy (db.ts); format 6 only added batches.heads, which no reader but the derivation (a
+ * writer, so on an upgraded file) looks at.
+ */
+export const OLDEST_READ_IN_PLACE = 5;
 
 /** What each format version changed; the reader and writer live together with it. */
 export const FORMAT_CHANGELOG: Record<number, string> = {
@@ -26,6 +33,7 @@ export const FORMAT_CHANGELOG: Record<number, string> = {
   3: "sessions.origin ('record' | 'attached') and sessions.capture ('frames' | 'tracepoints'): sessions of `fusetrace attach` start in the middle of a connection; older files are upgraded in place when opened for writing (MIGRATIONS)",
   4: 'frames are stored in packed batches (table batches, the ground truth; patches for late notification results); frames becomes a derived per-frame index without data, like requests; sessions.derived: frames below it are in frames and requests. A version 3 file is repacked when opened for writing (db.ts repackFrames)',
   5: "the per-frame index (table frames) is gone: inserting a row per frame was a quarter of the derivation's CPU. A frame is found by seq in its batch (batches.first_seq <= seq), and by unique through the requests row that names it (seq, reply_seq, interrupt_seq) or, for the few frames no row names, through loose_frames. sessions.derived: frames below it are in requests and loose_frames. A version 4 file keeps its rows: loose_frames is filled from its frames table by the same rule (MIGRATIONS), which is then dropped",
+  6: "batches.heads: the batch's frames with the payload of READ replies and WRITE requests cut off after their headers, NULL when no frame was cut. The derivation reads heads instead of body: re-reading every payload byte was half of its CPU on a full capture of large reads. A version 5 file gets the column (NULL in its rows) when opened for writing; read-only commands read it in place",
 };
 
 /** Frame direction: read from /dev/fuse (a request, or INTERRUPT/FORGET) = 0; written to /dev/fuse (reply or notify) = 1. */
@@ -57,13 +65,24 @@ CREATE TABLE IF NOT EXISTS lost (
 ) WITHOUT ROWID;
 `;
 
+/** batches.heads' doc line (schema.ts keeps one per column). */
+const HEADS_DOC = 'body with the data of READ replies and WRITE requests cut after their headers (native/batcher.h); NULL: none was cut, read body';
+
 /**
  * Format 4: frames as the recorder writes them, packed. One row per batch of consecutive frames
  * (a few hundred, or up to BATCH_BYTES of them, or one large frame alone): the recorder's hot path
  * costs one INSERT per batch instead of one per frame, and a flight recorder can drop whole old
  * batches. Everything else about a frame (the ledger, loose_frames) is derived from these.
  */
-export const BATCHES_SQL = `
+export const BATCHES_SQL = batchesSql(false);
+
+/**
+ * The batches table and patches (BATCHES_SQL: as format 4 made it, for MIGRATIONS[4]). `heads`
+ * (format 6) comes before body in a new file, so that reading it never walks body's overflow
+ * pages; a migrated file has it after body (ALTER TABLE ADD COLUMN appends).
+ */
+function batchesSql(heads: boolean): string {
+  return `
 -- The ground truth: every recorded frame, in packed batches. body is batch.ts's layout (the pump's
 -- queue layout, native/frame_queue.h): per frame a 56-byte header then cap_len bytes padded to 8.
 CREATE TABLE IF NOT EXISTS batches (
@@ -73,7 +92,8 @@ CREATE TABLE IF NOT EXISTS batches (
   count      INTEGER NOT NULL,           -- frames in body
   first_ns   INTEGER NOT NULL,           -- ts_ns of its first frame
   last_ns    INTEGER NOT NULL,           -- ts_ns of its last frame
-  bytes      INTEGER NOT NULL,           -- full lengths of its frames (before snaplen)
+  bytes      INTEGER NOT NULL,           -- full lengths of its frames (before snaplen)${heads ? `
+  heads      BLOB,                       -- ${HEADS_DOC}` : ''}
   body       BLOB NOT NULL,              -- the packed frames
   PRIMARY KEY (session, first_seq)
 );
@@ -88,6 +108,7 @@ CREATE TABLE IF NOT EXISTS patches (
   PRIMARY KEY (session, seq)
 ) WITHOUT ROWID;
 `;
+}
 
 /**
  * Format 5: the frames that no requests row names. Every frame is found by seq in its batch; a
@@ -126,6 +147,7 @@ export const MIGRATIONS: Record<number, string> = {
                             WHERE r.session = f.session AND r.unique_id IN (f.unique_id, f.unique_id & -2)
                               AND (r.seq = f.seq OR r.reply_seq = f.seq OR r.interrupt_seq = f.seq));
       DROP TABLE frames;`,
+  6: `ALTER TABLE batches ADD COLUMN heads BLOB; -- ${HEADS_DOC}`,
 };
 
 /** Format 4's frames index: made by db.ts repackFrames when a format 3 file is upgraded, dropped by the step to format 5. */
@@ -183,7 +205,7 @@ CREATE TABLE sessions (
   capture          TEXT NOT NULL DEFAULT 'frames',  -- frames: the bytes of every frame (up to snaplen); tracepoints: only what the kernel's fuse tracepoints carry (unique, opcode, length, error, requester pid: frames hold synthesized headers, no payloads, nodeids or paths)
   derived          INTEGER NOT NULL DEFAULT 0       -- every frame with seq below this is in requests or loose_frames (derived from batches, possibly later than recorded)
 );
-${BATCHES_SQL}
+${batchesSql(true)}
 ${LOOSE_FRAMES_SQL}
 
 CREATE TABLE procs (

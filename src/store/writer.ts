@@ -123,6 +123,8 @@ export interface TraceWriterOptions {
 interface PendingBatch {
   body: Buffer;
   info: BatchInfo;
+  /** batches.heads: body with the large payloads the derivation does not read cut off (native/batcher.h); null: none. */
+  heads?: Buffer | null;
 }
 
 /**
@@ -177,7 +179,7 @@ export class TraceWriter {
     this.tempStore = db.pragma('temp_store', { simple: true }) as number;
     db.pragma('temp_store = MEMORY');
     this.insertBatch = db.prepare(
-      'INSERT INTO batches (session, first_seq, last_seq, count, first_ns, last_ns, bytes, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      'INSERT INTO batches (session, first_seq, last_seq, count, first_ns, last_ns, bytes, heads, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
     );
     this.insertPatch = db.prepare('INSERT OR REPLACE INTO patches (session, seq, fwd_ns, write_errno) VALUES (?, ?, ?, ?)');
     this.insertProc = db.prepare('INSERT OR IGNORE INTO procs (session, pid, comm) VALUES (?, ?, ?)');
@@ -256,12 +258,13 @@ export class TraceWriter {
   /**
    * Buffers a batch already packed (by the native pump: frames in seq order, after every frame
    * buffered before it, no patch records); `body` must stay unchanged until the next flush, which
-   * writes it as one batches row. Flushes past the size threshold, like addFrames.
+   * writes it as one batches row. Flushes past the size threshold, like addFrames. `heads`: the
+   * batch with the payloads the derivation skips cut off (native/batcher.h), stored beside it.
    */
-  addBatch(body: Buffer, info: BatchInfo): void {
+  addBatch(body: Buffer, info: BatchInfo, heads: Buffer | null = null): void {
     this.checkSession();
     this.packFrames();
-    this.batches.push({ body, info });
+    this.batches.push({ body, info, heads });
     this.bufferedFrames += info.count;
     this.bufferedBytes += body.length;
     if (!this.full()) return;
@@ -447,8 +450,8 @@ export class TraceWriter {
     const session = this.session;
     let frames = 0;
     let bytes = 0;
-    for (const { body, info } of this.batches) {
-      this.insertBatch.run(session, info.firstSeq, info.lastSeq, info.count, info.firstNs, info.lastNs, info.bytes, body);
+    for (const { body, info, heads } of this.batches) {
+      this.insertBatch.run(session, info.firstSeq, info.lastSeq, info.count, info.firstNs, info.lastNs, info.bytes, heads ?? null, body);
       frames += info.count;
       bytes += info.bytes;
     }
