@@ -14,15 +14,14 @@ uint32_t Batcher::HeadKeep(const FrameHeader& h) {
   constexpr int32_t kOpRead = 15, kOpWrite = 16;  // fuse_opcode FUSE_READ, FUSE_WRITE
   if (h.flags != 0) return h.cap_len;            // a partial frame: kept as it was read
   if (h.dir == 0) {
-    if (h.code == kOpRead) {
-      if (reads_.size() >= kMaxReads) reads_.clear();
-      reads_.insert(h.unique);
-    }
+    if (h.code == kOpRead && h.unique != 0) reads_[ReadSlot(h.unique)] = h.unique;
     if (h.code == kOpWrite && h.cap_len > kHeadsMinCut) return kHeadsWriteIn;
     return h.cap_len;
   }
-  if (reads_.erase(h.unique) == 0 || h.cap_len <= kHeadsMinCut) return h.cap_len;
-  return kHeadsReadOut;
+  uint64_t& slot = reads_[ReadSlot(h.unique)];
+  if (h.unique == 0 || slot != h.unique) return h.cap_len;
+  slot = 0;
+  return h.cap_len > kHeadsMinCut ? kHeadsReadOut : h.cap_len;
 }
 
 void Batcher::Cut(uint8_t* buf, size_t size, std::vector<BatchCut>* cuts) {

@@ -12,7 +12,6 @@
 #pragma once
 
 #include <cstdint>
-#include <unordered_set>
 #include <vector>
 
 #include "frame_queue.h"
@@ -69,11 +68,13 @@ class Batcher {
 
   uint8_t* held_ = nullptr;  // packed frames waiting for the watermark, in seq order
   size_t held_size_ = 0, held_n_ = 0;
-  // Uniques of READ requests cut into batches whose reply has not come yet (Cut sees frames in seq
-  // order, so a reply always after its request). Bounded: past kMaxReads it is cleared, and the
-  // replies of the forgotten READs are kept whole in heads (never wrong, only larger).
-  std::unordered_set<uint64_t> reads_;
-  static constexpr size_t kMaxReads = 1u << 16;
+  // Uniques of READ requests whose reply has not been cut yet (Cut sees frames in seq order, so a
+  // reply always after its request), direct-mapped by unique: the kernel numbers requests in steps
+  // of 2 (fs/fuse/dev.c FUSE_REQ_ID_STEP), so up to kReadSlots READs in flight never collide. A READ
+  // that lost its slot to a later one has its reply kept whole in heads: never wrong, only larger.
+  static constexpr size_t kReadSlots = 1u << 14;
+  std::vector<uint64_t> reads_ = std::vector<uint64_t>(kReadSlots, 0);
+  static size_t ReadSlot(uint64_t unique) { return (unique >> 1) & (kReadSlots - 1); }
 };
 
 }  // namespace fusetrace
