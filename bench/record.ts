@@ -70,6 +70,8 @@ const CONFIGS: Config[] = [
   // The derivation thread not throttled while the CPUs are contended (by default it takes a quarter
   // of a CPU then, FUSETRACE_DERIVE_DUTY=0.25, and catches up after).
   { name: 'record, derive unthrottled', kind: 'record', deriveDuty: 1 },
+  // ... and throttled harder than the default: a tenth of a CPU while contended.
+  { name: 'record, derive duty 0.1', kind: 'record', deriveDuty: 0.1 },
 ];
 
 /** BENCH_RECORD_CONFIGS: the configurations to run (direct always: the ratios are to it). */
