@@ -179,7 +179,7 @@ describe('derivation lagging behind the recording', () => {
     expectDerivedAndRebuilt(rec.db, 100);
   });
 
-  it('the derivation reads batches.heads, READ replies and WRITE requests cut after their headers, and derives what the bodies give', async () => {
+  for (const relay of [false, true]) it(`the derivation reads batches.heads, READ replies and WRITE requests cut after their headers, and derives what the bodies give (${relay ? 'relay' : 'in-process'})`, async () => {
     const dir = reg.tempDir();
     const src = reg.tempDir();
     const FILES = 12;
@@ -187,7 +187,10 @@ describe('derivation lagging behind the recording', () => {
     const content = (i: number) => Buffer.alloc(SIZE, `file ${i} `);
     for (let i = 0; i < FILES; i++) writeFileSync(join(src, `in${i}`), content(i));
     const mnt = reg.mountpoint();
-    const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, dbIn(dir), { env: PAUSED });
+    const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, dbIn(dir), {
+      env: PAUSED,
+      extra: relay ? ['--relay'] : [],
+    });
     for (let i = 0; i < FILES; i++) {
       expect(readFileSync(join(mnt, `in${i}`)).equals(content(i))).toBe(true);
       writeFileSync(join(mnt, `out${i}`), content(i + FILES));
@@ -195,6 +198,7 @@ describe('derivation lagging behind the recording', () => {
     work(mnt, 20);
     expect(spawnSync('umount', [mnt]).status).toBe(0);
     expect(await rec.exited).toEqual({ code: 0, signal: null });
+    expect(rec.stderr()).toMatch(relay ? /; relayed; / : /; recorded in-process; /);
 
     const db = new Database(rec.db, { readonly: true });
     const rows = db.prepare('SELECT heads, body FROM batches ORDER BY session, first_seq').raw().all() as Array<[Buffer | null, Buffer]>;
