@@ -247,6 +247,8 @@ function startRecording(
       lossy: opts.lossy === true,
       // FUSETRACE_RING_BYTES: a smaller in-process ring (tests make --lossy drop with it).
       ...(Number(process.env.FUSETRACE_RING_BYTES) > 0 ? { ringBytes: Number(process.env.FUSETRACE_RING_BYTES) } : {}),
+      // FUSETRACE_QUEUE_BYTES: the pump's queue to JS (native/frame_sink.h; the bench that sized it).
+      ...(Number(process.env.FUSETRACE_QUEUE_BYTES) > 0 ? { queueBytes: Number(process.env.FUSETRACE_QUEUE_BYTES) } : {}),
     },
     onWake,
   );
