@@ -20,9 +20,12 @@ struct PumpOptions {
   int sock_fd = -1;             // proxy end of the socketpair; the pump owns it from Start()
   size_t max_frame = 1 << 20;   // largest frame the socket can carry (and the read buffer size)
   uint32_t snaplen = 0;         // bytes kept per frame, 0 = all
-  // Frames the pump holds for JS. 64 MiB (with the 64 MiB ring in front) made no difference to a
-  // full capture of 1 MiB reads against 256 MiB (median 308 against 310 MB/s, 6 runs each), whose
-  // queue otherwise grew to 256 MiB while JS lagged: the recorder peaked at 705 MiB, now 320.
+  // Frames the pump holds for JS. A full capture of 1 MiB reads that JS cannot keep up with fills
+  // it: with 256 MiB the recorder peaked at 705 MiB of RSS, with 64 MiB (behind the 64 MiB ring) at
+  // 320. What the larger queue buys is a head start of 192 MiB before the server waits: a 5-6 s
+  // fio run read 369 against 323 MB/s in `bench record` (medians of 5 rounds), 310 against 308 in
+  // 6-second runs by hand; the recorder's CPU per frame was lower with 64 MiB (1404 against 1549
+  // us a frame), and a sustained rate is the writer's either way.
   size_t queue_bytes = 64u << 20;
   size_t queue_frames = 1u << 20;
   uint64_t init_mask = 0;       // INIT flags (flags | flags2 << 32) cleared in the kernel's INIT request
