@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { buildExample } from './helpers/build.js';
 import { isMounted, runCommand } from './helpers/mount.js';
-import { CLI, dbIn, recordingTests } from './helpers/record.js';
+import { CLI, dbIn, recordDirs, recordingTests } from './helpers/record.js';
 
 const { reg, startRecord } = recordingTests();
 
@@ -115,11 +115,7 @@ async function unmountAndWait(rec: { mnt: string; exited: Promise<{ code: number
 
 describe('in-process recording under parallel load (issue 12 item 2)', () => {
   it('drops nothing by default: 0 dropped, 0 unknown, 0 aborted after a clean unmount', async () => {
-    const work = reg.tempDir('fusetrace-load-');
-    const src = join(work, 'src');
-    const mnt = join(work, 'mnt');
-    mkdirSync(src);
-    mkdirSync(mnt);
+    const { work, src, mnt } = recordDirs(reg, 'fusetrace-load-');
     const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, dbIn(work));
     await load(mnt, LOAD_S, rec.stderr);
     await unmountAndWait(rec);
@@ -138,11 +134,7 @@ describe('in-process recording under parallel load (issue 12 item 2)', () => {
   }, 120_000);
 
   it('--lossy drops when the recorder is behind and labels every affected request lost, never unknown or aborted', async () => {
-    const work = reg.tempDir('fusetrace-lossy-');
-    const src = join(work, 'src');
-    const mnt = join(work, 'mnt');
-    mkdirSync(src);
-    mkdirSync(mnt);
+    const { work, src, mnt } = recordDirs(reg, 'fusetrace-lossy-');
     // The smallest ring the pump accepts (two of the largest frame): the trace writer falls behind
     // this load within milliseconds, so frames are dropped.
     const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, dbIn(work), {

@@ -15,22 +15,18 @@
 // takes no page faults in its request path.
 import { describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
+import { readFileSync, writeFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildExample } from './helpers/build.js';
 import { isMounted, runCommand } from './helpers/mount.js';
-import { dbIn, expectCompletePairing, readTrace, recordingTests } from './helpers/record.js';
+import { dbIn, expectCompletePairing, readTrace, recordDirs, recordingTests } from './helpers/record.js';
 
 const { reg, startRecord } = recordingTests();
 
 describe('in-process ring wrap', () => {
   for (const tail of [8, 64]) {
     it(`a first record that meets ${tail} bytes before the ring's end wraps cleanly`, async () => {
-      const work = reg.tempDir('fusetrace-ring-');
-      const src = join(work, 'src');
-      const mnt = join(work, 'mnt');
-      mkdirSync(src);
-      mkdirSync(mnt);
+      const { work, src, mnt } = recordDirs(reg, 'fusetrace-ring-');
       const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, dbIn(work), {
         env: { ...process.env, FUSETRACE_TEST_RING_TAIL: String(tail), FUSETRACE_RING_BYTES: '1' },
       });
@@ -58,11 +54,7 @@ describe('in-process ring wrap', () => {
   }
 
   it("the server has the whole ring mapped from the takeover on, not a page fault per 4 KiB of its first lap", async () => {
-    const work = reg.tempDir('fusetrace-ring-');
-    const src = join(work, 'src');
-    const mnt = join(work, 'mnt');
-    mkdirSync(src);
-    mkdirSync(mnt);
+    const { work, src, mnt } = recordDirs(reg, 'fusetrace-ring-');
     writeFileSync(join(src, 'f'), 'x');
     const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, dbIn(work));
     // A few requests: the first read after INIT takes the device over and maps the ring.

@@ -3,7 +3,7 @@
 // pairing. Shared by record-e2e.test.ts and record-workloads.test.ts.
 import { afterEach, beforeAll, expect } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chownSync, closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -272,4 +272,14 @@ export function expectCompletePairing(frames: FrameRow[], opts: { allowUnanswere
 
 export function dbIn(dir: string): string {
   return join(dir, 'trace.db');
+}
+
+/** A temporary directory (removed by `reg`) holding an empty source tree `src` and a mountpoint `mnt`. */
+export function recordDirs(reg: CleanupRegistry, prefix?: string): { work: string; src: string; mnt: string } {
+  const work = reg.tempDir(prefix);
+  const src = join(work, 'src');
+  const mnt = join(work, 'mnt');
+  mkdirSync(src);
+  mkdirSync(mnt);
+  return { work, src, mnt };
 }
