@@ -158,7 +158,14 @@ describe('fusetrace record with libfuse hello', () => {
       const { session, frames } = readTrace(rec.db);
       expect(session).toMatchObject({ end_reason: 'signal', exit_status: 0 });
       expect(session.ended_mono_ns).not.toBeNull();
-      expectCompletePairing(frames);
+      // cat's RELEASE follows close(2) in the background and may still be outstanding when the
+      // signal's unmount ends the connection, as it would be without fusetrace (seen in CI).
+      // Then the ledger must say the unmount ended it.
+      expectCompletePairing(frames, { allowUnanswered: new Set([18]) });
+      const d = new Database(rec.db, { readonly: true });
+      const states = d.prepare("SELECT opcode, state, outcome FROM requests WHERE state NOT IN ('ok', 'error', 'noreply')").all();
+      d.close();
+      for (const r of states) expect(r).toEqual({ opcode: 18, state: 'aborted', outcome: 'signal' });
       expect(rec.stderr()).toContain(`${sig} received`);
     }
   });
