@@ -50,6 +50,8 @@ interface Config {
   deriveAtEnd?: boolean;
   /** FUSETRACE_DERIVE_DUTY: the share of a CPU the derivation thread takes while the recording runs. */
   deriveDuty?: number;
+  /** FUSETRACE_DERIVE_DEFER=0: the derivation thread derives at every commit instead of in the quiet after a burst. */
+  deriveEager?: boolean;
   /** The targets: the least ratio to direct (in the application's favour) per workload. */
   target?: Partial<Record<Workload, number>>;
 }
@@ -72,6 +74,8 @@ const CONFIGS: Config[] = [
   { name: 'record, derive unthrottled', kind: 'record', deriveDuty: 1 },
   // ... and throttled harder than the default: a tenth of a CPU while contended.
   { name: 'record, derive duty 0.1', kind: 'record', deriveDuty: 0.1 },
+  // The derivation at every commit (before 2026-12-07), not deferred while requests keep coming.
+  { name: 'record, derive eagerly', kind: 'record', deriveEager: true },
 ];
 
 /** BENCH_RECORD_CONFIGS: the configurations to run (direct always: the ratios are to it). */
@@ -135,6 +139,7 @@ async function start(cfg: Config, server: string, src: string, work: string, reg
       ...(cfg.noIntercept ? { FUSETRACE_INTERCEPT: '0' } : {}),
       ...(cfg.deriveAtEnd ? { FUSETRACE_DERIVE_PAUSE: '1' } : {}),
       ...(cfg.deriveDuty !== undefined ? { FUSETRACE_DERIVE_DUTY: String(cfg.deriveDuty) } : {}),
+      ...(cfg.deriveEager ? { FUSETRACE_DERIVE_DEFER: '0' } : {}),
     },
   });
   return { fs, db };

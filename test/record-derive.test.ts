@@ -5,11 +5,13 @@
  * real CLI in front of libfuse's passthrough_ll:
  *  - the trace that ends is complete and equal to a rebuild from the batches alone;
  *  - a recorder SIGKILLed while the derivation lags leaves every committed frame readable, and the
- *    next read command completes the derivation, again equal to a rebuild.
+ *    next read command completes the derivation, again equal to a rebuild;
+ *  - by default the thread defers derivation while requests keep coming (deriver.ts
+ *    DEFAULT_DEFER_FRAMES and its siblings), bounded in time, and catches up in the quiet.
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { requireFuse } from './helpers/fuse-env.js';
@@ -121,6 +123,62 @@ describe('derivation lagging behind the recording', () => {
     expect(again.index).toEqual(end.index);
     expect(again.requests).toEqual(end.requests);
   });
+
+  it('defers the derivation while requests keep coming, derives at the latest after 2 s of them, and catches up in the quiet after', async () => {
+    const dir = reg.tempDir();
+    const src = reg.tempDir();
+    populateTree(src, { depth: 1, dirs: 2, files: 10 });
+    const mnt = reg.mountpoint();
+    // Quiet is 1 s here, not 300 ms, so that a stall of this test's own loop on a busy machine
+    // does not count as the quiet after the workload. The other bounds are the defaults.
+    const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, dbIn(dir), {
+      env: { ...process.env, FUSETRACE_DERIVE_QUIET_MS: '1000' },
+    });
+    const db = new Database(rec.db, { readonly: true });
+    try {
+      const state = () =>
+        db.prepare('SELECT s.derived, (SELECT coalesce(sum(count), 0) FROM batches b WHERE b.session = s.id) AS recorded FROM sessions s ORDER BY s.id DESC LIMIT 1').get() as {
+          derived: number;
+          recorded: number;
+        };
+      const t0 = Date.now();
+      const early: Array<{ ms: number; derived: number; recorded: number }> = [];
+      let derivedWhileBusy = 0;
+      let gap = 0;
+      let last = t0;
+      while (Date.now() - t0 < 3500) {
+        readdirSync(mnt); // OPENDIR, READDIRPLUS, RELEASEDIR: never cached here
+        statSync(join(mnt, 'dir-0-1', 'file-1-0.txt'));
+        await sleep(5); // a few thousand frames: enough to commit every 100 ms, few to rebuild below
+        const now = Date.now();
+        gap = Math.max(gap, now - last);
+        last = now;
+        const ms = now - t0;
+        if (ms < 1500 && early.length < ms / 100) early.push({ ms, ...state() });
+        if (ms >= 2500) derivedWhileBusy = Math.max(derivedWhileBusy, state().derived);
+      }
+      // The first 1.5 s: frames committed (every 100 ms), none derived.
+      expect(gap, 'the request loop stalled').toBeLessThan(1000);
+      expect(early.at(-1)!.recorded).toBeGreaterThan(500);
+      expect(early.filter((e) => e.derived > 0)).toEqual([]);
+      // Then the oldest frame has waited 2 s: derived while the requests go on.
+      expect(derivedWhileBusy).toBeGreaterThan(early.at(-1)!.recorded);
+      // Quiet: everything derived, with no commit after the last frame and the session still open.
+      const quietAt = Date.now();
+      let s = state();
+      while (s.derived < s.recorded && Date.now() - quietAt < 10_000) {
+        await sleep(100);
+        s = state();
+      }
+      expect(s.derived).toBe(s.recorded);
+      expect(rec.child.exitCode).toBeNull();
+    } finally {
+      db.close();
+    }
+    expect(spawnSync('umount', [mnt]).status).toBe(0);
+    expect(await rec.exited).toEqual({ code: 0, signal: null });
+    expectDerivedAndRebuilt(rec.db, 0);
+  }, 60_000);
 
   it('a trace locked by another process past the busy timeout: the derivation waits for it, then ends complete', async () => {
     const dir = reg.tempDir();

@@ -25,6 +25,12 @@ export interface DeriverData {
   duty: number;
   /** One Int32: 1 while the recorder wants the write lock (see DeriverThread.writing). */
   turn: SharedArrayBuffer;
+  /** While frames keep coming, derive only once this many are waiting (0: at every commit; derive-worker.ts DEFER). */
+  deferFrames: number;
+  /** ... or once the recording has been quiet this long, ms. */
+  quietMs: number;
+  /** ... or once the oldest frame waiting was committed this long ago, ms. */
+  maxDeferMs: number;
 }
 
 /** Recorder -> thread. */
@@ -46,6 +52,24 @@ const DEFAULT_NICE = 10;
  * the workload: 0.98x/0.80x, 0.63x/0.73x, 0.42x/0.48x.
  */
 const DEFAULT_DUTY = 0.25;
+/**
+ * While frames keep coming the thread waits until DEFAULT_DEFER_FRAMES are recorded and not
+ * derived, the recording has been quiet for DEFAULT_QUIET_MS, or the oldest of them has waited
+ * DEFAULT_MAX_DEFER_MS (derive-worker.ts DEFER). `npm run bench -- record`, 2026-12-07, 3 runs a
+ * cell, two rounds against deriving at every commit (`record, derive eagerly`): find+stat 0.92x
+ * and 0.95x direct against 0.92x and 0.80x; by hand, 5 alternating runs of one find+stat each:
+ * median 0.91x against 0.76x. The 3-second fio workloads outlast the 2 s bound and come out alike
+ * (fio 4k 0.73x/0.75x against 0.75x/0.73x, mixed 8+8 0.67x/0.62x against 0.64x/0.65x).
+ */
+const DEFAULT_DEFER_FRAMES = 65_536;
+const DEFAULT_QUIET_MS = 300;
+const DEFAULT_MAX_DEFER_MS = 2000;
+
+/** A non-negative integer from the environment, or `dflt`. */
+function envCount(name: string, dflt: number): number {
+  const v = process.env[name];
+  return v !== undefined && /^\d+$/.test(v) ? Number(v) : dflt;
+}
 
 /** The compiled worker (from dist/; under vitest from the build `npm test` makes first, as checkpointer.ts). */
 function workerFile(): string {
@@ -87,6 +111,9 @@ export class DeriverThread {
       hold: process.env.FUSETRACE_DERIVE_HOLD || undefined,
       duty: duty > 0 && duty <= 1 ? duty : DEFAULT_DUTY,
       turn: this.turn.buffer as SharedArrayBuffer,
+      deferFrames: envCount('FUSETRACE_DERIVE_DEFER', DEFAULT_DEFER_FRAMES),
+      quietMs: envCount('FUSETRACE_DERIVE_QUIET_MS', DEFAULT_QUIET_MS),
+      maxDeferMs: envCount('FUSETRACE_DERIVE_MAX_DEFER_MS', DEFAULT_MAX_DEFER_MS),
     };
     this.worker = new Worker(workerFile(), { workerData: data });
     this.ended = new Promise((resolve) => {
