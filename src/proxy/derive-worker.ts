@@ -224,8 +224,14 @@ function committed(): void {
   }
   const now = Date.now();
   waitingSince ??= now;
-  const lag = deriver.lag();
-  if (lag.recorded - lag.derived >= DEFER || now - waitingSince >= data.maxDeferMs) {
+  let behind: number;
+  try {
+    const lag = deriver.lag();
+    behind = lag.recorded - lag.derived;
+  } catch {
+    behind = Infinity; // a step reports what is wrong with the file (run(): failed, or busy and retried)
+  }
+  if (behind >= DEFER || now - waitingSince >= data.maxDeferMs) {
     startBurst();
     return;
   }
