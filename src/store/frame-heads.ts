@@ -18,9 +18,16 @@ export interface FrameHead {
 /** Batches read per query: bounded memory (at most BATCH_BYTES each, or one large frame). */
 const PAGE = 4;
 
-/** The session's frames in seq order, without their data. */
+/**
+ * The session's frames in seq order, without their data. Reads batches.heads where it is set
+ * (format 6: READ replies and WRITE requests cut after their headers; see BatchPages), so that
+ * pairing a full-capture session does not read its payload; a format 5 file read in place has no
+ * such column and gives its bodies.
+ */
 export function* iterateFrameHeads(db: Database, session: number): Generator<FrameHead> {
-  const page = db.prepare('SELECT last_seq, body FROM batches WHERE session = ? AND first_seq >= ? ORDER BY first_seq LIMIT ?').raw(true);
+  const hasHeads = db.prepare("SELECT 1 FROM pragma_table_info('batches') WHERE name = 'heads'").get() !== undefined;
+  const bytes = hasHeads ? 'coalesce(heads, body)' : 'body';
+  const page = db.prepare(`SELECT last_seq, ${bytes} FROM batches WHERE session = ? AND first_seq >= ? ORDER BY first_seq LIMIT ?`).raw(true);
   let from = 0;
   for (;;) {
     // all(), not iterate(): the caller may use the connection between two frames.

@@ -8,6 +8,7 @@ import Database from 'better-sqlite3';
 import type { Database as DatabaseT } from 'better-sqlite3';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { migrate, openTraceDb } from './db.js';
+import { iterateFrameHeads, type FrameHead } from './frame-heads.js';
 import { Deriver } from './derive.js';
 import { START_MONO, busyScript, closeTraces, rows, trace } from './ledger-frames.fixture.js';
 import { Ledger, rebuildLedger } from './ledger.js';
@@ -46,6 +47,11 @@ function writeV3(file: string, frames: FrameRecord[]): void {
     db.exec('DROP TABLE loose_frames');
   })();
   db.close();
+}
+
+/** What iterateFrameHeads gives of these frames. */
+function headsOf(frames: FrameRecord[]): FrameHead[] {
+  return frames.map((f) => ({ seq: f.seq, dir: f.dir, unique: f.unique, opcode: f.opcode }));
 }
 
 function requestsOf(db: DatabaseT): unknown[] {
@@ -119,6 +125,8 @@ describe('format 3 -> 4 -> 5 -> 6', () => {
     const ro = openTraceDb(file, { readonly: true });
     expect(ro.pragma('user_version', { simple: true })).toBe(5);
     expect([...new TraceReader(ro).frames(1)]).toEqual(frames);
+    // Pairing for exports and replay (frame-heads.ts) reads body where there is no heads column.
+    expect([...iterateFrameHeads(ro, 1)]).toEqual(headsOf(frames));
     ro.close();
     expect(stderr.mock.calls).toEqual([]);
     const db = openTraceDb(file);
@@ -132,6 +140,19 @@ describe('format 3 -> 4 -> 5 -> 6', () => {
     db.prepare('DELETE FROM loose_frames').run();
     new Deriver(db, 1).finish('unmount');
     expect(requestsOf(db)).toEqual(before);
+    db.close();
+  });
+
+  it('pairing for exports and replay reads batches.heads where it is set, not the payload in body', () => {
+    const { file } = trace();
+    const frames = busyScript().frames;
+    writeV3(file, frames);
+    const db = openTraceDb(file);
+    // heads as the batcher writes them would differ from body only in cut payloads, which
+    // iterateFrameHeads does not give: so heads = body, and body made unreadable.
+    db.exec('UPDATE batches SET heads = body');
+    db.exec('UPDATE batches SET body = zeroblob(length(body))');
+    expect([...iterateFrameHeads(db, 1)]).toEqual(headsOf(frames));
     db.close();
   });
 
