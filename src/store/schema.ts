@@ -21,8 +21,8 @@ export const FORMAT_VERSION = 6;
 
 /**
  * The oldest format the read-only commands read in place. Older files are read through an upgraded
- * private copy (db.ts); format 6 only added batches.heads, which no reader but the derivation (a
- * writer, so on an upgraded file) looks at.
+ * private copy (db.ts); format 6 only added batches.heads, which the derivation (a writer, so on an
+ * upgraded file) reads, and the readers' pairing pass (frame-heads.ts) only where it exists.
  */
 export const OLDEST_READ_IN_PLACE = 5;
 
