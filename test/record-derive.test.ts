@@ -11,7 +11,7 @@
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, unlinkSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { requireFuse } from './helpers/fuse-env.js';
@@ -178,6 +178,37 @@ describe('derivation lagging behind the recording', () => {
     expect(spawnSync('umount', [mnt]).status).toBe(0);
     expect(await rec.exited).toEqual({ code: 0, signal: null });
     expectDerivedAndRebuilt(rec.db, 0);
+  }, 60_000);
+
+  it('the derivation thread keeps its statement journals in memory: no temporary files while recording', async () => {
+    // SQLite puts a connection's temporary files (statement journals, spilled sorts) in
+    // SQLITE_TMPDIR; each is created and unlinked at once, which inotify still sees. The derivation
+    // thread's steps (multi-row INSERTs into requests, each with a statement journal of 64 KiB pages)
+    // created one every few steps there (/var/tmp by default) before it set temp_store = MEMORY.
+    // The duration indexes built at the session's end still may (derive.ts: their sorts can be large).
+    const dir = reg.tempDir();
+    const src = reg.tempDir();
+    const tmp = reg.tempDir();
+    const mnt = reg.mountpoint();
+    // Derived at every commit (no deferral), so that many steps run while the recorder commits.
+    const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, dbIn(dir), {
+      env: { ...process.env, SQLITE_TMPDIR: tmp, FUSETRACE_DERIVE_DEFER: '0' },
+    });
+    const seen: string[] = [];
+    const watcher = watch(tmp, (event, name) => seen.push(`${event} ${String(name)} ${Date.now()}`));
+    try {
+      for (let round = 0; round < 6; round++) {
+        work(mnt, 100);
+        await sleep(150); // > the 100 ms commit period: a commit, then derivation steps
+      }
+      await sleep(100); // inotify events of the last moments
+      expect(seen).toEqual([]);
+      expect(spawnSync('umount', [mnt]).status).toBe(0);
+      expect(await rec.exited).toEqual({ code: 0, signal: null });
+      expectDerivedAndRebuilt(rec.db, 600);
+    } finally {
+      watcher.close();
+    }
   }, 60_000);
 
   it('a trace locked by another process past the busy timeout: the derivation waits for it, then ends complete', async () => {

@@ -74,11 +74,17 @@ describe('Deriver', () => {
     expect(indexRows(deferred.db, session)).toEqual([]);
     expect(derived(deferred.db, session)).toBe(0);
     endSession(writer, s);
+    const tempStore = () => deferred.db.pragma('temp_store', { simple: true });
+    expect(tempStore()).toBe(0); // the default: temporary files
     const d = new Deriver(deferred.db, session, { feed: 5 });
+    // Statement journals in memory while it steps (no file per step in /var/tmp); restored before
+    // finish() sorts the duration indexes.
+    expect(tempStore()).toBe(2);
     let steps = 0;
     while (d.step(20) > 0) steps++;
     expect(steps).toBeGreaterThan(3);
     d.finish();
+    expect(tempStore()).toBe(0);
     expect(d.lag()).toEqual({ derived: s.frames.length, recorded: s.frames.length });
     // The live line's errors: error replies, failed forwards and failed notifications.
     const errors = s.frames.filter((f) => (f.dir === 1 && f.unique !== 0n && (f.error ?? 0) < 0) || f.writeErrno !== 0).length;

@@ -100,6 +100,9 @@ export interface DeriverOptions extends LedgerOptions {
   feed?: number;
 }
 
+/** PRAGMA temp_store's value for MEMORY (https://sqlite.org/pragma.html#pragma_temp_store). */
+const TEMP_STORE_MEMORY = 2;
+
 /** How far derivation is, as seq bounds: frames below `derived` are derived; `recorded` is past the last committed frame. */
 export interface DeriveLag {
   derived: number;
@@ -125,11 +128,22 @@ export class Deriver {
   private cursor = 0;
   /** Error replies, failed forwards and failed notifications among the frames derived (the live line's count). */
   private errors = 0;
+  /** The connection's temp_store before this Deriver set it to MEMORY (restored by finish() and close()); null: not changed, or restored. */
+  private tempStore: number | null;
 
   constructor(db: Database | string, session: number, opts: DeriverOptions = {}) {
     this.ownDb = typeof db === 'string';
     this.db = typeof db === 'string' ? openTraceDb(db) : db;
     this.session = session;
+    // Statement journals in memory, as TraceWriter does while recording: a step's multi-row
+    // INSERTs into requests need one, and with 64 KiB pages it spilled to a file in /var/tmp at
+    // its first page, so every few steps created, wrote and unlinked a file (strace of ft-derive
+    // during fio 4k: 24 in 5 s), and a full /var/tmp would have failed the derivation. Restored
+    // before finish() builds the duration indexes, whose sorts may be large. Left alone inside a
+    // caller's transaction (rebuildLedger), where it could not be restored before that sort.
+    const was = this.db.pragma('temp_store', { simple: true }) as number;
+    this.tempStore = was === TEMP_STORE_MEMORY || this.db.inTransaction ? null : was;
+    if (this.tempStore !== null) this.db.pragma(`temp_store = ${TEMP_STORE_MEMORY}`);
     try {
       this.restart();
       // heads: the derivation never reads the payload of READ replies and WRITE requests.
@@ -138,6 +152,7 @@ export class Deriver {
       this.ledger = new Ledger(this.db, session, opts);
     } catch (err) {
       if (this.ownDb) this.db.close();
+      else this.restoreTempStore();
       throw err;
     }
     this.feed = opts.feed ?? Infinity;
@@ -184,6 +199,7 @@ export class Deriver {
     if (this.db.inTransaction) this.ledger.finish({ endReason: reason });
     else this.db.transaction(() => this.ledger.finish({ endReason: reason })).immediate();
     this.checkLedger();
+    this.restoreTempStore();
     createDurationIndexes(this.db);
   }
 
@@ -206,6 +222,13 @@ export class Deriver {
   /** Closes the connection if the Deriver opened it. */
   close(): void {
     if (this.ownDb && this.db.open) this.db.close();
+    else this.restoreTempStore();
+  }
+
+  private restoreTempStore(): void {
+    if (this.tempStore === null || !this.db.open || this.db.inTransaction) return;
+    this.db.pragma(`temp_store = ${this.tempStore}`);
+    this.tempStore = null;
   }
 
   /**
