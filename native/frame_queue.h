@@ -18,6 +18,8 @@
 #include <utility>
 #include <vector>
 
+#include "populate.h"
+
 namespace fusetrace {
 
 // Layout shared with src/proxy/frames.ts (FRAME_HEADER_BYTES and the offsets there).
@@ -82,13 +84,9 @@ class ByteBuf {
     return at;
   }
   size_t capacity() const { return cap_; }
-  // Faults the pages of [p, p + n) in with one madvise (Linux 5.14 MADV_POPULATE_WRITE) instead
-  // of one page fault per 4 KiB as the pump copies frames in; ignored where unsupported.
-  static void Populate(uint8_t* p, size_t n) {
-    uintptr_t a = (reinterpret_cast<uintptr_t>(p) + 4095) & ~uintptr_t(4095);
-    uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n) & ~uintptr_t(4095);
-    if (e > a) madvise(reinterpret_cast<void*>(a), e - a, 23 /* MADV_POPULATE_WRITE */);
-  }
+  // Faults the pages of [p, p + n) in with one call (populate.h) instead of one page fault per
+  // 4 KiB as the pump copies frames in.
+  static void Populate(uint8_t* p, size_t n) { ft_populate_write(p, n); }
   // Hands the memory (malloc()ed, `*cap` bytes) to the caller and leaves this buffer empty.
   uint8_t* Release(size_t* size, size_t* cap) {
     uint8_t* p = data_;

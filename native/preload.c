@@ -44,6 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "populate.h"
 #include "ring.h"
 
 extern char** environ;
@@ -595,9 +596,8 @@ static void takeover_locked(void) {
       g_ring = h;
       g_data = (uint8_t*)map + FT_RING_HDR_BYTES;
       /* The ring's pages (fusetrace populated them) mapped now, in one call, rather than by a
-       * page fault per 4 KiB on the server's threads as the first lap reaches them (Linux 5.14
-       * MADV_POPULATE_WRITE; ignored where unsupported). */
-      madvise(g_data, (size_t)h->size, 23 /* MADV_POPULATE_WRITE */);
+       * page fault per 4 KiB on the server's threads as the first lap reaches them. */
+      ft_populate_write(g_data, (size_t)h->size);
       g_watch_fd = watch;
       pthread_t t;
       pthread_attr_t a;

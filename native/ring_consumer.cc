@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "populate.h"
 #include "wire.h"
 
 namespace fusetrace {
@@ -39,10 +40,10 @@ int RingConsumer::Create() {
     close(fd);
     return -1;
   }
-  // Every page of the header and data area now (Linux 5.14 MADV_POPULATE_WRITE; ignored where
-  // unsupported), not one fault per 4 KiB in the server's request path as records first reach it:
-  // the ring is in full use after its first lap anyway. The lost list stays sparse.
-  madvise(map, FT_RING_HDR_BYTES + size, 23 /* MADV_POPULATE_WRITE */);
+  // Every page of the header and data area now, not one fault per 4 KiB in the server's request
+  // path as records first reach it: the ring is in full use after its first lap anyway. The lost
+  // list stays sparse.
+  ft_populate_write(map, FT_RING_HDR_BYTES + size);
   auto* h = static_cast<ft_ring_hdr*>(map);
   h->magic = FT_RING_MAGIC;
   h->version = FT_RING_VERSION;
