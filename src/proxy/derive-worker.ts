@@ -116,6 +116,8 @@ let busyRetryMs = BUSY_RETRY_MIN_MS;
 let finishReason: string | null | undefined;
 let scheduled = false;
 let failed = false;
+/** DeriverThread.stop() asked the thread to leave; it has closed the connection. */
+let stopped = false;
 
 function progress(): void {
   const lag = deriver.lag();
@@ -126,7 +128,7 @@ function progress(): void {
 /** Derives what is committed, one step per turn of the event loop so that messages get through. */
 function run(): void {
   scheduled = false;
-  if (failed) return;
+  if (failed || stopped) return;
   try {
     const held = data.hold !== undefined && finishReason === undefined && existsSync(data.hold);
     if (held) {
@@ -240,8 +242,28 @@ function committed(): void {
   quietTimer = setTimeout(startBurst, Math.min(data.quietMs, waitingSince + data.maxDeferMs - now));
 }
 
+/**
+ * Leaves without finishing (DeriverThread.stop): runs between two steps, never inside one, so the
+ * file keeps what the last step committed.
+ */
+function stop(): void {
+  stopped = true;
+  if (timer !== undefined) clearTimeout(timer);
+  if (quietTimer !== undefined) clearTimeout(quietTimer);
+  timer = quietTimer = undefined;
+  try {
+    if (db.open) db.close();
+  } catch {
+    // the file stays as the last commit left it
+  }
+  port.close();
+}
+
 port.on('message', (m: DeriveMessage) => {
-  if (m.type === 'finish') {
+  if (stopped) return;
+  if (m.type === 'stop') {
+    stop();
+  } else if (m.type === 'finish') {
     finishReason = m.endReason;
     startBurst();
   } else {

@@ -34,7 +34,7 @@ export interface DeriverData {
 }
 
 /** Recorder -> thread. */
-export type DeriveMessage = { type: 'committed' } | { type: 'finish'; endReason: string | null };
+export type DeriveMessage = { type: 'committed' } | { type: 'finish'; endReason: string | null } | { type: 'stop' };
 
 /** Thread -> recorder. */
 export type DeriveReport =
@@ -64,6 +64,12 @@ const DEFAULT_DUTY = 0.25;
 const DEFAULT_DEFER_FRAMES = 65_536;
 const DEFAULT_QUIET_MS = 300;
 const DEFAULT_MAX_DEFER_MS = 2000;
+
+/**
+ * How long stop() waits for the thread to leave between two steps before it terminates it: a step
+ * may be waiting for the write lock for the connection's busy timeout (5 s, db.ts tune).
+ */
+const STOP_WAIT_MS = 15_000;
 
 /** A non-negative integer from the environment, or `dflt`. */
 function envCount(name: string, dflt: number): number {
@@ -96,6 +102,7 @@ export class DeriverThread {
   private readonly turn = new Int32Array(new SharedArrayBuffer(4));
   private last: Extract<DeriveReport, { type: 'progress' }> = { type: 'progress', derived: 0, recorded: 0, outstanding: 0, errors: 0 };
   private readonly ended: Promise<DeriveEnd>;
+  private readonly exited: Promise<void>;
   private failure: string | undefined;
   private onProgress: ((p: { derived: number; recorded: number }) => void) | undefined;
 
@@ -116,6 +123,7 @@ export class DeriverThread {
       maxDeferMs: envCount('FUSETRACE_DERIVE_MAX_DEFER_MS', DEFAULT_MAX_DEFER_MS),
     };
     this.worker = new Worker(workerFile(), { workerData: data });
+    this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
     this.ended = new Promise((resolve) => {
       this.worker.on('message', (r: DeriveReport) => {
         if (r.type === 'progress') {
@@ -181,8 +189,22 @@ export class DeriverThread {
     return end;
   }
 
-  /** Stops the thread without finishing (the recorder failed before the session began). */
+  /**
+   * Stops the thread without finishing (the recorder failed before the session began, or could not
+   * commit its end): the derived rows stay as its last step committed them. The thread is asked to
+   * leave between two steps, not terminated in one: terminating a thread inside an SQLite call
+   * aborts the whole process (better-sqlite3 cannot raise the call's error in a terminating thread:
+   * a step waiting for a locked file did that). Terminated only if it has not left after
+   * STOP_WAIT_MS.
+   */
   async stop(): Promise<void> {
-    await this.worker.terminate();
+    this.worker.postMessage({ type: 'stop' } satisfies DeriveMessage);
+    let timer: NodeJS.Timeout | undefined;
+    const left = await Promise.race([
+      this.exited.then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), STOP_WAIT_MS))),
+    ]);
+    clearTimeout(timer);
+    if (!left) await this.worker.terminate();
   }
 }
