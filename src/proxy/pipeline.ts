@@ -18,6 +18,8 @@ import type { Pump, PumpBatchDrain, PumpStatus } from './native.js';
 
 /** How long commits may fail on a locked file before the user is told. */
 const BUSY_SAY_MS = 10_000;
+/** How often the end of a session tries again to commit to a trace file another writer keeps locked. */
+const LOCKED_END_RETRY_MS = 200;
 
 /** Drained bytes past which a drain commits and recycles the pump's regions (see recycle()). */
 const RECYCLE_BYTES = 16 << 20;
@@ -97,6 +99,11 @@ export class FramePipeline {
    * Returns the pump's status after the drain.
    */
   drain(final = false): PumpStatus {
+    // The file is locked by another writer (TraceWriter.locked): leave the frames in the pump's
+    // queue, which is bounded, so that the server waits for room (backpressure) instead of this
+    // process buffering without end. The pump's status still comes through (the unmount, the
+    // server's end), and signals are handled: nothing here waits for the lock.
+    if (!final && this.writer.locked && this.storeFailure === undefined) return this.statusOnly();
     const d = this.pump.drainBatches(final);
     this.recorded = d.recorded;
     this.bytes = d.bytes;
@@ -116,6 +123,11 @@ export class FramePipeline {
 
   /** The commit period's work: drain, commit, hand regions back, keep the session's drop count current. */
   commit(): PumpStatus {
+    if (this.writer.locked && this.storeFailure === undefined) {
+      // One short attempt (TraceWriter.locked); the frames stay in the pump until it gets through.
+      this.flush();
+      if (this.writer.locked) return this.statusOnly();
+    }
     const st = this.drain();
     if (this.storeFailure !== undefined) return st;
     this.flush();
@@ -132,6 +144,34 @@ export class FramePipeline {
     if (this.guarded(() => this.writer.setSessionMeta('lostUnlisted', this.lostUnnamed))) this.lostUnnamedWritten = this.lostUnnamed;
   }
 
+  /**
+   * The session's last commit (the pump has stopped and was drained): commits what the writer
+   * buffered, waiting as long as another writer keeps the file locked, and says so once. `giveUp`
+   * (the user's Ctrl-C) ends the wait: what was not committed is counted as not kept, and this
+   * returns false.
+   */
+  async commitAtEnd(giveUp: AbortSignal): Promise<boolean> {
+    this.flush();
+    if (!this.writer.locked || this.storeFailure !== undefined) return true;
+    const n = this.writer.bufferedFrames;
+    this.log(`\nfusetrace: the trace file is locked by another writer: waiting to write the last ${n} frames (Ctrl-C gives up; they would not be kept)\n`);
+    while (this.writer.locked && this.storeFailure === undefined && !giveUp.aborted) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, LOCKED_END_RETRY_MS);
+        function done(): void {
+          clearTimeout(t);
+          giveUp.removeEventListener('abort', done);
+          resolve();
+        }
+        giveUp.addEventListener('abort', done);
+      });
+      if (!giveUp.aborted) this.flush();
+    }
+    if (!this.writer.locked || this.storeFailure !== undefined) return this.storeFailure === undefined;
+    this.degrade('gave up waiting for the lock of another writer on the trace file', false);
+    return false;
+  }
+
   /** Commits what the writer buffered, tells the derivation thread, hands the regions back. */
   flush(): void {
     const had = this.uncommitted;
@@ -144,16 +184,19 @@ export class FramePipeline {
 
   /**
    * The write lock stayed taken for the whole busy timeout (another process writing the trace, or
-   * the derivation thread starved on a saturated machine): the batches stay buffered and the next
-   * commit tick tries again; the queue behind them makes the server wait rather than lose frames.
-   * Said once, when it lasts.
+   * the derivation thread starved on a saturated machine): the batches stay buffered, the next
+   * commit tick tries again (TraceWriter.locked), and the pump's queue behind them, no longer
+   * drained meanwhile, makes the server wait rather than lose frames. Said once, when it lasts.
    */
   private noteBusy(): void {
     const now = Date.now();
     if (this.busySince === 0) this.busySince = now;
     if (!this.busyNoted && now - this.busySince >= BUSY_SAY_MS) {
       this.busyNoted = true;
-      this.log(`\nfusetrace: the trace file has been locked by another writer for ${Math.round((now - this.busySince) / 1000)} s; frames wait in memory (nothing is lost)\n`);
+      this.log(
+        `\nfusetrace: the trace file has been locked by another writer for ${Math.round((now - this.busySince) / 1000)} s; ` +
+          'frames wait in the bounded queue, and the server for room in it, until it is free (nothing is lost)\n',
+      );
     }
   }
 
@@ -185,14 +228,22 @@ export class FramePipeline {
    * store that cannot write) and counted as not kept, with what the writer held uncommitted; what
    * is in the file stays readable, and the summary says how much that is.
    */
-  private degrade(why: string): void {
+  private degrade(why: string, say = true): void {
     this.storeFailure = why;
     this.notKept += this.writer.discardBuffered();
     this.uncommitted = 0;
     for (const b of this.drained) this.pump.recycle(b);
     this.drained = [];
     this.drainedBytes = 0;
-    this.log(`\nfusetrace: ${why}: recording stops here, the filesystem keeps working; frames from now on are counted, not kept\n`);
+    if (say) this.log(`\nfusetrace: ${why}: recording stops here, the filesystem keeps working; frames from now on are counted, not kept\n`);
+  }
+
+  /** The pump's status without taking frames (see drain). */
+  private statusOnly(): PumpStatus {
+    const st = this.pump.status();
+    this.lastStatus = st;
+    this.noteOnce(st);
+    return st;
   }
 
   /** After the store failed: counts the drain's frames as not kept, hands the region back. */

@@ -438,8 +438,16 @@ export class RecordSession {
    */
   private async closeTrace(reason: EndReason, sx: ServerEnd, exitStatus: number): Promise<boolean> {
     const { writer, db, pipeline } = this.p;
+    if (!(await this.commitAtEnd())) {
+      await this.p.deriver.stop();
+      try {
+        if (db.open) db.close();
+      } catch {
+        // the file stays as the last commit left it: readable
+      }
+      return false;
+    }
     try {
-      pipeline.flush();
       writer.updateSession({
         endedMonoNs: native().monotonicNs(),
         endReason: reason,
@@ -480,6 +488,24 @@ export class RecordSession {
       // closing only checkpoints: what is committed stays
     }
     return true;
+  }
+
+  /**
+   * The frames still buffered, committed even if another writer keeps the file locked for a while
+   * (pipeline.commitAtEnd waits and says so); SIGINT or SIGTERM meanwhile gives up on them. False
+   * if it gave up.
+   */
+  private async commitAtEnd(): Promise<boolean> {
+    const giveUp = new AbortController();
+    const onSignal = () => giveUp.abort();
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    try {
+      return await this.p.pipeline.commitAtEnd(giveUp.signal);
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
   }
 
   private report(reason: EndReason, sx: ServerEnd, st: PumpStatus | undefined): void {

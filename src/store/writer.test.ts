@@ -238,6 +238,43 @@ describe('TraceWriter + TraceReader', () => {
     db.close();
   });
 
+  it('a file locked by another writer: everything stays buffered, nothing commits on its own, retries wait briefly; the first commit that gets through writes it all', () => {
+    const file = path.join(dir, 't.db');
+    const db = openTraceDb(file, { create: true });
+    db.pragma('busy_timeout = 200'); // the connection's own wait, for the first attempt
+    const w = new TraceWriter(db, { derive: 'deferred' });
+    const id = w.beginSession({ command: ['x'], startedWallNs: 1n, startedMonoNs: 1n });
+    const next = rng(5);
+    const locker = openTraceDb(file);
+    try {
+      locker.exec('BEGIN IMMEDIATE');
+      w.addFrames([synthFrame(1, next, 1n)]);
+      expect(() => w.flush()).toThrow(expect.objectContaining({ code: 'SQLITE_BUSY' }));
+      expect(w.locked).toBe(true);
+      expect(db.pragma('busy_timeout', { simple: true })).toBeLessThan(200);
+      // Past the size threshold: while locked it only buffers (each attempt would wait for the lock).
+      const more = Array.from({ length: 20_000 }, (_, i) => synthFrame(i + 2, next, 1n));
+      expect(() => w.addFrames(more)).not.toThrow();
+      expect(w.bufferedFrames).toBe(20_001);
+      const t0 = Date.now();
+      expect(() => w.flush()).toThrow(expect.objectContaining({ code: 'SQLITE_BUSY' }));
+      expect(Date.now() - t0).toBeLessThan(2000); // a retry waits LOCKED_RETRY_MS, not the busy timeout
+      locker.exec('ROLLBACK');
+      w.flush();
+      expect(w.locked).toBe(false);
+      expect(w.bufferedFrames).toBe(0);
+      expect(db.pragma('busy_timeout', { simple: true })).toBe(200);
+      const reader = new TraceReader(locker);
+      expect(reader.frameCount(id)).toBe(20_001);
+      const back = [...reader.frames(id)];
+      expect(back.map((f) => f.seq)).toEqual(Array.from({ length: 20_001 }, (_, i) => i + 1));
+    } finally {
+      locker.close();
+      w.close();
+      db.close();
+    }
+  });
+
   it('commits one large addFrames in bounded transactions; an observer error mid-array loses no frame', () => {
     const file = path.join(dir, 't.db');
     const db = openTraceDb(file, { create: true });

@@ -2,6 +2,7 @@ import type { Database, Statement } from 'better-sqlite3';
 import { BatchPages, type DecodedBatch } from './batch-read.js';
 import { decodeBatch, encodeBatches, type BatchInfo } from './batch.js';
 import { Checkpointer } from './checkpointer.js';
+import { isSqliteBusy } from './db.js';
 import { FrameIndexer } from './derive.js';
 
 /** One frame as the native pump hands it over; also what TraceReader.frames() yields. */
@@ -107,6 +108,15 @@ const FLUSH_BYTES = 16 * 1024 * 1024;
  */
 const CHECKPOINTER_AFTER_BYTES = 64 * 1024 * 1024;
 
+/**
+ * How long a commit waits for the write lock once the trace was found locked by another writer
+ * (a sqlite3 shell with a transaction open, another program holding it): short, so that the JS
+ * thread keeps handling signals, the unmount and the live line while the lock lasts, and the
+ * recorder retries at each commit tick instead of sleeping the connection's busy_timeout (5 s) in
+ * every attempt. See TraceWriter.locked.
+ */
+const LOCKED_RETRY_MS = 50;
+
 /** How a TraceWriter derives what it writes (derive.ts). */
 export interface TraceWriterOptions {
   /**
@@ -140,7 +150,7 @@ export class TraceWriter {
   /** Frames given to addFrames, packed into `batches` at the next flush (or before the next addBatch). */
   private frames: FrameRecord[] = [];
   private batches: PendingBatch[] = [];
-  private bufferedFrames = 0;
+  private bufferedFrameCount = 0;
   private bufferedBytes = 0;
   private patches: Array<[number, bigint | null, number]> = [];
   private procs: Array<[number, string | null]> = [];
@@ -164,6 +174,9 @@ export class TraceWriter {
   private committedBytes = 0;
   /** The connection's temp_store before this writer set it (restored by close()). */
   private readonly tempStore: number;
+  /** The connection's busy_timeout (ms), restored once a commit gets through after the file was locked. */
+  private readonly busyTimeout: number;
+  private lockedByOther = false;
 
   constructor(db: Database, opts: TraceWriterOptions = {}) {
     const mode = opts.derive ?? 'inline';
@@ -178,6 +191,7 @@ export class TraceWriter {
     // connection keep sorting through temp files rather than in memory.
     this.tempStore = db.pragma('temp_store', { simple: true }) as number;
     db.pragma('temp_store = MEMORY');
+    this.busyTimeout = db.pragma('busy_timeout', { simple: true }) as number;
     this.insertBatch = db.prepare(
       'INSERT INTO batches (session, first_seq, last_seq, count, first_ns, last_ns, bytes, heads, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
     );
@@ -215,6 +229,21 @@ export class TraceWriter {
     return this.session;
   }
 
+  /**
+   * The last commit found the file locked by another writer for the whole busy timeout (SQLITE_BUSY),
+   * and none has got through since. Meanwhile everything stays buffered, nothing commits on its own
+   * (addFrames and addBatch only buffer: each attempt would wait for the lock), and flush() waits
+   * only LOCKED_RETRY_MS for the lock; the first commit that gets through clears it.
+   */
+  get locked(): boolean {
+    return this.lockedByOther;
+  }
+
+  /** Frames buffered and not committed yet. */
+  get bufferedFrames(): number {
+    return this.bufferedFrameCount;
+  }
+
   /** The current session's id (0 before beginSession). */
   get sessionId(): number {
     return this.session;
@@ -235,9 +264,9 @@ export class TraceWriter {
     for (let i = 0; i < n; i++) {
       const f = frames[i];
       this.frames.push(f);
-      this.bufferedFrames++;
+      this.bufferedFrameCount++;
       this.bufferedBytes += f.data.length;
-      if (!this.full()) continue;
+      if (!this.full() || this.lockedByOther) continue;
       try {
         const errors = this.commitBuffered();
         if (observerErrors.length === 0) observerErrors = errors;
@@ -245,7 +274,7 @@ export class TraceWriter {
         // The commit failed (disk full): keep every frame buffered for a retry, as flush() does.
         for (let j = i + 1; j < n; j++) {
           this.frames.push(frames[j]);
-          this.bufferedFrames++;
+          this.bufferedFrameCount++;
           this.bufferedBytes += frames[j].data.length;
         }
         throw err;
@@ -265,9 +294,9 @@ export class TraceWriter {
     this.checkSession();
     this.packFrames();
     this.batches.push({ body, info, heads });
-    this.bufferedFrames += info.count;
+    this.bufferedFrameCount += info.count;
     this.bufferedBytes += body.length;
-    if (!this.full()) return;
+    if (!this.full() || this.lockedByOther) return;
     const errors = this.commitBuffered();
     if (errors.length > 0) throw errors[0];
   }
@@ -309,10 +338,10 @@ export class TraceWriter {
    * frames that was, so the recorder can count them as not kept.
    */
   discardBuffered(): number {
-    const n = this.bufferedFrames;
+    const n = this.bufferedFrameCount;
     this.frames = [];
     this.batches = [];
-    this.bufferedFrames = 0;
+    this.bufferedFrameCount = 0;
     this.bufferedBytes = 0;
     this.patches = [];
     this.procs = [];
@@ -386,11 +415,12 @@ export class TraceWriter {
       this.checkpointer?.stop();
       this.checkpointer = null;
       this.db.pragma(`temp_store = ${this.tempStore}`);
+      if (this.lockedByOther) this.db.pragma(`busy_timeout = ${this.busyTimeout}`);
     }
   }
 
   private full(): boolean {
-    return this.bufferedFrames >= FLUSH_FRAMES || this.bufferedBytes >= FLUSH_BYTES;
+    return this.bufferedFrameCount >= FLUSH_FRAMES || this.bufferedBytes >= FLUSH_BYTES;
   }
 
   /** Packs the frames given to addFrames into batches (batch boundaries change nothing read back). */
@@ -405,16 +435,35 @@ export class TraceWriter {
     this.packFrames();
     if (this.batches.length === 0 && this.patches.length === 0 && this.procs.length === 0 && this.lost.length === 0) return [];
     this.checkpointer?.catchUp();
-    // Only forget the buffer once committed: a failed commit (disk full) can be retried.
-    const errors = this.commit();
+    // Only forget the buffer once committed: a failed commit (disk full, a locked file) can be retried.
+    const errors = this.commitOrNoteLock();
     const bytes = this.bufferedBytes;
     this.batches = [];
-    this.bufferedFrames = 0;
+    this.bufferedFrameCount = 0;
     this.bufferedBytes = 0;
     this.patches = [];
     this.procs = [];
     this.lost = [];
     this.checkpoints(bytes);
+    return errors;
+  }
+
+  /** The commit transaction; keeps `locked` current (see there). */
+  private commitOrNoteLock(): unknown[] {
+    let errors: unknown[];
+    try {
+      errors = this.commit();
+    } catch (err) {
+      if (isSqliteBusy(err) && !this.lockedByOther) {
+        this.lockedByOther = true;
+        this.db.pragma(`busy_timeout = ${LOCKED_RETRY_MS}`);
+      }
+      throw err;
+    }
+    if (this.lockedByOther) {
+      this.lockedByOther = false;
+      this.db.pragma(`busy_timeout = ${this.busyTimeout}`);
+    }
     return errors;
   }
 
