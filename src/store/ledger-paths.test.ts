@@ -170,4 +170,30 @@ describe('paths', () => {
     p.entry(4n, 'd', 3n);
     expect(p.path(4n)).toMatch(/<nodeid:\d>/);
   });
+
+  it('keeps nodeids above 2^53 apart from their neighbours (a number key would round them together)', () => {
+    const p = new PathResolver();
+    const big = 2n ** 53n; // 2^53 and 2^53 + 1 are the same double
+    const dir = 2n ** 64n - 2n;
+    p.entry(1n, 'd', dir);
+    p.entry(dir, 'x', big);
+    p.entry(dir, 'y', big + 1n);
+    p.entry(big, 'inner', 7n);
+    expect(p.path(big)).toBe('/d/x');
+    expect(p.path(big + 1n)).toBe('/d/y');
+    expect(p.path(7n)).toBe('/d/x/inner');
+    p.rename(dir, 'x', 1n, 'top');
+    expect(p.path(7n)).toBe('/top/inner');
+    expect(p.path(big + 1n)).toBe('/d/y');
+    p.remove(dir, 'y');
+    expect(p.path(big + 1n)).toBe('/d/y (deleted)');
+    p.forget(big + 1n, 1n);
+    expect(p.path(big + 1n)).toBe(`<nodeid:${big + 1n}>`);
+    expect(p.path(big)).toBe('/top');
+    expect(p.nlookup(dir)).toBe(1n);
+    // The directory forgotten: its children's paths lose it, and nothing of it stays behind.
+    p.forget(dir, 1n);
+    expect(p.childPath(dir, 'z')).toBe(`<nodeid:${dir}>/z`);
+    expect(p.size).toBe(2);
+  });
 });
