@@ -828,7 +828,9 @@ export class Ledger {
       for (; i + ins.rows <= n; i += ins.rows) {
         let p = 0;
         for (let j = i; j < i + ins.rows; j++) p = this.rowParams(rows[j], ins.params, p);
-        ins.stmt.run(ins.params);
+        // Spread, not the array: better-sqlite3 reads an array's elements through the V8 API one
+        // Get at a time, arguments directly (a 32-row INSERT of 23 columns: 0.68 against 1.1-1.9 us a row).
+        ins.stmt.run(...ins.params);
       }
     }
     for (const r of rows) {
