@@ -13,6 +13,7 @@
  */
 
 import { RENAME_EXCHANGE } from './ledger-wire.js';
+import { u64Key, type U64Key } from '../util/u64.js';
 
 /** FUSE_ROOT_ID. */
 export const ROOT_NODEID = 1n;
@@ -25,25 +26,10 @@ function unknownNode(nodeid: bigint): string {
 /** Walks deeper than this are cycles in corrupt data (a real tree is far shallower: PATH_MAX is 4096). */
 const MAX_DEPTH = 2048;
 
-/**
- * A nodeid as a Map key: a number when it fits one exactly (nearly always: inode numbers, counters,
- * 47-bit user-space addresses), else the bigint itself. Hashing a number is cheaper than a bigint,
- * and the two kinds never collide (SameValueZero: 5 !== 5n). bench derive on a find+stat trace:
- * the resolver took about 30% of the derivation with bigint keys, lookup counts and
- * `${parent}/${name}` dentry keys (a bigint to decimal string at every lookup).
- */
-type NodeKey = number | bigint;
-
-const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
-
-function nodeKey(nodeid: bigint): NodeKey {
-  return nodeid <= MAX_SAFE ? Number(nodeid) : nodeid;
-}
-
 /** One name of a node: the directory it is in (as given and as a key) and the name in it. */
 interface Name {
   parent: bigint;
-  parentKey: NodeKey;
+  parentKey: U64Key;
   name: string;
 }
 
@@ -60,10 +46,15 @@ interface Node {
   gone: Name | null;
 }
 
+/**
+ * Nodeids are Map keys through u64Key (util/u64.ts): bench derive on a find+stat trace, the resolver
+ * took about 30% of the derivation with bigint keys, bigint lookup counts and `${parent}/${name}`
+ * dentry keys (a bigint to decimal string at every lookup).
+ */
 export class PathResolver {
-  private readonly nodes = new Map<NodeKey, Node>();
+  private readonly nodes = new Map<U64Key, Node>();
   /** parent -> name -> nodeid: what each (parent, name) means now. */
-  private readonly dentries = new Map<NodeKey, Map<string, bigint>>();
+  private readonly dentries = new Map<U64Key, Map<string, bigint>>();
 
   /** Path of a nodeid as of now; null for nodeid 0 (no inode: INIT, BATCH_FORGET, STATFS on old kernels). */
   path(nodeid: bigint): string | null {
@@ -84,7 +75,7 @@ export class PathResolver {
 
   /** Lookup count of a nodeid, 0n when unknown (tests). */
   nlookup(nodeid: bigint): bigint {
-    return BigInt(this.nodes.get(nodeKey(nodeid))?.nlookup ?? 0);
+    return BigInt(this.nodes.get(u64Key(nodeid))?.nlookup ?? 0);
   }
 
   /**
@@ -105,13 +96,13 @@ export class PathResolver {
     if (nodeid === 0n) return;
     const node = this.node(nodeid);
     node.nlookup += 1;
-    if (node.names.length === 0) node.gone = { parent, parentKey: nodeKey(parent), name: '(tmpfile)' };
+    if (node.names.length === 0) node.gone = { parent, parentKey: u64Key(parent), name: '(tmpfile)' };
   }
 
   /** FORGET / one BATCH_FORGET entry: at zero the nodeid is free for reuse, and forgets its names. */
   forget(nodeid: bigint, nlookup: bigint): void {
     if (nodeid === ROOT_NODEID) return;
-    const k = nodeKey(nodeid);
+    const k = u64Key(nodeid);
     const node = this.nodes.get(k);
     if (!node) return;
     node.nlookup -= Number(nlookup);
@@ -125,7 +116,7 @@ export class PathResolver {
 
   /** An accepted UNLINK or RMDIR (or NOTIFY_DELETE): the name is gone; the nodeid lives on while open. */
   remove(parent: bigint, name: string): void {
-    const pk = nodeKey(parent);
+    const pk = u64Key(parent);
     const dir = this.dentries.get(pk);
     const nodeid = dir?.get(name);
     if (nodeid === undefined) return;
@@ -162,7 +153,7 @@ export class PathResolver {
   }
 
   private node(nodeid: bigint): Node {
-    const k = nodeKey(nodeid);
+    const k = u64Key(nodeid);
     let node = this.nodes.get(k);
     if (!node) {
       node = { nlookup: 0, names: [], gone: null };
@@ -173,25 +164,25 @@ export class PathResolver {
 
   /** What (parent, name) means now. */
   private lookup(parent: bigint, name: string): bigint | undefined {
-    return this.dentries.get(nodeKey(parent))?.get(name);
+    return this.dentries.get(u64Key(parent))?.get(name);
   }
 
   /** (parent, name) means nothing any more. */
   private forgetName(parent: bigint, name: string): void {
-    const pk = nodeKey(parent);
+    const pk = u64Key(parent);
     const dir = this.dentries.get(pk);
     if (dir !== undefined) this.unname(dir, pk, name);
   }
 
   /** Deletes a name from its directory's map, and the map once empty (a directory forgotten leaves nothing behind). */
-  private unname(dir: Map<string, bigint>, pk: NodeKey, name: string): void {
+  private unname(dir: Map<string, bigint>, pk: U64Key, name: string): void {
     dir.delete(name);
     if (dir.size === 0) this.dentries.delete(pk);
   }
 
   /** Makes (parent, name) mean nodeid, taking the name away from whatever it meant before. */
   private bind(parent: bigint, name: string, nodeid: bigint, node: Node): void {
-    const pk = nodeKey(parent);
+    const pk = u64Key(parent);
     let dir = this.dentries.get(pk);
     if (dir === undefined) {
       dir = new Map();
@@ -208,9 +199,9 @@ export class PathResolver {
 
   /** Removes one name of nodeid; with none left, remembers it as the "(deleted)" name. */
   private unbind(nodeid: bigint, parent: bigint, name: string): void {
-    const node = this.nodes.get(nodeKey(nodeid));
+    const node = this.nodes.get(u64Key(nodeid));
     if (!node) return;
-    const pk = nodeKey(parent);
+    const pk = u64Key(parent);
     const i = indexOfName(node.names, pk, name);
     if (i >= 0) node.names.splice(i, 1);
     if (node.names.length === 0) node.gone = { parent, parentKey: pk, name };
@@ -218,15 +209,15 @@ export class PathResolver {
 
   /** Removes one name without marking the node deleted (it is about to get another). */
   private unbindQuiet(nodeid: bigint, parent: bigint, name: string): void {
-    const node = this.nodes.get(nodeKey(nodeid));
+    const node = this.nodes.get(u64Key(nodeid));
     if (!node) return;
-    const i = indexOfName(node.names, nodeKey(parent), name);
+    const i = indexOfName(node.names, u64Key(parent), name);
     if (i >= 0) node.names.splice(i, 1);
   }
 
   private walk(nodeid: bigint, depth: number): string {
     if (nodeid === ROOT_NODEID) return '/';
-    const node = this.nodes.get(nodeKey(nodeid));
+    const node = this.nodes.get(u64Key(nodeid));
     if (!node || depth > MAX_DEPTH) return unknownNode(nodeid);
     const named = node.names.length > 0 ? node.names[node.names.length - 1] : node.gone;
     if (!named) return unknownNode(nodeid);
@@ -237,7 +228,7 @@ export class PathResolver {
 }
 
 /** Index of the name (parent, name) in `names`, -1 when absent. */
-function indexOfName(names: readonly Name[], parentKey: NodeKey, name: string): number {
+function indexOfName(names: readonly Name[], parentKey: U64Key, name: string): number {
   for (let i = 0; i < names.length; i++) if (names[i].parentKey === parentKey && names[i].name === name) return i;
   return -1;
 }

@@ -18,6 +18,17 @@ export function readU64(b: Buffer, off: number): bigint {
   return hi < EXACT_HI ? BigInt(hi * TWO32 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
 }
 
+/**
+ * A u64 (unique, nodeid) as a Map key: a number when it is exact as one (nearly always), else the
+ * bigint itself. V8 hashes a number far more cheaply than a bigint, and the two kinds never
+ * collide (Map keys compare with SameValueZero: 5 and 5n are different keys).
+ */
+export type U64Key = number | bigint;
+
+export function u64Key(v: bigint): U64Key {
+  return v >= 0n && v <= MAX_EXACT ? Number(v) : v;
+}
+
 /** Writes `v` (0 <= v < 2^64) at `off` as Buffer.writeBigUInt64LE does. */
 export function writeU64(b: Buffer, v: bigint, off: number): void {
   if (v >= 0n && v <= MAX_EXACT) {
