@@ -75,10 +75,12 @@ bool Batcher::ApplyPatch(std::vector<Ent>& ents, const FrameHeader& p) {
   return true;
 }
 
-uint8_t* Batcher::Take(uint8_t* region, size_t size, size_t count, uint64_t watermark, bool final, bool* copied,
-                       size_t* out_size, std::vector<BatchCut>* cuts, std::vector<PatchOut>* patches) {
+uint8_t* Batcher::Take(uint8_t* region, size_t size, size_t count, uint64_t watermark, bool final, const Alloc& alloc,
+                       bool* copied, size_t* out_size, size_t* out_cap, std::vector<BatchCut>* cuts,
+                       std::vector<PatchOut>* patches) {
   *copied = false;
   *out_size = 0;
+  *out_cap = 0;
   std::vector<Ent> ents;
   std::vector<FrameHeader> pending;  // patch records, applied once the frames are sorted
   ents.reserve(held_n_ + count);
@@ -115,7 +117,8 @@ uint8_t* Batcher::Take(uint8_t* region, size_t size, size_t count, uint64_t wate
   while (ready < ents.size() && (final || ents[ready].seq < watermark)) ready_bytes += ents[ready++].size;
   size_t rest_bytes = 0;
   for (size_t i = ready; i < ents.size(); i++) rest_bytes += ents[i].size;
-  uint8_t* out = ready_bytes ? static_cast<uint8_t*>(std::malloc(ready_bytes)) : nullptr;
+  size_t out_cap_got = 0;
+  uint8_t* out = ready_bytes ? alloc(ready_bytes, &out_cap_got) : nullptr;
   uint8_t* rest = rest_bytes ? static_cast<uint8_t*>(std::malloc(rest_bytes)) : nullptr;
   if ((ready_bytes && !out) || (rest_bytes && !rest)) {
     // Out of memory: nothing can be ordered; hand over what there is unordered rather than lose it.
@@ -123,6 +126,7 @@ uint8_t* Batcher::Take(uint8_t* region, size_t size, size_t count, uint64_t wate
     std::free(rest);
     out = static_cast<uint8_t*>(std::malloc(ready_bytes + rest_bytes));
     if (!out) return nullptr;
+    out_cap_got = ready_bytes + rest_bytes;
     ready = ents.size();
     ready_bytes += rest_bytes;
     rest_bytes = 0;
@@ -144,6 +148,7 @@ uint8_t* Batcher::Take(uint8_t* region, size_t size, size_t count, uint64_t wate
   held_n_ = ents.size() - ready;
   *copied = out != nullptr;
   *out_size = ready_bytes;
+  *out_cap = out ? out_cap_got : 0;
   if (out) Cut(out, ready_bytes, cuts);
   return out;
 }

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "frame_queue.h"
@@ -47,11 +48,15 @@ constexpr uint32_t kBatchFrames = 4096;     // = BATCH_FRAMES
 class Batcher {
  public:
   ~Batcher() { std::free(held_); }
+  // Where a sorted copy goes: a malloc()ed buffer of at least `need` bytes (its capacity in
+  // *cap), or nullptr when there is no memory.
+  using Alloc = std::function<uint8_t*(size_t need, size_t* cap)>;
   // Takes a drained region (`size` bytes, `count` records). Returns the buffer the cuts refer
-  // to: `region` itself (fast path) or a malloc()ed sorted copy (`*copied` true; the caller owns
-  // it, and `region` may be recycled at once). `final`: the pump has stopped, nothing is held back.
-  uint8_t* Take(uint8_t* region, size_t size, size_t count, uint64_t watermark, bool final, bool* copied, size_t* out_size,
-                std::vector<BatchCut>* cuts, std::vector<PatchOut>* patches);
+  // to: `region` itself (fast path) or a sorted copy from `alloc` (`*copied` true, its capacity in
+  // *out_cap; the caller owns it, and `region` may be recycled at once). `final`: the pump has
+  // stopped, nothing is held back.
+  uint8_t* Take(uint8_t* region, size_t size, size_t count, uint64_t watermark, bool final, const Alloc& alloc, bool* copied,
+                size_t* out_size, size_t* out_cap, std::vector<BatchCut>* cuts, std::vector<PatchOut>* patches);
   // Frames held for a later drain.
   size_t held() const { return held_n_; }
 

@@ -206,12 +206,12 @@ Napi::Value DrainObject(Napi::Env env, Source& src, const std::shared_ptr<Leases
 }
 
 
-void FreeCopy(Napi::Env, uint8_t* p) { free(p); }
-
 // JS thread: drainBatches(final) of a Pump: the drain cut into the trace's batches in seq order
 // (native/batcher.h). { frames: Buffer, recyclable, batches: [{ off, size, firstSeq, lastSeq, count,
 // firstNs, lastNs, bytes, heads }], patches: [[seq, fwdNs, writeErrno]], count, held, ...SetDrainCommon }.
-// A recyclable `frames` goes back with recycle() as drain()'s does; a sorted copy is the GC's.
+// A recyclable `frames` goes back with recycle() as drain()'s does: the region itself or, on the
+// relay, the sorted copy made in a recycled region (a fresh buffer per drain left for the garbage
+// collector faulted in new pages for every copy and held them until a collection).
 template <class Source>
 Napi::Value DrainBatchesObject(Napi::Env env, Source& src, const std::shared_ptr<Leases>& leases, fusetrace::Batcher& batcher,
                                bool final) {
@@ -225,19 +225,24 @@ Napi::Value DrainBatchesObject(Napi::Env env, Source& src, const std::shared_ptr
   std::vector<fusetrace::BatchCut> cuts;
   std::vector<fusetrace::PatchOut> patches;
   bool copied = false;
-  size_t out_size = 0;
-  uint8_t* out = batcher.Take(region, size, count, watermark, final, &copied, &out_size, &cuts, &patches);
+  size_t out_size = 0, out_cap = 0;
+  auto alloc = [&src](size_t need, size_t* got) -> uint8_t* {
+    uint8_t* p = src.TakeSpare(need, got);
+    if (p != nullptr) return p;
+    p = static_cast<uint8_t*>(std::malloc(need));
+    *got = need;
+    if (p != nullptr) fusetrace::ByteBuf::Populate(p, need);
+    return p;
+  };
+  uint8_t* out = batcher.Take(region, size, count, watermark, final, alloc, &copied, &out_size, &out_cap, &cuts, &patches);
   Napi::Object o = Napi::Object::New(env);
   if (copied && region != nullptr) src.Recycle(region, cap);
   if (out == nullptr) {
     if (!copied && region != nullptr) src.Recycle(region, cap);
     o.Set("frames", Napi::Buffer<uint8_t>::New(env, 0));
     o.Set("recyclable", Napi::Boolean::New(env, false));
-  } else if (copied) {
-    o.Set("frames", Napi::Buffer<uint8_t>::New(env, out, out_size, FreeCopy));
-    o.Set("recyclable", Napi::Boolean::New(env, false));
   } else {
-    Lease* lease = new Lease{leases, cap, false};
+    Lease* lease = new Lease{leases, copied ? out_cap : cap, false};
     (*leases)[out] = lease;
     o.Set("frames", Napi::Buffer<uint8_t>::New(env, out, out_size, FreeRegion, lease));
     o.Set("recyclable", Napi::Boolean::New(env, true));

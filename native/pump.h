@@ -97,6 +97,8 @@ class Pump {
   }
   // JS thread: hands back a region Drain() gave out (see FrameQueue::Recycle).
   void Recycle(uint8_t* p, size_t cap) { sink_.queue().Recycle(p, cap); }
+  // JS thread: a recycled region for a sorted copy of a drain (see FrameQueue::TakeSpare).
+  uint8_t* TakeSpare(size_t need, size_t* cap) { return sink_.queue().TakeSpare(need, cap); }
   // JS thread.
   PumpStatus Status() {
     PumpStatus s = sink_.Status();
