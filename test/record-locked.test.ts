@@ -9,7 +9,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { buildExample } from './helpers/build.js';
@@ -37,6 +37,11 @@ async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
     await sleep(50);
   }
   return true;
+}
+
+/** A process's resident set (VmRSS), KiB. */
+function rssKiB(pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 }
 
 /** dd of the whole file with O_DIRECT in 1 MiB reads (so every byte is a READ through the mount). */
@@ -95,6 +100,47 @@ describe('record while another writer keeps the trace file locked', () => {
     try {
       const read = d.prepare("SELECT coalesce(sum(reply_len - 16), 0) FROM requests WHERE session = ? AND opcode = ? AND state = 'ok'").pluck().get(session.id, OP.READ) as number;
       expect(read).toBeGreaterThanOrEqual(READ_BYTES);
+    } finally {
+      d.close();
+    }
+  }, 90_000);
+
+  it('what waits in memory while the writer cannot commit is bounded: the server waits for room, then every frame is written', async () => {
+    const BIG = 256 * 1024 * 1024; // four times the pump's queue, twice queue and ring together
+    const { work, src, mnt } = recordDirs(reg, 'fusetrace-locked-');
+    writeFileSync(join(src, 'big'), Buffer.alloc(BIG, 0x5a));
+    const rec = await startRecord(buildExample('passthrough_ll'), ['-f', '-o', `source=${src}`], mnt, dbIn(work));
+    const before = rssKiB(rec.pid);
+    const locker = new Database(rec.db);
+    reg.defer(() => {
+      if (locker.open) locker.close();
+    });
+    locker.exec('BEGIN IMMEDIATE');
+    let read: Promise<{ code: number | null; err: string }>;
+    try {
+      read = readThrough(join(mnt, 'big'));
+      let done = false;
+      void read.then(() => (done = true));
+      await sleep(5000);
+      // Without a commit nothing leaves memory: the ring and the queue fill (64 MiB each, the ring
+      // mapped from the start), and then the server waits for room and the reader with it.
+      expect(done, 'the read finished while the trace was locked: frames went somewhere unbounded').toBe(false);
+      const grown = (rssKiB(rec.pid) - before) / 1024;
+      console.log(`recorder RSS ${Math.round(before / 1024)} MiB before the lock, +${Math.round(grown)} MiB while it lasted`);
+      expect(grown, `the recorder grew by ${grown} MiB`).toBeLessThan(160);
+    } finally {
+      locker.exec('ROLLBACK');
+      locker.close();
+    }
+    const r = await read;
+    expect(r.code, r.err).toBe(0);
+    expect(spawnSync('umount', [mnt]).status).toBe(0);
+    expect(await rec.exited, rec.stderr()).toEqual({ code: 0, signal: null });
+    expect(rec.stderr()).toMatch(/, 0 dropped, the server waited [\d.]+ s for the recorder/);
+    const d = new Database(rec.db, { readonly: true });
+    try {
+      const got = d.prepare("SELECT coalesce(sum(reply_len - 16), 0) FROM requests WHERE opcode = ? AND state = 'ok'").pluck().get(OP.READ) as number;
+      expect(got).toBeGreaterThanOrEqual(BIG);
     } finally {
       d.close();
     }
