@@ -10,6 +10,7 @@
  * server) into the session row. It decides nothing about how the session ends: the RecordSession
  * reads the pump status each drain returns.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isSqliteBusy, storeEnvironmentError } from '../store/db.js';
 import type { TraceWriter } from '../store/writer.js';
 import type { DeriverThread } from './deriver.js';
@@ -156,15 +157,7 @@ export class FramePipeline {
     const n = this.writer.bufferedFrames;
     this.log(`\nfusetrace: the trace file is locked by another writer: waiting to write the last ${n} frames (Ctrl-C gives up; they would not be kept)\n`);
     while (this.writer.locked && this.storeFailure === undefined && !giveUp.aborted) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(done, LOCKED_END_RETRY_MS);
-        function done(): void {
-          clearTimeout(t);
-          giveUp.removeEventListener('abort', done);
-          resolve();
-        }
-        giveUp.addEventListener('abort', done);
-      });
+      await sleep(LOCKED_END_RETRY_MS, undefined, { signal: giveUp }).catch(() => undefined); // aborted: gives up below
       if (!giveUp.aborted) this.flush();
     }
     if (!this.writer.locked || this.storeFailure !== undefined) return this.storeFailure === undefined;

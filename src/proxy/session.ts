@@ -438,15 +438,7 @@ export class RecordSession {
    */
   private async closeTrace(reason: EndReason, sx: ServerEnd, exitStatus: number): Promise<boolean> {
     const { writer, db, pipeline } = this.p;
-    if (!(await this.commitAtEnd())) {
-      await this.p.deriver.stop();
-      try {
-        if (db.open) db.close();
-      } catch {
-        // the file stays as the last commit left it: readable
-      }
-      return false;
-    }
+    if (!(await this.commitAtEnd())) return this.abandonTrace();
     try {
       writer.updateSession({
         endedMonoNs: native().monotonicNs(),
@@ -460,13 +452,7 @@ export class RecordSession {
       writer.close();
     } catch (err) {
       this.p.status.notes.push(`cannot commit the end of the session: ${storeEnvironmentError(err)?.message ?? String(err)}`);
-      await this.p.deriver.stop();
-      try {
-        if (db.open) db.close();
-      } catch {
-        // the file stays as the last commit left it: readable
-      }
-      return false;
+      return this.abandonTrace();
     }
     const end = await this.p.deriver.finish(reason, this.p.status.catchingUp());
     this.p.status.doneCatchingUp();
@@ -488,6 +474,17 @@ export class RecordSession {
       // closing only checkpoints: what is committed stays
     }
     return true;
+  }
+
+  /** The end could not be committed: the derivation stops where it is, the file stays as its last commit left it. Returns false. */
+  private async abandonTrace(): Promise<false> {
+    await this.p.deriver.stop();
+    try {
+      if (this.p.db.open) this.p.db.close();
+    } catch {
+      // the file stays as the last commit left it: readable
+    }
+    return false;
   }
 
   /**

@@ -20,8 +20,9 @@ export function readU64(b: Buffer, off: number): bigint {
 
 /**
  * A u64 (unique, nodeid) as a Map key: a number when it is exact as one (nearly always), else the
- * bigint itself. V8 hashes a number far more cheaply than a bigint, and the two kinds never
- * collide (Map keys compare with SameValueZero: 5 and 5n are different keys).
+ * bigint itself. A number key is a little cheaper to hash (Map set/get/delete: ~12 ns an operation
+ * less, by hand), and the two kinds never collide (Map keys compare with SameValueZero: 5 and 5n
+ * are different keys).
  */
 export type U64Key = number | bigint;
 
