@@ -30,6 +30,11 @@ export const METRIC: Record<Workload, { unit: string; higherIsBetter: boolean }>
 };
 
 const FIO_SECONDS = Number(process.env.BENCH_RECORD_SECONDS ?? 3);
+
+/** How long a time-based workload runs (ms); undefined for find+stat, which runs to its end. */
+export function workloadMs(w: Workload): number | undefined {
+  return w === 'find+stat' ? undefined : FIO_SECONDS * 1000;
+}
 const MIXED_JOBS = 8;
 const MIXED_FILE_MIB = 32;
 

@@ -30,8 +30,9 @@ import { requireFuse, repoRoot } from '../test/helpers/fuse-env.js';
 import { buildExample } from '../test/helpers/build.js';
 import { CleanupRegistry, runDirect, type DirectMount } from '../test/helpers/mount.js';
 import { makeManyFiles, writeDeterministicFile } from '../test/helpers/workloads.js';
-import { cpuSnapshot, cpuSplit, derivedNs, type CpuSplit } from './thread-cpu.js';
-import { METRIC, WORKLOADS, prepareMixed, runWorkload, type Workload } from './record-workloads.js';
+import { cpuSnapshot, cpuSplit, derivedNs, type CpuSnapshot, type CpuSplit } from './thread-cpu.js';
+import { METRIC, WORKLOADS, prepareMixed, runWorkload, workloadMs, type Workload } from './record-workloads.js';
+import { openTraceDb } from '../src/store/db.js';
 
 const FILES = Number(process.env.BENCH_RECORD_FILES ?? 20_000);
 const RUNS = Number(process.env.BENCH_RECORD_RUNS ?? 3);
@@ -101,6 +102,23 @@ interface Sample {
   derivedNs?: number;
   /** ms from the workload's end until fusetrace exited (unmount, the derivation catching up, indexes). */
   endMs?: number;
+  /**
+   * The second half of a time-based workload: the recorder's CPU by thread and the frames committed
+   * meanwhile. Its first half carries the recorder's warm-up (the pump's queue regions, SQLite's page
+   * cache and V8's heaps growing: fresh pages, each ~8-11 us at first touch on the 2-vCPU test VM),
+   * which a 3 s run spreads over its frames; this is what every further second of a long capture costs.
+   */
+  steady?: { cpu: CpuSplit; frames: number };
+}
+
+/** Frames committed to the trace so far (a reader's view of the live file: commits lag by the 100 ms commit period). */
+function committedFrames(db: string): number {
+  const r = openTraceDb(db, { readonly: true });
+  try {
+    return r.prepare('SELECT coalesce(sum(count), 0) FROM batches').pluck().get() as number;
+  } finally {
+    r.close();
+  }
 }
 
 const median = (xs: number[]) => {
@@ -156,8 +174,14 @@ async function measure(cfg: Config, w: Workload, server: string, src: string, wo
     await new Promise((r) => setTimeout(r, IDLE_MS));
     const before = cpuSnapshot(fs.pid);
     const idle = cpuSplit(idle0, before);
-    const r = await runWorkload(w, fs.mountpoint);
-    const cpu = cpuSplit(before, cpuSnapshot(fs.pid));
+    // Half-way through a time-based run (see Sample.steady).
+    const ms = cfg.kind === 'record' ? workloadMs(w) : undefined;
+    let half: { cpu: CpuSnapshot; frames: number } | undefined;
+    const halfTimer = ms === undefined ? undefined : setTimeout(() => (half = { cpu: cpuSnapshot(fs.pid), frames: committedFrames(db) }), ms / 2);
+    const r = await runWorkload(w, fs.mountpoint).finally(() => clearTimeout(halfTimer));
+    const after = cpuSnapshot(fs.pid);
+    const cpu = cpuSplit(before, after);
+    const steady = half && { cpu: cpuSplit(half.cpu, after, before), frames: committedFrames(db) - half.frames };
     if (cfg.kind !== 'record') {
       // The server itself is the process: all its threads are the server's.
       cpu.server += cpu.hot + cpu.js + cpu.helpers + cpu.late;
@@ -179,7 +203,7 @@ async function measure(cfg: Config, w: Workload, server: string, src: string, wo
     const summary = /(\d+) frames \(\d+ bytes[^)]*\), \d+ errors?, (\d+) dropped/.exec(cfg.kind === 'record' ? fs.log() : '');
     if (cfg.kind === 'record' && !summary) throw new Error(`fusetrace record gave no summary (exit ${exit.code ?? exit.signal}):\n${fs.log().slice(-2000)}`);
     return {
-      ...r, cpu, idle, exitNote, derivedNs: derived, endMs,
+      ...r, cpu, idle, exitNote, derivedNs: derived, endMs, steady,
       frames: summary ? Number(summary[1]) : undefined, dropped: summary ? Number(summary[2]) : undefined,
     };
   } finally {
@@ -280,6 +304,15 @@ function report(w: Workload, samples: Map<string, Sample[]>): void {
           `pump/ring context switches per 1000 frames ${spread(ss.map((s) => (1000 * s.cpu.hotSwitches) / (s.frames ?? NaN)), 0)}; ` +
           `idle mount: hot ${idle('hot')} ms/s, js ${idle('js')} ms/s`,
       );
+      const st = ss.filter((s) => s.steady !== undefined && s.steady.frames > 0).map((s) => s.steady!);
+      if (st.length > 0) {
+        const per = (f: (c: CpuSplit) => number) => spread(st.map((x) => f(x.cpu) / 1000 / x.frames), 2);
+        notes.push(
+          `${cfg.name}, second half of the run (warm-up left out; ${spread(st.map((x) => x.frames), 0)} frames): ` +
+            `hot ${per((c) => c.hot + c.js)} (pump ${per((c) => c.hot)} + JS ${per((c) => c.js)}), derived ${per((c) => c.derived)}, ` +
+            `helpers ${per((c) => c.helpers)}, ckpt ${per((c) => c.late)}, recorder ${per((c) => c.hot + c.js + c.derived + c.helpers + c.late)} us/frame`,
+        );
+      }
     }
     const direct = samples.get(`direct/${w}`)![0].observed;
     for (const s of ss) if (s.observed !== direct) notes.push(`NOTE: ${cfg.name}: observed ${s.observed}, direct ${direct}`);

@@ -81,7 +81,8 @@ export function cpuSnapshot(pid: number): CpuSnapshot {
  *   late     threads started after the first snapshot: the WAL checkpointer worker (it starts once
  *            64 MiB are committed; Node cannot name a worker's thread, so this is how it is told apart)
  *   server   the descendants (the FUSE server and anything it runs)
- * A thread that ended between the snapshots is missing (its CPU is not counted).
+ * A thread that ended between the snapshots is missing (its CPU is not counted). `first`: the
+ * snapshot that tells helpers from late threads, when it is earlier than `before`.
  */
 export interface CpuSplit {
   hot: number;
@@ -94,7 +95,7 @@ export interface CpuSplit {
   hotSwitches: number;
 }
 
-export function cpuSplit(before: CpuSnapshot, after: CpuSnapshot): CpuSplit {
+export function cpuSplit(before: CpuSnapshot, after: CpuSnapshot, first: CpuSnapshot = before): CpuSplit {
   const s: CpuSplit = { hot: 0, js: 0, derived: 0, helpers: 0, late: 0, server: after.childrenNs - before.childrenNs, hotSwitches: 0 };
   for (const [tid, t] of after.threads) {
     const b = before.threads.get(tid);
@@ -104,7 +105,7 @@ export function cpuSplit(before: CpuSnapshot, after: CpuSnapshot): CpuSplit {
       s.hot += ns;
       s.hotSwitches += t.switches - (b?.switches ?? 0);
     } else if (tid === after.pid) s.js += ns;
-    else if (b) s.helpers += ns;
+    else if (first.threads.has(tid)) s.helpers += ns;
     else s.late += ns;
   }
   return s;
