@@ -8,14 +8,19 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Database } from 'better-sqlite3';
 
-/** Frame bytes committed between two checkpoint requests: about what SQLite's automatic one waits for (1000 pages). */
-const CHECKPOINT_EVERY_BYTES = 48 * 1024 * 1024;
-/**
- * Frame bytes committed since the WAL last started over past which a flush first waits for the
- * checkpointer to catch up (see Checkpointer.catchUp): bounds the WAL file while the JS thread
- * commits without a pause, which keeps the WAL from ever starting over on its own.
- */
-const WAL_MAX_BYTES = 256 * 1024 * 1024;
+/** When the checkpointer asks for checkpoints and waits for them (frame bytes committed). */
+export interface CheckpointBytes {
+  /** Between two checkpoint requests: about what SQLite's automatic one waits for (1000 pages). */
+  every: number;
+  /**
+   * Since the last catch-up, past which a flush first waits for the checkpointer to have copied the
+   * whole WAL (see Checkpointer.catchUp): bounds the WAL file while the JS thread commits without
+   * a pause, which keeps the WAL from ever starting over on its own.
+   */
+  walMax: number;
+}
+
+export const CHECKPOINT_BYTES: CheckpointBytes = { every: 48 * 1024 * 1024, walMax: 256 * 1024 * 1024 };
 /** The automatic checkpoint's threshold in pages (SQLite's default), restored when the checkpointer stops. */
 const AUTOCHECKPOINT_PAGES = 1000;
 
@@ -66,6 +71,7 @@ export class Checkpointer {
   constructor(
     private readonly db: Database,
     file: string,
+    private readonly bytes: CheckpointBytes = CHECKPOINT_BYTES,
   ) {
     const data: CheckpointerData = { shared: this.shared.buffer as SharedArrayBuffer, file };
     this.worker = new Worker(workerFile(), { workerData: data });
@@ -80,31 +86,34 @@ export class Checkpointer {
     return Atomics.load(this.shared, CK_STATE) === CkState.failed;
   }
 
-  /** After a commit of `bytes` frame bytes: asks for a checkpoint every CHECKPOINT_EVERY_BYTES. */
+  /** After a commit of `bytes` frame bytes: asks for a checkpoint every `bytes.every`. */
   committed(bytes: number): void {
     this.sinceRequest += bytes;
     this.sinceRestart += bytes;
-    if (this.sinceRequest < CHECKPOINT_EVERY_BYTES) return;
+    if (this.sinceRequest < this.bytes.every) return;
     this.sinceRequest = 0;
     this.request();
   }
 
   /**
-   * Before a commit: when the WAL has not started over for WAL_MAX_BYTES, waits for the worker to
+   * Before a commit: when the WAL has not started over for `bytes.walMax`, waits for the worker to
    * copy all of it, so that the commit starts the WAL over (SQLite does that in the first write
    * transaction that finds the WAL wholly checkpointed and no reader in it). One attempt: a
    * reader holding an old snapshot keeps any checkpoint from finishing, and then the WAL grows
    * as it would with SQLite's own checkpoints.
    */
   catchUp(): void {
-    if (this.sinceRestart < WAL_MAX_BYTES) return;
+    if (this.sinceRestart < this.bytes.walMax) return;
     this.sinceRestart = 0;
-    this.sinceRequest = 0;
-    // The checkpoint in progress may have started before the last commits: wait for it, then ask
-    // for one more (a short one) that covers them.
-    this.wait(this.generation);
-    if (Atomics.load(this.shared, CK_CAUGHT_UP) === 1) return;
-    this.request();
+    // A checkpoint copies what was committed before it started, so CK_CAUGHT_UP only speaks for
+    // the commits up to the last request. With commits since (the usual case), ask for one more
+    // that covers them and wait for it. Trusting the last result instead let the WAL of a full
+    // capture grow without bound: 1.3 GiB after 12 s of fio 4k reads with the derivation paused,
+    // the checkpointer copying all of it each time and the WAL never starting over.
+    if (this.sinceRequest > 0) {
+      this.sinceRequest = 0;
+      this.request();
+    }
     this.wait(this.generation);
   }
 

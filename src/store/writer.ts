@@ -1,7 +1,7 @@
 import type { Database, Statement } from 'better-sqlite3';
 import { BatchPages, type DecodedBatch } from './batch-read.js';
 import { decodeBatch, encodeBatches, type BatchInfo } from './batch.js';
-import { Checkpointer } from './checkpointer.js';
+import { Checkpointer, type CheckpointBytes } from './checkpointer.js';
 import { isSqliteBusy } from './db.js';
 import { FrameIndexer } from './derive.js';
 
@@ -127,6 +127,12 @@ export interface TraceWriterOptions {
    * patches, procs, lost frames and counters; a Deriver derives the rest on another connection.
    */
   derive?: 'inline' | 'deferred';
+  /**
+   * When the WAL checkpoints move to a worker thread and how often it is asked to checkpoint
+   * (frame bytes committed; defaults: CHECKPOINTER_AFTER_BYTES and checkpointer.ts
+   * CHECKPOINT_BYTES). Tests make them small to see many WAL cycles in a few MiB.
+   */
+  checkpoints?: CheckpointBytes & { after: number };
 }
 
 /** A packed batch waiting for the next flush. */
@@ -177,9 +183,12 @@ export class TraceWriter {
   /** The connection's busy_timeout (ms), restored once a commit gets through after the file was locked. */
   private readonly busyTimeout: number;
   private lockedByOther = false;
+  /** TraceWriterOptions.checkpoints (undefined: the defaults). */
+  private readonly checkpointBytes: (CheckpointBytes & { after: number }) | undefined;
 
   constructor(db: Database, opts: TraceWriterOptions = {}) {
     const mode = opts.derive ?? 'inline';
+    this.checkpointBytes = opts.checkpoints;
     if (mode !== 'inline' && mode !== 'deferred') throw new TypeError(`TraceWriter: derive must be 'inline' or 'deferred', not ${String(mode)}`);
     this.db = db;
     this.mode = mode;
@@ -482,13 +491,13 @@ export class TraceWriter {
     }
     if (this.committedBytes < 0) return;
     this.committedBytes += bytes;
-    if (this.committedBytes < CHECKPOINTER_AFTER_BYTES) return;
+    if (this.committedBytes < (this.checkpointBytes?.after ?? CHECKPOINTER_AFTER_BYTES)) return;
     this.committedBytes = -1;
     // A file on disk only (not ':memory:' or a temporary database: no second connection can open those).
     if (this.db.memory || this.db.name === '' || this.db.readonly) return;
     if (process.env.FUSETRACE_CHECKPOINTER === '0') return;
     try {
-      this.checkpointer = new Checkpointer(this.db, this.db.name);
+      this.checkpointer = new Checkpointer(this.db, this.db.name, this.checkpointBytes);
     } catch {
       // No thread to be had: the frames are committed, SQLite keeps checkpointing by itself.
     }
