@@ -18,6 +18,19 @@ import type { DeriveMessage, DeriveReport, DeriverData } from './deriver.js';
  * so steps stay short.
  */
 const STEP_FRAMES = 1024;
+/**
+ * This connection's automatic checkpoint while the recording runs, in WAL pages (64 KiB). The
+ * recorder's checkpointer thread copies the WAL and lets it start over every 256 MiB of frames
+ * (src/store/checkpointer.ts). At SQLite's default (1000 pages) this connection checkpointed too,
+ * after most of its steps once a full capture had the WAL past 64 MiB: a quarter of this thread's
+ * CPU (perf, fio 4k), at its low priority, holding the checkpoint lock the recorder's catch-up then
+ * waited for or missed (WAL peaks of 0.8-1.3 GiB in 40 s captures). Not off: while the recorder
+ * commits nothing (a quiet mount) and this thread catches up a backlog, its steps alone grow the
+ * WAL (8-21 pages each), and this bounds it.
+ */
+const RECORDING_AUTOCHECKPOINT_PAGES = 8192;
+/** SQLite's default, once the recording has ended. */
+const AUTOCHECKPOINT_PAGES = 1000;
 /** How long a step waits for the recorder's commit to end before it goes ahead anyway (the commit waits for the lock then). */
 const TURN_WAIT_MS = 1000;
 
@@ -100,6 +113,7 @@ function post(r: DeriveReport): void {
 settle();
 let deriver: Deriver;
 const db = openTraceDb(data.file);
+db.pragma(`wal_autocheckpoint = ${RECORDING_AUTOCHECKPOINT_PAGES}`);
 try {
   deriver = new Deriver(db, data.session, { attached: data.attached });
 } catch (err) {
@@ -265,6 +279,12 @@ port.on('message', (m: DeriveMessage) => {
     stop();
   } else if (m.type === 'finish') {
     finishReason = m.endReason;
+    // The recorder stops committing, and its checkpointer with it: this connection keeps the WAL short from now on.
+    try {
+      db.pragma(`wal_autocheckpoint = ${AUTOCHECKPOINT_PAGES}`);
+    } catch {
+      // the next step reports what is wrong with the file
+    }
     startBurst();
   } else {
     committed();

@@ -263,7 +263,8 @@ export class FramePipeline {
         continue;
       }
       this.uncommitted++;
-      this.guarded(() => this.writer.addBatch(d.frames.subarray(b.off, b.off + b.size), b, b.heads));
+      // addBatch commits by itself past the writer's flush size: hold the derivation's turn as flush() does.
+      this.guarded(() => this.deriver.writing(() => this.writer.addBatch(d.frames.subarray(b.off, b.off + b.size), b, b.heads)));
     }
     for (const [seq, fwdNs, writeErrno] of d.patches) this.guarded(() => this.writer.addPatch(seq, fwdNs === 0n ? null : fwdNs, writeErrno));
     if (this.storeFailure !== undefined) {

@@ -29,6 +29,7 @@ export const CK_REQUEST = 0; // generation the writer asks to have checkpointed 
 export const CK_DONE = 1; // generation of the last finished checkpoint (-1: the worker failed)
 export const CK_CAUGHT_UP = 2; // 1 when that checkpoint copied the whole WAL (log == checkpointed)
 export const CK_STATE = 3; // one of CkState
+export const CK_RESTART = 4; // the generation the writer waits on to start the WAL over (catchUp): checkpointed in RESTART mode
 /** Values of the CK_STATE slot. */
 export const CkState = { starting: 0, running: 1, closed: 2, failed: 3 } as const;
 
@@ -62,7 +63,7 @@ function workerFile(): string {
  * recovers a WAL whose checkpoint was cut short by SIGKILL.
  */
 export class Checkpointer {
-  private readonly shared = new Int32Array(new SharedArrayBuffer(16));
+  private readonly shared = new Int32Array(new SharedArrayBuffer(20));
   private readonly worker: Worker;
   private generation = 0;
   private sinceRequest = 0;
@@ -105,15 +106,17 @@ export class Checkpointer {
   catchUp(): void {
     if (this.sinceRestart < this.bytes.walMax) return;
     this.sinceRestart = 0;
-    // A checkpoint copies what was committed before it started, so CK_CAUGHT_UP only speaks for
-    // the commits up to the last request. With commits since (the usual case), ask for one more
-    // that covers them and wait for it. Trusting the last result instead let the WAL of a full
-    // capture grow without bound: 1.3 GiB after 12 s of fio 4k reads with the derivation paused,
-    // the checkpointer copying all of it each time and the WAL never starting over.
-    if (this.sinceRequest > 0) {
-      this.sinceRequest = 0;
-      this.request();
-    }
+    // A checkpoint copies what was committed before it started, so the last one only speaks for
+    // the commits before the last request: trusting it let the WAL of a full capture grow without
+    // bound (1.3 GiB after 12 s of fio 4k reads with the derivation paused, the checkpointer copying
+    // all of it each time and the WAL never starting over). So one more, covering every commit, in
+    // RESTART mode: a PASSIVE checkpoint gives up at once when the derivation's connection is
+    // checkpointing (SQLITE_BUSY), and copies no further than a reader's snapshot; RESTART waits
+    // for both, briefly (checkpointer-worker.ts RESTART_WAIT_MS), and for the readers to leave the
+    // WAL, so that this writer's next transaction starts it over. The derivation starts no step
+    // meanwhile (deriver.ts writing(): the flush holds its turn).
+    this.sinceRequest = 0;
+    this.request(true);
     this.wait(this.generation);
   }
 
@@ -129,8 +132,9 @@ export class Checkpointer {
     this.db.pragma(`wal_autocheckpoint = ${AUTOCHECKPOINT_PAGES}`);
   }
 
-  private request(): void {
+  private request(restart = false): void {
     this.generation++;
+    if (restart) Atomics.store(this.shared, CK_RESTART, this.generation);
     Atomics.store(this.shared, CK_REQUEST, this.generation);
     Atomics.notify(this.shared, CK_REQUEST);
   }

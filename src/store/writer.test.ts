@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { prng as rng } from '../util/prng.js';
 import { openTraceDb } from './db.js';
@@ -373,6 +374,55 @@ describe('TraceWriter + TraceReader', () => {
     let ok = 0;
     for (const f of reader.frames(id)) if (f.seq === seq && f.data.length === size && f.data[size - 1] === (seq++ & 0xff)) ok++;
     expect(ok).toBe(768);
+    db.close();
+  }, 60_000);
+
+  it('starts the WAL over at each catch-up while another thread keeps reading the trace', async () => {
+    const file = path.join(dir, 'readers.db');
+    const db = openTraceDb(file, { create: true });
+    const mib = 1024 * 1024;
+    const w = new TraceWriter(db, { checkpoints: { after: mib, every: 3 * mib, walMax: 16 * mib } });
+    const id = w.beginSession({ command: ['x'], startedWallNs: 1n, startedMonoNs: 1n });
+    // Like a live `tui` or the derivation thread between the recorder's commits: read transactions
+    // of 20 ms every 50 ms, each holding a snapshot that keeps a PASSIVE checkpoint short of the
+    // last commits and the WAL from starting over.
+    const stop = new Int32Array(new SharedArrayBuffer(4));
+    const reader = new Worker(
+      `const { workerData } = require('node:worker_threads');
+       const Database = require('better-sqlite3');
+       const db = new Database(workerData.file, { readonly: true });
+       const stop = new Int32Array(workerData.stop);
+       const nap = new Int32Array(new SharedArrayBuffer(4));
+       const count = db.prepare('SELECT count(*) FROM batches');
+       const begin = db.prepare('BEGIN'), commit = db.prepare('COMMIT');
+       while (Atomics.load(stop, 0) === 0) {
+         begin.run(); count.get(); Atomics.wait(nap, 0, 0, 20); commit.run(); Atomics.wait(nap, 0, 0, 30);
+       }
+       db.close();`,
+      { eval: true, workerData: { file, stop: stop.buffer } },
+    );
+    const exited = new Promise((resolve) => reader.once('exit', resolve));
+    const size = 128 * 1024 + 16;
+    let maxWal = 0;
+    try {
+      for (let c = 0; c < 96; c++) {
+        const frames = Array.from({ length: 8 }, (_, k) => {
+          const seq = c * 8 + k;
+          return { seq, tsNs: BigInt(seq), fwdNs: null, dir: 1 as const, unique: BigInt(seq), opcode: null, error: 0, len: size, data: Buffer.alloc(size, seq & 0xff), writeErrno: 0 };
+        });
+        w.addFrames(frames);
+        w.flush();
+        maxWal = Math.max(maxWal, fs.statSync(`${file}-wal`).size);
+      }
+    } finally {
+      Atomics.store(stop, 0, 1);
+      await exited;
+    }
+    // As in the test above (25.6 MB without the reader). With PASSIVE catch-ups the WAL started
+    // over only when a catch-up happened to fall between two read transactions.
+    expect(maxWal).toBeLessThan(28 * mib);
+    w.close();
+    expect(new TraceReader(db).frameCount(id)).toBe(768);
     db.close();
   }, 60_000);
 
