@@ -108,14 +108,20 @@ interface Sample {
    * cache and V8's heaps growing: fresh pages, each ~8-11 us at first touch on the 2-vCPU test VM),
    * which a 3 s run spreads over its frames; this is what every further second of a long capture costs.
    */
-  steady?: { cpu: CpuSplit; frames: number };
+  steady?: { cpu: CpuSplit; frames: number; derived: number };
 }
 
-/** Frames committed to the trace so far (a reader's view of the live file: commits lag by the 100 ms commit period). */
-function committedFrames(db: string): number {
+/**
+ * Frames committed to the trace so far, and how far the derivation has got (sessions.derived, a
+ * seq): a reader's view of the live file, commits lag by the 100 ms commit period. The derivation
+ * runs in bursts and lags, so its CPU over a window is per frame it derived in it, not committed.
+ */
+function progress(db: string): { frames: number; derived: number } {
   const r = openTraceDb(db, { readonly: true });
   try {
-    return r.prepare('SELECT coalesce(sum(count), 0) FROM batches').pluck().get() as number;
+    const frames = r.prepare('SELECT coalesce(sum(count), 0) FROM batches').pluck().get() as number;
+    const derived = r.prepare('SELECT coalesce(max(derived), 0) FROM sessions').pluck().get() as number;
+    return { frames, derived };
   } finally {
     r.close();
   }
@@ -176,12 +182,13 @@ async function measure(cfg: Config, w: Workload, server: string, src: string, wo
     const idle = cpuSplit(idle0, before);
     // Half-way through a time-based run (see Sample.steady).
     const ms = cfg.kind === 'record' ? workloadMs(w) : undefined;
-    let half: { cpu: CpuSnapshot; frames: number } | undefined;
-    const halfTimer = ms === undefined ? undefined : setTimeout(() => (half = { cpu: cpuSnapshot(fs.pid), frames: committedFrames(db) }), ms / 2);
+    let half: { cpu: CpuSnapshot; at: { frames: number; derived: number } } | undefined;
+    const halfTimer = ms === undefined ? undefined : setTimeout(() => (half = { cpu: cpuSnapshot(fs.pid), at: progress(db) }), ms / 2);
     const r = await runWorkload(w, fs.mountpoint).finally(() => clearTimeout(halfTimer));
     const after = cpuSnapshot(fs.pid);
     const cpu = cpuSplit(before, after);
-    const steady = half && { cpu: cpuSplit(half.cpu, after, before), frames: committedFrames(db) - half.frames };
+    const end = half && progress(db);
+    const steady = half && end && { cpu: cpuSplit(half.cpu, after, before), frames: end.frames - half.at.frames, derived: end.derived - half.at.derived };
     if (cfg.kind !== 'record') {
       // The server itself is the process: all its threads are the server's.
       cpu.server += cpu.hot + cpu.js + cpu.helpers + cpu.late;
@@ -307,10 +314,13 @@ function report(w: Workload, samples: Map<string, Sample[]>): void {
       const st = ss.filter((s) => s.steady !== undefined && s.steady.frames > 0).map((s) => s.steady!);
       if (st.length > 0) {
         const per = (f: (c: CpuSplit) => number) => spread(st.map((x) => f(x.cpu) / 1000 / x.frames), 2);
+        // The derivation per frame it derived in the window (none: '-'), the rest per frame committed.
+        const derived = spread(st.map((x) => (x.derived > 0 ? x.cpu.derived / 1000 / x.derived : NaN)), 2);
+        const all = spread(st.map((x) => ((x.cpu.hot + x.cpu.js + x.cpu.helpers + x.cpu.late) / x.frames + (x.derived > 0 ? x.cpu.derived / x.derived : NaN)) / 1000), 2);
         notes.push(
-          `${cfg.name}, second half of the run (warm-up left out; ${spread(st.map((x) => x.frames), 0)} frames): ` +
-            `hot ${per((c) => c.hot + c.js)} (pump ${per((c) => c.hot)} + JS ${per((c) => c.js)}), derived ${per((c) => c.derived)}, ` +
-            `helpers ${per((c) => c.helpers)}, ckpt ${per((c) => c.late)}, recorder ${per((c) => c.hot + c.js + c.derived + c.helpers + c.late)} us/frame`,
+          `${cfg.name}, second half of the run (warm-up left out; ${spread(st.map((x) => x.frames), 0)} frames committed, ` +
+            `${spread(st.map((x) => x.derived), 0)} derived): hot ${per((c) => c.hot + c.js)} (pump ${per((c) => c.hot)} + JS ${per((c) => c.js)}), ` +
+            `derived ${derived} per frame derived, helpers ${per((c) => c.helpers)}, ckpt ${per((c) => c.late)}, recorder ${all} us/frame`,
         );
       }
     }
