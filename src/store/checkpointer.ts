@@ -27,7 +27,7 @@ const AUTOCHECKPOINT_PAGES = 1000;
 /** Slots of the Int32Array shared with the checkpointer worker (checkpointer-worker.ts). */
 export const CK_REQUEST = 0; // generation the writer asks to have checkpointed (bumped after commits; -1: stop)
 export const CK_DONE = 1; // generation of the last finished checkpoint (-1: the worker failed)
-export const CK_CAUGHT_UP = 2; // 1 when that checkpoint copied the whole WAL (log == checkpointed)
+export const CK_CAUGHT_UP = 2; // 1 when that checkpoint copied the whole WAL (log == checkpointed) and, a RESTART, saw the readers leave it
 export const CK_STATE = 3; // one of CkState
 export const CK_RESTART = 4; // the generation the writer waits on to start the WAL over (catchUp): checkpointed in RESTART mode
 /** Values of the CK_STATE slot. */
@@ -118,6 +118,9 @@ export class Checkpointer {
     this.sinceRequest = 0;
     this.request(true);
     this.wait(this.generation);
+    // Something stayed in the way past the wait (a long read transaction, a slow checkpoint of the
+    // derivation's connection): try again after a quarter of the interval rather than a whole one.
+    if (Atomics.load(this.shared, CK_CAUGHT_UP) !== 1) this.sinceRestart = (this.bytes.walMax * 3) / 4;
   }
 
   /** Stops the worker and waits until its connection is closed; the writer checkpoints itself again. */
