@@ -99,9 +99,9 @@ export class Checkpointer {
   /**
    * Before a commit: when the WAL has not started over for `bytes.walMax`, waits for the worker to
    * copy all of it, so that the commit starts the WAL over (SQLite does that in the first write
-   * transaction that finds the WAL wholly checkpointed and no reader in it). One attempt: a
-   * reader holding an old snapshot keeps any checkpoint from finishing, and then the WAL grows
-   * as it would with SQLite's own checkpoints.
+   * transaction that finds the WAL wholly checkpointed and no reader in it). A reader that keeps
+   * an old snapshot past the wait keeps any checkpoint from finishing: the WAL then grows, and the
+   * next attempt comes sooner.
    */
   catchUp(): void {
     if (this.sinceRestart < this.bytes.walMax) return;
