@@ -103,10 +103,11 @@ interface Sample {
   /** ms from the workload's end until fusetrace exited (unmount, the derivation catching up, indexes). */
   endMs?: number;
   /**
-   * The second half of a time-based workload: the recorder's CPU by thread and the frames committed
-   * meanwhile. Its first half carries the recorder's warm-up (the pump's queue regions, SQLite's page
-   * cache and V8's heaps growing: fresh pages, each ~8-11 us at first touch on the 2-vCPU test VM),
-   * which a 3 s run spreads over its frames; this is what every further second of a long capture costs.
+   * The second half of a time-based workload: the recorder's CPU by thread, and the frames committed
+   * and derived meanwhile. Its first half carries the recorder's warm-up (the pump's queue regions,
+   * SQLite's page cache and V8's heaps growing: fresh pages, each ~8-11 us at first touch on the
+   * 2-vCPU test VM), which a 3 s run spreads over its frames; this is what every further second of a
+   * long capture costs.
    */
   steady?: { cpu: CpuSplit; frames: number; derived: number };
 }
@@ -183,11 +184,22 @@ async function measure(cfg: Config, w: Workload, server: string, src: string, wo
     // Half-way through a time-based run (see Sample.steady).
     const ms = cfg.kind === 'record' ? workloadMs(w) : undefined;
     let half: { cpu: CpuSnapshot; at: { frames: number; derived: number } } | undefined;
-    const halfTimer = ms === undefined ? undefined : setTimeout(() => (half = { cpu: cpuSnapshot(fs.pid), at: progress(db) }), ms / 2);
+    const halfTimer = ms === undefined ? undefined : setTimeout(() => {
+      try {
+        half = { cpu: cpuSnapshot(fs.pid), at: progress(db) };
+      } catch {
+        // The live file could not be read just then: this run has no second-half figures.
+      }
+    }, ms / 2);
     const r = await runWorkload(w, fs.mountpoint).finally(() => clearTimeout(halfTimer));
     const after = cpuSnapshot(fs.pid);
     const cpu = cpuSplit(before, after);
-    const end = half && progress(db);
+    let end: { frames: number; derived: number } | undefined;
+    try {
+      end = half && progress(db);
+    } catch {
+      end = undefined; // as at half-way
+    }
     const steady = half && end && { cpu: cpuSplit(half.cpu, after, before), frames: end.frames - half.at.frames, derived: end.derived - half.at.derived };
     if (cfg.kind !== 'record') {
       // The server itself is the process: all its threads are the server's.

@@ -81,8 +81,7 @@ export function cpuSnapshot(pid: number): CpuSnapshot {
  *   late     threads started after the first snapshot: the WAL checkpointer worker (it starts once
  *            64 MiB are committed; Node cannot name a worker's thread, so this is how it is told apart)
  *   server   the descendants (the FUSE server and anything it runs)
- * A thread that ended between the snapshots is missing (its CPU is not counted). `first`: the
- * snapshot that tells helpers from late threads, when it is earlier than `before`.
+ * A thread that ended between the snapshots is missing (its CPU is not counted).
  */
 export interface CpuSplit {
   hot: number;
@@ -95,6 +94,7 @@ export interface CpuSplit {
   hotSwitches: number;
 }
 
+/** The CPU between `before` and `after`; `first`, when earlier than `before`, tells helpers from late threads. */
 export function cpuSplit(before: CpuSnapshot, after: CpuSnapshot, first: CpuSnapshot = before): CpuSplit {
   const s: CpuSplit = { hot: 0, js: 0, derived: 0, helpers: 0, late: 0, server: after.childrenNs - before.childrenNs, hotSwitches: 0 };
   for (const [tid, t] of after.threads) {
