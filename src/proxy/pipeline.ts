@@ -255,17 +255,19 @@ export class FramePipeline {
     for (const [pid, comm] of d.procs) this.guarded(() => this.writer.addProc(pid, comm));
     // Uniques of dropped frames (record --lossy): their requests are labelled `lost` at the end.
     if (d.lost.length > 0) this.guarded(() => this.writer.addLost(d.lost));
-    for (const b of d.batches) {
-      // A batch after the one whose automatic flush found the disk full never reaches the writer:
-      // counted here, as discardBuffered counted those it held, or the summary would claim them.
-      if (this.storeFailure !== undefined) {
-        this.notKept += b.count;
-        continue;
+    // addBatch commits by itself past the writer's flush size: the derivation's turn is held as in flush().
+    this.deriver.writing(() => {
+      for (const b of d.batches) {
+        // A batch after the one whose automatic flush found the disk full never reaches the writer:
+        // counted here, as discardBuffered counted those it held, or the summary would claim them.
+        if (this.storeFailure !== undefined) {
+          this.notKept += b.count;
+          continue;
+        }
+        this.uncommitted++;
+        this.guarded(() => this.writer.addBatch(d.frames.subarray(b.off, b.off + b.size), b, b.heads));
       }
-      this.uncommitted++;
-      // addBatch commits by itself past the writer's flush size: hold the derivation's turn as flush() does.
-      this.guarded(() => this.deriver.writing(() => this.writer.addBatch(d.frames.subarray(b.off, b.off + b.size), b, b.heads)));
-    }
+    });
     for (const [seq, fwdNs, writeErrno] of d.patches) this.guarded(() => this.writer.addPatch(seq, fwdNs === 0n ? null : fwdNs, writeErrno));
     if (this.storeFailure !== undefined) {
       // The writer failed in the middle of this drain: its region is not referenced any more.
