@@ -302,7 +302,7 @@ function report(w: Workload, samples: Map<string, Sample[]>): void {
     const rel = ss.map((s) => (m.higherIsBetter ? s.value / base : base / s.value));
     const target = cfg.target?.[w];
     const verdict = target === undefined ? '' : `>= ${target.toFixed(2)} ${median(rel) >= target ? 'met' : 'MISSED'}`;
-    const perFrame = (k: keyof CpuSplit) => spread(ss.map((s) => s.cpu[k] / 1000 / (s.frames ?? NaN)), 2);
+    const perFrame = (k: Exclude<keyof CpuSplit, 'faults'>) => spread(ss.map((s) => s.cpu[k] / 1000 / (s.frames ?? NaN)), 2);
     // hot: everything a frame costs before it is durable (the pump's threads and the JS thread's
     // drain, INSERT per batch and commit); derived: the derivation thread over the whole session.
     const hot = spread(ss.map((s) => (s.cpu.hot + s.cpu.js) / 1000 / (s.frames ?? NaN)), 2);
@@ -333,6 +333,14 @@ function report(w: Workload, samples: Map<string, Sample[]>): void {
           `${cfg.name}, second half of the run (warm-up left out; ${spread(st.map((x) => x.frames), 0)} frames committed, ` +
             `${spread(st.map((x) => x.derived), 0)} derived): hot ${per((c) => c.hot + c.js)} (pump ${per((c) => c.hot)} + JS ${per((c) => c.js)}), ` +
             `derived ${derived} per frame derived, helpers ${per((c) => c.helpers)}, ckpt ${per((c) => c.late)}, recorder ${all} us/frame`,
+        );
+        // Fresh pages in the steady state (thread-cpu.ts ThreadSample.minflt): each costs ~10 us here.
+        const pages = (f: (c: CpuSplit) => number, per: (x: (typeof st)[number]) => number) => spread(st.map((x) => (per(x) > 0 ? (1000 * f(x.cpu)) / per(x) : NaN)), 0);
+        const committed = (x: (typeof st)[number]) => x.frames;
+        notes.push(
+          `${cfg.name}, second half: fresh pages (minor faults) per 1000 frames: pump ${pages((c) => c.faults.hot, committed)}, ` +
+            `JS ${pages((c) => c.faults.js, committed)}, derivation ${pages((c) => c.faults.derived, (x) => x.derived)} (per 1000 derived), ` +
+            `helpers ${pages((c) => c.faults.helpers, committed)}, ckpt ${pages((c) => c.faults.late, committed)}`,
         );
       }
     }
