@@ -21,6 +21,14 @@ export interface CheckpointBytes {
 }
 
 export const CHECKPOINT_BYTES: CheckpointBytes = { every: 48 * 1024 * 1024, walMax: 256 * 1024 * 1024 };
+/**
+ * At most this much (frame bytes committed) left for a catch-up's RESTART checkpoint to copy: it
+ * blocks the recorder's commits while it copies and syncs (Checkpointer.catchUp). Smaller when the
+ * checkpoints come more often (tests).
+ */
+const RESTART_BYTES = 8 * 1024 * 1024;
+/** PASSIVE copies a catch-up makes before its RESTART, whatever they leave behind. */
+const MAX_COPIES = 2;
 /** The automatic checkpoint's threshold in pages (SQLite's default), restored when the checkpointer stops. */
 const AUTOCHECKPOINT_PAGES = 1000;
 
@@ -68,6 +76,15 @@ export class Checkpointer {
   private generation = 0;
   private sinceRequest = 0;
   private sinceRestart = 0;
+  /** The generation of a catch-up's PASSIVE copy under way (catchUp's first phase); 0: none. */
+  private copying = 0;
+  /** Frame bytes committed since that copy was asked for. */
+  private sinceCopy = 0;
+  /** PASSIVE copies of the catch-up under way. */
+  private copies = 0;
+  private restartCount = 0;
+  /** The connection's journal_size_limit before (restored by stop()). */
+  private readonly sizeLimit: number;
 
   constructor(
     private readonly db: Database,
@@ -80,6 +97,28 @@ export class Checkpointer {
     this.worker.unref();
     this.worker.on('error', () => undefined);
     db.pragma('wal_autocheckpoint = 0');
+    // The WAL keeps its size when it starts over, instead of being cut to the connection's limit
+    // (db.ts: 64 MiB) by the commit that starts it over: truncating the ~300 MiB a catch-up leaves
+    // took that commit 0.2-0.3 s of the recorder's JS thread (fio 4k, 55 MB/s into the trace), and
+    // the WAL then grew into newly allocated blocks again. The file is deleted when the trace is
+    // closed, and the limit comes back with stop().
+    this.sizeLimit = db.pragma('journal_size_limit', { simple: true }) as number;
+    db.pragma('journal_size_limit = -1');
+  }
+
+  /** RESTART checkpoints of catch-ups asked for so far (tests). */
+  get restarts(): number {
+    return this.restartCount;
+  }
+
+  /** A catch-up's PASSIVE copy was asked for and its RESTART has not been (tests). */
+  get catchingUp(): boolean {
+    return this.copying !== 0;
+  }
+
+  /** That copy (or every checkpoint asked for) is done (tests). */
+  copied(): boolean {
+    return Atomics.load(this.shared, CK_DONE) >= this.generation;
   }
 
   /** The worker died (could not open the file, SQLite failed): the writer checkpoints itself again. */
@@ -91,20 +130,42 @@ export class Checkpointer {
   committed(bytes: number): void {
     this.sinceRequest += bytes;
     this.sinceRestart += bytes;
+    this.sinceCopy += bytes;
     if (this.sinceRequest < this.bytes.every) return;
     this.sinceRequest = 0;
     this.request();
   }
 
   /**
-   * Before a commit: when the WAL has not started over for `bytes.walMax`, waits for the worker to
-   * copy all of it, so that the commit starts the WAL over (SQLite does that in the first write
-   * transaction that finds the WAL wholly checkpointed and no reader in it). A reader that keeps
-   * an old snapshot past the wait keeps any checkpoint from finishing: the WAL then grows, and the
-   * next attempt comes sooner.
+   * Before a commit: when the WAL has not started over for `bytes.walMax`, has the worker copy all
+   * of it, so that a commit starts the WAL over (SQLite does that in the first write transaction
+   * that finds the WAL wholly checkpointed and no reader in it). A reader that keeps an old
+   * snapshot past the wait keeps any checkpoint from finishing: the WAL then grows, and the next
+   * attempt comes sooner.
+   *
+   * In two phases, because the last one stops this thread: a RESTART checkpoint blocks new writers
+   * until it has copied and synced what it found (https://sqlite.org/c3ref/wal_checkpoint_v2.html),
+   * and this thread waits for it. Asked at once, with up to an interval of commits not yet copied
+   * (and synced: synchronous=NORMAL), it held the recorder's commits for 0.49-0.59 s at every
+   * catch-up (fio 4k, 55 MB/s into the trace), while the pump's queue grew by 30 MB into fresh
+   * memory and the server came within a second of waiting for room. So first PASSIVE checkpoints,
+   * which block nobody, until what they leave behind is at most RESTART_BYTES; then the RESTART.
    */
   catchUp(): void {
-    if (this.sinceRestart < this.bytes.walMax) return;
+    if (this.copying === 0) {
+      if (this.sinceRestart < this.bytes.walMax) return;
+      this.copyFirst();
+      return;
+    }
+    const copied = Atomics.load(this.shared, CK_DONE) >= this.copying || this.failed();
+    // Still copying: commits go on, up to a quarter of the interval more (a worker slow in a long
+    // checkpoint); then the RESTART, queued behind the copy, is waited for.
+    if (!copied && this.sinceCopy < this.bytes.walMax / 4) return;
+    if (copied && this.sinceCopy > this.restartBytes() && this.copies < MAX_COPIES) {
+      this.copyFirst();
+      return;
+    }
+    this.copying = 0;
     this.sinceRestart = 0;
     // A checkpoint copies what was committed before it started, so the last one only speaks for
     // the commits before the last request: trusting it let the WAL of a full capture grow without
@@ -116,11 +177,26 @@ export class Checkpointer {
     // WAL, so that this writer's next transaction starts it over. The derivation starts no step
     // meanwhile (deriver.ts writing(): the flush holds its turn).
     this.sinceRequest = 0;
+    this.restartCount++;
     this.request(true);
     this.wait(this.generation);
     // Something stayed in the way past the wait (a long read transaction, a slow checkpoint of the
     // derivation's connection): try again after a quarter of the interval rather than a whole one.
     if (Atomics.load(this.shared, CK_CAUGHT_UP) !== 1) this.sinceRestart = (this.bytes.walMax * 3) / 4;
+  }
+
+  /** Asks for a PASSIVE checkpoint of everything committed so far, the first phase of a catch-up. */
+  private copyFirst(): void {
+    this.copies = this.copying === 0 ? 1 : this.copies + 1;
+    this.sinceRequest = 0;
+    this.sinceCopy = 0;
+    this.request();
+    this.copying = this.generation;
+  }
+
+  /** What a catch-up's RESTART may find left to copy (see RESTART_BYTES). */
+  private restartBytes(): number {
+    return Math.min(RESTART_BYTES, this.bytes.every / 2);
   }
 
   /** Stops the worker and waits until its connection is closed; the writer checkpoints itself again. */
@@ -133,6 +209,7 @@ export class Checkpointer {
     }
     void this.worker.terminate();
     this.db.pragma(`wal_autocheckpoint = ${AUTOCHECKPOINT_PAGES}`);
+    this.db.pragma(`journal_size_limit = ${this.sizeLimit}`);
   }
 
   private request(restart = false): void {

@@ -379,10 +379,12 @@ describe('TraceWriter + TraceReader', () => {
   it('keeps starting the WAL over through a long full capture: each catch-up checkpoint covers the last commits', () => {
     const file = path.join(dir, 'cycles.db');
     const db = openTraceDb(file, { create: true });
-    // 16 MiB of frames since the last start-over and the commit that starts it over, each 128 KiB
-    // frame a batch of three 64 KiB pages: 25.6 MB measured, so under 28 MiB. Trusting a checkpoint
-    // that predates the last commits, the WAL started over once and then held all the rest (95 MB).
-    expect(cycleCapture(db, file)).toBeLessThan(28 * MIB);
+    // 16 MiB of frames since the last start-over, up to 4 MiB more committed while the catch-up's
+    // PASSIVE copy runs (checkpointer.ts catchUp), and the commit that starts it over, each 128 KiB
+    // frame a batch of three 64 KiB pages: 31.3-33.2 MB measured, so under 36 MiB (25.6 MB when the
+    // catch-up stopped the writer at once). Trusting a checkpoint that predates the last commits,
+    // the WAL started over once and then held all the rest (95 MB).
+    expect(cycleCapture(db, file)).toBeLessThan(36 * MIB);
     db.close();
   }, 60_000);
 
@@ -417,7 +419,7 @@ describe('TraceWriter + TraceReader', () => {
     }
     // As in the test above. With PASSIVE catch-ups the WAL started over only when a catch-up
     // happened to fall between two read transactions: 68-72 MB.
-    expect(maxWal).toBeLessThan(28 * MIB);
+    expect(maxWal).toBeLessThan(36 * MIB);
     db.close();
   }, 60_000);
 
