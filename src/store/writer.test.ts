@@ -423,6 +423,30 @@ describe('TraceWriter + TraceReader', () => {
     db.close();
   }, 60_000);
 
+  it("a recording ('deferred') writes through a small page cache and gives the connection its own back at close; 'inline' keeps it", () => {
+    const db = openTraceDb(path.join(dir, 'cache.db'), { create: true });
+    const own = db.pragma('cache_size', { simple: true }) as number;
+    expect(own).toBe(-32 * 1024); // db.ts: a writing connection's
+    const inline = new TraceWriter(db);
+    expect(db.pragma('cache_size', { simple: true })).toBe(own);
+    inline.close();
+    const w = new TraceWriter(db, { derive: 'deferred' });
+    // Every commit after another connection's drops the whole cache: the smaller it is, the fewer
+    // pages each commit gets fresh from the allocator (writer.ts RECORDING_CACHE_KIB).
+    expect(db.pragma('cache_size', { simple: true })).toBe(-4 * 1024);
+    const id = w.beginSession({ command: ['x'], startedWallNs: 1n, startedMonoNs: 1n });
+    // One flush larger than the cache (24 frames of 1 MiB): its first pages go to the WAL early.
+    w.addFrames(Array.from({ length: 24 }, (_, seq) => ({ seq, tsNs: BigInt(seq), fwdNs: null, dir: 1 as const, unique: BigInt(seq), opcode: null, error: 0, len: 1 << 20, data: Buffer.alloc(1 << 20, seq), writeErrno: 0 })));
+    w.flush();
+    w.close();
+    expect(db.pragma('cache_size', { simple: true })).toBe(own);
+    const reader = new TraceReader(db);
+    let ok = 0;
+    for (const f of reader.frames(id)) if (f.data.length === 1 << 20 && f.data[(1 << 20) - 1] === (f.seq & 0xff)) ok++;
+    expect(ok).toBe(24);
+    db.close();
+  });
+
   it('a full capture with the ledger creates no temp files (statement journals stay in memory)', async () => {
     // SQLite reads SQLITE_TMPDIR when it starts, so the writer runs in a child told to use tmp/.
     const { db: dbJs, writer: writerJs, ledger: ledgerJs } = compiledStore();
