@@ -335,12 +335,12 @@ function report(w: Workload, samples: Map<string, Sample[]>): void {
             `derived ${derived} per frame derived, helpers ${per((c) => c.helpers)}, ckpt ${per((c) => c.late)}, recorder ${all} us/frame`,
         );
         // Fresh pages in the steady state (thread-cpu.ts ThreadSample.minflt): each costs ~10 us here.
-        const pages = (f: (c: CpuSplit) => number, per: (x: (typeof st)[number]) => number) => spread(st.map((x) => (per(x) > 0 ? (1000 * f(x.cpu)) / per(x) : NaN)), 0);
-        const committed = (x: (typeof st)[number]) => x.frames;
+        // The derivation's per 1000 frames it derived, the rest per 1000 committed.
+        const pages = (role: keyof CpuSplit['faults']) =>
+          spread(st.map((x) => (role === 'derived' ? x.derived : x.frames)).map((n, i) => (n > 0 ? (1000 * st[i].cpu.faults[role]) / n : NaN)), 0);
         notes.push(
-          `${cfg.name}, second half: fresh pages (minor faults) per 1000 frames: pump ${pages((c) => c.faults.hot, committed)}, ` +
-            `JS ${pages((c) => c.faults.js, committed)}, derivation ${pages((c) => c.faults.derived, (x) => x.derived)} (per 1000 derived), ` +
-            `helpers ${pages((c) => c.faults.helpers, committed)}, ckpt ${pages((c) => c.faults.late, committed)}`,
+          `${cfg.name}, second half: fresh pages (minor faults) per 1000 frames: pump ${pages('hot')}, JS ${pages('js')}, ` +
+            `derivation ${pages('derived')} (per 1000 derived), helpers ${pages('helpers')}, ckpt ${pages('late')}`,
         );
       }
     }

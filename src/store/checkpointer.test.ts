@@ -24,6 +24,18 @@ function commit(db: ReturnType<typeof openTraceDb>, mib: number): void {
   for (let i = 0; i < mib; i++) ins.run(Buffer.alloc(MIB, i & 0xff));
 }
 
+/**
+ * Commits `mib` MiB and tells the checkpointer, as the writer does after a commit, then makes the
+ * catch-up check the writer makes before its next one. Returns whether a catch-up is under way and
+ * how many RESTARTs were asked for so far.
+ */
+function commitThrough(cp: Checkpointer, db: ReturnType<typeof openTraceDb>, mib: number): { catchingUp: boolean; restarts: number } {
+  commit(db, mib);
+  cp.committed(mib * MIB);
+  cp.catchUp();
+  return { catchingUp: cp.catchingUp, restarts: cp.restarts };
+}
+
 /** Waits (polling) until the worker has done every checkpoint asked for. */
 async function settle(cp: Checkpointer): Promise<void> {
   for (let i = 0; i < 500 && !cp.copied(); i++) await new Promise((r) => setTimeout(r, 10));
@@ -38,27 +50,15 @@ describe('Checkpointer', () => {
     const cp = new Checkpointer(db, file, { every: 4 * MIB, walMax: 16 * MIB });
     // While it runs the WAL keeps its size when it starts over (no truncation to the limit).
     expect(db.pragma('journal_size_limit', { simple: true })).toBe(-1);
-    commit(db, 16);
-    cp.committed(16 * MIB);
     // The interval is reached: the first phase asks for a copy and returns without waiting.
-    cp.catchUp();
-    expect(cp.catchingUp).toBe(true);
-    expect(cp.restarts).toBe(0);
+    expect(commitThrough(cp, db, 16)).toEqual({ catchingUp: true, restarts: 0 });
     await settle(cp);
     // Meanwhile more than the RESTART may copy (half an interval between requests, here 2 MiB)
     // was committed: one more PASSIVE copy, still no RESTART.
-    commit(db, 3);
-    cp.committed(3 * MIB);
-    cp.catchUp();
-    expect(cp.catchingUp).toBe(true);
-    expect(cp.restarts).toBe(0);
+    expect(commitThrough(cp, db, 3)).toEqual({ catchingUp: true, restarts: 0 });
     await settle(cp);
     // Little left: the RESTART, waited for; the next commit starts the WAL over.
-    commit(db, 1);
-    cp.committed(MIB);
-    cp.catchUp();
-    expect(cp.catchingUp).toBe(false);
-    expect(cp.restarts).toBe(1);
+    expect(commitThrough(cp, db, 1)).toEqual({ catchingUp: false, restarts: 1 });
     const before = fs.statSync(`${file}-wal`).size;
     commit(db, 1);
     expect(fs.statSync(`${file}-wal`).size).toBe(before); // written from its start, not appended
