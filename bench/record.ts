@@ -102,6 +102,8 @@ interface Sample {
   derivedNs?: number;
   /** ms from the workload's end until fusetrace exited (unmount, the derivation catching up, indexes). */
   endMs?: number;
+  /** The pump queue's regions and the bytes of them faulted in, over the whole session (native/frame_queue.h Region). */
+  queue?: { regions: number; faulted: number };
   /**
    * The second half of a time-based workload: the recorder's CPU by thread, and the frames committed
    * and derived meanwhile. Its first half carries the recorder's warm-up (the pump's queue regions,
@@ -210,9 +212,12 @@ async function measure(cfg: Config, w: Workload, server: string, src: string, wo
     const exit = await fs.stop(600_000);
     const endMs = Date.now() - stopAt;
     let derived: number | undefined;
+    let queue: Sample['queue'];
     if (cfg.kind === 'record') {
       try {
-        derived = (JSON.parse(readFileSync(`${db}.cpu.json`, 'utf8')) as { deriveNs: number }).deriveNs - derivedNs(before);
+        const end = JSON.parse(readFileSync(`${db}.cpu.json`, 'utf8')) as { deriveNs: number; queueRegions: number; queueFaulted: number };
+        derived = end.deriveNs - derivedNs(before);
+        queue = { regions: end.queueRegions, faulted: end.queueFaulted };
       } catch {
         derived = undefined; // the recorder failed before the end: its note says why
       }
@@ -222,7 +227,7 @@ async function measure(cfg: Config, w: Workload, server: string, src: string, wo
     const summary = /(\d+) frames \(\d+ bytes[^)]*\), \d+ errors?, (\d+) dropped/.exec(cfg.kind === 'record' ? fs.log() : '');
     if (cfg.kind === 'record' && !summary) throw new Error(`fusetrace record gave no summary (exit ${exit.code ?? exit.signal}):\n${fs.log().slice(-2000)}`);
     return {
-      ...r, cpu, idle, exitNote, derivedNs: derived, endMs, steady,
+      ...r, cpu, idle, exitNote, derivedNs: derived, endMs, steady, queue,
       frames: summary ? Number(summary[1]) : undefined, dropped: summary ? Number(summary[2]) : undefined,
     };
   } finally {
@@ -321,7 +326,9 @@ function report(w: Workload, samples: Map<string, Sample[]>): void {
       notes.push(
         `${cfg.name}: hot = pump threads ${perFrame('hot')} + JS thread ${perFrame('js')} us/frame; ` +
           `pump/ring context switches per 1000 frames ${spread(ss.map((s) => (1000 * s.cpu.hotSwitches) / (s.frames ?? NaN)), 0)}; ` +
-          `idle mount: hot ${idle('hot')} ms/s, js ${idle('js')} ms/s`,
+          `idle mount: hot ${idle('hot')} ms/s, js ${idle('js')} ms/s; ` +
+          `pump queue: ${spread(ss.map((s) => s.queue?.regions ?? NaN), 0)} regions, ` +
+          `${spread(ss.map((s) => (s.queue?.faulted ?? NaN) / 2 ** 20), 0)} MiB faulted in`,
       );
       const st = ss.filter((s) => s.steady !== undefined && s.steady.frames > 0).map((s) => s.steady!);
       if (st.length > 0) {

@@ -69,12 +69,12 @@ class Tracer {
   // JS thread. Detaches from every thread and joins the tracer thread. Idempotent.
   void Stop();
   // JS thread: see FrameQueue::Drain.
-  void Drain(uint8_t** frames, size_t* size, size_t* cap, size_t* count, uint64_t* watermark,
+  void Drain(Region* region, size_t* size, size_t* count, uint64_t* watermark,
              std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters,
              std::vector<uint64_t>* lost) {
-    queue_.Drain(frames, size, cap, count, watermark, procs, counters, lost);
+    queue_.Drain(region, size, count, watermark, procs, counters, lost);
   }
-  void Recycle(uint8_t* p, size_t cap) { queue_.Recycle(p, cap); }
+  void Recycle(Region r) { queue_.Recycle(r); }
   AttachStatus Status();
 
  private:

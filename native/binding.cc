@@ -145,7 +145,7 @@ using Leases = std::unordered_map<uint8_t*, Lease*>;
 
 struct Lease {
   std::shared_ptr<Leases> leases;
-  size_t cap;
+  fusetrace::Region region;  // as the queue handed it out (its capacity and faulted-in bytes)
   bool recycled;
 };
 
@@ -177,27 +177,28 @@ void SetDrainCommon(Napi::Env env, Napi::Object o, const std::vector<std::pair<u
   for (size_t i = 0; i < lost.size(); i++) la.Set(uint32_t(i), Napi::BigInt::New(env, lost[i]));
   o.Set("lost", la);
   o.Set("lostUnnamed", Napi::Number::New(env, double(c.lost_unnamed)));
+  o.Set("queueRegions", Napi::Number::New(env, double(c.regions)));
+  o.Set("queueFaulted", Napi::Number::New(env, double(c.faulted)));
 }
 
 // JS thread: drain() of a Pump or a Tracer (both hand out FrameQueue regions) as a JS object.
 template <class Source>
 Napi::Value DrainObject(Napi::Env env, Source& src, const std::shared_ptr<Leases>& leases) {
-  uint8_t* frames = nullptr;
+  fusetrace::Region region;
   size_t frames_size = 0;
-  size_t frames_cap = 0;
   size_t count = 0;
   std::vector<std::pair<uint32_t, std::string>> procs;
   fusetrace::QueueCounters c;
   uint64_t watermark = 0;
   std::vector<uint64_t> lost;
-  src.Drain(&frames, &frames_size, &frames_cap, &count, &watermark, &procs, &c, &lost);
+  src.Drain(&region, &frames_size, &count, &watermark, &procs, &c, &lost);
   Napi::Object o = Napi::Object::New(env);
-  if (frames == nullptr) {
+  if (region.p == nullptr) {
     o.Set("frames", Napi::Buffer<uint8_t>::New(env, 0));
   } else {
-    Lease* lease = new Lease{leases, frames_cap, false};
-    (*leases)[frames] = lease;
-    o.Set("frames", Napi::Buffer<uint8_t>::New(env, frames, frames_size, FreeRegion, lease));
+    Lease* lease = new Lease{leases, region, false};
+    (*leases)[region.p] = lease;
+    o.Set("frames", Napi::Buffer<uint8_t>::New(env, region.p, frames_size, FreeRegion, lease));
   }
   o.Set("count", Napi::Number::New(env, double(count)));
   o.Set("watermark", Napi::Number::New(env, double(watermark)));
@@ -215,34 +216,40 @@ Napi::Value DrainObject(Napi::Env env, Source& src, const std::shared_ptr<Leases
 template <class Source>
 Napi::Value DrainBatchesObject(Napi::Env env, Source& src, const std::shared_ptr<Leases>& leases, fusetrace::Batcher& batcher,
                                bool final) {
-  uint8_t* region = nullptr;
-  size_t size = 0, cap = 0, count = 0;
+  fusetrace::Region region;
+  size_t size = 0, count = 0;
   std::vector<std::pair<uint32_t, std::string>> procs;
   fusetrace::QueueCounters c;
   uint64_t watermark = 0;
   std::vector<uint64_t> lost;
-  src.Drain(&region, &size, &cap, &count, &watermark, &procs, &c, &lost);
+  src.Drain(&region, &size, &count, &watermark, &procs, &c, &lost);
   std::vector<fusetrace::BatchCut> cuts;
   std::vector<fusetrace::PatchOut> patches;
   bool copied = false;
   size_t out_size = 0, out_cap = 0;
-  auto alloc = [&src](size_t need, size_t* got) -> uint8_t* {
-    uint8_t* p = src.TakeSpare(need, got);
-    if (p != nullptr) return p;
-    p = static_cast<uint8_t*>(std::malloc(need));
-    *got = need;
-    if (p != nullptr) fusetrace::ByteBuf::Populate(p, need);
-    return p;
+  // The sorted copy's region (a queue region, or malloc()ed when larger than one).
+  fusetrace::Region copy;
+  auto alloc = [&src, &copy](size_t need, size_t* got) -> uint8_t* {
+    copy = src.TakeSpare(need);
+    if (copy.p == nullptr) {
+      copy.p = static_cast<uint8_t*>(std::malloc(need));
+      copy.cap = copy.touched = need;
+      if (copy.p != nullptr) ft_populate_write(copy.p, need);
+    }
+    *got = copy.cap;
+    return copy.p;
   };
-  uint8_t* out = batcher.Take(region, size, count, watermark, final, alloc, &copied, &out_size, &out_cap, &cuts, &patches);
+  uint8_t* out = batcher.Take(region.p, size, count, watermark, final, alloc, &copied, &out_size, &out_cap, &cuts, &patches);
   Napi::Object o = Napi::Object::New(env);
-  if (copied && region != nullptr) src.Recycle(region, cap);
+  if (copied) src.Recycle(region);
   if (out == nullptr) {
-    if (!copied && region != nullptr) src.Recycle(region, cap);
+    if (!copied) src.Recycle(region);
     o.Set("frames", Napi::Buffer<uint8_t>::New(env, 0));
     o.Set("recyclable", Napi::Boolean::New(env, false));
   } else {
-    Lease* lease = new Lease{leases, copied ? out_cap : cap, false};
+    // Out of memory, the batcher may have put the copy elsewhere (batcher.cc): then a plain buffer.
+    fusetrace::Region leased = !copied ? region : out == copy.p ? copy : fusetrace::Region{out, out_cap, out_cap};
+    Lease* lease = new Lease{leases, leased, false};
     (*leases)[out] = lease;
     o.Set("frames", Napi::Buffer<uint8_t>::New(env, out, out_size, FreeRegion, lease));
     o.Set("recyclable", Napi::Boolean::New(env, true));
@@ -291,7 +298,7 @@ Napi::Value RecycleRegion(const Napi::CallbackInfo& info, Source& src, const std
   Lease* lease = it->second;
   lease->recycled = true;  // the Buffer's finalizer must leave the region to the queue
   leases->erase(it);
-  src.Recycle(p, lease->cap);
+  src.Recycle(lease->region);
   return env.Undefined();
 }
 

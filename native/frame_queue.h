@@ -47,6 +47,8 @@ constexpr uint8_t FRAME_FLAG_PATCH = 2;
 
 struct QueueCounters {
   uint64_t frames = 0;         // frames handed to JS
+  uint64_t regions = 0;        // regions malloc()ed (see Region): a few per recording
+  uint64_t faulted = 0;        // region bytes faulted in (fresh memory, the first time each is filled)
   uint64_t bytes = 0;          // full frame bytes seen (before snaplen)
   uint64_t dropped = 0;        // frames forwarded but not recorded (queue full)
   uint64_t dropped_bytes = 0;
@@ -57,62 +59,69 @@ struct QueueCounters {
 // (lost_unnamed) and the store labels the session's incomplete requests conservatively.
 constexpr size_t kMaxLostUniques = 1u << 20;
 
-// A growable byte buffer that, unlike std::vector, does not zero what it grows into: the
-// pump copies up to 1 MiB frames into it and zeroing first would double the memory traffic.
-class ByteBuf {
+// A region of the queue: malloc()ed once at the queue's region size (FrameQueue::region_bytes_) and
+// never moved, grown or shrunk while the queue lives; its first `touched` bytes have been faulted
+// in. The pumps copy frames into regions and JS hands them back after the commit, so a recording
+// refills the same few regions: touching fresh memory costs a page fault and a zeroed page per 4 KiB
+// (about 10 us each on the 2-vCPU test VM), and the growable buffers regions used to be (1 MiB,
+// doubled as frames came, freed when more than two waited) did that for most drains: 101 of 235
+// drains of a 12 s fio 4k recording started from an empty buffer, and the ring thread spent 62% of
+// its CPU zeroing pages (perf, 2026-12-07).
+struct Region {
+  uint8_t* p = nullptr;
+  size_t cap = 0;
+  size_t touched = 0;
+};
+
+// The region the pumps fill: bytes [0, size) hold frames. Unlike std::vector it does not zero what
+// it grows into: the pump copies up to 1 MiB frames into it and zeroing first would double the
+// memory traffic.
+class RegionBuf {
  public:
-  ByteBuf() = default;
-  ByteBuf(const ByteBuf&) = delete;
-  ByteBuf& operator=(const ByteBuf&) = delete;
-  ~ByteBuf() { std::free(data_); }
-  uint8_t* data() { return data_; }
+  uint8_t* data() { return r_.p; }
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
-  // Appends `n` uninitialised bytes and returns where they start, or nullptr when out of memory.
-  uint8_t* Grow(size_t n) {
-    if (size_ + n > cap_) {
-      size_t cap = cap_ ? cap_ : (1u << 20);
-      while (cap < size_ + n) cap *= 2;
-      void* p = std::realloc(data_, cap);
-      if (!p) return nullptr;
-      Populate(static_cast<uint8_t*>(p) + cap_, cap - cap_);
-      data_ = static_cast<uint8_t*>(p);
-      cap_ = cap;
+  bool has_region() const { return r_.p != nullptr; }
+  // Appends `n` uninitialised bytes and returns where they start; nullptr when they do not fit.
+  // Faults pages in ahead of the copy, kFaultStep at a time, where the region was never touched.
+  uint8_t* Grow(size_t n, uint64_t* faulted) {
+    if (r_.p == nullptr || size_ + n > r_.cap) return nullptr;
+    if (size_ + n > r_.touched) {
+      size_t to = std::min(r_.cap, (size_ + n + kFaultStep - 1) / kFaultStep * kFaultStep);
+      ft_populate_write(r_.p + r_.touched, to - r_.touched);
+      *faulted += to - r_.touched;
+      r_.touched = to;
     }
-    uint8_t* at = data_ + size_;
+    uint8_t* at = r_.p + size_;
     size_ += n;
     return at;
   }
-  size_t capacity() const { return cap_; }
-  // Faults the pages of [p, p + n) in with one call (populate.h) instead of one page fault per
-  // 4 KiB as the pump copies frames in.
-  static void Populate(uint8_t* p, size_t n) { ft_populate_write(p, n); }
-  // Hands the memory (malloc()ed, `*cap` bytes) to the caller and leaves this buffer empty.
-  uint8_t* Release(size_t* size, size_t* cap) {
-    uint8_t* p = data_;
+  // Hands the region to the caller (its frames: the first *size bytes) and leaves this buffer without one.
+  Region Release(size_t* size) {
+    Region r = r_;
     *size = size_;
-    *cap = cap_;
-    data_ = nullptr;
-    size_ = cap_ = 0;
-    return p;
-  }
-  // Takes an empty malloc()ed region of `cap` bytes as storage; only when this buffer has none.
-  void Adopt(uint8_t* p, size_t cap) {
-    data_ = p;
+    r_ = Region{};
     size_ = 0;
-    cap_ = cap;
+    return r;
+  }
+  // Takes an empty region to fill; only when this buffer has none.
+  void Adopt(Region r) {
+    r_ = r;
+    size_ = 0;
   }
 
  private:
-  uint8_t* data_ = nullptr;
+  // Faulting in a page range takes one madvise() call (populate.h) instead of a fault per 4 KiB.
+  static constexpr size_t kFaultStep = 1u << 20;
+  Region r_;
   size_t size_ = 0;
-  size_t cap_ = 0;
 };
 
 class FrameQueue {
  public:
   FrameQueue(size_t max_bytes, size_t max_frames, uint32_t snaplen)
       : max_bytes_(max_bytes), max_frames_(max_frames), snaplen_(snaplen),
+        region_bytes_(max_bytes + kPatchBytes),
         wake_bytes_(max_bytes / 8), wake_frames_(max_frames / 8) {}
 
   // Any pump thread. The next sequence number; it stays "in flight" (holding
@@ -142,7 +151,7 @@ class FrameQueue {
     h.dir = 1;
     h.flags = FRAME_FLAG_PATCH;
     std::lock_guard<std::mutex> lock(mu_);
-    uint8_t* at = buf_.Grow(sizeof h);
+    uint8_t* at = GrowLocked(sizeof h);
     if (at) std::memcpy(at, &h, sizeof h);  // out of memory: the frame keeps fwd NULL
     if (at) count_++;
   }
@@ -165,7 +174,7 @@ class FrameQueue {
     size_t need = sizeof(FrameHeader) + ((cap + 7u) & ~size_t(7));
     counters_.bytes += hdr.len;
     uint8_t* at = nullptr;
-    if (buf_.size() + need > max_bytes_ || count_ >= max_frames_ || !(at = buf_.Grow(need))) {
+    if (buf_.size() + need > max_bytes_ || count_ >= max_frames_ || !(at = GrowLocked(need))) {
       counters_.dropped++;
       counters_.dropped_bytes += hdr.len;
       NoteLostLocked(hdr.unique);
@@ -233,29 +242,29 @@ class FrameQueue {
     return wake;
   }
 
-  // JS thread. Takes everything queued so far: *frames (malloc()ed, *frames_cap
-  // bytes; the caller free()s it or hands it back with Recycle(); nullptr when
-  // empty) holds *frames_size bytes.
+  // JS thread. Takes everything queued so far: *region (region->p nullptr when nothing was
+  // queued) holds *size bytes of frames; the caller hands it back with Recycle() (or free()s
+  // region->p).
   // *watermark: every seq below it has been pushed or dropped, so JS can hand
   // frames to the store in seq order (the reader and writer threads push
   // concurrently, after forwarding, so push order is not seq order).
-  void Drain(uint8_t** frames, size_t* frames_size, size_t* frames_cap, size_t* count, uint64_t* watermark,
+  void Drain(Region* region, size_t* size, size_t* count, uint64_t* watermark,
              std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters,
              std::vector<uint64_t>* lost) {
     std::lock_guard<std::mutex> lock(mu_);
     lost->swap(lost_);
     lost_.clear();
     *watermark = inflight_.empty() ? next_seq_ : inflight_.front();
-    *frames = buf_.Release(frames_size, frames_cap);
-    if (!spare_.empty()) {
-      // The largest: a region the queue outgrows is regrown, with fresh pages for the rest.
-      size_t best = 0;
-      for (size_t i = 1; i < spare_.size(); i++) {
-        if (spare_[i].second > spare_[best].second) best = i;
-      }
-      buf_.Adopt(spare_[best].first, spare_[best].second);
-      spare_.erase(spare_.begin() + best);
+    // An empty region stays here: handed out, a drain with nothing in it would cost a lease.
+    if (!buf_.empty()) {
+      *region = buf_.Release(size);
+    } else {
+      *region = Region{};
+      *size = 0;
     }
+    // The next frames go into the spare with the most memory already faulted in, or into a new
+    // region when the first of them comes (GrowLocked).
+    if (!buf_.has_region() && !spare_.empty()) buf_.Adopt(TakeSpareLocked());
     *count = count_;
     count_ = 0;
     procs->swap(procs_);
@@ -264,53 +273,102 @@ class FrameQueue {
     wake_pending_ = false;
   }
 
-  // JS thread: a drained region (from Drain, `cap` bytes) JS no longer reads. The pumps
-  // fill it again instead of a fresh malloc(): every fresh region of a full capture is
-  // new pages, one minor fault (and a kernel zeroing) per 4 KiB the pumps copy into, which
-  // was most of the writer thread's time on a 1 GiB read. Regions are as large as the
-  // queue grew while JS was busy (up to max_bytes_), so the spares are bounded by count
-  // (kSpareRegions) and together by max_bytes_: the memory kept is at most what the
-  // queue may hold anyway; the rest is freed.
-  void Recycle(uint8_t* p, size_t cap) {
+  // JS thread: a drained region (from Drain or TakeSpare) JS no longer reads. The pumps fill it
+  // again. Up to kSpareRegions wait, and together they keep at most max_bytes_ faulted in, the
+  // regions with the most first: past that a spare's memory is given back to the system
+  // (MADV_DONTNEED) and faulted in again if it is ever filled that far. Both bounds are the old
+  // growable buffers': the memory kept is at most what the queue may hold anyway. Anything else
+  // (a sorted copy too large for a region) is freed.
+  void Recycle(Region r) {
+    if (r.p == nullptr) return;
     std::lock_guard<std::mutex> lock(mu_);
-    if (buf_.capacity() == 0) {
-      buf_.Adopt(p, cap);
+    if (r.cap != region_bytes_) {
+      std::free(r.p);
       return;
     }
-    // Keep the largest regions that fit the bounds; free the others.
-    spare_.emplace_back(p, cap);
-    std::sort(spare_.begin(), spare_.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    if (!buf_.has_region()) {
+      buf_.Adopt(r);
+      return;
+    }
+    spare_.push_back(r);
+    std::sort(spare_.begin(), spare_.end(), [](const Region& a, const Region& b) { return a.touched > b.touched; });
+    while (spare_.size() > kSpareRegions) {
+      std::free(spare_.back().p);
+      spare_.pop_back();
+    }
     size_t kept = 0;
-    size_t n = 0;
-    for (; n < spare_.size() && n < kSpareRegions && kept + spare_[n].second <= max_bytes_; n++) kept += spare_[n].second;
-    for (size_t i = n; i < spare_.size(); i++) std::free(spare_[i].first);
-    spare_.resize(n);
+    for (Region& s : spare_) {
+      if (kept + s.touched > max_bytes_) Trim(&s, max_bytes_ - kept);
+      kept += s.touched;
+    }
   }
 
-  // JS thread: a recycled empty region of at least `need` bytes (the smallest that fits; its
-  // capacity in *cap), taken out of the spares; nullptr when none fits. The relay's drains come
-  // out of seq order and are sorted into a copy (batcher.h): into memory the pumps already
-  // touched, rather than fresh pages, which cost a page fault per 4 KiB at first touch (about
-  // 10 us each on the 2-vCPU test VM: 2.6 ms of the JS thread's time per 1 MiB frame).
-  uint8_t* TakeSpare(size_t need, size_t* cap) {
+  // JS thread: an empty region with at least `need` bytes faulted in, for the relay's sorted
+  // copy of a drain (batcher.h): a spare, else a new region. Region{} when `need` is more than a
+  // region holds (the caller then mallocs). Goes back with Recycle().
+  Region TakeSpare(size_t need) {
     std::lock_guard<std::mutex> lock(mu_);
-    size_t best = spare_.size();
-    for (size_t i = 0; i < spare_.size(); i++) {
-      if (spare_[i].second >= need && (best == spare_.size() || spare_[i].second < spare_[best].second)) best = i;
+    if (need > region_bytes_) return Region{};
+    Region r = spare_.empty() ? NewRegionLocked() : TakeSpareLocked();
+    if (r.p != nullptr && need > r.touched) {
+      ft_populate_write(r.p + r.touched, need - r.touched);
+      counters_.faulted += need - r.touched;
+      r.touched = need;
     }
-    if (best == spare_.size()) return nullptr;
-    uint8_t* p = spare_[best].first;
-    *cap = spare_[best].second;
-    spare_.erase(spare_.begin() + best);
-    return p;
+    return r;
   }
 
   ~FrameQueue() {
-    for (auto& s : spare_) std::free(s.first);
+    for (auto& r : spare_) std::free(r.p);
+    std::free(buf_.data());
   }
 
  private:
-  static constexpr size_t kSpareRegions = 2;
+  // Regions that wait between drains: enough that a drain finds one while JS still holds the
+  // last few it drained (until their commit).
+  static constexpr size_t kSpareRegions = 4;
+  // What a region holds beyond max_bytes_: patch records (PushPatch) are not bounded by it.
+  static constexpr size_t kPatchBytes = 1u << 20;
+
+  // Under mu_: `n` more bytes in the current region, which is taken (a spare or a new one) at the
+  // first frame after a drain. nullptr when they do not fit or there is no memory.
+  uint8_t* GrowLocked(size_t n) {
+    if (!buf_.has_region()) {
+      Region r = spare_.empty() ? NewRegionLocked() : TakeSpareLocked();
+      if (r.p == nullptr) return nullptr;
+      buf_.Adopt(r);
+    }
+    return buf_.Grow(n, &counters_.faulted);
+  }
+
+  // Gives the memory of `r` past its first `keep` bytes back to the system.
+  static void Trim(Region* r, size_t keep) {
+    uintptr_t from = (reinterpret_cast<uintptr_t>(r->p) + keep + 4095) & ~uintptr_t(4095);
+    uintptr_t to = (reinterpret_cast<uintptr_t>(r->p) + r->touched) & ~uintptr_t(4095);
+    if (to > from) madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
+    r->touched = keep;
+  }
+
+  // Under mu_: a new region; its memory is faulted in as it is filled.
+  Region NewRegionLocked() {
+    Region r;
+    r.p = static_cast<uint8_t*>(std::malloc(region_bytes_));
+    if (r.p == nullptr) return Region{};
+    r.cap = region_bytes_;
+    counters_.regions++;
+    return r;
+  }
+
+  // Under mu_: the spare with the most memory faulted in, taken out of the spares (there is one).
+  Region TakeSpareLocked() {
+    size_t best = 0;
+    for (size_t i = 1; i < spare_.size(); i++) {
+      if (spare_[i].touched > spare_[best].touched) best = i;
+    }
+    Region r = spare_[best];
+    spare_.erase(spare_.begin() + best);
+    return r;
+  }
 
   // Under mu_. A notification (unique 0) belongs to no request: only counted.
   void NoteLostLocked(uint64_t unique) {
@@ -334,11 +392,12 @@ class FrameQueue {
   const size_t max_bytes_;
   const size_t max_frames_;
   const uint32_t snaplen_;
+  const size_t region_bytes_;  // every region's capacity: max_bytes_ of frames and kPatchBytes of patches
   std::mutex mu_;
   const size_t wake_bytes_;
   const size_t wake_frames_;
-  ByteBuf buf_;
-  std::vector<std::pair<uint8_t*, size_t>> spare_;  // recycled empty regions and their capacity
+  RegionBuf buf_;
+  std::vector<Region> spare_;  // recycled empty regions
   size_t count_ = 0;
   uint64_t next_seq_ = 0;
   std::vector<uint64_t> inflight_;  // sorted

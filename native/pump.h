@@ -89,16 +89,16 @@ class Pump {
   // the last /dev/fuse fd aborts a still-mounted connection: fuse_dev_release).
   void Stop();
   // JS thread.
-  void Drain(uint8_t** frames, size_t* frames_size, size_t* frames_cap, size_t* count, uint64_t* watermark,
+  void Drain(Region* region, size_t* size, size_t* count, uint64_t* watermark,
              std::vector<std::pair<uint32_t, std::string>>* procs, QueueCounters* counters,
              std::vector<uint64_t>* lost) {
     if (ring_.Ready()) ring_.ConsumeNow();
-    sink_.queue().Drain(frames, frames_size, frames_cap, count, watermark, procs, counters, lost);
+    sink_.queue().Drain(region, size, count, watermark, procs, counters, lost);
   }
   // JS thread: hands back a region Drain() gave out (see FrameQueue::Recycle).
-  void Recycle(uint8_t* p, size_t cap) { sink_.queue().Recycle(p, cap); }
-  // JS thread: a recycled region for a sorted copy of a drain (see FrameQueue::TakeSpare).
-  uint8_t* TakeSpare(size_t need, size_t* cap) { return sink_.queue().TakeSpare(need, cap); }
+  void Recycle(Region r) { sink_.queue().Recycle(r); }
+  // JS thread: a region for a sorted copy of a drain (see FrameQueue::TakeSpare).
+  Region TakeSpare(size_t need) { return sink_.queue().TakeSpare(need); }
   // JS thread.
   PumpStatus Status() {
     PumpStatus s = sink_.Status();

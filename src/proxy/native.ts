@@ -56,6 +56,10 @@ export interface PumpDrain {
   lost: bigint[];
   /** Total dropped frames of requests whose unique could not be kept (the list overflowed). */
   lostUnnamed: number;
+  /** Regions the queue allocated so far (native/frame_queue.h Region: a few per recording, refilled). */
+  queueRegions: number;
+  /** Bytes of them faulted in so far (fresh memory: each region's the first time it is filled that far). */
+  queueFaulted: number;
 }
 
 /** One batch of a PumpBatchDrain: bytes [off, off + size) of its `frames`, the rest as batches rows hold it. */

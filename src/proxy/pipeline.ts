@@ -67,6 +67,8 @@ export class FramePipeline {
   private busyNoted = false;
   /** The pump status after the last drain. */
   lastStatus: PumpStatus | undefined;
+  /** The pump queue's memory as of the last drain (PumpDrain.queueRegions, queueFaulted). */
+  queueMemory = { regions: 0, faulted: 0 };
   /** The server's INIT reply has been seen (and written to the session row). */
   initRecorded = false;
   /** ... and it accepted the connection (no error). */
@@ -110,6 +112,7 @@ export class FramePipeline {
     this.bytes = d.bytes;
     this.dropped = d.dropped;
     this.lostUnnamed = d.lostUnnamed;
+    this.queueMemory = { regions: d.queueRegions, faulted: d.queueFaulted };
     if (this.storeFailure !== undefined) return this.discard(d);
     this.store(d, final);
     // A busy JS thread drains seldom and large (a full capture: tens to hundreds of MiB per

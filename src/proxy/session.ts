@@ -466,8 +466,11 @@ export class RecordSession {
     }
     this.lost = end.lost;
     // `npm run bench -- record`: the derivation's CPU includes its catch-up after the workload,
-    // which no snapshot of a running recorder can see.
-    if (process.env.FUSETRACE_BENCH_CPU) writeFileSync(process.env.FUSETRACE_BENCH_CPU, JSON.stringify({ deriveNs: end.cpuNs ?? 0 }));
+    // which no snapshot of a running recorder can see; and the pump queue's memory.
+    if (process.env.FUSETRACE_BENCH_CPU) {
+      const q = this.p.pipeline.queueMemory;
+      writeFileSync(process.env.FUSETRACE_BENCH_CPU, JSON.stringify({ deriveNs: end.cpuNs ?? 0, queueRegions: q.regions, queueFaulted: q.faulted }));
+    }
     try {
       db.close();
     } catch {
