@@ -18,7 +18,7 @@ import { dbIn, recordDirs, recordingTests } from './helpers/record.js';
 const { reg, startRecord } = recordingTests();
 
 /** MiB written through the mount, then read back twice with O_DIRECT. */
-const MIB = 192;
+const MIB = 256;
 
 describe('pump queue memory', () => {
   for (const relay of [false, true]) {
