@@ -274,11 +274,10 @@ class FrameQueue {
   }
 
   // JS thread: a drained region (from Drain or TakeSpare) JS no longer reads. The pumps fill it
-  // again. Up to kSpareRegions wait, and together they keep at most max_bytes_ faulted in, the
-  // regions with the most first: past that a spare's memory is given back to the system
-  // (MADV_DONTNEED) and faulted in again if it is ever filled that far. Both bounds are the old
-  // growable buffers': the memory kept is at most what the queue may hold anyway. Anything else
-  // (a sorted copy too large for a region) is freed.
+  // again. Up to kSpareRegions wait, and together they keep at most kSpareBound times max_bytes_
+  // faulted in, the regions with the most first: past that a spare's memory is given back to the
+  // system (MADV_DONTNEED) and faulted in again if it is ever filled that far. Anything else (a
+  // sorted copy too large for a region) is freed.
   void Recycle(Region r) {
     if (r.p == nullptr) return;
     std::lock_guard<std::mutex> lock(mu_);
@@ -298,7 +297,7 @@ class FrameQueue {
     }
     size_t kept = 0;
     for (Region& s : spare_) {
-      if (kept + s.touched > max_bytes_) Trim(&s, max_bytes_ - kept);
+      if (kept + s.touched > kSpareBound * max_bytes_) Trim(&s, kSpareBound * max_bytes_ - kept);
       kept += s.touched;
     }
   }
@@ -327,6 +326,12 @@ class FrameQueue {
   // Regions that wait between drains: enough that a drain finds one while JS still holds the
   // last few it drained (until their commit).
   static constexpr size_t kSpareRegions = 4;
+  // The spares' faulted-in memory, in queue bounds. A full capture keeps about three regions going
+  // (the queue's, the one JS commits, a spare), each filled to the bound: with one bound for the
+  // spares, a second full spare was trimmed and faulted in again at its next use, and a test
+  // recording of 805 MB faulted in 424 MB (CI); with two, 196-201 MB (three regions, each once),
+  // and a 6 s recording of 1 MiB reads peaked at 293-303 MiB of RSS against 290-291.
+  static constexpr size_t kSpareBound = 2;
   // What a region holds beyond max_bytes_: patch records (PushPatch) are not bounded by it.
   static constexpr size_t kPatchBytes = 1u << 20;
 
