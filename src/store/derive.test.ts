@@ -165,6 +165,20 @@ describe('Deriver', () => {
     expect({ index: indexRows(db, session), requests: rows(db, session) }).toEqual(got);
   });
 
+  it('a requests row the table refuses fails the step loudly and leaves nothing of it (INSERT OR IGNORE is checked)', () => {
+    const s = busyScript();
+    const { db } = trace();
+    const { writer, session } = writeDeferred(db, s, 1000);
+    endSession(writer, s);
+    // A row already at the seq of a LOOKUP the ledger will insert (a ledger bug would look like this).
+    const lookup = s.frames.find((f) => f.dir === 0 && f.opcode === 1)!.seq;
+    db.prepare("INSERT INTO requests (session, seq, unique_id, opcode, start_ns, len, state) VALUES (?, ?, 1, 0, 0, 0, 'unknown')").run(session, lookup);
+    const d = new Deriver(db, session);
+    expect(() => d.step(100_000)).toThrow(/requests rows refused.*first seq/);
+    expect(derived(db, session)).toBe(0);
+    expect(db.prepare('SELECT count(*) FROM requests WHERE session = ?').pluck().get(session)).toBe(1);
+  });
+
   it('a patch committed after its notification was derived reaches requests.errno and the reader', () => {
     const s = new Script();
     s.req(26, 2, 0, [u32(7), u32(45), u32(0), u32(0)], { pid: 0 });

@@ -113,7 +113,7 @@ export type LedgerState = 'ok' | 'error' | 'interrupted' | 'late' | 'unanswered'
  * 289 -> 189 ms over 400k frames with 1024, about 0.25 us/frame).
  */
 const RECENT_MAX = 1024;
-/** Rows per multi-row INSERT, largest first (23 columns: 736 parameters); see derive.ts INSERT_CHUNKS. */
+/** Rows per multi-row INSERT, largest first (23 columns: 736 parameters). */
 const INSERT_CHUNKS = [32, 8, 2, 1];
 /** Columns of a requests row. */
 const REQUEST_PARAMS = 23;
@@ -261,9 +261,15 @@ export class Ledger {
     const cols =
       'session, seq, unique_id, opcode, nodeid, fh, path, pid, comm, uid, gid, start_ns, fwd_ns, reply_ns, dur_ns, errno, len, reply_len, state, outcome, background, reply_seq, interrupt_seq';
     const one = `(${Array(REQUEST_PARAMS).fill('?').join(',')})`;
+    // OR IGNORE, for speed: a multi-row INSERT that may abort half-way (the primary key, NOT NULL)
+    // makes SQLite copy every page it first touches to a statement journal, so that the statement
+    // alone can be undone: with 64 KiB pages, the last leaf of the table and of each index, 4 x 64
+    // KiB copied per 32 rows, in 1 KiB chunks malloc()ed each time. With OR IGNORE nothing can abort
+    // it (bench derive, fio 4k trace: about 10% of the derivation's CPU). A row the constraints
+    // would refuse is a bug of the ledger's: write() counts the rows that went in and throws.
     this.inserts = INSERT_CHUNKS.map((rows) => ({
       rows,
-      stmt: db.prepare(`INSERT INTO requests (${cols}) VALUES ${Array(rows).fill(one).join(',')}`),
+      stmt: db.prepare(`INSERT OR IGNORE INTO requests (${cols}) VALUES ${Array(rows).fill(one).join(',')}`),
       params: new Array<unknown>(rows * REQUEST_PARAMS),
     }));
     this.update = db.prepare(
@@ -830,7 +836,8 @@ export class Ledger {
         for (let j = i; j < i + ins.rows; j++) p = this.rowParams(rows[j], ins.params, p);
         // Spread, not the array: better-sqlite3 reads an array's elements through the V8 API one
         // Get at a time, arguments directly (a 32-row INSERT of 23 columns: 0.68 against 1.1-1.9 us a row).
-        ins.stmt.run(...ins.params);
+        const { changes } = ins.stmt.run(...ins.params);
+        if (changes !== ins.rows) throw new Error(`ledger: ${ins.rows - changes} of ${ins.rows} requests rows refused (duplicate seq or missing value), first seq ${rows[i].seq}`);
       }
     }
     for (const r of rows) {
