@@ -75,16 +75,20 @@ describe('Deriver', () => {
     expect(derived(deferred.db, session)).toBe(0);
     endSession(writer, s);
     const tempStore = () => deferred.db.pragma('temp_store', { simple: true });
+    const cacheSize = () => deferred.db.pragma('cache_size', { simple: true });
     expect(tempStore()).toBe(0); // the default: temporary files
+    expect(cacheSize()).toBe(-32768); // a writing connection's (db.ts tune)
     const d = new Deriver(deferred.db, session, { feed: 5 });
-    // Statement journals in memory while it steps (no file per step in /var/tmp); restored before
-    // finish() sorts the duration indexes.
+    // Statement journals in memory while it steps (no file per step in /var/tmp), and a small page
+    // cache (derive.ts STEP_CACHE_KIB); both restored before finish() sorts the duration indexes.
     expect(tempStore()).toBe(2);
+    expect(cacheSize()).toBe(-4096);
     let steps = 0;
     while (d.step(20) > 0) steps++;
     expect(steps).toBeGreaterThan(3);
     d.finish();
     expect(tempStore()).toBe(0);
+    expect(cacheSize()).toBe(-32768);
     expect(d.lag()).toEqual({ derived: s.frames.length, recorded: s.frames.length });
     // The live line's errors: error replies, failed forwards and failed notifications.
     const errors = s.frames.filter((f) => (f.dir === 1 && f.unique !== 0n && (f.error ?? 0) < 0) || f.writeErrno !== 0).length;
