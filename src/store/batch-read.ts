@@ -20,6 +20,31 @@ export interface DecodedBatch {
   frames: BatchFrame[];
 }
 
+/** One batches row as read: its packed frames (batch.ts), not decoded. */
+export interface RawBatch {
+  firstSeq: number;
+  lastSeq: number;
+  body: Buffer;
+}
+
+/** A batch's frames, those outside [minSeq, toSeq] left out (only the first and last batch of a page can hold any); no patches applied. */
+export function decodeRaw(b: RawBatch, minSeq: number, toSeq: number): DecodedBatch {
+  const frames = decodeBatch(b.body);
+  const inside = frames.length === 0 || (frames[0].seq >= minSeq && frames[frames.length - 1].seq <= toSeq);
+  return { firstSeq: b.firstSeq, lastSeq: b.lastSeq, frames: inside ? frames : frames.filter((f) => f.seq >= minSeq && f.seq <= toSeq) };
+}
+
+/** Puts `patches` (patchesOver) over the frames' fwd_ns and write_errno. */
+export function patchFrames(frames: readonly BatchFrame[], patches: Map<number, Patch>): void {
+  for (const f of frames) {
+    const p = patches.get(f.seq);
+    if (p) {
+      f.fwdNs = p.fwdNs;
+      f.writeErrno = p.writeErrno;
+    }
+  }
+}
+
 /** Pages through a session's batches in seq order (bounded memory: a few batches per page). */
 export class BatchPages {
   private readonly startOf: Statement;
@@ -52,16 +77,17 @@ export class BatchPages {
    * [minSeq, toSeq] left out, patches applied.
    */
   read(session: number, fromFirst: number, minSeq: number, toSeq: number, limit: number): DecodedBatch[] {
-    const rows = this.page.all(session, fromFirst, toSeq, limit) as Array<[bigint, bigint, Buffer]>;
+    const rows = this.raw(session, fromFirst, toSeq, limit);
     if (rows.length === 0) return [];
-    const out: DecodedBatch[] = rows.map(([first, last, body]) => {
-      const frames = decodeBatch(body);
-      // Only the first and last batch of a page can hold frames outside [minSeq, toSeq].
-      const inside = frames.length === 0 || (frames[0].seq >= minSeq && frames[frames.length - 1].seq <= toSeq);
-      return { firstSeq: Number(first), lastSeq: Number(last), frames: inside ? frames : frames.filter((f) => f.seq >= minSeq && f.seq <= toSeq) };
-    });
+    const out = rows.map((b) => decodeRaw(b, minSeq, toSeq));
     this.applyPatches(session, out);
     return out;
+  }
+
+  /** The bodies of up to `limit` batches whose first_seq is in [fromFirst, toSeq], neither decoded nor patched. */
+  raw(session: number, fromFirst: number, toSeq: number, limit: number): RawBatch[] {
+    const rows = this.page.all(session, fromFirst, toSeq, limit) as Array<[bigint, bigint, Buffer]>;
+    return rows.map(([first, last, body]) => ({ firstSeq: Number(first), lastSeq: Number(last), body }));
   }
 
   /**
@@ -71,15 +97,14 @@ export class BatchPages {
    * decoded frames held at once outlived the young generation of V8's heap, and copying it into
    * the old one was most of what a replay spent collecting garbage.
    */
-  bodies(session: number, fromFirst: number, toSeq: number, limit: number): { batches: Array<{ firstSeq: number; lastSeq: number; body: Buffer }>; patches: Map<number, Patch> | null } {
-    const rows = this.page.all(session, fromFirst, toSeq, limit) as Array<[bigint, bigint, Buffer]>;
-    const batches = rows.map(([first, last, body]) => ({ firstSeq: Number(first), lastSeq: Number(last), body }));
+  bodies(session: number, fromFirst: number, toSeq: number, limit: number): { batches: RawBatch[]; patches: Map<number, Patch> | null } {
+    const batches = this.raw(session, fromFirst, toSeq, limit);
     if (batches.length === 0) return { batches, patches: null };
     return { batches, patches: this.patchesOver(session, batches[0].firstSeq, batches[batches.length - 1].lastSeq) };
   }
 
   /** The patches rows of seqs in [first, last] by seq, or null when there are none. */
-  private patchesOver(session: number, first: number, last: number): Map<number, Patch> | null {
+  patchesOver(session: number, first: number, last: number): Map<number, Patch> | null {
     const rows = this.patches.all(session, first, last) as Array<[bigint, bigint | null, bigint]>;
     if (rows.length === 0) return null;
     return new Map<number, Patch>(rows.map(([s, fwd, e]) => [Number(s), { fwdNs: fwd, writeErrno: Number(e) }]));
@@ -89,14 +114,6 @@ export class BatchPages {
   applyPatches(session: number, batches: DecodedBatch[]): void {
     const bySeq = this.patchesOver(session, batches[0].firstSeq, batches[batches.length - 1].lastSeq);
     if (!bySeq) return;
-    for (const b of batches) {
-      for (const f of b.frames) {
-        const p = bySeq.get(f.seq);
-        if (p) {
-          f.fwdNs = p.fwdNs;
-          f.writeErrno = p.writeErrno;
-        }
-      }
-    }
+    for (const b of batches) patchFrames(b.frames, bySeq);
   }
 }

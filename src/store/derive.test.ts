@@ -169,6 +169,33 @@ describe('Deriver', () => {
     expect({ index: indexRows(db, session), requests: rows(db, session) }).toEqual(got);
   });
 
+  it('a step that yields (the recorder wants the lock) commits the batches it derived and the next goes on from there', () => {
+    const s = busyScript();
+    const { db } = trace();
+    const { writer, session } = writeDeferred(db, s, 30);
+    endSession(writer, s);
+    const batches = db.prepare('SELECT first_seq, last_seq, count FROM batches WHERE session = ? ORDER BY first_seq').raw().all(session) as number[][];
+    expect(batches.length).toBeGreaterThan(4);
+    const d = new Deriver(db, session);
+    // Asked after each batch: yes from the first on, so the step ends after one batch.
+    let asked = 0;
+    const n = d.step(1_000_000, () => ++asked > 0);
+    expect(n).toBe(batches[0][2]);
+    expect(asked).toBe(1);
+    expect(derived(db, session)).toBe(batches[0][1] + 1);
+    expect(d.lag().derived).toBe(batches[0][1] + 1);
+    // Yielding after the second batch of the next step.
+    asked = 0;
+    expect(d.step(1_000_000, () => ++asked > 1)).toBe(batches[1][2] + batches[2][2]);
+    expect(derived(db, session)).toBe(batches[2][1] + 1);
+    // The rest without yielding: one step.
+    expect(d.step(1_000_000, () => false)).toBe(s.frames.length - batches[0][2] - batches[1][2] - batches[2][2]);
+    d.finish();
+    const got = { index: indexRows(db, session), requests: rows(db, session) };
+    rebuildLedger(db, session);
+    expect({ index: indexRows(db, session), requests: rows(db, session) }).toEqual(got);
+  });
+
   it('a requests row the table refuses fails the step loudly and leaves nothing of it (INSERT OR IGNORE is checked)', () => {
     const s = busyScript();
     const { db } = trace();

@@ -14,7 +14,7 @@
  * bounded by `maxFrames` (plus at most one batch), so the recorder never waits long for it.
  */
 import type { Database, Statement } from 'better-sqlite3';
-import { BatchPages, type DecodedBatch } from './batch-read.js';
+import { BatchPages, decodeRaw, patchFrames, type DecodedBatch, type Patch, type RawBatch } from './batch-read.js';
 import type { BatchFrame } from './batch.js';
 import { createDurationIndexes, openTraceDb } from './db.js';
 import { Ledger, type LedgerOptions } from './ledger.js';
@@ -114,6 +114,13 @@ const TEMP_STORE_MEMORY = 2;
  */
 const STEP_CACHE_KIB = 4096;
 
+/** A step's batches, read before its write transaction (Deriver.readAhead). */
+interface Ahead {
+  raw: RawBatch[];
+  /** The patches rows over their seqs (null: none, the rule). */
+  patches: Map<number, Patch> | null;
+}
+
 /** How far derivation is, as seq bounds: frames below `derived` are derived; `recorded` is past the last committed frame. */
 export interface DeriveLag {
   derived: number;
@@ -134,7 +141,7 @@ export class Deriver {
   private readonly ledger: Ledger;
   private readonly feed: number;
   private readonly recordedStmt: Statement;
-  private readonly commit: (batches: DecodedBatch[], next: number) => number;
+  private readonly commit: (ahead: Ahead, yieldNow?: () => boolean) => { frames: number; next: number };
   /** The next seq to derive (sessions.derived as this Deriver last committed it). */
   private cursor = 0;
   /** Error replies, failed forwards and failed notifications among the frames derived (the live line's count). */
@@ -175,18 +182,20 @@ export class Deriver {
     // The last batch by first_seq holds the largest seq (batches are in seq order): one index seek,
     // where max(last_seq) read every batch of the session at every step.
     this.recordedStmt = this.db.prepare('SELECT last_seq FROM batches WHERE session = ? ORDER BY first_seq DESC LIMIT 1').pluck();
-    this.commit = this.db.transaction((batches: DecodedBatch[], next: number) => this.write(batches, next)).immediate;
+    this.commit = this.db.transaction((ahead: Ahead, yieldNow?: () => boolean) => this.write(ahead, yieldNow)).immediate;
   }
 
   /**
    * Derives the next committed batches, about `maxFrames` frames (whole batches, at least one);
    * returns how many frames it derived, 0 when caught up. One write transaction per step. If the
    * write lock cannot be had (SQLITE_BUSY, thrown by BEGIN IMMEDIATE), nothing changed: call again.
+   * `yieldNow`, asked after each batch, ends the step early (what it derived is committed, the rest
+   * is read again by the next step): the recorder wants the write lock (derive-worker.ts).
    */
-  step(maxFrames = 8192): number {
+  step(maxFrames = 8192, yieldNow?: () => boolean): number {
     this.checkLedger();
-    const { batches, next } = this.readAhead(maxFrames);
-    if (batches.length === 0) {
+    const ahead = this.readAhead(maxFrames);
+    if (ahead.raw.length === 0) {
       // Caught up; a patch may still have come in for a frame already derived. Looked for
       // without the write lock: the recorder commits every 100 ms and should not wait for nothing.
       if (!this.indexer.hasLatePatches()) return 0;
@@ -195,9 +204,9 @@ export class Deriver {
       else this.db.transaction(late).immediate();
       return 0;
     }
-    const n = this.commit(batches, next);
+    const { frames, next } = this.commit(ahead, yieldNow);
     this.cursor = next;
-    return n;
+    return frames;
   }
 
   /**
@@ -267,34 +276,53 @@ export class Deriver {
     }).immediate();
   }
 
-  /** Reads and decodes, before any write lock, the batches of the next step. */
-  private readAhead(maxFrames: number): { batches: DecodedBatch[]; next: number } {
-    const batches: DecodedBatch[] = [];
-    let next = this.cursor;
-    let from = this.pages.startSeq(this.session, next);
+  /**
+   * Reads, before any write lock, the batches of the next step and the patches over them; they
+   * are decoded one at a time inside the step's transaction (write()).
+   */
+  private readAhead(maxFrames: number): Ahead {
+    const raw: RawBatch[] = [];
+    let from = this.pages.startSeq(this.session, this.cursor);
     let frames = 0;
     while (frames < maxFrames) {
-      const got = this.pages.read(this.session, from, this.cursor, Number.MAX_SAFE_INTEGER, 1);
+      const got = this.pages.raw(this.session, from, Number.MAX_SAFE_INTEGER, 1);
       if (got.length === 0) break;
       const b = got[0];
-      batches.push(b);
-      frames += b.frames.length;
-      next = Math.max(next, b.lastSeq + 1);
+      raw.push(b);
+      // Its seq span: the frames it holds, dropped ones aside.
+      frames += b.lastSeq - Math.max(b.firstSeq, this.cursor) + 1;
       from = b.lastSeq + 1;
     }
-    return { batches, next };
+    const patches = raw.length === 0 ? null : this.pages.patchesOver(this.session, raw[0].firstSeq, raw[raw.length - 1].lastSeq);
+    return { raw, patches };
   }
 
-  /** Inside the step's transaction: index rows, the ledger, late patches, the cursor. */
-  private write(batches: DecodedBatch[], next: number): number {
-    const frames: FrameRecord[] = this.indexer.index(batches);
-    for (let i = 0; i < frames.length; i += this.feed) {
-      this.ledger.add(this.feed === Infinity ? frames : frames.slice(i, i + this.feed));
+  /**
+   * Inside the step's transaction: the ledger (its rows), late patches, the cursor. Each batch is
+   * decoded and handed to the ledger on its own, so that only one batch's frames and rows are
+   * live at a time: a step's write transaction can then cover many batches (fewer commits, each
+   * rewriting the last page of the table and of every index) without its frames and requests
+   * outliving V8's young generation (see derive-worker.ts STEP_FRAMES).
+   */
+  private write(ahead: Ahead, yieldNow?: () => boolean): { frames: number; next: number } {
+    let n = 0;
+    let errors = 0;
+    let next = this.cursor;
+    for (const r of ahead.raw) {
+      if (n > 0 && yieldNow?.()) break;
+      const { frames } = decodeRaw(r, this.cursor, Number.MAX_SAFE_INTEGER);
+      if (ahead.patches) patchFrames(frames, ahead.patches);
+      for (let i = 0; i < frames.length; i += this.feed) {
+        this.ledger.add(this.feed === Infinity ? frames : frames.slice(i, i + this.feed));
+      }
+      errors += countErrors(frames);
+      n += frames.length;
+      next = Math.max(next, r.lastSeq + 1);
     }
     this.countPatches(this.indexer.latePatches());
     this.indexer.setDerived(next);
-    this.errors += countErrors(frames);
-    return frames.length;
+    this.errors += errors;
+    return { frames: n, next };
   }
 
   private countPatches(errnos: number[]): void {
