@@ -26,7 +26,7 @@ import { workload } from './ledger.js';
 const FRAMES = Number(process.env.FUSETRACE_BENCH_DERIVE_FRAMES ?? 400_000);
 const RUNS = Number(process.env.FUSETRACE_BENCH_DERIVE_RUNS ?? 5);
 /** The derivation thread's step (src/proxy/derive-worker.ts STEP_FRAMES). */
-const STEP = Number(process.env.FUSETRACE_BENCH_DERIVE_STEP ?? 1024);
+const STEP = Number(process.env.FUSETRACE_BENCH_DERIVE_STEP ?? 16384);
 
 function cpuUs(): number {
   const u = process.cpuUsage();
