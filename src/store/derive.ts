@@ -8,10 +8,12 @@
  * rows are the same either way, and the same as rebuildLedger's.
  *
  * Locking: the recorder's connection and the Deriver's both write the file in WAL mode, and SQLite
- * lets one write transaction run at a time. The Deriver reads and decodes the batches before it
- * takes the write lock (a plain read sees the last commit, WAL readers never block), and holds the
- * lock (BEGIN IMMEDIATE, waiting up to busy_timeout) only to insert one step's rows: each step is
- * bounded by `maxFrames` (plus at most one batch), so the recorder never waits long for it.
+ * lets one write transaction run at a time. The Deriver reads the batches before it takes the
+ * write lock (a plain read sees the last commit, WAL readers never block), and holds the lock
+ * (BEGIN IMMEDIATE, waiting up to busy_timeout) only to decode and derive them one batch at a time:
+ * each step is bounded by `maxFrames` (plus at most one batch), and ends after the batch under way
+ * when its caller says the recorder wants the lock (step's yieldNow), so the recorder never waits
+ * long for it.
  */
 import type { Database, Statement } from 'better-sqlite3';
 import { BatchPages, decodeRaw, patchFrames, type DecodedBatch, type Patch, type RawBatch } from './batch-read.js';
