@@ -106,6 +106,25 @@ describe('ledger states', () => {
     expect(row(unmounted.db, c.session, stuck.seq)).toMatchObject({ state: 'aborted', outcome: 'unmount' });
   });
 
+  it('requests that finish beside one that keeps waiting leave it pending; a second reply finds the finished one', () => {
+    // Batches of 3: the READ waits across all of them while the LOOKUPs around it finish (their
+    // pending entries are removed at the end of each batch, Ledger.sweep), one of them answered twice.
+    const { db } = trace();
+    const s = new Script();
+    const waits = s.req(15, 50, 2, readIn(7));
+    const first = s.req(1, 52, 1, [name('a')]);
+    s.reply(52, 0, [entryOut(2)]);
+    s.reply(52, 0, [entryOut(2)]);
+    const second = s.req(1, 54, 1, [name('b')]);
+    s.reply(54, -ENOENT);
+    s.reply(50, 0, [Buffer.alloc(4096)]);
+    const { session, ledger } = recordScript(db, s, { batch: 3 });
+    expect(ledger.outstanding).toBe(0);
+    expect(row(db, session, waits.seq)).toMatchObject({ state: 'ok', reply_len: 16 + 4096 });
+    expect(row(db, session, first.seq)).toMatchObject({ state: 'unknown', outcome: 'duplicate-reply' });
+    expect(row(db, session, second.seq)).toMatchObject({ state: 'error', errno: ENOENT, path: '/b' });
+  });
+
   it('a pending request is written as unanswered at once and updated when its reply comes in a later batch', () => {
     const { db } = trace();
     const s = new Script();
