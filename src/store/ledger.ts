@@ -176,11 +176,26 @@ interface Req {
   dirty: boolean;
 }
 
+/** A row's state and outcome. */
+type Classified = readonly [LedgerState, string | null];
+
+/**
+ * classify()'s commonest answers, made once: it runs for every row written, and a new pair per row
+ * was 31 of the 98 bytes a frame that writing the rows allocated (bench derive's sampling heap
+ * profile of an 803,000-frame fio 4k trace; 850 bytes a frame in all, 821 after).
+ */
+const BARE = {
+  ok: ['ok', null],
+  error: ['error', null],
+  noreply: ['noreply', null],
+  unanswered: ['unanswered', null],
+} as const satisfies Record<string, Classified>;
+
 /** State and outcome of a row, from its facts. */
-function classify(r: Req): [LedgerState, string | null] {
+function classify(r: Req): Classified {
   switch (r.kind) {
     case 'noreply':
-      return ['noreply', null];
+      return BARE.noreply;
     case 'notify':
       return ['notify', r.note];
     case 'unknown':
@@ -191,10 +206,11 @@ function classify(r: Req): [LedgerState, string | null] {
   if (r.forced !== null) return [r.forced.state, r.forced.outcome];
   if (r.answered) {
     if (r.interruptSeq !== null) return ['interrupted', r.eagain ? 'eagain' : r.errno === EINTR ? 'eintr' : 'answered'];
+    if (r.undelivered === null) return r.errno === 0 ? BARE.ok : BARE.error;
     return [r.errno === 0 ? 'ok' : 'error', r.undelivered];
   }
   if (r.ended !== null) return ['aborted', r.ended];
-  return ['unanswered', r.eagain ? 'eagain' : null];
+  return r.eagain ? ['unanswered', 'eagain'] : BARE.unanswered;
 }
 
 /** Options of a Ledger. */
