@@ -38,6 +38,17 @@ function endSession(writer: TraceWriter, script: Script): void {
   writer.close();
 }
 
+/** The session's derived rows (loose_frames, requests) as they are now. */
+function derivedRows(db: Database, session: number): { index: unknown[]; requests: unknown[] } {
+  return { index: indexRows(db, session), requests: rows(db, session) };
+}
+
+/** Rebuilds the session's ledger from its batches and expects the same rows as `got`. */
+function expectRebuildEquals(db: Database, session: number, got: { index: unknown[]; requests: unknown[] }): void {
+  rebuildLedger(db, session);
+  expect(derivedRows(db, session)).toEqual(got);
+}
+
 describe('batch codec', () => {
   it('round-trips every field, u64 uniques past 2^63, snapped frames, and splits at BATCH_BYTES and BATCH_FRAMES', () => {
     const frames: FrameRecord[] = [];
@@ -149,10 +160,9 @@ describe('Deriver', () => {
     endSession(writer, s);
     d!.finish();
     d!.close();
-    const got = { index: indexRows(db, session), requests: rows(db, session) };
+    const got = derivedRows(db, session);
     expect(got.requests.length).toBeGreaterThan(100);
-    rebuildLedger(db, session);
-    expect({ index: indexRows(db, session), requests: rows(db, session) }).toEqual(got);
+    expectRebuildEquals(db, session, got);
   });
 
   it('a new Deriver of a partly derived session starts it over (the ledger cannot resume mid-way)', () => {
@@ -164,9 +174,7 @@ describe('Deriver', () => {
     expect(derived(db, session)).toBeGreaterThan(0);
     // As after a SIGKILLed recorder: another process's Deriver, without the first one's memory.
     new Deriver(db, session).finish();
-    const got = { index: indexRows(db, session), requests: rows(db, session) };
-    rebuildLedger(db, session);
-    expect({ index: indexRows(db, session), requests: rows(db, session) }).toEqual(got);
+    expectRebuildEquals(db, session, derivedRows(db, session));
   });
 
   it('a step that yields (the recorder wants the lock) commits the batches it derived and the next goes on from there', () => {
@@ -191,9 +199,7 @@ describe('Deriver', () => {
     // The rest without yielding: one step.
     expect(d.step(1_000_000, () => false)).toBe(s.frames.length - batches[0][2] - batches[1][2] - batches[2][2]);
     d.finish();
-    const got = { index: indexRows(db, session), requests: rows(db, session) };
-    rebuildLedger(db, session);
-    expect({ index: indexRows(db, session), requests: rows(db, session) }).toEqual(got);
+    expectRebuildEquals(db, session, derivedRows(db, session));
   });
 
   it('a requests row the table refuses fails the step loudly and leaves nothing of it (INSERT OR IGNORE is checked)', () => {
@@ -233,9 +239,7 @@ describe('Deriver', () => {
     // A rebuild, which sees the patch before the frame, agrees.
     endSession(writer, s);
     d.finish();
-    const got = { index: indexRows(db, session), requests: rows(db, session) };
-    rebuildLedger(db, session);
-    expect({ index: indexRows(db, session), requests: rows(db, session) }).toEqual(got);
+    expectRebuildEquals(db, session, derivedRows(db, session));
   });
 
   it('inline writing applies a patch of an already derived notification in the next flush', () => {
